@@ -1,0 +1,79 @@
+#pragma once
+// State of one attached loop shared between the loop thread (probe callback, wait hook), the
+// watchdog thread and the signal handler. Only lock-free atomics are shared; the loop thread is
+// the single writer of the histograms and of the boundary stamps.
+
+#include <pthread.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "stallwatch/common/histogram.h"
+
+struct event_base;
+
+namespace stallwatch::agent::internal {
+
+static_assert(std::atomic<int64_t>::is_always_lock_free);
+static_assert(std::atomic<void*>::is_always_lock_free);
+
+// One stack sample taken by the signal handler on the loop thread. Preallocated per loop.
+inline constexpr size_t kStackCopyBytes = 64 * 1024;
+inline constexpr int kDwarfRegs = 17;  // x86_64 DWARF 0..16 (rip = 16)
+
+struct RawSample {
+  enum State : int { kIdle = 0, kRequested = 1, kWriting = 2, kReady = 3, kFailed = 4 };
+  std::atomic<int> state{kIdle};
+  pid_t tid = 0;  // the thread that must take it
+  uint64_t regs[kDwarfRegs] = {};
+  uint64_t stack_base = 0;  // address of stack[0] in the thread's stack
+  size_t stack_len = 0;
+  int64_t taken_ns = 0;
+  alignas(16) unsigned char stack[kStackCopyBytes];
+};
+
+struct LoopState {
+  // Immutable after attach.
+  std::string name;
+  event_base* base = nullptr;
+  int64_t threshold_ns = 0;
+  int64_t interval_ns = 0;
+
+  // Loop thread identity: written once on the loop thread (probe or wait hook).
+  std::atomic<pid_t> tid{0};
+  pthread_t thread{};
+  clockid_t cpu_clock{};
+  std::atomic<bool> cpu_clock_ok{false};
+
+  // Loop boundaries (wait hook and dispatch hook, loop thread only).
+  std::atomic<int> epfd{-1};
+  std::atomic<bool> boundaries_seen{false};
+  std::atomic<bool> dispatch_hooked{false};  // the dispatch wrapper saw this base
+  std::atomic<bool> in_dispatch{false};
+  std::atomic<int64_t> dispatch_entered_ns{0};
+  std::atomic<int64_t> busy_since_ns{0};  // 0 while waiting for events (or outside dispatch)
+  std::atomic<int64_t> busy_total_ns{0};  // sum of completed busy periods
+  std::atomic<uint64_t> iterations{0};
+  // Mailbox of the last busy period >= threshold: start is written before end (release).
+  std::atomic<int64_t> long_start_ns{0};
+  std::atomic<int64_t> long_end_ns{0};
+  Histogram iteration_hist;
+
+  // Probe (loop thread only).
+  Histogram delay_hist;
+  std::atomic<int64_t> probe_due_ns{0};  // scheduled time of the oldest tick not yet serviced
+  std::atomic<int64_t> probe_last_run_ns{0};
+  std::atomic<uint64_t> probe_runs{0};
+  std::atomic<int64_t> probe_busy_est_ns{0};  // sum of min(delay, interval): probe-only estimate
+
+  // Stack sampling.
+  RawSample sample;
+};
+
+// Called on the loop thread: records tid/pthread/cpu clock the first time.
+void EnsureLoopThread(LoopState* s);
+
+}  // namespace stallwatch::agent::internal

@@ -1,0 +1,71 @@
+#pragma once
+// The only code that reads /proc. Pure parsers (tested on fixtures) are separate from the
+// readers. Readers are called on the watchdog thread; none is async-signal safe.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace stallwatch::agent::platform {
+
+// /proc/<pid>/task/<tid>/syscall: "running", or "nr a1 a2 a3 a4 a5 a6 sp pc", or "-1 sp pc"
+// (blocked but not in a syscall, e.g. a page fault).
+struct SyscallInfo {
+  bool running = false;
+  long nr = -1;
+  uint64_t args[6] = {};
+  uint64_t sp = 0;
+  uint64_t pc = 0;
+};
+std::optional<SyscallInfo> ParseSyscall(std::string_view text);
+
+// /proc/<pid>/task/<tid>/schedstat: "exec_ns run_delay_ns timeslices".
+struct SchedStat {
+  uint64_t exec_ns = 0;
+  uint64_t run_delay_ns = 0;
+  uint64_t timeslices = 0;
+};
+std::optional<SchedStat> ParseSchedstat(std::string_view text);
+
+// /proc/<pid>/task/<tid>/stat: the state letter (field 3) and utime/stime in clock ticks.
+struct TaskStat {
+  char state = '?';
+  uint64_t utime = 0;
+  uint64_t stime = 0;
+};
+std::optional<TaskStat> ParseTaskStat(std::string_view text);
+
+// /proc/<pid>/fdinfo/<epfd> of an epoll fd: the target fds ("tfd:" lines).
+std::vector<int> ParseEpollFdinfoTargets(std::string_view text);
+
+// A /proc/net/{tcp,tcp6,udp,udp6} table: the row whose inode matches, as
+// "127.0.0.1:41000 -> 127.0.0.1:5432" (peer omitted when unconnected).
+std::optional<std::string> FindInetSocket(std::string_view table, uint64_t inode, bool v6);
+// /proc/net/unix: the path bound to the socket with that inode ("" when unnamed).
+std::optional<std::string> FindUnixSocket(std::string_view table, uint64_t inode);
+
+// "read", "nanosleep", ...; "syscall_<nr>" for numbers this table does not name.
+std::string SyscallName(long nr);
+// Whether the syscall's first argument is a file descriptor worth describing.
+bool SyscallTakesFd(long nr);
+
+// Readers.
+bool ReadSmallFile(const char* path, std::string* out);  // at most 64 KiB
+bool ReadSmallFileLarge(const char* path, std::string* out);  // at most 4 MiB
+pid_t GetTid();
+std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid);
+std::optional<SchedStat> ReadThreadSchedstat(pid_t tid);
+std::optional<TaskStat> ReadThreadStat(pid_t tid);
+// What an fd of this process refers to: "/var/lib/x.db", "pipe:[123]",
+// "socket tcp 127.0.0.1:41000 -> 127.0.0.1:5432", "socket unix /run/x.sock", ...
+std::string DescribeFd(int fd);
+// The epoll fd of this process whose interest list contains `target_fd`, or -1.
+int FindEpollFdContaining(int target_fd);
+// The [start, end) of the mapping of this process that contains addr, or {0,0}.
+std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr);
+
+}  // namespace stallwatch::agent::platform

@@ -1,0 +1,36 @@
+#pragma once
+// The delay probe: a CLOCK_MONOTONIC timerfd registered on the host's event_base as an internal
+// read event (it never keeps an otherwise idle loop alive). Each callback records the lateness
+// of every tick that expired since the previous one (actual - scheduled), so ticks missed
+// during a long stall are all accounted for.
+
+#include <event2/event.h>
+
+#include "loop_state.h"
+#include "stallwatch/status.h"
+
+namespace stallwatch::agent::internal {
+
+class Probe {
+ public:
+  Probe() = default;
+  ~Probe();
+  Probe(const Probe&) = delete;
+  Probe& operator=(const Probe&) = delete;
+
+  // Called on the loop thread, or any thread while the loop is not running.
+  [[nodiscard]] Status Start(LoopState* state);
+  // Same threading as Start. Idempotent.
+  void Stop();
+  int timer_fd() const { return tfd_; }
+
+ private:
+  // Called on the loop thread.
+  static void OnTick(evutil_socket_t fd, short what, void* arg) noexcept;
+
+  LoopState* state_ = nullptr;
+  int tfd_ = -1;
+  event* ev_ = nullptr;
+};
+
+}  // namespace stallwatch::agent::internal

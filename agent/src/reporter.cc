@@ -1,0 +1,212 @@
+#include "reporter.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "stallwatch/common/finding_json.h"
+
+namespace stallwatch::agent::internal {
+namespace {
+
+std::string ToLine(const Finding& f) {
+  std::string line = std::visit([](const auto& x) { return ToJsonLine(x); }, f);
+  line.push_back('\n');
+  return line;
+}
+
+bool WriteAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+class FdSink : public Sink {
+ public:
+  FdSink(std::string path, bool is_stderr) : path_(std::move(path)), stderr_(is_stderr) {}
+  ~FdSink() override {
+    if (!stderr_ && fd_ >= 0) ::close(fd_);
+  }
+  bool Send(const Finding& f) override {
+    if (fd_ < 0) {
+      fd_ = stderr_ ? 2 : ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd_ < 0) return false;
+    }
+    if (!WriteAll(fd_, ToLine(f))) {
+      if (!stderr_) ::close(fd_);
+      fd_ = -1;
+      return false;
+    }
+    return true;
+  }
+  std::chrono::milliseconds RetryDelay() override { return std::chrono::milliseconds(1000); }
+  std::string Describe() const override { return stderr_ ? "stderr" : "file:" + path_; }
+
+ private:
+  std::string path_;
+  bool stderr_;
+  int fd_ = -1;
+};
+
+class OffSink : public Sink {
+ public:
+  bool Send(const Finding&) override { return true; }
+  std::string Describe() const override { return "off"; }
+};
+
+}  // namespace
+
+std::unique_ptr<Sink> MakeDaemonSink(const Endpoint& e);  // daemon_sink.cc
+
+StatusOr<Endpoint> ParseEndpoint(const std::string& text) {
+  constexpr const char* kForms =
+      "expected unix:/path, tcp:host:port, file:/path, stderr or off";
+  Endpoint e;
+  if (text == "off") return e;
+  if (text == "stderr") {
+    e.kind = Endpoint::Kind::kStderr;
+    return e;
+  }
+  auto starts = [&](const char* p) { return text.rfind(p, 0) == 0; };
+  if (starts("file:") || starts("unix:")) {
+    e.kind = starts("file:") ? Endpoint::Kind::kFile : Endpoint::Kind::kUnix;
+    e.path = text.substr(5);
+    if (e.path.empty() || e.path[0] != '/') {
+      return InvalidArgumentError("bad endpoint '" + text + "': the path must be absolute; " +
+                                  kForms);
+    }
+    return e;
+  }
+  if (starts("tcp:")) {
+    const std::string rest = text.substr(4);
+    const size_t colon = rest.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      return InvalidArgumentError("bad endpoint '" + text + "': " + kForms);
+    }
+    e.kind = Endpoint::Kind::kTcp;
+    e.host = rest.substr(0, colon);
+    if (e.host.size() > 2 && e.host.front() == '[' && e.host.back() == ']') {
+      e.host = e.host.substr(1, e.host.size() - 2);
+    }
+    char* end = nullptr;
+    const long port = std::strtol(rest.c_str() + colon + 1, &end, 10);
+    if (*end != '\0' || port <= 0 || port > 65535) {
+      return InvalidArgumentError("bad endpoint '" + text + "': port must be 1-65535; " + kForms);
+    }
+    e.port = static_cast<int>(port);
+    return e;
+  }
+  return InvalidArgumentError("bad endpoint '" + text + "': " + kForms);
+}
+
+std::unique_ptr<Sink> MakeSink(const Endpoint& e) {
+  switch (e.kind) {
+    case Endpoint::Kind::kOff: return std::make_unique<OffSink>();
+    case Endpoint::Kind::kStderr: return std::make_unique<FdSink>("", true);
+    case Endpoint::Kind::kFile: return std::make_unique<FdSink>(e.path, false);
+    case Endpoint::Kind::kUnix:
+    case Endpoint::Kind::kTcp: return MakeDaemonSink(e);
+  }
+  return std::make_unique<OffSink>();
+}
+
+Reporter::Reporter(std::unique_ptr<Sink> sink, size_t capacity)
+    : sink_(std::move(sink)), capacity_(capacity == 0 ? 1 : capacity) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+Reporter::~Reporter() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void Reporter::Submit(Finding f) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.size() >= capacity_) {
+      queue_.pop_front();
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+    queue_.emplace_back(next_seq_++, std::move(f));
+  }
+  cv_.notify_one();
+}
+
+void Reporter::SetHooks(const std::string& loop, ReporterHooks hooks) {
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  hooks_.emplace_back(loop, std::move(hooks));
+}
+
+void Reporter::RemoveHooks(const std::string& loop) {
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  std::erase_if(hooks_, [&](const auto& h) { return h.first == loop; });
+}
+
+size_t Reporter::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
+}
+
+void Reporter::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  bool hooks_done = false;  // hooks of the front finding already ran (a retry must not repeat)
+  int64_t stop_deadline = 0;
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (stop_ && queue_.empty()) return;
+    if (stop_) {
+      const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count();
+      if (stop_deadline == 0) stop_deadline = now + 1000;
+      if (now > stop_deadline) return;
+    }
+    const uint64_t seq = queue_.front().first;
+    Finding f = queue_.front().second;
+    lock.unlock();
+    if (!hooks_done) {
+      std::lock_guard<std::mutex> hl(hooks_mu_);
+      const std::string& loop =
+          std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
+      for (const auto& [name, h] : hooks_) {
+        if (name != loop) continue;
+        try {
+          if (auto* s = std::get_if<StallFinding>(&f); s && h.on_stall) h.on_stall(*s);
+          if (auto* d = std::get_if<DelayFinding>(&f); d && h.on_delay) h.on_delay(*d);
+        } catch (...) {
+          // A hook's exception must not stop reporting.
+        }
+      }
+      hooks_done = true;
+    }
+    bool sent = false;
+    try {
+      sent = sink_->Send(f);
+    } catch (...) {
+      sent = false;
+    }
+    lock.lock();
+    if (sent) {
+      // The queue may have dropped our front meanwhile (drop-oldest); pop only if it is ours.
+      if (!queue_.empty() && queue_.front().first == seq) queue_.pop_front();
+      hooks_done = false;
+    } else {
+      if (queue_.empty() || queue_.front().first != seq) hooks_done = false;
+      if (stop_) return;  // nothing can be delivered: do not hold shutdown
+      cv_.wait_for(lock, sink_->RetryDelay(), [&] { return stop_; });
+    }
+  }
+}
+
+}  // namespace stallwatch::agent::internal

@@ -1,0 +1,84 @@
+#pragma once
+// The reporter: a bounded queue of findings drained by the agent's own thread into a sink
+// (JSON Lines file, stderr, the daemon). The watchdog never blocks on it: when the queue is full
+// the oldest finding is dropped and counted.
+//
+// Threading: Submit() from any thread (brief lock, no I/O). Sinks run on the reporter thread.
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <variant>
+
+#include "stallwatch/findings.h"
+#include "stallwatch/status.h"
+
+namespace stallwatch::agent::internal {
+
+using Finding = std::variant<StallFinding, DelayFinding>;
+
+// Where findings go. Called on the reporter thread only.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Delivers one finding. Returns false when the endpoint cannot take it now; the reporter
+  // keeps it queued and calls again after RetryDelay().
+  virtual bool Send(const Finding& f) = 0;
+  // How long to wait before retrying after a failed Send (the sink's backoff).
+  virtual std::chrono::milliseconds RetryDelay() { return std::chrono::milliseconds(100); }
+  virtual std::string Describe() const = 0;
+};
+
+struct Endpoint {
+  enum class Kind { kOff, kStderr, kFile, kUnix, kTcp } kind = Kind::kOff;
+  std::string path;  // file / unix
+  std::string host;  // tcp
+  int port = 0;
+};
+// Accepted forms: unix:/path, tcp:host:port, file:/path, stderr, off.
+StatusOr<Endpoint> ParseEndpoint(const std::string& text);
+// Creates the sink for an endpoint (the daemon transport for unix:/tcp:).
+std::unique_ptr<Sink> MakeSink(const Endpoint& e);
+
+struct ReporterHooks {
+  std::function<void(const StallFinding&)> on_stall;
+  std::function<void(const DelayFinding&)> on_delay;
+};
+
+class Reporter {
+ public:
+  Reporter(std::unique_ptr<Sink> sink, size_t capacity);
+  ~Reporter();  // delivers what it can within 1 s, then stops and joins its thread
+  Reporter(const Reporter&) = delete;
+  Reporter& operator=(const Reporter&) = delete;
+
+  // Called on any thread. Never blocks on I/O.
+  void Submit(Finding f);
+  // Hooks run on the reporter thread; a loop's hooks are keyed by its name.
+  void SetHooks(const std::string& loop, ReporterHooks hooks);
+  void RemoveHooks(const std::string& loop);
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  size_t queued() const;
+
+ private:
+  void Run();
+
+  std::unique_ptr<Sink> sink_;
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<uint64_t, Finding>> queue_;  // (sequence, finding)
+  uint64_t next_seq_ = 0;
+  std::vector<std::pair<std::string, ReporterHooks>> hooks_;
+  std::mutex hooks_mu_;
+  bool stop_ = false;
+  std::atomic<uint64_t> dropped_{0};
+  std::thread thread_;
+};
+
+}  // namespace stallwatch::agent::internal

@@ -1,0 +1,540 @@
+#include "runtime.h"
+
+#include <errno.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "log.h"
+#include "platform/proc.h"
+#include "stallwatch/common/clock.h"
+#include "wait_hook.h"
+
+namespace stallwatch::internal {
+
+using agent::internal::DetectorAction;
+using agent::internal::DetectorEvent;
+using agent::internal::Log;
+using agent::internal::LoopObservation;
+using agent::internal::RawSample;
+namespace platform = agent::platform;
+
+namespace {
+
+constexpr size_t kRecentStalls = 64;
+constexpr int kMaxStackAttemptsPerStall = 16;
+constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
+
+std::mutex g_runtime_mu;
+std::weak_ptr<Runtime> g_runtime;
+
+std::string ProgramName() {
+  std::string comm;
+  if (platform::ReadSmallFile("/proc/self/comm", &comm)) {
+    while (!comm.empty() && (comm.back() == '\n' || comm.back() == ' ')) comm.pop_back();
+    if (!comm.empty()) return comm;
+  }
+  return "unknown";
+}
+
+int64_t TickFor(int64_t threshold_ns) {
+  return std::clamp<int64_t>(threshold_ns / 5, 1'000'000, 10'000'000);
+}
+
+int64_t ThreadCpu(const agent::internal::LoopState& s) {
+  if (!s.cpu_clock_ok.load(std::memory_order_relaxed)) return -1;
+  return CpuClockNanos(s.cpu_clock);
+}
+
+int64_t RunDelay(pid_t tid) {
+  auto ss = platform::ReadThreadSchedstat(tid);
+  return ss ? static_cast<int64_t>(ss->run_delay_ns) : -1;
+}
+
+// The fd a poll()/ppoll() waits on: the first pollfd of the array at args[0].
+int FirstPollFd(uint64_t array_addr) {
+  struct {
+    int fd;
+    short events, revents;
+  } pfd{};
+  iovec local{&pfd, sizeof(pfd)};
+  iovec remote{reinterpret_cast<void*>(array_addr), sizeof(pfd)};
+  if (::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) != sizeof(pfd)) return -1;
+  return pfd.fd;
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
+  std::lock_guard<std::mutex> lock(g_runtime_mu);
+  if (auto rt = g_runtime.lock()) return rt;
+  std::shared_ptr<Runtime> rt(new Runtime());
+  rt->service_ = options.service.empty() ? ProgramName() : options.service;
+  rt->sampling_ = options.sampling;
+  rt->mono_to_real_ns_ = RealtimeNanos() - MonotonicNanos();
+  const std::string endpoint_text = options.endpoint.empty() ? kDefaultEndpoint : options.endpoint;
+  auto endpoint = agent::internal::ParseEndpoint(endpoint_text);
+  if (!endpoint.ok()) return endpoint.status();
+  rt->reporter_ = std::make_unique<agent::internal::Reporter>(agent::internal::MakeSink(*endpoint),
+                                                              options.queue_capacity);
+  if (options.sampling == SamplingMode::kOff) {
+    rt->sampling_status_ = "off (STALLWATCH_SAMPLING=off)";
+  } else {
+    const int signo =
+        options.sample_signal != 0 ? options.sample_signal : platform::DefaultSampleSignal();
+    if (Status st = rt->sampler_.Install(signo); !st.ok()) {
+      rt->sampling_status_ = "running-thread stacks unavailable: " + st.message();
+      try {
+        Log().warn("{}", rt->sampling_status_);
+      } catch (...) {
+      }
+    }
+  }
+  rt->thread_ = std::thread([raw = rt.get()] { raw->Run(); });
+  g_runtime = rt;
+  return rt;
+}
+
+Runtime::~Runtime() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  reporter_.reset();  // delivers what it can, joins its thread
+  sampler_.Uninstall();
+}
+
+void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto& o = ctx->options;
+  agent::internal::DetectorConfig dc;
+  dc.threshold_ns = o.stall_threshold.count();
+  dc.first_resample_ns = std::max<int64_t>(dc.threshold_ns / 2, 1'000'000);
+  dc.max_resample_ns = 2'000'000'000;
+  ctx->detector.emplace(dc);
+  const int64_t now = MonotonicNanos();
+  ctx->window_start_ns = now;
+  ctx->state.delay_hist.Snapshot(&ctx->prev_delay);
+  ctx->state.iteration_hist.Snapshot(&ctx->prev_iter);
+  ctx->stack_tokens = o.max_stack_reports_per_minute;
+  ctx->tokens_refilled_ns = now;
+  if (o.on_stall || o.on_delay) {
+    reporter_->SetHooks(ctx->state.name, {o.on_stall, o.on_delay});
+  }
+  loops_.push_back(ctx);
+  cv_.notify_all();
+}
+
+void Runtime::Remove(LoopContext* ctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = MonotonicNanos();
+  if (ctx->track && ctx->track->reported) CloseStall(*ctx, now, true, now);
+  ctx->track.reset();
+  EmitWindow(*ctx, now);
+  std::erase_if(loops_, [&](const auto& p) { return p.get() == ctx; });
+  // Hooks stay until the reporter has delivered the last findings of this loop; they are
+  // removed with the reporter or replaced by a loop of the same name.
+}
+
+std::string Runtime::sampling_status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sampling_status_;
+}
+
+void Runtime::Run() {
+  // Warm the unwinder up off the host's threads, before the first stall needs it.
+  if (sampling_ != SamplingMode::kOff) {
+    Status st = unwinder_.Init();
+    std::lock_guard<std::mutex> lock(mu_);
+    unwinder_ok_ = st.ok();
+    if (!st.ok()) sampling_status_ = "stacks unavailable: " + st.message();
+  }
+  if (auto ss = platform::ReadThreadSchedstat(platform::GetTid())) {
+    own_run_delay_ns_ = ss->run_delay_ns;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    int64_t tick = 10'000'000;
+    for (const auto& l : loops_) tick = std::min(tick, TickFor(l->options.stall_threshold.count()));
+    const int64_t wait_start = MonotonicNanos();
+    cv_.wait_for(lock, std::chrono::nanoseconds(tick));
+    if (stop_) break;
+    const int64_t now = MonotonicNanos();
+    // Did the watchdog oversleep its own wait? If it was not waiting for a CPU meanwhile, the
+    // whole process was paused (SIGSTOP, debugger, VM freeze). Time spent processing (e.g. a
+    // first unwind) is not counted: only the wait is.
+    const int64_t overslept = now - wait_start - tick;
+    auto ss = platform::ReadThreadSchedstat(platform::GetTid());
+    const uint64_t run_delay = ss ? ss->run_delay_ns : own_run_delay_ns_;
+    if (overslept > 20'000'000 &&
+        static_cast<int64_t>(run_delay - own_run_delay_ns_) < overslept / 2) {
+      suspended_.emplace_back(wait_start + tick, now);
+      if (suspended_.size() > 32) suspended_.pop_front();
+    }
+    own_run_delay_ns_ = run_delay;
+    Tick(now);
+  }
+}
+
+void Runtime::Tick(int64_t now) {
+  for (const auto& l : loops_) {
+    try {
+      ProcessLoop(*l, now);
+    } catch (const std::exception& e) {
+      try {
+        Log().error("watchdog: loop {}: {}", l->state.name, e.what());
+      } catch (...) {
+      }
+    }
+  }
+}
+
+int64_t Runtime::SuspendedOverlap(int64_t from, int64_t to) const {
+  int64_t total = 0;
+  for (const auto& [a, b] : suspended_) {
+    const int64_t lo = std::max(a, from), hi = std::min(b, to);
+    if (hi > lo) total += hi - lo;
+  }
+  return total;
+}
+
+bool Runtime::TakeStackToken(LoopContext& c, int64_t now) {
+  const double per_ns = c.options.max_stack_reports_per_minute / 60e9;
+  c.stack_tokens = std::min<double>(c.options.max_stack_reports_per_minute,
+                                    c.stack_tokens + (now - c.tokens_refilled_ns) * per_ns);
+  c.tokens_refilled_ns = now;
+  if (c.stack_tokens >= 1) {
+    c.stack_tokens -= 1;
+    return true;
+  }
+  return false;
+}
+
+void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
+  auto& s = c.state;
+  // Bind the loop's epoll fd if attach could not (e.g. libevent applies epoll changes lazily).
+  if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10 && now >= c.epfd_next_try_ns &&
+      c.probe.timer_fd() >= 0) {
+    ++c.epfd_tries;
+    c.epfd_next_try_ns = now + 1'000'000'000;
+    const int epfd = platform::FindEpollFdContaining(c.probe.timer_fd());
+    if (epfd >= 0) agent::internal::BindEpollFd(&s, epfd);
+  }
+
+  LoopObservation o;
+  o.now_ns = now;
+  const pid_t tid = s.tid.load(std::memory_order_acquire);
+  o.running = tid != 0 && (!s.dispatch_hooked.load(std::memory_order_relaxed) ||
+                           s.in_dispatch.load(std::memory_order_acquire));
+  o.boundaries = s.boundaries_seen.load(std::memory_order_acquire);
+  o.busy_since_ns = s.busy_since_ns.load(std::memory_order_acquire);
+  o.long_end_ns = s.long_end_ns.load(std::memory_order_acquire);
+  o.long_start_ns = s.long_start_ns.load(std::memory_order_relaxed);
+  o.probe_runs = s.probe_runs.load(std::memory_order_acquire);
+  o.probe_due_ns = s.probe_due_ns.load(std::memory_order_relaxed);
+  o.probe_last_run_ns = s.probe_last_run_ns.load(std::memory_order_relaxed);
+
+  auto events = c.detector->Observe(o);
+  for (int i = 0; i < events.size; ++i) {
+    const DetectorEvent& e = events.items[i];
+    switch (e.action) {
+      case DetectorAction::kBaseline:
+        OnBaseline(c, e, now);
+        break;
+      case DetectorAction::kStarted:
+        if (!c.track) OnBaseline(c, e, now);
+        c.track->reported = true;
+        c.track->start_mono_ns = e.start_ns;
+        Sample(c, now, true);
+        break;
+      case DetectorAction::kResample:
+        if (c.track) Sample(c, now, true);
+        break;
+      case DetectorAction::kEnded:
+      case DetectorAction::kEndedShort:
+        if (c.track) {
+          c.track->reported = true;
+          CloseStall(c, e.end_ns, e.estimated, now);
+        }
+        break;
+      case DetectorAction::kCandidateGone:
+        c.track.reset();
+        break;
+    }
+  }
+  // A candidate that is not reported yet: note its syscall cheaply, so a stall that ends between
+  // two ticks is still classified.
+  if (c.track && !c.track->reported && tid != 0) Sample(c, now, false);
+
+  if (now - c.window_start_ns >= c.options.report_interval.count()) EmitWindow(c, now);
+}
+
+void Runtime::OnBaseline(LoopContext& c, const DetectorEvent& e, int64_t now) {
+  StallTrack t;
+  t.id = c.next_stall_id++;
+  t.start_mono_ns = e.start_ns;
+  t.estimated = e.estimated;
+  t.base_mono_ns = now;
+  t.base_cpu_ns = ThreadCpu(c.state);
+  const pid_t tid = c.state.tid.load(std::memory_order_acquire);
+  t.base_run_delay_ns = tid != 0 ? RunDelay(tid) : -1;
+  c.track = std::move(t);
+}
+
+void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
+  StallTrack& t = *c.track;
+  const pid_t tid = c.state.tid.load(std::memory_order_acquire);
+  if (tid == 0) return;
+  auto sys = platform::ReadThreadSyscall(tid);
+  if (sys) {
+    if (sys->running) {
+      t.seen_running = true;
+    } else if (sys->nr >= 0) {
+      const std::string name = platform::SyscallName(sys->nr);
+      ++t.syscalls[name];
+      t.last_syscall = name;
+      int fd = -1;
+      if (platform::SyscallTakesFd(sys->nr)) {
+        fd = static_cast<int>(sys->args[0]);
+      } else if (name == "poll" || name == "ppoll") {
+        fd = FirstPollFd(sys->args[0]);
+      }
+      if (fd >= 0) t.fd_target = platform::DescribeFd(fd);
+      else if (name == "futex") t.fd_target = "";
+    }
+  }
+  if (with_stack && sampling_ != SamplingMode::kOff && unwinder_ok_) {
+    if (!t.budget_checked) {
+      t.budget_checked = true;
+      t.stacks_allowed = TakeStackToken(c, now);
+      if (!t.stacks_allowed) {
+        ++c.reports_suppressed_total;
+        t.sampling_note = "stack report suppressed by the rate limit (" +
+                          std::to_string(c.options.max_stack_reports_per_minute) + "/min)";
+      }
+    }
+    if (t.stacks_allowed && t.stack_attempts < kMaxStackAttemptsPerStall) {
+      TakeStack(c, t, sys ? &*sys : nullptr);
+    }
+  }
+  if (t.reported) {
+    StallFinding f = BuildFinding(c, t, now, true, now);
+    {
+      std::lock_guard<std::mutex> lock(c.snap_mu);
+      c.ongoing = f;
+    }
+    reporter_->Submit(std::move(f));
+  }
+}
+
+void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallInfo* sys) {
+  ++t.stack_attempts;
+  const pid_t tid = c.state.tid.load(std::memory_order_acquire);
+  std::vector<agent::internal::RawFrame> frames;
+  std::string method;
+  const bool running = sys == nullptr || sys->running;
+  if (running || sampling_ == SamplingMode::kSignalAll) {
+    if (!sampler_.available()) {
+      if (t.sampling_note.empty()) t.sampling_note = sampling_status_;
+      return;
+    }
+    RawSample& raw = c.state.sample;
+    Status st = sampler_.Capture(tid, &raw, kSignalTimeout);
+    if (!st.ok()) {
+      ++t.samples_failed;
+      t.sampling_note = "signal sample failed: " + st.message();
+      return;
+    }
+    agent::internal::UnwindInput in;
+    in.tid = tid;
+    in.regs = raw.regs;
+    in.stack = raw.stack;
+    in.stack_base = raw.stack_base;
+    in.stack_len = raw.stack_len;
+    auto r = unwinder_.Unwind(in);
+    raw.state.store(RawSample::kIdle, std::memory_order_release);
+    if (!r.ok()) {
+      ++t.samples_failed;
+      t.sampling_note = r.status().message();
+      return;
+    }
+    frames = std::move(*r);
+    method = "signal";
+  } else {
+    // Blocked in a syscall: never signalled. Unwind from the user sp/pc the kernel saved, on the
+    // live stack, which is stable while the thread stays in the syscall.
+    agent::internal::UnwindInput in;
+    in.tid = tid;
+    in.sp = sys->sp;
+    in.pc = sys->pc;
+    auto r = unwinder_.Unwind(in);
+    auto after = platform::ReadThreadSyscall(tid);
+    if (!after || after->running || after->sp != sys->sp || after->pc != sys->pc ||
+        after->nr != sys->nr) {
+      ++t.samples_failed;
+      t.sampling_note = "the thread left the syscall while it was being unwound";
+      return;
+    }
+    if (!r.ok()) {
+      ++t.samples_failed;
+      t.sampling_note = r.status().message();
+      return;
+    }
+    frames = std::move(*r);
+    method = "proc";
+  }
+  ++c.stack_samples_total;
+  std::vector<uint64_t> key;
+  key.reserve(frames.size());
+  for (const auto& f : frames) key.push_back(f.pc);
+  auto& agg = t.stacks[key];
+  if (agg.count == 0) {
+    agg.frames = std::move(frames);
+    agg.method = method;
+  }
+  ++agg.count;
+}
+
+StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t end_mono,
+                                   bool ongoing, int64_t now) {
+  StallFinding f;
+  f.service = service_;
+  f.pid = ::getpid();
+  f.loop = c.state.name;
+  f.stall_id = t.id;
+  f.start_ns = t.start_mono_ns + mono_to_real_ns_;
+  f.duration_s = static_cast<double>(end_mono - t.start_mono_ns) / 1e9;
+  f.ongoing = ongoing;
+  f.estimated = t.estimated;
+  agent::internal::ClassifierInput in;
+  in.wall_ns = now - t.base_mono_ns;
+  const int64_t cpu = ThreadCpu(c.state);
+  in.cpu_ns = (cpu >= 0 && t.base_cpu_ns >= 0) ? cpu - t.base_cpu_ns : -1;
+  const pid_t tid = c.state.tid.load(std::memory_order_acquire);
+  const int64_t rd = tid != 0 ? RunDelay(tid) : -1;
+  in.run_delay_ns = (rd >= 0 && t.base_run_delay_ns >= 0) ? rd - t.base_run_delay_ns : -1;
+  in.suspended_ns = SuspendedOverlap(t.start_mono_ns, std::max(end_mono, now));
+  // For the suspension share, compare with the whole stall, not only the measured span.
+  in.suspended_ns = in.suspended_ns * std::max<int64_t>(in.wall_ns, 1) /
+                    std::max<int64_t>(end_mono - t.start_mono_ns, 1);
+  int best = 0;
+  for (const auto& [name, n] : t.syscalls) {
+    if (n > best || (n == best && name == t.last_syscall)) {
+      best = n;
+      in.syscall = name;
+    }
+  }
+  in.fd_target = in.syscall == t.last_syscall ? t.fd_target : "";
+  in.seen_running = t.seen_running;
+  auto cls = agent::internal::Classify(in);
+  f.stall_class = cls.stall_class;
+  f.cpu_ratio = cls.cpu_ratio;
+  f.wait_ratio = cls.wait_ratio;
+  f.hint = cls.hint;
+  if (f.stall_class == StallClass::kBlocked || f.stall_class == StallClass::kUnknown) {
+    f.syscall = in.syscall;
+    f.fd_target = in.fd_target;
+  } else if (f.stall_class != StallClass::kCpu) {
+    f.syscall = in.syscall;
+  }
+  // Most frequent stacks first.
+  std::vector<const StallTrack::StackAgg*> aggs;
+  for (const auto& [k, a] : t.stacks) aggs.push_back(&a);
+  std::stable_sort(aggs.begin(), aggs.end(),
+                   [](const auto* a, const auto* b) { return a->count > b->count; });
+  for (const auto* a : aggs) {
+    Stack st;
+    st.samples = a->count;
+    st.method = a->method;
+    for (const auto& rf : a->frames) st.frames.push_back(unwinder_.Symbolize(rf));
+    f.stacks.push_back(std::move(st));
+  }
+  f.samples_failed = t.samples_failed;
+  f.reports_suppressed = c.reports_suppressed_total;
+  f.sampling_note = t.sampling_note;
+  if (f.stacks.empty() && f.sampling_note.empty()) {
+    if (sampling_ == SamplingMode::kOff) f.sampling_note = "sampling off";
+    else if (!t.reported || t.stack_attempts == 0) f.sampling_note = "stall ended before a sample";
+  }
+  return f;
+}
+
+void Runtime::CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64_t now) {
+  StallTrack& t = *c.track;
+  t.estimated = t.estimated || estimated;
+  StallFinding f = BuildFinding(c, t, end_mono, false, now);
+  ++c.stalls_total;
+  {
+    std::lock_guard<std::mutex> lock(c.snap_mu);
+    c.ongoing.reset();
+    c.recent.push_back(f);
+    if (c.recent.size() > kRecentStalls) c.recent.pop_front();
+  }
+  reporter_->Submit(std::move(f));
+  c.track.reset();
+}
+
+void Runtime::EmitWindow(LoopContext& c, int64_t now) {
+  auto& s = c.state;
+  HistogramCounts delay, iter;
+  s.delay_hist.Snapshot(&delay);
+  s.iteration_hist.Snapshot(&iter);
+  HistogramCounts wd = delay.Minus(c.prev_delay);
+  HistogramCounts wi = iter.Minus(c.prev_iter);
+  wd.set_max_ns(s.delay_hist.TakeWindowMax());
+  wi.set_max_ns(s.iteration_hist.TakeWindowMax());
+  c.max_delay_ever_ns = std::max<uint64_t>(c.max_delay_ever_ns, wd.max_ns());
+  c.prev_delay = std::move(delay);
+  c.prev_iter = std::move(iter);
+
+  DelayFinding d;
+  d.service = service_;
+  d.pid = ::getpid();
+  d.loop = s.name;
+  d.end_ns = now + mono_to_real_ns_;
+  const int64_t span = std::max<int64_t>(now - c.window_start_ns, 1);
+  d.window_s = static_cast<double>(span) / 1e9;
+  d.count = wd.total();
+  d.p50_s = wd.ValueAtQuantile(0.5) / 1e9;
+  d.p90_s = wd.ValueAtQuantile(0.9) / 1e9;
+  d.p99_s = wd.ValueAtQuantile(0.99) / 1e9;
+  d.p999_s = wd.ValueAtQuantile(0.999) / 1e9;
+  d.max_s = wd.max_ns() / 1e9;
+  d.sum_s = wd.sum_ns() / 1e9;
+  const bool boundaries = s.boundaries_seen.load(std::memory_order_acquire);
+  d.boundary_source = boundaries ? "epoll_wait" : "probe";
+  if (boundaries) {
+    const int64_t since = s.busy_since_ns.load(std::memory_order_acquire);
+    const int64_t busy = s.busy_total_ns.load(std::memory_order_relaxed) +
+                         (since > 0 && since < now ? now - since : 0);
+    d.utilization = std::clamp(static_cast<double>(busy - c.prev_busy_ns) / span, 0.0, 1.0);
+    c.prev_busy_ns = busy;
+  } else {
+    const int64_t est = s.probe_busy_est_ns.load(std::memory_order_relaxed);
+    d.utilization = std::clamp(static_cast<double>(est - c.prev_probe_busy_ns) / span, 0.0, 1.0);
+    d.utilization_estimated = true;
+    c.prev_probe_busy_ns = est;
+  }
+  const uint64_t iterations = s.iterations.load(std::memory_order_relaxed);
+  d.iterations = iterations - c.prev_iterations;
+  c.prev_iterations = iterations;
+  d.iteration_sum_s = wi.sum_ns() / 1e9;
+  d.delay_buckets = wd.ToSparse();
+  d.iteration_buckets = wi.ToSparse();
+  d.stalls_total = c.stalls_total;
+  d.stack_samples_total = c.stack_samples_total;
+  d.reports_suppressed_total = c.reports_suppressed_total;
+  d.findings_dropped_total = reporter_->dropped();
+  c.window_start_ns = now;
+  {
+    std::lock_guard<std::mutex> lock(c.snap_mu);
+    c.last_window = d;
+  }
+  reporter_->Submit(std::move(d));
+}
+
+}  // namespace stallwatch::internal

@@ -1,0 +1,141 @@
+#pragma once
+// The process-wide part of the agent: one watchdog thread for all attached loops, one reporter,
+// the sampling signal handler and the unwinder. Created with the first attached loop, destroyed
+// (threads joined, signal disposition restored) with the last.
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "classifier.h"
+#include "loop_state.h"
+#include "platform/proc.h"
+#include "platform/signal_sampler.h"
+#include "probe.h"
+#include "reporter.h"
+#include "stall_detector.h"
+#include "stallwatch/agent.h"
+#include "unwinder.h"
+
+namespace stallwatch::internal {
+
+class Runtime;
+
+// The watchdog's record of the stall being tracked on one loop.
+struct StallTrack {
+  uint64_t id = 0;
+  int64_t start_mono_ns = 0;
+  bool estimated = false;
+  bool reported = false;
+  int64_t base_mono_ns = 0;
+  int64_t base_cpu_ns = -1;
+  int64_t base_run_delay_ns = -1;
+  std::map<std::string, int> syscalls;
+  std::string last_syscall;
+  std::string fd_target;
+  bool seen_running = false;
+  struct StackAgg {
+    uint64_t count = 0;
+    std::string method;
+    std::vector<agent::internal::RawFrame> frames;
+  };
+  std::map<std::vector<uint64_t>, StackAgg> stacks;
+  int stack_attempts = 0;
+  uint64_t samples_failed = 0;
+  bool budget_checked = false;
+  bool stacks_allowed = false;
+  std::string sampling_note;
+};
+
+class LoopContext {
+ public:
+  Options options;
+  std::string service;
+  agent::internal::LoopState state;
+  agent::internal::Probe probe;
+  std::shared_ptr<Runtime> runtime;
+
+  // Watchdog thread only (under Runtime::mu_).
+  std::optional<agent::internal::StallDetector> detector;
+  std::optional<StallTrack> track;
+  uint64_t next_stall_id = 1;
+  HistogramCounts prev_delay, prev_iter;
+  int64_t window_start_ns = 0;
+  int64_t prev_busy_ns = 0;
+  int64_t prev_probe_busy_ns = 0;
+  uint64_t prev_iterations = 0;
+  uint64_t max_delay_ever_ns = 0;
+  uint64_t stalls_total = 0;
+  uint64_t stack_samples_total = 0;
+  uint64_t reports_suppressed_total = 0;
+  double stack_tokens = 0;
+  int64_t tokens_refilled_ns = 0;
+  int epfd_tries = 0;
+  int64_t epfd_next_try_ns = 0;
+
+  // Snapshot, guarded by snap_mu.
+  mutable std::mutex snap_mu;
+  std::deque<StallFinding> recent;
+  std::optional<StallFinding> ongoing;
+  std::optional<DelayFinding> last_window;
+};
+
+class Runtime {
+ public:
+  // Returns the process's runtime, creating it (with `options`' process-wide settings) if none.
+  static StatusOr<std::shared_ptr<Runtime>> Acquire(const Options& options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Any thread.
+  void Add(const std::shared_ptr<LoopContext>& ctx);
+  // Any thread. Closes an ongoing stall and emits the last delay window of the loop.
+  void Remove(LoopContext* ctx);
+  std::string sampling_status() const;
+  const std::string& service() const { return service_; }
+
+ private:
+  Runtime() = default;
+  // Watchdog thread.
+  void Run();
+  void Tick(int64_t now);
+  void ProcessLoop(LoopContext& c, int64_t now);
+  void OnBaseline(LoopContext& c, const agent::internal::DetectorEvent& e, int64_t now);
+  void Sample(LoopContext& c, int64_t now, bool with_stack);
+  void TakeStack(LoopContext& c, StallTrack& t, const agent::platform::SyscallInfo* sys);
+  StallFinding BuildFinding(LoopContext& c, const StallTrack& t, int64_t end_mono, bool ongoing,
+                            int64_t now);
+  void CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64_t now);
+  void EmitWindow(LoopContext& c, int64_t now);
+  int64_t SuspendedOverlap(int64_t from, int64_t to) const;
+  bool TakeStackToken(LoopContext& c, int64_t now);
+
+  std::string service_;
+  SamplingMode sampling_ = SamplingMode::kOn;
+  int64_t mono_to_real_ns_ = 0;
+  std::unique_ptr<agent::internal::Reporter> reporter_;
+  agent::platform::SignalSampler sampler_;
+  agent::internal::Unwinder unwinder_;
+  bool unwinder_ok_ = false;
+  std::string sampling_status_ = "ok";
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::vector<std::shared_ptr<LoopContext>> loops_;
+  std::thread thread_;
+
+  // Watchdog thread only.
+  uint64_t own_run_delay_ns_ = 0;
+  std::deque<std::pair<int64_t, int64_t>> suspended_;  // [from, to) windows, newest last
+};
+
+}  // namespace stallwatch::internal

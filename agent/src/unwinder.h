@@ -1,0 +1,68 @@
+#pragma once
+// DWARF unwinding and symbolization of the own process with elfutils libdw.
+//
+// Unwinds from a register set and a copy of the top of the stack (signal samples) or from a
+// stack pointer and pc alone (a thread blocked in a syscall), reading other memory with
+// process_vm_readv on the own pid so a bad address is an error, never a crash. Names come from
+// the ELF symbol tables (so functions of an executable linked without -rdynamic are named),
+// file:line from DWARF where debug info exists.
+//
+// Threading: one thread at a time (the watchdog thread). Not async-signal safe.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "stallwatch/findings.h"
+#include "stallwatch/status.h"
+
+struct Dwfl;
+
+namespace stallwatch::agent::internal {
+
+struct UnwindInput {
+  pid_t tid = 0;
+  const uint64_t* regs = nullptr;  // DWARF registers 0..16 (x86_64), or null
+  uint64_t sp = 0;                 // used when regs is null
+  uint64_t pc = 0;                 // used when regs is null
+  const unsigned char* stack = nullptr;  // optional copy of [stack_base, stack_base+stack_len)
+  uint64_t stack_base = 0;
+  size_t stack_len = 0;
+};
+
+struct RawFrame {
+  uint64_t pc = 0;
+  bool activation = false;  // pc is exact (the interrupted instruction), not a return address
+};
+
+class Unwinder {
+ public:
+  Unwinder();
+  ~Unwinder();
+  Unwinder(const Unwinder&) = delete;
+  Unwinder& operator=(const Unwinder&) = delete;
+
+  // Reports the modules of the process and attaches the unwinding state (warm-up).
+  [[nodiscard]] Status Init();
+  // Innermost first; at most max_frames. Fails when not even one frame is found.
+  [[nodiscard]] StatusOr<std::vector<RawFrame>> Unwind(const UnwindInput& in,
+                                                      size_t max_frames = 64);
+  Frame Symbolize(const RawFrame& f);
+  // Re-reads the module list (after dlopen); rate-limited by the caller.
+  void Refresh();
+
+  // Used by the libdw callbacks.
+  const UnwindInput* current() const { return current_; }
+
+ private:
+  Dwfl* dwfl_ = nullptr;
+  bool attached_ = false;
+  const UnwindInput* current_ = nullptr;
+  std::unordered_map<uint64_t, Frame> cache_;
+};
+
+}  // namespace stallwatch::agent::internal

@@ -1,0 +1,19 @@
+#pragma once
+// Loop boundaries on libevent 2.1: the agent library defines epoll_wait (and the dispatch
+// entry points), forwarding to the next definition (libc's, libevent's) via dlsym(RTLD_NEXT).
+// A call on an epoll fd that belongs to an attached base stamps the loop's busy/idle
+// transitions; every other call costs one relaxed load and a short scan.
+
+#include "loop_state.h"
+
+namespace stallwatch::agent::internal {
+
+// Called on any thread (under the runtime's lock). Returns false when the table is full.
+bool RegisterLoop(LoopState* s);
+void UnregisterLoop(LoopState* s);
+// Binds the epoll fd of a registered loop (found by the watchdog or at attach).
+void BindEpollFd(LoopState* s, int epfd);
+// Whether the interposed functions are the ones the process calls (diagnostics).
+bool WaitHookActive();
+
+}  // namespace stallwatch::agent::internal

@@ -1,0 +1,81 @@
+#pragma once
+// The finding model: what the agent reports about a loop. Shared by the agent's outputs
+// (JSON Lines, the daemon stream, the in-process snapshot), the daemon and the CLI.
+// Plain value types; no threading contract beyond that of std::string/std::vector.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace stallwatch {
+
+// Version of the JSON finding schema (docs/findings.md).
+inline constexpr int kFindingSchemaVersion = 1;
+
+enum class StallClass { kUnknown, kCpu, kBlocked, kStarved, kSuspended };
+const char* StallClassName(StallClass c);  // "cpu", "blocked", "starved", "suspended", "unknown"
+bool ParseStallClass(const std::string& s, StallClass* out);
+
+struct Frame {
+  std::string function;  // demangled; "" when unknown
+  std::string module;    // path of the ELF object
+  uint64_t offset = 0;   // pc relative to the module's load address
+  std::string file;      // source file where debug info exists, else ""
+  int line = 0;
+};
+
+struct Stack {
+  uint64_t samples = 0;       // how many samples had exactly these frames
+  std::string method;         // "signal" (running thread) or "proc" (blocked thread)
+  std::vector<Frame> frames;  // innermost first, outermost last
+};
+
+struct StallFinding {
+  std::string service;
+  int64_t pid = 0;
+  std::string loop;
+  uint64_t stall_id = 0;  // unique per (pid, loop)
+  int64_t start_ns = 0;   // Unix ns
+  double duration_s = 0;  // so far when ongoing, exact when closed
+  bool ongoing = false;
+  bool estimated = false;  // true when start/end come from the probe only (±1 probe period)
+  StallClass stall_class = StallClass::kUnknown;
+  std::string syscall;    // "" when not in a syscall
+  std::string fd_target;  // "" when not applicable
+  double cpu_ratio = 0;   // loop thread CPU time / wall time over the stall
+  double wait_ratio = 0;  // run-queue wait / wall time (CPU contention)
+  std::string hint;
+  std::vector<Stack> stacks;
+  uint64_t samples_failed = 0;      // stack captures that failed during this stall
+  uint64_t reports_suppressed = 0;  // stack reports suppressed by the rate limit (cumulative)
+  std::string sampling_note;        // why stacks are missing, when they are
+};
+
+// A histogram as (bucket index, count) pairs of the agent's log-linear layout
+// (see common/histogram.h); lets the daemon re-bucket exactly.
+using SparseHistogram = std::vector<std::pair<uint32_t, uint64_t>>;
+
+struct DelayFinding {
+  std::string service;
+  int64_t pid = 0;
+  std::string loop;
+  int64_t end_ns = 0;  // Unix ns at the end of the window
+  double window_s = 0;
+  uint64_t count = 0;  // probe ticks recorded (missed ticks included)
+  double p50_s = 0, p90_s = 0, p99_s = 0, p999_s = 0, max_s = 0, sum_s = 0;
+  double utilization = 0;
+  bool utilization_estimated = false;  // true in probe-only mode (no loop boundaries)
+  std::string boundary_source;         // "epoll_wait", "evwatch" or "probe"
+  uint64_t iterations = 0;
+  double iteration_sum_s = 0;
+  SparseHistogram delay_buckets;
+  SparseHistogram iteration_buckets;
+  // Cumulative counters of this loop since attach, never rate-limited.
+  uint64_t stalls_total = 0;
+  uint64_t stack_samples_total = 0;
+  uint64_t reports_suppressed_total = 0;
+  uint64_t findings_dropped_total = 0;  // process-wide: dropped by the reporter's queue
+};
+
+}  // namespace stallwatch
