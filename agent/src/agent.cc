@@ -103,6 +103,8 @@ LoopSnapshot Agent::Snapshot() const {
     out.last_window = ctx_->last_window;
     out.recent_stalls.assign(ctx_->recent.begin(), ctx_->recent.end());
     out.ongoing = ctx_->ongoing;
+    // The ongoing finding is refreshed at each re-sample; its age is current now.
+    if (out.ongoing) out.ongoing->duration_s = (RealtimeNanos() - out.ongoing->start_ns) / 1e9;
     out.stalls_total = out.recent_stalls.size();
     if (ctx_->last_window) {
       out.stalls_total = std::max<uint64_t>(out.stalls_total, ctx_->last_window->stalls_total);

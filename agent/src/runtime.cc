@@ -132,6 +132,11 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
 void Runtime::Remove(LoopContext* ctx) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = MonotonicNanos();
+  // One last look, so a stall that ended just before detach closes with its exact end.
+  try {
+    ProcessLoop(*ctx, now);
+  } catch (...) {
+  }
   if (ctx->track && ctx->track->reported) CloseStall(*ctx, now, true, now);
   ctx->track.reset();
   EmitWindow(*ctx, now);
@@ -538,3 +543,4 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
 }
 
 }  // namespace stallwatch::internal
+

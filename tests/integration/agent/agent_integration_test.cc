@@ -1,0 +1,393 @@
+// The agent on real libevent loops: real timers, pipes, sleeps and threads; no mocks.
+#include <dirent.h>
+#include <event2/event.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "stallwatch/agent.h"
+#include "stallwatch/common/clock.h"
+#include "stallwatch/stallwatch.h"
+
+using namespace std::chrono_literals;
+
+namespace stallwatch {
+namespace {
+
+// Collects the findings of one loop (hooks run on the agent's reporter thread).
+struct Collector {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<StallFinding> stalls;
+  std::vector<DelayFinding> delays;
+
+  Options Hooked(Options o) {
+    o.endpoint = "off";
+    o.on_stall = [this](const StallFinding& f) {
+      std::lock_guard<std::mutex> l(mu);
+      stalls.push_back(f);
+      cv.notify_all();
+    };
+    o.on_delay = [this](const DelayFinding& d) {
+      std::lock_guard<std::mutex> l(mu);
+      delays.push_back(d);
+      cv.notify_all();
+    };
+    return o;
+  }
+  std::vector<StallFinding> Closed() {
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<StallFinding> out;
+    for (const auto& s : stalls) {
+      if (!s.ongoing) out.push_back(s);
+    }
+    return out;
+  }
+  // Waits until `n` closed stalls arrived (or the timeout).
+  bool WaitClosed(size_t n, std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock<std::mutex> l(mu);
+    return cv.wait_for(l, timeout, [&] {
+      size_t c = 0;
+      for (const auto& s : stalls) c += !s.ongoing;
+      return c >= n;
+    });
+  }
+};
+
+bool StackHas(const StallFinding& f, const std::string& fn) {
+  for (const auto& s : f.stacks) {
+    for (const auto& fr : s.frames) {
+      if (fr.function.find(fn) != std::string::npos) return true;
+    }
+  }
+  return false;
+}
+
+std::string Describe(const StallFinding& f) {
+  std::string s = std::string(StallClassName(f.stall_class)) + (f.estimated ? " estimated " : " exact ") + std::to_string(f.duration_s) +
+                  "s syscall=" + f.syscall + " fd=" + f.fd_target + " note=" + f.sampling_note +
+                  " stacks:";
+  for (const auto& st : f.stacks) {
+    s += "\n  [" + st.method + " x" + std::to_string(st.samples) + "]";
+    for (const auto& fr : st.frames) s += " " + fr.function;
+  }
+  return s;
+}
+
+// Runs one callback on a fresh loop after `delay`, with the agent attached; returns when the
+// loop has nothing left to do (the probe must not keep it alive).
+void RunOnce(Collector& c, Options o, std::function<void()> work,
+             std::chrono::milliseconds delay = 100ms) {
+  event_base* base = event_base_new();
+  ASSERT_NE(base, nullptr);
+  auto agent = Agent::Attach(base, c.Hooked(std::move(o)));
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  struct Ctx {
+    std::function<void()> work;
+  } ctx{std::move(work)};
+  event* ev = evtimer_new(
+      base, [](evutil_socket_t, short, void* arg) { static_cast<Ctx*>(arg)->work(); }, &ctx);
+  timeval tv{0, static_cast<suseconds_t>(delay.count() * 1000)};
+  evtimer_add(ev, &tv);
+  const int64_t t0 = MonotonicNanos();
+  EXPECT_EQ(event_base_dispatch(base), 1);  // 1 = no events left: returned on its own
+  EXPECT_LT(MonotonicNanos() - t0, 30'000'000'000);
+  event_free(ev);
+  agent->reset();
+  event_base_free(base);
+}
+
+__attribute__((noinline)) void CrunchNumbersForAWhile(std::chrono::milliseconds d) {
+  static volatile uint64_t sink;
+  const int64_t end = MonotonicNanos() + std::chrono::nanoseconds(d).count();
+  while (MonotonicNanos() < end) {
+    for (int i = 0; i < 1000; ++i) sink = sink * 6364136223846793005ull + 1442695040888963407ull;
+  }
+}
+
+__attribute__((noinline)) int64_t SleepLikeASyncDriver(std::chrono::milliseconds d) {
+  const int64_t t0 = MonotonicNanos();
+  std::this_thread::sleep_for(d);
+  return MonotonicNanos() - t0;
+}
+
+__attribute__((noinline)) ssize_t ReadFromSlowPipe(int fd, char* buf) { return read(fd, buf, 1); }
+
+TEST(AgentIntegration, CpuStallIsOneCpuStallWithExactDurationAndTheFunctionOnTheStack) {
+  Collector c;
+  RunOnce(c, {.stall_threshold = 50ms}, [] { CrunchNumbersForAWhile(150ms); });
+  ASSERT_TRUE(c.WaitClosed(1));
+  auto closed = c.Closed();
+  ASSERT_EQ(closed.size(), 1u);
+  const auto& f = closed[0];
+  EXPECT_EQ(f.stall_class, StallClass::kCpu) << Describe(f);
+  EXPECT_NEAR(f.duration_s, 0.150, 0.150 * 0.05) << Describe(f);
+  EXPECT_FALSE(f.estimated) << Describe(f);
+  EXPECT_GT(f.cpu_ratio, 0.5);
+  EXPECT_TRUE(StackHas(f, "CrunchNumbersForAWhile")) << Describe(f);
+  EXPECT_TRUE(StackHas(f, "event_base_loop")) << Describe(f);
+  EXPECT_EQ(f.stacks[0].method, "signal");
+  EXPECT_FALSE(f.hint.empty());
+}
+
+TEST(AgentIntegration, SleepIsBlockedInANamedSyscallAndIsNotShortened) {
+  Collector c;
+  int64_t slept = 0;
+  RunOnce(c, {.stall_threshold = 50ms}, [&] { slept = SleepLikeASyncDriver(300ms); });
+  EXPECT_GE(slept, 300'000'000) << "the agent interrupted the sleep";
+  ASSERT_TRUE(c.WaitClosed(1));
+  auto closed = c.Closed();
+  ASSERT_EQ(closed.size(), 1u);
+  const auto& f = closed[0];
+  EXPECT_EQ(f.stall_class, StallClass::kBlocked) << Describe(f);
+  EXPECT_EQ(f.syscall, "clock_nanosleep") << Describe(f);
+  EXPECT_NEAR(f.duration_s, 0.300, 0.300 * 0.05) << Describe(f);
+  EXPECT_LT(f.cpu_ratio, 0.2);
+  // Several ongoing updates came while it lasted, all without a signal.
+  size_t ongoing = 0;
+  {
+    std::lock_guard<std::mutex> l(c.mu);
+    for (const auto& s : c.stalls) ongoing += s.ongoing;
+  }
+  EXPECT_GE(ongoing, 2u);
+  for (const auto& s : f.stacks) EXPECT_EQ(s.method, "proc");
+}
+
+TEST(AgentIntegration, BlockingReadOnAPipeNamesThePipe) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(350ms);  // 100 ms until the callback + 250 ms blocked
+    ASSERT_EQ(write(p[1], "x", 1), 1);
+  });
+  Collector c;
+  char buf[1];
+  ssize_t got = 0;
+  RunOnce(c, {.stall_threshold = 50ms}, [&] { got = ReadFromSlowPipe(p[0], buf); });
+  writer.join();
+  EXPECT_EQ(got, 1);
+  ASSERT_TRUE(c.WaitClosed(1));
+  const auto f = c.Closed().at(0);
+  EXPECT_EQ(f.stall_class, StallClass::kBlocked) << Describe(f);
+  EXPECT_EQ(f.syscall, "read");
+  char want[64];
+  snprintf(want, sizeof(want), "/proc/self/fd/%d", p[0]);
+  char link[64] = {};
+  ASSERT_GT(readlink(want, link, sizeof(link) - 1), 0);
+  EXPECT_EQ(f.fd_target, "pipe " + std::string(link).substr(5)) << Describe(f);
+  close(p[0]);
+  close(p[1]);
+}
+
+TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
+  Collector c;
+  event_base* base = event_base_new();
+  auto agent = Agent::Attach(base, c.Hooked({.report_interval = 1s}));
+  ASSERT_TRUE(agent.ok());
+  // Keep the loop alive for 2 s with one timer and nothing else.
+  event* stop = evtimer_new(base, [](evutil_socket_t, short, void*) {}, nullptr);
+  timeval tv{2, 0};
+  evtimer_add(stop, &tv);
+  event_base_dispatch(base);
+  const auto snap = (*agent)->Snapshot();
+  event_free(stop);
+  agent->reset();
+  event_base_free(base);
+  EXPECT_TRUE(c.Closed().empty());
+  EXPECT_GE(snap.since_attach.count, 150u);  // ~200 ticks of 10 ms
+  EXPECT_LT(snap.since_attach.p99, 2ms) << snap.since_attach.p99.count() << " ns";
+  EXPECT_EQ(snap.boundary_source, "epoll_wait");
+  std::lock_guard<std::mutex> l(c.mu);
+  ASSERT_FALSE(c.delays.empty());
+  EXPECT_LT(c.delays.front().utilization, 0.2);
+}
+
+TEST(AgentIntegration, NeverEndingStallIsVisibleAsOngoingWhileItLasts) {
+  Collector c;
+  event_base* base = event_base_new();
+  auto agent = Agent::Attach(base, c.Hooked({.stall_threshold = 50ms}));
+  ASSERT_TRUE(agent.ok());
+  std::atomic<bool> release{false};
+  struct Ctx {
+    std::atomic<bool>* release;
+  } ctx{&release};
+  event* ev = evtimer_new(
+      base,
+      [](evutil_socket_t, short, void* arg) {
+        auto* x = static_cast<Ctx*>(arg);
+        while (!x->release->load()) CrunchNumbersForAWhile(5ms);  // "infinite" loop
+      },
+      &ctx);
+  timeval tv{0, 10000};
+  evtimer_add(ev, &tv);
+  std::thread loop([&] { event_base_dispatch(base); });
+  // Seen as ongoing through the snapshot, from another thread, long before it ends.
+  bool seen = false;
+  for (int i = 0; i < 100 && !seen; ++i) {
+    std::this_thread::sleep_for(20ms);
+    auto s = (*agent)->Snapshot();
+    seen = s.ongoing.has_value() && s.ongoing->ongoing && s.ongoing->duration_s > 0.05;
+  }
+  EXPECT_TRUE(seen);
+  std::this_thread::sleep_for(300ms);
+  auto s = (*agent)->Snapshot();
+  ASSERT_TRUE(s.ongoing.has_value());
+  EXPECT_GT(s.ongoing->duration_s, 0.3);
+  EXPECT_EQ(s.ongoing->stall_class, StallClass::kCpu);
+  release = true;
+  loop.join();
+  ASSERT_TRUE(c.WaitClosed(1));
+  event_free(ev);
+  agent->reset();
+  event_base_free(base);
+}
+
+TEST(AgentIntegration, FourLoopsOnFourThreadsAreIndependent) {
+  constexpr int kLoops = 4;
+  Collector c[kLoops];
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kLoops; ++i) {
+    threads.emplace_back([&, i] {
+      Options o{.loop_name = "worker-" + std::to_string(i), .stall_threshold = 50ms};
+      // Loop i stalls for 100 ms * (i + 1); loop 0 sleeps, the others burn CPU.
+      RunOnce(c[i], o, [i] {
+        if (i == 0) SleepLikeASyncDriver(100ms);
+        else CrunchNumbersForAWhile(std::chrono::milliseconds(100 * (i + 1)));
+      });
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kLoops; ++i) {
+    ASSERT_TRUE(c[i].WaitClosed(1)) << i;
+    auto closed = c[i].Closed();
+    ASSERT_EQ(closed.size(), 1u) << i;
+    EXPECT_EQ(closed[0].loop, "worker-" + std::to_string(i));
+    // Two CPU burners on two cores share with the rest: allow for contention here.
+    EXPECT_NEAR(closed[0].duration_s, 0.1 * (i + 1), 0.1 * (i + 1) * 0.05 + 0.01) << i;
+    EXPECT_EQ(closed[0].stall_class, i == 0 ? StallClass::kBlocked : closed[0].stall_class);
+    EXPECT_NE(closed[0].stall_class, StallClass::kUnknown) << Describe(closed[0]);
+  }
+}
+
+int CountDir(const char* path) {
+  int n = 0;
+  if (DIR* d = opendir(path)) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+TEST(AgentIntegration, AttachDetachThousandTimesLeaksNothing) {
+  const int sig = SIGRTMIN + 3;
+  struct sigaction before {};
+  sigaction(sig, nullptr, &before);
+  // Warm-up (first-use allocations of libc/libdw), then measure.
+  {
+    event_base* base = event_base_new();
+    auto a = Agent::Attach(base, {.endpoint = "off"});
+    ASSERT_TRUE(a.ok());
+    a->reset();
+    event_base_free(base);
+  }
+  const int fds = CountDir("/proc/self/fd");
+  const int threads = CountDir("/proc/self/task");
+  for (int i = 0; i < 1000; ++i) {
+    event_base* base = event_base_new();
+    auto a = Agent::Attach(base, {.endpoint = "off"});
+    ASSERT_TRUE(a.ok()) << i;
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    a->reset();
+    event_base_free(base);
+  }
+  EXPECT_EQ(CountDir("/proc/self/fd"), fds);
+  EXPECT_EQ(CountDir("/proc/self/task"), threads);
+  struct sigaction after {};
+  sigaction(sig, nullptr, &after);
+  EXPECT_EQ(after.sa_handler, before.sa_handler);  // handler removed with the last agent
+}
+
+TEST(AgentIntegration, CApiAttachesAndSnapshots) {
+  setenv("STALLWATCH_ENDPOINT", "off", 1);
+  event_base* base = event_base_new();
+  stallwatch_agent* a = stallwatch_attach(base, "c-loop");
+  ASSERT_NE(a, nullptr);
+  event_base_loop(base, EVLOOP_NONBLOCK);
+  char buf[4096];
+  const size_t n = stallwatch_snapshot_json(a, buf, sizeof(buf));
+  EXPECT_GT(n, 0u);
+  EXPECT_NE(std::string(buf).find("\"loop\":\"c-loop\""), std::string::npos) << buf;
+  stallwatch_detach(a);
+  stallwatch_detach(nullptr);
+  EXPECT_EQ(stallwatch_attach(nullptr, "x"), nullptr);
+  event_base_free(base);
+  unsetenv("STALLWATCH_ENDPOINT");
+}
+
+TEST(AgentIntegration, JsonLinesFileEndpointGetsFindings) {
+  char path[] = "/tmp/stallwatch-test-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    event_base* base = event_base_new();
+    auto a = Agent::Attach(base, {.stall_threshold = 30ms,
+                                  .report_interval = 200ms,
+                                  .endpoint = std::string("file:") + path});
+    ASSERT_TRUE(a.ok());
+    event* ev = evtimer_new(
+        base, [](evutil_socket_t, short, void*) { CrunchNumbersForAWhile(80ms); }, nullptr);
+    timeval tv{0, 50000};
+    evtimer_add(ev, &tv);
+    event_base_dispatch(base);
+    event_free(ev);
+    a->reset();  // the reporter flushes what it has
+    event_base_free(base);
+  }
+  FILE* f = fopen(path, "r");
+  ASSERT_NE(f, nullptr);
+  char line[65536];
+  int stalls = 0, delays = 0;
+  while (fgets(line, sizeof(line), f)) {
+    std::string s(line);
+    stalls += s.find("\"kind\":\"stall\"") != std::string::npos &&
+              s.find("\"ongoing\":false") != std::string::npos;
+    delays += s.find("\"kind\":\"delay\"") != std::string::npos;
+  }
+  fclose(f);
+  unlink(path);
+  EXPECT_EQ(stalls, 1);
+  EXPECT_GE(delays, 1);
+}
+
+TEST(AgentIntegration, SuspendedProcessIsNotBlamedOnTheLoop) {
+  Collector c;
+  const pid_t self = getpid();
+  RunOnce(c, {.stall_threshold = 50ms}, [&] {
+    // A child stops this whole process for 400 ms while the loop is in a short CPU burst.
+    const pid_t child = fork();
+    if (child == 0) {
+      kill(self, SIGSTOP);
+      usleep(400 * 1000);
+      kill(self, SIGCONT);
+      _exit(0);
+    }
+    CrunchNumbersForAWhile(100ms);
+    waitpid(child, nullptr, 0);
+  });
+  ASSERT_TRUE(c.WaitClosed(1));
+  const auto f = c.Closed().at(0);
+  EXPECT_EQ(f.stall_class, StallClass::kSuspended) << Describe(f);
+  EXPECT_GT(f.duration_s, 0.4);
+}
+
+}  // namespace
+}  // namespace stallwatch
