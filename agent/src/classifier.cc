@@ -49,6 +49,10 @@ Classification Classify(const ClassifierInput& in) {
     c.stall_class = StallClass::kSuspended;
   } else if (in.cpu_ns >= 0 && c.cpu_ratio >= 0.5) {
     c.stall_class = StallClass::kCpu;
+  } else if (!in.syscall.empty() && in.samples > 0 && 2 * in.syscall_samples >= in.samples) {
+    // Seen waiting in the same syscall most of the time: that is the cause, even if the thread
+    // then queued for a CPU after the call returned.
+    c.stall_class = StallClass::kBlocked;
   } else if (in.run_delay_ns >= 0 && c.wait_ratio >= 0.3 && c.wait_ratio >= c.cpu_ratio) {
     c.stall_class = StallClass::kStarved;
   } else if (!in.syscall.empty()) {

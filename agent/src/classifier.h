@@ -16,6 +16,8 @@ struct ClassifierInput {
   std::string syscall;         // most frequent syscall seen in samples ("" if none)
   std::string fd_target;
   bool seen_running = false;   // a sample saw the thread outside any syscall
+  int samples = 0;             // /proc samples taken during the stall
+  int syscall_samples = 0;     // of which in `syscall`
 };
 
 struct Classification {

@@ -132,7 +132,9 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
 void Runtime::Remove(LoopContext* ctx) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = MonotonicNanos();
-  // One last look, so a stall that ended just before detach closes with its exact end.
+  // One last look, so a stall that ended just before detach closes with its exact end (and a
+  // pause the watchdog has not woken up from yet is known).
+  CheckOversleep(now);
   try {
     ProcessLoop(*ctx, now);
   } catch (...) {
@@ -158,29 +160,18 @@ void Runtime::Run() {
     unwinder_ok_ = st.ok();
     if (!st.ok()) sampling_status_ = "stacks unavailable: " + st.message();
   }
-  if (auto ss = platform::ReadThreadSchedstat(platform::GetTid())) {
-    own_run_delay_ns_ = ss->run_delay_ns;
-  }
   std::unique_lock<std::mutex> lock(mu_);
+  watchdog_tid_ = platform::GetTid();
+  if (auto ss = platform::ReadThreadSchedstat(watchdog_tid_)) own_run_delay_ns_ = ss->run_delay_ns;
   while (!stop_) {
     int64_t tick = 10'000'000;
     for (const auto& l : loops_) tick = std::min(tick, TickFor(l->options.stall_threshold.count()));
-    const int64_t wait_start = MonotonicNanos();
+    wait_start_ns_ = MonotonicNanos();
+    wait_tick_ns_ = tick;
     cv_.wait_for(lock, std::chrono::nanoseconds(tick));
     if (stop_) break;
     const int64_t now = MonotonicNanos();
-    // Did the watchdog oversleep its own wait? If it was not waiting for a CPU meanwhile, the
-    // whole process was paused (SIGSTOP, debugger, VM freeze). Time spent processing (e.g. a
-    // first unwind) is not counted: only the wait is.
-    const int64_t overslept = now - wait_start - tick;
-    auto ss = platform::ReadThreadSchedstat(platform::GetTid());
-    const uint64_t run_delay = ss ? ss->run_delay_ns : own_run_delay_ns_;
-    if (overslept > 20'000'000 &&
-        static_cast<int64_t>(run_delay - own_run_delay_ns_) < overslept / 2) {
-      suspended_.emplace_back(wait_start + tick, now);
-      if (suspended_.size() > 32) suspended_.pop_front();
-    }
-    own_run_delay_ns_ = run_delay;
+    CheckOversleep(now);
     Tick(now);
   }
 }
@@ -196,6 +187,23 @@ void Runtime::Tick(int64_t now) {
       }
     }
   }
+}
+
+void Runtime::CheckOversleep(int64_t now) {
+  if (wait_start_ns_ == 0) return;
+  // Did the watchdog overrun its wait? If it was not queued for a CPU meanwhile, the whole
+  // process was paused (SIGSTOP, debugger, VM freeze). Time spent processing (e.g. a first
+  // unwind) is not counted: only the wait is.
+  const int64_t overslept = now - wait_start_ns_ - wait_tick_ns_;
+  auto ss = watchdog_tid_ != 0 ? platform::ReadThreadSchedstat(watchdog_tid_) : std::nullopt;
+  const uint64_t run_delay = ss ? ss->run_delay_ns : own_run_delay_ns_;
+  if (overslept > 20'000'000 &&
+      static_cast<int64_t>(run_delay - own_run_delay_ns_) < overslept / 2) {
+    suspended_.emplace_back(wait_start_ns_ + wait_tick_ns_, now);
+    if (suspended_.size() > 32) suspended_.pop_front();
+  }
+  own_run_delay_ns_ = run_delay;
+  wait_start_ns_ = 0;
 }
 
 int64_t Runtime::SuspendedOverlap(int64_t from, int64_t to) const {
@@ -269,6 +277,16 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
       case DetectorAction::kCandidateGone:
         c.track.reset();
         break;
+      case DetectorAction::kMissed:
+        if (!c.track) {
+          OnBaseline(c, e, now);
+          c.track->base_cpu_ns = -1;  // nothing measured during it
+          c.track->base_run_delay_ns = -1;
+          c.track->base_mono_ns = e.start_ns;
+          c.track->reported = true;
+          CloseStall(c, e.end_ns, false, now);
+        }
+        break;
     }
   }
   // A candidate that is not reported yet: note its syscall cheaply, so a stall that ends between
@@ -295,6 +313,7 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
   if (tid == 0) return;
   auto sys = platform::ReadThreadSyscall(tid);
+  ++t.samples;
   if (sys) {
     if (sys->running) {
       t.seen_running = true;
@@ -416,7 +435,9 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   f.ongoing = ongoing;
   f.estimated = t.estimated;
   agent::internal::ClassifierInput in;
-  in.wall_ns = now - t.base_mono_ns;
+  // Ratios over the stall itself: after its end the thread waits (no CPU, no run-queue wait),
+  // so CPU read a little later still belongs to the stall, but wall time would not.
+  in.wall_ns = std::min(now, end_mono) - t.base_mono_ns;
   const int64_t cpu = ThreadCpu(c.state);
   in.cpu_ns = (cpu >= 0 && t.base_cpu_ns >= 0) ? cpu - t.base_cpu_ns : -1;
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
@@ -435,6 +456,8 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   }
   in.fd_target = in.syscall == t.last_syscall ? t.fd_target : "";
   in.seen_running = t.seen_running;
+  in.samples = t.samples;
+  in.syscall_samples = best;
   auto cls = agent::internal::Classify(in);
   f.stall_class = cls.stall_class;
   f.cpu_ratio = cls.cpu_ratio;

@@ -41,6 +41,7 @@ struct StallTrack {
   std::string last_syscall;
   std::string fd_target;
   bool seen_running = false;
+  int samples = 0;
   struct StackAgg {
     uint64_t count = 0;
     std::string method;
@@ -116,6 +117,8 @@ class Runtime {
   void CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64_t now);
   void EmitWindow(LoopContext& c, int64_t now);
   int64_t SuspendedOverlap(int64_t from, int64_t to) const;
+  // Records a suspension if the watchdog's current wait overran (process paused).
+  void CheckOversleep(int64_t now);
   bool TakeStackToken(LoopContext& c, int64_t now);
 
   std::string service_;
@@ -135,6 +138,9 @@ class Runtime {
 
   // Watchdog thread only.
   uint64_t own_run_delay_ns_ = 0;
+  pid_t watchdog_tid_ = 0;
+  int64_t wait_start_ns_ = 0;  // guarded by mu_ (Remove checks it too)
+  int64_t wait_tick_ns_ = 0;
   std::deque<std::pair<int64_t, int64_t>> suspended_;  // [from, to) windows, newest last
 };
 

@@ -47,6 +47,17 @@ StallDetector::Events StallDetector::Observe(const LoopObservation& o) {
       ev.Add({DetectorAction::kResample, start_, o.now_ns, source_ == Source::kProbe});
     }
   }
+  // The loop's mailbox of long busy periods: one this detector never tracked was missed.
+  if (o.long_start_ns != 0 && o.long_start_ns != last_seen_long_start_) {
+    last_seen_long_start_ = o.long_start_ns;
+    const bool tracked = o.long_start_ns == last_closed_busy_start_ ||
+                         (phase_ != Phase::kIdle && o.long_start_ns == start_);
+    if (!tracked && o.long_end_ns - o.long_start_ns >= config_.threshold_ns) {
+      ev.Add({DetectorAction::kMissed, o.long_start_ns, o.long_end_ns, false});
+      last_closed_busy_start_ = o.long_start_ns;
+      last_end_ = std::max(last_end_, o.long_end_ns);
+    }
+  }
   if (phase_ == Phase::kIdle) MaybeStart(o, &ev);
   return ev;
 }

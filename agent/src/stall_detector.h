@@ -38,7 +38,9 @@ enum class DetectorAction {
   kResample,      // time for another sample of the ongoing stall
   kEnded,         // the reported stall ended at end_ns
   kEndedShort,    // a candidate that was never reported exceeded the threshold: report closed
-  kCandidateGone  // a candidate ended below the threshold: forget the baseline
+  kCandidateGone,  // a candidate ended below the threshold: forget the baseline
+  kMissed          // a busy period >= threshold that started and ended between two looks
+                   // (e.g. while the watchdog was stopped with the process): report closed
 };
 
 struct DetectorEvent {
@@ -80,6 +82,7 @@ class StallDetector {
   int64_t interval_ = 0;
   int64_t last_closed_busy_start_ = 0;
   int64_t last_end_ = 0;
+  int64_t last_seen_long_start_ = 0;
 };
 
 }  // namespace stallwatch::agent::internal

@@ -162,3 +162,47 @@ TEST(StallDetector, IdleLoopWithLateProbeIsAStallWhenNotBusy) {
 
 }  // namespace
 }  // namespace stallwatch::agent::internal
+
+namespace stallwatch::agent::internal {
+namespace {
+
+TEST(StallDetectorMissed, ABusyPeriodNeverSeenIsReportedFromTheMailbox) {
+  DetectorConfig c;
+  c.threshold_ns = 50 * kMs;
+  StallDetector d(c);
+  LoopObservation o;
+  o.boundaries = true;
+  o.now_ns = 100 * kMs;
+  EXPECT_EQ(d.Observe(o).size, 0);
+  // The watchdog was stopped; meanwhile the loop was busy from 120 to 600 ms.
+  o.now_ns = 610 * kMs;
+  o.long_start_ns = 120 * kMs;
+  o.long_end_ns = 600 * kMs;
+  auto ev = d.Observe(o);
+  ASSERT_EQ(ev.size, 1);
+  EXPECT_EQ(ev.items[0].action, DetectorAction::kMissed);
+  EXPECT_EQ(ev.items[0].end_ns - ev.items[0].start_ns, 480 * kMs);
+  o.now_ns = 700 * kMs;
+  EXPECT_EQ(d.Observe(o).size, 0);  // reported once
+}
+
+TEST(StallDetectorMissed, ATrackedStallIsNotReportedAgainFromTheMailbox) {
+  DetectorConfig c;
+  c.threshold_ns = 50 * kMs;
+  StallDetector d(c);
+  LoopObservation o;
+  o.boundaries = true;
+  o.busy_since_ns = 100 * kMs;
+  o.now_ns = 160 * kMs;
+  d.Observe(o);  // baseline + started
+  o.busy_since_ns = 0;
+  o.long_start_ns = 100 * kMs;
+  o.long_end_ns = 170 * kMs;
+  o.now_ns = 175 * kMs;
+  auto ev = d.Observe(o);
+  ASSERT_EQ(ev.size, 1);
+  EXPECT_EQ(ev.items[0].action, DetectorAction::kEnded);
+}
+
+}  // namespace
+}  // namespace stallwatch::agent::internal
