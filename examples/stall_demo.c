@@ -2,12 +2,11 @@
  * It provokes one CPU stall and one blocking sleep on the loop, then exits; the agent's findings
  * go where STALLWATCH_ENDPOINT says (the demo defaults it to stderr). */
 #include <event2/event.h>
+#include <stallwatch/stallwatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <stallwatch/stallwatch.h>
 
 static volatile unsigned long sink;
 
@@ -22,28 +21,37 @@ __attribute__((noinline)) static void checksum_everything(int ms) {
 }
 
 /* Blocks the loop thread in nanosleep, like a synchronous client would. */
-__attribute__((noinline)) static void call_slow_backend(int ms) { usleep((useconds_t)ms * 1000); }
-
-static void on_cpu(evutil_socket_t fd, short what, void *arg) {
-  (void)fd; (void)what; (void)arg;
-  fprintf(stderr, "stall_demo: burning CPU on the loop for 300 ms\n");
-  checksum_everything(300);
+__attribute__((noinline)) static int call_slow_backend(int ms) {
+  int rc = usleep((useconds_t)ms * 1000);
+  return rc == 0 ? ms : -1; /* (not a tail call: keeps this frame on the stack) */
 }
 
-static void on_sleep(evutil_socket_t fd, short what, void *arg) {
-  (void)fd; (void)what; (void)arg;
+static void on_cpu(evutil_socket_t fd, short what, void* arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  fprintf(stderr, "stall_demo: burning CPU on the loop for 300 ms\n");
+  checksum_everything(300);
+  fprintf(stderr, "stall_demo: done burning\n");
+}
+
+static void on_sleep(evutil_socket_t fd, short what, void* arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
   fprintf(stderr, "stall_demo: sleeping on the loop for 200 ms\n");
-  call_slow_backend(200);
+  int got = call_slow_backend(200);
+  fprintf(stderr, "stall_demo: backend answered after %d ms\n", got);
 }
 
 int main(void) {
   setenv("STALLWATCH_ENDPOINT", "stderr", 0);
   setenv("STALLWATCH_REPORT_INTERVAL", "1s", 0);
-  struct event_base *base = event_base_new();
-  struct stallwatch_agent *agent = stallwatch_attach(base, "main");
+  struct event_base* base = event_base_new();
+  struct stallwatch_agent* agent = stallwatch_attach(base, "main");
   struct timeval t1 = {0, 300000}, t2 = {1, 0};
-  struct event *cpu = evtimer_new(base, on_cpu, NULL);
-  struct event *slp = evtimer_new(base, on_sleep, NULL);
+  struct event* cpu = evtimer_new(base, on_cpu, NULL);
+  struct event* slp = evtimer_new(base, on_sleep, NULL);
   evtimer_add(cpu, &t1);
   evtimer_add(slp, &t2);
   event_base_dispatch(base);

@@ -1,7 +1,6 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
-
 #include <nlohmann/json.hpp>
 
 #include "stallwatch/agent.h"

@@ -9,15 +9,15 @@
 namespace stallwatch::agent::internal {
 
 struct ClassifierInput {
-  int64_t wall_ns = 0;         // measured span (from the watchdog's baseline to now)
-  int64_t cpu_ns = -1;         // loop thread CPU time over the span, -1 if unknown
-  int64_t run_delay_ns = -1;   // loop thread run-queue wait over the span, -1 if unknown
-  int64_t suspended_ns = 0;    // time of the span during which the whole process was paused
-  std::string syscall;         // most frequent syscall seen in samples ("" if none)
+  int64_t wall_ns = 0;        // measured span (from the watchdog's baseline to now)
+  int64_t cpu_ns = -1;        // loop thread CPU time over the span, -1 if unknown
+  int64_t run_delay_ns = -1;  // loop thread run-queue wait over the span, -1 if unknown
+  int64_t suspended_ns = 0;   // time of the span during which the whole process was paused
+  std::string syscall;        // most frequent syscall seen in samples ("" if none)
   std::string fd_target;
-  bool seen_running = false;   // a sample saw the thread outside any syscall
-  int samples = 0;             // /proc samples taken during the stall
-  int syscall_samples = 0;     // of which in `syscall`
+  bool seen_running = false;  // a sample saw the thread outside any syscall
+  int samples = 0;            // /proc samples taken during the stall
+  int syscall_samples = 0;    // of which in `syscall`
 };
 
 struct Classification {

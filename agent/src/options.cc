@@ -1,3 +1,5 @@
+#include <spdlog/sinks/stdout_sinks.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
@@ -8,8 +10,6 @@
 #include "reporter.h"
 #include "stallwatch/agent.h"
 #include "stallwatch/common/duration.h"
-
-#include <spdlog/sinks/stdout_sinks.h>
 
 namespace stallwatch {
 namespace agent::internal {

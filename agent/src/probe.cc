@@ -88,8 +88,7 @@ void Probe::OnTick(evutil_socket_t fd, short /*what*/, void* arg) noexcept {
   s->probe_busy_est_ns.store(s->probe_busy_est_ns.load(std::memory_order_relaxed) + busy_est,
                              std::memory_order_relaxed);
   s->probe_last_run_ns.store(now, std::memory_order_relaxed);
-  s->probe_runs.store(s->probe_runs.load(std::memory_order_relaxed) + 1,
-                      std::memory_order_release);
+  s->probe_runs.store(s->probe_runs.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
 }  // namespace stallwatch::agent::internal

@@ -66,8 +66,7 @@ class OffSink : public Sink {
 std::unique_ptr<Sink> MakeDaemonSink(const Endpoint& e);  // daemon_sink.cc
 
 StatusOr<Endpoint> ParseEndpoint(const std::string& text) {
-  constexpr const char* kForms =
-      "expected unix:/path, tcp:host:port, file:/path, stderr or off";
+  constexpr const char* kForms = "expected unix:/path, tcp:host:port, file:/path, stderr or off";
   Endpoint e;
   if (text == "off") return e;
   if (text == "stderr") {
@@ -108,11 +107,15 @@ StatusOr<Endpoint> ParseEndpoint(const std::string& text) {
 
 std::unique_ptr<Sink> MakeSink(const Endpoint& e) {
   switch (e.kind) {
-    case Endpoint::Kind::kOff: return std::make_unique<OffSink>();
-    case Endpoint::Kind::kStderr: return std::make_unique<FdSink>("", true);
-    case Endpoint::Kind::kFile: return std::make_unique<FdSink>(e.path, false);
+    case Endpoint::Kind::kOff:
+      return std::make_unique<OffSink>();
+    case Endpoint::Kind::kStderr:
+      return std::make_unique<FdSink>("", true);
+    case Endpoint::Kind::kFile:
+      return std::make_unique<FdSink>(e.path, false);
     case Endpoint::Kind::kUnix:
-    case Endpoint::Kind::kTcp: return MakeDaemonSink(e);
+    case Endpoint::Kind::kTcp:
+      return MakeDaemonSink(e);
   }
   return std::make_unique<OffSink>();
 }

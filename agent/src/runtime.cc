@@ -230,8 +230,8 @@ bool Runtime::TakeStackToken(LoopContext& c, int64_t now) {
 void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   auto& s = c.state;
   // Bind the loop's epoll fd if attach could not (e.g. libevent applies epoll changes lazily).
-  if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10 && now >= c.epfd_next_try_ns &&
-      c.probe.timer_fd() >= 0) {
+  if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10 &&
+      now >= c.epfd_next_try_ns && c.probe.timer_fd() >= 0) {
     ++c.epfd_tries;
     c.epfd_next_try_ns = now + 1'000'000'000;
     const int epfd = platform::FindEpollFdContaining(c.probe.timer_fd());
@@ -327,8 +327,10 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
       } else if (name == "poll" || name == "ppoll") {
         fd = FirstPollFd(sys->args[0]);
       }
-      if (fd >= 0) t.fd_target = platform::DescribeFd(fd);
-      else if (name == "futex") t.fd_target = "";
+      if (fd >= 0)
+        t.fd_target = platform::DescribeFd(fd);
+      else if (name == "futex")
+        t.fd_target = "";
     }
   }
   if (with_stack && sampling_ != SamplingMode::kOff && unwinder_ok_) {
@@ -485,8 +487,10 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   f.reports_suppressed = c.reports_suppressed_total;
   f.sampling_note = t.sampling_note;
   if (f.stacks.empty() && f.sampling_note.empty()) {
-    if (sampling_ == SamplingMode::kOff) f.sampling_note = "sampling off";
-    else if (!t.reported || t.stack_attempts == 0) f.sampling_note = "stall ended before a sample";
+    if (sampling_ == SamplingMode::kOff)
+      f.sampling_note = "sampling off";
+    else if (!t.reported || t.stack_attempts == 0)
+      f.sampling_note = "stall ended before a sample";
   }
   return f;
 }
@@ -566,4 +570,3 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
 }
 
 }  // namespace stallwatch::internal
-

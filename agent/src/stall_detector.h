@@ -33,11 +33,11 @@ struct DetectorConfig {
 };
 
 enum class DetectorAction {
-  kBaseline,      // a candidate began: take the CPU/run-queue baseline now
-  kStarted,       // the candidate crossed the threshold: report ongoing
-  kResample,      // time for another sample of the ongoing stall
-  kEnded,         // the reported stall ended at end_ns
-  kEndedShort,    // a candidate that was never reported exceeded the threshold: report closed
+  kBaseline,       // a candidate began: take the CPU/run-queue baseline now
+  kStarted,        // the candidate crossed the threshold: report ongoing
+  kResample,       // time for another sample of the ongoing stall
+  kEnded,          // the reported stall ended at end_ns
+  kEndedShort,     // a candidate that was never reported exceeded the threshold: report closed
   kCandidateGone,  // a candidate ended below the threshold: forget the baseline
   kMissed          // a busy period >= threshold that started and ended between two looks
                    // (e.g. while the watchdog was stopped with the process): report closed

@@ -158,8 +158,8 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
   if (mod != nullptr) {
     Dwarf_Addr start = 0;
     const char* mainfile = nullptr;
-    const char* modname = dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr,
-                                           &mainfile, nullptr);
+    const char* modname =
+        dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, &mainfile, nullptr);
     out.module = mainfile != nullptr ? mainfile : (modname != nullptr ? modname : "");
     out.offset = f.pc - start;
     GElf_Off sym_off = 0;

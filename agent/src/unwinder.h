@@ -26,9 +26,9 @@ namespace stallwatch::agent::internal {
 
 struct UnwindInput {
   pid_t tid = 0;
-  const uint64_t* regs = nullptr;  // DWARF registers 0..16 (x86_64), or null
-  uint64_t sp = 0;                 // used when regs is null
-  uint64_t pc = 0;                 // used when regs is null
+  const uint64_t* regs = nullptr;        // DWARF registers 0..16 (x86_64), or null
+  uint64_t sp = 0;                       // used when regs is null
+  uint64_t pc = 0;                       // used when regs is null
   const unsigned char* stack = nullptr;  // optional copy of [stack_base, stack_base+stack_len)
   uint64_t stack_base = 0;
   size_t stack_len = 0;
@@ -50,7 +50,7 @@ class Unwinder {
   [[nodiscard]] Status Init();
   // Innermost first; at most max_frames. Fails when not even one frame is found.
   [[nodiscard]] StatusOr<std::vector<RawFrame>> Unwind(const UnwindInput& in,
-                                                      size_t max_frames = 64);
+                                                       size_t max_frames = 64);
   Frame Symbolize(const RawFrame& f);
   // Re-reads the module list (after dlopen); rate-limited by the caller.
   void Refresh();

@@ -77,8 +77,7 @@ inline void EndBusy(LoopState* s, int64_t now) {
     }
   }
   s->busy_since_ns.store(0, std::memory_order_release);
-  s->iterations.store(s->iterations.load(std::memory_order_relaxed) + 1,
-                      std::memory_order_relaxed);
+  s->iterations.store(s->iterations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 inline void BeforeWait(LoopState* s) {
@@ -194,9 +193,8 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
   return r;
 }
 
-__attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* events,
-                                                       int maxevents, int timeout,
-                                                       const sigset_t* sigmask) {
+__attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* events, int maxevents,
+                                                       int timeout, const sigset_t* sigmask) {
   using namespace stallwatch::agent::internal;
   if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) ResolveNext();
   LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;

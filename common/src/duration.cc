@@ -29,12 +29,18 @@ StatusOr<std::chrono::nanoseconds> ParseDuration(std::string_view text) {
   }
   std::string number = s.substr(0, i), unit = s.substr(i);
   double scale = 0;
-  if (unit == "ns") scale = 1;
-  else if (unit == "us") scale = 1e3;
-  else if (unit == "ms") scale = 1e6;
-  else if (unit == "s") scale = 1e9;
-  else if (unit == "m") scale = 60e9;
-  else return InvalidArgumentError("bad duration '" + s + "': " + kDurationForm);
+  if (unit == "ns")
+    scale = 1;
+  else if (unit == "us")
+    scale = 1e3;
+  else if (unit == "ms")
+    scale = 1e6;
+  else if (unit == "s")
+    scale = 1e9;
+  else if (unit == "m")
+    scale = 60e9;
+  else
+    return InvalidArgumentError("bad duration '" + s + "': " + kDurationForm);
   double v = std::strtod(number.c_str(), nullptr) * scale;
   if (!std::isfinite(v) || v > 1e18) {
     return InvalidArgumentError("duration '" + s + "' is too large (at most 1e9 s)");

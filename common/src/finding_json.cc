@@ -8,11 +8,16 @@ using nlohmann::json;
 
 const char* StallClassName(StallClass c) {
   switch (c) {
-    case StallClass::kCpu: return "cpu";
-    case StallClass::kBlocked: return "blocked";
-    case StallClass::kStarved: return "starved";
-    case StallClass::kSuspended: return "suspended";
-    case StallClass::kUnknown: return "unknown";
+    case StallClass::kCpu:
+      return "cpu";
+    case StallClass::kBlocked:
+      return "blocked";
+    case StallClass::kStarved:
+      return "starved";
+    case StallClass::kSuspended:
+      return "suspended";
+    case StallClass::kUnknown:
+      return "unknown";
   }
   return "unknown";
 }
@@ -29,8 +34,11 @@ bool ParseStallClass(const std::string& s, StallClass* out) {
 }
 
 json ToJson(const Frame& f) {
-  return json{{"function", f.function}, {"module", f.module}, {"offset", f.offset},
-              {"file", f.file},         {"line", f.line}};
+  return json{{"function", f.function},
+              {"module", f.module},
+              {"offset", f.offset},
+              {"file", f.file},
+              {"line", f.line}};
 }
 
 json ToJson(const Stack& s) {
@@ -101,7 +109,9 @@ json ToJson(const DelayFinding& f, JsonOptions options) {
   return j;
 }
 
-std::string ToJsonLine(const StallFinding& f) { return ToJson(f).dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string ToJsonLine(const StallFinding& f) {
+  return ToJson(f).dump(-1, ' ', false, json::error_handler_t::replace);
+}
 std::string ToJsonLine(const DelayFinding& f, JsonOptions o) {
   return ToJson(f, o).dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -158,7 +168,8 @@ StatusOr<StallFinding> StallFromJson(const json& j) {
             Get(j, "sampling_note", &f.sampling_note, &err);
   if (!ok) return InvalidArgumentError(err);
   if (!ParseStallClass(cls, &f.stall_class)) {
-    return InvalidArgumentError("field 'class' must be cpu, blocked, starved, suspended or unknown");
+    return InvalidArgumentError(
+        "field 'class' must be cpu, blocked, starved, suspended or unknown");
   }
   if (auto it = j.find("stacks"); it != j.end()) {
     if (!it->is_array()) return InvalidArgumentError("field 'stacks' must be an array");

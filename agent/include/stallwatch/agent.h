@@ -62,15 +62,15 @@ struct DelayStats {
 struct LoopSnapshot {
   std::string service;
   std::string loop;
-  int64_t tid = 0;               // 0 until the loop thread has run
-  std::string boundary_source;   // "epoll_wait", "evwatch" or "probe"
+  int64_t tid = 0;              // 0 until the loop thread has run
+  std::string boundary_source;  // "epoll_wait", "evwatch" or "probe"
   DelayStats since_attach;
   std::optional<DelayFinding> last_window;
   uint64_t iterations = 0;
   uint64_t stalls_total = 0;
   std::vector<StallFinding> recent_stalls;  // closed, oldest first, at most 64
   std::optional<StallFinding> ongoing;
-  std::string sampling_status;              // "ok" or why stacks are unavailable
+  std::string sampling_status;  // "ok" or why stacks are unavailable
 };
 
 namespace internal {

@@ -90,232 +90,344 @@ const SyscallEntry kSyscalls[] = {
     SW_SC(read, true)
 #endif
 #ifdef SYS_write
-    SW_SC(write, true)
+        SW_SC(write, true)
 #endif
 #ifdef SYS_readv
-    SW_SC(readv, true)
+            SW_SC(readv, true)
 #endif
 #ifdef SYS_writev
-    SW_SC(writev, true)
+                SW_SC(writev, true)
 #endif
 #ifdef SYS_pread64
-    SW_SC(pread64, true)
+                    SW_SC(pread64, true)
 #endif
 #ifdef SYS_pwrite64
-    SW_SC(pwrite64, true)
+                        SW_SC(pwrite64, true)
 #endif
 #ifdef SYS_preadv
-    SW_SC(preadv, true)
+                            SW_SC(preadv, true)
 #endif
 #ifdef SYS_pwritev
-    SW_SC(pwritev, true)
+                                SW_SC(pwritev, true)
 #endif
 #ifdef SYS_open
-    SW_SC(open, false)
+                                    SW_SC(open, false)
 #endif
 #ifdef SYS_openat
-    SW_SC(openat, false)
+                                        SW_SC(openat, false)
 #endif
 #ifdef SYS_close
-    SW_SC(close, true)
+                                            SW_SC(close, true)
 #endif
 #ifdef SYS_stat
-    SW_SC(stat, false)
+                                                SW_SC(stat, false)
 #endif
 #ifdef SYS_fstat
-    SW_SC(fstat, true)
+                                                    SW_SC(fstat, true)
 #endif
 #ifdef SYS_newfstatat
-    SW_SC(newfstatat, false)
+                                                        SW_SC(newfstatat, false)
 #endif
 #ifdef SYS_statx
-    SW_SC(statx, false)
+                                                            SW_SC(statx, false)
 #endif
 #ifdef SYS_poll
-    SW_SC(poll, false)
+                                                                SW_SC(poll, false)
 #endif
 #ifdef SYS_ppoll
-    SW_SC(ppoll, false)
+                                                                    SW_SC(ppoll, false)
 #endif
 #ifdef SYS_select
-    SW_SC(select, false)
+                                                                        SW_SC(select, false)
 #endif
 #ifdef SYS_pselect6
-    SW_SC(pselect6, false)
+                                                                            SW_SC(pselect6, false)
 #endif
 #ifdef SYS_epoll_wait
-    SW_SC(epoll_wait, true)
+                                                                                SW_SC(epoll_wait,
+                                                                                      true)
 #endif
 #ifdef SYS_epoll_pwait
-    SW_SC(epoll_pwait, true)
+                                                                                    SW_SC(
+                                                                                        epoll_pwait,
+                                                                                        true)
 #endif
 #ifdef SYS_epoll_pwait2
-    SW_SC(epoll_pwait2, true)
+                                                                                        SW_SC(
+                                                                                            epoll_pwait2,
+                                                                                            true)
 #endif
 #ifdef SYS_nanosleep
-    SW_SC(nanosleep, false)
+                                                                                            SW_SC(
+                                                                                                nanosleep,
+                                                                                                false)
 #endif
 #ifdef SYS_clock_nanosleep
-    SW_SC(clock_nanosleep, false)
+                                                                                                SW_SC(
+                                                                                                    clock_nanosleep,
+                                                                                                    false)
 #endif
 #ifdef SYS_futex
-    SW_SC(futex, false)
+                                                                                                    SW_SC(
+                                                                                                        futex,
+                                                                                                        false)
 #endif
 #ifdef SYS_futex_waitv
-    SW_SC(futex_waitv, false)
+                                                                                                        SW_SC(
+                                                                                                            futex_waitv,
+                                                                                                            false)
 #endif
 #ifdef SYS_connect
-    SW_SC(connect, true)
+                                                                                                            SW_SC(
+                                                                                                                connect,
+                                                                                                                true)
 #endif
 #ifdef SYS_accept
-    SW_SC(accept, true)
+                                                                                                                SW_SC(
+                                                                                                                    accept,
+                                                                                                                    true)
 #endif
 #ifdef SYS_accept4
-    SW_SC(accept4, true)
+                                                                                                                    SW_SC(
+                                                                                                                        accept4,
+                                                                                                                        true)
 #endif
 #ifdef SYS_sendto
-    SW_SC(sendto, true)
+                                                                                                                        SW_SC(
+                                                                                                                            sendto,
+                                                                                                                            true)
 #endif
 #ifdef SYS_recvfrom
-    SW_SC(recvfrom, true)
+                                                                                                                            SW_SC(
+                                                                                                                                recvfrom,
+                                                                                                                                true)
 #endif
 #ifdef SYS_sendmsg
-    SW_SC(sendmsg, true)
+                                                                                                                                SW_SC(
+                                                                                                                                    sendmsg,
+                                                                                                                                    true)
 #endif
 #ifdef SYS_recvmsg
-    SW_SC(recvmsg, true)
+                                                                                                                                    SW_SC(
+                                                                                                                                        recvmsg,
+                                                                                                                                        true)
 #endif
 #ifdef SYS_sendmmsg
-    SW_SC(sendmmsg, true)
+                                                                                                                                        SW_SC(
+                                                                                                                                            sendmmsg,
+                                                                                                                                            true)
 #endif
 #ifdef SYS_recvmmsg
-    SW_SC(recvmmsg, true)
+                                                                                                                                            SW_SC(
+                                                                                                                                                recvmmsg,
+                                                                                                                                                true)
 #endif
 #ifdef SYS_fsync
-    SW_SC(fsync, true)
+                                                                                                                                                SW_SC(
+                                                                                                                                                    fsync,
+                                                                                                                                                    true)
 #endif
 #ifdef SYS_fdatasync
-    SW_SC(fdatasync, true)
+                                                                                                                                                    SW_SC(
+                                                                                                                                                        fdatasync,
+                                                                                                                                                        true)
 #endif
 #ifdef SYS_sync
-    SW_SC(sync, false)
+                                                                                                                                                        SW_SC(
+                                                                                                                                                            sync,
+                                                                                                                                                            false)
 #endif
 #ifdef SYS_syncfs
-    SW_SC(syncfs, true)
+                                                                                                                                                            SW_SC(
+                                                                                                                                                                syncfs,
+                                                                                                                                                                true)
 #endif
 #ifdef SYS_sync_file_range
-    SW_SC(sync_file_range, true)
+                                                                                                                                                                SW_SC(
+                                                                                                                                                                    sync_file_range,
+                                                                                                                                                                    true)
 #endif
 #ifdef SYS_flock
-    SW_SC(flock, true)
+                                                                                                                                                                    SW_SC(flock,
+                                                                                                                                                                          true)
 #endif
 #ifdef SYS_fcntl
-    SW_SC(fcntl, true)
+                                                                                                                                                                        SW_SC(
+                                                                                                                                                                            fcntl,
+                                                                                                                                                                            true)
 #endif
 #ifdef SYS_ioctl
-    SW_SC(ioctl, true)
+                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                ioctl,
+                                                                                                                                                                                true)
 #endif
 #ifdef SYS_wait4
-    SW_SC(wait4, false)
+                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                    wait4,
+                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_waitid
-    SW_SC(waitid, false)
+                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                        waitid,
+                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_pause
-    SW_SC(pause, false)
+                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                            pause,
+                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_rt_sigsuspend
-    SW_SC(rt_sigsuspend, false)
+                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                rt_sigsuspend,
+                                                                                                                                                                                                false)
 #endif
 #ifdef SYS_rt_sigtimedwait
-    SW_SC(rt_sigtimedwait, false)
+                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                    rt_sigtimedwait,
+                                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_sendfile
-    SW_SC(sendfile, false)
+                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                        sendfile,
+                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_splice
-    SW_SC(splice, true)
+                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                            splice,
+                                                                                                                                                                                                            true)
 #endif
 #ifdef SYS_mmap
-    SW_SC(mmap, false)
+                                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                                mmap,
+                                                                                                                                                                                                                false)
 #endif
 #ifdef SYS_munmap
-    SW_SC(munmap, false)
+                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                    munmap,
+                                                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_madvise
-    SW_SC(madvise, false)
+                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                        madvise,
+                                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_msync
-    SW_SC(msync, false)
+                                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                                            msync,
+                                                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_fallocate
-    SW_SC(fallocate, true)
+                                                                                                                                                                                                                            SW_SC(fallocate, true)
 #endif
 #ifdef SYS_ftruncate
-    SW_SC(ftruncate, true)
+                                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                                    ftruncate,
+                                                                                                                                                                                                                                    true)
 #endif
 #ifdef SYS_truncate
-    SW_SC(truncate, false)
+                                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                                        truncate,
+                                                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_unlink
-    SW_SC(unlink, false)
+                                                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                                                            unlink,
+                                                                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_unlinkat
-    SW_SC(unlinkat, false)
+                                                                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                                                                unlinkat,
+                                                                                                                                                                                                                                                false)
 #endif
 #ifdef SYS_rename
-    SW_SC(rename, false)
+                                                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                                                    rename,
+                                                                                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_renameat
-    SW_SC(renameat, false)
+                                                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                                                        renameat,
+                                                                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_mkdir
-    SW_SC(mkdir, false)
+                                                                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                                                                            mkdir,
+                                                                                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_getdents64
-    SW_SC(getdents64, true)
+                                                                                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                                                                                getdents64,
+                                                                                                                                                                                                                                                                true)
 #endif
 #ifdef SYS_socket
-    SW_SC(socket, false)
+                                                                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                                                                    socket,
+                                                                                                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_getrandom
-    SW_SC(getrandom, false)
+                                                                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                                                                        getrandom,
+                                                                                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_sched_yield
-    SW_SC(sched_yield, false)
+                                                                                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                                                                                            sched_yield,
+                                                                                                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_io_getevents
-    SW_SC(io_getevents, false)
+                                                                                                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                                                                                                io_getevents,
+                                                                                                                                                                                                                                                                                false)
 #endif
 #ifdef SYS_io_uring_enter
-    SW_SC(io_uring_enter, true)
+                                                                                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                                                                                    io_uring_enter,
+                                                                                                                                                                                                                                                                                    true)
 #endif
 #ifdef SYS_msgrcv
-    SW_SC(msgrcv, false)
+                                                                                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                                                                                        msgrcv,
+                                                                                                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_semop
-    SW_SC(semop, false)
+                                                                                                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                                                                                                            semop,
+                                                                                                                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_semtimedop
-    SW_SC(semtimedop, false)
+                                                                                                                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                                                                                                                semtimedop,
+                                                                                                                                                                                                                                                                                                false)
 #endif
 #ifdef SYS_mq_timedreceive
-    SW_SC(mq_timedreceive, false)
+                                                                                                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                                                                                                    mq_timedreceive,
+                                                                                                                                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_execve
-    SW_SC(execve, false)
+                                                                                                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                                                                                                        execve,
+                                                                                                                                                                                                                                                                                                        false)
 #endif
 #ifdef SYS_clone
-    SW_SC(clone, false)
+                                                                                                                                                                                                                                                                                                        SW_SC(
+                                                                                                                                                                                                                                                                                                            clone,
+                                                                                                                                                                                                                                                                                                            false)
 #endif
 #ifdef SYS_clone3
-    SW_SC(clone3, false)
+                                                                                                                                                                                                                                                                                                            SW_SC(
+                                                                                                                                                                                                                                                                                                                clone3,
+                                                                                                                                                                                                                                                                                                                false)
 #endif
 #ifdef SYS_exit_group
-    SW_SC(exit_group, false)
+                                                                                                                                                                                                                                                                                                                SW_SC(
+                                                                                                                                                                                                                                                                                                                    exit_group,
+                                                                                                                                                                                                                                                                                                                    false)
 #endif
 #ifdef SYS_getaddrinfo
-    SW_SC(getaddrinfo, false)
+                                                                                                                                                                                                                                                                                                                    SW_SC(
+                                                                                                                                                                                                                                                                                                                        getaddrinfo,
+                                                                                                                                                                                                                                                                                                                        false)
 #endif
 #undef SW_SC
 };
@@ -501,12 +613,12 @@ std::string DescribeFd(int fd) {
       const char* name;
       bool v6;
     };
-    for (const Kind& k : {Kind{"/proc/self/net/tcp", "tcp", false},
-                          Kind{"/proc/self/net/tcp6", "tcp6", true},
-                          Kind{"/proc/self/net/udp", "udp", false},
-                          Kind{"/proc/self/net/udp6", "udp6", true}}) {
+    for (const Kind& k :
+         {Kind{"/proc/self/net/tcp", "tcp", false}, Kind{"/proc/self/net/tcp6", "tcp6", true},
+          Kind{"/proc/self/net/udp", "udp", false}, Kind{"/proc/self/net/udp6", "udp6", true}}) {
       if (!ReadSmallFileLarge(k.path, &table)) continue;
-      if (auto r = FindInetSocket(table, inode, k.v6)) return "socket " + std::string(k.name) + " " + *r;
+      if (auto r = FindInetSocket(table, inode, k.v6))
+        return "socket " + std::string(k.name) + " " + *r;
     }
     if (ReadSmallFileLarge("/proc/self/net/unix", &table)) {
       if (auto r = FindUnixSocket(table, inode)) {

@@ -54,7 +54,7 @@ std::string SyscallName(long nr);
 bool SyscallTakesFd(long nr);
 
 // Readers.
-bool ReadSmallFile(const char* path, std::string* out);  // at most 64 KiB
+bool ReadSmallFile(const char* path, std::string* out);       // at most 64 KiB
 bool ReadSmallFileLarge(const char* path, std::string* out);  // at most 4 MiB
 pid_t GetTid();
 std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid);

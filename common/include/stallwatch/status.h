@@ -74,7 +74,9 @@ class [[nodiscard]] StatusOr {
   // Precondition: ok(). Aborts otherwise ("impossible after start-up" programming error).
   const T& value() const& { return ok() ? std::get<1>(v_) : (std::abort(), std::get<1>(v_)); }
   T& value() & { return ok() ? std::get<1>(v_) : (std::abort(), std::get<1>(v_)); }
-  T&& value() && { return ok() ? std::move(std::get<1>(v_)) : (std::abort(), std::move(std::get<1>(v_))); }
+  T&& value() && {
+    return ok() ? std::move(std::get<1>(v_)) : (std::abort(), std::move(std::get<1>(v_)));
+  }
   const T& operator*() const& { return value(); }
   T& operator*() & { return value(); }
   const T* operator->() const { return &value(); }

@@ -26,15 +26,15 @@ TEST(Classify, WaitingInASyscallIsBlockedWithItsTarget) {
 }
 
 TEST(Classify, SleepGetsATimerHint) {
-  auto c = Classify({.wall_ns = 100 * kMs, .cpu_ns = 0, .run_delay_ns = 0,
-                     .syscall = "clock_nanosleep"});
+  auto c = Classify(
+      {.wall_ns = 100 * kMs, .cpu_ns = 0, .run_delay_ns = 0, .syscall = "clock_nanosleep"});
   EXPECT_EQ(c.stall_class, StallClass::kBlocked);
   EXPECT_NE(c.hint.find("timer"), std::string::npos);
 }
 
 TEST(Classify, RunnableButNotRunningIsStarved) {
-  auto c = Classify({.wall_ns = 100 * kMs, .cpu_ns = 30 * kMs, .run_delay_ns = 65 * kMs,
-                     .seen_running = true});
+  auto c = Classify(
+      {.wall_ns = 100 * kMs, .cpu_ns = 30 * kMs, .run_delay_ns = 65 * kMs, .seen_running = true});
   EXPECT_EQ(c.stall_class, StallClass::kStarved);
   EXPECT_NEAR(c.wait_ratio, 0.65, 1e-9);
 }

@@ -73,8 +73,8 @@ TEST(Endpoint, AcceptedForms) {
   EXPECT_EQ(t->host, "127.0.0.1");
   EXPECT_EQ(t->port, 9467);
   EXPECT_EQ(ParseEndpoint("tcp:[::1]:9467")->host, "::1");
-  for (const char* bad : {"", "file:relative", "tcp:host", "tcp:host:0", "tcp:host:99999",
-                          "udp:x", "unix:"}) {
+  for (const char* bad :
+       {"", "file:relative", "tcp:host", "tcp:host:0", "tcp:host:99999", "udp:x", "unix:"}) {
     auto r = ParseEndpoint(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.status().message().find("expected unix:/path"), std::string::npos) << bad;

@@ -32,9 +32,9 @@ StallFinding Sample() {
 
 TEST(FindingJson, StallHasTheContractFields) {
   auto j = ToJson(Sample());
-  for (const char* k : {"kind", "service", "pid", "loop", "start_ns", "duration_s", "ongoing",
-                        "class", "syscall", "fd_target", "cpu_ratio", "hint", "stacks",
-                        "schema_version"}) {
+  for (const char* k :
+       {"kind", "service", "pid", "loop", "start_ns", "duration_s", "ongoing", "class", "syscall",
+        "fd_target", "cpu_ratio", "hint", "stacks", "schema_version"}) {
     EXPECT_TRUE(j.contains(k)) << k;
   }
   EXPECT_EQ(j["kind"], "stall");
@@ -64,8 +64,8 @@ TEST(FindingJson, DelayRoundTripWithBuckets) {
   d.p99_s = 0.002;
   d.delay_buckets = {{3, 5}, {400, 5}};
   auto j = ToJson(d, {.include_buckets = true});
-  for (const char* k : {"window_s", "count", "p50_s", "p90_s", "p99_s", "p999_s", "max_s",
-                        "utilization"}) {
+  for (const char* k :
+       {"window_s", "count", "p50_s", "p90_s", "p99_s", "p999_s", "max_s", "utilization"}) {
     EXPECT_TRUE(j.contains(k)) << k;
   }
   auto back = DelayFromJson(j);

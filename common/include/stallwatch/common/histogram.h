@@ -22,7 +22,7 @@ namespace stallwatch {
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
-inline constexpr int kHistSubBits = 7;                            // 128 buckets per octave
+inline constexpr int kHistSubBits = 7;  // 128 buckets per octave
 inline constexpr uint64_t kHistLinear = uint64_t{1} << (kHistSubBits + 1);  // 256
 inline constexpr int kHistMaxExp = 36;
 inline constexpr size_t kHistBuckets =

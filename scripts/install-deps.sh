@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages stallwatch builds, tests and demos with. Skips apt entirely when
+# everything is already installed. Run as root (or with sudo available).
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libevent-dev prometheus-cpp-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
+  prometheus wrk tmux python3
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

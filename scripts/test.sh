@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds with warnings as errors and runs every test (unit,
+# integration, end-to-end). Usage: scripts/test.sh [build-dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD="${1:-build}"
+scripts/install-deps.sh
+cmake -S . -B "$BUILD" -G Ninja -DSW_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD" -j2
+ctest --test-dir "$BUILD" --output-on-failure
