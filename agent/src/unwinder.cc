@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -61,6 +62,10 @@ bool SetInitialRegisters(Dwfl_Thread* thread, void* thread_arg) {
   }
   Dwarf_Word sp = in->sp;
   if (!dwfl_thread_state_registers(thread, 7, 1, &sp)) return false;  // rsp
+  if (in->rbp != 0) {
+    Dwarf_Word bp = in->rbp;
+    if (!dwfl_thread_state_registers(thread, 6, 1, &bp)) return false;  // rbp
+  }
   dwfl_thread_state_register_pc(thread, in->pc);
   return true;
 }
@@ -134,15 +139,76 @@ void Unwinder::Refresh() {
   dwfl_report_end(dwfl_, nullptr, nullptr);
 }
 
+int Unwinder::UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out) {
+  out->clear();
+  FrameCollector collector{out, max_frames};
+  current_ = &in;
+  const int rc = dwfl_getthread_frames(dwfl_, in.tid, OnFrame, &collector);
+  current_ = nullptr;
+  return out->size() >= max_frames ? 0 : rc;
+}
+
+bool Unwinder::EndsAtRoot(const std::vector<RawFrame>& frames) {
+  if (frames.empty()) return false;
+  if (frames.size() >= 64) return true;  // as deep as we go: not truncated by a missing rbp
+  const std::string fn = Symbolize(frames.back()).function;
+  return fn == "_start" || fn.find("__libc_start") != std::string::npos ||
+         fn.find("start_thread") != std::string::npos || fn.find("clone") != std::string::npos;
+}
+
+bool Unwinder::AllInModules(const std::vector<RawFrame>& frames) {
+  for (const auto& f : frames) {
+    if (dwfl_addrmodule(dwfl_, f.activation ? f.pc : f.pc - 1) == nullptr) return false;
+  }
+  return true;
+}
+
 StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t max_frames) {
   if (!attached_) return UnavailableError("unwinder not initialised");
   std::vector<RawFrame> frames;
-  FrameCollector collector{&frames, max_frames};
-  current_ = &in;
-  dwfl_getthread_frames(dwfl_, in.tid, OnFrame, &collector);
-  current_ = nullptr;
+  const int rc = UnwindOnce(in, max_frames, &frames);
   if (frames.empty()) return InternalError(std::string("unwind failed: ") + dwfl_errmsg(-1));
-  return frames;
+  (void)rc;  // libdw also reports 0 when it stops for want of a register: check the root
+  if (in.regs != nullptr || in.rbp != 0 || EndsAtRoot(frames)) return frames;
+
+  // Stopped with an error from sp/pc alone: look for frame records on the (stable) stack.
+  constexpr size_t kScanBytes = 64 * 1024;
+  constexpr int kMaxCandidates = 12;
+  std::vector<uint64_t> words(kScanBytes / 8);
+  size_t got = 0;
+  for (size_t off = 0; off < kScanBytes; off += 4096) {
+    const uint64_t addr = in.sp + off;
+    const size_t len = std::min<size_t>(4096 - (addr % 4096), kScanBytes - off);
+    iovec local{reinterpret_cast<char*>(words.data()) + off, len};
+    iovec remote{reinterpret_cast<void*>(addr), len};
+    if (::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(len)) {
+      break;
+    }
+    got = off + len;
+    off = off + len - 4096;  // keep page alignment after a first partial page
+  }
+  const size_t n = got / 8;
+  int tried = 0;
+  std::vector<RawFrame> best = frames, attempt;
+  bool best_root = false;
+  for (size_t i = 0; i + 1 < n && tried < kMaxCandidates; ++i) {
+    const uint64_t a = in.sp + i * 8;
+    const uint64_t next = words[i], ret = words[i + 1];
+    if (next <= a || next >= a + (1u << 20) || (next & 7) != 0) continue;
+    if (dwfl_addrmodule(dwfl_, ret - 1) == nullptr) continue;
+    ++tried;
+    UnwindInput retry = in;
+    retry.rbp = a;
+    UnwindOnce(retry, max_frames, &attempt);
+    if (attempt.size() <= frames.size() || !AllInModules(attempt)) continue;
+    const bool root = EndsAtRoot(attempt);
+    if ((root && !best_root) || (root == best_root && attempt.size() > best.size())) {
+      best = attempt;
+      best_root = root;
+      if (best_root) break;
+    }
+  }
+  return best;
 }
 
 Frame Unwinder::Symbolize(const RawFrame& f) {
@@ -183,3 +249,4 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
 }
 
 }  // namespace stallwatch::agent::internal
+

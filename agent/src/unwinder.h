@@ -29,6 +29,7 @@ struct UnwindInput {
   const uint64_t* regs = nullptr;        // DWARF registers 0..16 (x86_64), or null
   uint64_t sp = 0;                       // used when regs is null
   uint64_t pc = 0;                       // used when regs is null
+  uint64_t rbp = 0;                      // optional with sp/pc: a frame-pointer guess
   const unsigned char* stack = nullptr;  // optional copy of [stack_base, stack_base+stack_len)
   uint64_t stack_base = 0;
   size_t stack_len = 0;
@@ -59,6 +60,12 @@ class Unwinder {
   const UnwindInput* current() const { return current_; }
 
  private:
+  // One unwind attempt; returns dwfl_getthread_frames' result (0: reached the outermost frame).
+  int UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out);
+  bool AllInModules(const std::vector<RawFrame>& frames);
+  // Whether the outermost frame is a thread's root (_start, __libc_start_*, start_thread, clone).
+  bool EndsAtRoot(const std::vector<RawFrame>& frames);
+
   Dwfl* dwfl_ = nullptr;
   bool attached_ = false;
   const UnwindInput* current_ = nullptr;
