@@ -57,9 +57,16 @@ struct LoopState {
   std::atomic<int64_t> busy_since_ns{0};  // 0 while waiting for events (or outside dispatch)
   std::atomic<int64_t> busy_total_ns{0};  // sum of completed busy periods
   std::atomic<uint64_t> iterations{0};
-  // Mailbox of the last busy period >= threshold: start is written before end (release).
-  std::atomic<int64_t> long_start_ns{0};
-  std::atomic<int64_t> long_end_ns{0};
+  // Ring of the last kLongRing busy periods >= threshold, so the watchdog learns their exact
+  // ends even when it looks late (starved, or stopped with the process). long_seq counts the
+  // periods written; a slot is complete once long_seq covers it (release/acquire).
+  static constexpr int kLongRing = 8;
+  struct LongPeriod {
+    std::atomic<int64_t> start_ns{0};
+    std::atomic<int64_t> end_ns{0};
+  };
+  LongPeriod long_ring[kLongRing];
+  std::atomic<uint64_t> long_seq{0};
   Histogram iteration_hist;
 
   // Probe (loop thread only).

@@ -245,8 +245,25 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
                            s.in_dispatch.load(std::memory_order_acquire));
   o.boundaries = s.boundaries_seen.load(std::memory_order_acquire);
   o.busy_since_ns = s.busy_since_ns.load(std::memory_order_acquire);
-  o.long_end_ns = s.long_end_ns.load(std::memory_order_acquire);
-  o.long_start_ns = s.long_start_ns.load(std::memory_order_relaxed);
+  {
+    // New long busy periods since the last look (the ring keeps the last kLongRing).
+    constexpr uint64_t kRing = agent::internal::LoopState::kLongRing;
+    const uint64_t seq = s.long_seq.load(std::memory_order_acquire);
+    uint64_t from = std::max(c.long_seq_seen, seq > kRing ? seq - kRing : 0);
+    c.long_periods_lost += from - std::min(from, c.long_seq_seen);
+    for (uint64_t i = from; i < seq; ++i) {
+      const auto& slot = s.long_ring[i % kRing];
+      const int64_t start = slot.start_ns.load(std::memory_order_relaxed);
+      const int64_t end = slot.end_ns.load(std::memory_order_relaxed);
+      // A slot overwritten while we read it is lost rather than mixed up.
+      if (s.long_seq.load(std::memory_order_acquire) - i > kRing) {
+        ++c.long_periods_lost;
+        continue;
+      }
+      o.AddLongPeriod(start, end);
+    }
+    c.long_seq_seen = seq;
+  }
   o.probe_runs = s.probe_runs.load(std::memory_order_acquire);
   o.probe_due_ns = s.probe_due_ns.load(std::memory_order_relaxed);
   o.probe_last_run_ns = s.probe_last_run_ns.load(std::memory_order_relaxed);
@@ -314,6 +331,17 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   if (tid == 0) return;
   auto sys = platform::ReadThreadSyscall(tid);
   ++t.samples;
+  const int64_t cpu_now = ThreadCpu(c.state);
+  const int64_t rd_now = RunDelay(tid);
+  const int64_t since_mono = t.last_look_mono_ns ? t.last_look_mono_ns : t.base_mono_ns;
+  const int64_t since_cpu = t.last_look_mono_ns ? t.last_look_cpu_ns : t.base_cpu_ns;
+  const int64_t since_rd = t.last_look_mono_ns ? t.last_look_run_delay_ns : t.base_run_delay_ns;
+  double recent_cpu = -1;
+  if (cpu_now >= 0 && since_cpu >= 0 && now > since_mono) {
+    int64_t busy = cpu_now - since_cpu;
+    if (rd_now >= 0 && since_rd >= 0) busy += rd_now - since_rd;
+    recent_cpu = static_cast<double>(busy) / static_cast<double>(now - since_mono);
+  }
   if (sys) {
     if (sys->running) {
       t.seen_running = true;
@@ -344,9 +372,12 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
       }
     }
     if (t.stacks_allowed && t.stack_attempts < kMaxStackAttemptsPerStall) {
-      TakeStack(c, t, sys ? &*sys : nullptr);
+      TakeStack(c, t, sys ? &*sys : nullptr, recent_cpu);
     }
   }
+  t.last_look_mono_ns = now;
+  t.last_look_cpu_ns = cpu_now;
+  t.last_look_run_delay_ns = rd_now;
   if (t.reported) {
     StallFinding f = BuildFinding(c, t, now, true, now);
     {
@@ -357,8 +388,8 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   }
 }
 
-void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallInfo* sys) {
-  ++t.stack_attempts;
+void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallInfo* sys,
+                        double recent_cpu) {
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
   std::vector<agent::internal::RawFrame> frames;
   std::string method;
@@ -368,6 +399,15 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
       if (t.sampling_note.empty()) t.sampling_note = sampling_status_;
       return;
     }
+    if (sampling_ != SamplingMode::kSignalAll) {
+      // Signal only a thread that is burning CPU right now: one that is about to enter (or has
+      // just left) a syscall could be inside it when the signal lands, and sleeps, poll and
+      // epoll_wait would return EINTR. A thread queued for a CPU is left alone too.
+      if (recent_cpu >= 0 && recent_cpu < 0.5) return;
+      auto again = platform::ReadThreadSyscall(tid);
+      if (!again || !again->running) return;
+    }
+    ++t.stack_attempts;
     RawSample& raw = c.state.sample;
     Status st = sampler_.Capture(tid, &raw, kSignalTimeout);
     if (!st.ok()) {
@@ -391,6 +431,7 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
     frames = std::move(*r);
     method = "signal";
   } else {
+    ++t.stack_attempts;
     // Blocked in a syscall: never signalled. Unwind from the user sp/pc the kernel saved, on the
     // live stack, which is stable while the thread stays in the syscall.
     agent::internal::UnwindInput in;

@@ -42,6 +42,9 @@ struct StallTrack {
   std::string fd_target;
   bool seen_running = false;
   int samples = 0;
+  int64_t last_look_mono_ns = 0;  // previous Sample(): for the recent CPU share
+  int64_t last_look_cpu_ns = -1;
+  int64_t last_look_run_delay_ns = -1;
   struct StackAgg {
     uint64_t count = 0;
     std::string method;
@@ -78,6 +81,8 @@ class LoopContext {
   uint64_t reports_suppressed_total = 0;
   double stack_tokens = 0;
   int64_t tokens_refilled_ns = 0;
+  uint64_t long_seq_seen = 0;      // long busy periods already observed
+  uint64_t long_periods_lost = 0;  // overwritten in the ring before the watchdog looked
   int epfd_tries = 0;
   int64_t epfd_next_try_ns = 0;
 
@@ -111,7 +116,10 @@ class Runtime {
   void ProcessLoop(LoopContext& c, int64_t now);
   void OnBaseline(LoopContext& c, const agent::internal::DetectorEvent& e, int64_t now);
   void Sample(LoopContext& c, int64_t now, bool with_stack);
-  void TakeStack(LoopContext& c, StallTrack& t, const agent::platform::SyscallInfo* sys);
+  // recent_cpu: the loop thread's share of time on a CPU or queued for one since the previous
+  // look (-1 if unknown).
+  void TakeStack(LoopContext& c, StallTrack& t, const agent::platform::SyscallInfo* sys,
+                 double recent_cpu);
   StallFinding BuildFinding(LoopContext& c, const StallTrack& t, int64_t end_mono, bool ongoing,
                             int64_t now);
   void CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64_t now);

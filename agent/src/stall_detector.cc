@@ -6,15 +6,18 @@ namespace stallwatch::agent::internal {
 
 StallDetector::Events StallDetector::Observe(const LoopObservation& o) {
   Events ev;
+  const int64_t tracked_start = phase_ != Phase::kIdle ? start_ : -1;
   if (phase_ != Phase::kIdle) {
     bool ended = false, exact = false;
     int64_t end = o.now_ns;
     if (source_ == Source::kBusy) {
       if (o.busy_since_ns != start_ || !o.running) {
         ended = true;
-        if (o.long_start_ns == start_ && o.long_end_ns >= start_) {
-          end = o.long_end_ns;
-          exact = true;
+        for (int i = 0; i < o.long_count; ++i) {
+          if (o.long_periods[i].start_ns == start_ && o.long_periods[i].end_ns >= start_) {
+            end = o.long_periods[i].end_ns;
+            exact = true;
+          }
         }
       }
     } else if (o.probe_runs != runs_at_start_) {
@@ -47,16 +50,16 @@ StallDetector::Events StallDetector::Observe(const LoopObservation& o) {
       ev.Add({DetectorAction::kResample, start_, o.now_ns, source_ == Source::kProbe});
     }
   }
-  // The loop's mailbox of long busy periods: one this detector never tracked was missed.
-  if (o.long_start_ns != 0 && o.long_start_ns != last_seen_long_start_) {
-    last_seen_long_start_ = o.long_start_ns;
-    const bool tracked = o.long_start_ns == last_closed_busy_start_ ||
-                         (phase_ != Phase::kIdle && o.long_start_ns == start_);
-    if (!tracked && o.long_end_ns - o.long_start_ns >= config_.threshold_ns) {
-      ev.Add({DetectorAction::kMissed, o.long_start_ns, o.long_end_ns, false});
-      last_closed_busy_start_ = o.long_start_ns;
-      last_end_ = std::max(last_end_, o.long_end_ns);
-    }
+  // Long busy periods this detector never tracked were missed (e.g. the watchdog was stopped
+  // with the process): report each, closed, with its exact span.
+  for (int i = 0; i < o.long_count; ++i) {
+    const auto& p = o.long_periods[i];
+    if (p.start_ns == tracked_start || p.start_ns == last_closed_busy_start_) continue;
+    if (phase_ != Phase::kIdle && p.start_ns == start_) continue;
+    if (p.end_ns - p.start_ns < config_.threshold_ns) continue;
+    ev.Add({DetectorAction::kMissed, p.start_ns, p.end_ns, false});
+    last_closed_busy_start_ = p.start_ns;
+    last_end_ = std::max(last_end_, p.end_ns);
   }
   if (phase_ == Phase::kIdle) MaybeStart(o, &ev);
   return ev;

@@ -19,8 +19,17 @@ struct LoopObservation {
   bool running = true;      // loop thread known and inside dispatch
   bool boundaries = false;  // busy/idle stamps are available
   int64_t busy_since_ns = 0;
-  int64_t long_start_ns = 0;  // mailbox of the last busy period >= threshold
-  int64_t long_end_ns = 0;
+  // Busy periods >= threshold that ended since the previous observation, oldest first.
+  struct Period {
+    int64_t start_ns = 0;
+    int64_t end_ns = 0;
+  };
+  std::array<Period, 8> long_periods{};
+  int long_count = 0;
+  void AddLongPeriod(int64_t start, int64_t end) {
+    if (long_count < static_cast<int>(long_periods.size()))
+      long_periods[long_count++] = {start, end};
+  }
   int64_t probe_due_ns = 0;
   uint64_t probe_runs = 0;
   int64_t probe_last_run_ns = 0;
@@ -55,7 +64,7 @@ class StallDetector {
   explicit StallDetector(DetectorConfig config) : config_(config) {}
 
   struct Events {
-    std::array<DetectorEvent, 4> items;
+    std::array<DetectorEvent, 12> items;
     int size = 0;
     void Add(DetectorEvent e) {
       if (size < static_cast<int>(items.size())) items[size++] = e;
@@ -82,7 +91,6 @@ class StallDetector {
   int64_t interval_ = 0;
   int64_t last_closed_busy_start_ = 0;
   int64_t last_end_ = 0;
-  int64_t last_seen_long_start_ = 0;
 };
 
 }  // namespace stallwatch::agent::internal

@@ -249,4 +249,3 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
 }
 
 }  // namespace stallwatch::agent::internal
-

@@ -72,8 +72,11 @@ inline void EndBusy(LoopState* s, int64_t now) {
     s->busy_total_ns.store(s->busy_total_ns.load(std::memory_order_relaxed) + d,
                            std::memory_order_relaxed);
     if (d >= s->threshold_ns) {
-      s->long_start_ns.store(since, std::memory_order_relaxed);
-      s->long_end_ns.store(now, std::memory_order_release);
+      const uint64_t seq = s->long_seq.load(std::memory_order_relaxed);
+      auto& slot = s->long_ring[seq % LoopState::kLongRing];
+      slot.start_ns.store(since, std::memory_order_relaxed);
+      slot.end_ns.store(now, std::memory_order_relaxed);
+      s->long_seq.store(seq + 1, std::memory_order_release);
     }
   }
   s->busy_since_ns.store(0, std::memory_order_release);

@@ -300,7 +300,8 @@ TEST(AgentIntegration, FourLoopsOnFourThreadsAreIndependent) {
     ASSERT_EQ(closed.size(), 1u) << i;
     EXPECT_EQ(closed[0].loop, "worker-" + std::to_string(i));
     // Two CPU burners on two cores share with the rest: allow for contention here.
-    EXPECT_NEAR(closed[0].duration_s, 0.1 * (i + 1), 0.1 * (i + 1) * 0.05 + 0.01) << i;
+    EXPECT_NEAR(closed[0].duration_s, 0.1 * (i + 1), 0.1 * (i + 1) * 0.05 + 0.01)
+        << i << " " << Describe(closed[0]);
     EXPECT_EQ(closed[0].stall_class, i == 0 ? StallClass::kBlocked : closed[0].stall_class);
     EXPECT_NE(closed[0].stall_class, StallClass::kUnknown) << Describe(closed[0]);
   }

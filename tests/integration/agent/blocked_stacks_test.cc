@@ -320,21 +320,21 @@ TEST_P(BlockedStacks, OneBlockedStallWithTheSyscallAndTheCallerOnTheStack) {
     EXPECT_EQ(f.fd_target.rfind("pipe [", 0), 0u);
   }
   if (std::string(kind.name) == "tcp_recv") {
-    EXPECT_NE(f.fd_target.find("-> 127.0.0.1:" + std::to_string(server->port())),
-              std::string::npos)
+    EXPECT_NE(f.fd_target.find("-> 127.0.0.1:" + std::to_string(server->port())), std::string::npos)
         << f.fd_target;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllKinds, BlockedStacks,
-    ::testing::Combine(::testing::Range(0, 6),
-                       ::testing::Values(Caller::kEventCallback, Caller::kHttpHandler)),
-    [](const auto& p) {
-      return std::string(Kinds()[std::get<0>(p.param)].name) +
-             (std::get<1>(p.param) == Caller::kEventCallback ? "_from_event_callback"
-                                                             : "_from_http_handler");
-    });
+INSTANTIATE_TEST_SUITE_P(AllKinds, BlockedStacks,
+                         ::testing::Combine(::testing::Range(0, 6),
+                                            ::testing::Values(Caller::kEventCallback,
+                                                              Caller::kHttpHandler)),
+                         [](const auto& p) {
+                           return std::string(Kinds()[std::get<0>(p.param)].name) +
+                                  (std::get<1>(p.param) == Caller::kEventCallback
+                                       ? "_from_event_callback"
+                                       : "_from_http_handler");
+                         });
 
 }  // namespace
 }  // namespace stallwatch

@@ -24,6 +24,7 @@ class FakeLoop {
   std::vector<DetectorEvent> At(int64_t t) {
     o_.now_ns = t;
     auto ev = det_.Observe(o_);
+    o_.long_count = 0;  // periods are reported once, as new since the previous look
     return {ev.items.begin(), ev.items.begin() + ev.size};
   }
   LoopObservation& o() { return o_; }
@@ -57,8 +58,7 @@ TEST(StallDetector, BusyLoopBecomesCandidateThenStallThenEndsExactly) {
   EXPECT_EQ(Actions(f.At(1129 * kMs)), std::vector{DetectorAction::kResample});
   // The loop goes back to wait at 1137 ms: the mailbox has the exact end.
   f.o().busy_since_ns = 0;
-  f.o().long_start_ns = 1000 * kMs;
-  f.o().long_end_ns = 1137 * kMs;
+  f.o().AddLongPeriod(1000 * kMs, 1137 * kMs);
   auto ended = f.At(1140 * kMs);
   ASSERT_EQ(Actions(ended), std::vector{DetectorAction::kEnded});
   EXPECT_EQ(ended[0].end_ns - ended[0].start_ns, 137 * kMs);
@@ -101,8 +101,7 @@ TEST(StallDetector, StallEndingBetweenTicksIsReportedClosed) {
   f.o().busy_since_ns = 100 * kMs;
   f.At(140 * kMs);  // candidate
   f.o().busy_since_ns = 0;
-  f.o().long_start_ns = 100 * kMs;
-  f.o().long_end_ns = 155 * kMs;  // 55 ms: crossed the threshold after the last tick
+  f.o().AddLongPeriod(100 * kMs, 155 * kMs);  // 55 ms: crossed the threshold after the last tick
   auto ev = f.At(160 * kMs);
   ASSERT_EQ(Actions(ev), std::vector{DetectorAction::kEndedShort});
   EXPECT_EQ(ev[0].end_ns - ev[0].start_ns, 55 * kMs);
@@ -114,8 +113,7 @@ TEST(StallDetector, SameBusyPeriodIsNotReportedTwice) {
   f.o().busy_since_ns = 100 * kMs;
   f.At(160 * kMs);
   f.o().running = false;  // dispatch returned: ends the stall
-  f.o().long_start_ns = 100 * kMs;
-  f.o().long_end_ns = 170 * kMs;
+  f.o().AddLongPeriod(100 * kMs, 170 * kMs);
   EXPECT_EQ(Actions(f.At(175 * kMs)), std::vector{DetectorAction::kEnded});
   f.o().running = true;
   EXPECT_TRUE(f.At(300 * kMs).empty());
@@ -176,14 +174,23 @@ TEST(StallDetectorMissed, ABusyPeriodNeverSeenIsReportedFromTheMailbox) {
   EXPECT_EQ(d.Observe(o).size, 0);
   // The watchdog was stopped; meanwhile the loop was busy from 120 to 600 ms.
   o.now_ns = 610 * kMs;
-  o.long_start_ns = 120 * kMs;
-  o.long_end_ns = 600 * kMs;
+  o.AddLongPeriod(120 * kMs, 600 * kMs);
   auto ev = d.Observe(o);
   ASSERT_EQ(ev.size, 1);
   EXPECT_EQ(ev.items[0].action, DetectorAction::kMissed);
   EXPECT_EQ(ev.items[0].end_ns - ev.items[0].start_ns, 480 * kMs);
   o.now_ns = 700 * kMs;
-  EXPECT_EQ(d.Observe(o).size, 0);  // reported once
+  EXPECT_EQ(d.Observe(o).size, 0);  // even if shown again, reported once
+  o.long_count = 0;
+  // Several missed while the watchdog was away: each reported, short ones ignored.
+  o.AddLongPeriod(800 * kMs, 860 * kMs);
+  o.AddLongPeriod(870 * kMs, 880 * kMs);
+  o.AddLongPeriod(900 * kMs, 1000 * kMs);
+  o.now_ns = 1010 * kMs;
+  ev = d.Observe(o);
+  ASSERT_EQ(ev.size, 2);
+  EXPECT_EQ(ev.items[0].start_ns, 800 * kMs);
+  EXPECT_EQ(ev.items[1].start_ns, 900 * kMs);
 }
 
 TEST(StallDetectorMissed, ATrackedStallIsNotReportedAgainFromTheMailbox) {
@@ -196,8 +203,7 @@ TEST(StallDetectorMissed, ATrackedStallIsNotReportedAgainFromTheMailbox) {
   o.now_ns = 160 * kMs;
   d.Observe(o);  // baseline + started
   o.busy_since_ns = 0;
-  o.long_start_ns = 100 * kMs;
-  o.long_end_ns = 170 * kMs;
+  o.AddLongPeriod(100 * kMs, 170 * kMs);
   o.now_ns = 175 * kMs;
   auto ev = d.Observe(o);
   ASSERT_EQ(ev.size, 1);
