@@ -421,3 +421,27 @@ TEST(AgentIntegration, SuspendedProcessIsNotBlamedOnTheLoop) {
 
 }  // namespace
 }  // namespace stallwatch
+
+namespace stallwatch {
+namespace {
+
+// The opt-in mode signals blocked threads too: stacks come from the signal, and the documented
+// caveat is real — a sleeping loop thread is woken with EINTR.
+TEST(AgentIntegrationSignalAll, BlockedThreadIsSignalledAndItsSleepIsInterrupted) {
+  Collector c;
+  int rc = 0, err = 0;
+  RunOnce(c, {.stall_threshold = 50ms, .sampling = SamplingMode::kSignalAll}, [&] {
+    rc = usleep(400 * 1000);
+    err = errno;
+  });
+  ASSERT_TRUE(c.WaitClosed(1));
+  const auto f = c.Closed().at(0);
+  ASSERT_FALSE(f.stacks.empty()) << Describe(f);
+  EXPECT_EQ(f.stacks[0].method, "signal") << Describe(f);
+  EXPECT_EQ(rc, -1);
+  EXPECT_EQ(err, EINTR);
+  EXPECT_LT(f.duration_s, 0.4);  // the host's sleep was cut short: why it is not the default
+}
+
+}  // namespace
+}  // namespace stallwatch
