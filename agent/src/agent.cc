@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "libevent_weak.h"
 #include "platform/proc.h"
 #include "runtime.h"
 #include "stallwatch/common/clock.h"
@@ -19,6 +20,7 @@ std::atomic<uint64_t> g_loop_counter{0};
 StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options) {
   try {
     if (base == nullptr) return InvalidArgumentError("event_base is null");
+    if (event_new == nullptr) return FailedPreconditionError("libevent is not loaded");
     if (options.stall_threshold < std::chrono::milliseconds(1)) {
       return InvalidArgumentError("stall_threshold must be at least 1ms");
     }
@@ -68,6 +70,11 @@ Agent::~Agent() {
   } catch (...) {
   }
   ctx_->probe.Stop();
+  if (ctx_->runtime->forked_child()) {
+    // Inherited from the parent: the runtime is abandoned, and so is this context.
+    new std::shared_ptr<internal::LoopContext>(std::move(ctx_));
+    return;
+  }
   agent::internal::UnregisterLoop(&ctx_->state);
   ctx_->runtime.reset();  // the last agent stops the watchdog and the reporter here
 }
@@ -78,7 +85,10 @@ LoopSnapshot Agent::Snapshot() const {
   LoopSnapshot out;
   const auto& s = ctx_->state;
   out.service = ctx_->service;
-  out.loop = s.name;
+  {
+    std::lock_guard<std::mutex> lock(ctx_->snap_mu);  // the name may be set from the thread
+    out.loop = s.name;
+  }
   out.tid = s.tid.load(std::memory_order_acquire);
   out.boundary_source = s.boundaries_seen.load() ? "epoll_wait" : "probe";
   HistogramCounts h;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "libevent_weak.h"
 #include "stallwatch/common/clock.h"
 
 namespace stallwatch::agent::internal {

@@ -67,7 +67,27 @@ int FirstPollFd(uint64_t array_addr) {
 
 }  // namespace
 
+// fork(): the child has no watchdog or reporter thread, and any lock one of them held stays
+// held. The child abandons the inherited runtime (leaked on purpose, never locked or joined);
+// a base it creates or attaches afterwards gets a fresh runtime with threads of its own.
+void PrepareFork() { g_runtime_mu.lock(); }
+void ParentAfterFork() { g_runtime_mu.unlock(); }
+void ChildAfterFork() {
+  if (auto rt = g_runtime.lock()) {
+    rt->MarkForkedChild();
+    new std::shared_ptr<Runtime>(rt);  // abandoned: its threads do not exist in this process
+  }
+  g_runtime.reset();
+  agent::internal::UnregisterAllLoops();
+  g_runtime_mu.unlock();
+}
+
 StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
+  static const bool atfork = [] {
+    pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
+    return true;
+  }();
+  (void)atfork;
   std::lock_guard<std::mutex> lock(g_runtime_mu);
   if (auto rt = g_runtime.lock()) return rt;
   std::shared_ptr<Runtime> rt(new Runtime());
@@ -103,7 +123,9 @@ Runtime::~Runtime() {
     stop_ = true;
   }
   cv_.notify_all();
+  warm_cancel_.store(true);
   if (thread_.joinable()) thread_.join();
+  if (warm_thread_.joinable()) warm_thread_.join();
   reporter_.reset();  // delivers what it can, joins its thread
   sampler_.Uninstall();
 }
@@ -130,11 +152,16 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
 }
 
 void Runtime::Remove(LoopContext* ctx) {
+  if (forked_child()) return;
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = MonotonicNanos();
   // One last look, so a stall that ended just before detach closes with its exact end (and a
   // pause the watchdog has not woken up from yet is known).
-  CheckOversleep(now);
+  if (waiting_) {
+    const OwnClocks at = ReadOwnClocks();
+    AccountOwnTime(wait_start_, at, std::min(wait_tick_ns_, at.mono - wait_start_.mono));
+    waiting_ = false;
+  }
   try {
     ProcessLoop(*ctx, now);
   } catch (...) {
@@ -153,25 +180,40 @@ std::string Runtime::sampling_status() const {
 }
 
 void Runtime::Run() {
-  // Warm the unwinder up off the host's threads, before the first stall needs it.
+  // Warm the unwinder up off the host's threads and off the watchdog's own loop (loading symbol
+  // tables and DWARF indexes of large modules takes up to hundreds of ms; detection and
+  // classification must not wait for it).
   if (sampling_ != SamplingMode::kOff) {
-    Status st = unwinder_.Init();
-    std::lock_guard<std::mutex> lock(mu_);
-    unwinder_ok_ = st.ok();
-    if (!st.ok()) sampling_status_ = "stacks unavailable: " + st.message();
+    warm_thread_ = std::thread([this] {
+      Status st = unwinder_.Init(&warm_cancel_);
+      if (st.ok()) {
+        unwinder_ok_.store(true, std::memory_order_release);
+      } else {
+        std::lock_guard<std::mutex> lock(mu_);
+        sampling_status_ = "stacks unavailable: " + st.message();
+      }
+    });
   }
   std::unique_lock<std::mutex> lock(mu_);
   watchdog_tid_ = platform::GetTid();
-  if (auto ss = platform::ReadThreadSchedstat(watchdog_tid_)) own_run_delay_ns_ = ss->run_delay_ns;
+  watchdog_cpu_clock_ok_ = pthread_getcpuclockid(pthread_self(), &watchdog_cpu_clock_) == 0;
+  OwnClocks woke = ReadOwnClocks();
   while (!stop_) {
     int64_t tick = 10'000'000;
     for (const auto& l : loops_) tick = std::min(tick, TickFor(l->options.stall_threshold.count()));
-    wait_start_ns_ = MonotonicNanos();
+    // Processing since the last wake-up: running, queued, or waiting for a signal sample.
+    wait_start_ = ReadOwnClocks();
+    AccountOwnTime(woke, wait_start_, intended_sleep_ns_);
+    intended_sleep_ns_ = 0;
     wait_tick_ns_ = tick;
+    waiting_ = true;
     cv_.wait_for(lock, std::chrono::nanoseconds(tick));
+    if (!waiting_) wait_start_ = ReadOwnClocks();  // Remove() accounted the wait so far
+    waiting_ = false;
     if (stop_) break;
-    const int64_t now = MonotonicNanos();
-    CheckOversleep(now);
+    woke = ReadOwnClocks();
+    AccountOwnTime(wait_start_, woke, std::min(wait_tick_ns_, woke.mono - wait_start_.mono));
+    const int64_t now = woke.mono;
     Tick(now);
   }
 }
@@ -189,21 +231,24 @@ void Runtime::Tick(int64_t now) {
   }
 }
 
-void Runtime::CheckOversleep(int64_t now) {
-  if (wait_start_ns_ == 0) return;
-  // Did the watchdog overrun its wait? If it was not queued for a CPU meanwhile, the whole
-  // process was paused (SIGSTOP, debugger, VM freeze). Time spent processing (e.g. a first
-  // unwind) is not counted: only the wait is.
-  const int64_t overslept = now - wait_start_ns_ - wait_tick_ns_;
+Runtime::OwnClocks Runtime::ReadOwnClocks() const {
+  OwnClocks c;
+  c.mono = MonotonicNanos();
+  c.cpu = watchdog_cpu_clock_ok_ ? CpuClockNanos(watchdog_cpu_clock_) : 0;
   auto ss = watchdog_tid_ != 0 ? platform::ReadThreadSchedstat(watchdog_tid_) : std::nullopt;
-  const uint64_t run_delay = ss ? ss->run_delay_ns : own_run_delay_ns_;
-  if (overslept > 20'000'000 &&
-      static_cast<int64_t>(run_delay - own_run_delay_ns_) < overslept / 2) {
-    suspended_.emplace_back(wait_start_ns_ + wait_tick_ns_, now);
+  c.run_delay = ss ? static_cast<int64_t>(ss->run_delay_ns) : 0;
+  return c;
+}
+
+void Runtime::AccountOwnTime(const OwnClocks& from, const OwnClocks& to,
+                             int64_t intended_sleep_ns) {
+  const int64_t span = to.mono - from.mono;
+  const int64_t unaccounted =
+      span - (to.cpu - from.cpu) - (to.run_delay - from.run_delay) - intended_sleep_ns;
+  if (unaccounted > 20'000'000) {
+    suspended_.emplace_back(to.mono - unaccounted, to.mono);
     if (suspended_.size() > 32) suspended_.pop_front();
   }
-  own_run_delay_ns_ = run_delay;
-  wait_start_ns_ = 0;
 }
 
 int64_t Runtime::SuspendedOverlap(int64_t from, int64_t to) const {
@@ -241,6 +286,7 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   LoopObservation o;
   o.now_ns = now;
   const pid_t tid = s.tid.load(std::memory_order_acquire);
+  if (tid != 0 && !c.named) NameFromThread(c, tid);
   o.running = tid != 0 && (!s.dispatch_hooked.load(std::memory_order_relaxed) ||
                            s.in_dispatch.load(std::memory_order_acquire));
   o.boundaries = s.boundaries_seen.load(std::memory_order_acquire);
@@ -313,6 +359,34 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   if (now - c.window_start_ns >= c.options.report_interval.count()) EmitWindow(c, now);
 }
 
+void Runtime::NameFromThread(LoopContext& c, pid_t tid) {
+  c.named = true;
+  if (!c.options.loop_name_from_thread) return;
+  std::string name;
+  if (tid == ::getpid()) {
+    name = "main";
+  } else {
+    std::string comm, process;
+    const std::string path = "/proc/self/task/" + std::to_string(tid) + "/comm";
+    if (platform::ReadSmallFile(path.c_str(), &comm) &&
+        platform::ReadSmallFile("/proc/self/comm", &process) && comm != process) {
+      while (!comm.empty() && (comm.back() == '\n' || comm.back() == ' ')) comm.pop_back();
+      name = comm;
+    }
+  }
+  if (name.empty()) return;  // keep loop-N
+  // Unique within the process: "mc-worker", "mc-worker-2", ...
+  std::string unique = name;
+  for (int k = 2;; ++k) {
+    bool taken = false;
+    for (const auto& l : loops_) taken = taken || (l.get() != &c && l->state.name == unique);
+    if (!taken) break;
+    unique = name + "-" + std::to_string(k);
+  }
+  std::lock_guard<std::mutex> lock(c.snap_mu);
+  c.state.name = unique;
+}
+
 void Runtime::OnBaseline(LoopContext& c, const DetectorEvent& e, int64_t now) {
   StallTrack t;
   t.id = c.next_stall_id++;
@@ -361,7 +435,12 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
         t.fd_target = "";
     }
   }
-  if (with_stack && sampling_ != SamplingMode::kOff && unwinder_ok_) {
+  if (with_stack && sampling_ != SamplingMode::kOff &&
+      !unwinder_ok_.load(std::memory_order_acquire) && t.sampling_note.empty()) {
+    t.sampling_note = "stack unwinder still warming up";
+  }
+  if (with_stack && sampling_ != SamplingMode::kOff &&
+      unwinder_ok_.load(std::memory_order_acquire)) {
     if (!t.budget_checked) {
       t.budget_checked = true;
       t.stacks_allowed = TakeStackToken(c, now);
@@ -409,7 +488,9 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
     }
     ++t.stack_attempts;
     RawSample& raw = c.state.sample;
+    const int64_t capture_start = MonotonicNanos();
     Status st = sampler_.Capture(tid, &raw, kSignalTimeout);
+    intended_sleep_ns_ += MonotonicNanos() - capture_start;
     if (!st.ok()) {
       ++t.samples_failed;
       t.sampling_note = "signal sample failed: " + st.message();

@@ -81,6 +81,7 @@ class LoopContext {
   uint64_t reports_suppressed_total = 0;
   double stack_tokens = 0;
   int64_t tokens_refilled_ns = 0;
+  bool named = false;              // loop_name_from_thread applied
   uint64_t long_seq_seen = 0;      // long busy periods already observed
   uint64_t long_periods_lost = 0;  // overwritten in the ring before the watchdog looked
   int epfd_tries = 0;
@@ -106,6 +107,10 @@ class Runtime {
   // Any thread. Closes an ongoing stall and emits the last delay window of the loop.
   void Remove(LoopContext* ctx);
   std::string sampling_status() const;
+  // In a child after fork(): the watchdog and reporter threads do not exist there and the locks
+  // may be held forever, so this runtime is abandoned (never destroyed, never locked).
+  void MarkForkedChild() { forked_child_.store(true); }
+  bool forked_child() const { return forked_child_.load(); }
   const std::string& service() const { return service_; }
 
  private:
@@ -114,6 +119,7 @@ class Runtime {
   void Run();
   void Tick(int64_t now);
   void ProcessLoop(LoopContext& c, int64_t now);
+  void NameFromThread(LoopContext& c, pid_t tid);
   void OnBaseline(LoopContext& c, const agent::internal::DetectorEvent& e, int64_t now);
   void Sample(LoopContext& c, int64_t now, bool with_stack);
   // recent_cpu: the loop thread's share of time on a CPU or queued for one since the previous
@@ -125,8 +131,17 @@ class Runtime {
   void CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64_t now);
   void EmitWindow(LoopContext& c, int64_t now);
   int64_t SuspendedOverlap(int64_t from, int64_t to) const;
-  // Records a suspension if the watchdog's current wait overran (process paused).
-  void CheckOversleep(int64_t now);
+  // The watchdog's own clocks: wall, CPU and run-queue wait.
+  struct OwnClocks {
+    int64_t mono = 0;
+    int64_t cpu = 0;
+    int64_t run_delay = 0;
+  };
+  OwnClocks ReadOwnClocks() const;
+  // Records a suspension when, between `from` and `to`, the watchdog was neither running, nor
+  // queued for a CPU, nor in a sleep it chose (`intended_sleep_ns`) for more than 20 ms: the
+  // whole process was paused.
+  void AccountOwnTime(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
   bool TakeStackToken(LoopContext& c, int64_t now);
 
   std::string service_;
@@ -135,9 +150,14 @@ class Runtime {
   std::unique_ptr<agent::internal::Reporter> reporter_;
   agent::platform::SignalSampler sampler_;
   agent::internal::Unwinder unwinder_;
-  bool unwinder_ok_ = false;
+  // Set (release) by the warm-up thread once the unwinder is initialised; the watchdog only uses
+  // the unwinder after seeing it (acquire). Detection never waits for the warm-up.
+  std::atomic<bool> unwinder_ok_{false};
+  std::thread warm_thread_;
+  std::atomic<bool> warm_cancel_{false};
   std::string sampling_status_ = "ok";
 
+  std::atomic<bool> forked_child_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -145,10 +165,14 @@ class Runtime {
   std::thread thread_;
 
   // Watchdog thread only.
-  uint64_t own_run_delay_ns_ = 0;
   pid_t watchdog_tid_ = 0;
-  int64_t wait_start_ns_ = 0;  // guarded by mu_ (Remove checks it too)
+  clockid_t watchdog_cpu_clock_{};
+  bool watchdog_cpu_clock_ok_ = false;
+  // Guarded by mu_ (Remove accounts the current wait too).
+  bool waiting_ = false;
+  OwnClocks wait_start_;
   int64_t wait_tick_ns_ = 0;
+  int64_t intended_sleep_ns_ = 0;  // sleeps inside processing (waiting for a signal sample)
   std::deque<std::pair<int64_t, int64_t>> suspended_;  // [from, to) windows, newest last
 };
 

@@ -3,21 +3,48 @@
 #include <cxxabi.h>
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
+#include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace stallwatch::agent::internal {
 namespace {
 
 char* g_debuginfo_path = nullptr;
 
+// Separate debug info from the local disk only: /usr/lib/debug/.build-id/NN/REST.debug. Never
+// dwfl_standard_find_debuginfo, which falls back to debuginfod (network requests from inside the
+// host, and a dlopen of libdebuginfod that can fail at symbol lookup and kill the host). A
+// module's own DWARF is used by libdw before this is called.
+int FindDebuginfoLocally(Dwfl_Module* mod, void** /*userdata*/, const char* /*modname*/,
+                         Dwarf_Addr /*base*/, const char* /*file_name*/,
+                         const char* /*debuglink_file*/, GElf_Word /*debuglink_crc*/,
+                         char** debuginfo_file_name) {
+  const unsigned char* bits = nullptr;
+  GElf_Addr vaddr = 0;
+  const int len = dwfl_module_build_id(mod, &bits, &vaddr);
+  if (len < 2) return -1;
+  std::string path = "/usr/lib/debug/.build-id/";
+  static const char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < len; ++i) {
+    path += kHex[bits[i] >> 4];
+    path += kHex[bits[i] & 15];
+    if (i == 0) path += '/';
+  }
+  path += ".debug";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) *debuginfo_file_name = strdup(path.c_str());
+  return fd;
+}
+
 const Dwfl_Callbacks kCallbacks = {
     .find_elf = dwfl_linux_proc_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = FindDebuginfoLocally,
     .section_address = nullptr,
     .debuginfo_path = &g_debuginfo_path,
 };
@@ -115,7 +142,7 @@ Unwinder::~Unwinder() {
   if (dwfl_ != nullptr) dwfl_end(dwfl_);
 }
 
-Status Unwinder::Init() {
+Status Unwinder::Init(const std::atomic<bool>* cancel) {
   if (dwfl_ != nullptr) return OkStatus();
   dwfl_ = dwfl_begin(&kCallbacks);
   if (dwfl_ == nullptr) return InternalError(std::string("dwfl_begin: ") + dwfl_errmsg(-1));
@@ -129,7 +156,39 @@ Status Unwinder::Init() {
   if (!attached_) {
     return UnavailableError(std::string("dwfl_attach_state: ") + dwfl_errmsg(-1));
   }
+  Warm(cancel);
   return OkStatus();
+}
+
+void Unwinder::Warm(const std::atomic<bool>* cancel) {
+  // libdw loads symbol tables, call-frame information and the DWARF address index of a module on
+  // first use, which takes up to ~100 ms for a large module with debug info. Pay it now, before
+  // the first stall needs it.
+  dwfl_getmodules(
+      dwfl_,
+      [](Dwfl_Module* mod, void**, const char*, Dwarf_Addr start, void* arg) -> int {
+        const auto* stop = static_cast<const std::atomic<bool>*>(arg);
+        if (stop != nullptr && stop->load(std::memory_order_relaxed)) return DWARF_CB_ABORT;
+        dwfl_module_getsymtab(mod);
+        Dwarf_Addr bias = 0;
+        dwfl_module_eh_cfi(mod, &bias);
+        dwfl_module_dwarf_cfi(mod, &bias);
+        dwfl_module_getsrc(mod, start);
+        return DWARF_CB_OK;
+      },
+      const_cast<std::atomic<bool>*>(cancel), 0);
+}
+
+std::string Unwinder::FunctionName(uint64_t pc) {
+  if (auto it = name_cache_.find(pc); it != name_cache_.end()) return it->second;
+  Dwfl_Module* mod = dwfl_ != nullptr ? dwfl_addrmodule(dwfl_, pc) : nullptr;
+  GElf_Off off = 0;
+  GElf_Sym sym;
+  const char* name = mod != nullptr
+                         ? dwfl_module_addrinfo(mod, pc, &off, &sym, nullptr, nullptr, nullptr)
+                         : nullptr;
+  if (name_cache_.size() > 16384) name_cache_.clear();
+  return name_cache_.emplace(pc, name != nullptr ? name : "").first->second;
 }
 
 void Unwinder::Refresh() {
@@ -137,6 +196,7 @@ void Unwinder::Refresh() {
   dwfl_report_begin_add(dwfl_);
   dwfl_linux_proc_report(dwfl_, ::getpid());
   dwfl_report_end(dwfl_, nullptr, nullptr);
+  Warm();
 }
 
 int Unwinder::UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out) {
@@ -151,7 +211,8 @@ int Unwinder::UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<R
 bool Unwinder::EndsAtRoot(const std::vector<RawFrame>& frames) {
   if (frames.empty()) return false;
   if (frames.size() >= 64) return true;  // as deep as we go: not truncated by a missing rbp
-  const std::string fn = Symbolize(frames.back()).function;
+  const RawFrame& f = frames.back();
+  const std::string fn = FunctionName(f.activation ? f.pc : f.pc - 1);  // no DWARF needed
   return fn == "_start" || fn.find("__libc_start") != std::string::npos ||
          fn.find("start_thread") != std::string::npos || fn.find("clone") != std::string::npos;
 }

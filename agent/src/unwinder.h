@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -48,7 +49,8 @@ class Unwinder {
   Unwinder& operator=(const Unwinder&) = delete;
 
   // Reports the modules of the process and attaches the unwinding state (warm-up).
-  [[nodiscard]] Status Init();
+  // `cancel` (optional) stops the warm-up between modules when set.
+  [[nodiscard]] Status Init(const std::atomic<bool>* cancel = nullptr);
   // Innermost first; at most max_frames. Fails when not even one frame is found.
   [[nodiscard]] StatusOr<std::vector<RawFrame>> Unwind(const UnwindInput& in,
                                                        size_t max_frames = 64);
@@ -60,6 +62,10 @@ class Unwinder {
   const UnwindInput* current() const { return current_; }
 
  private:
+  // Loads every module's symbols, CFI and DWARF index now (see Init).
+  void Warm(const std::atomic<bool>* cancel = nullptr);
+  // The symbol name at pc from the ELF symbol table only (cheap; mangled).
+  std::string FunctionName(uint64_t pc);
   // One unwind attempt; returns dwfl_getthread_frames' result (0: reached the outermost frame).
   int UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out);
   bool AllInModules(const std::vector<RawFrame>& frames);
@@ -70,6 +76,7 @@ class Unwinder {
   bool attached_ = false;
   const UnwindInput* current_ = nullptr;
   std::unordered_map<uint64_t, Frame> cache_;
+  std::unordered_map<uint64_t, std::string> name_cache_;
 };
 
 }  // namespace stallwatch::agent::internal

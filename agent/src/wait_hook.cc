@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 
 #include <mutex>
+#include <new>
 
 #include "platform/proc.h"
 #include "stallwatch/common/clock.h"
@@ -149,6 +150,16 @@ void UnregisterLoop(LoopState* s) {
       g_state[i].store(nullptr, std::memory_order_release);
     }
   }
+}
+
+void UnregisterAllLoops() {
+  new (&g_mu) std::mutex();  // it may have been held by a thread that does not exist here
+  for (int i = 0; i < kMaxLoops; ++i) {
+    g_epfd[i].store(-2, std::memory_order_relaxed);
+    g_base[i].store(nullptr, std::memory_order_relaxed);
+    g_state[i].store(nullptr, std::memory_order_release);
+  }
+  g_high.store(0, std::memory_order_release);
 }
 
 void BindEpollFd(LoopState* s, int epfd) {

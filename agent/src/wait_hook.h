@@ -11,6 +11,8 @@ namespace stallwatch::agent::internal {
 // Called on any thread (under the runtime's lock). Returns false when the table is full.
 bool RegisterLoop(LoopState* s);
 void UnregisterLoop(LoopState* s);
+// In a child after fork(): forget every loop (no lock taken; the child is single-threaded).
+void UnregisterAllLoops();
 // Binds the epoll fd of a registered loop (found by the watchdog or at attach).
 void BindEpollFd(LoopState* s, int epfd);
 // Whether the interposed functions are the ones the process calls (diagnostics).

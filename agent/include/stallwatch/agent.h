@@ -33,6 +33,10 @@ inline constexpr const char* kDefaultEndpoint = "unix:/run/stallwatch/agent.sock
 struct Options {
   std::string service;    // "" → STALLWATCH_SERVICE or the program name
   std::string loop_name;  // "" → "loop-N"
+  // Name the loop after the thread that runs it, when the program named that thread
+  // (pthread_setname_np); "main" for the main thread; else loop_name/"loop-N". Used by the
+  // preload shim, where bases are created before anyone knows which thread will run them.
+  bool loop_name_from_thread = false;
   std::chrono::nanoseconds stall_threshold = std::chrono::milliseconds(50);
   std::chrono::nanoseconds probe_interval = std::chrono::milliseconds(10);
   std::chrono::nanoseconds report_interval = std::chrono::seconds(10);  // delay windows

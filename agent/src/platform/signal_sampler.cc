@@ -112,9 +112,16 @@ Status SignalSampler::Install(int signo) {
   if (sigaction(signo, nullptr, &old) != 0) {
     return UnavailableError(std::string("sigaction: ") + std::strerror(errno));
   }
-  const bool has_handler = (old.sa_flags & SA_SIGINFO)
-                               ? old.sa_sigaction != nullptr
-                               : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN);
+  // Ours, inherited across fork() from a runtime the child abandoned: take it over.
+  const bool ours = (old.sa_flags & SA_SIGINFO) && old.sa_sigaction == &Handler;
+  const bool has_handler =
+      !ours && ((old.sa_flags & SA_SIGINFO)
+                    ? old.sa_sigaction != nullptr
+                    : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN));
+  if (ours) {
+    old.sa_flags = 0;
+    old.sa_handler = SIG_DFL;
+  }
   if (has_handler) {
     return FailedPreconditionError("signal " + std::to_string(signo) +
                                    " already has a handler in this process; set "

@@ -24,7 +24,7 @@ int main(void) {
   struct event_base* base = event_base_new();
   struct stallwatch_agent* agent = stallwatch_attach(base, "consumer");
   struct event* ev = evtimer_new(base, cb, NULL);
-  struct timeval tv = {0, 50000};
+  struct timeval tv = {0, 400000}; /* after the stack unwinder has warmed up */
   evtimer_add(ev, &tv);
   event_base_dispatch(base);
   event_free(ev);

@@ -3,9 +3,11 @@
 #include <event2/event.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -217,24 +219,51 @@ LoopSnapshot IdleTwoSeconds(Collector& c) {
   return snap;
 }
 
+// The machine's own scheduling noise: the lateness p99 of a bare 10 ms timerfd on a thread of
+// its own, over `duration`, without any agent or libevent.
+std::chrono::nanoseconds SchedulingNoiseP99(std::chrono::milliseconds duration) {
+  const int fd = timerfd_create(CLOCK_MONOTONIC, 0);
+  const int64_t period = 10'000'000;
+  int64_t due = MonotonicNanos() + period;
+  itimerspec its{};
+  its.it_value = {due / 1'000'000'000, due % 1'000'000'000};
+  its.it_interval = {0, period};
+  timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, nullptr);
+  std::vector<int64_t> late;
+  const int64_t end = MonotonicNanos() + std::chrono::nanoseconds(duration).count();
+  while (MonotonicNanos() < end) {
+    uint64_t n = 0;
+    if (read(fd, &n, sizeof(n)) != sizeof(n)) break;
+    const int64_t now = MonotonicNanos();
+    for (uint64_t k = 0; k < n; ++k) late.push_back(now - (due + int64_t(k) * period));
+    due += int64_t(n) * period;
+  }
+  close(fd);
+  if (late.empty()) return std::chrono::nanoseconds(0);
+  std::sort(late.begin(), late.end());
+  return std::chrono::nanoseconds(late[late.size() * 99 / 100]);
+}
+
 TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
-  // The delay bound is about the agent, not about other processes taking this machine's two
-  // cores: a run disturbed by CPU contention is repeated (at most five runs).
-  LoopSnapshot snap;
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    Collector c;
-    snap = IdleTwoSeconds(c);
-    EXPECT_TRUE(c.Closed().empty());
-    EXPECT_GE(snap.since_attach.count, 150u);  // ~200 ticks of 10 ms
-    EXPECT_EQ(snap.boundary_source, "epoll_wait");
+  // The bound is about the agent, not about other processes on this machine's two cores: a bare
+  // timer thread measures the scheduler's own lateness at the same time, and the agent may add
+  // at most 1 ms to it (on a quiet machine: p99 under 2 ms).
+  std::chrono::nanoseconds noise{0};
+  std::thread noise_thread([&] { noise = SchedulingNoiseP99(2s); });
+  Collector c;
+  const LoopSnapshot snap = IdleTwoSeconds(c);
+  noise_thread.join();
+  EXPECT_TRUE(c.Closed().empty());
+  EXPECT_GE(snap.since_attach.count, 150u);  // ~200 ticks of 10 ms
+  EXPECT_EQ(snap.boundary_source, "epoll_wait");
+  {
     std::lock_guard<std::mutex> l(c.mu);
     ASSERT_FALSE(c.delays.empty());
     EXPECT_LT(c.delays.front().utilization, 0.2);
-    if (snap.since_attach.p99 < 2ms) break;
-    std::printf("attempt %d: idle p99 %ld ns (machine busy?), repeating\n", attempt,
-                static_cast<long>(snap.since_attach.p99.count()));
   }
-  EXPECT_LT(snap.since_attach.p99, 2ms) << snap.since_attach.p99.count() << " ns";
+  const auto bound = std::max<std::chrono::nanoseconds>(2ms, noise + 1ms);
+  EXPECT_LT(snap.since_attach.p99, bound) << "agent p99 " << snap.since_attach.p99.count()
+                                          << " ns, bare timer p99 " << noise.count() << " ns";
 }
 
 TEST(AgentIntegration, NeverEndingStallIsVisibleAsOngoingWhileItLasts) {

@@ -1,0 +1,143 @@
+// LD_PRELOAD=libstallwatch_preload.so in programs built without stallwatch.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Outcome {
+  int status = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string TempPath(const char* tag) {
+  char buf[] = "/tmp/stallwatch-preload-XXXXXX";
+  int fd = mkstemp(buf);
+  close(fd);
+  return std::string(buf) + "-" + tag;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs `cmd` through sh, bounded to 60 s, with `env` ("K=V ...") in front.
+Outcome Sh(const std::string& env, const std::string& cmd) {
+  const std::string out = TempPath("out"), err = TempPath("err");
+  const std::string line = "env " + env + " timeout 60 " + cmd + " >" + out + " 2>" + err;
+  Outcome r;
+  r.status = std::system(line.c_str());
+  r.out = Slurp(out);
+  r.err = Slurp(err);
+  unlink(out.c_str());
+  unlink(err.c_str());
+  return r;
+}
+
+std::vector<nlohmann::json> Findings(const std::string& path) {
+  std::vector<nlohmann::json> v;
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line)) {
+    if (!line.empty()) v.push_back(nlohmann::json::parse(line));
+  }
+  return v;
+}
+
+bool HasFrame(const nlohmann::json& stall, const std::string& fn) {
+  for (const auto& s : stall["stacks"]) {
+    for (const auto& fr : s["frames"]) {
+      if (fr["function"].get<std::string>().find(fn) != std::string::npos) return true;
+    }
+  }
+  return false;
+}
+
+std::string Preload() { return std::string("LD_PRELOAD=") + SW_PRELOAD_LIB; }
+
+TEST(Preload, EveryLoopOfAPlainProgramIsWatchedAndNamedAndItsStallsCaught) {
+  const std::string file = TempPath("findings");
+  Outcome r = Sh(Preload() + " STALLWATCH_ENDPOINT=file:" + file +
+                     " STALLWATCH_REPORT_INTERVAL=500ms STALLWATCH_THRESHOLD=50ms",
+                 SW_PLAIN_APP);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("done"), std::string::npos);
+  EXPECT_EQ(r.out.find("interrupted"), std::string::npos) << "the agent woke a sleeping thread";
+  EXPECT_EQ(r.err, "");
+  auto findings = Findings(file);
+  unlink(file.c_str());
+  std::set<std::string> loops;
+  int cpu = 0, blocked = 0;
+  for (const auto& f : findings) {
+    loops.insert(f["loop"].get<std::string>());
+    if (f["kind"] != "stall" || f["ongoing"].get<bool>()) continue;
+    const std::string cls = f["class"];
+    if ((cls == "cpu" || cls == "starved") && HasFrame(f, "compute_report")) ++cpu;
+    if (cls == "blocked" && f["syscall"] == "clock_nanosleep" && HasFrame(f, "fetch_from_disk")) {
+      ++blocked;
+    }
+    EXPECT_EQ(f["loop"].get<std::string>().rfind("worker", 0), 0u) << f.dump();
+  }
+  EXPECT_EQ(loops, (std::set<std::string>{"main", "worker", "worker-2"}));
+  EXPECT_EQ(cpu, 1) << findings.size() << " findings";
+  EXPECT_EQ(blocked, 1);
+}
+
+TEST(Preload, AForkedChildKeepsWorkingAndIsWatchedOnItsOwn) {
+  const std::string file = TempPath("findings");
+  // DEBUGINFOD_URLS: the agent must never reach for debuginfod (network, dlopen) from a host.
+  Outcome r =
+      Sh(Preload() + " DEBUGINFOD_URLS=http://127.0.0.1:9 STALLWATCH_ENDPOINT=file:" + file +
+             " STALLWATCH_REPORT_INTERVAL=500ms",
+         std::string(SW_PLAIN_APP) + " fork");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("child done"), std::string::npos);
+  EXPECT_NE(r.out.find("\ndone"), std::string::npos);
+  std::set<int64_t> pids_with_cpu_stall;
+  for (const auto& f : Findings(file)) {
+    if (f["kind"] == "stall" && !f["ongoing"].get<bool>() && HasFrame(f, "compute_report")) {
+      pids_with_cpu_stall.insert(f["pid"].get<int64_t>());
+    }
+  }
+  unlink(file.c_str());
+  EXPECT_EQ(pids_with_cpu_stall.size(), 2u) << "parent and child each report their own stall";
+}
+
+TEST(Preload, ProgramsWithoutLibeventAreUnchanged) {
+  for (const std::string cmd : {"sh -c 'printf \"b\\na\\nc\\n\" | sort'", "sh -c 'echo hi; exit 3'",
+                                "ls /nonexistent-stallwatch-path"}) {
+    Outcome plain = Sh("", cmd);
+    Outcome pre = Sh(Preload(), cmd);
+    EXPECT_EQ(pre.status, plain.status) << cmd;
+    EXPECT_EQ(pre.out, plain.out) << cmd;
+    EXPECT_EQ(pre.err, plain.err) << cmd;
+  }
+}
+
+TEST(Preload, AMalformedVariableGetsOneLineAndTheDefault) {
+  const std::string file = TempPath("findings");
+  Outcome r = Sh(Preload() + " STALLWATCH_ENDPOINT=file:" + file + " STALLWATCH_THRESHOLD=soon",
+                 SW_PLAIN_APP);
+  unlink(file.c_str());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("done"), std::string::npos);
+  EXPECT_NE(r.err.find("STALLWATCH_THRESHOLD='soon' ignored"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("using 50ms"), std::string::npos) << r.err;
+  size_t lines = 0;
+  for (char c : r.err) lines += c == '\n';
+  EXPECT_EQ(lines, 1u) << r.err;
+}
+
+}  // namespace
