@@ -286,7 +286,9 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   LoopObservation o;
   o.now_ns = now;
   const pid_t tid = s.tid.load(std::memory_order_acquire);
-  if (tid != 0 && !c.named) NameFromThread(c, tid);
+  // Programs often name a thread after it started (memcached names its workers from the main
+  // thread): keep looking until a name appears or the loop's first finding goes out.
+  if (tid != 0 && !c.named && !c.emitted_finding) NameFromThread(c, tid);
   o.running = tid != 0 && (!s.dispatch_hooked.load(std::memory_order_relaxed) ||
                            s.in_dispatch.load(std::memory_order_acquire));
   o.boundaries = s.boundaries_seen.load(std::memory_order_acquire);
@@ -360,8 +362,10 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
 }
 
 void Runtime::NameFromThread(LoopContext& c, pid_t tid) {
-  c.named = true;
-  if (!c.options.loop_name_from_thread) return;
+  if (!c.options.loop_name_from_thread) {
+    c.named = true;
+    return;
+  }
   std::string name;
   if (tid == ::getpid()) {
     name = "main";
@@ -374,7 +378,8 @@ void Runtime::NameFromThread(LoopContext& c, pid_t tid) {
       name = comm;
     }
   }
-  if (name.empty()) return;  // keep loop-N
+  if (name.empty()) return;  // keep loop-N for now; the program may name the thread later
+  c.named = true;
   // Unique within the process: "mc-worker", "mc-worker-2", ...
   std::string unique = name;
   for (int k = 2;; ++k) {
@@ -463,6 +468,7 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
       std::lock_guard<std::mutex> lock(c.snap_mu);
       c.ongoing = f;
     }
+    c.emitted_finding = true;
     reporter_->Submit(std::move(f));
   }
 }
@@ -628,6 +634,7 @@ void Runtime::CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64
     c.recent.push_back(f);
     if (c.recent.size() > kRecentStalls) c.recent.pop_front();
   }
+  c.emitted_finding = true;
   reporter_->Submit(std::move(f));
   c.track.reset();
 }
@@ -688,6 +695,7 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
     std::lock_guard<std::mutex> lock(c.snap_mu);
     c.last_window = d;
   }
+  c.emitted_finding = true;
   reporter_->Submit(std::move(d));
 }
 

@@ -81,7 +81,8 @@ class LoopContext {
   uint64_t reports_suppressed_total = 0;
   double stack_tokens = 0;
   int64_t tokens_refilled_ns = 0;
-  bool named = false;              // loop_name_from_thread applied
+  bool named = false;              // final name chosen (from the thread, or not wanted)
+  bool emitted_finding = false;    // after the first finding the name no longer changes
   uint64_t long_seq_seen = 0;      // long busy periods already observed
   uint64_t long_periods_lost = 0;  // overwritten in the ring before the watchdog looked
   int epfd_tries = 0;
