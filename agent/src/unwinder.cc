@@ -1,6 +1,7 @@
 #include "unwinder.h"
 
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
@@ -161,19 +162,18 @@ Status Unwinder::Init(const std::atomic<bool>* cancel) {
 }
 
 void Unwinder::Warm(const std::atomic<bool>* cancel) {
-  // libdw loads symbol tables, call-frame information and the DWARF address index of a module on
-  // first use, which takes up to ~100 ms for a large module with debug info. Pay it now, before
-  // the first stall needs it.
+  // libdw loads symbol tables and call-frame information of a module on first use; load them now,
+  // before the first stall needs them. DWARF line tables (file:line) stay lazy: indexing every
+  // module's debug info up front costs tens of MiB; only modules that show up on a stack pay it.
   dwfl_getmodules(
       dwfl_,
       [](Dwfl_Module* mod, void**, const char*, Dwarf_Addr start, void* arg) -> int {
         const auto* stop = static_cast<const std::atomic<bool>*>(arg);
         if (stop != nullptr && stop->load(std::memory_order_relaxed)) return DWARF_CB_ABORT;
+        (void)start;
         dwfl_module_getsymtab(mod);
         Dwarf_Addr bias = 0;
         dwfl_module_eh_cfi(mod, &bias);
-        dwfl_module_dwarf_cfi(mod, &bias);
-        dwfl_module_getsrc(mod, start);
         return DWARF_CB_OK;
       },
       const_cast<std::atomic<bool>*>(cancel), 0);
@@ -272,6 +272,22 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
   return best;
 }
 
+bool Unwinder::IsOwnModule(const std::string& path) {
+  static const std::string own = [] {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&Demangle), &info) != 0 && info.dli_fname != nullptr) {
+      char real[4096];
+      if (realpath(info.dli_fname, real) != nullptr) return std::string(real);
+      return std::string(info.dli_fname);
+    }
+    return std::string();
+  }();
+  if (own.empty() || path.empty()) return false;
+  char real[4096];
+  const char* p = realpath(path.c_str(), real) != nullptr ? real : path.c_str();
+  return own == p;
+}
+
 Frame Unwinder::Symbolize(const RawFrame& f) {
   // A return address points after the call; look up the call instruction itself.
   const uint64_t pc = f.activation ? f.pc : f.pc - 1;
@@ -293,7 +309,10 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
     GElf_Sym sym;
     const char* name = dwfl_module_addrinfo(mod, pc, &sym_off, &sym, nullptr, nullptr, nullptr);
     out.function = Demangle(name);
-    if (Dwfl_Line* line = dwfl_module_getsrc(mod, pc)) {
+    // file:line from DWARF, except for the agent's own frames (its wrappers of the dispatch
+    // functions): indexing its debug info would cost memory for no insight into the host.
+    Dwfl_Line* line = IsOwnModule(out.module) ? nullptr : dwfl_module_getsrc(mod, pc);
+    if (line != nullptr) {
       int lineno = 0;
       const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
       if (file != nullptr) {
