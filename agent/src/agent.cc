@@ -48,8 +48,10 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       agent::internal::UnregisterLoop(&ctx->state);
       return st;
     }
-    if (const char* method = event_base_get_method(base);
-        method != nullptr && std::strcmp(method, "epoll") == 0) {
+    if (ctx->evwatch.Start(&ctx->state)) {
+      ctx->epfd_tries = 1000;  // libevent >= 2.2: prepare/check watchers give the boundaries
+    } else if (const char* method = event_base_get_method(base);
+               method != nullptr && std::strcmp(method, "epoll") == 0) {
       const int epfd = agent::platform::FindEpollFdContaining(ctx->probe.timer_fd());
       if (epfd >= 0) agent::internal::BindEpollFd(&ctx->state, epfd);
     } else {
@@ -70,6 +72,7 @@ Agent::~Agent() {
   } catch (...) {
   }
   ctx_->probe.Stop();
+  ctx_->evwatch.Stop();
   if (ctx_->runtime->forked_child()) {
     // Inherited from the parent: the runtime is abandoned, and so is this context.
     new std::shared_ptr<internal::LoopContext>(std::move(ctx_));
@@ -90,7 +93,7 @@ LoopSnapshot Agent::Snapshot() const {
     out.loop = s.name;
   }
   out.tid = s.tid.load(std::memory_order_acquire);
-  out.boundary_source = s.boundaries_seen.load() ? "epoll_wait" : "probe";
+  out.boundary_source = s.boundaries_seen.load() ? s.boundary_source : "probe";
   HistogramCounts h;
   s.delay_hist.Snapshot(&h);
   out.since_attach.count = h.total();

@@ -51,6 +51,7 @@ struct LoopState {
   // Loop boundaries (wait hook and dispatch hook, loop thread only).
   std::atomic<int> epfd{-1};
   std::atomic<bool> boundaries_seen{false};
+  const char* boundary_source = "epoll_wait";  // or "evwatch"; set at attach
   std::atomic<bool> dispatch_hooked{false};  // the dispatch wrapper saw this base
   std::atomic<bool> in_dispatch{false};
   std::atomic<int64_t> dispatch_entered_ns{0};

@@ -667,7 +667,7 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
   d.max_s = wd.max_ns() / 1e9;
   d.sum_s = wd.sum_ns() / 1e9;
   const bool boundaries = s.boundaries_seen.load(std::memory_order_acquire);
-  d.boundary_source = boundaries ? "epoll_wait" : "probe";
+  d.boundary_source = boundaries ? s.boundary_source : "probe";
   if (boundaries) {
     const int64_t since = s.busy_since_ns.load(std::memory_order_acquire);
     const int64_t busy = s.busy_total_ns.load(std::memory_order_relaxed) +

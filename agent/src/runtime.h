@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "classifier.h"
+#include "evwatch_hook.h"
 #include "loop_state.h"
 #include "platform/proc.h"
 #include "platform/signal_sampler.h"
@@ -64,6 +65,7 @@ class LoopContext {
   std::string service;
   agent::internal::LoopState state;
   agent::internal::Probe probe;
+  agent::internal::EvwatchHook evwatch;
   std::shared_ptr<Runtime> runtime;
 
   // Watchdog thread only (under Runtime::mu_).
