@@ -344,8 +344,10 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
         break;
       case DetectorAction::kMissed:
         if (!c.track) {
+          // Seen only afterwards: its CPU share comes from the loop thread's CPU clock at the
+          // watchdog's previous look (at most the CPU it used; other iterations may add a bit).
           OnBaseline(c, e, now);
-          c.track->base_cpu_ns = -1;  // nothing measured during it
+          c.track->base_cpu_ns = c.last_tick_cpu_ns;
           c.track->base_run_delay_ns = -1;
           c.track->base_mono_ns = e.start_ns;
           c.track->reported = true;
@@ -354,6 +356,7 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
         break;
     }
   }
+  c.last_tick_cpu_ns = ThreadCpu(s);
   // A candidate that is not reported yet: note its syscall cheaply, so a stall that ends between
   // two ticks is still classified.
   if (c.track && !c.track->reported && tid != 0) Sample(c, now, false);
