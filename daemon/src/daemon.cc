@@ -72,6 +72,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
     spdlog::info("agents: tcp:{}:{}", tcp_addr->host, d->agent_tcp_port_);
   }
 
+  d->stop_ = event_new(d->base_, -1, 0, &Daemon::OnStop, d.get());
   d->sweep_ = event_new(d->base_, -1, EV_PERSIST, &Daemon::OnSweep, d.get());
   const timeval second{1, 0};
   event_add(d->sweep_, &second);
@@ -87,6 +88,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
 
 Daemon::~Daemon() {
   if (sweep_) event_free(sweep_);
+  if (stop_) event_free(stop_);
   if (sigterm_) event_free(sigterm_);
   if (sigint_) event_free(sigint_);
   parts_.reset();  // connections and listeners before the registry and the base
@@ -100,7 +102,11 @@ Status Daemon::Run() {
   return OkStatus();
 }
 
-void Daemon::Stop() { event_base_loopbreak(base_); }
+void Daemon::Stop() { event_active(stop_, EV_TIMEOUT, 0); }
+
+void Daemon::OnStop(int, short, void* arg) noexcept {
+  event_base_loopbreak(static_cast<Daemon*>(arg)->base_);
+}
 
 void Daemon::OnSweep(int, short, void* arg) noexcept {
   auto* self = static_cast<Daemon*>(arg);

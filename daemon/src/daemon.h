@@ -51,6 +51,7 @@ class Daemon {
   Daemon() = default;
   static void OnSweep(int, short, void* arg) noexcept;
   static void OnSignal(int signo, short, void* arg) noexcept;
+  static void OnStop(int, short, void* arg) noexcept;
 
   DaemonOptions options_;
   event_base* base_ = nullptr;
@@ -58,6 +59,7 @@ class Daemon {
   struct Parts;
   std::unique_ptr<Parts> parts_;
   event* sweep_ = nullptr;
+  event* stop_ = nullptr;  // activated by Stop(): unlike a loop break, it is not lost before Run
   event* sigterm_ = nullptr;
   event* sigint_ = nullptr;
   uint64_t socket_inode_ = 0;

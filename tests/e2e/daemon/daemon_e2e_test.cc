@@ -186,18 +186,22 @@ TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
   json stalls;
   ASSERT_TRUE(WaitFor(
       [&] {
-        stalls = Query(prom_port, "stallwatch_stalls_total{service=\"e2e_demo\"} > 0");
-        return stalls.size() >= 2;
+        json sum = Query(prom_port, "sum(stallwatch_stalls_total{service=\"e2e_demo\"})");
+        return sum.size() == 1 && Value(sum[0]) >= 2;
       },
       90s))
-      << "Prometheus never saw both stalls; last answer: " << stalls.dump() << "; logs in " << dir;
+      << "Prometheus never saw both stalls; logs in " << dir;
+  stalls = Query(prom_port, "stallwatch_stalls_total{service=\"e2e_demo\"} > 0");
   std::set<std::string> classes;
+  double total = 0;
   for (const auto& s : stalls) {
     classes.insert(s["metric"]["class"].get<std::string>());
-    EXPECT_EQ(Value(s), 1.0);
+    total += Value(s);
   }
-  EXPECT_TRUE(classes.count("cpu")) << stalls.dump();
+  EXPECT_EQ(total, 2.0) << stalls.dump();
   EXPECT_TRUE(classes.count("blocked")) << stalls.dump();
+  // The CPU burn is "cpu", or "starved" when the machine's other work kept it off the CPU.
+  EXPECT_TRUE(classes.count("cpu") || classes.count("starved")) << stalls.dump();
 
   // The delay histogram: the stalls' late ticks show above 100 ms.
   json slow = Query(prom_port,
