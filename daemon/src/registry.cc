@@ -61,6 +61,28 @@ std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<do
   return out;
 }
 
+size_t TrimForStorage(StallFinding* f) {
+  constexpr size_t kStacks = 16, kFrames = 64, kString = 512;
+  auto cut = [&](std::string& str) {
+    if (str.size() > kString) str.resize(kString);
+    return str.size();
+  };
+  if (f->stacks.size() > kStacks) {
+    std::stable_sort(f->stacks.begin(), f->stacks.end(),
+                     [](const Stack& a, const Stack& b) { return a.samples > b.samples; });
+    f->stacks.resize(kStacks);
+  }
+  size_t bytes = sizeof(StallFinding) + cut(f->service) + cut(f->loop) + cut(f->syscall) +
+                 cut(f->fd_target) + cut(f->hint) + cut(f->sampling_note);
+  for (auto& s : f->stacks) {
+    if (s.frames.size() > kFrames) s.frames.resize(kFrames);
+    bytes += sizeof(Stack) + cut(s.method);
+    for (auto& fr : s.frames)
+      bytes += sizeof(Frame) + cut(fr.function) + cut(fr.module) + cut(fr.file);
+  }
+  return bytes;
+}
+
 std::string FoldedStack(const std::string& service, const Stack& s) {
   std::string out = service;
   for (auto it = s.frames.rbegin(); it != s.frames.rend(); ++it) {
@@ -368,11 +390,16 @@ void Registry::MergeStacks(const std::string& service, const StallFinding* befor
     const uint64_t add = s.samples - old;
     auto it = stacks_.find(key);
     if (it == stacks_.end()) {
-      if (stacks_.size() >= options_.max_stacks) {
+      StallFinding holder;
+      holder.stacks.push_back(s);
+      const size_t bytes = internal::TrimForStorage(&holder) + key.size();
+      if (stacks_.size() >= options_.max_stacks ||
+          stacks_bytes_ + bytes > options_.max_stacks_bytes) {
         stacks_overflow_ += add;
         continue;
       }
-      it = stacks_.emplace(key, StackAgg{service, s}).first;
+      stacks_bytes_ += bytes;
+      it = stacks_.emplace(key, StackAgg{service, std::move(holder.stacks[0])}).first;
       it->second.stack.samples = 0;
     }
     it->second.stack.samples += add;
@@ -386,6 +413,7 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   if (f.ongoing) {
     if (f.stall_id <= l.max_closed_id && l.max_closed_id != 0) return;  // stale update
     MergeStacks(f.service, before, f);
+    internal::TrimForStorage(&f);
     l.ongoing = std::move(f);
     return;
   }
@@ -400,11 +428,13 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   ++l.counted_stalls;
   l.series->stall_duration->Observe(f.duration_s);
   if (options_.max_recent_stalls == 0) return;
-  if (recent_.size() < options_.max_recent_stalls) {
-    recent_.push_back(std::move(f));
-  } else {
-    recent_[recent_next_] = std::move(f);
-    recent_next_ = (recent_next_ + 1) % recent_.size();
+  const size_t bytes = internal::TrimForStorage(&f);
+  recent_.emplace_back(std::move(f), bytes);
+  recent_bytes_ += bytes;
+  while (!recent_.empty() && (recent_.size() > options_.max_recent_stalls ||
+                              recent_bytes_ > options_.max_recent_bytes)) {
+    recent_bytes_ -= recent_.front().second;
+    recent_.pop_front();
   }
 }
 
@@ -544,7 +574,7 @@ json Registry::StallsJson(const StallQuery& q, Now now) const {
     }
   }
   if (!q.ongoing.has_value() || !*q.ongoing) {
-    for (const auto& f : recent_) all.push_back(&f);
+    for (const auto& [f, bytes] : recent_) all.push_back(&f);
   }
   if (q.service) {
     std::erase_if(all, [&](const StallFinding* f) { return f->service != *q.service; });

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -33,7 +34,11 @@ struct RegistryOptions {
   std::chrono::nanoseconds silent_after = std::chrono::seconds(35);
   size_t max_loops_per_process = 64;
   size_t max_recent_stalls = 1000;
-  size_t max_stacks = 4096;
+  // What is kept of a stall for the API (the metrics need none of it): its 16 largest stacks,
+  // 64 frames each, strings cut at 512 bytes; recent stalls together at most this many bytes.
+  size_t max_recent_bytes = 32 << 20;
+  size_t max_stacks = 4096;  // merged stacks kept for /api/v1/stacks
+  size_t max_stacks_bytes = 32 << 20;
 };
 
 struct Now {
@@ -59,6 +64,8 @@ namespace internal {
 // (upper − 1 ns), so a `le` bucket never holds a value above its bound; an agent bucket that
 // straddles a bound (it is narrower than 1/128 of the bound) counts in the next bucket up.
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s);
+// Bounds what the daemon keeps of a finding (see RegistryOptions); returns its approximate size.
+size_t TrimForStorage(StallFinding* f);
 // "service;outermost;…;innermost" (frames innermost first in the model).
 std::string FoldedStack(const std::string& service, const Stack& s);
 }  // namespace internal
@@ -143,9 +150,11 @@ class Registry {
   std::map<ConnId, Conn> conns_;
   std::map<ProcKey, Proc> procs_;
   std::map<LoopKey, Loop> loops_;
-  std::vector<StallFinding> recent_;  // ring of closed stalls, recent_next_ is the oldest slot
-  size_t recent_next_ = 0;
+  std::deque<std::pair<StallFinding, size_t>>
+      recent_;  // closed stalls (and their size), oldest first
+  size_t recent_bytes_ = 0;
   std::map<std::string, StackAgg> stacks_;  // by folded stack
+  size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
 };
 
