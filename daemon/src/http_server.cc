@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <set>
+#include <streambuf>
 
 namespace stallwatch::daemon {
 namespace {
@@ -23,6 +25,51 @@ void Reply(evhttp_request* req, int code, const char* reason, const std::string&
   if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
     evbuffer_add(out, body.data(), body.size());
   evhttp_send_reply(req, code, reason, out);
+  evbuffer_free(out);
+}
+
+// A streambuf that appends to an evbuffer in 64 KiB pieces, so a large exposition is never held
+// (and copied) as one string.
+class EvbufferStreambuf : public std::streambuf {
+ public:
+  explicit EvbufferStreambuf(evbuffer* out) : out_(out) { setp(buf_, buf_ + sizeof(buf_)); }
+  ~EvbufferStreambuf() override { sync(); }
+
+ protected:
+  int_type overflow(int_type ch) override {
+    sync();
+    if (!traits_type::eq_int_type(ch, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(ch);
+      pbump(1);
+    }
+    return traits_type::not_eof(ch);
+  }
+  int sync() override {
+    if (pptr() > pbase()) evbuffer_add(out_, pbase(), static_cast<size_t>(pptr() - pbase()));
+    setp(buf_, buf_ + sizeof(buf_));
+    return 0;
+  }
+
+ private:
+  evbuffer* out_;
+  char buf_[64 * 1024];
+};
+
+void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  evhttp_add_header(headers, "Cache-Control", "no-store");
+  evbuffer* out = evbuffer_new();
+  {
+    EvbufferStreambuf sb(out);
+    std::ostream os(&sb);
+    registry->WriteMetrics(os, now);
+    os.flush();
+  }
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+    evbuffer_drain(out, evbuffer_get_length(out));
+  }
+  evhttp_send_reply(req, 200, "OK", out);
   evbuffer_free(out);
 }
 
@@ -105,7 +152,7 @@ void HttpServer::Handle(evhttp_request* req) {
 
   if (path == "/metrics") {
     if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    Reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", registry_->MetricsText(now));
+    ReplyMetrics(req, registry_, now);
   } else if (path == "/healthz") {
     if (!ParseQuery(req, {}, "no parameters", &params)) return;
     Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");

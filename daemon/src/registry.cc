@@ -33,13 +33,21 @@ Now Now::FromClocks() {
 }
 
 const std::vector<double>& DelayBucketsSeconds() {
-  static const std::vector<double> b = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                        0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  // Sub-millisecond resolution where a healthy loop lives (a timerfd probe's noise floor is
+  // ~0.1 ms), then the conventional steps up to the seconds of a bad stall.
+  static const std::vector<double> b = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                        0.025,  0.05,    0.1,    0.25,  0.5,    1,     5};
+  return b;
+}
+
+const std::vector<double>& IterationBucketsSeconds() {
+  // Busy periods: coarser, it is their tail that matters.
+  static const std::vector<double> b = {0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
   return b;
 }
 
 const std::vector<double>& StallBucketsSeconds() {
-  static const std::vector<double> b = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  static const std::vector<double> b = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
   return b;
 }
 
@@ -195,7 +203,7 @@ struct Registry::LoopSeries {
 
   LoopSeries(Metrics* metrics, prometheus::Labels l) : m(metrics), labels(std::move(l)) {
     delay = &m->delay.Add(labels, DelayBucketsSeconds());
-    iteration = &m->iteration.Add(labels, DelayBucketsSeconds());
+    iteration = &m->iteration.Add(labels, IterationBucketsSeconds());
     stall_duration = &m->stall_duration.Add(labels, StallBucketsSeconds());
     utilization = &m->utilization.Add(labels);
     ongoing = &m->ongoing.Add(labels);
@@ -442,7 +450,7 @@ void Registry::ApplyDelay(const Conn&, DelayFinding&& d, Loop& l, Now now) {
   l.last_seen_unix_ns = now.unix_ns;
   LoopSeries& s = *l.series;
   s.delay->ObserveMultiple(internal::Rebucket(d.delay_buckets, DelayBucketsSeconds()), d.sum_s);
-  s.iteration->ObserveMultiple(internal::Rebucket(d.iteration_buckets, DelayBucketsSeconds()),
+  s.iteration->ObserveMultiple(internal::Rebucket(d.iteration_buckets, IterationBucketsSeconds()),
                                d.iteration_sum_s);
   s.utilization->Set(d.utilization);
   // The agent's counters are cumulative per loop: export their increase.
@@ -518,6 +526,12 @@ void Registry::Sweep(Now now) {
 }
 
 std::string Registry::MetricsText(Now now) {
+  std::ostringstream out;
+  WriteMetrics(out, now);
+  return out.str();
+}
+
+void Registry::WriteMetrics(std::ostream& out, Now now) {
   // Ages of ongoing stalls move between sweeps too.
   for (auto& [key, l] : loops_) {
     if (l.ongoing) {
@@ -527,9 +541,7 @@ std::string Registry::MetricsText(Now now) {
   }
   metrics_->agents.Set(static_cast<double>(conns_.size()));
   metrics_->silent.Set(static_cast<double>(silent_agents()));
-  std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, metrics_->registry.Collect());
-  return out.str();
 }
 
 json Registry::StallJsonAt(const StallFinding& f, Now now) const {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -55,6 +56,7 @@ struct StallQuery {
 
 // Prometheus bucket boundaries (seconds) of the exported histograms.
 const std::vector<double>& DelayBucketsSeconds();
+const std::vector<double>& IterationBucketsSeconds();
 const std::vector<double>& StallBucketsSeconds();
 
 namespace internal {
@@ -90,7 +92,9 @@ class Registry {
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
 
-  // Prometheus text exposition of every series.
+  // Prometheus text exposition of every series, written to `out` as it is produced (no copy of
+  // the whole text: with thousands of loops it is tens of MiB).
+  void WriteMetrics(std::ostream& out, Now now);
   std::string MetricsText(Now now);
   nlohmann::json LoopsJson(Now now) const;
   nlohmann::json StallsJson(const StallQuery& q, Now now) const;
