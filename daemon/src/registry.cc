@@ -17,6 +17,8 @@
 
 namespace stallwatch::daemon {
 
+constexpr size_t kMaxExpiriesPerSweep = 200;
+
 using nlohmann::json;
 using wire::DecodeError;
 using wire::RejectReason;
@@ -112,7 +114,11 @@ std::string FoldedStack(const std::string& service, const Stack& s) {
 
 }  // namespace internal
 
-struct Registry::Metrics {
+// The series of one process (service, pid) live in a registry of their own: prometheus-cpp's
+// Family::Remove scans the whole family, so with every process in one registry, expiring
+// 1000 agents × 4 loops would cost seconds of the daemon's loop; per process, a departure
+// costs only its own series. /metrics merges the registries' families by name.
+struct Registry::ProcMetrics {
   prometheus::Registry registry;
   prometheus::Family<prometheus::Histogram>& delay =
       prometheus::BuildHistogram()
@@ -164,6 +170,10 @@ struct Registry::Metrics {
               "Findings the agent dropped from its bounded queue while the daemon was away "
               "(per process)")
           .Register(registry);
+};
+
+struct Registry::Metrics {
+  prometheus::Registry registry;
   prometheus::Family<prometheus::Gauge>& agents_family = prometheus::BuildGauge()
                                                              .Name("stallwatch_agents_connected")
                                                              .Help("Agent connections open now")
@@ -190,7 +200,7 @@ struct Registry::Metrics {
 };
 
 struct Registry::LoopSeries {
-  Metrics* m = nullptr;
+  ProcMetrics* m = nullptr;
   prometheus::Labels labels;
   prometheus::Histogram* delay = nullptr;
   prometheus::Histogram* iteration = nullptr;
@@ -201,7 +211,7 @@ struct Registry::LoopSeries {
   prometheus::Counter* suppressed = nullptr;
   std::map<std::string, prometheus::Counter*> stalls;  // by class
 
-  LoopSeries(Metrics* metrics, prometheus::Labels l) : m(metrics), labels(std::move(l)) {
+  LoopSeries(ProcMetrics* metrics, prometheus::Labels l) : m(metrics), labels(std::move(l)) {
     delay = &m->delay.Add(labels, DelayBucketsSeconds());
     iteration = &m->iteration.Add(labels, IterationBucketsSeconds());
     stall_duration = &m->stall_duration.Add(labels, StallBucketsSeconds());
@@ -240,10 +250,8 @@ Registry::Registry(RegistryOptions options)
     : options_(options), metrics_(std::make_unique<Metrics>()) {}
 
 Registry::~Registry() {
-  loops_.clear();  // series go before the families
-  for (auto& [key, p] : procs_) {
-    if (p.dropped_counter) metrics_->dropped.Remove(p.dropped_counter);
-  }
+  loops_.clear();  // series before their process's registry
+  procs_.clear();
 }
 
 Registry::ConnId Registry::Connect(std::string peer, Now now) {
@@ -306,9 +314,14 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
                        false};
     return nullptr;
   }
+  auto proc = procs_.find(ProcKey{service, pid});
+  if (proc == procs_.end() || !proc->second.metrics) {
+    *err = DecodeError{RejectReason::kNoHello, "a loop of an agent that sent no hello", false};
+    return nullptr;
+  }
   Loop& l = loops_[key];
   l.series = std::make_unique<LoopSeries>(
-      metrics_.get(),
+      proc->second.metrics.get(),
       prometheus::Labels{{"service", service}, {"pid", std::to_string(pid)}, {"loop", loop}});
   return &l;
 }
@@ -337,9 +350,10 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     p.host = h->host;
     p.executable = h->executable;
     p.agent_version = h->agent_version;
+    if (!p.metrics) p.metrics = std::make_shared<ProcMetrics>();
     if (!p.dropped_counter) {
       p.dropped_counter =
-          &metrics_->dropped.Add({{"service", h->service}, {"pid", std::to_string(h->pid)}});
+          &p.metrics->dropped.Add({{"service", h->service}, {"pid", std::to_string(h->pid)}});
     }
     const bool first = !c.hello;
     c.hello = std::move(*h);
@@ -488,7 +502,6 @@ void Registry::RemoveProc(const ProcKey& key) {
        std::get<1>(it->first) == key.second;) {
     it = loops_.erase(it);
   }
-  if (p->second.dropped_counter) metrics_->dropped.Remove(p->second.dropped_counter);
   procs_.erase(p);
 }
 
@@ -500,6 +513,8 @@ void Registry::Sweep(Now now) {
       expired.push_back(key);
     }
   }
+  // A mass departure is spread over sweeps so that no sweep holds the loop for long.
+  if (expired.size() > kMaxExpiriesPerSweep) expired.resize(kMaxExpiriesPerSweep);
   for (const auto& key : expired) {
     spdlog::info("agent {} pid {} gone for {}s: series removed", key.first, key.second,
                  std::chrono::duration_cast<std::chrono::seconds>(options_.expire_after).count());
@@ -541,7 +556,23 @@ void Registry::WriteMetrics(std::ostream& out, Now now) {
   }
   metrics_->agents.Set(static_cast<double>(conns_.size()));
   metrics_->silent.Set(static_cast<double>(silent_agents()));
-  prometheus::TextSerializer().Serialize(out, metrics_->registry.Collect());
+  std::vector<prometheus::MetricFamily> families;
+  std::map<std::string, size_t> index;
+  for (const auto& [key, p] : procs_) {
+    if (!p.metrics) continue;
+    for (auto& f : p.metrics->registry.Collect()) {
+      auto [it, added] = index.emplace(f.name, families.size());
+      if (added) {
+        families.push_back(std::move(f));
+      } else {
+        auto& into = families[it->second].metric;
+        into.insert(into.end(), std::make_move_iterator(f.metric.begin()),
+                    std::make_move_iterator(f.metric.end()));
+      }
+    }
+  }
+  for (auto& f : metrics_->registry.Collect()) families.push_back(std::move(f));
+  prometheus::TextSerializer().Serialize(out, families);
 }
 
 json Registry::StallJsonAt(const StallFinding& f, Now now) const {

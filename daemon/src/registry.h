@@ -107,7 +107,8 @@ class Registry {
   uint64_t rejected(wire::RejectReason reason) const;
 
  private:
-  struct Metrics;  // prometheus-cpp objects (registry.cc only)
+  struct Metrics;      // the daemon's own prometheus-cpp series (registry.cc only)
+  struct ProcMetrics;  // one process's series, in a registry of their own
   struct LoopSeries;
   using ProcKey = std::pair<std::string, int64_t>;                // service, pid
   using LoopKey = std::tuple<std::string, int64_t, std::string>;  // service, pid, loop
@@ -123,6 +124,7 @@ class Registry {
     int connections = 0;
     int64_t gone_since_mono_ns = 0;  // 0 while connected
     uint64_t last_dropped = 0;
+    std::shared_ptr<ProcMetrics> metrics;
     prometheus::Counter* dropped_counter = nullptr;
   };
   struct Loop {
