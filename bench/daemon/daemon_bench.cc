@@ -27,6 +27,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -110,6 +111,19 @@ bool WriteAll(int fd, const std::string& s) {
     off += static_cast<size_t>(n);
   }
   return true;
+}
+
+// User + system CPU seconds a process has used (/proc/PID/stat fields 14 and 15).
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream rest(all.substr(all.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::atof(field.c_str());
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 int64_t RssKiB(pid_t pid) {
@@ -218,6 +232,7 @@ void BenchIngest(const std::string& dir, int findings, int conns) {
   }
   const int total = per_conn * conns;
   const int windows_expected = (per_conn - per_conn / 10) * conns;
+  const double cpu_start = CpuSeconds(d.pid());
   const auto start = Clock::now();
   std::vector<std::thread> senders;
   for (int c = 0; c < conns; ++c) {
@@ -244,11 +259,14 @@ void BenchIngest(const std::string& dir, int findings, int conns) {
     std::this_thread::sleep_for(20ms);
   }
   const auto elapsed = Clock::now() - start;
+  const double cpu = CpuSeconds(d.pid()) - cpu_start;
   for (auto& t : senders) t.join();
   std::printf(
       "ingest: %d findings (%d conns, %.1f MiB, 90%% delay windows with ~30 buckets, 10%% "
-      "stalls with a 10-frame stack) in %.1f ms = %.0f findings/s (%s)\n",
-      total, conns, bytes / 1048576.0, Ms(elapsed), total / (Ms(elapsed) / 1000),
+      "stalls with a 10-frame stack) in %.1f ms = %.0f findings/s; daemon CPU %.2f s = %.0f "
+      "findings per CPU-second (%s)\n",
+      total, conns, bytes / 1048576.0, Ms(elapsed), total / (Ms(elapsed) / 1000), cpu,
+      total / std::max(cpu, 0.01),
       counted >= per_window * windows_expected ? "all applied" : "INCOMPLETE");
 }
 

@@ -337,7 +337,12 @@ FrameDecoder::Result FrameDecoder::Next(Message* out, DecodeError* err) {
   const bool ok = DecodeBody(body, out, err);
   // Compact once the consumed prefix dominates, so the buffer stays bounded.
   if (pos_ == buf_.size()) {
-    buf_.clear();
+    // An idle connection keeps no large buffer: a daemon holds thousands of them.
+    if (buf_.capacity() > 4096) {
+      std::string().swap(buf_);
+    } else {
+      buf_.clear();
+    }
     pos_ = 0;
   } else if (pos_ > buf_.size() / 2) {
     buf_.erase(0, pos_);
