@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "stallwatch/common/finding_json.h"
@@ -584,14 +585,15 @@ json Registry::StallJsonAt(const StallFinding& f, Now now) const {
 }
 
 json Registry::LoopsJson(Now now) const {
+  std::set<ProcKey> silent_procs;
+  for (const auto& [id, c] : conns_) {
+    if (c.hello && c.silent) silent_procs.emplace(c.hello->service, c.hello->pid);
+  }
   json loops = json::array();
   for (const auto& [key, l] : loops_) {
     const auto& [service, pid, loop] = key;
     const auto p = procs_.find(ProcKey{service, pid});
-    bool silent = false;
-    for (const auto& [id, c] : conns_) {
-      if (c.hello && c.hello->service == service && c.hello->pid == pid && c.silent) silent = true;
-    }
+    const bool silent = silent_procs.count(ProcKey{service, pid}) > 0;
     json j{{"service", service},
            {"pid", pid},
            {"loop", loop},
