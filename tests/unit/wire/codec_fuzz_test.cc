@@ -92,3 +92,64 @@ TEST(WireFuzz, MutatedFramesNeverCrash) {
 
 }  // namespace
 }  // namespace stallwatch::wire
+
+namespace stallwatch::wire {
+namespace {
+
+// The SAX fast path for delay windows and the DOM path accept and reject the same bodies.
+TEST(WireFuzz, DelayFastPathAgreesWithDomPath) {
+  DelayFinding d;
+  d.service = "svc";
+  d.pid = 9;
+  d.loop = "main";
+  d.window_s = 10;
+  d.count = 3;
+  d.utilization = 0.5;
+  d.delay_buckets = {{10, 2}, {300, 1}};
+  d.iteration_buckets = {{5, 7}};
+  d.stalls_total = 4;
+  const std::string seed = EncodeBody(d);
+  const char* kInserts[] = {"-1",         "null", "true", "\"x\"",
+                            "[1,2]",      "{}",   "1.5",  "[[1,2,3]]",
+                            "4294967296", "0",    ",",    "\"kind\":\"stall\","};
+  std::mt19937 rng(777);
+  int agreed_ok = 0;
+  for (int iter = 0; iter < 20000; ++iter) {
+    std::string body = seed;
+    const int mutations = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < mutations; ++k) {
+      const size_t pos = rng() % body.size();
+      switch (rng() % 3) {
+        case 0:
+          body[pos] = "0123456789,:[]{}\"-."[rng() % 19];
+          break;
+        case 1:
+          body.erase(pos, 1 + rng() % 6);
+          break;
+        case 2:
+          body.insert(pos, kInserts[rng() % std::size(kInserts)]);
+          break;
+      }
+      if (body.empty()) body = "{}";
+    }
+    Message fast_m, slow_m;
+    DecodeError fast_e, slow_e;
+    const bool fast = internal::DecodeBodyForTest(body, &fast_m, &fast_e, true);
+    const bool slow = internal::DecodeBodyForTest(body, &slow_m, &slow_e, false);
+    ASSERT_EQ(fast, slow) << body;
+    if (fast) {
+      ++agreed_ok;
+      ASSERT_EQ(EncodeBody(fast_m), EncodeBody(slow_m)) << body;
+    } else {
+      ASSERT_EQ(fast_e.reason, slow_e.reason) << body;
+    }
+  }
+  Message m;
+  DecodeError e;
+  ASSERT_TRUE(internal::DecodeBodyForTest(seed, &m, &e, true));
+  EXPECT_EQ(EncodeBody(m), seed);
+  EXPECT_GT(agreed_ok, 100);
+}
+
+}  // namespace
+}  // namespace stallwatch::wire

@@ -85,6 +85,11 @@ std::string EncodeBody(const Message& m);
 // Decodes one frame body. On failure returns false and fills *err (never fatal).
 bool DecodeBody(std::string_view body, Message* out, DecodeError* err);
 
+namespace internal {
+// DecodeBody with (fast_path) or without the SAX path for delay windows: the two must agree.
+bool DecodeBodyForTest(std::string_view body, Message* out, DecodeError* err, bool fast_path);
+}  // namespace internal
+
 // Incremental decoder of a byte stream: Feed() what the socket gave, then call Next() until it
 // returns kNeedMore. Memory is bounded by kHeaderSize + kMaxFrameBody + the last Feed.
 class FrameDecoder {
