@@ -1,28 +1,246 @@
-// The daemon transport (unix:/tcp: endpoints). Until the wire protocol lands, a daemon endpoint
-// accepts nothing: findings stay queued (bounded, drop-oldest, counted).
+// The daemon transport (unix:/tcp: endpoints): the wire protocol of docs/protocol.md over a
+// stream socket. Runs on the reporter thread only; every system call is bounded in time
+// (non-blocking socket + poll), so a daemon that is down, slow, stopped or restarting costs the
+// host nothing but queued (and eventually dropped, counted) findings.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "log.h"
 #include "reporter.h"
+#include "stallwatch/wire/codec.h"
 
 namespace stallwatch::agent::internal {
 namespace {
 
-class PendingDaemonSink : public Sink {
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kConnectTimeout{1000};
+constexpr milliseconds kWriteTimeout{1000};
+constexpr milliseconds kBackoffMin{100};
+constexpr milliseconds kBackoffMax{30000};
+
+std::string ReadExecutable() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "";
+  return buf;
+}
+
+int WaitFd(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return 0;
+    pollfd p{fd, events, 0};
+    const int rc = ::poll(&p, 1, static_cast<int>(left));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) return rc;
+    return p.revents;
+  }
+}
+
+class DaemonSink : public Sink {
  public:
-  explicit PendingDaemonSink(Endpoint e) : e_(std::move(e)) {}
-  bool Send(const Finding&) override { return false; }
-  std::chrono::milliseconds RetryDelay() override { return std::chrono::milliseconds(1000); }
+  explicit DaemonSink(Endpoint e)
+      : e_(std::move(e)), rng_(static_cast<uint32_t>(::getpid()) ^ std::random_device{}()) {}
+  ~DaemonSink() override { Disconnect(); }
+
+  bool Send(const Finding& f) override {
+    const std::string& loop =
+        std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
+    loops_.insert(loop);
+    if (fd_ >= 0 && PeerClosed()) Fail("the daemon closed the connection");
+    if (fd_ < 0) {
+      if (Clock::now() < next_attempt_) return false;
+      if (!Connect(f)) return false;
+    }
+    const std::string frame =
+        std::visit([](const auto& x) { return wire::EncodeFrame(wire::Message(x)); }, f);
+    if (!WriteAll(frame)) return false;
+    return true;
+  }
+
+  std::chrono::milliseconds RetryDelay() override {
+    const auto left = std::chrono::duration_cast<milliseconds>(next_attempt_ - Clock::now());
+    return std::clamp(left, milliseconds(10), kBackoffMax);
+  }
+
   std::string Describe() const override {
     return e_.kind == Endpoint::Kind::kUnix ? "unix:" + e_.path
                                             : "tcp:" + e_.host + ":" + std::to_string(e_.port);
   }
 
  private:
+  bool Connect(const Finding& f) {
+    std::string error;
+    fd_ = Open(&error);
+    if (fd_ < 0) {
+      Backoff("cannot connect: " + error);
+      return false;
+    }
+    wire::Hello h;
+    h.service = std::visit([](const auto& x) { return x.service; }, f);
+    h.pid = ::getpid();
+    h.host = HostName();
+    h.executable = ReadExecutable();
+    h.agent_version = SW_PROJECT_VERSION;
+    h.loops.assign(loops_.begin(), loops_.end());
+    if (!WriteAll(wire::EncodeFrame(h))) return false;
+    if (failures_ > 0) {
+      try {
+        Log().info("connected to stallwatchd at {} after {} failed attempts", Describe(),
+                   failures_);
+      } catch (...) {
+      }
+    }
+    failures_ = 0;
+    backoff_ = kBackoffMin;
+    return true;
+  }
+
+  // A non-blocking connect bounded by kConnectTimeout.
+  int Open(std::string* error) {
+    if (e_.kind == Endpoint::Kind::kUnix) {
+      sockaddr_un sa{};
+      if (e_.path.size() >= sizeof(sa.sun_path)) {
+        *error = "socket path too long";
+        return -1;
+      }
+      sa.sun_family = AF_UNIX;
+      std::memcpy(sa.sun_path, e_.path.c_str(), e_.path.size() + 1);
+      return ConnectTo(AF_UNIX, reinterpret_cast<sockaddr*>(&sa), sizeof(sa), error);
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    // Name resolution may block; tcp endpoints are expected to be addresses (docs/protocol.md).
+    const std::string port = std::to_string(e_.port);
+    if (const int rc = ::getaddrinfo(e_.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+      *error = ::gai_strerror(rc);
+      return -1;
+    }
+    int fd = -1;
+    for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
+      fd = ConnectTo(ai->ai_family, ai->ai_addr, ai->ai_addrlen, error);
+    }
+    ::freeaddrinfo(res);
+    if (fd >= 0) {
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    return fd;
+  }
+
+  static int ConnectTo(int family, const sockaddr* sa, socklen_t len, std::string* error) {
+    const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      *error = std::strerror(errno);
+      return -1;
+    }
+    if (::connect(fd, sa, len) == 0) return fd;
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+      *error = std::strerror(errno);
+      ::close(fd);
+      return -1;
+    }
+    const int ev = WaitFd(fd, POLLOUT, Clock::now() + kConnectTimeout);
+    int so_error = 0;
+    socklen_t so_len = sizeof(so_error);
+    if (ev <= 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &so_len) != 0 ||
+        so_error != 0) {
+      *error = ev == 0 ? "connect timed out" : std::strerror(so_error ? so_error : errno);
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // The daemon never writes: a readable socket means it closed (or reset) the connection.
+  bool PeerClosed() const {
+    char c;
+    const ssize_t n = ::recv(fd_, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+
+  bool WriteAll(const std::string& data) {
+    const auto deadline = Clock::now() + kWriteTimeout;
+    size_t off = 0;
+    while (off < data.size()) {
+      const ssize_t n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (WaitFd(fd_, POLLOUT, deadline) > 0) continue;
+        Fail("the daemon did not read for " + std::to_string(kWriteTimeout.count()) + " ms");
+        return false;
+      }
+      Fail(std::string("write failed: ") + std::strerror(errno));
+      return false;
+    }
+    return true;
+  }
+
+  void Fail(const std::string& why) {
+    Disconnect();
+    Backoff(why);
+  }
+
+  void Disconnect() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  // Exponential backoff with ±20 % jitter, so agents restarted together do not reconnect in step.
+  void Backoff(const std::string& why) {
+    if (failures_++ == 0) {
+      try {
+        Log().warn(
+            "stallwatchd at {} unavailable ({}); findings stay queued, retrying with backoff",
+            Describe(), why);
+      } catch (...) {
+      }
+    }
+    std::uniform_real_distribution<double> jitter(0.8, 1.2);
+    const auto delay = milliseconds(static_cast<int64_t>(backoff_.count() * jitter(rng_)));
+    next_attempt_ = Clock::now() + delay;
+    backoff_ = std::min(backoff_ * 2, kBackoffMax);
+  }
+
   Endpoint e_;
+  int fd_ = -1;
+  std::set<std::string> loops_;
+  milliseconds backoff_ = kBackoffMin;
+  Clock::time_point next_attempt_{};
+  uint64_t failures_ = 0;
+  std::mt19937 rng_;
 };
 
 }  // namespace
 
-std::unique_ptr<Sink> MakeDaemonSink(const Endpoint& e) {
-  return std::make_unique<PendingDaemonSink>(e);
-}
+std::unique_ptr<Sink> MakeDaemonSink(const Endpoint& e) { return std::make_unique<DaemonSink>(e); }
 
 }  // namespace stallwatch::agent::internal

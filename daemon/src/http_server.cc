@@ -1,0 +1,212 @@
+#include "http_server.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <malloc.h>
+#include <spdlog/spdlog.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <set>
+#include <streambuf>
+
+namespace stallwatch::daemon {
+namespace {
+
+void Reply(evhttp_request* req, int code, const char* reason, const std::string& content_type,
+           const std::string& body) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", content_type.c_str());
+  evhttp_add_header(headers, "Cache-Control", "no-store");
+  evbuffer* out = evbuffer_new();
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+    evbuffer_add(out, body.data(), body.size());
+  evhttp_send_reply(req, code, reason, out);
+  evbuffer_free(out);
+}
+
+// A streambuf that appends to an evbuffer in 64 KiB pieces, so a large exposition is never held
+// (and copied) as one string.
+class EvbufferStreambuf : public std::streambuf {
+ public:
+  explicit EvbufferStreambuf(evbuffer* out) : out_(out) { setp(buf_, buf_ + sizeof(buf_)); }
+  ~EvbufferStreambuf() override { sync(); }
+
+ protected:
+  int_type overflow(int_type ch) override {
+    sync();
+    if (!traits_type::eq_int_type(ch, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(ch);
+      pbump(1);
+    }
+    return traits_type::not_eof(ch);
+  }
+  int sync() override {
+    if (pptr() > pbase()) evbuffer_add(out_, pbase(), static_cast<size_t>(pptr() - pbase()));
+    setp(buf_, buf_ + sizeof(buf_));
+    return 0;
+  }
+
+ private:
+  evbuffer* out_;
+  char buf_[64 * 1024];
+};
+
+void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  evhttp_add_header(headers, "Cache-Control", "no-store");
+  evbuffer* out = evbuffer_new();
+  {
+    EvbufferStreambuf sb(out);
+    std::ostream os(&sb);
+    registry->WriteMetrics(os, now);
+    os.flush();
+  }
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+    evbuffer_drain(out, evbuffer_get_length(out));
+  }
+  evhttp_send_reply(req, 200, "OK", out);
+  evbuffer_free(out);
+}
+
+void BadRequest(evhttp_request* req, const std::string& message) {
+  Reply(req, 400, "Bad Request", "text/plain; charset=utf-8", message + "\n");
+}
+
+void Json(evhttp_request* req, const nlohmann::json& j) {
+  const std::string body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  Reply(req, 200, "OK", "application/json", body);
+}
+
+// Parses the query into (name, value) pairs, refusing names not in `accepted`.
+bool ParseQuery(evhttp_request* req, const std::set<std::string>& accepted, const char* form,
+                std::vector<std::pair<std::string, std::string>>* out) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* q = uri ? evhttp_uri_get_query(uri) : nullptr;
+  if (!q || !*q) return true;
+  evkeyvalq kv;
+  TAILQ_INIT(&kv);
+  if (evhttp_parse_query_str(q, &kv) != 0) {
+    BadRequest(req, std::string("malformed query string; accepted: ") + form);
+    return false;
+  }
+  bool ok = true;
+  for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
+    if (!accepted.count(e->key)) {
+      BadRequest(req, std::string("unknown parameter '") + e->key + "'; accepted: " + form);
+      ok = false;
+      break;
+    }
+    out->emplace_back(e->key, e->value);
+  }
+  evhttp_clear_headers(&kv);
+  return ok;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(event_base* base, Registry* registry)
+    : http_(evhttp_new(base)), registry_(registry) {}
+
+HttpServer::~HttpServer() {
+  if (http_) evhttp_free(http_);
+}
+
+Status HttpServer::Start(int fd) {
+  if (!http_) {
+    ::close(fd);
+    return InternalError("cannot create the HTTP server");
+  }
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+  evhttp_set_timeout(http_, 10);
+  evhttp_set_max_headers_size(http_, 16 * 1024);
+  evhttp_set_max_body_size(http_, 4096);
+  evhttp_set_gencb(http_, &HttpServer::OnRequest, this);
+  if (!evhttp_accept_socket_with_handle(http_, fd)) {
+    ::close(fd);
+    return UnavailableError("cannot serve HTTP on the listening socket");
+  }
+  return OkStatus();
+}
+
+void HttpServer::OnRequest(evhttp_request* req, void* arg) noexcept {
+  auto* self = static_cast<HttpServer*>(arg);
+  try {
+    self->Handle(req);
+    // A scrape or an API document of thousands of loops allocates tens of MiB for a moment
+    // (prometheus-cpp's Collect copies every series; JSON is built as a DOM): hand it back so
+    // the daemon's resident size stays at its steady state.
+    const char* uri = evhttp_request_get_uri(req);
+    if (uri && std::strncmp(uri, "/healthz", 8) != 0) ::malloc_trim(0);
+  } catch (const std::exception& e) {
+    spdlog::error("HTTP {}: {}", evhttp_request_get_uri(req), e.what());
+    Reply(req, 500, "Internal Server Error", "text/plain", std::string(e.what()) + "\n");
+  }
+}
+
+void HttpServer::Handle(evhttp_request* req) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* p = uri ? evhttp_uri_get_path(uri) : nullptr;
+  const std::string path = p ? p : "";
+  const Now now = Now::FromClocks();
+  std::vector<std::pair<std::string, std::string>> params;
+
+  if (path == "/metrics") {
+    if (!ParseQuery(req, {}, "no parameters", &params)) return;
+    ReplyMetrics(req, registry_, now);
+  } else if (path == "/healthz") {
+    if (!ParseQuery(req, {}, "no parameters", &params)) return;
+    Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
+  } else if (path == "/api/v1/loops") {
+    if (!ParseQuery(req, {}, "no parameters", &params)) return;
+    Json(req, registry_->LoopsJson(now));
+  } else if (path == "/api/v1/stalls") {
+    constexpr const char* kForm = "limit=1..1000 (default 100), service=NAME, ongoing=true|false";
+    if (!ParseQuery(req, {"limit", "service", "ongoing"}, kForm, &params)) return;
+    StallQuery q;
+    for (const auto& [k, v] : params) {
+      if (k == "limit") {
+        if (v.empty() || v.size() > 4 || v.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoi(v) < 1 || std::stoi(v) > 1000) {
+          return BadRequest(req, "bad limit '" + v + "': expected an integer 1..1000");
+        }
+        q.limit = static_cast<size_t>(std::stoi(v));
+      } else if (k == "service") {
+        if (v.empty()) return BadRequest(req, "bad service '': expected a service name");
+        q.service = v;
+      } else if (k == "ongoing") {
+        if (v == "true" || v == "1") {
+          q.ongoing = true;
+        } else if (v == "false" || v == "0") {
+          q.ongoing = false;
+        } else {
+          return BadRequest(req, "bad ongoing '" + v + "': expected true or false");
+        }
+      }
+    }
+    Json(req, registry_->StallsJson(q, now));
+  } else if (path == "/api/v1/stacks") {
+    if (!ParseQuery(req, {"format"}, "format=folded|json", &params)) return;
+    std::string format = "json";
+    for (const auto& [k, v] : params) format = v;
+    if (format == "json") {
+      Json(req, registry_->StacksJson());
+    } else if (format == "folded") {
+      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
+    } else {
+      BadRequest(req, "bad format '" + format + "': expected folded or json");
+    }
+  } else {
+    Reply(req, 404, "Not Found", "text/plain; charset=utf-8",
+          "no such path '" + path +
+              "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, /api/v1/stacks\n");
+  }
+}
+
+}  // namespace stallwatch::daemon

@@ -1,0 +1,35 @@
+#pragma once
+// The daemon's one HTTP listener (libevent evhttp): /metrics in the Prometheus text format
+// (prometheus-cpp's registry and TextSerializer), the JSON API and /healthz.
+//
+// Threading: created, used and destroyed on the daemon's loop thread.
+
+#include <string>
+
+#include "registry.h"
+
+struct event_base;
+struct evhttp;
+struct evhttp_request;
+
+namespace stallwatch::daemon {
+
+class HttpServer {
+ public:
+  HttpServer(event_base* base, Registry* registry);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Serves on a listening socket (takes ownership of fd).
+  [[nodiscard]] Status Start(int fd);
+
+ private:
+  static void OnRequest(evhttp_request* req, void* arg) noexcept;
+  void Handle(evhttp_request* req);
+
+  evhttp* http_ = nullptr;
+  Registry* registry_;
+};
+
+}  // namespace stallwatch::daemon

@@ -1,0 +1,167 @@
+#pragma once
+// The daemon's view of every agent on the host: connections, processes (service, pid), loops
+// (service, pid, loop), recent stalls, merged stacks, and the Prometheus series built from them.
+//
+// Threading: not thread-safe; every method is called on the daemon's loop thread. Time comes in
+// as arguments (monotonic for timeouts, Unix for stall ages), so the logic runs without sleeps.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "stallwatch/findings.h"
+#include "stallwatch/status.h"
+#include "stallwatch/wire/codec.h"
+
+namespace prometheus {
+class Counter;
+}
+
+namespace stallwatch::daemon {
+
+struct RegistryOptions {
+  // A process's series are removed this long after its last connection closed.
+  std::chrono::nanoseconds expire_after = std::chrono::minutes(5);
+  // A connected agent that sends nothing for this long is reported silent (frozen process).
+  // Agents send a delay window every report interval (10 s by default).
+  std::chrono::nanoseconds silent_after = std::chrono::seconds(35);
+  size_t max_loops_per_process = 64;
+  size_t max_recent_stalls = 1000;
+  // What is kept of a stall for the API (the metrics need none of it): its 16 largest stacks,
+  // 64 frames each, strings cut at 512 bytes; recent stalls together at most this many bytes.
+  size_t max_recent_bytes = 32 << 20;
+  size_t max_stacks = 4096;  // merged stacks kept for /api/v1/stacks
+  size_t max_stacks_bytes = 32 << 20;
+};
+
+struct Now {
+  int64_t mono_ns = 0;  // steady clock
+  int64_t unix_ns = 0;  // wall clock, the unit of finding timestamps
+  static Now FromClocks();
+};
+
+struct StallQuery {
+  size_t limit = 100;
+  std::optional<std::string> service;
+  std::optional<bool> ongoing;
+};
+
+// Prometheus bucket boundaries (seconds) of the exported histograms.
+const std::vector<double>& DelayBucketsSeconds();
+const std::vector<double>& IterationBucketsSeconds();
+const std::vector<double>& StallBucketsSeconds();
+
+namespace internal {
+// Re-buckets a sparse histogram of the agent's log-linear layout into Prometheus buckets:
+// returns per-bucket increments (bounds.size() + 1 entries, the last is +Inf). An agent bucket
+// [lower, upper) counts in the first Prometheus bucket whose bound is ≥ its largest value
+// (upper − 1 ns), so a `le` bucket never holds a value above its bound; an agent bucket that
+// straddles a bound (it is narrower than 1/128 of the bound) counts in the next bucket up.
+std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s);
+// Bounds what the daemon keeps of a finding (see RegistryOptions); returns its approximate size.
+size_t TrimForStorage(StallFinding* f);
+// "service;outermost;…;innermost" (frames innermost first in the model).
+std::string FoldedStack(const std::string& service, const Stack& s);
+}  // namespace internal
+
+class Registry {
+ public:
+  using ConnId = uint64_t;
+
+  explicit Registry(RegistryOptions options = {});
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // A connection was accepted / closed.
+  ConnId Connect(std::string peer, Now now);
+  void Disconnect(ConnId id, Now now);
+  // Applies one decoded message. Returns the rejection when the message is refused by the
+  // daemon's state (no hello, identity mismatch, limits); the caller counts it via Reject().
+  std::optional<wire::DecodeError> Apply(ConnId id, wire::Message&& m, Now now);
+  // Counts a rejected frame.
+  void Reject(wire::RejectReason reason);
+  // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
+  void Sweep(Now now);
+
+  // Prometheus text exposition of every series, written to `out` as it is produced (no copy of
+  // the whole text: with thousands of loops it is tens of MiB).
+  void WriteMetrics(std::ostream& out, Now now);
+  std::string MetricsText(Now now);
+  nlohmann::json LoopsJson(Now now) const;
+  nlohmann::json StallsJson(const StallQuery& q, Now now) const;
+  nlohmann::json StacksJson() const;
+  std::string StacksFolded() const;
+
+  size_t connections() const { return conns_.size(); }
+  size_t loops() const { return loops_.size(); }
+  size_t silent_agents() const;
+  uint64_t rejected(wire::RejectReason reason) const;
+
+ private:
+  struct Metrics;      // the daemon's own prometheus-cpp series (registry.cc only)
+  struct ProcMetrics;  // one process's series, in a registry of their own
+  struct LoopSeries;
+  using ProcKey = std::pair<std::string, int64_t>;                // service, pid
+  using LoopKey = std::tuple<std::string, int64_t, std::string>;  // service, pid, loop
+
+  struct Conn {
+    std::string peer;
+    std::optional<wire::Hello> hello;
+    int64_t last_frame_mono_ns = 0;
+    bool silent = false;
+  };
+  struct Proc {
+    std::string host, executable, agent_version;
+    int connections = 0;
+    int64_t gone_since_mono_ns = 0;  // 0 while connected
+    uint64_t last_dropped = 0;
+    std::shared_ptr<ProcMetrics> metrics;
+    prometheus::Counter* dropped_counter = nullptr;
+  };
+  struct Loop {
+    int64_t last_seen_unix_ns = 0;
+    std::optional<DelayFinding> last_window;  // buckets cleared
+    std::optional<StallFinding> ongoing;
+    uint64_t max_closed_id = 0;
+    uint64_t counted_stalls = 0;
+    uint64_t last_stack_samples = 0, last_suppressed = 0;
+    std::unique_ptr<LoopSeries> series;
+  };
+  struct StackAgg {
+    std::string service;
+    Stack stack;  // samples = merged count
+  };
+
+  Loop* FindOrAddLoop(const std::string& service, int64_t pid, const std::string& loop,
+                      wire::DecodeError* err);
+  void ApplyStall(const Conn& c, StallFinding&& f, Loop& l, Now now);
+  void ApplyDelay(const Conn& c, DelayFinding&& f, Loop& l, Now now);
+  void MergeStacks(const std::string& service, const StallFinding* before,
+                   const StallFinding& after);
+  void RemoveProc(const ProcKey& key);
+  nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
+
+  RegistryOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  ConnId next_conn_ = 1;
+  std::map<ConnId, Conn> conns_;
+  std::map<ProcKey, Proc> procs_;
+  std::map<LoopKey, Loop> loops_;
+  std::deque<std::pair<StallFinding, size_t>>
+      recent_;  // closed stalls (and their size), oldest first
+  size_t recent_bytes_ = 0;
+  std::map<std::string, StackAgg> stacks_;  // by folded stack
+  size_t stacks_bytes_ = 0;
+  uint64_t stacks_overflow_ = 0;
+};
+
+}  // namespace stallwatch::daemon

@@ -1,0 +1,198 @@
+#include "sockets.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace stallwatch::daemon {
+namespace {
+
+std::string Errno(int e) { return std::strerror(e); }
+
+Status MakeDirs(const std::string& dir) {
+  if (dir.empty() || dir == "/") return OkStatus();
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      return FailedPreconditionError(dir + " exists and is not a directory");
+    return OkStatus();
+  }
+  const size_t slash = dir.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    if (Status s = MakeDirs(dir.substr(0, slash)); !s.ok()) return s;
+  }
+  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    const int e = errno;
+    Status st_err(
+        e == EACCES || e == EPERM ? StatusCode::kPermissionDenied : StatusCode::kFailedPrecondition,
+        "cannot create directory " + dir + ": " + Errno(e));
+    return st_err;
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<HostPort> ParseHostPort(const std::string& text, const std::string& flag,
+                                 const std::string& default_host) {
+  const std::string form = "bad " + flag + " '" + text +
+                           "': expected HOST:PORT, [IPv6]:PORT or PORT, e.g. 127.0.0.1:9466";
+  HostPort hp;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return InvalidArgumentError(form);
+    }
+    hp.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos) {
+      hp.host = default_host;
+      port = text;
+    } else {
+      hp.host = colon == 0 ? default_host : text.substr(0, colon);
+      port = text.substr(colon + 1);
+    }
+  }
+  if (hp.host.empty() || port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos) {
+    return InvalidArgumentError(form);
+  }
+  hp.port = std::stoi(port);
+  if (hp.port > 65535) return InvalidArgumentError(form);
+  return hp;
+}
+
+StatusOr<int> ListenTcp(const HostPort& address, const std::string& flag) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(address.port);
+  if (int rc = ::getaddrinfo(address.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    return InvalidArgumentError(flag + ": cannot resolve '" + address.host +
+                                "': " + ::gai_strerror(rc) + "; expected HOST:PORT");
+  }
+  Status last = UnavailableError(flag + ": no usable address for " + address.host);
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      last = UnavailableError(flag + ": socket: " + Errno(errno));
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, 512) != 0) {
+      const int e = errno;
+      ::close(fd);
+      const std::string where = address.host + ":" + port;
+      if (e == EADDRINUSE) {
+        last = Status(StatusCode::kAlreadyExists,
+                      flag + " " + where + ": address already in use (another stallwatchd?)");
+      } else if (e == EACCES) {
+        last = PermissionDeniedError(flag + " " + where + ": permission denied");
+      } else if (e == EADDRNOTAVAIL) {
+        last = InvalidArgumentError(flag + " " + where + ": not an address of this host");
+      } else {
+        last = UnavailableError(flag + " " + where + ": " + Errno(e));
+      }
+      continue;
+    }
+    ::freeaddrinfo(res);
+    return fd;
+  }
+  ::freeaddrinfo(res);
+  return last;
+}
+
+StatusOr<int> ListenUnix(const std::string& path, unsigned mode) {
+  sockaddr_un sa{};
+  if (path.empty() || path[0] != '/') {
+    return InvalidArgumentError("bad --agent-socket '" + path + "': expected an absolute path");
+  }
+  if (path.size() >= sizeof(sa.sun_path)) {
+    return InvalidArgumentError("bad --agent-socket '" + path + "': longer than " +
+                                std::to_string(sizeof(sa.sun_path) - 1) + " bytes");
+  }
+  const std::string dir = path.substr(0, path.rfind('/'));
+  if (Status s = MakeDirs(dir); !s.ok()) return s;
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return FailedPreconditionError(
+          "--agent-socket " + path +
+          " exists and is not a socket; remove it or choose another path");
+    }
+    // A live daemon answers; a stale socket of a dead one refuses and is replaced.
+    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+      const bool live =
+          ::connect(probe, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 || errno == EAGAIN;
+      ::close(probe);
+      if (live) {
+        return Status(StatusCode::kAlreadyExists,
+                      "--agent-socket " + path + " is in use by a running daemon");
+      }
+    }
+    if (::unlink(path.c_str()) != 0) {
+      const int e = errno;
+      return PermissionDeniedError("--agent-socket " + path +
+                                   ": cannot remove the stale socket: " + Errno(e));
+    }
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return UnavailableError("--agent-socket: socket: " + Errno(errno));
+  // Create it with no access, then open it up to `mode`: no window where it is wider.
+  const mode_t old_umask = ::umask(0777);
+  const int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  const int bind_errno = errno;
+  ::umask(old_umask);
+  if (rc != 0) {
+    ::close(fd);
+    if (bind_errno == EACCES || bind_errno == EPERM || bind_errno == EROFS) {
+      return PermissionDeniedError("--agent-socket " + path + ": " + Errno(bind_errno));
+    }
+    return UnavailableError("--agent-socket " + path + ": bind: " + Errno(bind_errno));
+  }
+  if (::chmod(path.c_str(), mode) != 0 || ::listen(fd, 512) != 0) {
+    const int e = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return UnavailableError("--agent-socket " + path + ": " + Errno(e));
+  }
+  return fd;
+}
+
+uint64_t PathInode(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+void UnlinkUnix(const std::string& path, uint64_t inode) {
+  if (inode != 0 && PathInode(path) == inode) ::unlink(path.c_str());
+}
+
+int LocalPort(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+}  // namespace stallwatch::daemon

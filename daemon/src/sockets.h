@@ -1,0 +1,39 @@
+#pragma once
+// The daemon's listening sockets: address parsing, bind/listen with clear errors. All of the
+// daemon's socket and filesystem system calls live here.
+//
+// Threading: plain functions, called during start-up and shutdown on the main thread.
+
+#include <cstdint>
+#include <string>
+
+#include "stallwatch/status.h"
+
+namespace stallwatch::daemon {
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+// "HOST:PORT", "[v6]:PORT", ":PORT" or "PORT" (host = default_host). Port 0 = any free port.
+StatusOr<HostPort> ParseHostPort(const std::string& text, const std::string& flag,
+                                 const std::string& default_host);
+
+// A non-blocking, close-on-exec TCP listening socket bound to the address.
+StatusOr<int> ListenTcp(const HostPort& address, const std::string& flag);
+
+// A non-blocking Unix stream listening socket at `path`: creates missing parent directories
+// (mode 0750), replaces a stale socket left by a dead daemon, refuses a path in use by a live
+// one or that is not a socket, and sets the socket's mode to `mode`.
+StatusOr<int> ListenUnix(const std::string& path, unsigned mode);
+
+// The inode of the file at `path` (0 if none): identifies the socket we bound.
+uint64_t PathInode(const std::string& path);
+// Removes the socket file if it is still the one we bound (same inode).
+void UnlinkUnix(const std::string& path, uint64_t inode);
+
+// The local port of a bound TCP socket (0 on error).
+int LocalPort(int fd);
+
+}  // namespace stallwatch::daemon

@@ -1,0 +1,238 @@
+// stallwatchd + an instrumented program + Prometheus, all real processes on loopback. The test
+// starts each process itself and stops only those (by pid).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+constexpr const char* kPrometheus = "/usr/bin/prometheus";
+constexpr const char* kPromtool = "/usr/bin/promtool";
+
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  socklen_t len = sizeof(sa);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  ::close(fd);
+  return ntohs(sa.sin_port);
+}
+
+// A child process with its output in a log file; killed (SIGTERM, then SIGKILL) on destruction.
+class Child {
+ public:
+  Child(std::vector<std::string> argv, const std::string& log,
+        std::vector<std::pair<std::string, std::string>> env = {}) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  ~Child() { Stop(); }
+  pid_t pid() const { return pid_; }
+  // Waits for exit within timeout; returns the exit status or -1.
+  int Wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return -1;
+  }
+  int Stop() {
+    if (pid_ <= 0) return 0;
+    ::kill(pid_, SIGTERM);
+    int rc = Wait(10s);
+    if (rc < 0 && pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      rc = Wait(5s);
+    }
+    return rc;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+std::string HttpGet(int port, const std::string& path, int* status = nullptr) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string all;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[65536];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) all.append(buf, n);
+  }
+  ::close(fd);
+  const size_t end = all.find("\r\n\r\n");
+  if (status) *status = all.size() > 12 ? std::atoi(all.c_str() + 9) : 0;
+  return end == std::string::npos ? "" : all.substr(end + 4);
+}
+
+std::string UrlEncode(const std::string& s) {
+  std::string out;
+  char b[4];
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '_' || c == '-' || c == '.') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      std::snprintf(b, sizeof(b), "%%%02X", c);
+      out += b;
+    }
+  }
+  return out;
+}
+
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(250ms);
+  }
+  return pred();
+}
+
+// Result vector of an instant query, or an empty array.
+json Query(int port, const std::string& promql) {
+  const std::string body = HttpGet(port, "/api/v1/query?query=" + UrlEncode(promql));
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || j.value("status", "") != "success") return json::array();
+  return j["data"]["result"];
+}
+
+double Value(const json& sample) { return std::stod(sample["value"][1].get<std::string>()); }
+
+TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
+  if (::access(kPrometheus, X_OK) != 0 || ::access(kPromtool, X_OK) != 0) {
+    GTEST_SKIP() << "needs Debian's prometheus package (" << kPrometheus << ", " << kPromtool
+                 << ")";
+  }
+  char tmpl[] = "/tmp/swe2e.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string sock = dir + "/run/agent.sock";
+  const int http_port = FreePort();
+  const int prom_port = FreePort();
+
+  Child daemon({SW_STALLWATCHD, "--agent-socket", sock, "--http-listen",
+                "127.0.0.1:" + std::to_string(http_port), "--log-level", "debug"},
+               dir + "/stallwatchd.log");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        int st = 0;
+        return HttpGet(http_port, "/healthz", &st) == "ok\n" && st == 200;
+      },
+      20s))
+      << "stallwatchd did not come up; see " << dir << "/stallwatchd.log";
+
+  {
+    std::ofstream cfg(dir + "/prometheus.yml");
+    cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        << "scrape_configs:\n  - job_name: stallwatch\n    static_configs:\n"
+        << "      - targets: ['127.0.0.1:" << http_port << "']\n";
+  }
+  Child prometheus(
+      {kPrometheus, "--config.file=" + dir + "/prometheus.yml",
+       "--storage.tsdb.path=" + dir + "/data",
+       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port), "--log.level=warn"},
+      dir + "/prometheus.log");
+
+  // The instrumented program: one 300 ms CPU stall and one 200 ms sleep on its loop.
+  Child demo({SW_STALL_DEMO}, dir + "/stall_demo.log",
+             {{"STALLWATCH_ENDPOINT", "unix:" + sock}, {"STALLWATCH_SERVICE", "e2e_demo"}});
+  EXPECT_EQ(demo.Wait(60s), 0) << "see " << dir << "/stall_demo.log";
+
+  // Prometheus scraped the daemon and holds the stalls by class.
+  json stalls;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        json sum = Query(prom_port, "sum(stallwatch_stalls_total{service=\"e2e_demo\"})");
+        return sum.size() == 1 && Value(sum[0]) >= 2;
+      },
+      90s))
+      << "Prometheus never saw both stalls; logs in " << dir;
+  stalls = Query(prom_port, "stallwatch_stalls_total{service=\"e2e_demo\"} > 0");
+  std::set<std::string> classes;
+  double total = 0;
+  for (const auto& s : stalls) {
+    classes.insert(s["metric"]["class"].get<std::string>());
+    total += Value(s);
+  }
+  // The two injected stalls; a loaded machine may add a short starved one (startup).
+  EXPECT_GE(total, 2.0) << stalls.dump();
+  EXPECT_TRUE(classes.count("blocked")) << stalls.dump();
+  // The CPU burn is "cpu", or "starved" when the machine's other work kept it off the CPU.
+  EXPECT_TRUE(classes.count("cpu") || classes.count("starved")) << stalls.dump();
+
+  // The delay histogram: the stalls' late ticks show above 100 ms.
+  json slow = Query(prom_port,
+                    "sum(stallwatch_loop_delay_seconds_count{service=\"e2e_demo\"}) - "
+                    "sum(stallwatch_loop_delay_seconds_bucket{service=\"e2e_demo\",le=\"0.1\"})");
+  ASSERT_EQ(slow.size(), 1u) << slow.dump();
+  EXPECT_GT(Value(slow[0]), 0.0);
+  json p100 = Query(prom_port,
+                    "histogram_quantile(1, sum by (le) "
+                    "(stallwatch_loop_delay_seconds_bucket{service=\"e2e_demo\"}))");
+  ASSERT_EQ(p100.size(), 1u) << p100.dump();
+  EXPECT_GE(Value(p100[0]), 0.1);
+  json duration = Query(prom_port, "stallwatch_stall_duration_seconds_count{service=\"e2e_demo\"}");
+  ASSERT_EQ(duration.size(), 1u);
+  EXPECT_EQ(Value(duration[0]), total) << "every counted stall has its duration observed";
+
+  // promtool accepts the exposition.
+  {
+    std::ofstream out(dir + "/metrics.txt");
+    out << HttpGet(http_port, "/metrics");
+  }
+  const std::string cmd = std::string(kPromtool) + " check metrics < " + dir + "/metrics.txt > " +
+                          dir + "/promtool.log 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "see " << dir << "/promtool.log";
+
+  EXPECT_EQ(prometheus.Stop(), 0);
+  EXPECT_EQ(daemon.Stop(), 0) << "SIGTERM stops stallwatchd cleanly";
+  struct stat st {};
+  EXPECT_NE(::lstat(sock.c_str(), &st), 0) << "the daemon removed its socket";
+  if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir);
+}
+
+}  // namespace

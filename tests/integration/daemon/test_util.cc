@@ -1,0 +1,195 @@
+#include "test_util.h"
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+
+namespace stallwatch::daemon::testing {
+
+HttpResponse HttpGet(int port, const std::string& path) {
+  HttpResponse r;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return r;
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ::close(fd);
+    return r;
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return r;
+  }
+  std::string all;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  const size_t sp = all.find(' ');
+  const size_t end = all.find("\r\n\r\n");
+  if (sp == std::string::npos || end == std::string::npos) return r;
+  r.status = std::atoi(all.c_str() + sp + 1);
+  r.body = all.substr(end + 4);
+  return r;
+}
+
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+std::optional<double> MetricValue(const std::string& exposition, const std::string& name,
+                                  const std::vector<std::string>& labels) {
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.compare(0, name.size(), name) != 0) continue;
+    const char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != '{' && next != ' ') continue;
+    bool all = true;
+    for (const auto& l : labels) all = all && line.find(l) != std::string::npos;
+    if (!all) continue;
+    const size_t sp = line.rfind(' ');
+    return std::strtod(line.c_str() + sp + 1, nullptr);
+  }
+  return std::nullopt;
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/swtest.XXXXXX";
+  path_ = ::mkdtemp(tmpl) ? tmpl : "/tmp/swtest.fallback";
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+DaemonThread::DaemonThread(DaemonOptions options) {
+  options.handle_signals = false;
+  if (options.http_listen == kDefaultHttpListen) options.http_listen = "127.0.0.1:0";
+  std::promise<void> ready;
+  auto started = ready.get_future();
+  thread_ = std::thread([this, options, &ready] {
+    auto d = Daemon::Create(options);
+    if (!d.ok()) {
+      error_ = d.status().message();
+      ready.set_value();
+      return;
+    }
+    daemon_ = d->get();
+    http_port_ = daemon_->http_port();
+    ok_ = true;
+    ready.set_value();
+    (void)daemon_->Run();
+    daemon_ = nullptr;
+  });
+  started.wait();
+}
+
+DaemonThread::~DaemonThread() {
+  if (daemon_) daemon_->Stop();
+  thread_.join();
+}
+
+namespace {
+void KeepAlive(evutil_socket_t, short, void*) {}
+void RunPosted(evutil_socket_t, short, void* arg) {
+  std::unique_ptr<std::function<void()>> fn(static_cast<std::function<void()>*>(arg));
+  (*fn)();
+}
+const int kThreads = evthread_use_pthreads();
+}  // namespace
+
+LoopThread::LoopThread() {
+  (void)kThreads;
+  base_ = event_base_new();
+  keepalive_ = event_new(base_, -1, EV_PERSIST, &KeepAlive, nullptr);
+  const timeval tv{0, 100000};
+  event_add(keepalive_, &tv);
+}
+
+LoopThread::~LoopThread() {
+  Stop();
+  event_free(keepalive_);
+  event_base_free(base_);
+}
+
+void LoopThread::Start() {
+  thread_ = std::thread([this] { event_base_dispatch(base_); });
+}
+
+void LoopThread::Stop() {
+  if (!thread_.joinable()) return;
+  event_base_loopbreak(base_);
+  thread_.join();
+}
+
+void LoopThread::Post(std::function<void()> fn) {
+  auto* p = new std::function<void()>(std::move(fn));
+  const timeval zero{0, 0};
+  event_base_once(base_, -1, EV_TIMEOUT, &RunPosted, p, &zero);
+}
+
+RawClient::RawClient(const std::string& socket_path) {
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, socket_path.c_str(), sizeof(sa.sun_path) - 1);
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) Close();
+}
+
+RawClient::~RawClient() { Close(); }
+
+bool RawClient::Write(const std::string& bytes) {
+  if (fd_ < 0) return false;
+  return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+         static_cast<ssize_t>(bytes.size());
+}
+
+bool RawClient::ClosedByPeer(std::chrono::milliseconds timeout) {
+  if (fd_ < 0) return true;
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+  char c;
+  return ::recv(fd_, &c, 1, MSG_DONTWAIT) <= 0;
+}
+
+void RawClient::Close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+int64_t RssBytes() {
+  std::ifstream in("/proc/self/statm");
+  int64_t pages = 0, rss = 0;
+  in >> pages >> rss;
+  return rss * ::sysconf(_SC_PAGESIZE);
+}
+
+}  // namespace stallwatch::daemon::testing
