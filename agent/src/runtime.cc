@@ -611,7 +611,13 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
     Stack st;
     st.samples = a->count;
     st.method = a->method;
-    for (const auto& rf : a->frames) st.frames.push_back(unwinder_.Symbolize(rf));
+    for (const auto& rf : a->frames) {
+      Frame fr = unwinder_.Symbolize(rf);
+      // The agent's own frames (its wrappers of the dispatch functions) say nothing about the
+      // host: leave them out.
+      if (agent::internal::Unwinder::IsOwnModule(fr.module)) continue;
+      st.frames.push_back(std::move(fr));
+    }
     f.stacks.push_back(std::move(st));
   }
   f.samples_failed = t.samples_failed;

@@ -5,6 +5,7 @@
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -283,9 +284,12 @@ bool Unwinder::IsOwnModule(const std::string& path) {
     return std::string();
   }();
   if (own.empty() || path.empty()) return false;
-  char real[4096];
-  const char* p = realpath(path.c_str(), real) != nullptr ? real : path.c_str();
-  return own == p;
+  if (path == own) return true;
+  // Module paths from libdw are those of /proc/self/maps (already resolved); compare the file
+  // names' identity only when the strings differ.
+  struct stat a {}, b {};
+  return ::stat(path.c_str(), &a) == 0 && ::stat(own.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
 }
 
 Frame Unwinder::Symbolize(const RawFrame& f) {

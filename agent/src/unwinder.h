@@ -55,6 +55,8 @@ class Unwinder {
   [[nodiscard]] StatusOr<std::vector<RawFrame>> Unwind(const UnwindInput& in,
                                                        size_t max_frames = 64);
   Frame Symbolize(const RawFrame& f);
+  // Whether an ELF path is the agent's own library (libstallwatch or the preload shim).
+  static bool IsOwnModule(const std::string& path);
   // Re-reads the module list (after dlopen); rate-limited by the caller.
   void Refresh();
 
@@ -64,8 +66,6 @@ class Unwinder {
  private:
   // Loads every module's symbols, CFI and DWARF index now (see Init).
   void Warm(const std::atomic<bool>* cancel = nullptr);
-  // Whether an ELF path is the agent's own library (libstallwatch or the preload shim).
-  static bool IsOwnModule(const std::string& path);
   // The symbol name at pc from the ELF symbol table only (cheap; mangled).
   std::string FunctionName(uint64_t pc);
   // One unwind attempt; returns dwfl_getthread_frames' result (0: reached the outermost frame).
