@@ -1,0 +1,224 @@
+// stallwatch: the command-line tool. The only file that includes CLI11 (slow to compile);
+// everything it runs lives in sw_cli.
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "load.h"
+#include "server.h"
+#include "stallwatch/common/duration.h"
+
+namespace sw = stallwatch;
+namespace cli = stallwatch::cli;
+
+namespace {
+
+std::atomic<bool> g_cancel{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+// Async-signal safe.
+void OnCancelSignal(int) { g_cancel.store(true); }
+
+void InstallCancelHandler() {
+  struct sigaction sa {};
+  sa.sa_handler = &OnCancelSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Validates a duration flag ("500ms", "2s", "1m").
+const CLI::Validator kDuration(
+    [](std::string& s) -> std::string {
+      auto d = sw::ParseDuration(s);
+      return d.ok() ? std::string() : d.status().message();
+    },
+    "DURATION", "duration");
+
+std::chrono::nanoseconds Dur(const std::string& s) { return *sw::ParseDuration(s); }
+
+int Fail(const std::string& cmd, const sw::Status& st) {
+  std::fprintf(stderr, "stallwatch %s: %s\n", cmd.c_str(), st.message().c_str());
+  return 1;
+}
+
+struct ServeFlags {
+  std::string bind = "127.0.0.1";
+  int port = 8888;
+  int workers = 5;
+  std::string threshold;
+  std::string endpoint;
+  std::string upstream;
+  std::string upstream_delay = "500ms";
+  std::string service;
+  bool no_agent = false;
+  bool log_requests = false;
+};
+
+void AddServe(CLI::App& app, ServeFlags& f) {
+  CLI::App* s =
+      app.add_subcommand("serve", "Run the bundled libevent HTTP server with the agent attached");
+  s->add_option("--port", f.port, "TCP port (0: any free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  s->add_option("--bind", f.bind, "Address to listen on")->capture_default_str();
+  s->add_option("--workers", f.workers, "Threads of the /offload pool")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  s->add_option("--threshold", f.threshold,
+                "Stall threshold (default: STALLWATCH_THRESHOLD, else 50ms)")
+      ->check(kDuration);
+  s->add_option("--endpoint", f.endpoint,
+                "Where the agent reports: unix:/path, tcp:host:port, file:/path, stderr, off "
+                "(default: STALLWATCH_ENDPOINT, else the daemon's socket)");
+  s->add_option("--upstream", f.upstream,
+                "host:port of the slow upstream for /upstream-* (default: start one on loopback)");
+  s->add_option("--upstream-delay", f.upstream_delay,
+                "How long the bundled upstream takes to answer")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_option("--service", f.service,
+                "Service name in findings (default: STALLWATCH_SERVICE or program name)");
+  s->add_flag("--no-agent", f.no_agent, "Do not attach the agent (for overhead comparisons)");
+  s->add_flag("--log-requests", f.log_requests, "Print each request's URI on stderr");
+  s->footer(
+      "Routes:\n"
+      "  /                      hello world\n"
+      "  /block?ms=500          sleeps on the loop (stalls it: class blocked)\n"
+      "  /cpu?ms=500            burns CPU on the loop (stalls it: class cpu)\n"
+      "  /async?ms=500          waits with a loop timer (no stall)\n"
+      "  /offload?ms=500        sleeps on a worker thread, answers from the loop (no stall)\n"
+      "  /upstream-blocking     calls the slow upstream with a blocking socket (stalls)\n"
+      "  /upstream-async        calls it with libevent's HTTP client (no stall)\n"
+      "  /control/block?duration=200ms&period=1s&kind=cpu|sleep   periodic deliberate stall\n"
+      "  /control/unblock       stops it\n"
+      "Examples:\n"
+      "  stallwatch serve --endpoint stderr\n"
+      "  stallwatch serve --port 9000 --workers 10 --threshold 20ms\n"
+      "  curl 'http://127.0.0.1:8888/block?ms=300'\n"
+      "Stop with Ctrl-C (SIGINT) or SIGTERM: pending requests get 503, then it exits.");
+  s->callback([&f]() {
+    cli::ServerOptions o;
+    o.bind = f.bind;
+    o.port = f.port;
+    o.workers = f.workers;
+    if (!f.threshold.empty()) o.stall_threshold = Dur(f.threshold);
+    o.endpoint = f.endpoint;
+    o.upstream = f.upstream;
+    o.upstream_delay = std::chrono::duration_cast<std::chrono::milliseconds>(Dur(f.upstream_delay));
+    o.service = f.service;
+    o.attach_agent = !f.no_agent;
+    o.handle_signals = true;
+    o.log_requests = f.log_requests;
+    auto server = cli::Server::Create(o);
+    if (!server.ok()) throw CLI::RuntimeError(Fail("serve", server.status()));
+    std::fprintf(stderr,
+                 "stallwatch serve: listening on http://%s:%d (upstream 127.0.0.1:%d, %d workers, "
+                 "agent %s)\n",
+                 f.bind.c_str(), (*server)->port(), (*server)->upstream_port(), f.workers,
+                 f.no_agent
+                     ? "off"
+                     : (f.endpoint.empty() ? "endpoint from environment" : f.endpoint.c_str()));
+    if (sw::Status st = (*server)->Run(); !st.ok()) throw CLI::RuntimeError(Fail("serve", st));
+  });
+}
+
+struct LoadFlags {
+  std::string url;
+  uint64_t requests = 0;
+  int concurrency = 10;
+  int threads = 1;
+  std::string duration;
+  std::string timeout = "30s";
+  double rate = 0;
+  std::string max_time = "5m";
+  bool json = false;
+};
+
+void AddLoad(CLI::App& app, LoadFlags& f) {
+  CLI::App* s =
+      app.add_subcommand("load", "Send HTTP load to a URL and report QPS, latency and errors");
+  s->add_option("url", f.url, "Target, http://host[:port][/path]")->required();
+  s->add_option("-n,--requests", f.requests, "Number of requests (0: bounded by --duration only)");
+  s->add_option("-c,--concurrency", f.concurrency, "Connections (keep-alive)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  s->add_option("-t,--threads", f.threads, "Client threads, each with its own loop")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  s->add_option("-d,--duration", f.duration, "Run for this long (default 10s when -n is not given)")
+      ->check(kDuration);
+  s->add_option("--timeout", f.timeout, "Per-request timeout (counted as an error)")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_option("-r,--rate", f.rate,
+                "Fixed rate in requests/s over all connections; latency is measured from the "
+                "scheduled send time (no coordinated omission)")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--max-time", f.max_time, "Hard time limit of a run bounded by -n")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_flag("--json", f.json, "Print the result as one JSON object");
+  s->footer(
+      "The run stops at -n requests or --duration, whichever comes first; a run given only -n "
+      "stops after --max-time anyway.\n"
+      "QPS = completed responses / (last response - first request).\n"
+      "Examples:\n"
+      "  stallwatch load http://127.0.0.1:8888/ -c 50 -d 10s\n"
+      "  stallwatch load 'http://127.0.0.1:8888/block?ms=500' -n 20 -c 5\n"
+      "  stallwatch load http://127.0.0.1:8888/async -c 20 --rate 30 -d 10s --json");
+  s->callback([&f]() {
+    cli::LoadOptions o;
+    o.url = f.url;
+    o.requests = f.requests;
+    o.concurrency = f.concurrency;
+    o.threads = f.threads;
+    if (!f.duration.empty()) o.duration = Dur(f.duration);
+    o.timeout = Dur(f.timeout);
+    o.rate = f.rate;
+    o.max_time = Dur(f.max_time);
+    if (sw::Status st = cli::ValidateLoadOptions(o); !st.ok())
+      throw CLI::RuntimeError(Fail("load", st));
+    InstallCancelHandler();
+    auto r = cli::RunLoad(o, &g_cancel);
+    if (!r.ok()) throw CLI::RuntimeError(Fail("load", r.status()));
+    if (f.json) {
+      std::cout << cli::LoadResultToJson(*r).dump() << "\n";
+    } else {
+      std::cout << cli::FormatLoadText(*r);
+    }
+    if (r->completed == 0 && r->errors() > 0) throw CLI::RuntimeError(1);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"stallwatch: find what stalls your libevent loops"};
+  app.require_subcommand(1, 1);
+  app.footer(
+      "Examples:\n"
+      "  stallwatch serve                          bundled server on :8888 with the agent\n"
+      "  stallwatch load http://127.0.0.1:8888/ -c 50 -d 10s\n"
+      "  stallwatch experiment --quick             block vs async vs thread pool, measured\n"
+      "  stallwatch block --duration 200ms         make a running server stall periodically\n"
+      "  stallwatch stalls                         recent and ongoing stalls from stallwatchd\n"
+      "Run 'stallwatch <command> --help' for a command's flags and examples.");
+  ServeFlags serve;
+  LoadFlags load;
+  AddServe(app, serve);
+  AddLoad(app, load);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return 0;
+}
