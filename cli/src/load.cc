@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -152,10 +153,10 @@ struct Shared {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   std::string request;
+  std::string warmup_request;  // "" without warm-up
   std::atomic<uint64_t> issued{0};
-  int64_t start_ns = 0;
-  int64_t send_deadline_ns = 0;  // no new request after this
-  int64_t end_ns = 0;            // the run ends here at the latest
+  int64_t send_for_ns = 0;   // no new request after start + this
+  int64_t end_after_ns = 0;  // the run ends at start + this at the latest
   const std::atomic<bool>* cancel = nullptr;
 };
 
@@ -181,6 +182,7 @@ struct Conn {
   Head head;
   int64_t sent_ns = 0;   // when the request was written (timeouts)
   int64_t sched_ns = 0;  // when it was meant to be sent (latency)
+  bool warmup = false;   // this exchange is the uncounted warm-up
 };
 
 class Worker {
@@ -210,12 +212,19 @@ class Worker {
   void Run() {
     const timeval sweep{0, 20'000};
     event_add(sweep_, &sweep);
-    const int64_t left = std::max<int64_t>(s_->end_ns - MonotonicNanos(), 0);
-    const timeval end{static_cast<time_t>(left / 1'000'000'000),
-                      static_cast<suseconds_t>(left % 1'000'000'000 / 1000)};
-    event_add(end_, &end);
     active_ = static_cast<int>(conns_.size());
-    for (auto& c : conns_) Next(&c);
+    if (!s_->warmup_request.empty()) {
+      // The warm-up is bounded by the timeout (sweep) and the run's own end.
+      AddEndTimer(MonotonicNanos() + s_->end_after_ns);
+      warm_left_ = active_;
+      for (auto& c : conns_) {
+        c.warmup = true;
+        c.sched_ns = MonotonicNanos();
+        Send(&c);
+      }
+    } else {
+      BeginRun();
+    }
     if (active_ > 0) event_base_dispatch(base_);
     for (auto& c : conns_) {
       if (c.state == Conn::State::kConnecting || c.state == Conn::State::kSending ||
@@ -223,6 +232,29 @@ class Worker {
         ++r_.abandoned;
       }
     }
+  }
+
+  void BeginRun() {
+    start_ns_ = MonotonicNanos();
+    send_deadline_ns_ = start_ns_ + s_->send_for_ns;
+    AddEndTimer(start_ns_ + s_->end_after_ns);
+    for (auto& c : conns_) {
+      if (c.state != Conn::State::kDone) Next(&c);
+    }
+  }
+
+  void AddEndTimer(int64_t at_ns) {
+    const int64_t left = std::max<int64_t>(at_ns - MonotonicNanos(), 0);
+    const timeval end{static_cast<time_t>(left / 1'000'000'000),
+                      static_cast<suseconds_t>(left % 1'000'000'000 / 1000)};
+    event_add(end_, &end);
+  }
+
+  // A connection finished (or failed) its warm-up exchange.
+  void WarmedUp(Conn* c) {
+    c->warmup = false;
+    c->state = Conn::State::kIdle;
+    if (--warm_left_ == 0) BeginRun();
   }
 
   LoadResult& result() { return r_; }
@@ -234,14 +266,14 @@ class Worker {
   void Next(Conn* c) {
     const int64_t now = MonotonicNanos();
     if ((s_->cancel != nullptr && s_->cancel->load(std::memory_order_relaxed)) ||
-        now >= s_->send_deadline_ns ||
+        now >= send_deadline_ns_ ||
         (s_->o->requests != 0 && s_->issued.fetch_add(1) >= s_->o->requests)) {
       Retire(c);
       return;
     }
     if (rate_ > 0) {
       const int64_t sched =
-          s_->start_ns + static_cast<int64_t>(static_cast<double>(rate_seq_++) * 1e9 / rate_);
+          start_ns_ + static_cast<int64_t>(static_cast<double>(rate_seq_++) * 1e9 / rate_);
       c->sched_ns = sched;
       if (sched > now) {
         c->state = Conn::State::kWaitingSlot;
@@ -264,7 +296,7 @@ class Worker {
   }
 
   void Send(Conn* c) {
-    if (first_send_ns_ == 0) first_send_ns_ = std::max(c->sched_ns, s_->start_ns);
+    if (first_send_ns_ == 0 && !c->warmup) first_send_ns_ = std::max(c->sched_ns, start_ns_);
     c->sent = 0;
     c->in.clear();
     c->head = Head{};
@@ -290,7 +322,7 @@ class Worker {
   }
 
   void Write(Conn* c) {
-    const std::string& req = s_->request;
+    const std::string& req = c->warmup ? s_->warmup_request : s_->request;
     while (c->sent < req.size()) {
       const ssize_t n = send(c->fd, req.data() + c->sent, req.size() - c->sent, MSG_NOSIGNAL);
       if (n > 0) {
@@ -366,6 +398,10 @@ class Worker {
   }
 
   void Complete(Conn* c, bool eof) {
+    if (c->warmup) {
+      if (eof || c->head.close) CloseConn(c);
+      return WarmedUp(c);
+    }
     const int64_t now = MonotonicNanos();
     const int64_t lat = std::max<int64_t>(now - c->sched_ns, 0);
     r_.latency.Add(static_cast<uint64_t>(lat));
@@ -383,6 +419,10 @@ class Worker {
 
   void Fail(Conn* c, uint64_t* counter) {
     ++*counter;
+    if (c->warmup) {
+      CloseConn(c);
+      return WarmedUp(c);
+    }
     last_done_ns_ = MonotonicNanos();
     CloseConn(c);
     c->state = Conn::State::kIdle;
@@ -445,6 +485,9 @@ class Worker {
   event* end_ = nullptr;
   std::vector<Conn> conns_;
   int active_ = 0;
+  int warm_left_ = 0;
+  int64_t start_ns_ = 0;
+  int64_t send_deadline_ns_ = INT64_MAX;
   LoadResult r_;
   int64_t first_send_ns_ = 0;
   int64_t last_done_ns_ = 0;
@@ -544,17 +587,20 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
   std::string host_header =
       url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
   if (url.port != 80) host_header += ":" + port;
-  s.request = "GET " + url.path + " HTTP/1.1\r\nHost: " + host_header +
-              "\r\nUser-Agent: stallwatch-load\r\nAccept: */*\r\n\r\n";
+  auto request = [&](const std::string& path) {
+    return "GET " + path + " HTTP/1.1\r\nHost: " + host_header +
+           "\r\nUser-Agent: stallwatch-load\r\nAccept: */*\r\n\r\n";
+  };
+  s.request = request(url.path);
+  if (!o.warmup_path.empty()) s.warmup_request = request(o.warmup_path);
 
   LoadOptions eff = o;
   if (eff.requests == 0 && eff.duration.count() == 0) eff.duration = std::chrono::seconds(10);
   s.o = &eff;
-  s.start_ns = MonotonicNanos();
-  const int64_t bound = eff.duration.count() > 0 ? eff.duration.count() : eff.max_time.count();
-  s.send_deadline_ns = s.start_ns + bound;
+  const int64_t started = MonotonicNanos();
+  s.send_for_ns = eff.duration.count() > 0 ? eff.duration.count() : eff.max_time.count();
   // A count-bound run waits for its last answers (up to the timeout) within max_time.
-  s.end_ns = eff.duration.count() > 0 ? s.send_deadline_ns : s.start_ns + eff.max_time.count();
+  s.end_after_ns = s.send_for_ns;
 
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < eff.threads; ++i) {
@@ -592,7 +638,7 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
       first = w->first_send_ns();
     last = std::max(last, w->last_done_ns());
   }
-  if (first == 0) first = s.start_ns;
+  if (first == 0) first = started;
   if (last <= first) last = end;
   r.elapsed_s = static_cast<double>(last - first) / 1e9;
   r.qps = r.elapsed_s > 0 ? static_cast<double>(r.completed) / r.elapsed_s : 0;

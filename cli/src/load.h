@@ -35,6 +35,9 @@ struct LoadOptions {
   // request when the previous answer arrives). With a rate, latency counts from the scheduled
   // send time, so a slow server cannot hide its queueing delay (no coordinated omission).
   double rate = 0;
+  // When set, each connection first fetches this path (not counted) and the run starts once all
+  // connections are open and have been answered once: no connection set-up in the figures.
+  std::string warmup_path;
   // Hard bound on a run bounded by count only.
   std::chrono::nanoseconds max_time = std::chrono::seconds(300);
 };

@@ -4,11 +4,15 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
+#include "experiment.h"
 #include "load.h"
+#include "report.h"
 #include "server.h"
 #include "stallwatch/common/duration.h"
 
@@ -195,6 +199,124 @@ void AddLoad(CLI::App& app, LoadFlags& f) {
   });
 }
 
+struct ExperimentFlags {
+  std::vector<std::string> modes;
+  std::vector<int> concurrency;
+  std::string work;
+  std::string duration;
+  int workers = 5;
+  std::string threshold = "50ms";
+  std::string endpoint = "off";
+  std::string format = "table";
+  std::string plot;
+  bool json = false;
+  bool quick = false;
+  bool no_daemon = false;
+};
+
+void AddExperiment(CLI::App& app, ExperimentFlags& f) {
+  CLI::App* s = app.add_subcommand(
+      "experiment",
+      "Measure block vs cpu vs async vs thread pool vs upstream clients, with findings");
+  std::string mode_names;
+  for (cli::Mode m : cli::AllModes())
+    mode_names += std::string(mode_names.empty() ? "" : ", ") + cli::ModeName(m);
+  s->add_option("--modes", f.modes, "Modes to run (default: all): " + mode_names)
+      ->delimiter(',')
+      ->check([](const std::string& v) {
+        cli::Mode m;
+        return cli::ParseMode(v, &m) ? std::string()
+                                     : "unknown mode '" + v +
+                                           "'; expected one of block, cpu, "
+                                           "async, offload, upstream-blocking, upstream-async";
+      });
+  s->add_option("-c,--concurrency", f.concurrency, "Concurrency levels (default 5,10,20)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1000));
+  s->add_option(
+       "--work", f.work,
+       "Work per request: sleep, CPU burn, timer or upstream delay (default 500ms; --quick 100ms)")
+      ->check(kDuration);
+  s->add_option("-d,--duration", f.duration,
+                "Length of each run (default 10s; --quick 1s); runs of modes that block the loop "
+                "are stretched to whole waves of c × work")
+      ->check(kDuration);
+  s->add_option("--workers", f.workers, "Threads of the server's /offload pool")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  s->add_option("--threshold", f.threshold, "The agent's stall threshold")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_option("--endpoint", f.endpoint,
+                "Also send the agent's findings there (e.g. unix:/run/stallwatch/agent.sock)")
+      ->capture_default_str();
+  s->add_option("--format", f.format, "table, markdown, csv or json")
+      ->capture_default_str()
+      ->check([](const std::string& v) {
+        cli::ReportFormat r;
+        return cli::ParseReportFormat(v, &r)
+                   ? std::string()
+                   : "unknown format '" + v + "'; expected table, markdown, csv or json";
+      });
+  s->add_flag("--json", f.json, "Same as --format json");
+  s->add_option("--plot", f.plot, "Also write an SVG plot of QPS against concurrency to FILE");
+  s->add_flag("--quick", f.quick, "Short runs (work 100ms, 1s per run): about 30 s in all");
+  s->add_flag("--no-daemon", f.no_daemon,
+              "Read the agent in-process (the default: the server runs inside this command)");
+  s->footer(
+      "The server (agent attached) runs in this process on its own thread; a fresh one per run,\n"
+      "so each run's findings are its own. Expected QPS: block, cpu, upstream-blocking 1/work;\n"
+      "async, upstream-async c/work; offload min(c, workers)/work. A progress line per run goes\n"
+      "to stderr; the report to stdout. A loop that blocks in every handler answers in waves\n"
+      "(all c handlers run, then libevent writes the c replies), so those runs last whole waves.\n"
+      "Examples:\n"
+      "  stallwatch experiment                      the seeds' table: 0.5 s work, c = 5,10,20\n"
+      "  stallwatch experiment --quick --format markdown --plot qps.svg\n"
+      "  stallwatch experiment --modes block,async,offload -c 1,5,10,20 --workers 10 --json");
+  s->callback([&f]() {
+    cli::ExperimentOptions o;
+    if (!f.modes.empty()) {
+      o.modes.clear();
+      for (const auto& name : f.modes) {
+        cli::Mode m;
+        cli::ParseMode(name, &m);
+        o.modes.push_back(m);
+      }
+    }
+    if (!f.concurrency.empty()) o.concurrency = f.concurrency;
+    o.work = std::chrono::milliseconds(f.quick ? 100 : 500);
+    o.run_duration = f.quick ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(10000);
+    if (!f.work.empty())
+      o.work = std::chrono::duration_cast<std::chrono::milliseconds>(Dur(f.work));
+    if (!f.duration.empty()) o.run_duration = Dur(f.duration);
+    o.workers = f.workers;
+    o.stall_threshold = Dur(f.threshold);
+    o.endpoint = f.endpoint;
+    cli::ReportFormat format = cli::ReportFormat::kTable;
+    cli::ParseReportFormat(f.json ? "json" : f.format, &format);
+    if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
+      throw CLI::RuntimeError(Fail("experiment", st));
+    }
+    o.progress = [](size_t i, size_t n, const cli::ExperimentRow& row) {
+      std::fprintf(stderr, "%s\n", cli::FormatProgressLine(i, n, row).c_str());
+    };
+    InstallCancelHandler();
+    auto rows = cli::RunExperiment(o, &g_cancel);
+    if (!rows.ok()) throw CLI::RuntimeError(Fail("experiment", rows.status()));
+    const cli::ReportContext ctx{
+        .work = o.work, .workers = o.workers, .run_duration = o.run_duration};
+    std::cout << cli::FormatExperiment(*rows, format, ctx) << std::flush;
+    if (!f.plot.empty()) {
+      std::ofstream out(f.plot);
+      out << cli::RenderQpsSvg(*rows, ctx);
+      if (!out)
+        throw CLI::RuntimeError(Fail("experiment", sw::UnavailableError("cannot write " + f.plot)));
+      std::fprintf(stderr, "stallwatch experiment: plot written to %s\n", f.plot.c_str());
+    }
+    if (g_cancel.load()) throw CLI::RuntimeError(130);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -211,8 +333,10 @@ int main(int argc, char** argv) {
       "Run 'stallwatch <command> --help' for a command's flags and examples.");
   ServeFlags serve;
   LoadFlags load;
+  ExperimentFlags experiment;
   AddServe(app, serve);
   AddLoad(app, load);
+  AddExperiment(app, experiment);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {
