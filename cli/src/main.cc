@@ -1,5 +1,9 @@
 // stallwatch: the command-line tool. The only file that includes CLI11 (slow to compile);
 // everything it runs lives in sw_cli.
+#include <poll.h>
+#include <termios.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
@@ -11,10 +15,14 @@
 #include <string>
 
 #include "experiment.h"
+#include "http_get.h"
 #include "load.h"
 #include "report.h"
 #include "server.h"
+#include "stallwatch/common/clock.h"
 #include "stallwatch/common/duration.h"
+#include "stallwatch/common/finding_json.h"
+#include "views.h"
 
 namespace sw = stallwatch;
 namespace cli = stallwatch::cli;
@@ -317,6 +325,293 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
   });
 }
 
+// Strips a trailing '/' so paths can be appended.
+std::string BaseUrl(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+struct ControlFlags {
+  std::string url = "http://127.0.0.1:8888";
+  std::string duration = "200ms";
+  std::string period = "1s";
+  std::string kind = "sleep";
+};
+
+void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
+  CLI::App* b =
+      app.add_subcommand("block", "Make a running `stallwatch serve` stall its loop periodically");
+  b->add_option("--url", f.url, "The server")->capture_default_str();
+  b->add_option("--duration", f.duration, "How long each stall lasts")
+      ->capture_default_str()
+      ->check(kDuration);
+  b->add_option("--period", f.period, "How often a stall starts")
+      ->capture_default_str()
+      ->check(kDuration);
+  b->add_option("--kind", f.kind, "sleep (blocked in a syscall) or cpu (busy loop)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sleep", "cpu"}));
+  b->footer(
+      "Drives GET /control/block?duration=&period=&kind= of the server.\n"
+      "Examples:\n"
+      "  stallwatch block                                   200ms sleep every second\n"
+      "  stallwatch block --duration 500ms --period 2s --kind cpu\n"
+      "  stallwatch block --url http://127.0.0.1:9000 && stallwatch stalls\n"
+      "  stallwatch unblock");
+  b->callback([&f]() {
+    auto to_ms = [](const std::string& d) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(Dur(d)).count());
+    };
+    const std::string url = BaseUrl(f.url) + "/control/block?duration=" + to_ms(f.duration) +
+                            "&period=" + to_ms(f.period) + "&kind=" + f.kind;
+    auto r = cli::HttpGet(url);
+    if (!r.ok()) throw CLI::RuntimeError(Fail("block", r.status()));
+    if (r->status != 200) {
+      throw CLI::RuntimeError(Fail("block", sw::InvalidArgumentError(Trimmed(r->body))));
+    }
+    std::printf("%s: loop stalls %s every %s (%s); undo with: stallwatch unblock --url %s\n",
+                BaseUrl(f.url).c_str(), f.duration.c_str(), f.period.c_str(), f.kind.c_str(),
+                BaseUrl(f.url).c_str());
+  });
+  CLI::App* u =
+      app.add_subcommand("unblock", "Stop the periodic stall of a running `stallwatch serve`");
+  u->add_option("--url", f.url, "The server")->capture_default_str();
+  u->footer(
+      "Drives GET /control/unblock of the server.\nExample:\n  stallwatch unblock --url "
+      "http://127.0.0.1:8888");
+  u->callback([&f]() {
+    auto r = cli::HttpGet(BaseUrl(f.url) + "/control/unblock");
+    if (!r.ok()) throw CLI::RuntimeError(Fail("unblock", r.status()));
+    if (r->status != 200) {
+      throw CLI::RuntimeError(Fail("unblock", sw::InvalidArgumentError(Trimmed(r->body))));
+    }
+    const bool was = r->body.find("\"was_blocking\":true") != std::string::npos;
+    std::printf("%s: periodic stall %s\n", BaseUrl(f.url).c_str(), was ? "stopped" : "was not on");
+  });
+}
+
+constexpr const char* kDaemonDefault = "http://127.0.0.1:9466";
+
+sw::StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& path) {
+  auto r = cli::HttpGet(BaseUrl(daemon) + path);
+  if (!r.ok()) {
+    return sw::Status(r.status().code(),
+                      r.status().message() + " (is stallwatchd running? set --daemon URL)");
+  }
+  if (r->status != 200) {
+    return sw::UnavailableError("daemon answered " + std::to_string(r->status) + ": " +
+                                Trimmed(r->body));
+  }
+  return r->body;
+}
+
+struct ViewFlags {
+  std::string daemon = kDaemonDefault;
+  int limit = 20;
+  std::string service;
+  std::string loop;
+  std::string since;
+  bool ongoing = false;
+  bool no_stacks = false;
+  bool json = false;
+  std::string stacks_format = "text";
+  std::string interval = "1s";
+  int iterations = 0;
+};
+
+void AddStallsStacks(CLI::App& app, ViewFlags& f) {
+  CLI::App* s = app.add_subcommand(
+      "stalls", "Recent and ongoing stalls from stallwatchd, with stacks and hints");
+  s->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  s->add_option("-n,--limit", f.limit, "At most this many stalls (newest first)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  s->add_option("--service", f.service, "Only this service");
+  s->add_option("--loop", f.loop, "Only this loop");
+  s->add_option("--since", f.since, "Only stalls that started within this long ago, e.g. 10m")
+      ->check(kDuration);
+  s->add_flag("--ongoing", f.ongoing, "Only stalls still going on");
+  s->add_flag("--no-stacks", f.no_stacks, "Leave the stacks out");
+  s->add_flag("--json", f.json, "Print the stalls as a JSON array (the finding format)");
+  s->footer(
+      "Examples:\n"
+      "  stallwatch stalls\n"
+      "  stallwatch stalls --service api --since 10m --no-stacks\n"
+      "  stallwatch stalls --ongoing --json | jq '.[0].stacks'");
+  s->callback([&f]() {
+    std::string path = "/api/v1/stalls?limit=" +
+                       std::to_string(f.since.empty() && f.loop.empty() ? f.limit : 1000);
+    if (!f.service.empty()) path += "&service=" + f.service;
+    if (f.ongoing) path += "&ongoing=true";
+    auto body = DaemonGet(f.daemon, path);
+    if (!body.ok()) throw CLI::RuntimeError(Fail("stalls", body.status()));
+    auto stalls = cli::ParseStallsBody(*body);
+    if (!stalls.ok()) throw CLI::RuntimeError(Fail("stalls", stalls.status()));
+    cli::StallFilter filter;
+    filter.service = f.service;
+    filter.loop = f.loop;
+    if (!f.since.empty()) filter.since_ns = sw::RealtimeNanos() - Dur(f.since).count();
+    if (f.ongoing) filter.ongoing = true;
+    auto shown = cli::FilterStalls(std::move(*stalls), filter);
+    if (shown.size() > static_cast<size_t>(f.limit)) shown.resize(static_cast<size_t>(f.limit));
+    if (f.json) {
+      nlohmann::json arr = nlohmann::json::array();
+      for (const auto& st : shown) arr.push_back(sw::ToJson(st));
+      std::cout << arr.dump() << "\n";
+    } else {
+      std::cout << cli::FormatStalls(shown, {.stacks = !f.no_stacks});
+    }
+  });
+
+  CLI::App* k = app.add_subcommand(
+      "stacks", "Merged stall stacks from stallwatchd (folded for flame graphs)");
+  k->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  k->add_option("--format", f.stacks_format, "text, folded (flamegraph.pl / speedscope) or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "folded", "json"}));
+  k->footer(
+      "Examples:\n"
+      "  stallwatch stacks\n"
+      "  stallwatch stacks --format folded | flamegraph.pl > stalls.svg\n"
+      "  stallwatch stacks --format json");
+  k->callback([&f]() {
+    const bool folded = f.stacks_format == "folded";
+    auto body =
+        DaemonGet(f.daemon, std::string("/api/v1/stacks?format=") + (folded ? "folded" : "json"));
+    if (!body.ok()) throw CLI::RuntimeError(Fail("stacks", body.status()));
+    if (f.stacks_format != "text") {
+      std::cout << *body;
+      if (!body->empty() && body->back() != '\n') std::cout << "\n";
+      return;
+    }
+    auto text = cli::FormatStacksBody(*body);
+    if (!text.ok()) throw CLI::RuntimeError(Fail("stacks", text.status()));
+    std::cout << *text;
+  });
+}
+
+// Terminal state of `top`, restored by the destructor.
+class RawTerminal {
+ public:
+  RawTerminal() {
+    if (tcgetattr(STDIN_FILENO, &saved_) == 0) {
+      termios raw = saved_;
+      raw.c_lflag &= static_cast<tcflag_t>(~(ICANON | ECHO));
+      raw.c_cc[VMIN] = 0;
+      raw.c_cc[VTIME] = 0;
+      active_ = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    }
+    std::fputs("\x1b[?1049h\x1b[?25l", stdout);  // alternate screen, hide the cursor
+  }
+  ~RawTerminal() {
+    std::fputs("\x1b[?25h\x1b[?1049l", stdout);
+    std::fflush(stdout);
+    if (active_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+  }
+
+ private:
+  termios saved_{};
+  bool active_ = false;
+};
+
+void AddTop(CLI::App& app, ViewFlags& f) {
+  CLI::App* t =
+      app.add_subcommand("top", "Live view of every loop the daemon knows (refreshes in place)");
+  t->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  t->add_option("--interval", f.interval, "Refresh period")
+      ->capture_default_str()
+      ->check(kDuration);
+  t->add_option("--iterations", f.iterations,
+                "Stop after this many refreshes (0: until q or Ctrl-C on a terminal; 1 otherwise)")
+      ->check(CLI::NonNegativeNumber);
+  t->footer(
+      "Per loop: loop delay p50/p99/max and utilization of the last window, stalls per second,\n"
+      "the age of a stall going on now, and the top frame (first not in libc/libevent/agent).\n"
+      "On a terminal the view refreshes in place; q or Ctrl-C quits. Otherwise it prints plain\n"
+      "snapshots.\n"
+      "Examples:\n"
+      "  stallwatch top\n"
+      "  stallwatch top --interval 500ms\n"
+      "  stallwatch top --iterations 3 > snapshot.txt");
+  t->callback([&f]() {
+    const bool tty = isatty(STDOUT_FILENO) != 0;
+    const int iterations = f.iterations > 0 ? f.iterations : (tty ? 0 : 1);
+    const auto interval = Dur(f.interval);
+    InstallCancelHandler();
+    std::optional<RawTerminal> term;
+    if (tty) term.emplace();
+    std::map<cli::LoopKey, uint64_t> previous;
+    int64_t previous_ns = 0;
+    for (int i = 0; iterations == 0 || i < iterations; ++i) {
+      std::string screen;
+      sw::Status error;
+      auto loops = DaemonGet(f.daemon, "/api/v1/loops");
+      auto stalls = DaemonGet(f.daemon, "/api/v1/stalls?limit=200");
+      std::vector<sw::StallFinding> recent;
+      if (stalls.ok()) {
+        if (auto s = cli::ParseStallsBody(*stalls); s.ok()) recent = std::move(*s);
+      }
+      const int64_t now = sw::MonotonicNanos();
+      if (!loops.ok()) {
+        error = loops.status();
+      } else {
+        auto rows = cli::ParseLoopsBody(*loops, recent, previous,
+                                        previous_ns > 0 ? (now - previous_ns) / 1e9 : 0);
+        if (!rows.ok()) {
+          error = rows.status();
+        } else {
+          previous.clear();
+          for (const auto& r : *rows) previous[{r.service, r.pid, r.loop}] = r.stalls_total;
+          previous_ns = now;
+          screen = cli::FormatTop(*rows, BaseUrl(f.daemon), tty ? 160 : 200);
+        }
+      }
+      if (!error.ok()) {
+        if (!tty) throw CLI::RuntimeError(Fail("top", error));
+        screen =
+            "stallwatch top — " + BaseUrl(f.daemon) + "\n" + error.message() + "\n(retrying)\n";
+      }
+      if (tty) {
+        std::string out = "\x1b[H";
+        size_t pos = 0;
+        while (pos < screen.size()) {
+          const size_t eol = screen.find('\n', pos);
+          out += screen.substr(pos, eol - pos) + "\x1b[K\r\n";
+          pos = eol == std::string::npos ? screen.size() : eol + 1;
+        }
+        out += "\x1b[J(q or Ctrl-C to quit)";
+        std::fputs(out.c_str(), stdout);
+        std::fflush(stdout);
+      } else {
+        if (i > 0) std::fputs("\n", stdout);
+        std::fputs(screen.c_str(), stdout);
+        std::fflush(stdout);
+      }
+      if (iterations != 0 && i + 1 >= iterations) break;
+      // Wait for the next refresh, a key or a signal.
+      const int64_t until = sw::MonotonicNanos() + interval.count();
+      bool quit = false;
+      while (!quit && !g_cancel.load()) {
+        const int64_t left_ms = (until - sw::MonotonicNanos()) / 1'000'000;
+        if (left_ms <= 0) break;
+        pollfd p{STDIN_FILENO, POLLIN, 0};
+        if (tty && poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 100))) > 0) {
+          char c = 0;
+          if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q' || c == 3)) quit = true;
+        } else if (!tty) {
+          usleep(static_cast<useconds_t>(std::min<int64_t>(left_ms, 100) * 1000));
+        }
+      }
+      if (quit || g_cancel.load()) break;
+    }
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -337,12 +632,18 @@ int main(int argc, char** argv) {
   AddServe(app, serve);
   AddLoad(app, load);
   AddExperiment(app, experiment);
+  ControlFlags control;
+  AddBlockUnblock(app, control);
+  ViewFlags views;
+  AddStallsStacks(app, views);
+  AddTop(app, views);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {
     return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a usage error exits 2 after its one-line message.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   return 0;
 }
