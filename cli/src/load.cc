@@ -43,20 +43,16 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-// What the response header said (parsed once per response).
-struct Head {
-  bool parsed = false;
-  size_t header_len = 0;
-  int status = 0;
-  bool chunked = false;
-  bool close = false;
-  int64_t content_length = -1;
-};
+using internal::ParseResult;
+using Head = internal::ResponseHead;
+using Parse = internal::ParseResult;
 
-enum class Parse { kIncomplete, kComplete, kError };
+}  // namespace
+
+namespace internal {
 
 // Parses the header of `in` into *h once it is complete.
-Parse ParseHead(const std::string& in, Head* h) {
+ParseResult ParseResponseHead(const std::string& in, ResponseHead* h) {
   const size_t end = in.find("\r\n\r\n");
   if (end == std::string::npos)
     return in.size() > kMaxHeaderBytes ? Parse::kError : Parse::kIncomplete;
@@ -102,7 +98,8 @@ Parse ParseHead(const std::string& in, Head* h) {
 }
 
 // Whether the body after the header is complete; *total = bytes of the whole response.
-Parse ParseBody(const std::string& in, const Head& h, bool eof, size_t* total) {
+ParseResult ParseResponseBody(const std::string& in, const ResponseHead& h, bool eof,
+                              size_t* total) {
   if (h.status / 100 == 1 || h.status == 204 || h.status == 304) {
     *total = h.header_len;
     return Parse::kComplete;
@@ -147,6 +144,13 @@ Parse ParseBody(const std::string& in, const Head& h, bool eof, size_t* total) {
   *total = in.size();
   return Parse::kComplete;
 }
+
+}  // namespace internal
+
+namespace {
+
+using internal::ParseResponseBody;
+using internal::ParseResponseHead;
 
 struct Shared {
   const LoadOptions* o = nullptr;
@@ -381,7 +385,7 @@ class Worker {
       return;
     }
     if (!c->head.parsed) {
-      const Parse p = ParseHead(c->in, &c->head);
+      const Parse p = ParseResponseHead(c->in, &c->head);
       if (p == Parse::kError) return w->Fail(c, &w->r_.err_read);
       if (p == Parse::kIncomplete) {
         if (eof) return w->Fail(c, &w->r_.err_read);
@@ -389,7 +393,7 @@ class Worker {
       }
     }
     size_t total = 0;
-    const Parse p = ParseBody(c->in, c->head, eof, &total);
+    const Parse p = ParseResponseBody(c->in, c->head, eof, &total);
     if (p == Parse::kError || (p == Parse::kIncomplete && eof)) {
       return w->Fail(c, &w->r_.err_read);
     }

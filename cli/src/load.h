@@ -73,6 +73,24 @@ struct LoadResult {
 
 StatusOr<LoadResult> RunLoad(const LoadOptions& options, const std::atomic<bool>* cancel = nullptr);
 
+namespace internal {
+// The HTTP/1.x response framing of the load generator (pure; exposed for tests).
+struct ResponseHead {
+  bool parsed = false;
+  size_t header_len = 0;
+  int status = 0;
+  bool chunked = false;
+  bool close = false;  // the server closes after this response
+  int64_t content_length = -1;
+};
+enum class ParseResult { kIncomplete, kComplete, kError };
+// Parses the header of `in` into *h once it is complete.
+ParseResult ParseResponseHead(const std::string& in, ResponseHead* h);
+// Whether the whole response is in `in` (after ParseResponseHead); *total = its length.
+ParseResult ParseResponseBody(const std::string& in, const ResponseHead& h, bool eof,
+                              size_t* total);
+}  // namespace internal
+
 // ab/wrk-like report (several lines, trailing newline).
 std::string FormatLoadText(const LoadResult& r);
 nlohmann::json LoadResultToJson(const LoadResult& r);

@@ -72,6 +72,10 @@ StatusOr<std::vector<StallFinding>> ParseStallsBody(const std::string& body) {
   if (!arr.ok()) return arr.status();
   std::vector<StallFinding> out;
   for (const json& item : *arr) {
+    if (!item.is_object() || item.value("kind", "stall") != "stall") {
+      return InvalidArgumentError("expected stall findings from the daemon, got " +
+                                  item.dump().substr(0, 80));
+    }
     auto f = StallFromJson(item);
     if (!f.ok()) return InvalidArgumentError("bad stall from the daemon: " + f.status().message());
     out.push_back(std::move(*f));

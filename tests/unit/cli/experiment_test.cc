@@ -1,0 +1,111 @@
+#include "experiment.h"
+
+#include <gtest/gtest.h>
+
+namespace stallwatch::cli {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(ExpectedQps, FollowsTheSeeds) {
+  const milliseconds work(500);
+  for (int c : {5, 10, 20}) {
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kBlock, c, work, 5), 2.0);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kCpu, c, work, 5), 2.0);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kUpstreamBlocking, c, work, 5), 2.0);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kAsync, c, work, 5), c / 0.5);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kUpstreamAsync, c, work, 5), c / 0.5);
+  }
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 3, work, 5), 6.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 5, work, 5), 10.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 20, work, 5), 10.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 20, milliseconds(100), 8), 80.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kAsync, 5, milliseconds(0), 5), 0.0);
+}
+
+TEST(Modes, NamesRoutesRoundTrip) {
+  EXPECT_EQ(AllModes().size(), 6u);
+  for (Mode m : AllModes()) {
+    Mode back;
+    ASSERT_TRUE(ParseMode(ModeName(m), &back));
+    EXPECT_EQ(back, m);
+  }
+  Mode m;
+  EXPECT_FALSE(ParseMode("sleep", &m));
+  EXPECT_EQ(ModeRoute(Mode::kUpstreamBlocking, milliseconds(500)), "/upstream-blocking?ms=500");
+  EXPECT_TRUE(ModeKeepsLoopFree(Mode::kOffload));
+  EXPECT_FALSE(ModeKeepsLoopFree(Mode::kCpu));
+}
+
+TEST(RunLength, WholeWavesEndingBetweenTwo) {
+  const milliseconds work(500);
+  // Loop-free: a wave per work; 10s holds 20, plus half a work.
+  EXPECT_EQ(RunLength(Mode::kAsync, 20, work, std::chrono::seconds(10)), milliseconds(10250));
+  // Blocking: a wave of c answers every c × work, at least two waves.
+  EXPECT_EQ(RunLength(Mode::kBlock, 5, work, std::chrono::seconds(10)), milliseconds(10750));
+  const auto c20 = RunLength(Mode::kBlock, 20, work, std::chrono::seconds(10));
+  EXPECT_GE(c20, std::chrono::seconds(20));
+  EXPECT_LT(c20, std::chrono::seconds(25));
+}
+
+TEST(ValidateExperimentOptions, Rejects) {
+  ExperimentOptions o;
+  EXPECT_TRUE(ValidateExperimentOptions(o).ok());
+  o.concurrency = {5, 0};
+  EXPECT_NE(ValidateExperimentOptions(o).message().find("--concurrency"), std::string::npos);
+  o.concurrency = {5};
+  o.work = milliseconds(0);
+  EXPECT_NE(ValidateExperimentOptions(o).message().find("--work"), std::string::npos);
+  o.work = milliseconds(100);
+  o.modes.clear();
+  EXPECT_NE(ValidateExperimentOptions(o).message().find("--modes"), std::string::npos);
+}
+
+Stack MakeStack(uint64_t samples, std::vector<std::pair<std::string, std::string>> frames) {
+  Stack s;
+  s.samples = samples;
+  for (auto& [fn, mod] : frames) s.frames.push_back(Frame{fn, mod, 0x10, "", 0});
+  return s;
+}
+
+TEST(TopBlockingFrame, SkipsLibcLibeventAndTheAgent) {
+  const Stack s =
+      MakeStack(1, {{"__restore_rt", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
+                    {"stallwatch::agent::internal::OnSample(int)", "/opt/lib/libstallwatch.so.0"},
+                    {"clock_nanosleep", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
+                    {"", "linux-vdso.so.1"},
+                    {"app::LoadConfig(std::map<int, std::string> const&)", "/usr/bin/stallwatch"},
+                    {"event_base_loop", "/usr/lib/x86_64-linux-gnu/libevent_core-2.1.so.7"}});
+  EXPECT_EQ(TopBlockingFrame(s), "app::LoadConfig");
+  const Stack anon = MakeStack(1, {{"(anonymous namespace)::Work(int)", "/usr/bin/app"}});
+  EXPECT_EQ(TopBlockingFrame(anon), "(anonymous namespace)::Work");
+  const Stack unnamed = MakeStack(1, {{"", "/usr/bin/app"}});
+  EXPECT_EQ(TopBlockingFrame(unnamed), "app+0x10");
+  const Stack plumbing = MakeStack(1, {{"epoll_wait", "/lib/libc.so.6"}});
+  EXPECT_EQ(TopBlockingFrame(plumbing), "");
+}
+
+TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
+  StallFinding a;
+  a.duration_s = 0.2;
+  a.stall_class = StallClass::kCpu;
+  a.stacks.push_back(MakeStack(2, {{"Hash()", "/usr/bin/app"}}));
+  StallFinding b;
+  b.duration_s = 0.9;
+  b.stall_class = StallClass::kBlocked;
+  b.syscall = "recvfrom";
+  b.stacks.push_back(MakeStack(5, {{"recv", "/lib/libc.so.6"}, {"Fetch()", "/usr/bin/app"}}));
+  const RunFindings f = SummarizeStalls({a, b});
+  EXPECT_EQ(f.stalls, 2u);
+  EXPECT_DOUBLE_EQ(f.max_stall_s, 0.9);
+  EXPECT_EQ(f.stall_class, "blocked");
+  EXPECT_EQ(f.top_frame, "Fetch");
+  EXPECT_EQ(f.syscall, "recvfrom");
+  const RunFindings none = SummarizeStalls({});
+  EXPECT_EQ(none.stalls, 0u);
+  EXPECT_EQ(none.stall_class, "");
+  EXPECT_EQ(none.top_frame, "");
+}
+
+}  // namespace
+}  // namespace stallwatch::cli
