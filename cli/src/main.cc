@@ -637,6 +637,19 @@ int main(int argc, char** argv) {
   ViewFlags views;
   AddStallsStacks(app, views);
   AddTop(app, views);
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known |= sub->get_name() == argv[1];
+    }
+    if (!known) {
+      std::fprintf(stderr, "stallwatch: unknown command '%s'; expected one of %s\n", argv[1],
+                   names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {
