@@ -1,0 +1,97 @@
+// `stallwatch experiment --quick --json` end to end: the measured throughput follows the
+// theory of the seeds (blocking: 1/work whatever the concurrency; async: c/work; a pool of N
+// threads: min(c, N)/work), and the agent's findings tell the blocking modes from the others.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "stallwatch/common/clock.h"
+
+namespace {
+
+using nlohmann::json;
+
+TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
+  const std::string err = ::testing::TempDir() + "/experiment_stderr.txt";
+  const std::string cmd = std::string(SW_STALLWATCH_BIN) + " experiment --quick --json 2>" + err;
+  const int64_t t0 = stallwatch::MonotonicNanos();
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  const double wall_s = (stallwatch::MonotonicNanos() - t0) / 1e9;
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_LT(wall_s, 60.0) << "--quick must finish in under a minute";
+
+  std::ifstream in(err);
+  std::stringstream progress;
+  progress << in.rdbuf();
+  for (int i = 1; i <= 18; ++i) {
+    EXPECT_NE(progress.str().find("[" + std::to_string(i) + "/18] "), std::string::npos)
+        << progress.str();
+  }
+
+  const json j = json::parse(out);
+  const double work = j["work_s"].get<double>();
+  const int workers = j["workers"].get<int>();
+  ASSERT_GT(work, 0);
+  ASSERT_EQ(j["runs"].size(), 18u) << out;
+  std::map<std::pair<std::string, int>, json> run;
+  for (const json& r : j["runs"]) run[{r["mode"], r["concurrency"]}] = r;
+
+  for (const json& r : j["runs"]) {
+    const std::string mode = r["mode"];
+    const int c = r["concurrency"];
+    SCOPED_TRACE(mode + " c=" + std::to_string(c));
+    EXPECT_EQ(r["errors"], 0);
+    EXPECT_GT(r["requests"].get<int>(), 0);
+    const double qps = r["qps"], expected = r["expected_qps"];
+    if (mode == "block" || mode == "async" || mode == "offload") {
+      // The target is 10 %; the margin leaves room for a busy CI machine.
+      EXPECT_NEAR(qps / expected, 1.0, 0.15) << qps << " vs " << expected;
+    }
+    const json& f = r["findings"];
+    if (mode == "block" || mode == "upstream-blocking") {
+      EXPECT_GE(f["stalls"].get<int>(), 1);
+      EXPECT_EQ(f["class"], "blocked");
+      EXPECT_EQ(f["top_frame"], mode == "block" ? "stallwatch::cli::BlockingSleepOnLoop"
+                                                : "stallwatch::cli::BlockingUpstreamFetch");
+      EXPECT_GT(f["loop_delay_p99_s"].get<double>(), work / 2);
+      // Every request waits for the c handlers of its wave: latency grows with c.
+      EXPECT_GT(r["mean_s"].get<double>(), 0.6 * c * work);
+    }
+    if (mode == "cpu") {
+      EXPECT_GE(f["stalls"].get<int>(), 1);
+      EXPECT_EQ(f["top_frame"], "stallwatch::cli::BurnCpuOnLoop");
+    }
+    if (mode == "async" || mode == "offload" || mode == "upstream-async") {
+      EXPECT_EQ(f["stalls"], 0);
+      EXPECT_LT(f["loop_delay_p99_s"].get<double>(), 0.05);
+      EXPECT_EQ(f["top_frame"], "");
+    }
+  }
+  // Blocking: the same QPS at every concurrency (the seeds' 2 req/s at 5, 10, 20).
+  const double b5 = run[{"block", 5}]["qps"], b20 = run[{"block", 20}]["qps"];
+  EXPECT_NEAR(b20 / b5, 1.0, 0.15);
+  // Async scales with concurrency (ideal ratio 4 from c=5 to c=20).
+  const double a5 = run[{"async", 5}]["qps"], a20 = run[{"async", 20}]["qps"];
+  EXPECT_GT(a20 / a5, 3.2);
+  EXPECT_GT(a20, 10 * b20);
+  // The pool caps at workers/work once c ≥ workers.
+  const double o5 = run[{"offload", 5}]["qps"], o20 = run[{"offload", 20}]["qps"];
+  ASSERT_EQ(workers, 5);
+  EXPECT_NEAR(o20 / o5, 1.0, 0.15);
+  const double om5 = run[{"offload", 5}]["mean_s"], om20 = run[{"offload", 20}]["mean_s"];
+  EXPECT_GT(om20, om5);  // queueing for the pool
+}
+
+}  // namespace
