@@ -176,17 +176,16 @@ std::chrono::nanoseconds RunLength(Mode mode, int c, std::chrono::milliseconds w
   // Answers come in waves. A loop that blocks in each handler runs the handlers of all c ready
   // requests in one iteration, and libevent writes the replies only when the loop goes back to
   // epoll_wait: a wave of c answers every c × work. Loop-free modes answer a wave every work.
-  // QPS is counted up to the last answer, so a run covers whole waves and ends between two.
-  const std::chrono::nanoseconds wave = ModeKeepsLoopFree(mode) ? work : work * c;
-  // Blocked handlers do not always form exact waves (a request that arrives while the loop is
-  // already waiting again starts a wave of its own), so those runs cover at least two.
-  const int64_t waves = std::max<int64_t>(ModeKeepsLoopFree(mode) ? 1 : 2, target / wave);
-  std::chrono::nanoseconds margin = work / 2;
-  if (!ModeKeepsLoopFree(mode)) {
-    // Each blocked handler adds a little to its work; the next wave is a whole wave away.
-    margin = std::min<std::chrono::nanoseconds>(wave / 2, margin + wave * waves / 20);
+  // The load drains what is in flight when the run ends, so the last wave is counted whole;
+  // ending half a work before a wave boundary (blocking) or after one (loop-free) means the
+  // drain waits for one wave only, not for a whole new one.
+  if (ModeKeepsLoopFree(mode)) {
+    const int64_t waves = std::max<int64_t>(1, target / work);
+    return work * waves + work / 2;
   }
-  return wave * waves + margin;
+  const std::chrono::nanoseconds wave = work * c;
+  const int64_t waves = std::max<int64_t>(1, target / wave);
+  return wave * waves - work / 2;
 }
 
 namespace {
@@ -218,6 +217,7 @@ StatusOr<ExperimentRow> RunOne(const ExperimentOptions& o, Mode mode, int c,
   lo.url = "http://127.0.0.1:" + std::to_string(srv->port()) + ModeRoute(mode, o.work);
   lo.concurrency = c;
   lo.warmup_path = "/";
+  lo.drain = true;
   lo.duration = RunLength(mode, c, o.work, o.run_duration);
   // Generous: a blocked loop makes the last of c requests wait c × work.
   lo.timeout = o.work * (2 * c + 4) + std::chrono::seconds(5);

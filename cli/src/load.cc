@@ -456,6 +456,7 @@ class Worker {
 
   static void OnRateTimer(evutil_socket_t, short, void* arg) {
     auto* c = static_cast<Conn*>(arg);
+    if (MonotonicNanos() >= c->w->send_deadline_ns_) return c->w->Retire(c);
     c->w->Send(c);
   }
 
@@ -605,6 +606,8 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
   s.send_for_ns = eff.duration.count() > 0 ? eff.duration.count() : eff.max_time.count();
   // A count-bound run waits for its last answers (up to the timeout) within max_time.
   s.end_after_ns = s.send_for_ns;
+  // Draining: the requests in flight when the duration ends are awaited (up to the timeout).
+  if (eff.drain && eff.duration.count() > 0) s.end_after_ns += eff.timeout.count();
 
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < eff.threads; ++i) {

@@ -35,6 +35,10 @@ struct LoadOptions {
   // request when the previous answer arrives). With a rate, latency counts from the scheduled
   // send time, so a slow server cannot hide its queueing delay (no coordinated omission).
   double rate = 0;
+  // At the end of `duration`, wait for the requests in flight (up to `timeout`) and count them,
+  // instead of abandoning them as wrk does. A server that answers in batches (a loop blocked in
+  // every handler flushes its replies together) is then measured without the batch cut off.
+  bool drain = false;
   // When set, each connection first fetches this path (not counted) and the run starts once all
   // connections are open and have been answered once: no connection set-up in the figures.
   std::string warmup_path;

@@ -149,6 +149,7 @@ struct LoadFlags {
   double rate = 0;
   std::string max_time = "5m";
   bool json = false;
+  bool drain = false;
 };
 
 void AddLoad(CLI::App& app, LoadFlags& f) {
@@ -175,6 +176,9 @@ void AddLoad(CLI::App& app, LoadFlags& f) {
       ->capture_default_str()
       ->check(kDuration);
   s->add_flag("--json", f.json, "Print the result as one JSON object");
+  s->add_flag("--drain", f.drain,
+              "When --duration ends, wait for the requests in flight (up to --timeout) and count "
+              "them instead of dropping them");
   s->footer(
       "The run stops at -n requests or --duration, whichever comes first; a run given only -n "
       "stops after --max-time anyway.\n"
@@ -193,6 +197,7 @@ void AddLoad(CLI::App& app, LoadFlags& f) {
     o.timeout = Dur(f.timeout);
     o.rate = f.rate;
     o.max_time = Dur(f.max_time);
+    o.drain = f.drain;
     if (sw::Status st = cli::ValidateLoadOptions(o); !st.ok())
       throw CLI::RuntimeError(Fail("load", st));
     InstallCancelHandler();
@@ -268,7 +273,7 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       });
   s->add_flag("--json", f.json, "Same as --format json");
   s->add_option("--plot", f.plot, "Also write an SVG plot of QPS against concurrency to FILE");
-  s->add_flag("--quick", f.quick, "Short runs (work 100ms, 1s per run): about 30 s in all");
+  s->add_flag("--quick", f.quick, "Short runs (work 100ms, 1s per run): about 25 s in all");
   s->add_flag("--no-daemon", f.no_daemon,
               "Read the agent in-process (the default: the server runs inside this command)");
   s->footer(

@@ -37,15 +37,16 @@ TEST(Modes, NamesRoutesRoundTrip) {
   EXPECT_FALSE(ModeKeepsLoopFree(Mode::kCpu));
 }
 
-TEST(RunLength, WholeWavesEndingBetweenTwo) {
+TEST(RunLength, EndsNextToAWaveBoundary) {
   const milliseconds work(500);
-  // Loop-free: a wave per work; 10s holds 20, plus half a work.
+  // Loop-free: a wave per work; 10s holds 20, the run ends half a work after the last.
   EXPECT_EQ(RunLength(Mode::kAsync, 20, work, std::chrono::seconds(10)), milliseconds(10250));
-  // Blocking: a wave of c answers every c × work, at least two waves.
-  EXPECT_EQ(RunLength(Mode::kBlock, 5, work, std::chrono::seconds(10)), milliseconds(10750));
-  const auto c20 = RunLength(Mode::kBlock, 20, work, std::chrono::seconds(10));
-  EXPECT_GE(c20, std::chrono::seconds(20));
-  EXPECT_LT(c20, std::chrono::seconds(25));
+  EXPECT_EQ(RunLength(Mode::kOffload, 5, work, milliseconds(100)), milliseconds(750));
+  // Blocking: a wave of c answers every c × work; the run ends half a work before one.
+  EXPECT_EQ(RunLength(Mode::kBlock, 5, work, std::chrono::seconds(10)), milliseconds(9750));
+  EXPECT_EQ(RunLength(Mode::kCpu, 20, work, std::chrono::seconds(10)), milliseconds(9750));
+  EXPECT_EQ(RunLength(Mode::kUpstreamBlocking, 20, work, std::chrono::seconds(1)),
+            milliseconds(9750));
 }
 
 TEST(ValidateExperimentOptions, Rejects) {
