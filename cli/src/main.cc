@@ -8,6 +8,8 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -51,6 +53,19 @@ const CLI::Validator kDuration(
     },
     "DURATION", "duration");
 
+// Validates an agent endpoint flag (the agent checks it again when it attaches).
+const CLI::Validator kEndpoint(
+    [](std::string& s) -> std::string {
+      const auto starts = [&](const char* p) {
+        return s.rfind(p, 0) == 0 && s.size() > std::strlen(p);
+      };
+      if (s == "off" || s == "stderr" || starts("unix:/") || starts("file:/")) return {};
+      if (starts("tcp:") && s.rfind(':') > 4) return {};
+      return "bad endpoint '" + s +
+             "': expected unix:/path, tcp:host:port, file:/path, stderr or off";
+    },
+    "ENDPOINT", "endpoint");
+
 std::chrono::nanoseconds Dur(const std::string& s) { return *sw::ParseDuration(s); }
 
 int Fail(const std::string& cmd, const sw::Status& st) {
@@ -86,7 +101,8 @@ void AddServe(CLI::App& app, ServeFlags& f) {
       ->check(kDuration);
   s->add_option("--endpoint", f.endpoint,
                 "Where the agent reports: unix:/path, tcp:host:port, file:/path, stderr, off "
-                "(default: STALLWATCH_ENDPOINT, else the daemon's socket)");
+                "(default: STALLWATCH_ENDPOINT, else the daemon's socket)")
+      ->check(kEndpoint);
   s->add_option("--upstream", f.upstream,
                 "host:port of the slow upstream for /upstream-* (default: start one on loopback)");
   s->add_option("--upstream-delay", f.upstream_delay,
@@ -128,13 +144,17 @@ void AddServe(CLI::App& app, ServeFlags& f) {
     o.log_requests = f.log_requests;
     auto server = cli::Server::Create(o);
     if (!server.ok()) throw CLI::RuntimeError(Fail("serve", server.status()));
+    std::string endpoint = f.endpoint;
+    if (endpoint.empty()) {
+      const char* env = std::getenv("STALLWATCH_ENDPOINT");
+      endpoint = env != nullptr && *env != '\0' ? env : sw::kDefaultEndpoint;
+    }
+    const std::string agent = f.no_agent ? "off" : "-> " + endpoint;
     std::fprintf(stderr,
                  "stallwatch serve: listening on http://%s:%d (upstream 127.0.0.1:%d, %d workers, "
                  "agent %s)\n",
                  f.bind.c_str(), (*server)->port(), (*server)->upstream_port(), f.workers,
-                 f.no_agent
-                     ? "off"
-                     : (f.endpoint.empty() ? "endpoint from environment" : f.endpoint.c_str()));
+                 agent.c_str());
     if (sw::Status st = (*server)->Run(); !st.ok()) throw CLI::RuntimeError(Fail("serve", st));
   });
 }
@@ -262,7 +282,8 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       ->check(kDuration);
   s->add_option("--endpoint", f.endpoint,
                 "Also send the agent's findings there (e.g. unix:/run/stallwatch/agent.sock)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kEndpoint);
   s->add_option("--format", f.format, "table, markdown, csv or json")
       ->capture_default_str()
       ->check([](const std::string& v) {
