@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "stallwatch/common/clock.h"
 
@@ -46,6 +48,7 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
   ASSERT_GT(work, 0);
   ASSERT_EQ(j["runs"].size(), 18u) << out;
   std::map<std::pair<std::string, int>, json> run;
+  std::map<std::string, std::vector<double>> ratios;
   for (const json& r : j["runs"]) run[{r["mode"], r["concurrency"]}] = r;
 
   for (const json& r : j["runs"]) {
@@ -56,8 +59,10 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
     EXPECT_GT(r["requests"].get<int>(), 0);
     const double qps = r["qps"], expected = r["expected_qps"];
     if (mode == "block" || mode == "async" || mode == "offload") {
-      // The target is 10 %; the margin leaves room for a busy CI machine.
-      EXPECT_NEAR(qps / expected, 1.0, 0.15) << qps << " vs " << expected;
+      // Each run within 25 % (a busy machine can pause a 1 s run); the median of a mode's runs
+      // within the 10 % target (below).
+      EXPECT_NEAR(qps / expected, 1.0, 0.25) << qps << " vs " << expected;
+      ratios[mode].push_back(qps / expected);
     }
     const json& f = r["findings"];
     if (mode == "block" || mode == "upstream-blocking") {
@@ -65,7 +70,7 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
       EXPECT_EQ(f["class"], "blocked");
       EXPECT_EQ(f["top_frame"], mode == "block" ? "stallwatch::cli::BlockingSleepOnLoop"
                                                 : "stallwatch::cli::BlockingUpstreamFetch");
-      EXPECT_GT(f["loop_delay_p99_s"].get<double>(), work / 2);
+      EXPECT_GT(f["loop_delay_p99_s"].get<double>(), 2 * work);
       // Every request waits for the c handlers of its wave: latency grows with c.
       EXPECT_GT(r["mean_s"].get<double>(), 0.6 * c * work);
     }
@@ -74,14 +79,24 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
       EXPECT_EQ(f["top_frame"], "stallwatch::cli::BurnCpuOnLoop");
     }
     if (mode == "async" || mode == "offload" || mode == "upstream-async") {
-      EXPECT_EQ(f["stalls"], 0);
-      EXPECT_LT(f["loop_delay_p99_s"].get<double>(), 0.05);
-      EXPECT_EQ(f["top_frame"], "");
+      // The handlers never stall the loop. A busy machine may still starve or pause the whole
+      // process for a moment; the agent then says so (starved, suspended), never blocked/cpu.
+      EXPECT_NE(f["class"], "blocked");
+      EXPECT_NE(f["class"], "cpu");
+      const std::string top = f["top_frame"];
+      EXPECT_EQ(top.find("Blocking"), std::string::npos) << top;
+      EXPECT_EQ(top.find("BurnCpu"), std::string::npos) << top;
+      EXPECT_LT(f["loop_delay_p99_s"].get<double>(), work);
     }
+  }
+  for (auto& [mode, v] : ratios) {
+    ASSERT_EQ(v.size(), 3u) << mode;
+    std::sort(v.begin(), v.end());
+    EXPECT_NEAR(v[1], 1.0, 0.10) << mode << ": median measured/expected QPS";
   }
   // Blocking: the same QPS at every concurrency (the seeds' 2 req/s at 5, 10, 20).
   const double b5 = run[{"block", 5}]["qps"], b20 = run[{"block", 20}]["qps"];
-  EXPECT_NEAR(b20 / b5, 1.0, 0.15);
+  EXPECT_NEAR(b20 / b5, 1.0, 0.25);
   // Async scales with concurrency (ideal ratio 4 from c=5 to c=20).
   const double a5 = run[{"async", 5}]["qps"], a20 = run[{"async", 20}]["qps"];
   EXPECT_GT(a20 / a5, 3.2);
@@ -89,7 +104,7 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
   // The pool caps at workers/work once c ≥ workers.
   const double o5 = run[{"offload", 5}]["qps"], o20 = run[{"offload", 20}]["qps"];
   ASSERT_EQ(workers, 5);
-  EXPECT_NEAR(o20 / o5, 1.0, 0.15);
+  EXPECT_NEAR(o20 / o5, 1.0, 0.25);
   const double om5 = run[{"offload", 5}]["mean_s"], om20 = run[{"offload", 20}]["mean_s"];
   EXPECT_GT(om20, om5);  // queueing for the pool
 }
