@@ -5,9 +5,8 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -235,7 +234,6 @@ class SlowUpstream {
 // through a mutex-protected queue and an eventfd.
 class WorkerPool {
  public:
-  using Done = std::function<void()>;
   WorkerPool(int n, const Waker* waker) : waker_(waker) {
     for (int i = 0; i < n; ++i) threads_.emplace_back([this] { Work(); });
   }
@@ -325,17 +323,30 @@ __attribute__((noinline)) void BurnCpuOnLoop(int ms) {
   KeepFrame();
 }
 
-__attribute__((noinline)) StatusOr<std::string> BlockingUpstreamFetch(int port,
+__attribute__((noinline)) StatusOr<std::string> BlockingUpstreamFetch(const std::string& host,
+                                                                      int port,
                                                                       const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return UnavailableError(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const std::string service = std::to_string(port);
+  if (getaddrinfo(host.c_str(), service.c_str(), &hints, &res) != 0 || res == nullptr) {
+    return UnavailableError("upstream: cannot resolve " + host);
+  }
+  const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    return UnavailableError(std::string("socket: ") + std::strerror(errno));
+  }
+  // Still a blocking call, but one that gives up after 30 s instead of hanging the loop forever.
+  const timeval limit{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
   std::string body;
   Status st;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+  const int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (rc != 0) {
     st = UnavailableError(std::string("upstream connect: ") + std::strerror(errno));
   } else {
     const std::string request = "GET " + path + " HTTP/1.0\r\nHost: upstream\r\n\r\n";
@@ -591,7 +602,7 @@ class Server::Impl {
       if (!ms.ok()) return ReplyBadRequest(req, ms.status().message());
       const std::string upath = "/slow?ms=" + std::to_string(*ms);
       if (path == "/upstream-blocking") {
-        auto body = BlockingUpstreamFetch(upstream_port_, upath);
+        auto body = BlockingUpstreamFetch(upstream_host_, upstream_port_, upath);
         if (!body.ok()) return Reply(req, 502, "Bad Gateway", body.status().message() + "\n");
         return Reply(req, HTTP_OK, "OK", "upstream (blocking client): " + *body);
       }

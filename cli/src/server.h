@@ -86,6 +86,7 @@ StatusOr<ControlSpec> ParseControlQuery(const std::string& query);
 void BlockingSleepOnLoop(int ms);
 void BurnCpuOnLoop(int ms);
 // A blocking HTTP/1.0 GET over a plain socket; returns the body or an error.
-StatusOr<std::string> BlockingUpstreamFetch(int port, const std::string& path);
+StatusOr<std::string> BlockingUpstreamFetch(const std::string& host, int port,
+                                            const std::string& path);
 
 }  // namespace stallwatch::cli
