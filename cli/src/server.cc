@@ -540,6 +540,11 @@ class Server::Impl {
     const timeval flush{0, 100'000};
     event_base_loopexit(base_, &flush);
     event_base_dispatch(base_);
+    if (opts_.handle_signals) {
+      std::fprintf(stderr, "stallwatch serve: served %llu requests (%llu rejected as malformed)\n",
+                   static_cast<unsigned long long>(requests_),
+                   static_cast<unsigned long long>(bad_requests_));
+    }
   }
 
   static void OnWake(evutil_socket_t, short, void* arg) {
@@ -565,6 +570,7 @@ class Server::Impl {
 
   static void OnRequest(evhttp_request* req, void* arg) {
     auto* self = static_cast<Impl*>(arg);
+    ++self->requests_;
     const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
     const char* path_c = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
     const std::string path = path_c != nullptr && *path_c != '\0' ? path_c : "/";
@@ -580,7 +586,7 @@ class Server::Impl {
     const std::string query = QueryOf(req);
     if (path == "/block" || path == "/cpu" || path == "/async" || path == "/offload") {
       auto ms = ParseMsParam(query, "ms", 500);
-      if (!ms.ok()) return ReplyBadRequest(req, ms.status().message());
+      if (!ms.ok()) return BadRequest(req, ms.status().message());
       if (path == "/block") {
         BlockingSleepOnLoop(*ms);
         return Reply(req, HTTP_OK, "OK", "slept " + std::to_string(*ms) + " ms on the loop\n");
@@ -599,7 +605,7 @@ class Server::Impl {
     }
     if (path == "/upstream-blocking" || path == "/upstream-async") {
       auto ms = ParseMsParam(query, "ms", static_cast<int>(opts_.upstream_delay.count()));
-      if (!ms.ok()) return ReplyBadRequest(req, ms.status().message());
+      if (!ms.ok()) return BadRequest(req, ms.status().message());
       const std::string upath = "/slow?ms=" + std::to_string(*ms);
       if (path == "/upstream-blocking") {
         auto body = BlockingUpstreamFetch(upstream_host_, upstream_port_, upath);
@@ -610,7 +616,7 @@ class Server::Impl {
     }
     if (path == "/control/block") {
       auto spec = ParseControlQuery(query);
-      if (!spec.ok()) return ReplyBadRequest(req, spec.status().message());
+      if (!spec.ok()) return BadRequest(req, spec.status().message());
       control_ = *spec;
       if (control_timer_ == nullptr) {
         control_timer_ = event_new(base_, -1, EV_PERSIST, &Impl::OnControlTimer, this);
@@ -629,6 +635,16 @@ class Server::Impl {
               ",\"period_ms\":" + std::to_string(p) + ",\"kind\":\"" + kind + "\"}\n",
           "application/json");
     }
+    if (path == "/control/stats") {
+      const bool blocking =
+          control_timer_ != nullptr && event_pending(control_timer_, EV_TIMEOUT, nullptr);
+      return Reply(req, HTTP_OK, "OK",
+                   "{\"requests\":" + std::to_string(requests_) +
+                       ",\"bad_requests\":" + std::to_string(bad_requests_) +
+                       ",\"pending\":" + std::to_string(pending_.size()) +
+                       ",\"blocking\":" + (blocking ? "true" : "false") + "}\n",
+                   "application/json");
+    }
     if (path == "/control/unblock") {
       const bool was =
           control_timer_ != nullptr && event_pending(control_timer_, EV_TIMEOUT, nullptr);
@@ -642,7 +658,13 @@ class Server::Impl {
     Reply(req, HTTP_NOTFOUND, "Not Found",
           "no route " + path +
               "; routes: / /block?ms= /cpu?ms= /async?ms= /offload?ms= /upstream-blocking "
-              "/upstream-async /control/block /control/unblock\n");
+              "/upstream-async /control/block /control/unblock /control/stats\n");
+  }
+
+  // Rejects a malformed query: one line naming the accepted form, counted.
+  void BadRequest(evhttp_request* req, const std::string& message) {
+    ++bad_requests_;
+    ReplyBadRequest(req, message);
   }
 
   void FetchAsync(evhttp_request* req, const std::string& upath, int ms) {
@@ -714,6 +736,8 @@ class Server::Impl {
   event* control_timer_ = nullptr;
   ControlSpec control_;
   std::atomic<bool> stopping_{false};
+  uint64_t requests_ = 0;      // loop thread only
+  uint64_t bad_requests_ = 0;  // loop thread only: answered 400
   mutable std::mutex agent_mu_;
   std::unique_ptr<Agent> agent_;
 };

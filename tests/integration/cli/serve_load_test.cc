@@ -219,6 +219,11 @@ TEST_F(ServeLoadTest, BadQueriesGet400WithTheAcceptedForm) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->body, "hello world\n");
+  // Malformed queries are counted; the server carries on.
+  r = HttpGet(Url("/control/stats"));
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->body.find("\"bad_requests\":2,"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"requests\":5,"), std::string::npos) << r->body;
 }
 
 TEST_F(ServeLoadTest, ControlBlockAndUnblockAtRunTime) {
