@@ -27,7 +27,7 @@ namespace stallwatch::cli {
 
 namespace {
 
-constexpr size_t kMaxHeaderBytes = 64 * 1024;
+constexpr size_t kMaxHeaderBytes = size_t{64} * 1024;
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -43,7 +43,6 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-using internal::ParseResult;
 using Head = internal::ResponseHead;
 using Parse = internal::ParseResult;
 

@@ -212,7 +212,7 @@ class SlowUpstream {
     if (!ms.ok()) return ReplyBadRequest(req, ms.status().message());
     Pending* p = self->pending_.Add(req, *ms);
     p->timer = evtimer_new(self->base_, &SlowUpstream::OnTimer, p);
-    const timeval tv{*ms / 1000, (*ms % 1000) * 1000};
+    const timeval tv{*ms / 1000, (*ms % 1000) * 1000L};
     evtimer_add(p->timer, &tv);
   }
   static void OnTimer(evutil_socket_t, short, void* arg) {
@@ -599,7 +599,7 @@ class Server::Impl {
       Pending* p = pending_.Add(req, *ms);
       if (path == "/offload") return pool_->Submit(p);
       p->timer = evtimer_new(base_, &Impl::OnAsyncTimer, p);
-      const timeval tv{*ms / 1000, (*ms % 1000) * 1000};
+      const timeval tv{*ms / 1000, (*ms % 1000) * 1000L};
       evtimer_add(p->timer, &tv);
       return;
     }

@@ -157,6 +157,23 @@ TEST(TopE2E, LiveViewInATerminalQuitsOnQ) {
   EXPECT_NE(after.find("exited=0"), std::string::npos) << after;
   // The alternate screen is gone: the view does not linger in the scrollback.
   EXPECT_EQ(after.find("STALLED FOR"), std::string::npos) << after;
+
+  // Ctrl-C quits as cleanly.
+  Sh(tmux + " new-session -d -s ctrlc -x 180 -y 30 '" + cmd + "'");
+  const int64_t drawn_until = stallwatch::MonotonicNanos() + 5'000'000'000;
+  while (stallwatch::MonotonicNanos() < drawn_until &&
+         Sh(tmux + " capture-pane -p -t ctrlc").find("STALLED FOR") == std::string::npos) {
+    usleep(100'000);
+  }
+  Sh(tmux + " send-keys -t ctrlc C-c");
+  const int64_t ctrlc_until = stallwatch::MonotonicNanos() + 3'000'000'000;
+  while (stallwatch::MonotonicNanos() < ctrlc_until) {
+    after = Sh(tmux + " capture-pane -p -t ctrlc");
+    if (after.find("exited=") != std::string::npos) break;
+    usleep(100'000);
+  }
+  EXPECT_NE(after.find("exited=0"), std::string::npos) << after;
+  EXPECT_EQ(after.find("STALLED FOR"), std::string::npos) << after;
   Sh(tmux + " kill-server");
 }
 
