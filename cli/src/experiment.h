@@ -45,7 +45,8 @@ struct RunFindings {
 // The first frame of `stack` that is not in libc, the dynamic loader, the vDSO, libevent or the
 // agent library; "" when none. Function names lose their argument list.
 std::string TopBlockingFrame(const Stack& stack);
-// Summary of a run's stalls (pure): count, class by stall time, top frame by samples.
+// Summary of a run's stalls (pure): count, class by stall time, top frame by samples among the
+// stalls the loop's own code caused (not starved or suspended ones).
 RunFindings SummarizeStalls(const std::vector<StallFinding>& stalls);
 
 struct ExperimentRow {

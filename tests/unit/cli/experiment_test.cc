@@ -96,8 +96,12 @@ TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
   b.stall_class = StallClass::kBlocked;
   b.syscall = "recvfrom";
   b.stacks.push_back(MakeStack(5, {{"recv", "/lib/libc.so.6"}, {"Fetch()", "/usr/bin/app"}}));
-  const RunFindings f = SummarizeStalls({a, b});
-  EXPECT_EQ(f.stalls, 2u);
+  StallFinding starved;  // the process waited for a CPU: its stack is not the culprit
+  starved.duration_s = 0.1;
+  starved.stall_class = StallClass::kStarved;
+  starved.stacks.push_back(MakeStack(50, {{"Server::Run()", "/usr/bin/app"}}));
+  const RunFindings f = SummarizeStalls({a, b, starved});
+  EXPECT_EQ(f.stalls, 3u);
   EXPECT_DOUBLE_EQ(f.max_stall_s, 0.9);
   EXPECT_EQ(f.stall_class, "blocked");
   EXPECT_EQ(f.top_frame, "Fetch");
