@@ -651,6 +651,8 @@ int main(int argc, char** argv) {
       "  stallwatch experiment --quick             block vs async vs thread pool, measured\n"
       "  stallwatch block --duration 200ms         make a running server stall periodically\n"
       "  stallwatch stalls                         recent and ongoing stalls from stallwatchd\n"
+      "  stallwatch stacks --format folded         merged stacks for flame graphs\n"
+      "  stallwatch top                            live per-loop view (q quits)\n"
       "Run 'stallwatch <command> --help' for a command's flags and examples.");
   ServeFlags serve;
   LoadFlags load;
