@@ -263,6 +263,7 @@ StatusOr<std::vector<ExperimentRow>> RunExperiment(const ExperimentOptions& o,
     for (int c : o.concurrency) {
       if (cancel != nullptr && cancel->load()) return rows;
       auto row = RunOne(o, mode, c, cancel);
+      if (cancel != nullptr && cancel->load()) return rows;  // a cut-short run is not a result
       if (!row.ok()) return row.status();
       rows.push_back(*row);
       if (o.progress) o.progress(rows.size(), total, rows.back());
