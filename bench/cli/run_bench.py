@@ -34,21 +34,28 @@ def wait_ready(sw):
     sys.exit("run_bench.py: the server did not start")
 
 
-def wrk(duration, conns):
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--latency",
-                          f"http://127.0.0.1:{PORT}/"], capture_output=True, text=True).stdout
+def timed(cmd):
+    """Runs cmd; returns (stdout, CPU seconds it used)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, _, usage = os.wait4(p.pid, 0)
+    return out, usage.ru_utime + usage.ru_stime
+
+
+def wrk(threads, duration, conns):
+    out, cpu = timed(["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
+                      f"http://127.0.0.1:{PORT}/"])
     qps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     v = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)", out, re.M)
     p50 = float(v.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[v.group(2)]
-    return qps, p50
+    return qps, p50, cpu / (qps * duration) * 1e6
 
 
 def load(sw, threads, duration, conns):
-    out = subprocess.run([sw, "load", f"http://127.0.0.1:{PORT}/", "-c", str(conns), "-t",
-                          str(threads), "-d", f"{duration}s", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out, cpu = timed([sw, "load", f"http://127.0.0.1:{PORT}/", "-c", str(conns), "-t",
+                      str(threads), "-d", f"{duration}s", "--json"])
     r = json.loads(out)
-    return r["qps"], r["latency_s"]["p50"] * 1e3
+    return r["qps"], r["latency_s"]["p50"] * 1e3, cpu / max(r["requests"], 1) * 1e6
 
 
 def main():
@@ -75,9 +82,10 @@ def main():
         "stallwatch serve (agent)": [sw, "serve", "--port", str(PORT), "--endpoint", "off"],
     }
     clients = {
-        "plain evhttp": ["wrk -t2", "stallwatch load -t1", "stallwatch load -t2"],
+        "plain evhttp": ["wrk -t1", "wrk -t2", "stallwatch load -t1", "stallwatch load -t2"],
         "stallwatch serve --no-agent": ["wrk -t2"],
-        "stallwatch serve (agent)": ["wrk -t2", "stallwatch load -t1", "stallwatch load -t2"],
+        "stallwatch serve (agent)": ["wrk -t1", "wrk -t2", "stallwatch load -t1",
+                                     "stallwatch load -t2"],
     }
     results = {}
     for _ in range(a.repeat):
@@ -86,8 +94,8 @@ def main():
             try:
                 wait_ready(sw)
                 for client in clients[name]:
-                    if client == "wrk -t2":
-                        r = wrk(a.duration, a.connections)
+                    if client.startswith("wrk"):
+                        r = wrk(int(client[-1]), a.duration, a.connections)
                     else:
                         r = load(sw, int(client[-1]), a.duration, a.connections)
                     results.setdefault((name, client), []).append(r)
@@ -97,13 +105,14 @@ def main():
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}, {a.duration}s runs, {a.connections} "
           f"connections, median of {a.repeat}")
-    print(f"| server | client | req/s | p50 ms | runs (req/s) |")
-    print(f"|---|---|---:|---:|---|")
+    print("| server | client | req/s | p50 ms | client CPU µs/req | runs (req/s) |")
+    print("|---|---|---:|---:|---:|---|")
     for (name, client), rs in results.items():
         q = statistics.median(r[0] for r in rs)
         p = statistics.median(r[1] for r in rs)
+        c = statistics.median(r[2] for r in rs)
         runs = ", ".join(f"{r[0]:.0f}" for r in rs)
-        print(f"| {name} | {client} | {q:.0f} | {p:.3f} | {runs} |")
+        print(f"| {name} | {client} | {q:.0f} | {p:.3f} | {c:.1f} | {runs} |")
 
 
 if __name__ == "__main__":
