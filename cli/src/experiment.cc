@@ -21,8 +21,8 @@ std::string Basename(const std::string& path) {
 // Frames of these modules are plumbing, not the code that blocked the loop.
 bool IsPlumbing(const Frame& f) {
   const std::string base = Basename(f.module);
-  for (const char* prefix :
-       {"libc.so", "libc-", "ld-linux", "linux-vdso", "libpthread", "libevent", "libstallwatch"}) {
+  for (const char* prefix : {"libc.so", "libc-", "ld-linux", "linux-vdso", "libpthread", "libevent",
+                             "libstallwatch", "libasan", "libubsan", "libtsan"}) {
     if (base.rfind(prefix, 0) == 0) return true;
   }
   return f.function.empty() && f.module.empty();
