@@ -1,7 +1,11 @@
 // The stallwatch binary: help that teaches, one-line errors with exit code 2 for bad flags,
 // and serve's graceful shutdown on SIGTERM/SIGINT.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -27,6 +31,19 @@ Result Sh(const std::string& command) {
 
 Result Stallwatch(const std::string& args) {
   return Sh(std::string(SW_STALLWATCH_BIN) + " " + args);
+}
+
+// A loopback port nothing listens on (bound, then closed).
+int ClosedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  socklen_t len = sizeof sa;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  close(fd);
+  return ntohs(sa.sin_port);
 }
 
 size_t Lines(const std::string& s) {
@@ -78,12 +95,13 @@ TEST(StallwatchBinary, RuntimeErrorsAreOneLineAndExit1) {
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.out.rfind("stallwatch load: cannot resolve no-such-host.invalid", 0), 0u) << r.out;
   EXPECT_EQ(Lines(r.out), 1u) << r.out;
-  r = Stallwatch("stalls --daemon http://127.0.0.1:1");
+  const std::string closed = "127.0.0.1:" + std::to_string(ClosedPort());
+  r = Stallwatch("stalls --daemon http://" + closed);
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("stallwatch stalls: cannot connect to 127.0.0.1:1"), std::string::npos)
+  EXPECT_NE(r.out.find("stallwatch stalls: cannot connect to " + closed), std::string::npos)
       << r.out;
   EXPECT_EQ(Lines(r.out), 1u) << r.out;
-  r = Stallwatch("unblock --url http://127.0.0.1:1");
+  r = Stallwatch("unblock --url http://" + closed);
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(Lines(r.out), 1u) << r.out;
   r = Stallwatch("experiment --work 0ms");
