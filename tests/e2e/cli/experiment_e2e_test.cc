@@ -70,7 +70,8 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
       EXPECT_EQ(f["class"], "blocked");
       EXPECT_EQ(f["top_frame"], mode == "block" ? "stallwatch::cli::BlockingSleepOnLoop"
                                                 : "stallwatch::cli::BlockingUpstreamFetch");
-      EXPECT_GT(f["loop_delay_p99_s"].get<double>(), 2 * work);
+      // The loop is late by up to a whole wave (c handlers).
+      EXPECT_GT(f["loop_delay_p99_s"].get<double>(), 0.8 * c * work);
       // Every request waits for the c handlers of its wave: latency grows with c.
       EXPECT_GT(r["mean_s"].get<double>(), 0.6 * c * work);
     }
@@ -86,7 +87,9 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
       const std::string top = f["top_frame"];
       EXPECT_EQ(top.find("Blocking"), std::string::npos) << top;
       EXPECT_EQ(top.find("BurnCpu"), std::string::npos) << top;
-      EXPECT_LT(f["loop_delay_p99_s"].get<double>(), work);
+      // Milliseconds normally; a 1 s run on a busy machine may see one scheduling hiccup of
+      // about a work's length, still far from the blocking modes' c × work.
+      EXPECT_LT(f["loop_delay_p99_s"].get<double>(), 2.5 * work);
     }
   }
   for (auto& [mode, v] : ratios) {
