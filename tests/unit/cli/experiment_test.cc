@@ -74,7 +74,7 @@ TEST(TopBlockingFrame, SkipsLibcLibeventAndTheAgent) {
       MakeStack(1, {{"__restore_rt", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
                     {"stallwatch::agent::internal::OnSample(int)", "/opt/lib/libstallwatch.so.0"},
                     {"clock_nanosleep", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
-          {"__interceptor_nanosleep", "/usr/lib/x86_64-linux-gnu/libasan.so.8"},
+                    {"__interceptor_nanosleep", "/usr/lib/x86_64-linux-gnu/libasan.so.8"},
                     {"", "linux-vdso.so.1"},
                     {"app::LoadConfig(std::map<int, std::string> const&)", "/usr/bin/stallwatch"},
                     {"event_base_loop", "/usr/lib/x86_64-linux-gnu/libevent_core-2.1.so.7"}});
