@@ -1,0 +1,21 @@
+#pragma once
+// A small blocking HTTP/1.0 GET for the CLI's one-shot requests (block/unblock, daemon views).
+// Thread-safe; blocks the calling thread for at most `timeout`.
+
+#include <chrono>
+#include <string>
+
+#include "stallwatch/status.h"
+
+namespace stallwatch::cli {
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+// UNAVAILABLE with "cannot connect to …" when nothing listens; DEADLINE_EXCEEDED on timeout.
+StatusOr<HttpResponse> HttpGet(const std::string& url,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+}  // namespace stallwatch::cli

@@ -1,0 +1,690 @@
+// stallwatch: the command-line tool. The only file that includes CLI11 (slow to compile);
+// everything it runs lives in sw_cli.
+#include <poll.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "experiment.h"
+#include "http_get.h"
+#include "load.h"
+#include "report.h"
+#include "server.h"
+#include "stallwatch/common/clock.h"
+#include "stallwatch/common/duration.h"
+#include "stallwatch/common/finding_json.h"
+#include "views.h"
+
+namespace sw = stallwatch;
+namespace cli = stallwatch::cli;
+
+namespace {
+
+std::atomic<bool> g_cancel{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+// Async-signal safe.
+void OnCancelSignal(int) { g_cancel.store(true); }
+
+void InstallCancelHandler() {
+  struct sigaction sa {};
+  sa.sa_handler = &OnCancelSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Validates a duration flag ("500ms", "2s", "1m").
+const CLI::Validator kDuration(
+    [](std::string& s) -> std::string {
+      auto d = sw::ParseDuration(s);
+      return d.ok() ? std::string() : d.status().message();
+    },
+    "DURATION", "duration");
+
+// Validates an agent endpoint flag (the agent checks it again when it attaches).
+const CLI::Validator kEndpoint(
+    [](std::string& s) -> std::string {
+      const auto starts = [&](const char* p) {
+        return s.rfind(p, 0) == 0 && s.size() > std::strlen(p);
+      };
+      if (s == "off" || s == "stderr" || starts("unix:/") || starts("file:/")) return {};
+      if (starts("tcp:") && s.rfind(':') > 4) return {};
+      return "bad endpoint '" + s +
+             "': expected unix:/path, tcp:host:port, file:/path, stderr or off";
+    },
+    "ENDPOINT", "endpoint");
+
+std::chrono::nanoseconds Dur(const std::string& s) { return *sw::ParseDuration(s); }
+
+int Fail(const std::string& cmd, const sw::Status& st) {
+  std::fprintf(stderr, "stallwatch %s: %s\n", cmd.c_str(), st.message().c_str());
+  return 1;
+}
+
+struct ServeFlags {
+  std::string bind = "127.0.0.1";
+  int port = 8888;
+  int workers = 5;
+  std::string threshold;
+  std::string endpoint;
+  std::string upstream;
+  std::string upstream_delay = "500ms";
+  std::string service;
+  bool no_agent = false;
+  bool log_requests = false;
+};
+
+void AddServe(CLI::App& app, ServeFlags& f) {
+  CLI::App* s =
+      app.add_subcommand("serve", "Run the bundled libevent HTTP server with the agent attached");
+  s->add_option("--port", f.port, "TCP port (0: any free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  s->add_option("--bind", f.bind, "Address to listen on")->capture_default_str();
+  s->add_option("--workers", f.workers, "Threads of the /offload pool")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  s->add_option("--threshold", f.threshold,
+                "Stall threshold (default: STALLWATCH_THRESHOLD, else 50ms)")
+      ->check(kDuration);
+  s->add_option("--endpoint", f.endpoint,
+                "Where the agent reports: unix:/path, tcp:host:port, file:/path, stderr, off "
+                "(default: STALLWATCH_ENDPOINT, else the daemon's socket)")
+      ->check(kEndpoint);
+  s->add_option("--upstream", f.upstream,
+                "host:port of the slow upstream for /upstream-* (default: start one on loopback)");
+  s->add_option("--upstream-delay", f.upstream_delay,
+                "How long the bundled upstream takes to answer")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_option("--service", f.service,
+                "Service name in findings (default: STALLWATCH_SERVICE or program name)");
+  s->add_flag("--no-agent", f.no_agent, "Do not attach the agent (for overhead comparisons)");
+  s->add_flag("--log-requests", f.log_requests, "Print each request's URI on stderr");
+  s->footer(
+      "Routes:\n"
+      "  /                      hello world\n"
+      "  /block?ms=500          sleeps on the loop (stalls it: class blocked)\n"
+      "  /cpu?ms=500            burns CPU on the loop (stalls it: class cpu)\n"
+      "  /async?ms=500          waits with a loop timer (no stall)\n"
+      "  /offload?ms=500        sleeps on a worker thread, answers from the loop (no stall)\n"
+      "  /upstream-blocking     calls the slow upstream with a blocking socket (stalls)\n"
+      "  /upstream-async        calls it with libevent's HTTP client (no stall)\n"
+      "  /control/block?duration=200ms&period=1s&kind=cpu|sleep   periodic deliberate stall\n"
+      "  /control/unblock       stops it\n"
+      "Examples:\n"
+      "  stallwatch serve --endpoint stderr\n"
+      "  stallwatch serve --port 9000 --workers 10 --threshold 20ms\n"
+      "  curl 'http://127.0.0.1:8888/block?ms=300'\n"
+      "Stop with Ctrl-C (SIGINT) or SIGTERM: pending requests get 503, then it exits.");
+  s->callback([&f]() {
+    cli::ServerOptions o;
+    o.bind = f.bind;
+    o.port = f.port;
+    o.workers = f.workers;
+    if (!f.threshold.empty()) o.stall_threshold = Dur(f.threshold);
+    o.endpoint = f.endpoint;
+    o.upstream = f.upstream;
+    o.upstream_delay = std::chrono::duration_cast<std::chrono::milliseconds>(Dur(f.upstream_delay));
+    o.service = f.service;
+    o.attach_agent = !f.no_agent;
+    o.handle_signals = true;
+    o.log_requests = f.log_requests;
+    auto server = cli::Server::Create(o);
+    if (!server.ok()) throw CLI::RuntimeError(Fail("serve", server.status()));
+    std::string endpoint = f.endpoint;
+    if (endpoint.empty()) {
+      const char* env = std::getenv("STALLWATCH_ENDPOINT");
+      endpoint = env != nullptr && *env != '\0' ? env : sw::kDefaultEndpoint;
+    }
+    const std::string agent = f.no_agent ? "off" : "-> " + endpoint;
+    std::fprintf(stderr,
+                 "stallwatch serve: listening on http://%s:%d (upstream 127.0.0.1:%d, %d workers, "
+                 "agent %s)\n",
+                 f.bind.c_str(), (*server)->port(), (*server)->upstream_port(), f.workers,
+                 agent.c_str());
+    if (sw::Status st = (*server)->Run(); !st.ok()) throw CLI::RuntimeError(Fail("serve", st));
+  });
+}
+
+struct LoadFlags {
+  std::string url;
+  uint64_t requests = 0;
+  int concurrency = 10;
+  int threads = 1;
+  std::string duration;
+  std::string timeout = "30s";
+  double rate = 0;
+  std::string max_time = "5m";
+  bool json = false;
+  bool drain = false;
+};
+
+void AddLoad(CLI::App& app, LoadFlags& f) {
+  CLI::App* s =
+      app.add_subcommand("load", "Send HTTP load to a URL and report QPS, latency and errors");
+  s->add_option("url", f.url, "Target, http://host[:port][/path]")->required();
+  s->add_option("-n,--requests", f.requests, "Number of requests (0: bounded by --duration only)");
+  s->add_option("-c,--concurrency", f.concurrency, "Connections (keep-alive)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  s->add_option("-t,--threads", f.threads, "Client threads, each with its own loop")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  s->add_option("-d,--duration", f.duration, "Run for this long (default 10s when -n is not given)")
+      ->check(kDuration);
+  s->add_option("--timeout", f.timeout, "Per-request timeout (counted as an error)")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_option("-r,--rate", f.rate,
+                "Fixed rate in requests/s over all connections; latency is measured from the "
+                "scheduled send time (no coordinated omission)")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--max-time", f.max_time, "Hard time limit of a run bounded by -n")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_flag("--json", f.json, "Print the result as one JSON object");
+  s->add_flag("--drain", f.drain,
+              "When --duration ends, wait for the requests in flight (up to --timeout) and count "
+              "them instead of dropping them");
+  s->footer(
+      "The run stops at -n requests or --duration, whichever comes first; a run given only -n "
+      "stops after --max-time anyway.\n"
+      "QPS = completed responses / (last response - first request).\n"
+      "Examples:\n"
+      "  stallwatch load http://127.0.0.1:8888/ -c 50 -d 10s\n"
+      "  stallwatch load 'http://127.0.0.1:8888/block?ms=500' -n 20 -c 5\n"
+      "  stallwatch load http://127.0.0.1:8888/async -c 20 --rate 30 -d 10s --json");
+  s->callback([&f]() {
+    cli::LoadOptions o;
+    o.url = f.url;
+    o.requests = f.requests;
+    o.concurrency = f.concurrency;
+    o.threads = f.threads;
+    if (!f.duration.empty()) o.duration = Dur(f.duration);
+    o.timeout = Dur(f.timeout);
+    o.rate = f.rate;
+    o.max_time = Dur(f.max_time);
+    o.drain = f.drain;
+    if (sw::Status st = cli::ValidateLoadOptions(o); !st.ok())
+      throw CLI::RuntimeError(Fail("load", st));
+    InstallCancelHandler();
+    auto r = cli::RunLoad(o, &g_cancel);
+    if (!r.ok()) throw CLI::RuntimeError(Fail("load", r.status()));
+    if (f.json) {
+      std::cout << cli::LoadResultToJson(*r).dump() << "\n";
+    } else {
+      std::cout << cli::FormatLoadText(*r);
+    }
+    if (r->completed == 0 && r->errors() > 0) throw CLI::RuntimeError(1);
+  });
+}
+
+struct ExperimentFlags {
+  std::vector<std::string> modes;
+  std::vector<int> concurrency;
+  std::string work;
+  std::string duration;
+  int workers = 5;
+  std::string threshold = "50ms";
+  std::string endpoint = "off";
+  std::string format = "table";
+  std::string plot;
+  bool json = false;
+  bool quick = false;
+  bool no_daemon = false;
+};
+
+void AddExperiment(CLI::App& app, ExperimentFlags& f) {
+  CLI::App* s = app.add_subcommand(
+      "experiment",
+      "Measure block vs cpu vs async vs thread pool vs upstream clients, with findings");
+  std::string mode_names;
+  for (cli::Mode m : cli::AllModes())
+    mode_names += std::string(mode_names.empty() ? "" : ", ") + cli::ModeName(m);
+  s->add_option("--modes", f.modes, "Modes to run (default: all): " + mode_names)
+      ->delimiter(',')
+      ->check([](const std::string& v) {
+        cli::Mode m;
+        return cli::ParseMode(v, &m) ? std::string()
+                                     : "unknown mode '" + v +
+                                           "'; expected one of block, cpu, "
+                                           "async, offload, upstream-blocking, upstream-async";
+      });
+  s->add_option("-c,--concurrency", f.concurrency, "Concurrency levels (default 5,10,20)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1000));
+  s->add_option(
+       "--work", f.work,
+       "Work per request: sleep, CPU burn, timer or upstream delay (default 500ms; --quick 100ms)")
+      ->check(kDuration);
+  s->add_option("-d,--duration", f.duration,
+                "Length of each run (default 10s; --quick 1s); runs of modes that block the loop "
+                "are stretched to whole waves of c × work")
+      ->check(kDuration);
+  s->add_option("--workers", f.workers, "Threads of the server's /offload pool")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  s->add_option("--threshold", f.threshold, "The agent's stall threshold")
+      ->capture_default_str()
+      ->check(kDuration);
+  s->add_option("--endpoint", f.endpoint,
+                "Also send the agent's findings there (e.g. unix:/run/stallwatch/agent.sock)")
+      ->capture_default_str()
+      ->check(kEndpoint);
+  s->add_option("--format", f.format, "table, markdown, csv or json")
+      ->capture_default_str()
+      ->check([](const std::string& v) {
+        cli::ReportFormat r;
+        return cli::ParseReportFormat(v, &r)
+                   ? std::string()
+                   : "unknown format '" + v + "'; expected table, markdown, csv or json";
+      });
+  s->add_flag("--json", f.json, "Same as --format json");
+  s->add_option("--plot", f.plot, "Also write an SVG plot of QPS against concurrency to FILE");
+  s->add_flag("--quick", f.quick, "Short runs (work 100ms, 1s per run): about 25 s in all");
+  s->add_flag("--no-daemon", f.no_daemon,
+              "Read the agent in-process (the default: the server runs inside this command)");
+  s->footer(
+      "The server (agent attached) runs in this process on its own thread; a fresh one per run,\n"
+      "so each run's findings are its own. Expected QPS: block, cpu, upstream-blocking 1/work;\n"
+      "async, upstream-async c/work; offload min(c, workers)/work. A progress line per run goes\n"
+      "to stderr; the report to stdout. A loop that blocks in every handler answers in waves\n"
+      "(all c handlers run, then libevent writes the c replies), so those runs last whole waves.\n"
+      "Examples:\n"
+      "  stallwatch experiment                      the seeds' table: 0.5 s work, c = 5,10,20\n"
+      "  stallwatch experiment --quick --format markdown --plot qps.svg\n"
+      "  stallwatch experiment --modes block,async,offload -c 1,5,10,20 --workers 10 --json");
+  s->callback([&f]() {
+    cli::ExperimentOptions o;
+    if (!f.modes.empty()) {
+      o.modes.clear();
+      for (const auto& name : f.modes) {
+        cli::Mode m;
+        cli::ParseMode(name, &m);
+        o.modes.push_back(m);
+      }
+    }
+    if (!f.concurrency.empty()) o.concurrency = f.concurrency;
+    o.work = std::chrono::milliseconds(f.quick ? 100 : 500);
+    o.run_duration = f.quick ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(10000);
+    if (!f.work.empty())
+      o.work = std::chrono::duration_cast<std::chrono::milliseconds>(Dur(f.work));
+    if (!f.duration.empty()) o.run_duration = Dur(f.duration);
+    o.workers = f.workers;
+    o.stall_threshold = Dur(f.threshold);
+    o.endpoint = f.endpoint;
+    cli::ReportFormat format = cli::ReportFormat::kTable;
+    cli::ParseReportFormat(f.json ? "json" : f.format, &format);
+    if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
+      throw CLI::RuntimeError(Fail("experiment", st));
+    }
+    o.progress = [](size_t i, size_t n, const cli::ExperimentRow& row) {
+      std::fprintf(stderr, "%s\n", cli::FormatProgressLine(i, n, row).c_str());
+    };
+    InstallCancelHandler();
+    auto rows = cli::RunExperiment(o, &g_cancel);
+    if (!rows.ok()) throw CLI::RuntimeError(Fail("experiment", rows.status()));
+    const cli::ReportContext ctx{
+        .work = o.work, .workers = o.workers, .run_duration = o.run_duration};
+    std::cout << cli::FormatExperiment(*rows, format, ctx) << std::flush;
+    if (!f.plot.empty()) {
+      std::ofstream out(f.plot);
+      out << cli::RenderQpsSvg(*rows, ctx);
+      if (!out)
+        throw CLI::RuntimeError(Fail("experiment", sw::UnavailableError("cannot write " + f.plot)));
+      std::fprintf(stderr, "stallwatch experiment: plot written to %s\n", f.plot.c_str());
+    }
+    if (g_cancel.load()) throw CLI::RuntimeError(130);
+  });
+}
+
+// Strips a trailing '/' so paths can be appended.
+std::string BaseUrl(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+struct ControlFlags {
+  std::string url = "http://127.0.0.1:8888";
+  std::string duration = "200ms";
+  std::string period = "1s";
+  std::string kind = "sleep";
+};
+
+void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
+  CLI::App* b =
+      app.add_subcommand("block", "Make a running `stallwatch serve` stall its loop periodically");
+  b->add_option("--url", f.url, "The server")->capture_default_str();
+  b->add_option("--duration", f.duration, "How long each stall lasts")
+      ->capture_default_str()
+      ->check(kDuration);
+  b->add_option("--period", f.period, "How often a stall starts")
+      ->capture_default_str()
+      ->check(kDuration);
+  b->add_option("--kind", f.kind, "sleep (blocked in a syscall) or cpu (busy loop)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sleep", "cpu"}));
+  b->footer(
+      "Drives GET /control/block?duration=&period=&kind= of the server.\n"
+      "Examples:\n"
+      "  stallwatch block                                   200ms sleep every second\n"
+      "  stallwatch block --duration 500ms --period 2s --kind cpu\n"
+      "  stallwatch block --url http://127.0.0.1:9000 && stallwatch stalls\n"
+      "  stallwatch unblock");
+  b->callback([&f]() {
+    auto to_ms = [](const std::string& d) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(Dur(d)).count());
+    };
+    const std::string url = BaseUrl(f.url) + "/control/block?duration=" + to_ms(f.duration) +
+                            "&period=" + to_ms(f.period) + "&kind=" + f.kind;
+    auto r = cli::HttpGet(url);
+    if (!r.ok()) throw CLI::RuntimeError(Fail("block", r.status()));
+    if (r->status != 200) {
+      throw CLI::RuntimeError(Fail("block", sw::InvalidArgumentError(Trimmed(r->body))));
+    }
+    std::printf("%s: loop stalls %s every %s (%s); undo with: stallwatch unblock --url %s\n",
+                BaseUrl(f.url).c_str(), f.duration.c_str(), f.period.c_str(), f.kind.c_str(),
+                BaseUrl(f.url).c_str());
+  });
+  CLI::App* u =
+      app.add_subcommand("unblock", "Stop the periodic stall of a running `stallwatch serve`");
+  u->add_option("--url", f.url, "The server")->capture_default_str();
+  u->footer(
+      "Drives GET /control/unblock of the server.\nExample:\n  stallwatch unblock --url "
+      "http://127.0.0.1:8888");
+  u->callback([&f]() {
+    auto r = cli::HttpGet(BaseUrl(f.url) + "/control/unblock");
+    if (!r.ok()) throw CLI::RuntimeError(Fail("unblock", r.status()));
+    if (r->status != 200) {
+      throw CLI::RuntimeError(Fail("unblock", sw::InvalidArgumentError(Trimmed(r->body))));
+    }
+    const bool was = r->body.find("\"was_blocking\":true") != std::string::npos;
+    std::printf("%s: periodic stall %s\n", BaseUrl(f.url).c_str(), was ? "stopped" : "was not on");
+  });
+}
+
+constexpr const char* kDaemonDefault = "http://127.0.0.1:9466";
+
+sw::StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& path) {
+  auto r = cli::HttpGet(BaseUrl(daemon) + path);
+  if (!r.ok()) {
+    return sw::Status(r.status().code(),
+                      r.status().message() + " (is stallwatchd running? set --daemon URL)");
+  }
+  if (r->status != 200) {
+    return sw::UnavailableError("daemon answered " + std::to_string(r->status) + ": " +
+                                Trimmed(r->body));
+  }
+  return r->body;
+}
+
+struct ViewFlags {
+  std::string daemon = kDaemonDefault;
+  int limit = 20;
+  std::string service;
+  std::string loop;
+  std::string since;
+  bool ongoing = false;
+  bool no_stacks = false;
+  bool json = false;
+  std::string stacks_format = "text";
+  std::string interval = "1s";
+  int iterations = 0;
+};
+
+void AddStallsStacks(CLI::App& app, ViewFlags& f) {
+  CLI::App* s = app.add_subcommand(
+      "stalls", "Recent and ongoing stalls from stallwatchd, with stacks and hints");
+  s->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  s->add_option("-n,--limit", f.limit, "At most this many stalls (newest first)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  s->add_option("--service", f.service, "Only this service");
+  s->add_option("--loop", f.loop, "Only this loop");
+  s->add_option("--since", f.since, "Only stalls that started within this long ago, e.g. 10m")
+      ->check(kDuration);
+  s->add_flag("--ongoing", f.ongoing, "Only stalls still going on");
+  s->add_flag("--no-stacks", f.no_stacks, "Leave the stacks out");
+  s->add_flag("--json", f.json, "Print the stalls as a JSON array (the finding format)");
+  s->footer(
+      "Examples:\n"
+      "  stallwatch stalls\n"
+      "  stallwatch stalls --service api --since 10m --no-stacks\n"
+      "  stallwatch stalls --ongoing --json | jq '.[0].stacks'");
+  s->callback([&f]() {
+    std::string path = "/api/v1/stalls?limit=" +
+                       std::to_string(f.since.empty() && f.loop.empty() ? f.limit : 1000);
+    if (!f.service.empty()) path += "&service=" + f.service;
+    if (f.ongoing) path += "&ongoing=true";
+    auto body = DaemonGet(f.daemon, path);
+    if (!body.ok()) throw CLI::RuntimeError(Fail("stalls", body.status()));
+    auto stalls = cli::ParseStallsBody(*body);
+    if (!stalls.ok()) throw CLI::RuntimeError(Fail("stalls", stalls.status()));
+    cli::StallFilter filter;
+    filter.service = f.service;
+    filter.loop = f.loop;
+    if (!f.since.empty()) filter.since_ns = sw::RealtimeNanos() - Dur(f.since).count();
+    if (f.ongoing) filter.ongoing = true;
+    auto shown = cli::FilterStalls(std::move(*stalls), filter);
+    if (shown.size() > static_cast<size_t>(f.limit)) shown.resize(static_cast<size_t>(f.limit));
+    if (f.json) {
+      nlohmann::json arr = nlohmann::json::array();
+      for (const auto& st : shown) arr.push_back(sw::ToJson(st));
+      std::cout << arr.dump() << "\n";
+    } else {
+      std::cout << cli::FormatStalls(shown, {.stacks = !f.no_stacks});
+    }
+  });
+
+  CLI::App* k = app.add_subcommand(
+      "stacks", "Merged stall stacks from stallwatchd (folded for flame graphs)");
+  k->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  k->add_option("--format", f.stacks_format, "text, folded (flamegraph.pl / speedscope) or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "folded", "json"}));
+  k->footer(
+      "Examples:\n"
+      "  stallwatch stacks\n"
+      "  stallwatch stacks --format folded | flamegraph.pl > stalls.svg\n"
+      "  stallwatch stacks --format json");
+  k->callback([&f]() {
+    const bool folded = f.stacks_format == "folded";
+    auto body =
+        DaemonGet(f.daemon, std::string("/api/v1/stacks?format=") + (folded ? "folded" : "json"));
+    if (!body.ok()) throw CLI::RuntimeError(Fail("stacks", body.status()));
+    if (f.stacks_format != "text") {
+      std::cout << *body;
+      if (!body->empty() && body->back() != '\n') std::cout << "\n";
+      return;
+    }
+    auto text = cli::FormatStacksBody(*body);
+    if (!text.ok()) throw CLI::RuntimeError(Fail("stacks", text.status()));
+    std::cout << *text;
+  });
+}
+
+// Terminal state of `top`, restored by the destructor.
+class RawTerminal {
+ public:
+  RawTerminal() {
+    if (tcgetattr(STDIN_FILENO, &saved_) == 0) {
+      termios raw = saved_;
+      raw.c_lflag &= static_cast<tcflag_t>(~(ICANON | ECHO));
+      raw.c_cc[VMIN] = 0;
+      raw.c_cc[VTIME] = 0;
+      active_ = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    }
+    std::fputs("\x1b[?1049h\x1b[?25l", stdout);  // alternate screen, hide the cursor
+  }
+  ~RawTerminal() {
+    std::fputs("\x1b[?25h\x1b[?1049l", stdout);
+    std::fflush(stdout);
+    if (active_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+  }
+
+ private:
+  termios saved_{};
+  bool active_ = false;
+};
+
+void AddTop(CLI::App& app, ViewFlags& f) {
+  CLI::App* t =
+      app.add_subcommand("top", "Live view of every loop the daemon knows (refreshes in place)");
+  t->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  t->add_option("--interval", f.interval, "Refresh period")
+      ->capture_default_str()
+      ->check(kDuration);
+  t->add_option("--iterations", f.iterations,
+                "Stop after this many refreshes (0: until q or Ctrl-C on a terminal; 1 otherwise)")
+      ->check(CLI::NonNegativeNumber);
+  t->footer(
+      "Per loop: loop delay p50/p99/max and utilization of the last window, stalls per second,\n"
+      "the age of a stall going on now, and the top frame (first not in libc/libevent/agent).\n"
+      "On a terminal the view refreshes in place; q or Ctrl-C quits. Otherwise it prints plain\n"
+      "snapshots.\n"
+      "Examples:\n"
+      "  stallwatch top\n"
+      "  stallwatch top --interval 500ms\n"
+      "  stallwatch top --iterations 3 > snapshot.txt");
+  t->callback([&f]() {
+    const bool tty = isatty(STDOUT_FILENO) != 0;
+    const int iterations = f.iterations > 0 ? f.iterations : (tty ? 0 : 1);
+    const auto interval = Dur(f.interval);
+    InstallCancelHandler();
+    std::optional<RawTerminal> term;
+    if (tty) term.emplace();
+    std::map<cli::LoopKey, uint64_t> previous;
+    int64_t previous_ns = 0;
+    for (int i = 0; iterations == 0 || i < iterations; ++i) {
+      std::string screen;
+      sw::Status error;
+      auto loops = DaemonGet(f.daemon, "/api/v1/loops");
+      auto stalls = DaemonGet(f.daemon, "/api/v1/stalls?limit=200");
+      std::vector<sw::StallFinding> recent;
+      if (stalls.ok()) {
+        if (auto s = cli::ParseStallsBody(*stalls); s.ok()) recent = std::move(*s);
+      }
+      const int64_t now = sw::MonotonicNanos();
+      if (!loops.ok()) {
+        error = loops.status();
+      } else {
+        auto rows = cli::ParseLoopsBody(*loops, recent, previous,
+                                        previous_ns > 0 ? (now - previous_ns) / 1e9 : 0);
+        if (!rows.ok()) {
+          error = rows.status();
+        } else {
+          previous.clear();
+          for (const auto& r : *rows) previous[{r.service, r.pid, r.loop}] = r.stalls_total;
+          previous_ns = now;
+          screen = cli::FormatTop(*rows, BaseUrl(f.daemon), tty ? 160 : 200);
+        }
+      }
+      if (!error.ok()) {
+        if (!tty) throw CLI::RuntimeError(Fail("top", error));
+        screen =
+            "stallwatch top — " + BaseUrl(f.daemon) + "\n" + error.message() + "\n(retrying)\n";
+      }
+      if (tty) {
+        std::string out = "\x1b[H";
+        size_t pos = 0;
+        while (pos < screen.size()) {
+          const size_t eol = screen.find('\n', pos);
+          out += screen.substr(pos, eol - pos) + "\x1b[K\r\n";
+          pos = eol == std::string::npos ? screen.size() : eol + 1;
+        }
+        out += "\x1b[J(q or Ctrl-C to quit)";
+        std::fputs(out.c_str(), stdout);
+        std::fflush(stdout);
+      } else {
+        if (i > 0) std::fputs("\n", stdout);
+        std::fputs(screen.c_str(), stdout);
+        std::fflush(stdout);
+      }
+      if (iterations != 0 && i + 1 >= iterations) break;
+      // Wait for the next refresh, a key or a signal.
+      const int64_t until = sw::MonotonicNanos() + interval.count();
+      bool quit = false;
+      while (!quit && !g_cancel.load()) {
+        const int64_t left_ms = (until - sw::MonotonicNanos()) / 1'000'000;
+        if (left_ms <= 0) break;
+        pollfd p{STDIN_FILENO, POLLIN, 0};
+        if (tty && poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 100))) > 0) {
+          char c = 0;
+          if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q' || c == 3)) quit = true;
+        } else if (!tty) {
+          usleep(static_cast<useconds_t>(std::min<int64_t>(left_ms, 100) * 1000));
+        }
+      }
+      if (quit || g_cancel.load()) break;
+    }
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"stallwatch: find what stalls your libevent loops"};
+  app.require_subcommand(1, 1);
+  app.footer(
+      "Examples:\n"
+      "  stallwatch serve                          bundled server on :8888 with the agent\n"
+      "  stallwatch load http://127.0.0.1:8888/ -c 50 -d 10s\n"
+      "  stallwatch experiment --quick             block vs async vs thread pool, measured\n"
+      "  stallwatch block --duration 200ms         make a running server stall periodically\n"
+      "  stallwatch stalls                         recent and ongoing stalls from stallwatchd\n"
+      "  stallwatch stacks --format folded         merged stacks for flame graphs\n"
+      "  stallwatch top                            live per-loop view (q quits)\n"
+      "Run 'stallwatch <command> --help' for a command's flags and examples.");
+  ServeFlags serve;
+  LoadFlags load;
+  ExperimentFlags experiment;
+  AddServe(app, serve);
+  AddLoad(app, load);
+  AddExperiment(app, experiment);
+  ControlFlags control;
+  AddBlockUnblock(app, control);
+  ViewFlags views;
+  AddStallsStacks(app, views);
+  AddTop(app, views);
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known |= sub->get_name() == argv[1];
+    }
+    if (!known) {
+      std::fprintf(stderr, "stallwatch: unknown command '%s'; expected one of %s\n", argv[1],
+                   names.c_str());
+      return 2;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; a usage error exits 2 after its one-line message.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return 0;
+}

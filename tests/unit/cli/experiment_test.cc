@@ -1,0 +1,117 @@
+#include "experiment.h"
+
+#include <gtest/gtest.h>
+
+namespace stallwatch::cli {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(ExpectedQps, FollowsTheSeeds) {
+  const milliseconds work(500);
+  for (int c : {5, 10, 20}) {
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kBlock, c, work, 5), 2.0);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kCpu, c, work, 5), 2.0);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kUpstreamBlocking, c, work, 5), 2.0);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kAsync, c, work, 5), c / 0.5);
+    EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kUpstreamAsync, c, work, 5), c / 0.5);
+  }
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 3, work, 5), 6.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 5, work, 5), 10.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 20, work, 5), 10.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kOffload, 20, milliseconds(100), 8), 80.0);
+  EXPECT_DOUBLE_EQ(ExpectedQps(Mode::kAsync, 5, milliseconds(0), 5), 0.0);
+}
+
+TEST(Modes, NamesRoutesRoundTrip) {
+  EXPECT_EQ(AllModes().size(), 6u);
+  for (Mode m : AllModes()) {
+    Mode back;
+    ASSERT_TRUE(ParseMode(ModeName(m), &back));
+    EXPECT_EQ(back, m);
+  }
+  Mode m;
+  EXPECT_FALSE(ParseMode("sleep", &m));
+  EXPECT_EQ(ModeRoute(Mode::kUpstreamBlocking, milliseconds(500)), "/upstream-blocking?ms=500");
+  EXPECT_TRUE(ModeKeepsLoopFree(Mode::kOffload));
+  EXPECT_FALSE(ModeKeepsLoopFree(Mode::kCpu));
+}
+
+TEST(RunLength, EndsNextToAWaveBoundary) {
+  const milliseconds work(500);
+  // Loop-free: a wave per work; 10s holds 20, the run ends half a work after the last.
+  EXPECT_EQ(RunLength(Mode::kAsync, 20, work, std::chrono::seconds(10)), milliseconds(10250));
+  EXPECT_EQ(RunLength(Mode::kOffload, 5, work, milliseconds(100)), milliseconds(750));
+  // Blocking: a wave of c answers every c × work; the run ends half a work before one.
+  EXPECT_EQ(RunLength(Mode::kBlock, 5, work, std::chrono::seconds(10)), milliseconds(9750));
+  EXPECT_EQ(RunLength(Mode::kCpu, 20, work, std::chrono::seconds(10)), milliseconds(9750));
+  EXPECT_EQ(RunLength(Mode::kUpstreamBlocking, 20, work, std::chrono::seconds(1)),
+            milliseconds(9750));
+}
+
+TEST(ValidateExperimentOptions, Rejects) {
+  ExperimentOptions o;
+  EXPECT_TRUE(ValidateExperimentOptions(o).ok());
+  o.concurrency = {5, 0};
+  EXPECT_NE(ValidateExperimentOptions(o).message().find("--concurrency"), std::string::npos);
+  o.concurrency = {5};
+  o.work = milliseconds(0);
+  EXPECT_NE(ValidateExperimentOptions(o).message().find("--work"), std::string::npos);
+  o.work = milliseconds(100);
+  o.modes.clear();
+  EXPECT_NE(ValidateExperimentOptions(o).message().find("--modes"), std::string::npos);
+}
+
+Stack MakeStack(uint64_t samples, std::vector<std::pair<std::string, std::string>> frames) {
+  Stack s;
+  s.samples = samples;
+  for (auto& [fn, mod] : frames) s.frames.push_back(Frame{fn, mod, 0x10, "", 0});
+  return s;
+}
+
+TEST(TopBlockingFrame, SkipsLibcLibeventAndTheAgent) {
+  const Stack s =
+      MakeStack(1, {{"__restore_rt", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
+                    {"stallwatch::agent::internal::OnSample(int)", "/opt/lib/libstallwatch.so.0"},
+                    {"clock_nanosleep", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
+                    {"__interceptor_nanosleep", "/usr/lib/x86_64-linux-gnu/libasan.so.8"},
+                    {"", "linux-vdso.so.1"},
+                    {"app::LoadConfig(std::map<int, std::string> const&)", "/usr/bin/stallwatch"},
+                    {"event_base_loop", "/usr/lib/x86_64-linux-gnu/libevent_core-2.1.so.7"}});
+  EXPECT_EQ(TopBlockingFrame(s), "app::LoadConfig");
+  const Stack anon = MakeStack(1, {{"(anonymous namespace)::Work(int)", "/usr/bin/app"}});
+  EXPECT_EQ(TopBlockingFrame(anon), "(anonymous namespace)::Work");
+  const Stack unnamed = MakeStack(1, {{"", "/usr/bin/app"}});
+  EXPECT_EQ(TopBlockingFrame(unnamed), "app+0x10");
+  const Stack plumbing = MakeStack(1, {{"epoll_wait", "/lib/libc.so.6"}});
+  EXPECT_EQ(TopBlockingFrame(plumbing), "");
+}
+
+TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
+  StallFinding a;
+  a.duration_s = 0.2;
+  a.stall_class = StallClass::kCpu;
+  a.stacks.push_back(MakeStack(2, {{"Hash()", "/usr/bin/app"}}));
+  StallFinding b;
+  b.duration_s = 0.9;
+  b.stall_class = StallClass::kBlocked;
+  b.syscall = "recvfrom";
+  b.stacks.push_back(MakeStack(5, {{"recv", "/lib/libc.so.6"}, {"Fetch()", "/usr/bin/app"}}));
+  StallFinding starved;  // the process waited for a CPU: its stack is not the culprit
+  starved.duration_s = 0.1;
+  starved.stall_class = StallClass::kStarved;
+  starved.stacks.push_back(MakeStack(50, {{"Server::Run()", "/usr/bin/app"}}));
+  const RunFindings f = SummarizeStalls({a, b, starved});
+  EXPECT_EQ(f.stalls, 3u);
+  EXPECT_DOUBLE_EQ(f.max_stall_s, 0.9);
+  EXPECT_EQ(f.stall_class, "blocked");
+  EXPECT_EQ(f.top_frame, "Fetch");
+  EXPECT_EQ(f.syscall, "recvfrom");
+  const RunFindings none = SummarizeStalls({});
+  EXPECT_EQ(none.stalls, 0u);
+  EXPECT_EQ(none.stall_class, "");
+  EXPECT_EQ(none.top_frame, "");
+}
+
+}  // namespace
+}  // namespace stallwatch::cli

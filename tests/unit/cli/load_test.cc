@@ -1,0 +1,147 @@
+#include "load.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace stallwatch::cli {
+namespace {
+
+using internal::ParseResponseBody;
+using internal::ParseResponseHead;
+using internal::ParseResult;
+using internal::ResponseHead;
+
+TEST(ParseUrl, HostPortPath) {
+  auto u = ParseUrl("http://127.0.0.1:8888/block?ms=500");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, 8888);
+  EXPECT_EQ(u->path, "/block?ms=500");
+  auto d = ParseUrl("http://localhost");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->port, 80);
+  EXPECT_EQ(d->path, "/");
+  auto q = ParseUrl("http://h:1?x=1");
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->path, "/?x=1");
+  auto v6 = ParseUrl("http://[::1]:9000/x");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 9000);
+}
+
+TEST(ParseUrl, Rejects) {
+  for (const char* bad : {"https://a/", "127.0.0.1:8888", "http://", "http://h:0/",
+                          "http://h:70000/", "http://h:x/", "http://h:/"}) {
+    auto u = ParseUrl(bad);
+    EXPECT_FALSE(u.ok()) << bad;
+    if (!u.ok()) {
+      EXPECT_NE(u.status().message().find("http://host"), std::string::npos);
+    }
+  }
+}
+
+TEST(ValidateLoadOptions, NamesTheFlag) {
+  LoadOptions o;
+  o.url = "http://127.0.0.1:1/";
+  EXPECT_TRUE(ValidateLoadOptions(o).ok());
+  o.concurrency = 0;
+  EXPECT_NE(ValidateLoadOptions(o).message().find("--concurrency"), std::string::npos);
+  o.concurrency = 2;
+  o.threads = 3;
+  EXPECT_NE(ValidateLoadOptions(o).message().find("--threads"), std::string::npos);
+  o.threads = 1;
+  o.rate = -1;
+  EXPECT_NE(ValidateLoadOptions(o).message().find("--rate"), std::string::npos);
+  o.rate = 0;
+  o.timeout = std::chrono::nanoseconds(0);
+  EXPECT_NE(ValidateLoadOptions(o).message().find("--timeout"), std::string::npos);
+}
+
+TEST(ResponseParser, ContentLengthKeepAlive) {
+  const std::string r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+  ResponseHead h;
+  ASSERT_EQ(ParseResponseHead(r.substr(0, 10), &h), ParseResult::kIncomplete);
+  ASSERT_EQ(ParseResponseHead(r, &h), ParseResult::kComplete);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(h.content_length, 5);
+  EXPECT_FALSE(h.close);
+  size_t total = 0;
+  EXPECT_EQ(ParseResponseBody(r.substr(0, r.size() - 1), h, false, &total),
+            ParseResult::kIncomplete);
+  EXPECT_EQ(ParseResponseBody(r + "HTTP/1.1", h, false, &total), ParseResult::kComplete);
+  EXPECT_EQ(total, r.size());
+}
+
+TEST(ResponseParser, Chunked) {
+  const std::string r =
+      "HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nA\r\n0123456789"
+      "\r\n0\r\n\r\n";
+  ResponseHead h;
+  ASSERT_EQ(ParseResponseHead(r, &h), ParseResult::kComplete);
+  EXPECT_EQ(h.status, 404);
+  EXPECT_TRUE(h.chunked);
+  size_t total = 0;
+  EXPECT_EQ(ParseResponseBody(r.substr(0, r.size() - 2), h, false, &total),
+            ParseResult::kIncomplete);
+  ASSERT_EQ(ParseResponseBody(r, h, false, &total), ParseResult::kComplete);
+  EXPECT_EQ(total, r.size());
+}
+
+TEST(ResponseParser, CloseDelimitedAndHttp10) {
+  const std::string r = "HTTP/1.0 200 OK\r\nServer: x\r\n\r\nbody until close";
+  ResponseHead h;
+  ASSERT_EQ(ParseResponseHead(r, &h), ParseResult::kComplete);
+  EXPECT_TRUE(h.close);
+  size_t total = 0;
+  EXPECT_EQ(ParseResponseBody(r, h, false, &total), ParseResult::kIncomplete);
+  EXPECT_EQ(ParseResponseBody(r, h, true, &total), ParseResult::kComplete);
+  const std::string ka = "HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n";
+  ResponseHead h2;
+  ASSERT_EQ(ParseResponseHead(ka, &h2), ParseResult::kComplete);
+  EXPECT_FALSE(h2.close);
+  EXPECT_EQ(ParseResponseBody(ka, h2, false, &total), ParseResult::kComplete);
+}
+
+TEST(ResponseParser, Malformed) {
+  ResponseHead h;
+  EXPECT_EQ(ParseResponseHead("SMTP ready\r\n\r\n", &h), ParseResult::kError);
+  EXPECT_EQ(ParseResponseHead("HTTP/1.1 2x0 OK\r\n\r\n", &h), ParseResult::kError);
+  EXPECT_EQ(ParseResponseHead("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", &h),
+            ParseResult::kError);
+  EXPECT_EQ(ParseResponseHead(std::string(70000, 'x'), &h), ParseResult::kError);
+}
+
+TEST(LoadResult, StatsAndJson) {
+  LoadResult r;
+  r.url = "http://h/";
+  r.concurrency = 2;
+  r.threads = 1;
+  for (int i = 1; i <= 100; ++i) r.latency.Add(static_cast<uint64_t>(i) * 1'000'000);
+  r.completed = 100;
+  r.ok = 99;
+  r.err_status = 1;
+  r.err_timeout = 2;
+  r.elapsed_s = 2;
+  r.qps = 50;
+  EXPECT_NEAR(r.mean_s(), 0.0505, 1e-6);
+  EXPECT_NEAR(r.quantile_s(0.5), 0.050, 0.0005);
+  EXPECT_NEAR(r.quantile_s(0.99), 0.099, 0.001);
+  EXPECT_NEAR(r.max_s(), 0.100, 1e-9);
+  EXPECT_EQ(r.errors(), 3u);
+  const auto j = LoadResultToJson(r);
+  EXPECT_EQ(j["requests"], 100);
+  EXPECT_EQ(j["errors"], 3);
+  EXPECT_EQ(j["errors_by_kind"]["timeout"], 2);
+  EXPECT_DOUBLE_EQ(j["qps"].get<double>(), 50);
+  const std::string text = FormatLoadText(r);
+  EXPECT_NE(text.find("Requests/sec:  50.00"), std::string::npos) << text;
+  EXPECT_NE(text.find("p99 98.83ms  max 100.00ms"), std::string::npos) << text;
+  EXPECT_NE(text.find("Errors:        3 (connect 0, read 0, write 0, timeout 2, non-2xx/3xx 1)"),
+            std::string::npos)
+      << text;
+}
+
+}  // namespace
+}  // namespace stallwatch::cli
