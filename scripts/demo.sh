@@ -1,12 +1,45 @@
 #!/usr/bin/env bash
-# The main job: installs what is needed, builds, and runs a short demonstration of a caught stall.
+# The main job: installs what is needed, builds, then runs the whole system for about a minute
+# and stops by itself: stallwatchd, the bundled libevent server with the agent attached, a
+# short block/async/thread-pool experiment, and the stalls the daemon caught.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2
-if [ -x build/cli/stallwatch ] && build/cli/stallwatch demo --help >/dev/null 2>&1; then
-  exec build/cli/stallwatch demo
-fi
-echo "== stall_demo: a libevent program with the agent attached (findings as JSON Lines) =="
-build/examples/stall_demo 2>&1 | python3 scripts/format_findings.py
+
+work=$(mktemp -d /tmp/stallwatch-demo-XXXXXX)
+port=$((19466 + RANDOM % 500))
+daemon_pid=""
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo
+echo "== 1. stallwatchd: agent socket $work/agent.sock, metrics and API on 127.0.0.1:$port"
+build/daemon/stallwatchd --agent-socket "$work/agent.sock" --http-listen "127.0.0.1:$port" \
+  --log-level warn &
+daemon_pid=$!
+for _ in $(seq 50); do
+  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+echo
+echo "== 2. experiment: the bundled server (agent attached) under load; handlers that sleep on"
+echo "==    the loop (block), wait with a loop timer (async), or sleep on a thread pool (offload)"
+build/cli/stallwatch experiment --quick --modes block,async,offload -c 5,10 \
+  --endpoint "unix:$work/agent.sock"
+
+echo
+echo "== 3. what the daemon caught (stallwatch stalls), newest first"
+build/cli/stallwatch stalls --daemon "http://127.0.0.1:$port" --limit 2
+
+echo
+echo "== 4. the same in Prometheus metrics (stallwatch_stalls_total by class)"
+curl -fs "http://127.0.0.1:$port/metrics" | grep '^stallwatch_stalls_total' | grep -v ' 0$' | head -5
+echo
+echo "demo finished: the blocking mode stalled the loop (class blocked, in clock_nanosleep);"
+echo "async and offload did not. Next: README.md, docs/cli.md, 'build/cli/stallwatch --help'."
