@@ -52,7 +52,7 @@ struct LoopState {
   std::atomic<int> epfd{-1};
   std::atomic<bool> boundaries_seen{false};
   const char* boundary_source = "epoll_wait";  // or "evwatch"; set at attach
-  std::atomic<bool> dispatch_hooked{false};  // the dispatch wrapper saw this base
+  std::atomic<bool> dispatch_hooked{false};    // the dispatch wrapper saw this base
   std::atomic<bool> in_dispatch{false};
   std::atomic<int64_t> dispatch_entered_ns{0};
   std::atomic<int64_t> busy_since_ns{0};  // 0 while waiting for events (or outside dispatch)

@@ -3,12 +3,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "stallwatch/common/finding_json.h"
 
 namespace stallwatch::agent::internal {
+
+using namespace std::chrono_literals;
+
 namespace {
 
 std::string ToLine(const Finding& f) {
@@ -162,52 +166,76 @@ size_t Reporter::queued() const {
 }
 
 void Reporter::Run() {
+  using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lock(mu_);
-  bool hooks_done = false;  // hooks of the front finding already ran (a retry must not repeat)
-  int64_t stop_deadline = 0;
+  Clock::time_point retry_at = Clock::time_point::min();  // sink refused: not before this
+  Clock::time_point stop_deadline = Clock::time_point::max();
+  auto entry = [&](uint64_t seq) -> std::pair<uint64_t, Finding>* {
+    for (auto& e : queue_) {
+      if (e.first == seq) return &e;
+    }
+    return nullptr;
+  };
   for (;;) {
-    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-    if (stop_ && queue_.empty()) return;
-    if (stop_) {
-      const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::steady_clock::now().time_since_epoch())
-                              .count();
-      if (stop_deadline == 0) stop_deadline = now + 1000;
-      if (now > stop_deadline) return;
-    }
-    const uint64_t seq = queue_.front().first;
-    Finding f = queue_.front().second;
-    lock.unlock();
-    if (!hooks_done) {
-      std::lock_guard<std::mutex> hl(hooks_mu_);
-      const std::string& loop =
-          std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
-      for (const auto& [name, h] : hooks_) {
-        if (name != loop) continue;
-        try {
-          if (auto* s = std::get_if<StallFinding>(&f); s && h.on_stall) h.on_stall(*s);
+    // 1. Every finding is enriched and handed to the hooks as soon as it arrives, whatever the
+    //    sink does (an absent daemon must not hide findings from in-process consumers).
+    while (true) {
+      auto it = std::find_if(queue_.begin(), queue_.end(),
+                             [&](const auto& e) { return e.first >= hooked_seq_; });
+      if (it == queue_.end()) break;
+      const uint64_t seq = it->first;
+      Finding f = it->second;
+      lock.unlock();
+      try {
+        if (enrich_) enrich_(f);
+        std::lock_guard<std::mutex> hl(hooks_mu_);
+        const std::string& loop =
+            std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
+        for (const auto& [name, h] : hooks_) {
+          if (name != loop) continue;
+          if (auto* st = std::get_if<StallFinding>(&f); st && h.on_stall) h.on_stall(*st);
           if (auto* d = std::get_if<DelayFinding>(&f); d && h.on_delay) h.on_delay(*d);
-        } catch (...) {
-          // A hook's exception must not stop reporting.
         }
+      } catch (...) {
+        // Enrichment and hooks are best effort; reporting goes on.
       }
-      hooks_done = true;
+      lock.lock();
+      if (auto* e = entry(seq)) e->second = std::move(f);  // unless dropped meanwhile
+      hooked_seq_ = seq + 1;
     }
-    bool sent = false;
-    try {
-      sent = sink_->Send(f);
-    } catch (...) {
-      sent = false;
+    // 2. Deliver the oldest finding, unless the sink asked to wait.
+    const auto now = Clock::now();
+    if (stop_ && stop_deadline == Clock::time_point::max()) stop_deadline = now + 1s;
+    if (!queue_.empty() && now >= retry_at) {
+      const uint64_t seq = queue_.front().first;
+      Finding f = queue_.front().second;
+      lock.unlock();
+      bool sent = false;
+      try {
+        sent = sink_->Send(f);
+      } catch (...) {
+        sent = false;
+      }
+      lock.lock();
+      if (sent) {
+        if (!queue_.empty() && queue_.front().first == seq) queue_.pop_front();
+        retry_at = Clock::time_point::min();
+        continue;
+      }
+      retry_at = Clock::now() + sink_->RetryDelay();
     }
-    lock.lock();
-    if (sent) {
-      // The queue may have dropped our front meanwhile (drop-oldest); pop only if it is ours.
-      if (!queue_.empty() && queue_.front().first == seq) queue_.pop_front();
-      hooks_done = false;
+    // 3. Stop: deliver what can be delivered within 1 s, then leave the rest (counted as queued).
+    if (stop_ && (queue_.empty() || retry_at > Clock::now() || Clock::now() > stop_deadline)) {
+      return;
+    }
+    auto ready = [&] {
+      return stop_ || (!queue_.empty() && queue_.back().first >= hooked_seq_) ||
+             (!queue_.empty() && Clock::now() >= retry_at);
+    };
+    if (queue_.empty() || retry_at == Clock::time_point::min()) {
+      cv_.wait(lock, ready);
     } else {
-      if (queue_.empty() || queue_.front().first != seq) hooks_done = false;
-      if (stop_) return;  // nothing can be delivered: do not hold shutdown
-      cv_.wait_for(lock, sink_->RetryDelay(), [&] { return stop_; });
+      cv_.wait_until(lock, retry_at, ready);
     }
   }
 }

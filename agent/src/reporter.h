@@ -62,6 +62,9 @@ class Reporter {
   // Hooks run on the reporter thread; a loop's hooks are keyed by its name.
   void SetHooks(const std::string& loop, ReporterHooks hooks);
   void RemoveHooks(const std::string& loop);
+  // Runs on the reporter thread on every finding before the hooks and the sink (e.g. to add
+  // file:line to stack frames). Set before findings are submitted.
+  void SetEnricher(std::function<void(Finding&)> enrich) { enrich_ = std::move(enrich); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
   size_t queued() const;
 
@@ -74,7 +77,9 @@ class Reporter {
   std::condition_variable cv_;
   std::deque<std::pair<uint64_t, Finding>> queue_;  // (sequence, finding)
   uint64_t next_seq_ = 0;
+  uint64_t hooked_seq_ = 0;  // findings with a lower sequence number went through the hooks
   std::vector<std::pair<std::string, ReporterHooks>> hooks_;
+  std::function<void(Finding&)> enrich_;
   std::mutex hooks_mu_;
   bool stop_ = false;
   std::atomic<uint64_t> dropped_{0};

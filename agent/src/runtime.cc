@@ -99,6 +99,16 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   if (!endpoint.ok()) return endpoint.status();
   rt->reporter_ = std::make_unique<agent::internal::Reporter>(agent::internal::MakeSink(*endpoint),
                                                               options.queue_capacity);
+  if (options.sampling != SamplingMode::kOff) {
+    // file:line are resolved on the reporter thread with a libdw session of its own: indexing a
+    // large debug file (e.g. libc's, ~100 ms) must not hold up stall detection.
+    auto lines = std::make_shared<agent::internal::LineResolver>();
+    rt->reporter_->SetEnricher([lines](agent::internal::Finding& f) {
+      if (auto* s = std::get_if<StallFinding>(&f)) {
+        for (auto& st : s->stacks) lines->AddLines(&st);
+      }
+    });
+  }
   if (options.sampling == SamplingMode::kOff) {
     rt->sampling_status_ = "off (STALLWATCH_SAMPLING=off)";
   } else {

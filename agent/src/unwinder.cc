@@ -27,6 +27,14 @@ int FindDebuginfoLocally(Dwfl_Module* mod, void** /*userdata*/, const char* /*mo
                          Dwarf_Addr /*base*/, const char* /*file_name*/,
                          const char* /*debuglink_file*/, GElf_Word /*debuglink_crc*/,
                          char** debuginfo_file_name) {
+  // Separate debug files (Debian's -dbg packages) are large: indexing libc's alone costs ~100 ms
+  // and tens of MiB. They are read only with STALLWATCH_DEBUGINFO=all; by default file:line come
+  // from debug info embedded in a module (the host's own binaries built with -g).
+  static const bool all = [] {
+    const char* v = std::getenv("STALLWATCH_DEBUGINFO");
+    return v != nullptr && std::strcmp(v, "all") == 0;
+  }();
+  if (!all) return -1;
   const unsigned char* bits = nullptr;
   GElf_Addr vaddr = 0;
   const int len = dwfl_module_build_id(mod, &bits, &vaddr);
@@ -287,7 +295,8 @@ bool Unwinder::IsOwnModule(const std::string& path) {
   if (path == own) return true;
   // Module paths from libdw are those of /proc/self/maps (already resolved); compare the file
   // names' identity only when the strings differ.
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   return ::stat(path.c_str(), &a) == 0 && ::stat(own.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
          a.st_ino == b.st_ino;
 }
@@ -313,23 +322,88 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
     GElf_Sym sym;
     const char* name = dwfl_module_addrinfo(mod, pc, &sym_off, &sym, nullptr, nullptr, nullptr);
     out.function = Demangle(name);
-    // file:line from DWARF, except for the agent's own frames (its wrappers of the dispatch
-    // functions): indexing its debug info would cost memory for no insight into the host.
-    Dwfl_Line* line = IsOwnModule(out.module) ? nullptr : dwfl_module_getsrc(mod, pc);
-    if (line != nullptr) {
-      int lineno = 0;
-      const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
-      if (file != nullptr) {
-        out.file = file;
-        out.line = lineno;
-      }
-    }
+    // file:line: LineResolver, on the reporter thread.
   } else {
     out.offset = f.pc;
   }
   if (cache_.size() > 16384) cache_.clear();
   cache_.emplace(pc, out);
   return out;
+}
+
+LineResolver::LineResolver() = default;
+
+LineResolver::~LineResolver() {
+  if (dwfl_ != nullptr) dwfl_end(dwfl_);
+}
+
+bool LineResolver::Ensure() {
+  if (dwfl_ != nullptr || failed_) return dwfl_ != nullptr;
+  dwfl_ = dwfl_begin(&kCallbacks);
+  if (dwfl_ == nullptr) {
+    failed_ = true;
+    return false;
+  }
+  dwfl_report_begin(dwfl_);
+  dwfl_linux_proc_report(dwfl_, ::getpid());
+  dwfl_report_end(dwfl_, nullptr, nullptr);
+  return true;
+}
+
+void LineResolver::AddLines(Stack* stack) {
+  if (!Ensure()) return;
+  for (size_t i = 0; i < stack->frames.size(); ++i) {
+    Frame& f = stack->frames[i];
+    if (!f.file.empty() || f.module.empty() || Unwinder::IsOwnModule(f.module)) continue;
+    const uint64_t lookup = f.offset - (i == 0 ? 0 : 1);
+    const std::string key = f.module + "@" + std::to_string(lookup);
+    if (auto it = cache_.find(key); it != cache_.end()) {
+      f.file = it->second.first;
+      f.line = it->second.second;
+      continue;
+    }
+    auto start = module_start_.find(f.module);
+    if (start == module_start_.end()) {
+      // Refresh the module list once per unknown module (a dlopen since the last look).
+      dwfl_report_begin_add(dwfl_);
+      dwfl_linux_proc_report(dwfl_, ::getpid());
+      dwfl_report_end(dwfl_, nullptr, nullptr);
+      struct Find {
+        const std::string* path;
+        uint64_t start = 0;
+        bool found = false;
+      } find{&f.module};
+      dwfl_getmodules(
+          dwfl_,
+          [](Dwfl_Module*, void**, const char* name, Dwarf_Addr low, void* arg) -> int {
+            auto* x = static_cast<Find*>(arg);
+            // The module name is its path in /proc/self/maps, as the unwinder reported it.
+            if (name != nullptr && *x->path == name) {
+              x->start = low;
+              x->found = true;
+              return DWARF_CB_ABORT;
+            }
+            return DWARF_CB_OK;
+          },
+          &find, 0);
+      start = module_start_.emplace(f.module, find.found ? find.start : 0).first;
+    }
+    std::pair<std::string, int> fl{"", 0};
+    if (start->second != 0) {
+      const Dwarf_Addr addr = start->second + lookup;
+      if (Dwfl_Module* mod = dwfl_addrmodule(dwfl_, addr)) {
+        if (Dwfl_Line* line = dwfl_module_getsrc(mod, addr)) {
+          int lineno = 0;
+          const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
+          if (file != nullptr) fl = {file, lineno};
+        }
+      }
+    }
+    if (cache_.size() > 16384) cache_.clear();
+    cache_.emplace(key, fl);
+    f.file = fl.first;
+    f.line = fl.second;
+  }
 }
 
 }  // namespace stallwatch::agent::internal

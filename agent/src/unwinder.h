@@ -54,6 +54,7 @@ class Unwinder {
   // Innermost first; at most max_frames. Fails when not even one frame is found.
   [[nodiscard]] StatusOr<std::vector<RawFrame>> Unwind(const UnwindInput& in,
                                                        size_t max_frames = 64);
+  // Function (demangled), module and offset; file:line is left to LineResolver.
   Frame Symbolize(const RawFrame& f);
   // Whether an ELF path is the agent's own library (libstallwatch or the preload shim).
   static bool IsOwnModule(const std::string& path);
@@ -79,6 +80,28 @@ class Unwinder {
   const UnwindInput* current_ = nullptr;
   std::unordered_map<uint64_t, Frame> cache_;
   std::unordered_map<uint64_t, std::string> name_cache_;
+};
+
+// file:line of frames from DWARF, with a libdw session of its own (not the unwinder's), so it
+// can run on another thread: the reporter's. Frames of the agent's own library are skipped.
+// Threading: one thread at a time.
+class LineResolver {
+ public:
+  LineResolver();
+  ~LineResolver();
+  LineResolver(const LineResolver&) = delete;
+  LineResolver& operator=(const LineResolver&) = delete;
+
+  // Fills file/line of frames that have none (innermost first: frame 0's offset is exact, the
+  // others are return addresses).
+  void AddLines(Stack* stack);
+
+ private:
+  bool Ensure();
+  Dwfl* dwfl_ = nullptr;
+  bool failed_ = false;
+  std::unordered_map<std::string, uint64_t> module_start_;
+  std::unordered_map<std::string, std::pair<std::string, int>> cache_;  // "module@addr"
 };
 
 }  // namespace stallwatch::agent::internal

@@ -488,3 +488,35 @@ TEST(AgentIntegrationSignalAll, BlockedThreadIsSignalledAndItsSleepIsInterrupted
 
 }  // namespace
 }  // namespace stallwatch
+
+namespace stallwatch {
+namespace {
+
+// A daemon that is not there holds findings in the (bounded) queue, but in-process consumers get
+// every finding at once.
+TEST(AgentIntegrationEndpoint, HooksGetFindingsWhileTheDaemonIsAbsent) {
+  Collector c;
+  Options o{.stall_threshold = 50ms};
+  o = c.Hooked(o);
+  o.endpoint = "unix:/tmp/stallwatch-no-daemon-here.sock";
+  event_base* base = event_base_new();
+  auto agent = Agent::Attach(base, o);
+  ASSERT_TRUE(agent.ok());
+  event* ev = evtimer_new(
+      base,
+      [](evutil_socket_t, short, void*) {
+        CrunchNumbersForAWhile(80ms);
+        SleepLikeASyncDriver(80ms);
+      },
+      nullptr);
+  timeval tv{0, 20000};
+  evtimer_add(ev, &tv);
+  event_base_dispatch(base);
+  EXPECT_TRUE(c.WaitClosed(1, 3s));
+  event_free(ev);
+  agent->reset();
+  event_base_free(base);
+}
+
+}  // namespace
+}  // namespace stallwatch
