@@ -49,7 +49,6 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
   if (!http_fd.ok()) return http_fd.status();
   d->http_port_ = LocalPort(*http_fd);
   if (Status s = d->parts_->http->Start(*http_fd); !s.ok()) return s;
-  spdlog::info("serving /metrics and /api/v1 on http://{}:{}", http_addr->host, d->http_port_);
 
   if (!options.agent_socket.empty()) {
     auto fd = ListenUnix(options.agent_socket, options.agent_socket_mode);
@@ -58,7 +57,6 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
     if (Status s = d->parts_->ingest->AddListener(*fd, "unix:" + options.agent_socket); !s.ok()) {
       return s;
     }
-    spdlog::info("agents: unix:{} (mode {:04o})", options.agent_socket, options.agent_socket_mode);
   }
   if (tcp_addr) {
     auto fd = ListenTcp(*tcp_addr, "--agent-listen");
@@ -69,9 +67,14 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
         !s.ok()) {
       return s;
     }
-    spdlog::info("agents: tcp:{}:{}", tcp_addr->host, d->agent_tcp_port_);
   }
 
+  // Logged once everything is bound, so a failed start shows only its error.
+  spdlog::info("serving /metrics and /api/v1 on http://{}:{}", http_addr->host, d->http_port_);
+  if (!options.agent_socket.empty()) {
+    spdlog::info("agents: unix:{} (mode {:04o})", options.agent_socket, options.agent_socket_mode);
+  }
+  if (tcp_addr) spdlog::info("agents: tcp:{}:{}", tcp_addr->host, d->agent_tcp_port_);
   d->stop_ = event_new(d->base_, -1, 0, &Daemon::OnStop, d.get());
   d->sweep_ = event_new(d->base_, -1, EV_PERSIST, &Daemon::OnSweep, d.get());
   const timeval second{1, 0};

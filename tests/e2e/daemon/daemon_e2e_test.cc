@@ -75,6 +75,7 @@ class Child {
   }
   int Stop() {
     if (pid_ <= 0) return 0;
+    ::kill(pid_, SIGCONT);  // in case a failed test left it stopped
     ::kill(pid_, SIGTERM);
     int rc = Wait(10s);
     if (rc < 0 && pid_ > 0) {
@@ -227,6 +228,25 @@ TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
   const std::string cmd = std::string(kPromtool) + " check metrics < " + dir + "/metrics.txt > " +
                           dir + "/promtool.log 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << "see " << dir << "/promtool.log";
+
+  // A SIGSTOPped daemon changes nothing for the host: the demo runs and exits as before, its
+  // stalls are the injected ones only. (Its findings wait in the socket buffer.)
+  ::kill(daemon.pid(), SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  Child frozen_demo(
+      {SW_STALL_DEMO}, dir + "/stall_demo_stopped.log",
+      {{"STALLWATCH_ENDPOINT", "unix:" + sock}, {"STALLWATCH_SERVICE", "e2e_stopped"}});
+  EXPECT_EQ(frozen_demo.Wait(30s), 0) << "see " << dir << "/stall_demo_stopped.log";
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 10s) << "the demo takes ~1.5 s; a stopped daemon must not hold it";
+  ::kill(daemon.pid(), SIGCONT);
+  // Once it runs again, the daemon catches up with what the agent left in the socket.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const std::string m = HttpGet(http_port, "/metrics");
+        return m.find("service=\"e2e_stopped\"") != std::string::npos;
+      },
+      20s));
 
   EXPECT_EQ(prometheus.Stop(), 0);
   EXPECT_EQ(daemon.Stop(), 0) << "SIGTERM stops stallwatchd cleanly";
