@@ -7,7 +7,9 @@
 //       probe tick's cost on the loop thread, (b) - (a) the per-iteration cost of the loop
 //       boundary hooks (epoll_wait and event_base_loop wrappers).
 //   sw_bench_overhead idle   [--loops=1] [--threshold-ms=50] [--interval-ms=10] [--seconds=10]
-//                            [--agent=on|off]
+//                            [--agent=on|off] [--bare-timer-ms=0]
+//       (--agent=off --bare-timer-ms=10: the loop has a bare 10 ms timerfd event of its own
+//       instead, the reference for what any periodic wake-up costs on this machine)
 //       Idle loops on their own threads; CPU time (schedstat) of the loop threads and of the
 //       agent's threads (watchdog + reporter) over the measured seconds, after 1 s warm-up.
 //   sw_bench_overhead memory [--loops=1] [--sampling=on|off]
@@ -137,14 +139,27 @@ struct LoopThread {
     if (const int64_t ms = self->stall_ms.exchange(0); ms > 0) sb::SpinFor(ms * 1'000'000);
   }
 
-  void Start(const stallwatch::Options* o, std::atomic<bool>* go) {
-    thread = std::thread([this, o, go] {
+  void Start(const stallwatch::Options* o, std::atomic<bool>* go, int64_t bare_timer_ns = 0) {
+    thread = std::thread([this, o, go, bare_timer_ns] {
       tid = static_cast<pid_t>(syscall(SYS_gettid));
       base = event_base_new();
       // The host's own event: a slow poll for the stop flag (100 ms, so it barely wakes).
       event* ev = event_new(base, -1, EV_PERSIST, &LoopThread::OnPoll, this);
       timeval tv{0, 100'000};
       event_add(ev, &tv);
+      // Reference: a bare periodic timerfd event of the host's, as cheap as a tick can be.
+      uint64_t bare_count = 0;
+      int bare_fd = -1;
+      event* bare = nullptr;
+      if (bare_timer_ns > 0) {
+        bare_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        bare = event_new(base, bare_fd, EV_READ | EV_PERSIST, OnBareTick, &bare_count);
+        event_add(bare, nullptr);
+        const timespec p{static_cast<time_t>(bare_timer_ns / 1'000'000'000),
+                         static_cast<long>(bare_timer_ns % 1'000'000'000)};
+        itimerspec its{p, p};
+        timerfd_settime(bare_fd, 0, &its, nullptr);
+      }
       while (!go->load()) usleep(1000);
       if (o != nullptr) {
         auto a = stallwatch::Agent::Attach(base, *o);
@@ -153,6 +168,10 @@ struct LoopThread {
       attached = true;
       event_base_dispatch(base);
       agent.reset();
+      if (bare != nullptr) {
+        event_free(bare);
+        close(bare_fd);
+      }
       event_free(ev);
       event_base_free(base);
     });
@@ -165,6 +184,7 @@ int Idle(int argc, char** argv) {
   const double interval_ms = std::atof(sb::Flag(argc, argv, "interval-ms", "10").c_str());
   const double seconds = std::atof(sb::Flag(argc, argv, "seconds", "10").c_str());
   const bool with_agent = sb::Flag(argc, argv, "agent", "on") == "on";
+  const double bare_ms = std::atof(sb::Flag(argc, argv, "bare-timer-ms", "0").c_str());
   sb::PrintHeader("overhead idle");
   stallwatch::Options o;
   o.endpoint = "off";
@@ -174,7 +194,7 @@ int Idle(int argc, char** argv) {
   std::vector<std::unique_ptr<LoopThread>> ts;
   for (int i = 0; i < loops; ++i) {
     ts.push_back(std::make_unique<LoopThread>());
-    ts.back()->Start(with_agent ? &o : nullptr, &go);
+    ts.back()->Start(with_agent ? &o : nullptr, &go, static_cast<int64_t>(bare_ms * 1e6));
   }
   for (auto& t : ts) {
     while (!t->attached.load()) usleep(1000);
@@ -210,12 +230,17 @@ int Idle(int argc, char** argv) {
   }
   for (auto& t : ts) t->stop = true;
   for (auto& t : ts) t->thread.join();
-  const double ticks = with_agent ? loops * wall / (interval_ms * 1e6) : 0;
+  const double ticks = with_agent  ? loops * wall / (interval_ms * 1e6)
+                       : bare_ms > 0 ? loops * wall / (bare_ms * 1e6)
+                                     : 0;
   std::printf("| agent | loops | threshold | probe | seconds | loop threads CPU (ms) | per probe "
               "tick (µs) | agent threads | agent threads CPU (ms) | agent CPU (%% of one core) "
               "|\n|---|---|---|---|---|---|---|---|---|---|\n");
+  char who[64];
+  std::snprintf(who, sizeof who, "%s", with_agent ? "on" : "off");
+  if (bare_ms > 0) std::snprintf(who, sizeof who, "off, bare %g ms timerfd", bare_ms);
   std::printf("| %s | %d | %g ms | %g ms | %.1f | %.2f | %.2f | %d | %.2f | %.3f %% |\n",
-              with_agent ? "on" : "off", loops, thr_ms, interval_ms, wall / 1e9, loop_ns / 1e6,
+              who, loops, thr_ms, interval_ms, wall / 1e9, loop_ns / 1e6,
               ticks > 0 ? loop_ns / 1e3 / ticks : 0.0, agent_threads, agent_ns / 1e6,
               100.0 * agent_ns / wall);
   std::printf("loadavg at end: %s\n", sb::LoadAvgLine().c_str());
