@@ -62,7 +62,11 @@ struct Driver {
   }
   void ArmNext(int64_t not_before) {
     if (next >= plan.size()) {
-      event_base_loopexit(base, nullptr);
+      // Keep the loop running a gap longer: the probe records the last block's delay only
+      // when its tick is serviced inside dispatch.
+      const timeval tv{static_cast<time_t>(gap / 1'000'000'000),
+                       static_cast<suseconds_t>(gap % 1'000'000'000 / 1000)};
+      event_base_loopexit(base, &tv);
       return;
     }
     const int64_t due = DueAtOrAfter(not_before + lead);
