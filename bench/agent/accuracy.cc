@@ -4,6 +4,7 @@
 //
 //   sw_bench_accuracy [--reps=5] [--durations=2,5,20,50,200,1000] [--threshold-ms=1]
 //                     [--interval-ms=10] [--idle-s=10] [--lead-us=1000] [--gap-ms=400] [--csv]
+//                     [--sampling=on|off] [--debug=yes]
 //
 // Method (docs/benchmarks.md): each block starts `lead` before one of the probe's ticks (the
 // probe's phase is learnt first from the ticks of an otherwise empty loop), so the tick it
@@ -54,6 +55,7 @@ struct Driver {
   int64_t interval = 0;
   int64_t lead = 0;
   int64_t gap = 0;
+  bool debug = false;
 
   // Next probe due time at or after t.
   int64_t DueAtOrAfter(int64_t t) const {
@@ -86,6 +88,7 @@ struct Driver {
     const int64_t took = sb::SpinFor(inj.want_ns, &start);
     inj.start = start;
     inj.end = start + took;
+    if (d->debug) std::fprintf(stderr, "block: %.3f .. %.3f ms\n", inj.start / 1e6, inj.end / 1e6);
     ++d->next;
     d->ArmNext(inj.end + d->gap);
   }
@@ -122,7 +125,19 @@ int main(int argc, char** argv) {
   o.probe_interval = std::chrono::nanoseconds(static_cast<int64_t>(interval_ms * 1e6));
   o.report_interval = std::chrono::milliseconds(100);
   o.max_stack_reports_per_minute = 1000;
-  o.on_stall = [&](const stallwatch::StallFinding& f) {
+  o.sampling = sb::Flag(argc, argv, "sampling", "on") == "on" ? stallwatch::SamplingMode::kOn
+                                                              : stallwatch::SamplingMode::kOff;
+  const bool debug = sb::Flag(argc, argv, "debug", "no") != "no";
+  o.on_stall = [&, debug](const stallwatch::StallFinding& f) {
+    if (debug) {
+      std::fprintf(stderr,
+                   "finding: id %llu start %.3f ms dur %.3f ms ongoing %d class %s stacks %zu "
+                   "note '%s' (hook at %.3f ms)\n",
+                   static_cast<unsigned long long>(f.stall_id),
+                   (f.start_ns - mono_to_real) / 1e6, f.duration_s * 1e3, f.ongoing,
+                   stallwatch::StallClassName(f.stall_class), f.stacks.size(),
+                   f.sampling_note.c_str(), MonotonicNanos() / 1e6);
+    }
     if (f.ongoing) return;
     std::lock_guard<std::mutex> l(got.mu);
     got.stalls.push_back(f);
@@ -181,6 +196,7 @@ int main(int argc, char** argv) {
   d.phase = phase;
   d.lead = lead;
   d.gap = gap;
+  d.debug = debug;
   for (int r = 0; r < reps; ++r) {
     for (double ms : durations_ms) d.plan.push_back({static_cast<int64_t>(ms * 1e6)});
   }
