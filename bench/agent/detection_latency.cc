@@ -3,7 +3,7 @@
 //
 //   sw_bench_detection [--thresholds=10,50,200] [--reps=10] [--sampling=on|off]
 //                      [--extra-ms=150] [--gap-ms=300] [--verbose=yes]
-//                      [--fail-on-miss=yes]   (exit 2 when a target is missed)
+//                      [--fail-on-miss=yes] [--endpoint=off]   (exit 2 when a target is missed)
 //
 // For each threshold a fresh agent is attached (endpoint off, hooks on); after a 1 s start-up
 // grace the loop runs busy-CPU blocks of threshold + extra ms, started from a timer at a random
@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
   const int64_t extra = std::atoll(sb::Flag(argc, argv, "extra-ms", "150").c_str()) * 1'000'000;
   const int64_t gap = std::atoll(sb::Flag(argc, argv, "gap-ms", "300").c_str()) * 1'000'000;
   const bool verbose = sb::Flag(argc, argv, "verbose", "no") != "no";
+  // "off" by default: with a daemon endpoint and no daemon the hooks stall (docs §4 E).
+  const std::string endpoint = sb::Flag(argc, argv, "endpoint", "off");
   sb::PrintHeader("detection latency");
   const int64_t mono_to_real = stallwatch::RealtimeNanos() - MonotonicNanos();
 
@@ -89,7 +91,7 @@ int main(int argc, char** argv) {
     event_base* base = event_base_new();
     stallwatch::Options o;
     o.loop_name = "det";
-    o.endpoint = "off";
+    o.endpoint = endpoint;
     o.stall_threshold = std::chrono::nanoseconds(thr);
     o.sampling = sampling ? stallwatch::SamplingMode::kOn : stallwatch::SamplingMode::kOff;
     o.max_stack_reports_per_minute = 1000;  // every stall gets stacks, as the first one would
