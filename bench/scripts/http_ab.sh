@@ -8,7 +8,7 @@
 #
 #   bench/scripts/http_ab.sh [BUILD_DIR]
 #   env: ROUNDS=3 DURATION=10 CONNS=50 THREADS=2 PORT=8899 PIN=1 AGENT_ARGS="" (e.g.
-#        AGENT_ARGS="--threshold-ms=1 --interval-ms=1")
+#        AGENT_ARGS="--threshold-ms=1 --interval-ms=1") OFF_ARGS="" (e.g. "--host-thread=yes")
 set -euo pipefail
 BUILD=${1:-$(dirname "$0")/../../build}
 BIN=$BUILD/bench/sw_bench_http
@@ -19,6 +19,7 @@ THREADS=${THREADS:-2}
 PORT=${PORT:-8899}
 PIN=${PIN:-1}
 AGENT_ARGS=${AGENT_ARGS:-}
+OFF_ARGS=${OFF_ARGS:-}
 [[ -x $BIN ]] || { echo "http_ab.sh: $BIN not built" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "http_ab.sh: wrk not installed" >&2; exit 1; }
 
@@ -45,7 +46,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for mode in "${order[@]}"; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     # shellcheck disable=SC2086
-    "${srv_pin[@]}" "$BIN" --port="$PORT" --agent="$mode" --seconds=$((DURATION + 30)) $AGENT_ARGS \
+    args=$AGENT_ARGS; [[ $mode == off ]] && args=$OFF_ARGS
+    # shellcheck disable=SC2086
+    "${srv_pin[@]}" "$BIN" --port="$PORT" --agent="$mode" --seconds=$((DURATION + 30)) $args \
       2>"$log" &
     server_pid=$!
     for _ in $(seq 50); do

@@ -8,6 +8,11 @@
 #
 #   bench/scripts/http_concurrent.sh [BUILD_DIR]
 #   env: ROUNDS=5 DURATION=10 CONNS=25 PORT=8899 AGENT_ARGS=""
+#        WARMUP=3     seconds between start-up and measurement
+#        OFF_ARGS="--host-thread=yes"  (the agent-off server is multi-threaded too)
+#        ON_MODE=off  (A/A control: both servers without the agent)
+#        AGENT_CPU=1  (experiment: move the agent's own threads — watchdog, reporter — off the
+#                      server's CPU 0, to see what sharing the server's core costs)
 set -euo pipefail
 BUILD=${1:-$(dirname "$0")/../../build}
 BIN=$BUILD/bench/sw_bench_http
@@ -16,6 +21,9 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-25}
 PORT=${PORT:-8899}
 AGENT_ARGS=${AGENT_ARGS:-}
+AGENT_CPU=${AGENT_CPU:-}
+OFF_ARGS=${OFF_ARGS:-}
+WARMUP=${WARMUP:-3}  # seconds after start-up before measuring (the agent's unwinder warms up)
 [[ -x $BIN ]] || { echo "http_concurrent.sh: $BIN not built" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "http_concurrent.sh: wrk not installed" >&2; exit 1; }
 [[ $(nproc) -ge 2 ]] || { echo "http_concurrent.sh: needs 2 CPUs" >&2; exit 1; }
@@ -29,7 +37,7 @@ wait_port() { for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/nu
 
 tmp=$(mktemp -d)
 echo "# http_concurrent: $(date -u +%FT%TZ) nproc=$(nproc) loadavg=$(cat /proc/loadavg)"
-echo "# both servers taskset -c 0; per server: taskset -c 1 wrk -t1 -c$CONNS -d${DURATION}s; agent args: ${AGENT_ARGS:-defaults}"
+echo "# both servers taskset -c 0; per server: taskset -c 1 wrk -t1 -c$CONNS -d${DURATION}s; agent args: ${AGENT_ARGS:-defaults}; agent threads on CPU ${AGENT_CPU:-0 (inherited)}; agent-off server args: ${OFF_ARGS:-none}"
 echo
 echo "| round | load 1-min | req/s off | req/s on | on/off | CPU µs/request off | on | off/on | on, loop thread only | agent threads CPU (ms) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -38,15 +46,23 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then p_off=$PORT; p_on=$((PORT + 1)); else p_on=$PORT; p_off=$((PORT + 1)); fi
   load=$(cut -d' ' -f1 /proc/loadavg)
   # shellcheck disable=SC2086
-  taskset -c 0 "$BIN" --port=$p_off --agent=off --seconds=$((DURATION + 30)) 2>/dev/null &
+  # shellcheck disable=SC2086
+  taskset -c 0 "$BIN" --port=$p_off --agent=off --seconds=$((DURATION + 30)) $OFF_ARGS 2>/dev/null &
   s_off=$!
   # shellcheck disable=SC2086
-  taskset -c 0 "$BIN" --port=$p_on --agent=on --seconds=$((DURATION + 30)) $AGENT_ARGS 2>"$tmp/on.log" &
+  taskset -c 0 "$BIN" --port=$p_on --agent="${ON_MODE:-on}" --seconds=$((DURATION + 30)) $AGENT_ARGS 2>"$tmp/on.log" &
   s_on=$!
   pids=("$s_off" "$s_on")
   wait_port "$p_off"; wait_port "$p_on"
+  if [[ -n $AGENT_CPU ]]; then
+    for t in /proc/"$s_on"/task/*; do
+      tid=${t##*/}
+      [[ $tid == "$s_on" ]] || taskset -p -c "$AGENT_CPU" "$tid" >/dev/null
+    done
+  fi
   wrk -t1 -c10 -d1s "http://127.0.0.1:$p_off/" >/dev/null
   wrk -t1 -c10 -d1s "http://127.0.0.1:$p_on/" >/dev/null
+  sleep "$WARMUP"
   c_off0=$(proc_cpu_ns "$s_off"); c_on0=$(proc_cpu_ns "$s_on"); m_on0=$(main_cpu_ns "$s_on")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$p_off/" >"$tmp/off.txt" &
   w1=$!
