@@ -41,4 +41,9 @@ run memory_1 "$B/sw_bench_overhead" memory --loops=1
 run memory_4 "$B/sw_bench_overhead" memory --loops=4
 run memory_1_nosampling "$B/sw_bench_overhead" memory --loops=1 --sampling=off
 run memory_4_nosampling "$B/sw_bench_overhead" memory --loops=4 --sampling=off
-if command -v wrk >/dev/null; then ROUNDS=${ROUNDS:-6} run http_ab "$HERE/http_ab.sh" "$BUILD"; fi
+if command -v wrk >/dev/null; then
+  run http_concurrent env ROUNDS=4 DURATION=5 "$HERE/http_concurrent.sh" "$BUILD"
+  run http_concurrent_host_thread env ROUNDS=4 DURATION=5 OFF_ARGS=--host-thread=yes \
+    "$HERE/http_concurrent.sh" "$BUILD"
+  run http_ab env ROUNDS=6 DURATION=10 OFF_ARGS=--host-thread=yes "$HERE/http_ab.sh" "$BUILD"
+fi
