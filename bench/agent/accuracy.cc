@@ -41,7 +41,7 @@ struct Injection {
 
 struct Collected {
   std::mutex mu;
-  std::vector<stallwatch::StallFinding> stalls;  // closed only
+  std::vector<stallwatch::StallFinding> stalls;                       // closed only
   std::vector<std::pair<int64_t, stallwatch::DelayFinding>> windows;  // (end mono, finding)
 };
 
@@ -51,7 +51,7 @@ struct Driver {
   int tfd = -1;
   std::vector<Injection> plan;
   size_t next = 0;
-  int64_t phase = 0;     // a probe due time (monotonic); ticks are phase + k * interval
+  int64_t phase = 0;  // a probe due time (monotonic); ticks are phase + k * interval
   int64_t interval = 0;
   int64_t lead = 0;
   int64_t gap = 0;
@@ -108,10 +108,10 @@ int main(int argc, char** argv) {
   const double idle_s = std::atof(sb::Flag(argc, argv, "idle-s", "10").c_str());
   const int64_t lead = std::atoll(sb::Flag(argc, argv, "lead-us", "1000").c_str()) * 1000;
   const int64_t gap = std::atoll(sb::Flag(argc, argv, "gap-ms", "400").c_str()) * 1'000'000;
-  const bool csv = sb::Flag(argc, argv, "csv", "") != "" ||
-                   std::find_if(argv, argv + argc, [](const char* a) {
-                     return std::string(a) == "--csv";
-                   }) != argv + argc;
+  const bool csv =
+      sb::Flag(argc, argv, "csv", "") != "" || std::find_if(argv, argv + argc, [](const char* a) {
+                                                 return std::string(a) == "--csv";
+                                               }) != argv + argc;
 
   sb::PrintHeader("accuracy");
   const int64_t mono_to_real = stallwatch::RealtimeNanos() - MonotonicNanos();
@@ -133,10 +133,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "finding: id %llu start %.3f ms dur %.3f ms ongoing %d class %s stacks %zu "
                    "note '%s' (hook at %.3f ms)\n",
-                   static_cast<unsigned long long>(f.stall_id),
-                   (f.start_ns - mono_to_real) / 1e6, f.duration_s * 1e3, f.ongoing,
-                   stallwatch::StallClassName(f.stall_class), f.stacks.size(),
-                   f.sampling_note.c_str(), MonotonicNanos() / 1e6);
+                   static_cast<unsigned long long>(f.stall_id), (f.start_ns - mono_to_real) / 1e6,
+                   f.duration_s * 1e3, f.ongoing, stallwatch::StallClassName(f.stall_class),
+                   f.stacks.size(), f.sampling_note.c_str(), MonotonicNanos() / 1e6);
     }
     if (f.ongoing) return;
     std::lock_guard<std::mutex> l(got.mu);
@@ -252,23 +251,26 @@ int main(int argc, char** argv) {
   }
 
   if (csv) {
-    std::printf("want_ms,injected_ms,stall_ms,stall_err_ms,estimated,delay_max_ms,true_lateness_ms\n");
+    std::printf(
+        "want_ms,injected_ms,stall_ms,stall_err_ms,estimated,delay_max_ms,true_lateness_ms\n");
     for (const auto& r : rows) {
       std::printf("%.0f,%.3f,%.3f,%.3f,%d,%.3f,%.3f\n", r.want_ms, r.inj_ms, r.stall_ms,
                   r.stall_ms - r.inj_ms, r.estimated, r.delay_ms, r.truth_delay_ms);
     }
   }
 
-  std::printf("\nIdle loop (%.1f s, probe %.0f ms): delay p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, "
-              "max %.3f ms, ticks %" PRIu64 "\n",
-              (idle_to - idle_from) / 1e9, interval_ms, idle_hist.ValueAtQuantile(0.5) / 1e6,
-              idle_hist.ValueAtQuantile(0.99) / 1e6, idle_hist.ValueAtQuantile(0.999) / 1e6,
-              idle_hist.max_ns() / 1e6, idle_hist.total());
-  std::printf("Threshold %.1f ms; stalls reported outside injections (false): %d\n\n",
-              threshold_ms, false_stalls);
-  std::printf("| injected | n | stalls reported | stall duration error: median / worst (ms) | "
-              "worst %% | within max(0.5 ms, 2 %%) | delay max (median, ms) | delay max − "
-              "injected (median, ms) | delay max − true lateness: median / worst (ms) |\n");
+  std::printf(
+      "\nIdle loop (%.1f s, probe %.0f ms): delay p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, "
+      "max %.3f ms, ticks %" PRIu64 "\n",
+      (idle_to - idle_from) / 1e9, interval_ms, idle_hist.ValueAtQuantile(0.5) / 1e6,
+      idle_hist.ValueAtQuantile(0.99) / 1e6, idle_hist.ValueAtQuantile(0.999) / 1e6,
+      idle_hist.max_ns() / 1e6, idle_hist.total());
+  std::printf("Threshold %.1f ms; stalls reported outside injections (false): %d\n\n", threshold_ms,
+              false_stalls);
+  std::printf(
+      "| injected | n | stalls reported | stall duration error: median / worst (ms) | "
+      "worst %% | within max(0.5 ms, 2 %%) | delay max (median, ms) | delay max − "
+      "injected (median, ms) | delay max − true lateness: median / worst (ms) |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (double ms : durations_ms) {
     std::vector<double> err, derr, dmax, dminus;
@@ -294,10 +296,11 @@ int main(int argc, char** argv) {
         if (std::fabs(de) > std::fabs(worst_d)) worst_d = de;
       }
     }
-    std::printf("| %g ms | %d | %d%s | %+.3f / %+.3f | %.2f %% | %d/%d | %.3f | %+.3f | %+.3f / "
-                "%+.3f |\n",
-                ms, n, reported, est ? " (estimated)" : "", sb::Median(err), worst, worst_pct,
-                within, reported, sb::Median(dmax), sb::Median(dminus), sb::Median(derr), worst_d);
+    std::printf(
+        "| %g ms | %d | %d%s | %+.3f / %+.3f | %.2f %% | %d/%d | %.3f | %+.3f | %+.3f / "
+        "%+.3f |\n",
+        ms, n, reported, est ? " (estimated)" : "", sb::Median(err), worst, worst_pct, within,
+        reported, sb::Median(dmax), sb::Median(dminus), sb::Median(derr), worst_d);
   }
   std::printf("\nloadavg at end: %s\n", sb::LoadAvgLine().c_str());
   return 0;

@@ -79,9 +79,10 @@ int main(int argc, char** argv) {
   sb::PrintHeader("detection latency");
   const int64_t mono_to_real = stallwatch::RealtimeNanos() - MonotonicNanos();
 
-  std::printf("| threshold | sampling | n | detected | 1st stall after attach (ms) | later "
-              "stalls: p50 (ms) | p90 | max | target 10 ms + thr/4 | met (all / later) | "
-              "reported start − block start, median (ms) |\n");
+  std::printf(
+      "| threshold | sampling | n | detected | 1st stall after attach (ms) | later "
+      "stalls: p50 (ms) | p90 | max | target 10 ms + thr/4 | met (all / later) | "
+      "reported start − block start, median (ms) |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   bool all_met = true;
   for (double thr_ms : thresholds) {
@@ -145,13 +146,14 @@ int main(int argc, char** argv) {
     const bool met_later = all_detected && mx <= target;
     const bool met = met_later && first <= target;
     all_met = all_met && met;
-    std::printf("| %g ms | %s | %zu | %d | %.2f | %.2f | %.2f | %.2f | %.1f ms | %s / %s | %+.3f "
-                "|\n",
-                thr_ms, sampling ? "on" : "off", run.blocks.size(), detected, first,
-                sb::Median(later), sb::Percentile(later, 0.9), mx, target, met ? "yes" : "NO",
-                met_later ? "yes" : "NO", sb::Median(start_err));
-    if (verbose) std::fprintf(stderr, "threshold %g ms, latencies in order (ms):%s\n", thr_ms,
-                              each.c_str());
+    std::printf(
+        "| %g ms | %s | %zu | %d | %.2f | %.2f | %.2f | %.2f | %.1f ms | %s / %s | %+.3f "
+        "|\n",
+        thr_ms, sampling ? "on" : "off", run.blocks.size(), detected, first, sb::Median(later),
+        sb::Percentile(later, 0.9), mx, target, met ? "yes" : "NO", met_later ? "yes" : "NO",
+        sb::Median(start_err));
+    if (verbose)
+      std::fprintf(stderr, "threshold %g ms, latencies in order (ms):%s\n", thr_ms, each.c_str());
     std::fflush(stdout);
   }
   std::printf("\nloadavg at end: %s\n", sb::LoadAvgLine().c_str());

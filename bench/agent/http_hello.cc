@@ -76,11 +76,13 @@ int main(int argc, char** argv) {
     o.endpoint = sb::Flag(argc, argv, "endpoint", "off");
     const std::string thr = sb::Flag(argc, argv, "threshold-ms", "");
     if (!thr.empty()) {
-      o.stall_threshold = std::chrono::nanoseconds(static_cast<int64_t>(std::atof(thr.c_str()) * 1e6));
+      o.stall_threshold =
+          std::chrono::nanoseconds(static_cast<int64_t>(std::atof(thr.c_str()) * 1e6));
     }
     const std::string iv = sb::Flag(argc, argv, "interval-ms", "");
     if (!iv.empty()) {
-      o.probe_interval = std::chrono::nanoseconds(static_cast<int64_t>(std::atof(iv.c_str()) * 1e6));
+      o.probe_interval =
+          std::chrono::nanoseconds(static_cast<int64_t>(std::atof(iv.c_str()) * 1e6));
     }
     auto a = stallwatch::Agent::Attach(base, o);
     if (!a.ok()) {

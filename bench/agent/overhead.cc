@@ -109,7 +109,8 @@ int Tick(int argc, char** argv) {
     std::printf("| %s | %zu | %" PRId64 " | %" PRId64 " | %" PRId64 " |\n", what, v.size(),
                 sb::Percentile(v, 0.5), sb::Percentile(v, 0.9), sb::Percentile(v, 0.99));
   };
-  std::printf("| event_base_loop(EVLOOP_NONBLOCK) iteration | n | p50 (ns) | p90 (ns) | p99 (ns) |\n");
+  std::printf(
+      "| event_base_loop(EVLOOP_NONBLOCK) iteration | n | p50 (ns) | p90 (ns) | p99 (ns) |\n");
   std::printf("|---|---|---|---|---|\n");
   row("(a) no agent, nothing due", none);
   row("(a') no agent, a bare timerfd event of the host's due (reference)", bare);
@@ -230,17 +231,18 @@ int Idle(int argc, char** argv) {
   }
   for (auto& t : ts) t->stop = true;
   for (auto& t : ts) t->thread.join();
-  const double ticks = with_agent  ? loops * wall / (interval_ms * 1e6)
+  const double ticks = with_agent    ? loops * wall / (interval_ms * 1e6)
                        : bare_ms > 0 ? loops * wall / (bare_ms * 1e6)
                                      : 0;
-  std::printf("| agent | loops | threshold | probe | seconds | loop threads CPU (ms) | per probe "
-              "tick (µs) | agent threads | agent threads CPU (ms) | agent CPU (%% of one core) "
-              "|\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| agent | loops | threshold | probe | seconds | loop threads CPU (ms) | per probe "
+      "tick (µs) | agent threads | agent threads CPU (ms) | agent CPU (%% of one core) "
+      "|\n|---|---|---|---|---|---|---|---|---|---|\n");
   char who[64];
   std::snprintf(who, sizeof who, "%s", with_agent ? "on" : "off");
   if (bare_ms > 0) std::snprintf(who, sizeof who, "off, bare %g ms timerfd", bare_ms);
-  std::printf("| %s | %d | %g ms | %g ms | %.1f | %.2f | %.2f | %d | %.2f | %.3f %% |\n",
-              who, loops, thr_ms, interval_ms, wall / 1e9, loop_ns / 1e6,
+  std::printf("| %s | %d | %g ms | %g ms | %.1f | %.2f | %.2f | %d | %.2f | %.3f %% |\n", who,
+              loops, thr_ms, interval_ms, wall / 1e9, loop_ns / 1e6,
               ticks > 0 ? loop_ns / 1e3 / ticks : 0.0, agent_threads, agent_ns / 1e6,
               100.0 * agent_ns / wall);
   std::printf("loadavg at end: %s\n", sb::LoadAvgLine().c_str());
@@ -283,12 +285,14 @@ int Memory(int argc, char** argv) {
   }
   for (auto& t : ts) t->stop = true;
   for (auto& t : ts) t->thread.join();
-  std::printf("| loops | sampling | threads | RssAnon before (KiB) | Δ attached (KiB) | Δ after a stall with "
-              "stacks (KiB) | VmRSS Δ attached (KiB) | VmRSS Δ after stall (KiB) | stalls / frames "
-              "|\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| loops | sampling | threads | RssAnon before (KiB) | Δ attached (KiB) | Δ after a stall "
+      "with "
+      "stacks (KiB) | VmRSS Δ attached (KiB) | VmRSS Δ after stall (KiB) | stalls / frames "
+      "|\n|---|---|---|---|---|---|---|---|---|\n");
   std::printf("| %d | %s | %zu | %ld | %+ld | %+ld | %+ld | %+ld | %" PRIu64 " / %zu |\n", loops,
-              sampling ? "on" : "off", threads, anon0, anon1 - anon0, anon2 - anon0, rss1 - rss0, rss2 - rss0, stalls,
-              frames);
+              sampling ? "on" : "off", threads, anon0, anon1 - anon0, anon2 - anon0, rss1 - rss0,
+              rss2 - rss0, stalls, frames);
   return 0;
 }
 
