@@ -128,9 +128,9 @@ RunFindings SummarizeStalls(const std::vector<StallFinding>& stalls) {
     ++r.stalls;
     r.max_stall_s = std::max(r.max_stall_s, s.duration_s);
     class_time[StallClassName(s.stall_class)] += s.duration_s;
-    // A starved or suspended loop was not running its own code: its stack is not the cause.
-    const bool own_work =
-        s.stall_class != StallClass::kStarved && s.stall_class != StallClass::kSuspended;
+    // A loop found in epoll_wait was waiting for events (the process was paused or starved
+    // around it): its stack is not the cause.
+    const bool own_work = s.syscall.rfind("epoll_", 0) != 0;
     for (const Stack& st : s.stacks) {
       const std::string top = own_work ? TopBlockingFrame(st) : "";
       if (!top.empty()) frame_samples[top] += std::max<uint64_t>(st.samples, 1);

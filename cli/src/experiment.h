@@ -46,7 +46,7 @@ struct RunFindings {
 // agent library; "" when none. Function names lose their argument list.
 std::string TopBlockingFrame(const Stack& stack);
 // Summary of a run's stalls (pure): count, class by stall time, top frame by samples among the
-// stalls the loop's own code caused (not starved or suspended ones).
+// stalls not caught waiting in epoll_wait.
 RunFindings SummarizeStalls(const std::vector<StallFinding>& stalls);
 
 struct ExperimentRow {

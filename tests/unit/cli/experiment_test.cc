@@ -97,12 +97,18 @@ TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
   b.stall_class = StallClass::kBlocked;
   b.syscall = "recvfrom";
   b.stacks.push_back(MakeStack(5, {{"recv", "/lib/libc.so.6"}, {"Fetch()", "/usr/bin/app"}}));
-  StallFinding starved;  // the process waited for a CPU: its stack is not the culprit
+  StallFinding starved;  // busy code that also waited for a CPU: still the culprit
   starved.duration_s = 0.1;
   starved.stall_class = StallClass::kStarved;
-  starved.stacks.push_back(MakeStack(50, {{"Server::Run()", "/usr/bin/app"}}));
-  const RunFindings f = SummarizeStalls({a, b, starved});
-  EXPECT_EQ(f.stalls, 3u);
+  starved.stacks.push_back(MakeStack(1, {{"Hash()", "/usr/bin/app"}}));
+  StallFinding waiting;  // caught in epoll_wait: the loop was waiting for events
+  waiting.duration_s = 0.05;
+  waiting.stall_class = StallClass::kBlocked;
+  waiting.syscall = "epoll_wait";
+  waiting.stacks.push_back(
+      MakeStack(80, {{"epoll_wait", "/lib/libc.so.6"}, {"Server::Run()", "/usr/bin/app"}}));
+  const RunFindings f = SummarizeStalls({a, b, starved, waiting});
+  EXPECT_EQ(f.stalls, 4u);
   EXPECT_DOUBLE_EQ(f.max_stall_s, 0.9);
   EXPECT_EQ(f.stall_class, "blocked");
   EXPECT_EQ(f.top_frame, "Fetch");
