@@ -20,6 +20,7 @@
 #include "http_get.h"
 #include "load.h"
 #include "report.h"
+#include "run.h"
 #include "server.h"
 #include "stallwatch/common/clock.h"
 #include "stallwatch/common/duration.h"
@@ -640,6 +641,33 @@ void AddTop(CLI::App& app, ViewFlags& f) {
 
 }  // namespace
 
+void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command) {
+  CLI::App* r = app.add_subcommand(
+      "run", "Run an unmodified libevent program with every loop in it watched (LD_PRELOAD)");
+  r->add_option("--service", o.service, "Service name of its findings (default: program name)");
+  r->add_option("--threshold", o.threshold, "Stall threshold, e.g. 50ms")->check(kDuration);
+  r->add_option("--endpoint", o.endpoint,
+                "Where findings go: unix:/path, tcp:host:port, file:/path, stderr, off "
+                "(default: the daemon's socket)");
+  r->add_option("--sampling", o.sampling, "Stacks: on, off or signal-all")
+      ->check(CLI::IsMember({"on", "off", "signal-all"}));
+  r->add_option("--preload", o.preload, "Path of libstallwatch_preload.so (found by default)");
+  r->add_option("command", command, "The program and its arguments, after --")->required();
+  r->footer(
+      "Sets LD_PRELOAD to the shim and the STALLWATCH_* variables, then runs the program in\n"
+      "this process: its exit status is the program's. Every event_base it creates is watched;\n"
+      "loops are named after their threads.\n"
+      "Examples:\n"
+      "  stallwatch run -- memcached -t 4 -u memcache\n"
+      "  stallwatch run --endpoint stderr --threshold 20ms -- ./my_libevent_server\n"
+      "  stallwatch run --service cache -- memcached & stallwatch top");
+  r->callback([&o, &command]() {
+    const sw::Status st = cli::ExecUnderShim(o, command);  // returns only on failure
+    std::fprintf(stderr, "stallwatch run: %s\n", st.message().c_str());
+    throw CLI::RuntimeError(127);
+  });
+}
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"stallwatch: find what stalls your libevent loops"};
@@ -653,6 +681,7 @@ int main(int argc, char** argv) {
       "  stallwatch stalls                         recent and ongoing stalls from stallwatchd\n"
       "  stallwatch stacks --format folded         merged stacks for flame graphs\n"
       "  stallwatch top                            live per-loop view (q quits)\n"
+      "  stallwatch run -- memcached -t 4          watch an unmodified libevent program\n"
       "Run 'stallwatch <command> --help' for a command's flags and examples.");
   ServeFlags serve;
   LoadFlags load;
@@ -665,6 +694,9 @@ int main(int argc, char** argv) {
   ViewFlags views;
   AddStallsStacks(app, views);
   AddTop(app, views);
+  cli::RunOptions run;
+  std::vector<std::string> run_command;
+  AddRun(app, run, run_command);
   if (argc > 1 && argv[1][0] != '-') {
     std::string names;
     bool known = false;

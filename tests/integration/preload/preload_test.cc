@@ -141,3 +141,25 @@ TEST(Preload, AMalformedVariableGetsOneLineAndTheDefault) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(StallwatchRun, RunsAProgramUnderTheShimWithItsExitStatus) {
+  const std::string file = TempPath("findings");
+  Outcome r = Sh("", std::string(SW_CLI) + " run --endpoint file:" + file + " -- " + SW_PLAIN_APP);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("done"), std::string::npos);
+  std::set<std::string> loops;
+  for (const auto& f : Findings(file)) loops.insert(f["loop"].get<std::string>());
+  unlink(file.c_str());
+  EXPECT_EQ(loops, (std::set<std::string>{"main", "worker", "worker-2"}));
+
+  Outcome exit3 = Sh("", std::string(SW_CLI) + " run --endpoint off -- sh -c 'exit 3'");
+  EXPECT_EQ(WEXITSTATUS(exit3.status), 3);
+  Outcome missing = Sh("", std::string(SW_CLI) + " run -- /nonexistent/stallwatch-prog");
+  EXPECT_EQ(WEXITSTATUS(missing.status), 127);
+  EXPECT_NE(missing.err.find("cannot run '/nonexistent/stallwatch-prog'"), std::string::npos)
+      << missing.err;
+}
+
+}  // namespace
