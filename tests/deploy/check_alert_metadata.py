@@ -26,7 +26,10 @@ REQUIRED = {
     "StallwatchStallOngoingLong": "loop", "StallwatchAgentSilent": "loop",
     "StallwatchFindingsDropped": "process", "StallwatchDaemonDown": "daemon",
 }
-NAMES = {"loop": ["service", "loop"], "process": ["service", "pid"], "daemon": ["instance"]}
+# Alerts beyond the required ones, and what their summary can name.
+OPTIONAL = {"StallwatchDaemonTargetMissing": "fleet"}  # absent(): no target, so no labels
+NAMES = {"loop": ["service", "loop"], "process": ["service", "pid"], "daemon": ["instance"],
+         "fleet": []}
 
 
 def anchors(markdown):
@@ -70,7 +73,7 @@ def main():
         for key in ("summary", "description", "runbook_url"):
             if not ann.get(key):
                 problems.append(f"{name}: no {key}")
-        for label in NAMES[REQUIRED.get(name, "daemon")]:
+        for label in NAMES[REQUIRED.get(name) or OPTIONAL.get(name, "loop")]:
             if "$labels." + label not in ann.get("summary", ""):
                 problems.append(f"{name}: summary does not name the {label}")
         url = ann.get("runbook_url", "")

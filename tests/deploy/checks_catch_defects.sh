@@ -54,7 +54,8 @@ expect_reject "panel without a description" 'panel "Loops observed" has no descr
 fresh; edit "$dash" 's.replace("\"unit\": \"percentunit\"", "\"unit\": \"\"", 1)'
 expect_reject "panel without a unit" "has no unit" "$py" "$here/check_dashboards.py" "$T"
 
-fresh; edit "$dash" 's.replace("\"uid\": \"${datasource}\"", "\"uid\": \"P1809F7CD0C75ACF3\"", 1)'
+# The first four occurrences are the query variables'; the fifth is the first panel's.
+fresh; edit "$dash" 's.replace("\"uid\": \"${datasource}\"", "\"uid\": \"P1809F7CD0C75ACF3\"", 5).replace("\"uid\": \"P1809F7CD0C75ACF3\"", "\"uid\": \"${datasource}\"", 4)'
 expect_reject "panel with a fixed data source" "does not use the \${datasource} variable" \
   "$py" "$here/check_dashboards.py" "$T"
 
@@ -88,7 +89,7 @@ fresh; edit "$T/deploy/k8s/daemonset.yaml" 's.replace("path: /run/stallwatch\n",
 expect_reject "DaemonSet not sharing the socket directory" "no hostPath volume for /run/stallwatch" \
   "$py" "$here/check_manifests.py" "$T"
 
-fresh; edit "$T/deploy/k8s/service.yaml" 's.replace("clusterIP: None\n", "")'
+fresh; edit "$T/deploy/k8s/service.yaml" 's.replace("  clusterIP: None\n", "")'
 expect_reject "Service not headless" "not headless" "$py" "$here/check_manifests.py" "$T"
 
 fresh; edit "$T/deploy/compose/docker-compose.yml" 's.replace("\"127.0.0.1:3000:3000\"", "\"3000:3000\"", 1)'
