@@ -47,6 +47,10 @@ fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on
 expect_reject "rule test notices agent-silent firing for an exited process" \
   'loop="gone"' "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
 
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on (instance, service, pid, loop) (stallwatch_loop_delay_seconds_count offset 6m)\n", "")'
+expect_reject "rule test notices agent-silent firing for a process that lived seconds" \
+  'loop="main", pid="505"' "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
+
 fresh; edit "$dash" 's.replace("\"description\": \"Event loops with an agent", "\"description\": \"\", \"x\": \"", 1)'
 expect_reject "panel without a description" 'panel "Loops observed" has no description' \
   "$py" "$here/check_dashboards.py" "$T"
