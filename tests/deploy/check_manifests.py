@@ -23,7 +23,7 @@ except ImportError:
 SOCKET_DIR = "/run/stallwatch"
 PORT = 9466
 EXPECTED_KINDS = {"Namespace", "DaemonSet", "Service", "ServiceMonitor", "ConfigMap",
-                  "NetworkPolicy"}
+                  "NetworkPolicy", "PrometheusRule"}
 
 
 def load_k8s(k8s_dir, problems):
@@ -142,6 +142,11 @@ def check_k8s(src, problems):
         ports = [p.get("port") for i in np_["spec"].get("ingress", []) for p in i.get("ports", [])]
         if ports != [PORT]:
             problems.append(f"NetworkPolicy: should admit port {PORT} only, admits {ports}")
+
+    for pr in by_kind.get("PrometheusRule", []):
+        with open(os.path.join(src, "deploy", "prometheus", "rules", "stallwatch.rules.yml")) as f:
+            if pr.get("spec") != yaml.safe_load(f):
+                problems.append("PrometheusRule: differs from deploy/prometheus/rules/stallwatch.rules.yml")
 
     for cm in by_kind.get("ConfigMap", []):
         if cm["metadata"].get("labels", {}).get("grafana_dashboard") != "1":
