@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libevent-dev prometheus-cpp-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
-  prometheus wrk tmux python3 memcached libmemcached-tools
+  prometheus wrk tmux python3 python3-yaml curl systemd memcached libmemcached-tools
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
