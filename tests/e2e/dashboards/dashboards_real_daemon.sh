@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every panel and variable query of every dashboard, evaluated by a real Prometheus (Debian's
+# package) scraping the real stallwatchd, while the bundled server with the agent attached
+# stalls its loop on purpose (cpu and sleep). A parse error or an empty result fails the test.
+# Loopback only; every process started here is ended by its PID; bounded to ~2 minutes.
+# Usage: dashboards_real_daemon.sh STALLWATCHD STALLWATCH PROMETHEUS
+set -euo pipefail
+daemon_bin="$1"; cli="$2"; prom="$3"
+here="$(cd "$(dirname "$0")" && pwd)"
+queries="$here/../../deploy/dashboard_queries.sh"
+work=$(mktemp -d /tmp/stallwatch-dash-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  for _ in $(seq 100); do curl -fs --max-time 1 "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+
+daemon_port=$(free_port); serve_port=$(free_port); prom_port=$(free_port)
+"$daemon_bin" --agent-socket "$work/agent.sock" --http-listen "127.0.0.1:$daemon_port" \
+  --log-level warn >"$work/daemon.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$daemon_port/healthz" || { cat "$work/daemon.log"; exit 1; }
+
+STALLWATCH_REPORT_INTERVAL=1s "$cli" serve --port "$serve_port" --service dashdemo \
+  --endpoint "unix:$work/agent.sock" >"$work/serve.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$serve_port/" || { cat "$work/serve.log"; exit 1; }
+# A 120 ms stall every 700 ms: cpu. One-off sleeps on the loop: blocked.
+"$cli" block --url "http://127.0.0.1:$serve_port" --duration 120ms --period 700ms --kind cpu
+for _ in 1 2 3; do curl -fs --max-time 5 "http://127.0.0.1:$serve_port/block?ms=150" >/dev/null; done
+
+cat >"$work/prometheus.yml" <<YML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: stallwatchd
+    static_configs:
+      - targets: ["127.0.0.1:$daemon_port"]
+YML
+"$prom" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$prom_port/-/ready" || { cat "$work/prometheus.log"; exit 1; }
+
+# rate() needs two samples; the script retries empty results for up to 40 s.
+SW_WAIT=40 SW_RATE_INTERVAL=10s SW_RANGE=1m timeout 150 bash "$queries" "http://127.0.0.1:$prom_port"
