@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,7 +68,51 @@ static void on_main_tick(evutil_socket_t fd, short w, void* arg) {
   (void)arg;
 }
 
+/* "churn": 20 times, a thread creates a base, stalls its loop for 120 ms (sampled while it
+ * lasts), and frees the base as soon as the loop returns. */
+static void on_churn(evutil_socket_t fd, short w, void* arg) {
+  (void)fd;
+  (void)w;
+  fetch_from_disk(120);
+  event_base_loopbreak(arg);
+}
+
+static void* churn(void* arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "churn");
+  for (int i = 0; i < 20; ++i) {
+    struct event_base* b = event_base_new();
+    struct event* ev = evtimer_new(b, on_churn, b);
+    struct timeval tv = {0, 1000};
+    evtimer_add(ev, &tv);
+    event_base_dispatch(b);
+    event_free(ev);
+    event_base_free(b);
+  }
+  return NULL;
+}
+
+/* "exit-thread": a worker calls exit() while another loop is in the middle of a stall. */
+static void* exit_soon(void* arg) {
+  (void)arg;
+  usleep(450 * 1000);
+  puts("exiting from a worker thread");
+  fflush(stdout);
+  exit(0);
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && strcmp(argv[1], "churn") == 0) {
+    pthread_t t;
+    pthread_create(&t, NULL, churn, NULL);
+    pthread_join(t, NULL);
+    puts("churn done");
+    return 0;
+  }
+  if (argc > 1 && strcmp(argv[1], "exit-thread") == 0) {
+    pthread_t t;
+    pthread_create(&t, NULL, exit_soon, NULL);
+  }
   int do_fork = argc > 1 && strcmp(argv[1], "fork") == 0;
   struct event_base* main_base = event_base_new();
   struct worker workers[2] = {{event_base_new(), "worker", on_cpu},

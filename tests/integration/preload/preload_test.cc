@@ -163,3 +163,34 @@ TEST(StallwatchRun, RunsAProgramUnderTheShimWithItsExitStatus) {
 }
 
 }  // namespace
+
+namespace {
+
+// Bases created, stalled (and sampled) and freed one after another on a thread: event_base_free
+// meets the watchdog in the middle of its work on that loop.
+TEST(Preload, BasesFreedRightAfterASampledStallAreDetachedCleanly) {
+  const std::string file = TempPath("findings");
+  Outcome r =
+      Sh(Preload() + " STALLWATCH_ENDPOINT=file:" + file, std::string(SW_PLAIN_APP) + " churn");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("churn done"), std::string::npos);
+  EXPECT_EQ(r.err, "");
+  int closed = 0;
+  for (const auto& f : Findings(file)) {
+    closed += f["kind"] == "stall" && !f["ongoing"].get<bool>();
+  }
+  unlink(file.c_str());
+  EXPECT_GE(closed, 15) << "stalls of the freed bases";  // 20 injected; generous margin
+}
+
+// exit() from a worker thread while loops are attached and one is stalled: the process ends
+// with the program's status, nothing hangs or crashes.
+TEST(Preload, ExitFromAWorkerThreadDuringAStallEndsTheProcessNormally) {
+  Outcome r =
+      Sh(Preload() + " STALLWATCH_ENDPOINT=off", std::string(SW_PLAIN_APP) + " exit-thread");
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("exiting from a worker thread"), std::string::npos);
+  EXPECT_EQ(r.err, "");
+}
+
+}  // namespace
