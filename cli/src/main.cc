@@ -17,6 +17,7 @@
 #include <string>
 
 #include "experiment.h"
+#include "experiment_daemon.h"
 #include "http_get.h"
 #include "load.h"
 #include "report.h"
@@ -282,8 +283,8 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       ->capture_default_str()
       ->check(kDuration);
   s->add_option("--endpoint", f.endpoint,
-                "Also send the agent's findings there (e.g. unix:/run/stallwatch/agent.sock)")
-      ->capture_default_str()
+                "Send the agent's findings there instead of the daemon chosen automatically "
+                "(e.g. unix:/run/stallwatch/agent.sock)")
       ->check(kEndpoint);
   s->add_option("--format", f.format, "table, markdown, csv or json")
       ->capture_default_str()
@@ -297,7 +298,8 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
   s->add_option("--plot", f.plot, "Also write an SVG plot of QPS against concurrency to FILE");
   s->add_flag("--quick", f.quick, "Short runs (work 100ms, 1s per run): about 25 s in all");
   s->add_flag("--no-daemon", f.no_daemon,
-              "Read the agent in-process (the default: the server runs inside this command)");
+              "Read the agent in-process only: no stallwatchd is used or started (by default "
+              "findings also go to a running stallwatchd, or to one started for the run)");
   s->footer(
       "The server (agent attached) runs in this process on its own thread; a fresh one per run,\n"
       "so each run's findings are its own. Expected QPS: block, cpu, upstream-blocking 1/work;\n"
@@ -327,6 +329,21 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     o.workers = f.workers;
     o.stall_threshold = Dur(f.threshold);
     o.endpoint = f.endpoint;
+    // Findings also go to stallwatchd: the one running with the default socket, or one started
+    // here for the experiment (and stopped after it), unless --no-daemon or --endpoint.
+    cli::ExperimentDaemon daemon;
+    bool with_daemon = false;
+    if (!f.no_daemon && f.endpoint == "off") {
+      if (sw::Status st = daemon.Acquire(); st.ok()) {
+        o.endpoint = daemon.endpoint();
+        with_daemon = true;
+        std::fprintf(stderr, "stallwatch experiment: findings also go to stallwatchd at %s%s\n",
+                     daemon.url().c_str(), daemon.started() ? " (started for this run)" : "");
+      } else {
+        std::fprintf(stderr, "stallwatch experiment: %s; reading the agent in-process only\n",
+                     st.message().c_str());
+      }
+    }
     cli::ReportFormat format = cli::ReportFormat::kTable;
     cli::ParseReportFormat(f.json ? "json" : f.format, &format);
     if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
@@ -347,6 +364,15 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       if (!out)
         throw CLI::RuntimeError(Fail("experiment", sw::UnavailableError("cannot write " + f.plot)));
       std::fprintf(stderr, "stallwatch experiment: plot written to %s\n", f.plot.c_str());
+    }
+    if (with_daemon) {
+      auto r = cli::HttpGet(daemon.url() + "/api/v1/stalls?limit=1000");
+      if (r.ok() && r->status == 200) {
+        const auto j = nlohmann::json::parse(r->body, nullptr, false);
+        const size_t n = j.is_object() && j.contains("stalls") ? j["stalls"].size() : 0;
+        std::fprintf(stderr, "stallwatch experiment: stallwatchd recorded %zu stalls%s\n", n,
+                     daemon.started() ? "" : " (see: stallwatch stalls)");
+      }
     }
     if (g_cancel.load()) throw CLI::RuntimeError(130);
   });

@@ -1,0 +1,34 @@
+#pragma once
+// The daemon an experiment reports to: a stallwatchd already running with the default socket and
+// HTTP address, or one this command starts (the stallwatchd next to its own binary) on a private
+// socket and loopback port, and stops when done.
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "stallwatch/status.h"
+
+namespace stallwatch::cli {
+
+class ExperimentDaemon {
+ public:
+  ExperimentDaemon() = default;
+  ~ExperimentDaemon();  // stops the daemon if this object started it
+  ExperimentDaemon(const ExperimentDaemon&) = delete;
+  ExperimentDaemon& operator=(const ExperimentDaemon&) = delete;
+
+  // Finds a running daemon or starts one. NotFound when neither is possible.
+  [[nodiscard]] Status Acquire();
+  const std::string& endpoint() const { return endpoint_; }  // for the agent
+  const std::string& url() const { return url_; }            // HTTP API
+  bool started() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string dir_;
+  std::string endpoint_;
+  std::string url_;
+};
+
+}  // namespace stallwatch::cli
