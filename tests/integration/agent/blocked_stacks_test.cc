@@ -210,6 +210,11 @@ class BlockedStacks : public ::testing::TestWithParam<std::tuple<int, Caller>> {
 TEST_P(BlockedStacks, OneBlockedStallWithTheSyscallAndTheCallerOnTheStack) {
   const Kind kind = Kinds()[std::get<0>(GetParam())];
   const Caller caller = std::get<1>(GetParam());
+#if defined(__SANITIZE_ADDRESS__)
+  // Under ASan, read() is libasan's interceptor, whose unwind information does not describe its
+  // frame: a stack through it skips its callers. This case runs in the plain and TSan builds.
+  if (std::string(kind.name) == "pipe_read") GTEST_SKIP() << "read() is ASan's interceptor here";
+#endif
   Fixtures fx;
   ASSERT_EQ(pipe(fx.pipe_fds), 0);
   std::unique_ptr<SlowServer> server;

@@ -408,7 +408,9 @@ TEST(Daemon, StoppedDaemonDoesNotAffectTheHostLoop) {
   EXPECT_EQ(blocked, 0u) << stalls << " stalls";
   EXPECT_LT(worst_max, 500ms) << worst_max.count() << " ns";
   EXPECT_LT(worst_p99, 100ms) << worst_p99.count() << " ns";
+#if !defined(__SANITIZE_ADDRESS__)  // ASan keeps freed memory in quarantine: RSS says nothing
   EXPECT_LT(rss_after - rss_before, 8 << 20) << "memory stays bounded";
+#endif
   std::printf(
       "host loops while the daemon does not read: worst p99 %.3f ms, worst max %.3f ms, "
       "stalls %llu, dropped %llu, rss growth %lld KiB\n",
