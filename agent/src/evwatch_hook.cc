@@ -18,23 +18,7 @@ namespace {
 void OnPrepare(evwatch*, const evwatch_prepare_cb_info*, void* arg) {
   auto* s = static_cast<LoopState*>(arg);
   EnsureLoopThread(s);
-  const int64_t now = MonotonicNanos();
-  const int64_t since = s->busy_since_ns.load(std::memory_order_relaxed);
-  if (since > 0) {
-    const int64_t d = now - since;
-    s->iteration_hist.Record(static_cast<uint64_t>(d > 0 ? d : 0));
-    s->busy_total_ns.store(s->busy_total_ns.load(std::memory_order_relaxed) + d,
-                           std::memory_order_relaxed);
-    if (d >= s->threshold_ns) {
-      const uint64_t seq = s->long_seq.load(std::memory_order_relaxed);
-      auto& slot = s->long_ring[seq % LoopState::kLongRing];
-      slot.start_ns.store(since, std::memory_order_relaxed);
-      slot.end_ns.store(now, std::memory_order_relaxed);
-      s->long_seq.store(seq + 1, std::memory_order_release);
-    }
-  }
-  s->busy_since_ns.store(0, std::memory_order_release);
-  s->iterations.store(s->iterations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  EndBusyPeriod(s, MonotonicNanos());
   s->boundaries_seen.store(true, std::memory_order_release);
 }
 

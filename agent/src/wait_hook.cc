@@ -64,32 +64,12 @@ inline LoopState* FindByBase(event_base* base) {
   return nullptr;
 }
 
-// The loop goes back to wait: the busy period that started at busy_since ends now.
-inline void EndBusy(LoopState* s, int64_t now) {
-  const int64_t since = s->busy_since_ns.load(std::memory_order_relaxed);
-  if (since > 0) {
-    const int64_t d = now - since;
-    s->iteration_hist.Record(static_cast<uint64_t>(d > 0 ? d : 0));
-    s->busy_total_ns.store(s->busy_total_ns.load(std::memory_order_relaxed) + d,
-                           std::memory_order_relaxed);
-    if (d >= s->threshold_ns) {
-      const uint64_t seq = s->long_seq.load(std::memory_order_relaxed);
-      auto& slot = s->long_ring[seq % LoopState::kLongRing];
-      slot.start_ns.store(since, std::memory_order_relaxed);
-      slot.end_ns.store(now, std::memory_order_relaxed);
-      s->long_seq.store(seq + 1, std::memory_order_release);
-    }
-  }
-  s->busy_since_ns.store(0, std::memory_order_release);
-  s->iterations.store(s->iterations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-}
-
 inline void BeforeWait(LoopState* s) {
   if (!s->boundaries_seen.load(std::memory_order_relaxed)) {
     EnsureLoopThread(s);
     s->boundaries_seen.store(true, std::memory_order_release);
   }
-  EndBusy(s, MonotonicNanos());
+  EndBusyPeriod(s, MonotonicNanos());
 }
 
 inline void AfterWait(LoopState* s) {
@@ -116,7 +96,7 @@ int RunLoop(event_base* base, int flags, bool dispatch) {
                                       : (g_real_loop ? g_real_loop(base, flags) : -1);
   if (--depth == 0) {
     const int saved = errno;
-    EndBusy(s, MonotonicNanos());
+    EndBusyPeriod(s, MonotonicNanos());
     s->in_dispatch.store(false, std::memory_order_release);
     errno = saved;
   }
