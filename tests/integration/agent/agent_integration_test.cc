@@ -159,7 +159,12 @@ TEST(AgentIntegration, CpuStallIsOneCpuStallWithExactDurationAndTheFunctionOnThe
   const double stall_s = g_last_callback_ns.load() / 1e9;
   EXPECT_GE(stall_s, 0.150);
   EXPECT_NEAR(f.duration_s, stall_s, stall_s * 0.05) << Describe(f);
-  EXPECT_NEAR(f.duration_s, stall_s, 0.002) << Describe(f);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr double kBookkeeping = 0.010;  // instrumented libevent and hooks around the callback
+#else
+  constexpr double kBookkeeping = 0.002;
+#endif
+  EXPECT_NEAR(f.duration_s, stall_s, kBookkeeping) << Describe(f);
   EXPECT_FALSE(f.estimated) << Describe(f);
   EXPECT_TRUE(StackHas(f, "CrunchNumbersForAWhile")) << Describe(f);
   EXPECT_TRUE(StackHas(f, "event_base_loop")) << Describe(f);
