@@ -44,7 +44,7 @@ int64_t TickFor(int64_t threshold_ns) {
 }
 
 int64_t ThreadCpu(const agent::internal::LoopState& s) {
-  if (!s.cpu_clock_ok.load(std::memory_order_relaxed)) return -1;
+  if (!s.cpu_clock_ok.load(std::memory_order_acquire)) return -1;
   return CpuClockNanos(s.cpu_clock);
 }
 

@@ -157,8 +157,11 @@ bool WaitHookActive() { return g_hook_called.load(std::memory_order_relaxed); }
 void EnsureLoopThread(LoopState* s) {
   if (s->tid.load(std::memory_order_acquire) != 0) return;
   s->thread = pthread_self();
-  s->cpu_clock_ok.store(pthread_getcpuclockid(s->thread, &s->cpu_clock) == 0,
-                        std::memory_order_relaxed);
+  clockid_t id{};
+  const bool ok = pthread_getcpuclockid(s->thread, &id) == 0;
+  s->cpu_clock = id;
+  // Published with release: the watchdog reads cpu_clock only after seeing cpu_clock_ok (acquire).
+  s->cpu_clock_ok.store(ok, std::memory_order_release);
   s->tid.store(platform::GetTid(), std::memory_order_release);
 }
 
