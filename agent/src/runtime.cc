@@ -436,9 +436,9 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   }
   if (sys) {
     const int loop_epfd = c.state.epfd.load(std::memory_order_relaxed);
-    const bool own_wait =
-        sys->nr >= 0 && loop_epfd >= 0 && static_cast<int>(sys->args[0]) == loop_epfd &&
-        platform::SyscallName(sys->nr).rfind("epoll_", 0) == 0;
+    const bool own_wait = sys->nr >= 0 && loop_epfd >= 0 &&
+                          static_cast<int>(sys->args[0]) == loop_epfd &&
+                          platform::SyscallName(sys->nr).rfind("epoll_", 0) == 0;
     if (sys->running || own_wait) {
       // In the loop's own epoll_wait while its probe is late: the loop is not blocked by a call,
       // its thread is not getting to run (starved, or the process was paused).

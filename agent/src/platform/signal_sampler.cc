@@ -115,9 +115,9 @@ Status SignalSampler::Install(int signo) {
   // Ours, inherited across fork() from a runtime the child abandoned: take it over.
   const bool ours = (old.sa_flags & SA_SIGINFO) && old.sa_sigaction == &Handler;
   const bool has_handler =
-      !ours && ((old.sa_flags & SA_SIGINFO)
-                    ? old.sa_sigaction != nullptr
-                    : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN));
+      !ours &&
+      ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != nullptr
+                                   : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN));
   if (ours) {
     old.sa_flags = 0;
     old.sa_handler = SIG_DFL;
