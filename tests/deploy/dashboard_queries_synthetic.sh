@@ -22,24 +22,8 @@ for _ in $(seq 100); do [ -s "$work/exporter.port" ] && break; sleep 0.1; done
 exporter_port=$(cat "$work/exporter.port")
 prom_port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-cat > "$work/prometheus.yml" <<YML
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: stallwatchd
-    static_configs:
-      - targets: ["127.0.0.1:$exporter_port"]
-YML
-"$prom" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
-  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
-pids+=($!)
+source "$here/prometheus_lib.sh"
+start_prometheus "$prom" "$work" "127.0.0.1:$exporter_port" "$prom_port"
 url="http://127.0.0.1:$prom_port"
-for _ in $(seq 300); do
-  curl -fsS --max-time 2 "$url/-/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS --max-time 2 "$url/-/ready" >/dev/null || {
-  echo "prometheus did not become ready"; cat "$work/prometheus.log"; exit 1; }
 # rate() needs two samples; the script retries empty results for up to 40 s.
 SW_WAIT=40 SW_RATE_INTERVAL=10s SW_RANGE=1m timeout 120 bash "$here/dashboard_queries.sh" "$url"

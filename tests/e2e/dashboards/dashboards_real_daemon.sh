@@ -36,19 +36,8 @@ wait_http "http://127.0.0.1:$serve_port/" || { cat "$work/serve.log"; exit 1; }
 "$cli" block --url "http://127.0.0.1:$serve_port" --duration 120ms --period 700ms --kind cpu
 for _ in 1 2 3; do curl -fs --max-time 5 "http://127.0.0.1:$serve_port/block?ms=150" >/dev/null; done
 
-cat >"$work/prometheus.yml" <<YML
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: stallwatchd
-    static_configs:
-      - targets: ["127.0.0.1:$daemon_port"]
-YML
-"$prom" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
-  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$prom_port/-/ready" || { cat "$work/prometheus.log"; exit 1; }
+source "$here/../../deploy/prometheus_lib.sh"
+start_prometheus "$prom" "$work" "127.0.0.1:$daemon_port" "$prom_port"
 
 # rate() needs two samples; the script retries empty results for up to 40 s.
 SW_WAIT=40 SW_RATE_INTERVAL=10s SW_RANGE=1m timeout 150 bash "$queries" "http://127.0.0.1:$prom_port"
