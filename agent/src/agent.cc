@@ -52,7 +52,8 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       ctx->epfd_tries = 1000;  // libevent >= 2.2: prepare/check watchers give the boundaries
     } else if (const char* method = event_base_get_method(base);
                method != nullptr && std::strcmp(method, "epoll") == 0) {
-      const int epfd = agent::platform::FindEpollFdContaining(ctx->probe.timer_fd());
+      const int epfd =
+          agent::platform::FindEpollFdContaining(ctx->probe.timer_fd(), agent::platform::GetTid());
       if (epfd >= 0) agent::internal::BindEpollFd(&ctx->state, epfd);
     } else {
       ctx->epfd_tries = 1000;  // other backends: probe-only (docs/design.md)

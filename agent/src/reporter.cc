@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "platform/proc.h"
 #include "stallwatch/common/finding_json.h"
 
 namespace stallwatch::agent::internal {
@@ -136,6 +137,14 @@ Reporter::~Reporter() {
   }
   cv_.notify_all();
   thread_.join();
+  // The reporter handed every finding to the hook thread before it stopped; the hook thread
+  // runs the hooks on all of them, then ends.
+  {
+    std::lock_guard<std::mutex> lock(hook_mu_);
+    hook_stop_ = true;
+  }
+  hook_cv_.notify_all();
+  if (hook_thread_.joinable()) hook_thread_.join();
 }
 
 void Reporter::Submit(Finding f) {
@@ -153,6 +162,36 @@ void Reporter::Submit(Finding f) {
 void Reporter::SetHooks(const std::string& loop, ReporterHooks hooks) {
   std::lock_guard<std::mutex> lock(hooks_mu_);
   hooks_.emplace_back(loop, std::move(hooks));
+  std::lock_guard<std::mutex> hl(hook_mu_);
+  if (!hook_thread_.joinable() && !hook_stop_) hook_thread_ = std::thread([this] { RunHooks(); });
+}
+
+void Reporter::RunHooks() {
+  std::unique_lock<std::mutex> lock(hook_mu_);
+  for (;;) {
+    hook_cv_.wait(lock, [&] { return hook_stop_ || !hook_queue_.empty(); });
+    if (hook_queue_.empty()) return;  // stopping, and everything went through the hooks
+    Finding f = std::move(hook_queue_.front());
+    hook_queue_.pop_front();
+    lock.unlock();
+    CallHooks(f);
+    lock.lock();
+  }
+}
+
+void Reporter::CallHooks(const Finding& f) {
+  try {
+    std::lock_guard<std::mutex> hl(hooks_mu_);
+    const std::string& loop =
+        std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
+    for (const auto& [name, h] : hooks_) {
+      if (name != loop) continue;
+      if (auto* st = std::get_if<StallFinding>(&f); st && h.on_stall) h.on_stall(*st);
+      if (auto* d = std::get_if<DelayFinding>(&f); d && h.on_delay) h.on_delay(*d);
+    }
+  } catch (...) {
+    // Hooks are best effort; reporting goes on.
+  }
 }
 
 void Reporter::RemoveHooks(const std::string& loop) {
@@ -167,6 +206,9 @@ size_t Reporter::queued() const {
 
 void Reporter::Run() {
   using Clock = std::chrono::steady_clock;
+  // The sink's connection and the enricher's ELF files live in a file table of the reporter's
+  // own (platform::DetachFileTable); they are opened and closed on this thread only.
+  platform::DetachFileTable();
   std::unique_lock<std::mutex> lock(mu_);
   Clock::time_point retry_at = Clock::time_point::min();  // sink refused: not before this
   Clock::time_point stop_deadline = Clock::time_point::max();
@@ -188,16 +230,24 @@ void Reporter::Run() {
       lock.unlock();
       try {
         if (enrich_) enrich_(f);
-        std::lock_guard<std::mutex> hl(hooks_mu_);
-        const std::string& loop =
-            std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
-        for (const auto& [name, h] : hooks_) {
-          if (name != loop) continue;
-          if (auto* st = std::get_if<StallFinding>(&f); st && h.on_stall) h.on_stall(*st);
-          if (auto* d = std::get_if<DelayFinding>(&f); d && h.on_delay) h.on_delay(*d);
-        }
       } catch (...) {
-        // Enrichment and hooks are best effort; reporting goes on.
+        // Enrichment is best effort; reporting goes on.
+      }
+      bool hooked = false;
+      {
+        std::lock_guard<std::mutex> hl(hooks_mu_);
+        hooked = !hooks_.empty();
+      }
+      if (hooked) {
+        {
+          std::lock_guard<std::mutex> hl(hook_mu_);
+          if (hook_queue_.size() >= capacity_) {
+            hook_queue_.pop_front();
+            dropped_.fetch_add(1, std::memory_order_relaxed);
+          }
+          hook_queue_.push_back(f);
+        }
+        hook_cv_.notify_one();
       }
       lock.lock();
       if (auto* e = entry(seq)) e->second = std::move(f);  // unless dropped meanwhile
@@ -226,7 +276,7 @@ void Reporter::Run() {
     }
     // 3. Stop: deliver what can be delivered within 1 s, then leave the rest (counted as queued).
     if (stop_ && (queue_.empty() || retry_at > Clock::now() || Clock::now() > stop_deadline)) {
-      return;
+      break;
     }
     auto ready = [&] {
       return stop_ || (!queue_.empty() && queue_.back().first >= hooked_seq_) ||
@@ -238,6 +288,10 @@ void Reporter::Run() {
       cv_.wait_until(lock, retry_at, ready);
     }
   }
+  // Close the sink and the enricher's files on this thread: they belong to its file table.
+  lock.unlock();
+  sink_.reset();
+  enrich_ = nullptr;
 }
 
 }  // namespace stallwatch::agent::internal

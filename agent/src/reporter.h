@@ -3,8 +3,12 @@
 // (JSON Lines file, stderr, the daemon). The watchdog never blocks on it: when the queue is full
 // the oldest finding is dropped and counted.
 //
-// Threading: Submit() from any thread (brief lock, no I/O). Sinks run on the reporter thread.
+// Threading: Submit() from any thread (brief lock, no I/O). Sinks and the enricher run on the
+// reporter thread, which has a file table of its own (platform::DetachFileTable): the sink's
+// socket or file is never among the host's fds. Hooks are the host's code and may use the host's
+// fds, so they run on a hook thread that shares the host's table, started with the first hook.
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -14,6 +18,7 @@
 #include <string>
 #include <thread>
 #include <variant>
+#include <vector>
 
 #include "stallwatch/findings.h"
 #include "stallwatch/status.h"
@@ -59,7 +64,8 @@ class Reporter {
 
   // Called on any thread. Never blocks on I/O.
   void Submit(Finding f);
-  // Hooks run on the reporter thread; a loop's hooks are keyed by its name.
+  // Hooks run on the hook thread, in submission order; a loop's hooks are keyed by its name.
+  // Call on a host thread (the hook thread is created here and shares the caller's file table).
   void SetHooks(const std::string& loop, ReporterHooks hooks);
   void RemoveHooks(const std::string& loop);
   // Runs on the reporter thread on every finding before the hooks and the sink (e.g. to add
@@ -70,6 +76,8 @@ class Reporter {
 
  private:
   void Run();
+  void RunHooks();
+  void CallHooks(const Finding& f);
 
   std::unique_ptr<Sink> sink_;
   const size_t capacity_;
@@ -84,6 +92,13 @@ class Reporter {
   bool stop_ = false;
   std::atomic<uint64_t> dropped_{0};
   std::thread thread_;
+  // The hook thread: findings after enrichment, bounded like the queue (overflow is dropped and
+  // counted in dropped_).
+  std::mutex hook_mu_;
+  std::condition_variable hook_cv_;
+  std::deque<Finding> hook_queue_;
+  bool hook_stop_ = false;
+  std::thread hook_thread_;
 };
 
 }  // namespace stallwatch::agent::internal

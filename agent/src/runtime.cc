@@ -29,6 +29,9 @@ constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
 
 std::mutex g_runtime_mu;
 std::weak_ptr<Runtime> g_runtime;
+// Whether the calling thread is the watchdog (or its warm-up thread): only these may use the
+// unwinder's and the watchdog's open files, which live in the watchdog's own file table.
+thread_local bool t_watchdog_table = false;
 
 std::string ProgramName() {
   std::string comm;
@@ -190,11 +193,17 @@ std::string Runtime::sampling_status() const {
 }
 
 void Runtime::Run() {
+  // The watchdog (and the warm-up thread it starts) leave the host's file table first: see
+  // platform::DetachFileTable. Everything they open is used and closed on them.
+  file_table_private_ = platform::DetachFileTable();
+  t_watchdog_table = true;
+  own_schedstat_ = std::make_unique<platform::ProcFile>("/proc/thread-self/schedstat");
   // Warm the unwinder up off the host's threads and off the watchdog's own loop (loading symbol
   // tables and DWARF indexes of large modules takes up to hundreds of ms; detection and
   // classification must not wait for it).
   if (sampling_ != SamplingMode::kOff) {
     warm_thread_ = std::thread([this] {
+      t_watchdog_table = true;
       Status st = unwinder_.Init(&warm_cancel_);
       if (st.ok()) {
         unwinder_ok_.store(true, std::memory_order_release);
@@ -226,6 +235,13 @@ void Runtime::Run() {
     const int64_t now = woke.mono;
     Tick(now);
   }
+  // Close the files of the watchdog's table here, on a thread of that table.
+  lock.unlock();
+  warm_cancel_.store(true);
+  if (warm_thread_.joinable()) warm_thread_.join();
+  unwinder_ok_.store(false, std::memory_order_release);
+  unwinder_.Shutdown();
+  own_schedstat_.reset();
 }
 
 void Runtime::Tick(int64_t now) {
@@ -245,7 +261,12 @@ Runtime::OwnClocks Runtime::ReadOwnClocks() const {
   OwnClocks c;
   c.mono = MonotonicNanos();
   c.cpu = watchdog_cpu_clock_ok_ ? CpuClockNanos(watchdog_cpu_clock_) : 0;
-  auto ss = watchdog_tid_ != 0 ? platform::ReadThreadSchedstat(watchdog_tid_) : std::nullopt;
+  std::optional<platform::SchedStat> ss;
+  if (t_watchdog_table && own_schedstat_) {
+    ss = platform::ReadSchedstat(*own_schedstat_);
+  } else if (watchdog_tid_ != 0) {
+    ss = platform::ReadThreadSchedstat(watchdog_tid_);  // Remove(), on a host thread
+  }
   c.run_delay = ss ? static_cast<int64_t>(ss->run_delay_ns) : 0;
   return c;
 }
@@ -289,7 +310,8 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
       now >= c.epfd_next_try_ns && c.probe.timer_fd() >= 0) {
     ++c.epfd_tries;
     c.epfd_next_try_ns = now + 1'000'000'000;
-    const int epfd = platform::FindEpollFdContaining(c.probe.timer_fd());
+    const int epfd =
+        platform::FindEpollFdContaining(c.probe.timer_fd(), s.tid.load(std::memory_order_acquire));
     if (epfd >= 0) agent::internal::BindEpollFd(&s, epfd);
   }
 
@@ -454,11 +476,14 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
         fd = FirstPollFd(sys->args[0]);
       }
       if (fd >= 0)
-        t.fd_target = platform::DescribeFd(fd);
+        t.fd_target = platform::DescribeFd(tid, fd);
       else if (name == "futex")
         t.fd_target = "";
     }
   }
+  // Stacks are taken on the watchdog only (the unwinder's files are in its file table); the last
+  // look at detach runs on the host's thread.
+  with_stack = with_stack && t_watchdog_table;
   if (with_stack && sampling_ != SamplingMode::kOff &&
       !unwinder_ok_.load(std::memory_order_acquire) && t.sampling_note.empty()) {
     t.sampling_note = "stack unwinder still warming up";

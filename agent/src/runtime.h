@@ -169,6 +169,8 @@ class Runtime {
   std::thread thread_;
 
   // Watchdog thread only.
+  bool file_table_private_ = false;                           // see platform::DetachFileTable
+  std::unique_ptr<agent::platform::ProcFile> own_schedstat_;  // the watchdog's table
   pid_t watchdog_tid_ = 0;
   clockid_t watchdog_cpu_clock_{};
   bool watchdog_cpu_clock_ok_ = false;

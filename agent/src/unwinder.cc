@@ -148,8 +148,11 @@ std::string Demangle(const char* name) {
 
 Unwinder::Unwinder() = default;
 
-Unwinder::~Unwinder() {
+Unwinder::~Unwinder() { Shutdown(); }
+
+void Unwinder::Shutdown() {
   if (dwfl_ != nullptr) dwfl_end(dwfl_);
+  dwfl_ = nullptr;
 }
 
 Status Unwinder::Init(const std::atomic<bool>* cancel) {

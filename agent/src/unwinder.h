@@ -48,6 +48,10 @@ class Unwinder {
   Unwinder(const Unwinder&) = delete;
   Unwinder& operator=(const Unwinder&) = delete;
 
+  // Releases libdw's state and the ELF files it holds open. Called on a thread of the file table
+  // that opened them (the watchdog's: see platform::DetachFileTable).
+  void Shutdown();
+
   // Reports the modules of the process and attaches the unwinding state (warm-up).
   // `cancel` (optional) stops the warm-up between modules when set.
   [[nodiscard]] Status Init(const std::atomic<bool>* cancel = nullptr);

@@ -2,7 +2,7 @@
 // (bench/scripts/http_ab.sh). The same binary runs with and without the agent.
 //
 //   sw_bench_http --port=8899 --agent=on|off [--threshold-ms=50] [--interval-ms=10]
-//                 [--endpoint=off] [--seconds=60] [--host-thread=yes]
+//                 [--endpoint=off] [--seconds=60] [--host-thread=yes|unshare]
 //
 // --host-thread=yes starts one idle thread of the host's own before serving: a multi-threaded
 // host. glibc (malloc, stdio locks) and the kernel (fdget) take faster paths in a
@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <atomic>
@@ -56,8 +57,12 @@ int main(int argc, char** argv) {
   std::condition_variable host_cv;
   bool host_stop = false;
   std::thread host_thread;
-  if (sb::Flag(argc, argv, "host-thread", "no") == "yes") {
+  const std::string host_thread_mode = sb::Flag(argc, argv, "host-thread", "no");
+  if (host_thread_mode == "yes" || host_thread_mode == "unshare") {
     host_thread = std::thread([&] {
+      // "unshare": the thread gives up its share of the file table, so the kernel's fdget fast
+      // path (file table not shared) comes back for the loop thread; glibc stays multi-threaded.
+      if (host_thread_mode == "unshare") ::unshare(CLONE_FILES);
       std::unique_lock<std::mutex> l(host_mu);
       host_cv.wait(l, [&] { return host_stop; });
     });

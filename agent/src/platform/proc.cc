@@ -598,9 +598,20 @@ std::optional<TaskStat> ReadThreadStat(pid_t tid) {
   return ParseTaskStat(s);
 }
 
-std::string DescribeFd(int fd) {
-  char path[64], target[4096];
-  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+namespace {
+// "/proc/self/task/TID/fd" or, for tid 0, "/proc/self/fd" (+ "info" for fdinfo).
+void FdPath(char* buf, size_t size, pid_t tid, const char* dir, int fd) {
+  if (tid > 0) {
+    std::snprintf(buf, size, "/proc/self/task/%d/%s/%d", static_cast<int>(tid), dir, fd);
+  } else {
+    std::snprintf(buf, size, "/proc/self/%s/%d", dir, fd);
+  }
+}
+}  // namespace
+
+std::string DescribeFd(pid_t tid, int fd) {
+  char path[96], target[4096];
+  FdPath(path, sizeof(path), tid, "fd", fd);
   ssize_t n = ::readlink(path, target, sizeof(target) - 1);
   if (n <= 0) return "fd " + std::to_string(fd);
   target[n] = '\0';
@@ -648,20 +659,26 @@ bool ReadSmallFileLarge(const char* path, std::string* out) {
   return !out->empty();
 }
 
-int FindEpollFdContaining(int target_fd) {
-  DIR* d = ::opendir("/proc/self/fd");
+int FindEpollFdContaining(int target_fd, pid_t tid) {
+  char dir[64];
+  if (tid > 0) {
+    std::snprintf(dir, sizeof(dir), "/proc/self/task/%d/fd", static_cast<int>(tid));
+  } else {
+    std::snprintf(dir, sizeof(dir), "/proc/self/fd");
+  }
+  DIR* d = ::opendir(dir);
   if (d == nullptr) return -1;
   int found = -1;
   while (dirent* e = ::readdir(d)) {
     int fd = -1;
     if (!ParseNum(std::string_view(e->d_name), &fd)) continue;
-    char path[64], target[64];
-    std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    char path[96], target[64];
+    FdPath(path, sizeof(path), tid, "fd", fd);
     ssize_t n = ::readlink(path, target, sizeof(target) - 1);
     if (n <= 0) continue;
     target[n] = '\0';
     if (std::strcmp(target, "anon_inode:[eventpoll]") != 0) continue;
-    std::snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    FdPath(path, sizeof(path), tid, "fdinfo", fd);
     std::string info;
     if (!ReadSmallFileLarge(path, &info)) continue;
     for (int t : ParseEpollFdinfoTargets(info)) {
@@ -671,6 +688,50 @@ int FindEpollFdContaining(int target_fd) {
   }
   ::closedir(d);
   return found;
+}
+
+bool DetachFileTable() {
+#if defined(SYS_close_range)
+  constexpr unsigned kUnshare = 1U << 1;  // CLOSE_RANGE_UNSHARE (Linux 5.9)
+  // Unshare and close every copied fd from 3 up in one step (the kernel copies only 0-2). The
+  // table is private afterwards whatever it was before, so nothing of the host's is closed.
+  if (::syscall(SYS_close_range, 3U, ~0U, kUnshare) != 0) return false;
+  // Keep the host's stderr (the agent's warnings and the stderr sink go there); stdin and stdout
+  // are never the agent's, and holding copies would keep a pipe the host closes open.
+  const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd >= 0) {
+    ::dup2(null_fd, 0);
+    ::dup2(null_fd, 1);
+    if (null_fd > 2) ::close(null_fd);
+  }
+  return true;
+#else
+  return false;
+#endif
+}
+
+ProcFile::ProcFile(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+
+ProcFile::~ProcFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool ProcFile::Read(std::string* out) {
+  if (fd_ < 0) return false;
+  char buf[4096];
+  ssize_t n;
+  do {
+    n = ::pread(fd_, buf, sizeof(buf), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  out->assign(buf, static_cast<size_t>(n));
+  return true;
+}
+
+std::optional<SchedStat> ReadSchedstat(ProcFile& f) {
+  std::string s;
+  if (!f.Read(&s)) return std::nullopt;
+  return ParseSchedstat(s);
 }
 
 std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr) {
