@@ -217,23 +217,26 @@ void Runtime::Run() {
   watchdog_tid_ = platform::GetTid();
   watchdog_cpu_clock_ok_ = pthread_getcpuclockid(pthread_self(), &watchdog_cpu_clock_) == 0;
   OwnClocks woke = ReadOwnClocks();
+  int64_t next_look = woke.mono + 10'000'000;
   while (!stop_) {
-    int64_t tick = 10'000'000;
-    for (const auto& l : loops_) tick = std::min(tick, TickFor(l->options.stall_threshold.count()));
     // Processing since the last wake-up: running, queued, or waiting for a signal sample.
     wait_start_ = ReadOwnClocks();
     AccountOwnTime(woke, wait_start_, intended_sleep_ns_);
     intended_sleep_ns_ = 0;
-    wait_tick_ns_ = tick;
+    // Sleep until the earliest time a loop needs a look (half the threshold when all are idle:
+    // 25 ms at the default 50 ms), at least 1 ms and at most 1 s. Add() and Remove() wake it.
+    const int64_t wait =
+        std::clamp<int64_t>(next_look - wait_start_.mono, 1'000'000, 1'000'000'000);
+    wait_tick_ns_ = wait;
     waiting_ = true;
-    cv_.wait_for(lock, std::chrono::nanoseconds(tick));
+    cv_.wait_for(lock, std::chrono::nanoseconds(wait));
     if (!waiting_) wait_start_ = ReadOwnClocks();  // Remove() accounted the wait so far
     waiting_ = false;
     if (stop_) break;
     woke = ReadOwnClocks();
     AccountOwnTime(wait_start_, woke, std::min(wait_tick_ns_, woke.mono - wait_start_.mono));
     const int64_t now = woke.mono;
-    Tick(now);
+    next_look = Tick(now);
   }
   // Close the files of the watchdog's table here, on a thread of that table.
   lock.unlock();
@@ -244,17 +247,20 @@ void Runtime::Run() {
   own_schedstat_.reset();
 }
 
-void Runtime::Tick(int64_t now) {
+int64_t Runtime::Tick(int64_t now) {
+  int64_t next = now + 1'000'000'000;
   for (const auto& l : loops_) {
     try {
-      ProcessLoop(*l, now);
+      next = std::min(next, ProcessLoop(*l, now));
     } catch (const std::exception& e) {
+      next = std::min(next, now + TickFor(l->options.stall_threshold.count()));
       try {
         Log().error("watchdog: loop {}: {}", l->state.name, e.what());
       } catch (...) {
       }
     }
   }
+  return next;
 }
 
 Runtime::OwnClocks Runtime::ReadOwnClocks() const {
@@ -303,7 +309,7 @@ bool Runtime::TakeStackToken(LoopContext& c, int64_t now) {
   return false;
 }
 
-void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
+int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   auto& s = c.state;
   // Bind the loop's epoll fd if attach could not (e.g. libevent applies epoll changes lazily).
   if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10 &&
@@ -394,6 +400,13 @@ void Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   if (c.track && !c.track->reported && tid != 0) Sample(c, now, false);
 
   if (now - c.window_start_ns >= c.options.report_interval.count()) EmitWindow(c, now);
+
+  int64_t next = c.detector->NextLookNs(o, TickFor(c.options.stall_threshold.count()));
+  next = std::min(next, c.window_start_ns + c.options.report_interval.count());
+  if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10) {
+    next = std::min(next, std::max(c.epfd_next_try_ns, now + 1'000'000));
+  }
+  return next;
 }
 
 void Runtime::NameFromThread(LoopContext& c, pid_t tid) {

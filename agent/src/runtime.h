@@ -121,8 +121,9 @@ class Runtime {
   Runtime() = default;
   // Watchdog thread.
   void Run();
-  void Tick(int64_t now);
-  void ProcessLoop(LoopContext& c, int64_t now);
+  // Both return when the watchdog must look again (see StallDetector::NextLookNs).
+  int64_t Tick(int64_t now);
+  int64_t ProcessLoop(LoopContext& c, int64_t now);
   void NameFromThread(LoopContext& c, pid_t tid);
   void OnBaseline(LoopContext& c, const agent::internal::DetectorEvent& e, int64_t now);
   void Sample(LoopContext& c, int64_t now, bool with_stack);

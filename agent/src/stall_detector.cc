@@ -65,6 +65,27 @@ StallDetector::Events StallDetector::Observe(const LoopObservation& o) {
   return ev;
 }
 
+int64_t StallDetector::NextLookNs(const LoopObservation& o, int64_t tick_ns) const {
+  const int64_t half = config_.threshold_ns / 2;
+  switch (phase_) {
+    case Phase::kStall:
+      return std::min(next_sample_, o.now_ns + tick_ns);
+    case Phase::kCandidate:
+      return std::min(start_ + config_.threshold_ns, o.now_ns + tick_ns);
+    case Phase::kIdle:
+      break;
+  }
+  // Whatever begins from now on is a candidate no earlier than now + half.
+  int64_t next = o.now_ns + half;
+  if (!o.running) return next;
+  if (o.boundaries && o.busy_since_ns > 0 && o.busy_since_ns != last_closed_busy_start_) {
+    next = std::min(next, o.busy_since_ns + half);
+  } else if (o.probe_due_ns > 0 && o.probe_due_ns >= last_end_) {
+    next = std::min(next, std::max(o.probe_due_ns + half, o.now_ns));
+  }
+  return next;
+}
+
 void StallDetector::MaybeStart(const LoopObservation& o, Events* ev) {
   if (!o.running) return;
   const int64_t half = config_.threshold_ns / 2;

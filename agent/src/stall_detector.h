@@ -71,6 +71,12 @@ class StallDetector {
     }
   };
   Events Observe(const LoopObservation& o);
+  // After Observe(o): the latest time the watchdog must look again so that nothing is detected
+  // later than it would be by looking all the time. Idle: a busy period (or a late probe) can
+  // become a candidate no earlier than half the threshold after it began; a candidate crosses
+  // the threshold at start + threshold; a stall is re-sampled at its schedule. `tick_ns` bounds
+  // the wait while a candidate or stall is open (so its end is seen promptly).
+  int64_t NextLookNs(const LoopObservation& o, int64_t tick_ns) const;
 
   bool active() const { return phase_ != Phase::kIdle; }
   bool reported() const { return phase_ == Phase::kStall; }

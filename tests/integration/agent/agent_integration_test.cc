@@ -271,10 +271,9 @@ std::chrono::nanoseconds SchedulingNoiseP99(std::chrono::milliseconds duration) 
 
 TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
   // The bound is about the agent, not about other processes on this machine's two cores: a bare
-  // timer thread measures the scheduler's own lateness at the same time. The margin is generous
-  // (CI runs this under sanitizers on 2 busy cores); the real figure (p99 ~0.2 ms on a quiet
-  // machine) is a benchmark's claim, in docs/benchmarks.md; this catches a probe that reports
-  // whole periods (10 ms) as delay or stalls on an idle loop.
+  // timer thread measures the scheduler's own lateness at the same time. Under a sanitizer the
+  // margin is wider (instrumented libevent on 2 busy cores). The quiet-machine figure (p99 ~0.2
+  // ms) is a benchmark's claim, in docs/benchmarks.md.
   std::chrono::nanoseconds noise{0};
   std::thread noise_thread([&] { noise = SchedulingNoiseP99(2s); });
   Collector c;
@@ -288,7 +287,12 @@ TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
     ASSERT_FALSE(c.delays.empty());
     EXPECT_LT(c.delays.front().utilization, 0.2);
   }
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
   const auto bound = std::max<std::chrono::nanoseconds>(8ms, 2 * noise + 4ms);
+#else
+  // Under 2 ms, or the bare timer's own p99 plus 1 ms on a machine busy with other work.
+  const auto bound = std::max<std::chrono::nanoseconds>(2ms, noise + 1ms);
+#endif
   EXPECT_LT(snap.since_attach.p99, bound) << "agent p99 " << snap.since_attach.p99.count()
                                           << " ns, bare timer p99 " << noise.count() << " ns";
 }

@@ -210,5 +210,47 @@ TEST(StallDetectorMissed, ATrackedStallIsNotReportedAgainFromTheMailbox) {
   EXPECT_EQ(ev.items[0].action, DetectorAction::kEnded);
 }
 
+// The watchdog sleeps until NextLookNs; looking exactly then detects a stall as early as
+// looking all the time would: the baseline at half the threshold, the start at the threshold.
+TEST(StallDetector, NextLookIsWhenSomethingCanHappenAndLookingThenDetectsOnTime) {
+  constexpr int64_t kTick = 10 * kMs;
+  FakeLoop f;
+  f.o().boundaries = true;
+  f.o().busy_since_ns = 0;  // idle: whatever starts now is a candidate at +25 ms at the earliest
+  EXPECT_TRUE(f.At(1000 * kMs).empty());
+  EXPECT_EQ(f.det().NextLookNs(f.o(), kTick), 1025 * kMs);
+  // A busy period began at 1003 ms: look at its half-threshold mark, not a whole idle wait.
+  f.o().busy_since_ns = 1003 * kMs;
+  EXPECT_TRUE(f.At(1010 * kMs).empty());
+  int64_t next = f.det().NextLookNs(f.o(), kTick);
+  EXPECT_EQ(next, 1028 * kMs);
+  EXPECT_EQ(Actions(f.At(next)), std::vector{DetectorAction::kBaseline});
+  // Candidate: next look no later than the tick (to see a prompt end), and the crossing itself.
+  next = f.det().NextLookNs(f.o(), kTick);
+  EXPECT_EQ(next, 1038 * kMs);
+  EXPECT_TRUE(f.At(next).empty());
+  EXPECT_EQ(f.det().NextLookNs(f.o(), kTick), 1048 * kMs);
+  EXPECT_TRUE(f.At(1048 * kMs).empty());
+  next = f.det().NextLookNs(f.o(), kTick);
+  EXPECT_EQ(next, 1053 * kMs);  // start + threshold, exactly
+  auto started = f.At(next);
+  ASSERT_EQ(Actions(started), std::vector{DetectorAction::kStarted});
+  EXPECT_EQ(started[0].end_ns - started[0].start_ns, 50 * kMs);  // detected at the crossing
+  // Stall: within a tick, or at the re-sample time if sooner.
+  EXPECT_EQ(f.det().NextLookNs(f.o(), kTick), 1063 * kMs);
+  EXPECT_EQ(f.det().NextLookNs(f.o(), 100 * kMs), 1078 * kMs);  // first re-sample at +25 ms
+  // A late probe while the loop waits (thread starved): candidate at due + half.
+  FakeLoop g;
+  g.o().boundaries = true;
+  g.o().busy_since_ns = 0;
+  g.o().probe_due_ns = 2010 * kMs;
+  EXPECT_TRUE(g.At(2000 * kMs).empty());
+  EXPECT_EQ(g.det().NextLookNs(g.o(), kTick), 2025 * kMs);
+  EXPECT_TRUE(g.At(2025 * kMs).empty());
+  next = g.det().NextLookNs(g.o(), kTick);
+  EXPECT_EQ(next, 2035 * kMs);
+  EXPECT_EQ(Actions(g.At(next)), std::vector{DetectorAction::kBaseline});
+}
+
 }  // namespace
 }  // namespace stallwatch::agent::internal
