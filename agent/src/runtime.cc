@@ -556,7 +556,20 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
     intended_sleep_ns_ += MonotonicNanos() - capture_start;
     if (!st.ok()) {
       ++t.samples_failed;
-      t.sampling_note = "signal sample failed: " + st.message();
+      if (st.code() == StatusCode::kFailedPrecondition) {
+        // The host took the signal over (for good) or blocks it in this thread (for now): no
+        // signal was sent; blocked-thread (/proc) stacks go on.
+        t.sampling_note = "running-thread stacks unavailable: " + st.message();
+        if (!sampler_.available() && sampling_status_.rfind("running-thread", 0) != 0) {
+          sampling_status_ = t.sampling_note;
+          try {
+            Log().warn("{}", sampling_status_);
+          } catch (...) {
+          }
+        }
+      } else {
+        t.sampling_note = "signal sample failed: " + st.message();
+      }
       return;
     }
     agent::internal::UnwindInput in;

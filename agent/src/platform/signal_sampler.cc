@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
+#include "platform/proc.h"
 #include "stallwatch/common/clock.h"
 
 namespace stallwatch::agent::platform {
@@ -96,9 +98,45 @@ void Handler(int /*signo*/, siginfo_t* /*info*/, void* ucontext) {
   errno = saved_errno;
 }
 
+bool IsOurs(const struct sigaction& sa) {
+  return (sa.sa_flags & SA_SIGINFO) && sa.sa_sigaction == &Handler;
+}
+
 }  // namespace
 
 int DefaultSampleSignal() { return SIGRTMIN + 3; }
+
+std::optional<bool> StatusBlocksSignal(std::string_view status, int signo) {
+  if (signo <= 0 || signo > 64) return std::nullopt;
+  constexpr std::string_view kKey = "SigBlk:";
+  size_t at = 0;
+  while (at < status.size()) {
+    size_t nl = status.find('\n', at);
+    if (nl == std::string_view::npos) nl = status.size();
+    std::string_view line = status.substr(at, nl - at);
+    at = nl + 1;
+    if (line.substr(0, kKey.size()) != kKey) continue;
+    line.remove_prefix(kKey.size());
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    if (line.empty() || line.size() > 16) return std::nullopt;
+    uint64_t mask = 0;
+    for (char c : line) {
+      int v;
+      if (c >= '0' && c <= '9') {
+        v = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        v = c - 'a' + 10;
+      } else if (c >= 'A' && c <= 'F') {
+        v = c - 'A' + 10;
+      } else {
+        return std::nullopt;
+      }
+      mask = (mask << 4) | static_cast<uint64_t>(v);
+    }
+    return ((mask >> (signo - 1)) & 1U) != 0;
+  }
+  return std::nullopt;
+}
 
 Status SignalSampler::Install(int signo) {
 #if !defined(__x86_64__)
@@ -113,7 +151,7 @@ Status SignalSampler::Install(int signo) {
     return UnavailableError(std::string("sigaction: ") + std::strerror(errno));
   }
   // Ours, inherited across fork() from a runtime the child abandoned: take it over.
-  const bool ours = (old.sa_flags & SA_SIGINFO) && old.sa_sigaction == &Handler;
+  const bool ours = IsOurs(old);
   const bool has_handler =
       !ours &&
       ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != nullptr
@@ -139,11 +177,21 @@ Status SignalSampler::Install(int signo) {
   }
   signo_ = signo;
   installed_ = true;
+  taken_over_ = false;
   return OkStatus();
 }
 
 void SignalSampler::Uninstall() {
   if (!installed_) return;
+  struct sigaction cur {};
+  if (sigaction(signo_, nullptr, &cur) == 0 && !IsOurs(cur)) {
+    // The host installed its own handler since: it stays. Ours runs no more.
+    while (g_in_handler.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    delete previous_;
+    previous_ = nullptr;
+    installed_ = false;
+    return;
+  }
   // Setting SIG_IGN discards a signal still pending for a thread that blocks it, so restoring
   // SIG_DFL afterwards cannot terminate the host later.
   struct sigaction ign {};
@@ -159,6 +207,32 @@ void SignalSampler::Uninstall() {
 
 Status SignalSampler::Capture(pid_t tid, RawSample* sample, std::chrono::nanoseconds timeout) {
   if (!installed_) return UnavailableError("sampling signal not installed");
+  if (taken_over_) {
+    return FailedPreconditionError("the host installed its own handler for signal " +
+                                   std::to_string(signo_));
+  }
+  struct sigaction cur {};
+  if (sigaction(signo_, nullptr, &cur) != 0 || !IsOurs(cur)) {
+    // Signalling now would run the host's handler: never again.
+    taken_over_ = true;
+    return FailedPreconditionError("the host installed its own handler for signal " +
+                                   std::to_string(signo_) +
+                                   " after the agent; set STALLWATCH_SIGNAL to a free signal");
+  }
+  {
+    // A thread that blocks the signal would get it later, or hand it to the host's sigwait().
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/self/task/%d/status", static_cast<int>(tid));
+    std::string status;
+    if (!ReadSmallFile(path, &status)) return UnavailableError("thread status unreadable");
+    const auto blocked = StatusBlocksSignal(status, signo_);
+    if (!blocked.has_value()) return UnavailableError("thread signal mask unreadable");
+    if (*blocked) {
+      return FailedPreconditionError("signal " + std::to_string(signo_) +
+                                     " is blocked in the loop thread; set STALLWATCH_SIGNAL to "
+                                     "a signal it does not block");
+    }
+  }
   sample->tid = tid;
   sample->stack_len = 0;
   sample->state.store(RawSample::kRequested, std::memory_order_release);

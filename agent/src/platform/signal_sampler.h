@@ -10,7 +10,9 @@
 #include <signal.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "loop_state.h"
 #include "stallwatch/status.h"
@@ -28,21 +30,31 @@ class SignalSampler {
   // unavailable and reason() says why).
   [[nodiscard]] Status Install(int signo);
   // Restores the previous disposition; a signal still pending for the agent is discarded first.
+  // A handler the host installed after the agent's is left in place.
   void Uninstall();
-  bool available() const { return installed_; }
+  bool available() const { return installed_ && !taken_over_; }
   int signo() const { return signo_; }
 
-  // Signals `tid` and waits up to `timeout` for the handler to fill `sample`.
+  // Signals `tid` and waits up to `timeout` for the handler to fill `sample`. Never signals when
+  // the host has since installed its own handler for the signal (the sampler then stays
+  // unavailable: kFailedPrecondition, "... handler ...") or when `tid` blocks the signal (a
+  // host that blocks it may be waiting for it with sigwait/signalfd: kFailedPrecondition,
+  // "... blocked ...").
   [[nodiscard]] Status Capture(pid_t tid, internal::RawSample* sample,
                                std::chrono::nanoseconds timeout);
 
  private:
   bool installed_ = false;
+  bool taken_over_ = false;  // the host installed its own handler after ours
   int signo_ = 0;
   struct ::sigaction* previous_ = nullptr;
 };
 
 // The default sampling signal: SIGRTMIN + 3.
 int DefaultSampleSignal();
+
+// Whether the "SigBlk:" mask of a /proc/<pid>/task/<tid>/status text has `signo` set; nullopt
+// when the line is missing or malformed.
+std::optional<bool> StatusBlocksSignal(std::string_view status, int signo);
 
 }  // namespace stallwatch::agent::platform

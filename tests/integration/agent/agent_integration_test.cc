@@ -495,6 +495,75 @@ TEST(AgentIntegration, TheHostSeesOnlyTheProbesFdAndHooksCanUseTheHostsFds) {
   rmdir(dir);
 }
 
+std::atomic<int> g_host_handler_calls{0};
+void HostHandler(int) { g_host_handler_calls.fetch_add(1); }
+
+// One CPU stall of 150 ms, 1 s after attach (the unwinder is warm by then).
+std::vector<StallFinding> OneCpuStallOnThisThread(event_base* base, Collector& c) {
+  event* ev = evtimer_new(
+      base, [](evutil_socket_t, short, void*) { CrunchNumbersForAWhile(150ms); }, nullptr);
+  timeval tv{1, 0};
+  evtimer_add(ev, &tv);
+  EXPECT_EQ(event_base_dispatch(base), 1);
+  event_free(ev);
+  EXPECT_TRUE(c.WaitClosed(1));
+  return c.Closed();
+}
+
+// A host that installs its own handler for the agent's signal after the agent did: the agent
+// notices before it would signal, never runs the host's handler, says why stacks of running
+// threads are missing, and leaves the host's handler in place when it detaches.
+TEST(AgentIntegration, HostHandlerForTheSamplingSignalIsNeverRunAndStaysInstalled) {
+  const int sig = SIGRTMIN + 3;  // the default sampling signal
+  Collector c;
+  event_base* base = event_base_new();
+  auto agent = Agent::Attach(base, c.Hooked({.stall_threshold = 50ms}));
+  ASSERT_TRUE(agent.ok());
+  struct sigaction host {
+  }, original{};
+  host.sa_handler = HostHandler;
+  sigemptyset(&host.sa_mask);
+  ASSERT_EQ(sigaction(sig, &host, &original), 0);
+  g_host_handler_calls = 0;
+  const auto closed = OneCpuStallOnThisThread(base, c);
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(g_host_handler_calls.load(), 0) << "the agent signalled into the host's handler";
+  EXPECT_TRUE(closed[0].stacks.empty()) << Describe(closed[0]);
+  EXPECT_NE(closed[0].sampling_note.find("handler"), std::string::npos) << Describe(closed[0]);
+  EXPECT_NE((*agent)->Snapshot().sampling_status.find("handler"), std::string::npos);
+  agent->reset();
+  event_base_free(base);
+  struct sigaction after {};
+  ASSERT_EQ(sigaction(sig, nullptr, &after), 0);
+  EXPECT_EQ(after.sa_handler, &HostHandler) << "detaching removed the host's handler";
+  sigaction(sig, &original, nullptr);
+}
+
+// A loop thread that blocks the agent's signal (e.g. to take it with sigwait or signalfd) is
+// never sent it: nothing is left pending for the host to receive as its own.
+TEST(AgentIntegration, LoopThreadThatBlocksTheSamplingSignalIsNeverSignalled) {
+  const int sig = SIGRTMIN + 3;
+  sigset_t block, before;
+  sigemptyset(&block);
+  sigaddset(&block, sig);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &block, &before), 0);
+  Collector c;
+  event_base* base = event_base_new();
+  auto agent = Agent::Attach(base, c.Hooked({.stall_threshold = 50ms}));
+  ASSERT_TRUE(agent.ok());
+  const auto closed = OneCpuStallOnThisThread(base, c);
+  ASSERT_EQ(closed.size(), 1u);
+  sigset_t pending;
+  sigemptyset(&pending);
+  ASSERT_EQ(sigpending(&pending), 0);
+  EXPECT_FALSE(sigismember(&pending, sig)) << "the agent left its signal pending for the host";
+  EXPECT_NE(closed[0].sampling_note.find("blocked"), std::string::npos) << Describe(closed[0]);
+  ExpectCpuBound(closed[0]);  // classified all the same
+  agent->reset();
+  event_base_free(base);
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+}
+
 TEST(AgentIntegration, CApiAttachesAndSnapshots) {
   setenv("STALLWATCH_ENDPOINT", "off", 1);
   event_base* base = event_base_new();

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include "platform/signal_sampler.h"
+
 namespace stallwatch::agent::platform {
 namespace {
 
@@ -141,6 +143,20 @@ TEST(DetachFileTable, TheThreadGetsATableOfItsOwnAndPinsNothing) {
   char c;
   EXPECT_EQ(read(p[0], &c, 1), 0);
   close(p[0]);
+}
+
+TEST(StatusBlocksSignal, ReadsTheSigBlkMask) {
+  const std::string status =
+      "Name:\tx\nSigPnd:\t0000000000000000\nSigBlk:\t0000000400000001\nSigIgn:\t0\n";
+  EXPECT_EQ(StatusBlocksSignal(status, 1), true);  // bit 0
+  EXPECT_EQ(StatusBlocksSignal(status, 2), false);
+  EXPECT_EQ(StatusBlocksSignal(status, 35), true);  // bit 34
+  EXPECT_EQ(StatusBlocksSignal(status, 36), false);
+  EXPECT_EQ(StatusBlocksSignal("SigPnd:\t0\n", 1), std::nullopt);
+  EXPECT_EQ(StatusBlocksSignal("SigBlk:\tzz\n", 1), std::nullopt);
+  EXPECT_EQ(StatusBlocksSignal("SigBlk:\t00000000000000000\n", 1), std::nullopt);  // 17 digits
+  EXPECT_EQ(StatusBlocksSignal(status, 0), std::nullopt);
+  EXPECT_EQ(StatusBlocksSignal(status, 65), std::nullopt);
 }
 
 }  // namespace
