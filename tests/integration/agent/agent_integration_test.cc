@@ -279,7 +279,12 @@ TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
   Collector c;
   const LoopSnapshot snap = IdleTwoSeconds(c);
   noise_thread.join();
-  EXPECT_TRUE(c.Closed().empty());
+  // Nothing is blamed on the idle loop; on a machine so busy that the thread did not get a CPU
+  // for longer than the threshold, the only stall allowed is one classified as that.
+  for (const auto& f : c.Closed()) {
+    EXPECT_TRUE(f.stall_class == StallClass::kStarved || f.stall_class == StallClass::kSuspended)
+        << Describe(f);
+  }
   EXPECT_GE(snap.since_attach.count, 150u);  // ~200 ticks of 10 ms
   EXPECT_EQ(snap.boundary_source, "epoll_wait");
   {
