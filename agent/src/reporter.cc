@@ -157,6 +157,7 @@ void Reporter::Submit(Finding f) {
     queue_.emplace_back(next_seq_++, std::move(f));
   }
   cv_.notify_one();
+  progress_cv_.notify_all();
 }
 
 void Reporter::SetHooks(const std::string& loop, ReporterHooks hooks) {
@@ -171,12 +172,53 @@ void Reporter::RunHooks() {
   for (;;) {
     hook_cv_.wait(lock, [&] { return hook_stop_ || !hook_queue_.empty(); });
     if (hook_queue_.empty()) return;  // stopping, and everything went through the hooks
-    Finding f = std::move(hook_queue_.front());
+    auto [seq, f] = std::move(hook_queue_.front());
     hook_queue_.pop_front();
+    hook_running_seq_ = seq;
     lock.unlock();
     CallHooks(f);
     lock.lock();
+    hook_running_seq_ = UINT64_MAX;
+    hook_done_cv_.notify_all();
   }
+}
+
+bool Reporter::FlushAndRemoveHooks(const std::string& loop, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool done = true;
+  bool has_hook_thread;
+  {
+    std::lock_guard<std::mutex> hl(hook_mu_);
+    has_hook_thread = hook_thread_.joinable();
+    if (has_hook_thread && hook_thread_.get_id() == std::this_thread::get_id()) {
+      has_hook_thread = false;  // a hook detaching its own loop: cannot wait for itself
+    }
+  }
+  if (has_hook_thread) {
+    // 1. The reporter has passed every finding submitted so far to the hook thread.
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t last = next_seq_;  // findings with seq < last
+    done = progress_cv_.wait_until(lock, deadline, [&] {
+      for (const auto& e : queue_) {
+        if (e.first >= hooked_seq_ && e.first < last) return false;
+      }
+      return true;
+    });
+    lock.unlock();
+    // 2. The hook thread has run the hooks on them.
+    if (done) {
+      std::unique_lock<std::mutex> hl(hook_mu_);
+      done = hook_done_cv_.wait_until(hl, deadline, [&] {
+        if (hook_running_seq_ < last) return false;
+        for (const auto& e : hook_queue_) {
+          if (e.first < last) return false;
+        }
+        return true;
+      });
+    }
+  }
+  RemoveHooks(loop);
+  return done;
 }
 
 void Reporter::CallHooks(const Finding& f) {
@@ -245,13 +287,14 @@ void Reporter::Run() {
             hook_queue_.pop_front();
             dropped_.fetch_add(1, std::memory_order_relaxed);
           }
-          hook_queue_.push_back(f);
+          hook_queue_.emplace_back(seq, f);
         }
         hook_cv_.notify_one();
       }
       lock.lock();
       if (auto* e = entry(seq)) e->second = std::move(f);  // unless dropped meanwhile
       hooked_seq_ = seq + 1;
+      progress_cv_.notify_all();
     }
     // 2. Deliver the oldest finding, unless the sink asked to wait.
     const auto now = Clock::now();

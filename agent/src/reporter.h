@@ -9,6 +9,7 @@
 // fds, so they run on a hook thread that shares the host's table, started with the first hook.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -68,6 +69,10 @@ class Reporter {
   // Call on a host thread (the hook thread is created here and shares the caller's file table).
   void SetHooks(const std::string& loop, ReporterHooks hooks);
   void RemoveHooks(const std::string& loop);
+  // Waits (at most `timeout`) until every finding submitted so far went through the hooks, then
+  // removes the loop's hooks: after a detach, its hooks are not called again. Returns false on
+  // timeout (the hooks are removed all the same). On the hook thread itself it does not wait.
+  bool FlushAndRemoveHooks(const std::string& loop, std::chrono::milliseconds timeout);
   // Runs on the reporter thread on every finding before the hooks and the sink (e.g. to add
   // file:line to stack frames). Set before findings are submitted.
   void SetEnricher(std::function<void(Finding&)> enrich) { enrich_ = std::move(enrich); }
@@ -96,9 +101,12 @@ class Reporter {
   // counted in dropped_).
   std::mutex hook_mu_;
   std::condition_variable hook_cv_;
-  std::deque<Finding> hook_queue_;
+  std::condition_variable hook_done_cv_;
+  std::deque<std::pair<uint64_t, Finding>> hook_queue_;
+  uint64_t hook_running_seq_ = UINT64_MAX;  // the finding the hooks are running on, if any
   bool hook_stop_ = false;
   std::thread hook_thread_;
+  std::condition_variable progress_cv_;  // with mu_: hooked_seq_ moved
 };
 
 }  // namespace stallwatch::agent::internal

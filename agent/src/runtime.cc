@@ -166,25 +166,33 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
 
 void Runtime::Remove(LoopContext* ctx) {
   if (forked_child()) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  const int64_t now = MonotonicNanos();
-  // One last look, so a stall that ended just before detach closes with its exact end (and a
-  // pause the watchdog has not woken up from yet is known).
-  if (waiting_) {
-    const OwnClocks at = ReadOwnClocks();
-    AccountOwnTime(wait_start_, at, std::min(wait_tick_ns_, at.mono - wait_start_.mono));
-    waiting_ = false;
+  std::string name;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t now = MonotonicNanos();
+    // One last look, so a stall that ended just before detach closes with its exact end (and a
+    // pause the watchdog has not woken up from yet is known).
+    if (waiting_) {
+      const OwnClocks at = ReadOwnClocks();
+      AccountOwnTime(wait_start_, at, std::min(wait_tick_ns_, at.mono - wait_start_.mono));
+      waiting_ = false;
+    }
+    try {
+      ProcessLoop(*ctx, now);
+    } catch (...) {
+    }
+    if (ctx->track && ctx->track->reported) CloseStall(*ctx, now, true, now);
+    ctx->track.reset();
+    EmitWindow(*ctx, now);
+    std::erase_if(loops_, [&](const auto& p) { return p.get() == ctx; });
+    std::lock_guard<std::mutex> snap(ctx->snap_mu);
+    name = ctx->state.name;
   }
-  try {
-    ProcessLoop(*ctx, now);
-  } catch (...) {
+  // The loop's last findings go through its hooks before detach returns; after it, the hooks
+  // are never called again (bounded: a hook that hangs delays detach by at most 1 s).
+  if (ctx->options.on_stall || ctx->options.on_delay) {
+    reporter_->FlushAndRemoveHooks(name, std::chrono::seconds(1));
   }
-  if (ctx->track && ctx->track->reported) CloseStall(*ctx, now, true, now);
-  ctx->track.reset();
-  EmitWindow(*ctx, now);
-  std::erase_if(loops_, [&](const auto& p) { return p.get() == ctx; });
-  // Hooks stay until the reporter has delivered the last findings of this loop; they are
-  // removed with the reporter or replaced by a loop of the same name.
 }
 
 std::string Runtime::sampling_status() const {

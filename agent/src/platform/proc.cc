@@ -691,7 +691,11 @@ int FindEpollFdContaining(int target_fd, pid_t tid) {
 }
 
 bool DetachFileTable() {
-#if defined(SYS_close_range)
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer models one fd table per process: the same number in two tables looks like a
+  // race on one fd to it. Under TSan the agent's threads keep sharing the host's table.
+  return false;
+#elif defined(SYS_close_range)
   constexpr unsigned kUnshare = 1U << 1;  // CLOSE_RANGE_UNSHARE (Linux 5.9)
   // Unshare and close every copied fd from 3 up in one step (the kernel copies only 0-2). The
   // table is private afterwards whatever it was before, so nothing of the host's is closed.

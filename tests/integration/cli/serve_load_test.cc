@@ -44,6 +44,7 @@ class ServeLoadTest : public ::testing::Test {
     if (server_) {
       server_->Stop();
       thread_.join();
+      server_.reset();  // detaches the agent: its hooks (which use closed_) run no more
     }
   }
   std::string Url(const std::string& path) const {
