@@ -111,8 +111,8 @@ bool ParseQuery(evhttp_request* req, const std::set<std::string>& accepted, cons
 
 }  // namespace
 
-HttpServer::HttpServer(event_base* base, Registry* registry)
-    : http_(evhttp_new(base)), registry_(registry) {}
+HttpServer::HttpServer(event_base* base, Registry* registry, std::chrono::nanoseconds timeout)
+    : http_(evhttp_new(base)), registry_(registry), timeout_(timeout) {}
 
 HttpServer::~HttpServer() {
   if (http_) evhttp_free(http_);
@@ -124,7 +124,9 @@ Status HttpServer::Start(int fd) {
     return InternalError("cannot create the HTTP server");
   }
   evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-  evhttp_set_timeout(http_, 10);
+  const timeval tv{static_cast<time_t>(timeout_.count() / 1'000'000'000),
+                   static_cast<suseconds_t>((timeout_.count() % 1'000'000'000) / 1000)};
+  evhttp_set_timeout_tv(http_, &tv);
   evhttp_set_max_headers_size(http_, 16 * 1024);
   evhttp_set_max_body_size(http_, 4096);
   evhttp_set_gencb(http_, &HttpServer::OnRequest, this);
