@@ -230,6 +230,11 @@ bool Ingest::Admit(Connection* c, wire::Message* m) {
     // The secret goes no further than this check: not into the registry, logs or the API.
     hello->token.clear();
     c->handshake_done = true;
+    // The handshake deadline is gone; the next deadline (a partial frame's) arms it anew.
+    if (c->timer_armed) {
+      event_del(c->timer);
+      c->timer_armed = false;
+    }
   }
   return true;
 }
