@@ -100,7 +100,9 @@ __attribute__((noinline)) void BurnCpu(int ms) {
   }
 }
 
-__attribute__((noinline)) void SlowBackendCall(int ms) { ::usleep(static_cast<useconds_t>(ms) * 1000); }
+__attribute__((noinline)) void SlowBackendCall(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+}
 
 struct Loop {
   const Config* config = nullptr;

@@ -219,10 +219,10 @@ bool Ingest::Admit(Connection* c, wire::Message* m) {
   if (c->needs_token) {
     if (!hello || !internal::TokenEquals(hello->token, options_.token)) {
       registry_->Reject(wire::RejectReason::kAuth);
-      LogReject(c->peer, !hello                 ? std::string("a frame before the hello; ") + kTokenForm
-                         : hello->token.empty() ? std::string("hello without a token; ") + kTokenForm
-                                                : std::string("hello with a wrong token; ") +
-                                                      kTokenForm);
+      LogReject(c->peer, !hello ? std::string("a frame before the hello; ") + kTokenForm
+                         : hello->token.empty()
+                             ? std::string("hello without a token; ") + kTokenForm
+                             : std::string("hello with a wrong token; ") + kTokenForm);
       return false;
     }
   }
@@ -301,9 +301,8 @@ void Ingest::LogReject(const std::string& peer, const std::string& message) {
   const int64_t now = Now::FromClocks().mono_ns;
   if (now - log_window_start_ns_ > 10'000'000'000) {
     if (logs_suppressed_ > 0) {
-      spdlog::warn(
-          "{} more rejections not logged (see stallwatch_daemon_frames_rejected_total)",
-          logs_suppressed_);
+      spdlog::warn("{} more rejections not logged (see stallwatch_daemon_frames_rejected_total)",
+                   logs_suppressed_);
     }
     log_window_start_ns_ = now;
     logs_in_window_ = 0;

@@ -195,15 +195,17 @@ struct Registry::Metrics {
   prometheus::Family<prometheus::Counter>& stacks_evicted_family =
       prometheus::BuildCounter()
           .Name("stallwatch_daemon_stacks_evicted_total")
-          .Help("Merged stacks removed from the daemon's stack table to make room (least "
-                "recently sampled first; --max-stacks, --max-stacks-per-service)")
+          .Help(
+              "Merged stacks removed from the daemon's stack table to make room (least "
+              "recently sampled first; --max-stacks, --max-stacks-per-service)")
           .Register(registry);
   prometheus::Counter& stacks_evicted = stacks_evicted_family.Add({});
   prometheus::Family<prometheus::Counter>& procs_evicted_family =
       prometheus::BuildCounter()
           .Name("stallwatch_daemon_processes_evicted_total")
-          .Help("Gone processes whose series were removed before --expire-after to make room "
-                "for new ones (--max-processes, --max-loops)")
+          .Help(
+              "Gone processes whose series were removed before --expire-after to make room "
+              "for new ones (--max-processes, --max-loops)")
           .Register(registry);
   prometheus::Counter& procs_evicted = procs_evicted_family.Add({});
 
@@ -521,8 +523,8 @@ bool Registry::EvictGoneProc() {
     spdlog::warn(
         "{} gone process(es) removed before --expire-after to make room (latest: {} pid {}); "
         "limits --max-processes {}, --max-loops {}",
-        evictions_not_logged_, oldest->first.first, oldest->first.second,
-        options_.max_processes, options_.max_loops);
+        evictions_not_logged_, oldest->first.first, oldest->first.second, options_.max_processes,
+        options_.max_loops);
     last_eviction_log_ns_ = now_ns;
     evictions_not_logged_ = 0;
   }

@@ -178,7 +178,8 @@ class Registry {
   size_t recent_bytes_ = 0;
   StackMap stacks_;
   std::map<uint64_t, StackMap::iterator> stacks_lru_;  // by seq: least recently sampled first
-  std::map<std::string, std::map<uint64_t, StackMap::iterator>> service_stacks_;  // same, per service
+  std::map<std::string, std::map<uint64_t, StackMap::iterator>>
+      service_stacks_;  // same, per service
   uint64_t stack_seq_ = 0;
   int64_t last_eviction_log_ns_ = 0;
   uint64_t evictions_not_logged_ = 0;

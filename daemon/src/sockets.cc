@@ -205,8 +205,9 @@ bool IsLoopbackHost(const std::string& host) {
 
 StatusOr<std::string> ReadTokenFile(const std::string& path) {
   const std::string what = "--agent-token-file " + path;
-  const std::string form = "; expected a file holding the token, readable by the daemon only "
-                           "(chmod 0600)";
+  const std::string form =
+      "; expected a file holding the token, readable by the daemon only "
+      "(chmod 0600)";
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     const int e = errno;
@@ -222,8 +223,8 @@ StatusOr<std::string> ReadTokenFile(const std::string& path) {
     ::close(fd);
     char mode[8];
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return PermissionDeniedError(what + " has mode " + mode +
-                                 ": group or others may access it" + form);
+    return PermissionDeniedError(what + " has mode " + mode + ": group or others may access it" +
+                                 form);
   }
   constexpr size_t kMax = 4096;
   std::string token(kMax + 1, '\0');

@@ -177,7 +177,8 @@ TEST(Hardening, ConnectionFloodIsRefusedAndCounted) {
   ASSERT_TRUE(d.ok()) << d.error();
   RawClient good(o.agent_socket);
   ASSERT_TRUE(good.Send(Hi("good", 4001)));
-  ASSERT_TRUE(WaitFor([&] { return MetricValue(d.Metrics(), "stallwatch_agents_connected") == 1; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return MetricValue(d.Metrics(), "stallwatch_agents_connected") == 1; }));
 
   const auto start = Clock::now();
   std::vector<std::unique_ptr<RawClient>> flood;
@@ -206,7 +207,8 @@ TEST(Hardening, ConnectionFloodIsRefusedAndCounted) {
 
   // Once the flood is gone, new agents are admitted again.
   flood.clear();
-  ASSERT_TRUE(WaitFor([&] { return MetricValue(d.Metrics(), "stallwatch_agents_connected") == 1; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return MetricValue(d.Metrics(), "stallwatch_agents_connected") == 1; }));
   RawClient late(o.agent_socket);
   ASSERT_TRUE(late.Send(Hi("late", 4002)));
   ASSERT_TRUE(late.Send(Window("late", 4002)));
@@ -258,7 +260,8 @@ TEST(Hardening, ProcessAndLoopTablesAreBoundedAndGoneProcessesMakeRoom) {
                          {"pid=\"" + std::to_string(6000 + i) + "\"", "loop=\"a\""}) == 1.0;
     })) << i;
   }
-  ASSERT_TRUE(WaitFor([&] { return MetricValue(d.Metrics(), "stallwatch_agents_connected") == 1; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return MetricValue(d.Metrics(), "stallwatch_agents_connected") == 1; }));
   auto loops = json::parse(HttpGet(d.http_port(), "/api/v1/loops").body)["loops"];
   EXPECT_LE(loops.size(), 40u);
   const double evicted =
@@ -371,7 +374,8 @@ TEST(Hardening, HugeLimitIsCappedAndBadParametersGet400) {
   ASSERT_TRUE(c.Send(Hi("many-stalls", 9001)));
   std::string batch;
   for (int i = 1; i <= 1100; ++i) {
-    batch += wire::EncodeFrame(StallWithStacks("many-stalls", 9001, static_cast<uint64_t>(i), 0, 1));
+    batch +=
+        wire::EncodeFrame(StallWithStacks("many-stalls", 9001, static_cast<uint64_t>(i), 0, 1));
   }
   ASSERT_TRUE(c.Write(batch));
   ASSERT_TRUE(WaitFor([&] {
@@ -387,9 +391,9 @@ TEST(Hardening, HugeLimitIsCappedAndBadParametersGet400) {
   EXPECT_EQ(json::parse(HttpGet(d.http_port(), "/api/v1/stalls?limit=007").body)["stalls"].size(),
             7u);
   EXPECT_EQ(json::parse(HttpGet(d.http_port(), "/api/v1/stalls").body)["stalls"].size(), 100u);
-  for (const char* q : {"/api/v1/stalls?limit=0", "/api/v1/stalls?limit=-1",
-                        "/api/v1/stalls?limit=1e9", "/api/v1/stalls?limit=",
-                        "/api/v1/stalls?ongoing=%0Aevil", "/api/v1/stalls?x%0Ay=1"}) {
+  for (const char* q :
+       {"/api/v1/stalls?limit=0", "/api/v1/stalls?limit=-1", "/api/v1/stalls?limit=1e9",
+        "/api/v1/stalls?limit=", "/api/v1/stalls?ongoing=%0Aevil", "/api/v1/stalls?x%0Ay=1"}) {
     auto r = HttpGet(d.http_port(), q);
     EXPECT_EQ(r.status, 400) << q;
     EXPECT_EQ(r.body.find('\n'), r.body.size() - 1) << q << ": one line: " << r.body;
@@ -590,10 +594,9 @@ TEST(ApiExposure, NoEnvironmentOrCommandLineOfMonitoredPrograms) {
   // The loop entry holds the documented fields and no others.
   const json loops = json::parse(HttpGet(d.http_port(), "/api/v1/loops").body)["loops"];
   ASSERT_FALSE(loops.empty());
-  const std::set<std::string> documented = {"service",      "pid",           "loop",
-                                            "host",         "executable",    "agent_version",
-                                            "connected",    "silent",        "stalls_total",
-                                            "last_seen_ns", "last_window",   "ongoing"};
+  const std::set<std::string> documented = {
+      "service",   "pid",    "loop",         "host",         "executable",  "agent_version",
+      "connected", "silent", "stalls_total", "last_seen_ns", "last_window", "ongoing"};
   for (const auto& l : loops) {
     for (const auto& [k, v] : l.items()) EXPECT_TRUE(documented.count(k)) << "undocumented " << k;
   }

@@ -70,10 +70,10 @@ enum class RejectReason {
   kAuth,              // TCP agent without the daemon's token, or with a wrong one (closed)
 };
 inline constexpr RejectReason kAllRejectReasons[] = {
-    RejectReason::kBadMagic,  RejectReason::kBadVersion, RejectReason::kBadLength,
-    RejectReason::kBadJson,   RejectReason::kNotObject,  RejectReason::kUnknownKind,
-    RejectReason::kBadField,  RejectReason::kNoHello,    RejectReason::kIdentityMismatch,
-    RejectReason::kTruncated, RejectReason::kLimit,      RejectReason::kHandshakeTimeout,
+    RejectReason::kBadMagic,     RejectReason::kBadVersion, RejectReason::kBadLength,
+    RejectReason::kBadJson,      RejectReason::kNotObject,  RejectReason::kUnknownKind,
+    RejectReason::kBadField,     RejectReason::kNoHello,    RejectReason::kIdentityMismatch,
+    RejectReason::kTruncated,    RejectReason::kLimit,      RejectReason::kHandshakeTimeout,
     RejectReason::kFrameTimeout, RejectReason::kAuth};
 const char* RejectReasonName(RejectReason r);  // "bad_magic", "bad_version", …
 
