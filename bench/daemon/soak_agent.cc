@@ -12,6 +12,7 @@
 #include <event2/thread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -93,6 +94,12 @@ Config Parse(int argc, char** argv) {
 
 volatile uint64_t g_sink;
 
+int64_t UnixNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 __attribute__((noinline)) void BurnCpu(int ms) {
   const auto end = Clock::now() + std::chrono::milliseconds(ms);
   while (Clock::now() < end) {
@@ -117,6 +124,10 @@ struct Loop {
   uint64_t fired = 0;
   std::mutex mu;
   uint64_t closed_long = 0;  // closed stalls the agent reported at ≥ 90 % of stall-ms
+  // Wall-clock intervals [start, end) of the injected stalls (loop thread) and of the closed
+  // stalls the agent reported (reporter thread), to match one against the other at the end.
+  std::vector<std::pair<int64_t, int64_t>> injections;
+  std::vector<std::pair<int64_t, int64_t>> reported;
 
   void Schedule() {
     std::uniform_real_distribution<double> jitter(0.75, 1.25);
@@ -129,10 +140,16 @@ struct Loop {
     auto* self = static_cast<Loop*>(arg);
     if (!self->injecting.load()) return;
     ++self->fired;
+    const int64_t start = UnixNs();
     if (self->fired % static_cast<uint64_t>(self->config->cpu_every) == 0) {
       BurnCpu(self->config->stall_ms);
     } else {
       SlowBackendCall(self->config->stall_ms);
+    }
+    const int64_t end = UnixNs();
+    {
+      std::lock_guard<std::mutex> lock(self->mu);
+      self->injections.emplace_back(start, end);
     }
     self->injected.fetch_add(1);
     self->Schedule();
@@ -162,9 +179,11 @@ int main(int argc, char** argv) {
     Loop* raw = l.get();
     const double long_s = config.stall_ms * 0.9 / 1000.0;
     o.on_stall = [raw, long_s](const stallwatch::StallFinding& f) {
-      if (f.ongoing || f.duration_s < long_s) return;
+      if (f.ongoing) return;
       std::lock_guard<std::mutex> lock(raw->mu);
-      ++raw->closed_long;
+      raw->reported.emplace_back(f.start_ns,
+                                 f.start_ns + static_cast<int64_t>(f.duration_s * 1e9));
+      if (f.duration_s >= long_s) ++raw->closed_long;
     };
     auto agent = stallwatch::Agent::Attach(l->base, o);
     if (!agent.ok()) {
@@ -204,16 +223,35 @@ int main(int argc, char** argv) {
     event_free(l->timer);
     l->agent.reset();
   }
+  // An injected stall is accounted for when a closed stall the agent reported on the same loop
+  // overlaps it; reported stalls that overlap none are the machine's own (e.g. CPU contention).
+  uint64_t matched = 0, unmatched_reported = 0;
   for (auto& l : loops) {
     std::lock_guard<std::mutex> lock(l->mu);
     closed_long += l->closed_long;
+    std::sort(l->reported.begin(), l->reported.end());
+    std::vector<bool> used(l->reported.size(), false);
+    for (const auto& [start, end] : l->injections) {
+      auto it = std::lower_bound(l->reported.begin(), l->reported.end(),
+                                 std::make_pair(start - int64_t{5'000'000'000}, int64_t{0}));
+      for (; it != l->reported.end() && it->first < end; ++it) {
+        if (it->second > start) {
+          used[static_cast<size_t>(it - l->reported.begin())] = true;
+          ++matched;
+          break;
+        }
+      }
+    }
+    for (bool u : used) unmatched_reported += u ? 0 : 1;
   }
   std::printf(
       "{\"pid\":%d,\"service\":\"%s\",\"loops\":%d,\"injected\":%llu,\"agent_stalls_total\":%llu,"
-      "\"agent_closed_long\":%llu,\"agent_findings_dropped\":%llu}\n",
+      "\"agent_closed_long\":%llu,\"agent_findings_dropped\":%llu,\"injected_matched\":%llu,"
+      "\"reported_not_injected\":%llu}\n",
       static_cast<int>(::getpid()), config.service.c_str(), config.loops,
       static_cast<unsigned long long>(injected), static_cast<unsigned long long>(agent_stalls),
-      static_cast<unsigned long long>(closed_long), static_cast<unsigned long long>(dropped));
+      static_cast<unsigned long long>(closed_long), static_cast<unsigned long long>(dropped),
+      static_cast<unsigned long long>(matched), static_cast<unsigned long long>(unmatched_reported));
   std::fflush(stdout);
   for (auto& l : loops) event_base_free(l->base);
   return 0;
