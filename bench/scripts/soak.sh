@@ -146,7 +146,7 @@ injected = sum(a["injected"] for a in agents)
 agent_total = sum(a["agent_stalls_total"] for a in agents)
 daemon_total = sum(stalls_by_pid.get(str(a["pid"]), 0) for a in agents)
 daemon_long = sum(count_by_pid.get(str(a["pid"]), 0) - long_by_pid.get(str(a["pid"]), 0) for a in agents)
-agent_long = sum(a["agent_closed_long"] for a in agents)
+agent_long = sum(a["agent_closed_over_100ms"] for a in agents)
 agent_dropped = sum(a["agent_findings_dropped"] for a in agents)
 matched = sum(a["injected_matched"] for a in agents)
 extra = sum(a["reported_not_injected"] for a in agents)
@@ -154,7 +154,7 @@ loops = sum(a["loops"] for a in agents)
 loadavg = [float(r["loadavg1"]) for r in rows if r.get("loadavg1")]
 print(f"agents: {len(agents)} processes, {loops} loops; machine load average (1 min) min {min(loadavg)}, max {max(loadavg)}")
 print(f"daemon RSS KiB: first {first}, after warm-up {warm}, last {last}, max {peak} ({len(rss)} samples)")
-print(f"stalls: injected {injected}; agents counted {agent_total} (closed >= 90% of the injected length: {agent_long}); "
+print(f"stalls: injected {injected}; agents counted {agent_total} (of which > 100 ms: {agent_long}); "
       f"daemon stallwatch_stalls_total {daemon_total:.0f}, of which > 100 ms {daemon_long:.0f}")
 print(f"injected stalls matched by a reported stall: {matched} of {injected}; stalls not injected (the machine's own): {extra}")
 print("daemon stalls by class: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_class.items()) if v))
