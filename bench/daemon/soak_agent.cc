@@ -182,8 +182,7 @@ int main(int argc, char** argv) {
     o.on_stall = [raw](const stallwatch::StallFinding& f) {
       if (f.ongoing) return;
       std::lock_guard<std::mutex> lock(raw->mu);
-      raw->reported.emplace_back(f.start_ns,
-                                 f.start_ns + static_cast<int64_t>(f.duration_s * 1e9));
+      raw->reported.emplace_back(f.start_ns, f.start_ns + static_cast<int64_t>(f.duration_s * 1e9));
       if (f.duration_s > 0.1) ++raw->closed_long;
     };
     auto agent = stallwatch::Agent::Attach(l->base, o);
@@ -252,7 +251,8 @@ int main(int argc, char** argv) {
       static_cast<int>(::getpid()), config.service.c_str(), config.loops,
       static_cast<unsigned long long>(injected), static_cast<unsigned long long>(agent_stalls),
       static_cast<unsigned long long>(closed_long), static_cast<unsigned long long>(dropped),
-      static_cast<unsigned long long>(matched), static_cast<unsigned long long>(unmatched_reported));
+      static_cast<unsigned long long>(matched),
+      static_cast<unsigned long long>(unmatched_reported));
   std::fflush(stdout);
   for (auto& l : loops) event_base_free(l->base);
   return 0;

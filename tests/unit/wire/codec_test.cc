@@ -112,8 +112,8 @@ TEST(WireCodec, HelloTokenIsOptionalAndBounded) {
   EXPECT_EQ(DecodeFail(Frame(R"({"kind":"hello","pid":1,"service":"s","token":7})")).reason,
             RejectReason::kBadField);
   const std::string long_token(kMaxTokenBytes + 1, 't');
-  const DecodeError e = DecodeFail(
-      Frame(R"({"kind":"hello","pid":1,"service":"s","token":")" + long_token + "\"}"));
+  const DecodeError e =
+      DecodeFail(Frame(R"({"kind":"hello","pid":1,"service":"s","token":")" + long_token + "\"}"));
   EXPECT_EQ(e.reason, RejectReason::kBadField);
   EXPECT_EQ(e.message.find("ttt"), std::string::npos) << "the error never echoes the token";
 }
