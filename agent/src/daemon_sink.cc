@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -38,6 +39,31 @@ std::string ReadExecutable() {
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// The daemon's shared token: the file's content without trailing whitespace. Errors are
+// reported by the caller (once per failure streak).
+std::string ReadToken(const std::string& path, std::string* error) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    *error = path + ": " + std::strerror(errno);
+    return "";
+  }
+  std::string token(wire::kMaxTokenBytes + 1, '\0');
+  size_t got = 0;
+  while (got < token.size()) {
+    const ssize_t n = ::read(fd, token.data() + got, token.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  token.resize(std::min(got, wire::kMaxTokenBytes));
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) {
+    token.pop_back();
+  }
+  if (token.empty()) *error = path + " is empty";
+  return token;
 }
 
 std::string HostName() {
@@ -104,6 +130,21 @@ class DaemonSink : public Sink {
     h.executable = ReadExecutable();
     h.agent_version = SW_PROJECT_VERSION;
     h.loops.assign(loops_.begin(), loops_.end());
+    // Only over TCP: a Unix socket's peers are admitted by its file permissions, and the
+    // secret should not travel where it is not needed.
+    if (e_.kind == Endpoint::Kind::kTcp && !e_.token_file.empty()) {
+      std::string token_error;
+      h.token = ReadToken(e_.token_file, &token_error);
+      if (!token_error.empty() && !token_warned_) {
+        token_warned_ = true;
+        try {
+          Log().warn("STALLWATCH_TOKEN_FILE {}; connecting without a token", token_error);
+        } catch (...) {
+        }
+      } else if (token_error.empty()) {
+        token_warned_ = false;
+      }
+    }
     if (!WriteAll(wire::EncodeFrame(h))) return false;
     if (failures_ > 0) {
       try {
@@ -236,6 +277,7 @@ class DaemonSink : public Sink {
   milliseconds backoff_ = kBackoffMin;
   Clock::time_point next_attempt_{};
   uint64_t failures_ = 0;
+  bool token_warned_ = false;
   std::mt19937 rng_;
 };
 

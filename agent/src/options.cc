@@ -76,6 +76,14 @@ Options Options::FromEnvironment(Options base) {
                o.endpoint.empty() ? kDefaultEndpoint : o.endpoint);
     }
   }
+  if (const char* v = std::getenv("STALLWATCH_TOKEN_FILE"); v != nullptr && *v != '\0') {
+    if (v[0] == '/') {
+      o.token_file = v;
+    } else {
+      WarnOnce("STALLWATCH_TOKEN_FILE", v, "expected an absolute path",
+               o.token_file.empty() ? "no token" : o.token_file);
+    }
+  }
   if (const char* v = std::getenv("STALLWATCH_SAMPLING"); v != nullptr && *v != '\0') {
     const std::string s = v;
     if (s == "signal-all") {

@@ -45,6 +45,7 @@ struct Endpoint {
   std::string path;  // file / unix
   std::string host;  // tcp
   int port = 0;
+  std::string token_file;  // tcp: the daemon's shared token is read from it at each connection
 };
 // Accepted forms: unix:/path, tcp:host:port, file:/path, stderr, off.
 StatusOr<Endpoint> ParseEndpoint(const std::string& text);

@@ -100,6 +100,7 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   const std::string endpoint_text = options.endpoint.empty() ? kDefaultEndpoint : options.endpoint;
   auto endpoint = agent::internal::ParseEndpoint(endpoint_text);
   if (!endpoint.ok()) return endpoint.status();
+  endpoint->token_file = options.token_file;
   rt->reporter_ = std::make_unique<agent::internal::Reporter>(agent::internal::MakeSink(*endpoint),
                                                               options.queue_capacity);
   if (options.sampling != SamplingMode::kOff) {

@@ -33,6 +33,14 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
     if (!a.ok()) return a.status();
     tcp_addr = *a;
   }
+  IngestOptions ingest_options{.max_connections = options.max_agents,
+                               .handshake_timeout = options.handshake_timeout,
+                               .frame_timeout = options.frame_timeout};
+  if (!options.agent_token_file.empty()) {
+    auto token = ReadTokenFile(options.agent_token_file);
+    if (!token.ok()) return token.status();
+    ingest_options.token = std::move(*token);
+  }
   static const int kThreads = evthread_use_pthreads();  // Stop() from other threads
   (void)kThreads;
 
@@ -42,8 +50,11 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
   if (!d->base_) return InternalError("cannot create the event loop");
   d->registry_ = std::make_unique<Registry>(options.registry);
   d->parts_ = std::make_unique<Parts>();
-  d->parts_->ingest = std::make_unique<Ingest>(d->base_, d->registry_.get(), options.max_agents);
-  d->parts_->http = std::make_unique<HttpServer>(d->base_, d->registry_.get());
+  const bool tcp_token = !ingest_options.token.empty();
+  d->parts_->ingest =
+      std::make_unique<Ingest>(d->base_, d->registry_.get(), std::move(ingest_options));
+  d->parts_->http =
+      std::make_unique<HttpServer>(d->base_, d->registry_.get(), options.http_timeout);
 
   auto http_fd = ListenTcp(*http_addr, "--http-listen");
   if (!http_fd.ok()) return http_fd.status();
@@ -63,7 +74,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
     if (!fd.ok()) return fd.status();
     d->agent_tcp_port_ = LocalPort(*fd);
     if (Status s = d->parts_->ingest->AddListener(
-            *fd, "tcp:" + tcp_addr->host + ":" + std::to_string(d->agent_tcp_port_));
+            *fd, "tcp:" + tcp_addr->host + ":" + std::to_string(d->agent_tcp_port_), tcp_token);
         !s.ok()) {
       return s;
     }
@@ -74,7 +85,18 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
   if (!options.agent_socket.empty()) {
     spdlog::info("agents: unix:{} (mode {:04o})", options.agent_socket, options.agent_socket_mode);
   }
-  if (tcp_addr) spdlog::info("agents: tcp:{}:{}", tcp_addr->host, d->agent_tcp_port_);
+  if (tcp_addr) {
+    spdlog::info("agents: tcp:{}:{} ({})", tcp_addr->host, d->agent_tcp_port_,
+                 tcp_token ? "token required" : "no token: any local or network peer may report");
+    if (!tcp_token && !IsLoopbackHost(tcp_addr->host)) {
+      spdlog::warn(
+          "--agent-listen {} accepts agents beyond this host without authentication; give "
+          "--agent-token-file FILE (docs/security.md)",
+          options.agent_listen);
+    }
+  } else if (tcp_token) {
+    spdlog::info("--agent-token-file is set but TCP ingest is off (--agent-listen): unused");
+  }
   d->stop_ = event_new(d->base_, -1, 0, &Daemon::OnStop, d.get());
   d->sweep_ = event_new(d->base_, -1, EV_PERSIST, &Daemon::OnSweep, d.get());
   const timeval second{1, 0};

@@ -28,6 +28,14 @@ struct DaemonOptions {
   std::string http_listen = kDefaultHttpListen;
   RegistryOptions registry;
   size_t max_agents = 4096;
+  // Agent connection timeouts (ingest.h, IngestOptions).
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  std::chrono::nanoseconds frame_timeout = std::chrono::seconds(10);
+  // A file holding the shared secret TCP agents must present ("" = none). Read at start-up:
+  // refused when missing, empty, or accessible by group or others.
+  std::string agent_token_file;
+  // evhttp's per-connection read/write inactivity timeout.
+  std::chrono::nanoseconds http_timeout = std::chrono::seconds(10);
   bool handle_signals = true;  // SIGTERM/SIGINT stop the loop; SIGPIPE ignored
 };
 

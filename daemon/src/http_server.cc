@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -75,6 +76,16 @@ void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
   evbuffer_free(out);
 }
 
+// A client's value as echoed in an error: at most 64 bytes, no control characters, so the
+// message stays one short line whatever was sent.
+std::string Echo(const std::string& v) {
+  std::string out = v.substr(0, 64);
+  for (char& ch : out) {
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+  }
+  return v.size() > 64 ? out + "…" : out;
+}
+
 void BadRequest(evhttp_request* req, const std::string& message) {
   Reply(req, 400, "Bad Request", "text/plain; charset=utf-8", message + "\n");
 }
@@ -99,7 +110,7 @@ bool ParseQuery(evhttp_request* req, const std::set<std::string>& accepted, cons
   bool ok = true;
   for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
     if (!accepted.count(e->key)) {
-      BadRequest(req, std::string("unknown parameter '") + e->key + "'; accepted: " + form);
+      BadRequest(req, std::string("unknown parameter '") + Echo(e->key) + "'; accepted: " + form);
       ok = false;
       break;
     }
@@ -111,8 +122,8 @@ bool ParseQuery(evhttp_request* req, const std::set<std::string>& accepted, cons
 
 }  // namespace
 
-HttpServer::HttpServer(event_base* base, Registry* registry)
-    : http_(evhttp_new(base)), registry_(registry) {}
+HttpServer::HttpServer(event_base* base, Registry* registry, std::chrono::nanoseconds timeout)
+    : http_(evhttp_new(base)), registry_(registry), timeout_(timeout) {}
 
 HttpServer::~HttpServer() {
   if (http_) evhttp_free(http_);
@@ -124,7 +135,9 @@ Status HttpServer::Start(int fd) {
     return InternalError("cannot create the HTTP server");
   }
   evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-  evhttp_set_timeout(http_, 10);
+  const timeval tv{static_cast<time_t>(timeout_.count() / 1'000'000'000),
+                   static_cast<suseconds_t>((timeout_.count() % 1'000'000'000) / 1000)};
+  evhttp_set_timeout_tv(http_, &tv);
   evhttp_set_max_headers_size(http_, 16 * 1024);
   evhttp_set_max_body_size(http_, 4096);
   evhttp_set_gencb(http_, &HttpServer::OnRequest, this);
@@ -167,16 +180,25 @@ void HttpServer::Handle(evhttp_request* req) {
     if (!ParseQuery(req, {}, "no parameters", &params)) return;
     Json(req, registry_->LoopsJson(now));
   } else if (path == "/api/v1/stalls") {
-    constexpr const char* kForm = "limit=1..1000 (default 100), service=NAME, ongoing=true|false";
+    constexpr const char* kForm =
+        "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
+        "ongoing=true|false";
+    constexpr size_t kMaxLimit = 1000;
     if (!ParseQuery(req, {"limit", "service", "ongoing"}, kForm, &params)) return;
     StallQuery q;
     for (const auto& [k, v] : params) {
       if (k == "limit") {
-        if (v.empty() || v.size() > 4 || v.find_first_not_of("0123456789") != std::string::npos ||
-            std::stoi(v) < 1 || std::stoi(v) > 1000) {
-          return BadRequest(req, "bad limit '" + v + "': expected an integer 1..1000");
+        // Any positive integer is accepted and capped, so a client asking for "everything"
+        // gets the most the daemon serves in one reply rather than an error.
+        const size_t first = v.find_first_not_of('0');
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+            first == std::string::npos) {
+          return BadRequest(req, "bad limit '" + Echo(v) +
+                                     "': expected a positive integer (at most 1000 are returned)");
         }
-        q.limit = static_cast<size_t>(std::stoi(v));
+        const std::string digits = v.substr(first);
+        q.limit = digits.size() > 4 ? kMaxLimit
+                                    : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
       } else if (k == "service") {
         if (v.empty()) return BadRequest(req, "bad service '': expected a service name");
         q.service = v;
@@ -186,7 +208,7 @@ void HttpServer::Handle(evhttp_request* req) {
         } else if (v == "false" || v == "0") {
           q.ongoing = false;
         } else {
-          return BadRequest(req, "bad ongoing '" + v + "': expected true or false");
+          return BadRequest(req, "bad ongoing '" + Echo(v) + "': expected true or false");
         }
       }
     }
@@ -200,11 +222,11 @@ void HttpServer::Handle(evhttp_request* req) {
     } else if (format == "folded") {
       Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
     } else {
-      BadRequest(req, "bad format '" + format + "': expected folded or json");
+      BadRequest(req, "bad format '" + Echo(format) + "': expected folded or json");
     }
   } else {
     Reply(req, 404, "Not Found", "text/plain; charset=utf-8",
-          "no such path '" + path +
+          "no such path '" + Echo(path) +
               "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, /api/v1/stacks\n");
   }
 }

@@ -4,6 +4,7 @@
 //
 // Threading: created, used and destroyed on the daemon's loop thread.
 
+#include <chrono>
 #include <string>
 
 #include "registry.h"
@@ -16,7 +17,10 @@ namespace stallwatch::daemon {
 
 class HttpServer {
  public:
-  HttpServer(event_base* base, Registry* registry);
+  // `timeout`: a connection idle in the middle of reading a request or writing a reply (a slow
+  // client) is closed after it.
+  HttpServer(event_base* base, Registry* registry,
+             std::chrono::nanoseconds timeout = std::chrono::seconds(10));
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -30,6 +34,7 @@ class HttpServer {
 
   evhttp* http_ = nullptr;
   Registry* registry_;
+  std::chrono::nanoseconds timeout_;
 };
 
 }  // namespace stallwatch::daemon

@@ -11,8 +11,30 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdio>
 
 namespace stallwatch::daemon {
+
+namespace internal {
+
+bool TokenEquals(std::string_view presented, std::string_view expected) {
+  // Every byte of the expected token is compared, whatever the presented one holds; a
+  // presented token of another length compares against itself cyclically so the loop's work
+  // and memory accesses do not depend on where it differs.
+  const size_t n = expected.size();
+  unsigned char diff = presented.size() == n ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char p =
+        presented.empty() ? 0 : static_cast<unsigned char>(presented[i % presented.size()]);
+    diff |= static_cast<unsigned char>(p ^ static_cast<unsigned char>(expected[i]));
+  }
+  // Keep the compiler from turning the accumulation into an early exit.
+  volatile unsigned char result = diff;
+  return n > 0 && result == 0;
+}
+
+}  // namespace internal
 
 struct Ingest::Connection {
   Ingest* owner = nullptr;
@@ -20,32 +42,60 @@ struct Ingest::Connection {
   Registry::ConnId id = 0;
   std::string peer;
   wire::FrameDecoder decoder;
+  event* timer = nullptr;
+  bool timer_armed = false;
+  bool needs_token = false;     // TCP listener of a daemon with --agent-token-file
+  bool handshake_done = false;  // a hello was accepted (and authenticated where required)
+  int64_t accepted_ns = 0;
+  int64_t frame_started_ns = 0;  // when the partial frame now held began; 0 when none
 };
 
-Ingest::Ingest(event_base* base, Registry* registry, size_t max_connections)
-    : base_(base), registry_(registry), max_connections_(max_connections) {}
+namespace {
+constexpr const char* kTokenForm =
+    "the first frame on a TCP connection must be a hello carrying the daemon's token "
+    "(agent: STALLWATCH_TOKEN_FILE)";
+
+int64_t MonoNowNs() { return Now::FromClocks().mono_ns; }
+
+std::string Seconds(std::chrono::nanoseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g s", static_cast<double>(d.count()) / 1e9);
+  return buf;
+}
+}  // namespace
+
+Ingest::Ingest(event_base* base, Registry* registry, IngestOptions options)
+    : base_(base), registry_(registry), options_(std::move(options)) {}
 
 Ingest::~Ingest() {
   while (!conns_.empty()) Close(conns_.back().get());
-  for (auto& [l, what] : listeners_) evconnlistener_free(l);
+  for (auto& l : listeners_) evconnlistener_free(l.listener);
 }
 
-Status Ingest::AddListener(int fd, std::string what) {
+Status Ingest::AddListener(int fd, std::string what, bool require_token) {
+  if (require_token && options_.token.empty()) {
+    ::close(fd);
+    return InvalidArgumentError("a token is required on " + what + " but none was given");
+  }
   evconnlistener* l = evconnlistener_new(base_, &Ingest::OnAccept, this,
                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
   if (!l) {
     ::close(fd);
     return UnavailableError("cannot listen for agents on " + what);
   }
-  listeners_.emplace_back(l, std::move(what));
+  listeners_.push_back(Listener{l, std::move(what), require_token});
   return OkStatus();
 }
 
 void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) noexcept {
   auto* self = static_cast<Ingest*>(arg);
   std::string what;
-  for (auto& [lis, name] : self->listeners_) {
-    if (lis == l) what = name;
+  bool require_token = false;
+  for (const auto& lis : self->listeners_) {
+    if (lis.listener == l) {
+      what = lis.what;
+      require_token = lis.require_token;
+    }
   }
   std::string peer = what;
   if (sa && sa->sa_family != AF_UNIX) {
@@ -61,9 +111,9 @@ void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) n
     }
   }
   try {
-    if (self->conns_.size() >= self->max_connections_) {
+    if (self->conns_.size() >= self->options_.max_connections) {
       self->registry_->Reject(wire::RejectReason::kLimit);
-      self->LogReject(peer, "more than " + std::to_string(self->max_connections_) +
+      self->LogReject(peer, "more than " + std::to_string(self->options_.max_connections) +
                                 " agent connections (--max-agents); connection refused");
       ::close(fd);
       return;
@@ -77,7 +127,16 @@ void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) n
     c->owner = self;
     c->bev = bev;
     c->peer = peer;
-    c->id = self->registry_->Connect(peer, Now::FromClocks());
+    c->needs_token = require_token;
+    c->timer = event_new(self->base_, -1, 0, &Ingest::OnTimer, c.get());
+    if (!c->timer) {
+      bufferevent_free(bev);
+      return;
+    }
+    const Now now = Now::FromClocks();
+    c->accepted_ns = now.mono_ns;
+    c->id = self->registry_->Connect(peer, now);
+    self->ArmTimer(c.get(), now.mono_ns);
     bufferevent_setcb(bev, &Ingest::OnRead, nullptr, &Ingest::OnEvent, c.get());
     // Bounded input: the read callback drains it into the decoder (itself bounded by one frame).
     bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
@@ -95,6 +154,7 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
     evbuffer* in = bufferevent_get_input(bev);
     char chunk[64 * 1024];
     bool close = false;
+    bool completed = false;  // a frame ended in this read: a partial one left over is new
     while (!close && evbuffer_get_length(in) > 0) {
       const int n = evbuffer_remove(in, chunk, sizeof(chunk));
       if (n <= 0) break;
@@ -104,20 +164,37 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
       for (;;) {
         const auto r = c->decoder.Next(&m, &err);
         if (r == wire::FrameDecoder::Result::kNeedMore) break;
+        completed = true;
         if (r == wire::FrameDecoder::Result::kMessage) {
+          if (!c->handshake_done && !self->Admit(c, &m)) {
+            close = true;
+            break;
+          }
           auto rejected = self->registry_->Apply(c->id, std::move(m), Now::FromClocks());
           if (!rejected) continue;
           err = *rejected;
         }
         self->registry_->Reject(err.reason);
         self->LogReject(c->peer, err.message);
-        if (err.fatal) {
+        // An unauthenticated TCP peer gets no second chance to send anything.
+        if (err.fatal || (c->needs_token && !c->handshake_done)) {
           close = true;
           break;
         }
       }
     }
-    if (close) self->Close(c);
+    if (close) {
+      self->Close(c);
+      return;
+    }
+    // Slow-loris bound: time a partial frame from the moment it began.
+    if (c->decoder.pending() == 0) {
+      c->frame_started_ns = 0;
+    } else if (completed || c->frame_started_ns == 0) {
+      c->frame_started_ns = MonoNowNs();
+      // Armed already for a later handshake deadline only when the hello is still awaited.
+      if (!c->timer_armed || !c->handshake_done) self->ArmTimer(c, c->frame_started_ns);
+    }
   } catch (const std::exception& e) {
     spdlog::error("agent {}: {}; connection closed", c->peer, e.what());
     self->Close(c);
@@ -137,8 +214,84 @@ void Ingest::OnEvent(bufferevent*, short what, void* arg) noexcept {
   }
 }
 
+bool Ingest::Admit(Connection* c, wire::Message* m) {
+  auto* hello = std::get_if<wire::Hello>(m);
+  if (c->needs_token) {
+    if (!hello || !internal::TokenEquals(hello->token, options_.token)) {
+      registry_->Reject(wire::RejectReason::kAuth);
+      LogReject(c->peer, !hello ? std::string("a frame before the hello; ") + kTokenForm
+                         : hello->token.empty()
+                             ? std::string("hello without a token; ") + kTokenForm
+                             : std::string("hello with a wrong token; ") + kTokenForm);
+      return false;
+    }
+  }
+  if (hello) {
+    // The secret goes no further than this check: not into the registry, logs or the API.
+    hello->token.clear();
+    c->handshake_done = true;
+    // The handshake deadline is gone; the next deadline (a partial frame's) arms it anew.
+    if (c->timer_armed) {
+      event_del(c->timer);
+      c->timer_armed = false;
+    }
+  }
+  return true;
+}
+
+void Ingest::ArmTimer(Connection* c, int64_t now_ns) {
+  int64_t deadline = INT64_MAX;
+  if (!c->handshake_done) {
+    deadline = c->accepted_ns + options_.handshake_timeout.count();
+  }
+  if (c->frame_started_ns != 0) {
+    deadline = std::min(deadline, c->frame_started_ns + options_.frame_timeout.count());
+  }
+  if (deadline == INT64_MAX) {
+    c->timer_armed = false;
+    return;
+  }
+  const int64_t wait_ns = std::max<int64_t>(deadline - now_ns, 1'000'000);
+  const timeval tv{static_cast<time_t>(wait_ns / 1'000'000'000),
+                   static_cast<suseconds_t>((wait_ns % 1'000'000'000) / 1000)};
+  event_add(c->timer, &tv);
+  c->timer_armed = true;
+}
+
+void Ingest::OnTimer(int, short, void* arg) noexcept {
+  auto* c = static_cast<Connection*>(arg);
+  Ingest* self = c->owner;
+  c->timer_armed = false;
+  try {
+    const int64_t now = MonoNowNs();
+    if (!c->handshake_done && now - c->accepted_ns >= self->options_.handshake_timeout.count()) {
+      self->registry_->Reject(wire::RejectReason::kHandshakeTimeout);
+      self->LogReject(c->peer, "no hello within the handshake timeout (" +
+                                   Seconds(self->options_.handshake_timeout) +
+                                   ", --handshake-timeout); connection closed");
+      self->Close(c);
+      return;
+    }
+    if (c->frame_started_ns != 0 &&
+        now - c->frame_started_ns >= self->options_.frame_timeout.count()) {
+      self->registry_->Reject(wire::RejectReason::kFrameTimeout);
+      self->LogReject(c->peer, "a frame was not completed within " +
+                                   Seconds(self->options_.frame_timeout) + " (" +
+                                   std::to_string(c->decoder.pending()) +
+                                   " bytes held, --frame-timeout); connection closed");
+      self->Close(c);
+      return;
+    }
+    self->ArmTimer(c, now);
+  } catch (const std::exception& e) {
+    spdlog::error("agent {}: {}; connection closed", c->peer, e.what());
+    self->Close(c);
+  }
+}
+
 void Ingest::Close(Connection* c) {
   registry_->Disconnect(c->id, Now::FromClocks());
+  if (c->timer) event_free(c->timer);
   bufferevent_free(c->bev);
   auto it = std::find_if(conns_.begin(), conns_.end(), [&](const auto& p) { return p.get() == c; });
   if (it != conns_.end()) conns_.erase(it);
@@ -148,9 +301,8 @@ void Ingest::LogReject(const std::string& peer, const std::string& message) {
   const int64_t now = Now::FromClocks().mono_ns;
   if (now - log_window_start_ns_ > 10'000'000'000) {
     if (logs_suppressed_ > 0) {
-      spdlog::warn(
-          "{} more rejected frames not logged (see stallwatch_daemon_frames_rejected_total)",
-          logs_suppressed_);
+      spdlog::warn("{} more rejections not logged (see stallwatch_daemon_frames_rejected_total)",
+                   logs_suppressed_);
     }
     log_window_start_ns_ = now;
     logs_in_window_ = 0;
@@ -160,7 +312,7 @@ void Ingest::LogReject(const std::string& peer, const std::string& message) {
     ++logs_suppressed_;
     return;
   }
-  spdlog::warn("agent {}: frame rejected: {}", peer, message);
+  spdlog::warn("agent {}: rejected: {}", peer, message);
 }
 
 }  // namespace stallwatch::daemon

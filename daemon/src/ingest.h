@@ -4,9 +4,11 @@
 //
 // Threading: created, used and destroyed on the daemon's loop thread.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "registry.h"
@@ -15,32 +17,68 @@ struct event_base;
 struct evconnlistener;
 struct bufferevent;
 struct sockaddr;
+struct event;
 
 namespace stallwatch::daemon {
 
+// Admission limits and timeouts of agent connections (docs/daemon.md, docs/security.md).
+struct IngestOptions {
+  // Most agent connections open at once; more are accepted and closed at once, counted with
+  // reason="limit".
+  size_t max_connections = 4096;
+  // A connection must deliver its hello within this time (reason="handshake_timeout").
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  // A frame, once its first byte arrived, must be complete within this time
+  // (reason="frame_timeout"): a slow-loris client trickling a frame cannot hold the daemon's
+  // buffers. An idle connection between frames is not timed out: a frozen agent stays visible
+  // (--silent-after), and the number of connections is bounded by max_connections.
+  std::chrono::nanoseconds frame_timeout = std::chrono::seconds(10);
+  // The shared secret TCP agents must present in their hello ("" = none required). Unix-socket
+  // agents are admitted by the socket's file permissions and need none.
+  std::string token;
+};
+
+namespace internal {
+// Compares a presented token with the expected one in time that depends only on the expected
+// token's length (no early exit on the first differing byte; a different length is a mismatch
+// found after the same work).
+bool TokenEquals(std::string_view presented, std::string_view expected);
+}  // namespace internal
+
 class Ingest {
  public:
-  Ingest(event_base* base, Registry* registry, size_t max_connections);
+  Ingest(event_base* base, Registry* registry, IngestOptions options);
   ~Ingest();  // closes every connection and listener
   Ingest(const Ingest&) = delete;
   Ingest& operator=(const Ingest&) = delete;
 
   // Accepts agents on a listening socket (takes ownership of fd). `what` names it in logs.
-  [[nodiscard]] Status AddListener(int fd, std::string what);
+  // With require_token, agents on it must present IngestOptions::token in their hello.
+  [[nodiscard]] Status AddListener(int fd, std::string what, bool require_token = false);
   size_t connections() const { return conns_.size(); }
 
  private:
   struct Connection;
+  struct Listener {
+    evconnlistener* listener = nullptr;
+    std::string what;
+    bool require_token = false;
+  };
   static void OnAccept(evconnlistener* l, int fd, sockaddr* sa, int len, void* arg) noexcept;
   static void OnRead(bufferevent* bev, void* arg) noexcept;
   static void OnEvent(bufferevent* bev, short what, void* arg) noexcept;
+  static void OnTimer(int fd, short what, void* arg) noexcept;
+  // Handshake and authentication of one decoded message; false when the connection must close.
+  bool Admit(Connection* c, wire::Message* m);
+  // Arms the connection's timer for its next deadline (handshake, frame completion), if any.
+  void ArmTimer(Connection* c, int64_t now_ns);
   void Close(Connection* c);
   void LogReject(const std::string& peer, const std::string& message);
 
   event_base* base_;
   Registry* registry_;
-  size_t max_connections_;
-  std::vector<std::pair<evconnlistener*, std::string>> listeners_;
+  IngestOptions options_;
+  std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Connection>> conns_;
   // Rate limit of rejection logs: the counter counts everything, the log shows a sample.
   int64_t log_window_start_ns_ = 0;

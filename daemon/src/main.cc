@@ -24,6 +24,18 @@ CLI::Validator DurationValidator() {
       "DURATION", "duration");
 }
 
+// A duration that must be more than zero (timeouts).
+CLI::Validator PositiveDurationValidator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        auto d = stallwatch::ParseDuration(s);
+        if (!d.ok()) return d.status().message();
+        return d->count() > 0 ? std::string()
+                              : "'" + s + "' must be more than zero, e.g. 10s or 500ms";
+      },
+      "DURATION", "positive duration");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -32,6 +44,9 @@ int main(int argc, char** argv) {
   std::string expire_after = "5m";
   std::string silent_after = "35s";
   std::string socket_mode = "0660";
+  std::string handshake_timeout = "10s";
+  std::string frame_timeout = "10s";
+  std::string http_timeout = "10s";
 
   CLI::App app{
       "stallwatchd: receives stall findings from the stallwatch agents of this host and serves "
@@ -64,6 +79,43 @@ int main(int argc, char** argv) {
   app.add_option("--max-agents", o.max_agents, "Most agent connections accepted at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--handshake-timeout", handshake_timeout,
+                 "Close an agent connection that sent no hello within this time")
+      ->capture_default_str()
+      ->check(PositiveDurationValidator());
+  app.add_option("--frame-timeout", frame_timeout,
+                 "Close an agent connection whose started frame is not complete within this "
+                 "time (slow clients)")
+      ->capture_default_str()
+      ->check(PositiveDurationValidator());
+  app.add_option("--agent-token-file", o.agent_token_file,
+                 "File holding a shared token that agents connecting over TCP must present "
+                 "(mode 0600; agents: STALLWATCH_TOKEN_FILE)");
+  app.add_option("--max-loops-per-process", o.registry.max_loops_per_process,
+                 "Most loops kept for one process; further loops are refused and counted")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--max-loops", o.registry.max_loops,
+                 "Most loops kept in all (each ~9 KiB of series)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-processes", o.registry.max_processes,
+                 "Most processes kept, connected or gone but not yet expired")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-stacks", o.registry.max_stacks,
+                 "Most merged stacks kept for /api/v1/stacks (least recently sampled evicted)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-stacks-per-service", o.registry.max_stacks_per_service,
+                 "Most merged stacks kept for one service")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--http-timeout", http_timeout,
+                 "Close an HTTP connection idle this long while reading a request or writing a "
+                 "reply (slow clients)")
+      ->capture_default_str()
+      ->check(PositiveDurationValidator());
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -80,6 +132,9 @@ int main(int argc, char** argv) {
 
   o.registry.expire_after = *stallwatch::ParseDuration(expire_after);
   o.registry.silent_after = *stallwatch::ParseDuration(silent_after);
+  o.handshake_timeout = *stallwatch::ParseDuration(handshake_timeout);
+  o.frame_timeout = *stallwatch::ParseDuration(frame_timeout);
+  o.http_timeout = *stallwatch::ParseDuration(http_timeout);
   char* end = nullptr;
   const unsigned long mode = std::strtoul(socket_mode.c_str(), &end, 8);
   if (socket_mode.empty() || *end != '\0' || mode > 0777) {

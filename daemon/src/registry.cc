@@ -192,6 +192,22 @@ struct Registry::Metrics {
           .Help("Frames from agents the daemon refused, by reason (docs/protocol.md)")
           .Register(registry);
   std::map<RejectReason, prometheus::Counter*> rejected;
+  prometheus::Family<prometheus::Counter>& stacks_evicted_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_stacks_evicted_total")
+          .Help(
+              "Merged stacks removed from the daemon's stack table to make room (least "
+              "recently sampled first; --max-stacks, --max-stacks-per-service)")
+          .Register(registry);
+  prometheus::Counter& stacks_evicted = stacks_evicted_family.Add({});
+  prometheus::Family<prometheus::Counter>& procs_evicted_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_processes_evicted_total")
+          .Help(
+              "Gone processes whose series were removed before --expire-after to make room "
+              "for new ones (--max-processes, --max-loops)")
+          .Register(registry);
+  prometheus::Counter& procs_evicted = procs_evicted_family.Add({});
 
   Metrics() {
     for (RejectReason r : wire::kAllRejectReasons) {
@@ -311,7 +327,17 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
     *err = DecodeError{RejectReason::kLimit,
                        "agent " + service + " pid " + std::to_string(pid) + " reports more than " +
                            std::to_string(options_.max_loops_per_process) +
-                           " loops; further loops are ignored",
+                           " loops; further loops are ignored (--max-loops-per-process)",
+                       false};
+    return nullptr;
+  }
+  while (loops_.size() >= options_.max_loops && EvictGoneProc()) {
+  }
+  if (loops_.size() >= options_.max_loops) {
+    *err = DecodeError{RejectReason::kLimit,
+                       "the daemon holds " + std::to_string(loops_.size()) +
+                           " loops (--max-loops); loop " + loop + " of " + service + " pid " +
+                           std::to_string(pid) + " is ignored",
                        false};
     return nullptr;
   }
@@ -345,6 +371,17 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
                          false};
     }
     const ProcKey key{h->service, h->pid};
+    if (!procs_.count(key)) {
+      while (procs_.size() >= options_.max_processes && EvictGoneProc()) {
+      }
+      if (procs_.size() >= options_.max_processes) {
+        return DecodeError{RejectReason::kLimit,
+                           "the daemon holds " + std::to_string(procs_.size()) +
+                               " connected processes (--max-processes); connection of " +
+                               h->service + " pid " + std::to_string(h->pid) + " closed",
+                           true};
+      }
+    }
     Proc& p = procs_[key];
     if (!c.hello) ++p.connections;
     p.gone_since_mono_ns = 0;
@@ -416,17 +453,84 @@ void Registry::MergeStacks(const std::string& service, const StallFinding* befor
       StallFinding holder;
       holder.stacks.push_back(s);
       const size_t bytes = internal::TrimForStorage(&holder) + key.size();
-      if (stacks_.size() >= options_.max_stacks ||
-          stacks_bytes_ + bytes > options_.max_stacks_bytes) {
+      if (options_.max_stacks == 0 || options_.max_stacks_per_service == 0 ||
+          bytes > options_.max_stacks_bytes) {
         stacks_overflow_ += add;
         continue;
       }
+      // Room first within the service's share (one service's churn cannot push out the
+      // others), then within the table.
+      for (;;) {
+        auto mine = service_stacks_.find(service);
+        if (mine == service_stacks_.end() ||
+            mine->second.size() < options_.max_stacks_per_service) {
+          break;
+        }
+        EvictStack(mine->second.begin()->second);
+      }
+      while (!stacks_lru_.empty() && (stacks_.size() >= options_.max_stacks ||
+                                      stacks_bytes_ + bytes > options_.max_stacks_bytes)) {
+        EvictStack(stacks_lru_.begin()->second);
+      }
       stacks_bytes_ += bytes;
-      it = stacks_.emplace(key, StackAgg{service, std::move(holder.stacks[0])}).first;
+      it = stacks_.emplace(key, StackAgg{service, std::move(holder.stacks[0]), 0, bytes}).first;
       it->second.stack.samples = 0;
     }
     it->second.stack.samples += add;
+    TouchStack(it);
   }
+}
+
+void Registry::TouchStack(StackMap::iterator it) {
+  StackAgg& a = it->second;
+  auto& mine = service_stacks_[a.service];
+  if (a.seq != 0) {
+    stacks_lru_.erase(a.seq);
+    mine.erase(a.seq);
+  }
+  a.seq = ++stack_seq_;
+  stacks_lru_.emplace(a.seq, it);
+  mine.emplace(a.seq, it);
+}
+
+void Registry::EvictStack(StackMap::iterator it) {
+  StackAgg& a = it->second;
+  stacks_overflow_ += a.stack.samples;
+  stacks_bytes_ -= a.bytes;
+  stacks_lru_.erase(a.seq);
+  if (auto mine = service_stacks_.find(a.service); mine != service_stacks_.end()) {
+    mine->second.erase(a.seq);
+    if (mine->second.empty()) service_stacks_.erase(mine);
+  }
+  stacks_.erase(it);
+  metrics_->stacks_evicted.Increment();
+}
+
+bool Registry::EvictGoneProc() {
+  auto oldest = procs_.end();
+  for (auto it = procs_.begin(); it != procs_.end(); ++it) {
+    const Proc& p = it->second;
+    if (p.connections != 0 || p.gone_since_mono_ns == 0) continue;
+    if (oldest == procs_.end() || p.gone_since_mono_ns < oldest->second.gone_since_mono_ns) {
+      oldest = it;
+    }
+  }
+  if (oldest == procs_.end()) return false;
+  // One line per 10 s at most: a churn of short-lived agents would otherwise flood the log.
+  const int64_t now_ns = Now::FromClocks().mono_ns;
+  ++evictions_not_logged_;
+  if (last_eviction_log_ns_ == 0 || now_ns - last_eviction_log_ns_ >= 10'000'000'000) {
+    spdlog::warn(
+        "{} gone process(es) removed before --expire-after to make room (latest: {} pid {}); "
+        "limits --max-processes {}, --max-loops {}",
+        evictions_not_logged_, oldest->first.first, oldest->first.second, options_.max_processes,
+        options_.max_loops);
+    last_eviction_log_ns_ = now_ns;
+    evictions_not_logged_ = 0;
+  }
+  metrics_->procs_evicted.Increment();
+  RemoveProc(ProcKey(oldest->first));
+  return true;
 }
 
 void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {

@@ -34,11 +34,21 @@ struct RegistryOptions {
   // Agents send a delay window every report interval (10 s by default).
   std::chrono::nanoseconds silent_after = std::chrono::seconds(35);
   size_t max_loops_per_process = 64;
+  // Loops and processes kept in all (their series are most of the daemon's memory, ~9 KiB per
+  // loop). At a limit, the process gone the longest is removed early (counted in
+  // stallwatch_daemon_processes_evicted_total); when none is gone, the new one is refused
+  // (reason="limit").
+  size_t max_loops = 16384;
+  size_t max_processes = 8192;
   size_t max_recent_stalls = 1000;
   // What is kept of a stall for the API (the metrics need none of it): its 16 largest stacks,
   // 64 frames each, strings cut at 512 bytes; recent stalls together at most this many bytes.
   size_t max_recent_bytes = 32 << 20;
-  size_t max_stacks = 4096;  // merged stacks kept for /api/v1/stacks
+  // Merged stacks kept for /api/v1/stacks, in all and per service. When full, the least
+  // recently sampled stack (of the same service when that service is at its share) is evicted,
+  // counted in stallwatch_daemon_stacks_evicted_total; its samples in samples_not_kept.
+  size_t max_stacks = 4096;
+  size_t max_stacks_per_service = 1024;
   size_t max_stacks_bytes = 32 << 20;
 };
 
@@ -138,8 +148,15 @@ class Registry {
   };
   struct StackAgg {
     std::string service;
-    Stack stack;  // samples = merged count
+    Stack stack;       // samples = merged count
+    uint64_t seq = 0;  // order of the last update (least recently sampled evicted first)
+    size_t bytes = 0;
   };
+  using StackMap = std::map<std::string, StackAgg>;  // by folded stack
+  void TouchStack(StackMap::iterator it);
+  void EvictStack(StackMap::iterator it);
+  // Removes the process gone the longest (no connection left) to make room; false if none.
+  bool EvictGoneProc();
 
   Loop* FindOrAddLoop(const std::string& service, int64_t pid, const std::string& loop,
                       wire::DecodeError* err);
@@ -159,7 +176,13 @@ class Registry {
   std::deque<std::pair<StallFinding, size_t>>
       recent_;  // closed stalls (and their size), oldest first
   size_t recent_bytes_ = 0;
-  std::map<std::string, StackAgg> stacks_;  // by folded stack
+  StackMap stacks_;
+  std::map<uint64_t, StackMap::iterator> stacks_lru_;  // by seq: least recently sampled first
+  std::map<std::string, std::map<uint64_t, StackMap::iterator>>
+      service_stacks_;  // same, per service
+  uint64_t stack_seq_ = 0;
+  int64_t last_eviction_log_ns_ = 0;
+  uint64_t evictions_not_logged_ = 0;
   size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
 };

@@ -9,7 +9,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace stallwatch::daemon {
@@ -193,6 +195,61 @@ int LocalPort(int fd) {
   if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
   return 0;
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr a{};
+  return ::inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  const std::string what = "--agent-token-file " + path;
+  const std::string form =
+      "; expected a file holding the token, readable by the daemon only "
+      "(chmod 0600)";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    const int e = errno;
+    return Status(e == ENOENT ? StatusCode::kNotFound : StatusCode::kPermissionDenied,
+                  what + ": " + Errno(e) + form);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return FailedPreconditionError(what + ": not a regular file" + form);
+  }
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    ::close(fd);
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return PermissionDeniedError(what + " has mode " + mode + ": group or others may access it" +
+                                 form);
+  }
+  constexpr size_t kMax = 4096;
+  std::string token(kMax + 1, '\0');
+  size_t got = 0;
+  while (got < token.size()) {
+    const ssize_t n = ::read(fd, token.data() + got, token.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      ::close(fd);
+      return PermissionDeniedError(what + ": " + Errno(e) + form);
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  token.resize(got);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) {
+    token.pop_back();
+  }
+  if (got > kMax) {
+    return InvalidArgumentError(what + ": longer than " + std::to_string(kMax) + " bytes" + form);
+  }
+  if (token.empty()) return InvalidArgumentError(what + " is empty" + form);
+  return token;
 }
 
 }  // namespace stallwatch::daemon

@@ -36,4 +36,12 @@ void UnlinkUnix(const std::string& path, uint64_t inode);
 // The local port of a bound TCP socket (0 on error).
 int LocalPort(int fd);
 
+// True for "localhost", 127.0.0.0/8 and ::1.
+bool IsLoopbackHost(const std::string& host);
+
+// The shared agent token in the file at `path` (--agent-token-file), trailing whitespace and
+// newlines removed. Refused with a one-line error when the file is missing, unreadable, not a
+// regular file, empty, longer than 4096 bytes, or accessible by group or others.
+StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 }  // namespace stallwatch::daemon

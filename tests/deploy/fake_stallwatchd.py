@@ -19,7 +19,8 @@ ITER = [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]
 STALL = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 LOOPS = [("demo", "4242", "main"), ("demo", "4242", "worker-1")]
 REASONS = ["bad_magic", "bad_version", "bad_length", "bad_json", "not_object", "unknown_kind",
-           "bad_field", "no_hello", "identity_mismatch", "truncated", "limit"]
+           "bad_field", "no_hello", "identity_mismatch", "truncated", "limit", "handshake_timeout",
+           "frame_timeout", "auth"]
 
 
 def histogram(out, name, labels, bounds, t, per_s, at):

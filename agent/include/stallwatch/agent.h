@@ -43,6 +43,9 @@ struct Options {
   // "unix:/path", "tcp:host:port", "file:/path" (JSON Lines), "stderr", "off".
   // "" → kDefaultEndpoint. Process-wide: the first attached agent's value is used.
   std::string endpoint;
+  // File holding the daemon's shared token (stallwatchd --agent-token-file), presented in the
+  // hello on tcp: endpoints only; re-read at every connection. "" → none. Process-wide.
+  std::string token_file;
   SamplingMode sampling = SamplingMode::kOn;
   int sample_signal = 0;                  // 0 → SIGRTMIN+3. Process-wide.
   int max_stack_reports_per_minute = 12;  // per loop; more are suppressed and counted

@@ -107,8 +107,13 @@ bool DecodeHello(const json& j, Hello* h, DecodeError* err) {
     return true;
   };
   if (!str("service", &h->service) || !str("host", &h->host) ||
-      !str("executable", &h->executable) || !str("agent_version", &h->agent_version)) {
+      !str("executable", &h->executable) || !str("agent_version", &h->agent_version) ||
+      !str("token", &h->token)) {
     return false;
+  }
+  if (h->token.size() > kMaxTokenBytes) {
+    return Fail(err, RejectReason::kBadField,
+                "field 'token' is longer than " + std::to_string(kMaxTokenBytes) + " bytes");
   }
   auto pid = j.find("pid");
   if (pid == j.end() || !pid->is_number_integer() || pid->get<int64_t>() <= 0) {
@@ -380,6 +385,12 @@ const char* RejectReasonName(RejectReason r) {
       return "truncated";
     case RejectReason::kLimit:
       return "limit";
+    case RejectReason::kHandshakeTimeout:
+      return "handshake_timeout";
+    case RejectReason::kFrameTimeout:
+      return "frame_timeout";
+    case RejectReason::kAuth:
+      return "auth";
   }
   return "unknown";
 }
@@ -389,6 +400,7 @@ std::string EncodeBody(const Message& m) {
     json j{{"kind", "hello"},  {"service", h->service},       {"pid", h->pid},
            {"host", h->host},  {"executable", h->executable}, {"agent_version", h->agent_version},
            {"loops", h->loops}};
+    if (!h->token.empty()) j["token"] = h->token;
     return Dump(j);
   }
   if (const auto* s = std::get_if<StallFinding>(&m)) return Dump(ToJson(*s));

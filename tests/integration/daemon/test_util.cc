@@ -4,10 +4,12 @@
 #include <event2/thread.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -104,6 +106,7 @@ DaemonThread::DaemonThread(DaemonOptions options) {
     }
     daemon_ = d->get();
     http_port_ = daemon_->http_port();
+    agent_tcp_port_ = daemon_->agent_tcp_port();
     ok_ = true;
     ready.set_value();
     (void)daemon_->Run();
@@ -164,6 +167,15 @@ RawClient::RawClient(const std::string& socket_path) {
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) Close();
 }
 
+RawClient::RawClient(int tcp_port) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(tcp_port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) Close();
+}
+
 RawClient::~RawClient() { Close(); }
 
 bool RawClient::Write(const std::string& bytes) {
@@ -183,6 +195,17 @@ bool RawClient::ClosedByPeer(std::chrono::milliseconds timeout) {
 void RawClient::Close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+}
+
+uint64_t RaiseFileLimit(uint64_t n) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < n) {
+    rl.rlim_cur = std::min<rlim_t>(n, rl.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return rl.rlim_cur;
 }
 
 int64_t RssBytes() {

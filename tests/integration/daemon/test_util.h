@@ -52,6 +52,7 @@ class DaemonThread {
   bool ok() const { return ok_; }
   const std::string& error() const { return error_; }
   int http_port() const { return http_port_; }
+  int agent_tcp_port() const { return agent_tcp_port_; }
   std::string Metrics() const { return HttpGet(http_port_, "/metrics").body; }
 
  private:
@@ -60,6 +61,7 @@ class DaemonThread {
   bool ok_ = false;
   std::string error_;
   int http_port_ = 0;
+  int agent_tcp_port_ = 0;
 };
 
 // A libevent loop on its own thread; Post() runs a function on it.
@@ -82,6 +84,8 @@ class LoopThread {
 class RawClient {
  public:
   explicit RawClient(const std::string& socket_path);
+  // Over TCP to 127.0.0.1:port.
+  explicit RawClient(int tcp_port);
   ~RawClient();
   bool connected() const { return fd_ >= 0; }
   bool Write(const std::string& bytes);
@@ -96,5 +100,9 @@ class RawClient {
 
 // Resident set size of this process in bytes.
 int64_t RssBytes();
+
+// Raises this process's open-file soft limit to at least `n` (up to the hard limit); returns the
+// soft limit in force afterwards.
+uint64_t RaiseFileLimit(uint64_t n);
 
 }  // namespace stallwatch::daemon::testing

@@ -104,6 +104,20 @@ TEST(WireCodec, HelloRoundTrip) {
   EXPECT_EQ(h.loops, (std::vector<std::string>{"main", "io-1"}));
 }
 
+TEST(WireCodec, HelloTokenIsOptionalAndBounded) {
+  Hello h = SampleHello();
+  EXPECT_EQ(EncodeBody(h).find("token"), std::string::npos) << "omitted when empty";
+  h.token = "s3cret";
+  EXPECT_EQ(std::get<Hello>(DecodeOne(EncodeFrame(h))).token, "s3cret");
+  EXPECT_EQ(DecodeFail(Frame(R"({"kind":"hello","pid":1,"service":"s","token":7})")).reason,
+            RejectReason::kBadField);
+  const std::string long_token(kMaxTokenBytes + 1, 't');
+  const DecodeError e =
+      DecodeFail(Frame(R"({"kind":"hello","pid":1,"service":"s","token":")" + long_token + "\"}"));
+  EXPECT_EQ(e.reason, RejectReason::kBadField);
+  EXPECT_EQ(e.message.find("ttt"), std::string::npos) << "the error never echoes the token";
+}
+
 TEST(WireCodec, StallRoundTrip) {
   const StallFinding in = SampleStall();
   const StallFinding out = std::get<StallFinding>(DecodeOne(EncodeFrame(in)));

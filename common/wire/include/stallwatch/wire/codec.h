@@ -34,6 +34,7 @@ inline constexpr size_t kMaxNameBytes = 128;
 inline constexpr size_t kMaxLoopsInHello = 256;
 inline constexpr size_t kMaxStacks = 64;
 inline constexpr size_t kMaxFrames = 256;
+inline constexpr size_t kMaxTokenBytes = 4096;
 
 // The agent's identity, sent first on every connection (and again after each reconnect).
 struct Hello {
@@ -43,6 +44,9 @@ struct Hello {
   std::string executable;
   std::string agent_version;
   std::vector<std::string> loops;  // loops attached when the connection was made
+  // The shared secret of a daemon that requires one on TCP (--agent-token-file). Sent only over
+  // TCP and only when set; omitted from the body when empty. Never stored or shown by the daemon.
+  std::string token;
 };
 
 using Message = std::variant<Hello, StallFinding, DelayFinding>;
@@ -61,12 +65,16 @@ enum class RejectReason {
   kIdentityMismatch,  // a finding's service/pid differs from the hello's (daemon state)
   kTruncated,         // the connection closed in the middle of a frame (daemon state)
   kLimit,             // a daemon limit was hit (too many loops for one agent, …)
+  kHandshakeTimeout,  // no hello within the handshake timeout (daemon state; closed)
+  kFrameTimeout,      // a started frame was not completed in time: slow-loris (daemon; closed)
+  kAuth,              // TCP agent without the daemon's token, or with a wrong one (closed)
 };
 inline constexpr RejectReason kAllRejectReasons[] = {
-    RejectReason::kBadMagic,  RejectReason::kBadVersion, RejectReason::kBadLength,
-    RejectReason::kBadJson,   RejectReason::kNotObject,  RejectReason::kUnknownKind,
-    RejectReason::kBadField,  RejectReason::kNoHello,    RejectReason::kIdentityMismatch,
-    RejectReason::kTruncated, RejectReason::kLimit};
+    RejectReason::kBadMagic,     RejectReason::kBadVersion, RejectReason::kBadLength,
+    RejectReason::kBadJson,      RejectReason::kNotObject,  RejectReason::kUnknownKind,
+    RejectReason::kBadField,     RejectReason::kNoHello,    RejectReason::kIdentityMismatch,
+    RejectReason::kTruncated,    RejectReason::kLimit,      RejectReason::kHandshakeTimeout,
+    RejectReason::kFrameTimeout, RejectReason::kAuth};
 const char* RejectReasonName(RejectReason r);  // "bad_magic", "bad_version", …
 
 struct DecodeError {
