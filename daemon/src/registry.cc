@@ -58,15 +58,17 @@ namespace internal {
 
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s) {
   std::vector<double> out(bounds_s.size() + 1, 0.0);
+  // Compare in integer nanoseconds: bounds are decimal seconds, rounded to the nearest ns.
+  // Converted once per call, not once per agent bucket (this runs for every delay window).
+  std::vector<uint64_t> bounds_ns(bounds_s.size());
+  for (size_t b = 0; b < bounds_s.size(); ++b) {
+    bounds_ns[b] = static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9));
+  }
   for (const auto& [index, count] : sparse) {
     if (index >= kHistBuckets || count == 0) continue;
     const uint64_t largest_ns = HistBucketUpper(index) - 1;
-    // Compare in integer nanoseconds: bounds are decimal seconds, rounded to the nearest ns.
     size_t b = 0;
-    while (b < bounds_s.size() &&
-           static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9)) < largest_ns) {
-      ++b;
-    }
+    while (b < bounds_ns.size() && bounds_ns[b] < largest_ns) ++b;
     out[b] += static_cast<double>(count);
   }
   return out;
