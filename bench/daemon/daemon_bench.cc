@@ -1,11 +1,13 @@
 // daemon_bench: measures the built stallwatchd from the outside, over its real sockets.
 //
 //   daemon_bench [--agents N] [--loops L] [--ingest-findings F] [--ingest-conns C]
+//                [--churn-rounds R] [--only ingest|scale|latency]
 //
 // 1. ingest: C connections send F findings in total (9 delay windows : 1 closed stall with a
 //    10-frame stack) as fast as the daemon reads; rate = F / (time until all are applied).
 // 2. scale: N agents × L loops connected, one delay window per loop; /metrics latency and size
-//    (20 scrapes), daemon RSS.
+//    (20 scrapes), daemon RSS; then R rounds in which every loop sends a new window before one
+//    timed scrape (every series changed: the scrape cannot reuse anything); peak RSS.
 // 3. latency: an in-process agent (threshold 50 ms) on a libevent loop; a 1 s stall is injected
 //    and /metrics is polled every 5 ms until stallwatch_stall_ongoing_seconds > 0.
 #include <event2/event.h>
@@ -126,13 +128,31 @@ double CpuSeconds(pid_t pid) {
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-int64_t RssKiB(pid_t pid) {
+// A field of /proc/PID/status in KiB: VmRSS (resident now) or VmHWM (peak resident).
+int64_t StatusKiB(pid_t pid, const std::string& field = "VmRSS:") {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + field.size());
   }
   return -1;
+}
+int64_t RssKiB(pid_t pid) { return StatusKiB(pid); }
+
+// Waits until the daemon has used no CPU for 200 ms (it has applied what it was sent).
+void WaitIdle(pid_t pid) {
+  double last = CpuSeconds(pid);
+  for (int quiet = 0, i = 0; quiet < 2 && i < 600; ++i) {
+    std::this_thread::sleep_for(100ms);
+    const double now = CpuSeconds(pid);
+    quiet = now == last ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 stallwatch::DelayFinding Window(const std::string& service, int64_t pid, const std::string& loop) {
@@ -270,7 +290,7 @@ void BenchIngest(const std::string& dir, int findings, int conns) {
       counted >= per_window * windows_expected ? "all applied" : "INCOMPLETE");
 }
 
-void BenchScale(const std::string& dir, int agents, int loops) {
+void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds) {
   Daemon d(dir + "/scale");
   const int64_t rss_idle = RssKiB(d.pid());
   std::vector<int> fds;
@@ -322,6 +342,44 @@ void BenchScale(const std::string& dir, int agents, int loops) {
       "with the agents %.1f MiB, after 21 scrapes %.1f MiB\n",
       fds.size(), loops, fill_ms, size / 1048576.0, ms[ms.size() / 2], ms.back(),
       loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0, rss / 1024.0);
+  // Churn: before each scrape every loop of every agent sends a new delay window, so every
+  // process's series changed since the previous scrape (agents report every 10 s, Prometheus
+  // typically scrapes every 15-60 s: in production most series change between two scrapes).
+  std::vector<double> churn_ms;
+  std::vector<double> churn_cpu_ms;
+  bool churn_complete = true;
+  double delay_count = expected;
+  for (int round = 0; round < churn_rounds; ++round) {
+    for (int a = 0; a < static_cast<int>(fds.size()); ++a) {
+      const std::string service = "svc" + std::to_string(a % 50);
+      std::string p;
+      for (int l = 0; l < loops; ++l) {
+        p += EncodeFrame(Window(service, 100000 + a, "loop-" + std::to_string(l)));
+      }
+      WriteAll(fds[a], p);
+    }
+    delay_count += static_cast<double>(Window("x", 1, "main").count) * fds.size() * loops;
+    WaitIdle(d.pid());
+    const double cpu0 = CpuSeconds(d.pid());
+    const auto c0 = Clock::now();
+    const std::string m = HttpGet(d.port(), "/metrics");
+    churn_ms.push_back(Ms(Clock::now() - c0));
+    churn_cpu_ms.push_back((CpuSeconds(d.pid()) - cpu0) * 1000);
+    if (SumMetric(m, "stallwatch_loop_delay_seconds_count") != delay_count) churn_complete = false;
+  }
+  if (churn_rounds > 0) {
+    std::sort(churn_ms.begin(), churn_ms.end());
+    std::printf(
+        "scale, churn: every loop sent a new window before each of %d scrapes: /metrics p50 "
+        "%.1f ms, min %.1f ms, max %.1f ms, daemon CPU per scrape p50 %.0f ms (%s); daemon "
+        "RSS after %.1f MiB, peak (VmHWM) over the whole run %.1f MiB\n",
+        churn_rounds, Median(churn_ms), churn_ms.front(), churn_ms.back(), Median(churn_cpu_ms),
+        churn_complete ? "every window counted" : "INCOMPLETE", RssKiB(d.pid()) / 1024.0,
+        StatusKiB(d.pid(), "VmHWM:") / 1024.0);
+  } else {
+    std::printf("scale: daemon RSS peak (VmHWM) over the whole run %.1f MiB\n",
+                StatusKiB(d.pid(), "VmHWM:") / 1024.0);
+  }
   for (int fd : fds) ::close(fd);
 }
 
@@ -388,7 +446,7 @@ void BenchLatency(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int agents = 1000, loops = 4, findings = 200000, conns = 8;
+  int agents = 1000, loops = 4, findings = 200000, conns = 8, churn = 5;
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -405,10 +463,12 @@ int main(int argc, char** argv) {
       findings = v;
     else if (a == "--ingest-conns")
       conns = v;
+    else if (a == "--churn-rounds")
+      churn = v;
     else {
       std::fprintf(stderr,
                    "usage: daemon_bench [--agents N] [--loops L] [--ingest-findings F] "
-                   "[--ingest-conns C] [--only ingest|scale|latency]\n");
+                   "[--ingest-conns C] [--churn-rounds R] [--only ingest|scale|latency]\n");
       return 2;
     }
   }
@@ -419,7 +479,7 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(dir + sub);
   }
   if (only.empty() || only == "ingest") BenchIngest(dir, findings, conns);
-  if (only.empty() || only == "scale") BenchScale(dir, agents, loops);
+  if (only.empty() || only == "scale") BenchScale(dir, agents, loops, churn);
   if (only.empty() || only == "latency") BenchLatency(dir);
   std::filesystem::remove_all(dir);
   return 0;

@@ -11,9 +11,8 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <ostream>
 #include <set>
-#include <streambuf>
+#include <vector>
 
 namespace stallwatch::daemon {
 namespace {
@@ -30,46 +29,26 @@ void Reply(evhttp_request* req, int code, const char* reason, const std::string&
   evbuffer_free(out);
 }
 
-// A streambuf that appends to an evbuffer in 64 KiB pieces, so a large exposition is never held
-// (and copied) as one string.
-class EvbufferStreambuf : public std::streambuf {
- public:
-  explicit EvbufferStreambuf(evbuffer* out) : out_(out) { setp(buf_, buf_ + sizeof(buf_)); }
-  ~EvbufferStreambuf() override { sync(); }
-
- protected:
-  int_type overflow(int_type ch) override {
-    sync();
-    if (!traits_type::eq_int_type(ch, traits_type::eof())) {
-      *pptr() = traits_type::to_char_type(ch);
-      pbump(1);
-    }
-    return traits_type::not_eof(ch);
-  }
-  int sync() override {
-    if (pptr() > pbase()) evbuffer_add(out_, pbase(), static_cast<size_t>(pptr() - pbase()));
-    setp(buf_, buf_ + sizeof(buf_));
-    return 0;
-  }
-
- private:
-  evbuffer* out_;
-  char buf_[64 * 1024];
-};
+void ReleasePiece(const void*, size_t, void* arg) { delete static_cast<Registry::TextPiece*>(arg); }
 
 void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
   evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
   evhttp_add_header(headers, "Cache-Control", "no-store");
+  std::vector<Registry::TextPiece> pieces;
+  registry->MetricsPieces(now, &pieces);
   evbuffer* out = evbuffer_new();
-  {
-    EvbufferStreambuf sb(out);
-    std::ostream os(&sb);
-    registry->WriteMetrics(os, now);
-    os.flush();
-  }
-  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-    evbuffer_drain(out, evbuffer_get_length(out));
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+    // The reply references the registry's cached text (tens of MiB with thousands of loops)
+    // instead of copying it; each piece stays alive until the connection has sent it.
+    for (auto& piece : pieces) {
+      if (piece->empty()) continue;
+      auto* hold = new Registry::TextPiece(std::move(piece));
+      if (evbuffer_add_reference(out, (*hold)->data(), (*hold)->size(), &ReleasePiece, hold) != 0) {
+        evbuffer_add(out, (*hold)->data(), (*hold)->size());
+        delete hold;
+      }
+    }
   }
   evhttp_send_reply(req, 200, "OK", out);
   evbuffer_free(out);
