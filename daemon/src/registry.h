@@ -14,6 +14,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -92,9 +93,12 @@ class Registry {
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
 
-  // A piece of the exposition text, shared with the registry's cache: the caller may keep it
-  // after the registry has moved on (until a socket has sent it, say).
-  using TextPiece = std::shared_ptr<const std::string>;
+  // A piece of the exposition text, shared with the registry's cache: `owner` keeps `text`
+  // alive after the registry has moved on (until a socket has sent it, say).
+  struct TextPiece {
+    std::shared_ptr<const void> owner;
+    std::string_view text;
+  };
   // The Prometheus text exposition of every series (prometheus-cpp's TextSerializer), as pieces
   // in order. A process's series are serialized again only when they changed since the last
   // call; unchanged ones are shared from the cache, not copied (with thousands of loops the
