@@ -325,23 +325,29 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
   const double fill_ms = Ms(Clock::now() - fill_start);
   const int64_t rss_steady = RssKiB(d.pid());
   std::vector<double> ms;
-  size_t size = 0;
+  size_t size = 0, lines = 0;
+  const double scrape_cpu0 = CpuSeconds(d.pid());
   for (int i = 0; i < 20; ++i) {
     const auto t0 = Clock::now();
-    size = HttpGet(d.port(), "/metrics").size();
+    const std::string m = HttpGet(d.port(), "/metrics");
     ms.push_back(Ms(Clock::now() - t0));
+    size = m.size();
+    lines = static_cast<size_t>(std::count(m.begin(), m.end(), '\n'));
   }
+  const double scrape_cpu_ms = (CpuSeconds(d.pid()) - scrape_cpu0) * 1000 / 20;
   std::sort(ms.begin(), ms.end());
   const auto t0 = Clock::now();
   const size_t loops_json = HttpGet(d.port(), "/api/v1/loops").size();
   const double loops_ms = Ms(Clock::now() - t0);
   const int64_t rss = RssKiB(d.pid());
   std::printf(
-      "scale: %zu agents x %d loops (applied within %.0f ms): /metrics %.2f MiB, p50 %.1f "
-      "ms, max %.1f ms; /api/v1/loops %.2f MiB in %.1f ms; daemon RSS idle %.1f MiB, "
-      "with the agents %.1f MiB, after 21 scrapes %.1f MiB\n",
-      fds.size(), loops, fill_ms, size / 1048576.0, ms[ms.size() / 2], ms.back(),
-      loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0, rss / 1024.0);
+      "scale: %zu agents x %d loops (applied within %.0f ms): /metrics %.2f MiB (%zu lines), "
+      "p50 %.1f ms, max %.1f ms, daemon CPU per scrape %.1f ms; /api/v1/loops %.2f MiB in "
+      "%.1f ms; daemon RSS idle %.1f MiB, with the agents %.1f MiB, after 21 scrapes %.1f "
+      "MiB\n",
+      fds.size(), loops, fill_ms, size / 1048576.0, lines, ms[ms.size() / 2], ms.back(),
+      scrape_cpu_ms, loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0,
+      rss / 1024.0);
   // Churn: before each scrape every loop of every agent sends a new delay window, so every
   // process's series changed since the previous scrape (agents report every 10 s, Prometheus
   // typically scrapes every 15-60 s: in production most series change between two scrapes).
