@@ -765,16 +765,32 @@ bool Registry::RefreshText(ProcMetrics& m) {
   return true;
 }
 
+bool Registry::Refresh(ProcMetrics& m) {
+  if (!text_cache_ok_ || !m.dirty) return text_cache_ok_;
+  if (!RefreshText(m)) {
+    text_cache_ok_ = false;
+    spdlog::error(
+        "prometheus-cpp's TextSerializer wrote a family in an unexpected layout: /metrics "
+        "serializes every series at each scrape from now on");
+  }
+  return text_cache_ok_;
+}
+
+bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (auto& [key, p] : procs_) {
+    if (!text_cache_ok_) return false;
+    if (!p.metrics || !p.metrics->dirty) continue;
+    if (std::chrono::steady_clock::now() >= deadline) return true;
+    Refresh(*p.metrics);
+  }
+  return false;
+}
+
 void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
   UpdateAges(now);
   for (auto& [key, p] : procs_) {
-    if (!text_cache_ok_) break;
-    if (p.metrics && p.metrics->dirty && !RefreshText(*p.metrics)) {
-      text_cache_ok_ = false;
-      spdlog::error(
-          "prometheus-cpp's TextSerializer wrote a family in an unexpected layout: /metrics "
-          "serializes every series at each scrape from now on");
-    }
+    if (p.metrics && !Refresh(*p.metrics)) break;
   }
   if (!text_cache_ok_) {
     std::ostringstream os;

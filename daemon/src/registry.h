@@ -92,6 +92,11 @@ class Registry {
   void Reject(wire::RejectReason reason);
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
+  // Serializes the text of processes whose series changed, ahead of the next scrape, for about
+  // `budget` of the caller's time; returns false once nothing is left to serialize. Called
+  // between scrapes (agents report at different times), it leaves a scrape only what changed
+  // since the last call, instead of every process that reported since the last scrape.
+  bool PrepareMetrics(std::chrono::nanoseconds budget);
 
   // A piece of the exposition text, shared with the registry's cache: `owner` keeps `text`
   // alive after the registry has moved on (until a socket has sent it, say).
@@ -165,6 +170,7 @@ class Registry {
   // Serializes the families of `m` marked dirty into its text cache; false when the serializer's
   // output does not have the expected layout (the cache is then given up).
   [[nodiscard]] bool RefreshText(ProcMetrics& m);
+  bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
   void WriteUncached(std::ostream& out);
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
 

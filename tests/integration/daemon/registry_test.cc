@@ -291,6 +291,10 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
     } else {
       r.Sweep(At(t));
     }
+    if (rng() % 4 == 0) {
+      // Serialized ahead of the scrape, in full or in part.
+      r.PrepareMetrics(rng() % 2 ? std::chrono::nanoseconds(0) : std::chrono::seconds(1));
+    }
     if (rng() % 3 == 0) {
       const std::string cached = r.MetricsText(At(t));
       ASSERT_EQ(cached, r.MetricsTextUncachedForTest(At(t))) << "step " << step;
@@ -298,6 +302,8 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
     }
   }
   EXPECT_GT(compared, 100u);
+  r.MetricsText(At(t));
+  EXPECT_FALSE(r.PrepareMetrics(1s)) << "nothing left to serialize after a scrape";
   // Processes came and went: series were removed from the cache too.
   EXPECT_NE(r.MetricsText(At(t)).find("stallwatch_loop_delay_seconds_bucket"), std::string::npos);
 }
