@@ -1,11 +1,14 @@
 // daemon_bench: measures the built stallwatchd from the outside, over its real sockets.
 //
 //   daemon_bench [--agents N] [--loops L] [--ingest-findings F] [--ingest-conns C]
+//                [--churn-rounds R] [--only ingest|scale|latency]
 //
 // 1. ingest: C connections send F findings in total (9 delay windows : 1 closed stall with a
 //    10-frame stack) as fast as the daemon reads; rate = F / (time until all are applied).
 // 2. scale: N agents × L loops connected, one delay window per loop; /metrics latency and size
-//    (20 scrapes), daemon RSS.
+//    (20 scrapes), daemon RSS; then, three times R rounds in which every loop sends a new window
+//    before one timed scrape (all at once and the scrape when the daemon is idle; spread over
+//    2 s and the scrape right after; all at once and the scrape at once); peak RSS.
 // 3. latency: an in-process agent (threshold 50 ms) on a libevent loop; a 1 s stall is injected
 //    and /metrics is polled every 5 ms until stallwatch_stall_ongoing_seconds > 0.
 #include <event2/event.h>
@@ -126,13 +129,32 @@ double CpuSeconds(pid_t pid) {
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-int64_t RssKiB(pid_t pid) {
+// A field of /proc/PID/status in KiB: VmRSS (resident now) or VmHWM (peak resident).
+int64_t StatusKiB(pid_t pid, const std::string& field = "VmRSS:") {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + field.size());
   }
   return -1;
+}
+int64_t RssKiB(pid_t pid) { return StatusKiB(pid); }
+
+// Waits until the daemon has used no CPU for 500 ms (it has applied what it was sent, and
+// prepared its text; CPU time moves in 10 ms ticks).
+void WaitIdle(pid_t pid) {
+  double last = CpuSeconds(pid);
+  for (int quiet = 0, i = 0; quiet < 5 && i < 600; ++i) {
+    std::this_thread::sleep_for(100ms);
+    const double now = CpuSeconds(pid);
+    quiet = now == last ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 stallwatch::DelayFinding Window(const std::string& service, int64_t pid, const std::string& loop) {
@@ -270,7 +292,7 @@ void BenchIngest(const std::string& dir, int findings, int conns) {
       counted >= per_window * windows_expected ? "all applied" : "INCOMPLETE");
 }
 
-void BenchScale(const std::string& dir, int agents, int loops) {
+void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds) {
   Daemon d(dir + "/scale");
   const int64_t rss_idle = RssKiB(d.pid());
   std::vector<int> fds;
@@ -305,23 +327,84 @@ void BenchScale(const std::string& dir, int agents, int loops) {
   const double fill_ms = Ms(Clock::now() - fill_start);
   const int64_t rss_steady = RssKiB(d.pid());
   std::vector<double> ms;
-  size_t size = 0;
+  size_t size = 0, lines = 0;
+  const double scrape_cpu0 = CpuSeconds(d.pid());
   for (int i = 0; i < 20; ++i) {
     const auto t0 = Clock::now();
-    size = HttpGet(d.port(), "/metrics").size();
+    const std::string m = HttpGet(d.port(), "/metrics");
     ms.push_back(Ms(Clock::now() - t0));
+    size = m.size();
+    lines = static_cast<size_t>(std::count(m.begin(), m.end(), '\n'));
   }
+  const double scrape_cpu_ms = (CpuSeconds(d.pid()) - scrape_cpu0) * 1000 / 20;
   std::sort(ms.begin(), ms.end());
   const auto t0 = Clock::now();
   const size_t loops_json = HttpGet(d.port(), "/api/v1/loops").size();
   const double loops_ms = Ms(Clock::now() - t0);
   const int64_t rss = RssKiB(d.pid());
   std::printf(
-      "scale: %zu agents x %d loops (applied within %.0f ms): /metrics %.2f MiB, p50 %.1f "
-      "ms, max %.1f ms; /api/v1/loops %.2f MiB in %.1f ms; daemon RSS idle %.1f MiB, "
-      "with the agents %.1f MiB, after 21 scrapes %.1f MiB\n",
-      fds.size(), loops, fill_ms, size / 1048576.0, ms[ms.size() / 2], ms.back(),
-      loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0, rss / 1024.0);
+      "scale: %zu agents x %d loops (applied within %.0f ms): /metrics %.2f MiB (%zu lines), "
+      "p50 %.1f ms, max %.1f ms, daemon CPU per scrape %.1f ms; /api/v1/loops %.2f MiB in "
+      "%.1f ms; daemon RSS idle %.1f MiB, with the agents %.1f MiB, after 21 scrapes %.1f "
+      "MiB\n",
+      fds.size(), loops, fill_ms, size / 1048576.0, lines, ms[ms.size() / 2], ms.back(),
+      scrape_cpu_ms, loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0,
+      rss / 1024.0);
+  // Churn: before each scrape every loop of every agent sends a new delay window, so every
+  // process's series changed since the previous scrape (agents report every 10 s, Prometheus
+  // typically scrapes every 15-60 s: in production most series change between two scrapes).
+  // Three ways the windows arrive:
+  //   idle:   all at once; the scrape once the daemon has used no CPU for 500 ms;
+  //   spread: agent by agent over 10 s (20 batches, 500 ms apart), as reports arrive in
+  //           production (agents report every 10 s); the scrape right after the last batch;
+  //   burst:  all at once; the scrape at once (the worst case: it queues behind the ingest).
+  const double per_window = static_cast<double>(Window("x", 1, "main").count);
+  double sent = expected;
+  const auto send = [&](int from, int to) {
+    for (int a = from; a < to; ++a) {
+      const std::string service = "svc" + std::to_string(a % 50);
+      std::string p;
+      for (int l = 0; l < loops; ++l) {
+        p += EncodeFrame(Window(service, 100000 + a, "loop-" + std::to_string(l)));
+      }
+      WriteAll(fds[a], p);
+    }
+    sent += per_window * (to - from) * loops;
+  };
+  const int n = static_cast<int>(fds.size());
+  for (const char* mode : {"idle", "spread", "burst"}) {
+    if (churn_rounds == 0) break;
+    std::vector<double> wall, cpu, counted;
+    for (int round = 0; round < churn_rounds; ++round) {
+      const double before = sent;
+      if (std::string(mode) == "spread") {
+        for (int b = 0; b < 20; ++b) {
+          if (b > 0) std::this_thread::sleep_for(500ms);
+          send(n * b / 20, n * (b + 1) / 20);
+        }
+      } else {
+        send(0, n);
+      }
+      if (std::string(mode) == "idle") WaitIdle(d.pid());
+      const double cpu0 = CpuSeconds(d.pid());
+      const auto c0 = Clock::now();
+      const std::string m = HttpGet(d.port(), "/metrics");
+      wall.push_back(Ms(Clock::now() - c0));
+      cpu.push_back((CpuSeconds(d.pid()) - cpu0) * 1000);
+      counted.push_back(100 * (SumMetric(m, "stallwatch_loop_delay_seconds_count") - before) /
+                        (sent - before));
+      if (std::string(mode) != "idle") WaitIdle(d.pid());  // the next round starts calm
+    }
+    std::sort(wall.begin(), wall.end());
+    std::printf(
+        "scale, churn (%s): every loop sent a new window before each of %d scrapes: /metrics "
+        "p50 %.1f ms, min %.1f ms, max %.1f ms; daemon CPU during the scrape p50 %.0f ms; new "
+        "windows counted by the scrape: median %.0f %%, min %.0f %%\n",
+        mode, churn_rounds, Median(wall), wall.front(), wall.back(), Median(cpu), Median(counted),
+        *std::min_element(counted.begin(), counted.end()));
+  }
+  std::printf("scale: daemon RSS at the end %.1f MiB, peak (VmHWM) over the whole run %.1f MiB\n",
+              RssKiB(d.pid()) / 1024.0, StatusKiB(d.pid(), "VmHWM:") / 1024.0);
   for (int fd : fds) ::close(fd);
 }
 
@@ -388,7 +471,7 @@ void BenchLatency(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int agents = 1000, loops = 4, findings = 200000, conns = 8;
+  int agents = 1000, loops = 4, findings = 200000, conns = 8, churn = 5;
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -405,10 +488,12 @@ int main(int argc, char** argv) {
       findings = v;
     else if (a == "--ingest-conns")
       conns = v;
+    else if (a == "--churn-rounds")
+      churn = v;
     else {
       std::fprintf(stderr,
                    "usage: daemon_bench [--agents N] [--loops L] [--ingest-findings F] "
-                   "[--ingest-conns C] [--only ingest|scale|latency]\n");
+                   "[--ingest-conns C] [--churn-rounds R] [--only ingest|scale|latency]\n");
       return 2;
     }
   }
@@ -419,7 +504,7 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(dir + sub);
   }
   if (only.empty() || only == "ingest") BenchIngest(dir, findings, conns);
-  if (only.empty() || only == "scale") BenchScale(dir, agents, loops);
+  if (only.empty() || only == "scale") BenchScale(dir, agents, loops, churn);
   if (only.empty() || only == "latency") BenchLatency(dir);
   std::filesystem::remove_all(dir);
   return 0;

@@ -101,6 +101,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
   d->sweep_ = event_new(d->base_, -1, EV_PERSIST, &Daemon::OnSweep, d.get());
   const timeval second{1, 0};
   event_add(d->sweep_, &second);
+  d->prepare_ = event_new(d->base_, -1, EV_PERSIST, &Daemon::OnPrepare, d.get());
+  const timeval prepare_period{0, 100'000};
+  event_add(d->prepare_, &prepare_period);
   if (options.handle_signals) {
     std::signal(SIGPIPE, SIG_IGN);
     d->sigterm_ = evsignal_new(d->base_, SIGTERM, &Daemon::OnSignal, d.get());
@@ -113,6 +116,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
 
 Daemon::~Daemon() {
   if (sweep_) event_free(sweep_);
+  if (prepare_) event_free(prepare_);
   if (stop_) event_free(stop_);
   if (sigterm_) event_free(sigterm_);
   if (sigint_) event_free(sigint_);
@@ -139,6 +143,18 @@ void Daemon::OnSweep(int, short, void* arg) noexcept {
     self->registry_->Sweep(Now::FromClocks());
   } catch (const std::exception& e) {
     spdlog::error("sweep: {}", e.what());
+  }
+}
+
+void Daemon::OnPrepare(int, short, void* arg) noexcept {
+  auto* self = static_cast<Daemon*>(arg);
+  try {
+    // At most 10 ms of every 100 ms: agents and scrapes are served in between. With 1000
+    // agents × 4 loops reporting every 10 s this is ~1-2 % of a core; a burst (every agent at
+    // once) is caught up within ~2 s, and a scrape in the meantime serializes the rest.
+    self->registry_->PrepareMetrics(std::chrono::milliseconds(10));
+  } catch (const std::exception& e) {
+    spdlog::error("preparing /metrics: {}", e.what());
   }
 }
 

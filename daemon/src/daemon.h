@@ -58,6 +58,7 @@ class Daemon {
  private:
   Daemon() = default;
   static void OnSweep(int, short, void* arg) noexcept;
+  static void OnPrepare(int, short, void* arg) noexcept;
   static void OnSignal(int signo, short, void* arg) noexcept;
   static void OnStop(int, short, void* arg) noexcept;
 
@@ -67,7 +68,8 @@ class Daemon {
   struct Parts;
   std::unique_ptr<Parts> parts_;
   event* sweep_ = nullptr;
-  event* stop_ = nullptr;  // activated by Stop(): unlike a loop break, it is not lost before Run
+  event* prepare_ = nullptr;  // serializes changed series between scrapes
+  event* stop_ = nullptr;     // activated by Stop(): unlike a loop break, it is not lost before Run
   event* sigterm_ = nullptr;
   event* sigint_ = nullptr;
   uint64_t socket_inode_ = 0;

@@ -7,8 +7,11 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -58,15 +61,17 @@ namespace internal {
 
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s) {
   std::vector<double> out(bounds_s.size() + 1, 0.0);
+  // Compare in integer nanoseconds: bounds are decimal seconds, rounded to the nearest ns.
+  // Converted once per call, not once per agent bucket (this runs for every delay window).
+  std::vector<uint64_t> bounds_ns(bounds_s.size());
+  for (size_t b = 0; b < bounds_s.size(); ++b) {
+    bounds_ns[b] = static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9));
+  }
   for (const auto& [index, count] : sparse) {
     if (index >= kHistBuckets || count == 0) continue;
     const uint64_t largest_ns = HistBucketUpper(index) - 1;
-    // Compare in integer nanoseconds: bounds are decimal seconds, rounded to the nearest ns.
     size_t b = 0;
-    while (b < bounds_s.size() &&
-           static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9)) < largest_ns) {
-      ++b;
-    }
+    while (b < bounds_ns.size() && bounds_ns[b] < largest_ns) ++b;
     out[b] += static_cast<double>(count);
   }
   return out;
@@ -171,6 +176,74 @@ struct Registry::ProcMetrics {
               "Findings the agent dropped from its bounded queue while the daemon was away "
               "(per process)")
           .Register(registry);
+
+  // The exposition of this process's series is cached per family: `text[f]` is what
+  // TextSerializer writes for the family's series of this process, without the family's
+  // # HELP / # TYPE lines (written once per scrape for all processes). A family is serialized
+  // again only after one of its series changed (its `dirty` bit): a scrape re-serializes what
+  // changed since the last one, not every series of every process.
+  enum FamilyId : unsigned {
+    kDelay,
+    kIteration,
+    kUtilization,
+    kStalls,
+    kStallDuration,
+    kOngoing,
+    kStackSamples,
+    kSuppressed,
+    kDropped,
+    kFamilyCount
+  };
+  static constexpr unsigned kAllDirty = (1u << kFamilyCount) - 1;
+  unsigned dirty = kAllDirty;
+  std::shared_ptr<const char> block;  // the texts of all families, one after the other
+  std::array<std::string_view, kFamilyCount> text;  // into `block`
+  void Touch(FamilyId f) { dirty |= 1u << f; }
+
+  prometheus::Collectable& family(unsigned f) {
+    switch (f) {
+      case kDelay:
+        return delay;
+      case kIteration:
+        return iteration;
+      case kUtilization:
+        return utilization;
+      case kStalls:
+        return stalls;
+      case kStallDuration:
+        return stall_duration;
+      case kOngoing:
+        return ongoing;
+      case kStackSamples:
+        return stack_samples;
+      case kSuppressed:
+        return suppressed;
+      default:
+        return dropped;
+    }
+  }
+  const std::string& name(unsigned f) const {
+    switch (f) {
+      case kDelay:
+        return delay.GetName();
+      case kIteration:
+        return iteration.GetName();
+      case kUtilization:
+        return utilization.GetName();
+      case kStalls:
+        return stalls.GetName();
+      case kStallDuration:
+        return stall_duration.GetName();
+      case kOngoing:
+        return ongoing.GetName();
+      case kStackSamples:
+        return stack_samples.GetName();
+      case kSuppressed:
+        return suppressed.GetName();
+      default:
+        return dropped.GetName();
+    }
+  }
 };
 
 struct Registry::Metrics {
@@ -216,9 +289,12 @@ struct Registry::Metrics {
   }
 };
 
+// One loop's series. Every change goes through a method that marks the family dirty in the
+// process's text cache (ProcMetrics::Touch).
 struct Registry::LoopSeries {
+  using F = ProcMetrics::FamilyId;
   ProcMetrics* m = nullptr;
-  prometheus::Labels labels;
+  const LoopKey* key = nullptr;  // of the loop's entry in loops_ (stable: std::map)
   prometheus::Histogram* delay = nullptr;
   prometheus::Histogram* iteration = nullptr;
   prometheus::Histogram* stall_duration = nullptr;
@@ -226,9 +302,11 @@ struct Registry::LoopSeries {
   prometheus::Gauge* ongoing = nullptr;
   prometheus::Counter* stack_samples = nullptr;
   prometheus::Counter* suppressed = nullptr;
-  std::map<std::string, prometheus::Counter*> stalls;  // by class
+  // By StallClass; created on first use (the four real classes at once, see the constructor).
+  std::array<prometheus::Counter*, 5> stalls{};
 
-  LoopSeries(ProcMetrics* metrics, prometheus::Labels l) : m(metrics), labels(std::move(l)) {
+  LoopSeries(ProcMetrics* metrics, const LoopKey* k) : m(metrics), key(k) {
+    const prometheus::Labels labels = Labels();
     delay = &m->delay.Add(labels, DelayBucketsSeconds());
     iteration = &m->iteration.Add(labels, IterationBucketsSeconds());
     stall_duration = &m->stall_duration.Add(labels, StallBucketsSeconds());
@@ -236,10 +314,11 @@ struct Registry::LoopSeries {
     ongoing = &m->ongoing.Add(labels);
     stack_samples = &m->stack_samples.Add(labels);
     suppressed = &m->suppressed.Add(labels);
+    m->dirty = ProcMetrics::kAllDirty;
     // The four classes exist from the start so rate() sees the first stall of each.
     for (StallClass c :
          {StallClass::kCpu, StallClass::kBlocked, StallClass::kStarved, StallClass::kSuspended}) {
-      Stalls(StallClassName(c));
+      Stalls(c);
     }
   }
   ~LoopSeries() {
@@ -250,15 +329,56 @@ struct Registry::LoopSeries {
     m->ongoing.Remove(ongoing);
     m->stack_samples.Remove(stack_samples);
     m->suppressed.Remove(suppressed);
-    for (auto& [cls, c] : stalls) m->stalls.Remove(c);
+    for (prometheus::Counter* c : stalls) {
+      if (c) m->stalls.Remove(c);
+    }
+    m->dirty = ProcMetrics::kAllDirty;
   }
-  prometheus::Counter& Stalls(const std::string& cls) {
-    auto it = stalls.find(cls);
-    if (it != stalls.end()) return *it->second;
-    prometheus::Labels l = labels;
-    l["class"] = cls;
-    auto* c = &m->stalls.Add(l);
-    stalls[cls] = c;
+  void ObserveWindow(const DelayFinding& d) {
+    delay->ObserveMultiple(internal::Rebucket(d.delay_buckets, DelayBucketsSeconds()), d.sum_s);
+    iteration->ObserveMultiple(internal::Rebucket(d.iteration_buckets, IterationBucketsSeconds()),
+                               d.iteration_sum_s);
+    utilization->Set(d.utilization);
+    m->Touch(F::kDelay);
+    m->Touch(F::kIteration);
+    m->Touch(F::kUtilization);
+  }
+  void AddStackSamples(double n) {
+    stack_samples->Increment(n);
+    m->Touch(F::kStackSamples);
+  }
+  void AddSuppressed(double n) {
+    suppressed->Increment(n);
+    m->Touch(F::kSuppressed);
+  }
+  void AddStalls(StallClass cls, double n) {
+    Stalls(cls).Increment(n);
+    m->Touch(F::kStalls);
+  }
+  void ObserveStall(double duration_s) {
+    stall_duration->Observe(duration_s);
+    m->Touch(F::kStallDuration);
+  }
+  void SetOngoing(double age_s) {
+    if (ongoing->Value() == age_s) return;  // the sweep sets every loop's gauge each second
+    ongoing->Set(age_s);
+    m->Touch(F::kOngoing);
+  }
+
+ private:
+  // Built when a series is added, not kept: thousands of loops.
+  prometheus::Labels Labels() const {
+    return {{"service", std::get<0>(*key)},
+            {"pid", std::to_string(std::get<1>(*key))},
+            {"loop", std::get<2>(*key)}};
+  }
+  prometheus::Counter& Stalls(StallClass cls) {
+    prometheus::Counter*& c = stalls.at(static_cast<size_t>(cls));
+    if (c) return *c;
+    prometheus::Labels l = Labels();
+    l["class"] = StallClassName(cls);
+    c = &m->stalls.Add(l);
+    m->Touch(F::kStalls);
     return *c;
   }
 };
@@ -290,7 +410,7 @@ void Registry::Disconnect(ConnId id, Now now) {
       for (auto& [lk, l] : loops_) {
         if (std::get<0>(lk) == key.first && std::get<1>(lk) == key.second) {
           l.ongoing.reset();
-          l.series->ongoing->Set(0);
+          l.series->SetOngoing(0);
         }
       }
       spdlog::info("agent {} pid {} disconnected ({}); its series expire in {}s", key.first,
@@ -346,11 +466,9 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
     *err = DecodeError{RejectReason::kNoHello, "a loop of an agent that sent no hello", false};
     return nullptr;
   }
-  Loop& l = loops_[key];
-  l.series = std::make_unique<LoopSeries>(
-      proc->second.metrics.get(),
-      prometheus::Labels{{"service", service}, {"pid", std::to_string(pid)}, {"loop", loop}});
-  return &l;
+  auto [entry, added] = loops_.try_emplace(key);
+  entry->second.series = std::make_unique<LoopSeries>(proc->second.metrics.get(), &entry->first);
+  return &entry->second;
 }
 
 std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now) {
@@ -392,6 +510,7 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     if (!p.dropped_counter) {
       p.dropped_counter =
           &p.metrics->dropped.Add({{"service", h->service}, {"pid", std::to_string(h->pid)}});
+      p.metrics->Touch(ProcMetrics::kDropped);
     }
     const bool first = !c.hello;
     c.hello = std::move(*h);
@@ -541,7 +660,7 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
     if (f.stall_id <= l.max_closed_id && l.max_closed_id != 0) return;  // stale update
     MergeStacks(f.service, before, f);
     internal::TrimForStorage(&f);
-    l.ongoing = std::move(f);
+    l.ongoing = std::make_unique<StallFinding>(std::move(f));
     return;
   }
   if (f.stall_id != 0 && f.stall_id <= l.max_closed_id) return;  // already counted
@@ -549,11 +668,11 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   l.max_closed_id = std::max(l.max_closed_id, f.stall_id);
   if (l.ongoing && l.ongoing->stall_id <= f.stall_id) {
     l.ongoing.reset();
-    l.series->ongoing->Set(0);
+    l.series->SetOngoing(0);
   }
-  l.series->Stalls(StallClassName(f.stall_class)).Increment();
+  l.series->AddStalls(f.stall_class, 1);
   ++l.counted_stalls;
-  l.series->stall_duration->Observe(f.duration_s);
+  l.series->ObserveStall(f.duration_s);
   if (options_.max_recent_stalls == 0) return;
   const size_t bytes = internal::TrimForStorage(&f);
   recent_.emplace_back(std::move(f), bytes);
@@ -568,34 +687,33 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
 void Registry::ApplyDelay(const Conn&, DelayFinding&& d, Loop& l, Now now) {
   l.last_seen_unix_ns = now.unix_ns;
   LoopSeries& s = *l.series;
-  s.delay->ObserveMultiple(internal::Rebucket(d.delay_buckets, DelayBucketsSeconds()), d.sum_s);
-  s.iteration->ObserveMultiple(internal::Rebucket(d.iteration_buckets, IterationBucketsSeconds()),
-                               d.iteration_sum_s);
-  s.utilization->Set(d.utilization);
+  s.ObserveWindow(d);
   // The agent's counters are cumulative per loop: export their increase.
   if (d.stack_samples_total > l.last_stack_samples) {
-    s.stack_samples->Increment(static_cast<double>(d.stack_samples_total - l.last_stack_samples));
+    s.AddStackSamples(static_cast<double>(d.stack_samples_total - l.last_stack_samples));
     l.last_stack_samples = d.stack_samples_total;
   }
   if (d.reports_suppressed_total > l.last_suppressed) {
-    s.suppressed->Increment(static_cast<double>(d.reports_suppressed_total - l.last_suppressed));
+    s.AddSuppressed(static_cast<double>(d.reports_suppressed_total - l.last_suppressed));
     l.last_suppressed = d.reports_suppressed_total;
   }
   // Stalls whose closing finding never arrived (dropped by the agent's queue while the daemon
   // was away) still count: the agent's own counter is never rate-limited.
   if (d.stalls_total > l.counted_stalls) {
-    s.Stalls(StallClassName(StallClass::kUnknown))
-        .Increment(static_cast<double>(d.stalls_total - l.counted_stalls));
+    s.AddStalls(StallClass::kUnknown, static_cast<double>(d.stalls_total - l.counted_stalls));
     l.counted_stalls = d.stalls_total;
   }
   auto p = procs_.find(ProcKey{d.service, d.pid});
   if (p != procs_.end() && d.findings_dropped_total > p->second.last_dropped) {
     p->second.dropped_counter->Increment(
         static_cast<double>(d.findings_dropped_total - p->second.last_dropped));
+    p->second.metrics->Touch(ProcMetrics::kDropped);
     p->second.last_dropped = d.findings_dropped_total;
   }
-  d.delay_buckets.clear();
-  d.iteration_buckets.clear();
+  // Kept for /api/v1/loops without its buckets, and without their allocations (thousands of
+  // loops keep one window each).
+  SparseHistogram().swap(d.delay_buckets);
+  SparseHistogram().swap(d.iteration_buckets);
   l.last_window = std::move(d);
 }
 
@@ -636,7 +754,7 @@ void Registry::Sweep(Now now) {
     }
   }
   for (auto& [key, l] : loops_) {
-    l.series->ongoing->Set(
+    l.series->SetOngoing(
         l.ongoing ? std::max(l.ongoing->duration_s,
                              static_cast<double>(now.unix_ns - l.ongoing->start_ns) / 1e9)
                   : 0.0);
@@ -645,22 +763,185 @@ void Registry::Sweep(Now now) {
   metrics_->silent.Set(static_cast<double>(silent_agents()));
 }
 
-std::string Registry::MetricsText(Now now) {
-  std::ostringstream out;
-  WriteMetrics(out, now);
-  return out.str();
+namespace {
+
+// A streambuf that appends to a std::string. xsputn appends whole tokens: std::streambuf's
+// default copies through the put area, which costs more than the append for TextSerializer's
+// many one-character writes.
+class StringSink : public std::streambuf {
+ public:
+  explicit StringSink(std::string* out) : out_(out) {}
+
+ protected:
+  int_type overflow(int_type ch) override {
+    if (!traits_type::eq_int_type(ch, traits_type::eof())) {
+      out_->push_back(traits_type::to_char_type(ch));
+    }
+    return traits_type::not_eof(ch);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    out_->append(s, static_cast<size_t>(n));
+    return n;
+  }
+
+ private:
+  std::string* out_;
+};
+
+void Serialize(const std::vector<prometheus::MetricFamily>& families, std::string* out) {
+  StringSink sink(out);
+  std::ostream os(&sink);  // a fresh stream: the serializer sees default formatting state
+  prometheus::TextSerializer().Serialize(os, families);
 }
 
-void Registry::WriteMetrics(std::ostream& out, Now now) {
+// A process's cached text, in pages of its own (mmap) once it is a few pages long. Blocks are
+// replaced whenever a process's series change; in the malloc heap, interleaved with ingest's
+// short-lived allocations, they left ~15 MiB free but resident after a few rounds of scrapes
+// of 1000 agents, which munmap cannot.
+std::shared_ptr<char> NewTextBlock(size_t size) {
+  constexpr size_t kMapAtLeast = 8192;
+  if (size >= kMapAtLeast) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+      return std::shared_ptr<char>(static_cast<char*>(p), [size](char* q) { ::munmap(q, size); });
+    }
+  }
+  return std::shared_ptr<char>(new char[std::max<size_t>(size, 1)], std::default_delete<char[]>());
+}
+
+}  // namespace
+
+void Registry::UpdateAges(Now now) {
   // Ages of ongoing stalls move between sweeps too.
   for (auto& [key, l] : loops_) {
     if (l.ongoing) {
-      l.series->ongoing->Set(std::max(
-          l.ongoing->duration_s, static_cast<double>(now.unix_ns - l.ongoing->start_ns) / 1e9));
+      l.series->SetOngoing(std::max(l.ongoing->duration_s,
+                                    static_cast<double>(now.unix_ns - l.ongoing->start_ns) / 1e9));
     }
   }
   metrics_->agents.Set(static_cast<double>(conns_.size()));
   metrics_->silent.Set(static_cast<double>(silent_agents()));
+}
+
+bool Registry::RefreshText(ProcMetrics& m) {
+  if (family_order_.empty()) {
+    // The order prometheus::Registry::Collect gives (by type, then registration): the order the
+    // exposition has always had.
+    for (const auto& fam : m.registry.Collect()) {
+      for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+        if (m.name(f) == fam.name) family_order_.push_back(f);
+      }
+    }
+    family_headers_.resize(ProcMetrics::kFamilyCount);
+    if (family_order_.size() != ProcMetrics::kFamilyCount) return false;
+  }
+  std::array<std::string, ProcMetrics::kFamilyCount> fresh;
+  std::array<std::string_view, ProcMetrics::kFamilyCount> texts = m.text;
+  size_t total = 0;
+  for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+    if (m.dirty & (1u << f)) {
+      const std::vector<prometheus::MetricFamily> fams = m.family(f).Collect();
+      if (fams.size() != 1) return false;
+      TextPiece& header = family_headers_[f];
+      if (!header.owner) {
+        auto h = std::make_shared<std::string>();
+        Serialize({prometheus::MetricFamily{fams[0].name, fams[0].help, fams[0].type, {}}},
+                  h.get());
+        header = TextPiece{h, *h};
+      }
+      Serialize(fams, &fresh[f]);
+      // The serializer writes a family as its header lines followed by one block per series:
+      // keep the series, the header is written once for all processes.
+      if (!std::string_view(fresh[f]).starts_with(header.text)) return false;
+      texts[f] = std::string_view(fresh[f]).substr(header.text.size());
+    }
+    total += texts[f].size();
+  }
+  std::shared_ptr<char> block = NewTextBlock(total);
+  char* at = block.get();
+  for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+    if (!texts[f].empty()) std::memcpy(at, texts[f].data(), texts[f].size());
+    m.text[f] = std::string_view(at, texts[f].size());
+    at += texts[f].size();
+  }
+  m.block = std::move(block);
+  m.dirty = 0;
+  return true;
+}
+
+bool Registry::Refresh(ProcMetrics& m) {
+  if (!text_cache_ok_ || !m.dirty) return text_cache_ok_;
+  if (!RefreshText(m)) {
+    text_cache_ok_ = false;
+    spdlog::error(
+        "prometheus-cpp's TextSerializer wrote a family in an unexpected layout: /metrics "
+        "serializes every series at each scrape from now on");
+  }
+  return text_cache_ok_;
+}
+
+bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (auto& [key, p] : procs_) {
+    if (!text_cache_ok_) return false;
+    if (!p.metrics || !p.metrics->dirty) continue;
+    if (std::chrono::steady_clock::now() >= deadline) return true;
+    Refresh(*p.metrics);
+  }
+  return false;
+}
+
+void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
+  UpdateAges(now);
+  for (auto& [key, p] : procs_) {
+    if (p.metrics && !Refresh(*p.metrics)) break;
+  }
+  if (!text_cache_ok_) {
+    std::ostringstream os;
+    WriteUncached(os);
+    auto text = std::make_shared<const std::string>(std::move(os).str());
+    out->push_back(TextPiece{text, *text});
+    return;
+  }
+  const bool any = std::any_of(procs_.begin(), procs_.end(),
+                               [](const auto& kv) { return kv.second.metrics != nullptr; });
+  if (any) {
+    for (unsigned f : family_order_) {
+      out->push_back(family_headers_[f]);
+      for (const auto& [key, p] : procs_) {
+        if (p.metrics && !p.metrics->text[f].empty()) {
+          out->push_back(TextPiece{p.metrics->block, p.metrics->text[f]});
+        }
+      }
+    }
+  }
+  // The daemon's own few series change at every scrape: serialized each time.
+  auto own = std::make_shared<std::string>();
+  Serialize(metrics_->registry.Collect(), own.get());
+  out->push_back(TextPiece{own, *own});
+}
+
+void Registry::WriteMetrics(std::ostream& out, Now now) {
+  std::vector<TextPiece> pieces;
+  MetricsPieces(now, &pieces);
+  for (const auto& p : pieces)
+    out.write(p.text.data(), static_cast<std::streamsize>(p.text.size()));
+}
+
+std::string Registry::MetricsText(Now now) {
+  std::ostringstream out;
+  WriteMetrics(out, now);
+  return std::move(out).str();
+}
+
+std::string Registry::MetricsTextUncachedForTest(Now now) {
+  UpdateAges(now);
+  std::ostringstream out;
+  WriteUncached(out);
+  return std::move(out).str();
+}
+
+void Registry::WriteUncached(std::ostream& out) {
   std::vector<prometheus::MetricFamily> families;
   std::map<std::string, size_t> index;
   for (const auto& [key, p] : procs_) {

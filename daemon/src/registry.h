@@ -14,6 +14,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -101,11 +102,28 @@ class Registry {
   void Reject(wire::RejectReason reason);
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
+  // Serializes the text of processes whose series changed, ahead of the next scrape, for about
+  // `budget` of the caller's time; returns false once nothing is left to serialize. Called
+  // between scrapes (agents report at different times), it leaves a scrape only what changed
+  // since the last call, instead of every process that reported since the last scrape.
+  bool PrepareMetrics(std::chrono::nanoseconds budget);
 
-  // Prometheus text exposition of every series, written to `out` as it is produced (no copy of
-  // the whole text: with thousands of loops it is tens of MiB).
+  // A piece of the exposition text, shared with the registry's cache: `owner` keeps `text`
+  // alive after the registry has moved on (until a socket has sent it, say).
+  struct TextPiece {
+    std::shared_ptr<const void> owner;
+    std::string_view text;
+  };
+  // The Prometheus text exposition of every series (prometheus-cpp's TextSerializer), as pieces
+  // in order. A process's series are serialized again only when they changed since the last
+  // call; unchanged ones are shared from the cache, not copied (with thousands of loops the
+  // text is tens of MiB).
+  void MetricsPieces(Now now, std::vector<TextPiece>* out);
+  // The same text, written to `out` / returned as one string.
   void WriteMetrics(std::ostream& out, Now now);
   std::string MetricsText(Now now);
+  // Every series collected and serialized afresh, without the cache: what MetricsText equals.
+  std::string MetricsTextUncachedForTest(Now now);
   nlohmann::json LoopsJson(Now now) const;
   nlohmann::json StallsJson(const StallQuery& q, Now now) const;
   nlohmann::json StacksJson() const;
@@ -140,7 +158,7 @@ class Registry {
   struct Loop {
     int64_t last_seen_unix_ns = 0;
     std::optional<DelayFinding> last_window;  // buckets cleared
-    std::optional<StallFinding> ongoing;
+    std::unique_ptr<StallFinding> ongoing;    // on the heap: most loops have none
     uint64_t max_closed_id = 0;
     uint64_t counted_stalls = 0;
     uint64_t last_stack_samples = 0, last_suppressed = 0;
@@ -165,6 +183,12 @@ class Registry {
   void MergeStacks(const std::string& service, const StallFinding* before,
                    const StallFinding& after);
   void RemoveProc(const ProcKey& key);
+  void UpdateAges(Now now);
+  // Serializes the families of `m` marked dirty into its text cache; false when the serializer's
+  // output does not have the expected layout (the cache is then given up).
+  [[nodiscard]] bool RefreshText(ProcMetrics& m);
+  bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
+  void WriteUncached(std::ostream& out);
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
 
   RegistryOptions options_;
@@ -185,6 +209,10 @@ class Registry {
   uint64_t evictions_not_logged_ = 0;
   size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
+  // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.
+  std::vector<unsigned> family_order_;
+  std::vector<TextPiece> family_headers_;  // by ProcMetrics::FamilyId
+  bool text_cache_ok_ = true;
 };
 
 }  // namespace stallwatch::daemon

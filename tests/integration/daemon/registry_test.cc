@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "stallwatch/common/histogram.h"
 #include "test_util.h"
@@ -224,6 +225,87 @@ TEST(Registry, StoredStallsAreTrimmed) {
   EXPECT_EQ(f.stacks.size(), 16u);
   for (const auto& s : f.stacks) EXPECT_LE(s.frames.size(), 64u);
   EXPECT_LT(bytes, 200'000u);
+}
+
+// The exposition is cached per process and family and re-serialized only where series changed:
+// after any sequence of changes it must equal a fresh serialization of every series.
+TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
+  RegistryOptions o;
+  o.expire_after = 3s;
+  Registry r(o);
+  std::mt19937 rng(2024);
+  struct Agent {
+    Registry::ConnId conn = 0;
+    bool connected = false;
+    uint64_t stalls = 0, samples = 0, suppressed = 0, dropped = 0, next_id = 1;
+  };
+  std::vector<Agent> agents(6);
+  const auto service = [](size_t a) { return "svc" + std::to_string(a % 3); };
+  const auto loop = [](uint32_t l) { return "loop-" + std::to_string(l); };
+  int64_t t = 0;
+  size_t compared = 0;
+  for (int step = 0; step < 600; ++step) {
+    t += 1 + static_cast<int64_t>(rng() % 2);
+    const size_t a = rng() % agents.size();
+    Agent& ag = agents[a];
+    const int64_t pid = 1000 + static_cast<int64_t>(a);
+    const uint32_t op = rng() % 10;
+    if (!ag.connected || op == 0) {
+      if (ag.connected) {
+        r.Disconnect(ag.conn, At(t));
+        ag.connected = false;
+        continue;
+      }
+      ag.conn = r.Connect("test", At(t));
+      wire::Hello h = Hello(service(a), pid);
+      h.loops = {loop(0), loop(1)};
+      ASSERT_FALSE(r.Apply(ag.conn, std::move(h), At(t)).has_value());
+      ag.connected = true;
+    } else if (op <= 5) {
+      DelayFinding d = Window(0);
+      d.service = service(a);
+      d.pid = pid;
+      d.loop = loop(rng() % 3);
+      d.utilization = static_cast<double>(rng() % 100) / 100;
+      d.delay_buckets = {{static_cast<uint32_t>(rng() % kHistBuckets), 1 + rng() % 9}};
+      d.iteration_buckets = {{static_cast<uint32_t>(rng() % kHistBuckets), 1 + rng() % 9}};
+      d.sum_s = 0.001 * (rng() % 50);
+      ag.stalls += rng() % 2;
+      ag.samples += rng() % 3;
+      ag.suppressed += rng() % 2;
+      ag.dropped += rng() % 2;
+      d.stalls_total = ag.stalls;
+      d.stack_samples_total = ag.samples;
+      d.reports_suppressed_total = ag.suppressed;
+      d.findings_dropped_total = ag.dropped;
+      ASSERT_FALSE(r.Apply(ag.conn, std::move(d), At(t)).has_value());
+    } else if (op <= 8) {
+      StallFinding f = Stall(ag.next_id, op == 6, 0.05 * (1 + rng() % 40), 1 + rng() % 3,
+                             static_cast<StallClass>(rng() % 5));
+      if (op != 6) ++ag.next_id;
+      f.service = service(a);
+      f.pid = pid;
+      f.loop = loop(rng() % 2);
+      f.start_ns = At(t - 1).unix_ns;
+      ASSERT_FALSE(r.Apply(ag.conn, std::move(f), At(t)).has_value());
+    } else {
+      r.Sweep(At(t));
+    }
+    if (rng() % 4 == 0) {
+      // Serialized ahead of the scrape, in full or in part.
+      r.PrepareMetrics(rng() % 2 ? std::chrono::nanoseconds(0) : std::chrono::seconds(1));
+    }
+    if (rng() % 3 == 0) {
+      const std::string cached = r.MetricsText(At(t));
+      ASSERT_EQ(cached, r.MetricsTextUncachedForTest(At(t))) << "step " << step;
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 100u);
+  r.MetricsText(At(t));
+  EXPECT_FALSE(r.PrepareMetrics(1s)) << "nothing left to serialize after a scrape";
+  // Processes came and went: series were removed from the cache too.
+  EXPECT_NE(r.MetricsText(At(t)).find("stallwatch_loop_delay_seconds_bucket"), std::string::npos);
 }
 
 }  // namespace

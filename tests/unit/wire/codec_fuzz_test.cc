@@ -96,7 +96,7 @@ TEST(WireFuzz, MutatedFramesNeverCrash) {
 namespace stallwatch::wire {
 namespace {
 
-// The SAX fast path for delay windows and the DOM path accept and reject the same bodies.
+// The scanner (fast path) for delay windows and the DOM path accept and reject the same bodies.
 TEST(WireFuzz, DelayFastPathAgreesWithDomPath) {
   DelayFinding d;
   d.service = "svc";
@@ -109,19 +109,49 @@ TEST(WireFuzz, DelayFastPathAgreesWithDomPath) {
   d.iteration_buckets = {{5, 7}};
   d.stalls_total = 4;
   const std::string seed = EncodeBody(d);
-  const char* kInserts[] = {"-1",         "null", "true", "\"x\"",
-                            "[1,2]",      "{}",   "1.5",  "[[1,2,3]]",
-                            "4294967296", "0",    ",",    "\"kind\":\"stall\","};
+  d.boundary_source = "epoll_wait";
+  d.utilization_estimated = true;
+  d.end_ns = 1'700'000'000'123'456'789;
+  d.p99_s = 0.0123456789;
+  d.sum_s = 1e-7;
+  std::string spaced = EncodeBody(d);  // every field, and whitespace between the tokens
+  for (size_t i = 0; (i = spaced.find_first_of(",:[", i)) != std::string::npos; i += 2) {
+    spaced.insert(i + 1, i % 3 == 0 ? " " : "\n\t");
+  }
+  const std::string seeds[] = {seed, spaced};
+  const char* kInserts[] = {"-1",
+                            "null",
+                            "true",
+                            "\"x\"",
+                            "[1,2]",
+                            "{}",
+                            "1.5",
+                            "[[1,2,3]]",
+                            "4294967296",
+                            "0",
+                            ",",
+                            "\"kind\":\"stall\",",
+                            " ",
+                            "1e-400",
+                            "2.5E+3",
+                            "1e400",
+                            "18446744073709551615",
+                            "18446744073709551616",
+                            "9223372036854775808",
+                            "\"\\u0064\"",
+                            "\"\xc3\xa9\"",
+                            "\"p50_s\":0.25,",
+                            "\"delay_buckets\":[[1,1]],"};
   std::mt19937 rng(777);
-  int agreed_ok = 0;
-  for (int iter = 0; iter < 20000; ++iter) {
-    std::string body = seed;
+  int agreed_ok = 0, scanner_took = 0;
+  for (int iter = 0; iter < 40000; ++iter) {
+    std::string body = seeds[iter % 2];
     const int mutations = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < mutations; ++k) {
       const size_t pos = rng() % body.size();
       switch (rng() % 3) {
         case 0:
-          body[pos] = "0123456789,:[]{}\"-."[rng() % 19];
+          body[pos] = "0123456789,:[]{}\"-.eE \\"[rng() % 23];
           break;
         case 1:
           body.erase(pos, 1 + rng() % 6);
@@ -136,6 +166,8 @@ TEST(WireFuzz, DelayFastPathAgreesWithDomPath) {
     DecodeError fast_e, slow_e;
     const bool fast = internal::DecodeBodyForTest(body, &fast_m, &fast_e, true);
     const bool slow = internal::DecodeBodyForTest(body, &slow_m, &slow_e, false);
+    DelayFinding scanned;
+    scanner_took += internal::ScanDelayForTest(body, &scanned) ? 1 : 0;
     ASSERT_EQ(fast, slow) << body;
     if (fast) {
       ++agreed_ok;
@@ -148,6 +180,13 @@ TEST(WireFuzz, DelayFastPathAgreesWithDomPath) {
   DecodeError e;
   ASSERT_TRUE(internal::DecodeBodyForTest(seed, &m, &e, true));
   EXPECT_EQ(EncodeBody(m), seed);
+  ASSERT_TRUE(internal::DecodeBodyForTest(spaced, &m, &e, true));
+  EXPECT_EQ(EncodeBody(m), EncodeBody(d));
+  DelayFinding scanned;
+  EXPECT_TRUE(internal::ScanDelayForTest(seed, &scanned));
+  EXPECT_TRUE(internal::ScanDelayForTest(spaced, &scanned));
+  // The mutations must leave the scanner plenty to decide, or the comparison proves little.
+  EXPECT_GT(scanner_took, 2000) << "of " << agreed_ok << " accepted bodies";
   EXPECT_GT(agreed_ok, 100);
 }
 

@@ -94,8 +94,10 @@ std::string EncodeBody(const Message& m);
 bool DecodeBody(std::string_view body, Message* out, DecodeError* err);
 
 namespace internal {
-// DecodeBody with (fast_path) or without the SAX path for delay windows: the two must agree.
+// DecodeBody with (fast_path) or without the scanner for delay windows: the two must agree.
 bool DecodeBodyForTest(std::string_view body, Message* out, DecodeError* err, bool fast_path);
+// The scanner alone: true when it took the body itself (false: DecodeBody asks the DOM path).
+bool ScanDelayForTest(std::string_view body, DelayFinding* out);
 }  // namespace internal
 
 // Incremental decoder of a byte stream: Feed() what the socket gave, then call Next() until it
