@@ -77,8 +77,10 @@ bool MemoryRead(Dwfl* /*dwfl*/, Dwarf_Addr addr, Dwarf_Word* result, void* dwfl_
   auto* self = static_cast<Unwinder*>(dwfl_arg);
   const UnwindInput* in = self->current();
   if (in == nullptr) return false;
-  if (in->stack != nullptr && addr >= in->stack_base &&
-      addr + sizeof(Dwarf_Word) <= in->stack_base + in->stack_len) {
+  // In the copy of the stack? (Subtractions only: a garbage address near 2^64 must not wrap
+  // around into the range.)
+  if (in->stack != nullptr && addr >= in->stack_base && in->stack_len >= sizeof(Dwarf_Word) &&
+      addr - in->stack_base <= in->stack_len - sizeof(Dwarf_Word)) {
     std::memcpy(result, in->stack + (addr - in->stack_base), sizeof(Dwarf_Word));
     return true;
   }
