@@ -6,14 +6,14 @@
 #include <event2/keyvalq_struct.h>
 #include <malloc.h>
 #include <spdlog/spdlog.h>
-#include <sys/queue.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <ostream>
-#include <set>
 #include <streambuf>
+
+#include "api_query.h"
 
 namespace stallwatch::daemon {
 namespace {
@@ -84,31 +84,6 @@ void Json(evhttp_request* req, const nlohmann::json& j) {
   Reply(req, 200, "OK", "application/json", body);
 }
 
-// Parses the query into (name, value) pairs, refusing names not in `accepted`.
-bool ParseQuery(evhttp_request* req, const std::set<std::string>& accepted, const char* form,
-                std::vector<std::pair<std::string, std::string>>* out) {
-  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
-  const char* q = uri ? evhttp_uri_get_query(uri) : nullptr;
-  if (!q || !*q) return true;
-  evkeyvalq kv;
-  TAILQ_INIT(&kv);
-  if (evhttp_parse_query_str(q, &kv) != 0) {
-    BadRequest(req, std::string("malformed query string; accepted: ") + form);
-    return false;
-  }
-  bool ok = true;
-  for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
-    if (!accepted.count(e->key)) {
-      BadRequest(req, std::string("unknown parameter '") + e->key + "'; accepted: " + form);
-      ok = false;
-      break;
-    }
-    out->emplace_back(e->key, e->value);
-  }
-  evhttp_clear_headers(&kv);
-  return ok;
-}
-
 }  // namespace
 
 HttpServer::HttpServer(event_base* base, Registry* registry)
@@ -153,59 +128,36 @@ void HttpServer::OnRequest(evhttp_request* req, void* arg) noexcept {
 void HttpServer::Handle(evhttp_request* req) {
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
   const char* p = uri ? evhttp_uri_get_path(uri) : nullptr;
-  const std::string path = p ? p : "";
-  const Now now = Now::FromClocks();
-  std::vector<std::pair<std::string, std::string>> params;
-
-  if (path == "/metrics") {
-    if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    ReplyMetrics(req, registry_, now);
-  } else if (path == "/healthz") {
-    if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
-  } else if (path == "/api/v1/loops") {
-    if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    Json(req, registry_->LoopsJson(now));
-  } else if (path == "/api/v1/stalls") {
-    constexpr const char* kForm = "limit=1..1000 (default 100), service=NAME, ongoing=true|false";
-    if (!ParseQuery(req, {"limit", "service", "ongoing"}, kForm, &params)) return;
-    StallQuery q;
-    for (const auto& [k, v] : params) {
-      if (k == "limit") {
-        if (v.empty() || v.size() > 4 || v.find_first_not_of("0123456789") != std::string::npos ||
-            std::stoi(v) < 1 || std::stoi(v) > 1000) {
-          return BadRequest(req, "bad limit '" + v + "': expected an integer 1..1000");
-        }
-        q.limit = static_cast<size_t>(std::stoi(v));
-      } else if (k == "service") {
-        if (v.empty()) return BadRequest(req, "bad service '': expected a service name");
-        q.service = v;
-      } else if (k == "ongoing") {
-        if (v == "true" || v == "1") {
-          q.ongoing = true;
-        } else if (v == "false" || v == "0") {
-          q.ongoing = false;
-        } else {
-          return BadRequest(req, "bad ongoing '" + v + "': expected true or false");
-        }
-      }
-    }
-    Json(req, registry_->StallsJson(q, now));
-  } else if (path == "/api/v1/stacks") {
-    if (!ParseQuery(req, {"format"}, "format=folded|json", &params)) return;
-    std::string format = "json";
-    for (const auto& [k, v] : params) format = v;
-    if (format == "json") {
-      Json(req, registry_->StacksJson());
-    } else if (format == "folded") {
-      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
+  const char* q = uri ? evhttp_uri_get_query(uri) : nullptr;
+  const auto r = ParseApiRequest(p ? p : "", q ? q : "");
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kNotFound) {
+      Reply(req, 404, "Not Found", "text/plain; charset=utf-8", r.status().message() + "\n");
     } else {
-      BadRequest(req, "bad format '" + format + "': expected folded or json");
+      BadRequest(req, r.status().message());
     }
-  } else {
-    Reply(req, 404, "Not Found", "text/plain; charset=utf-8",
-          "no such path '" + path +
-              "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, /api/v1/stacks\n");
+    return;
+  }
+  const Now now = Now::FromClocks();
+  switch (r->kind) {
+    case ApiRequest::Kind::kMetrics:
+      ReplyMetrics(req, registry_, now);
+      break;
+    case ApiRequest::Kind::kHealthz:
+      Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
+      break;
+    case ApiRequest::Kind::kLoops:
+      Json(req, registry_->LoopsJson(now));
+      break;
+    case ApiRequest::Kind::kStalls:
+      Json(req, registry_->StallsJson(r->stalls, now));
+      break;
+    case ApiRequest::Kind::kStacksJson:
+      Json(req, registry_->StacksJson());
+      break;
+    case ApiRequest::Kind::kStacksFolded:
+      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
+      break;
   }
 }
 

@@ -14,6 +14,33 @@
 
 namespace stallwatch::daemon {
 
+bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* decoder,
+                 const char* data, size_t n, Now now, const RejectLog& on_reject) {
+  decoder->Feed(data, n);
+  wire::Message m;
+  wire::DecodeError err;
+  for (;;) {
+    const auto r = decoder->Next(&m, &err);
+    if (r == wire::FrameDecoder::Result::kNeedMore) return true;
+    if (r == wire::FrameDecoder::Result::kMessage) {
+      auto rejected = registry->Apply(id, std::move(m), now);
+      if (!rejected) continue;
+      err = *rejected;
+    }
+    registry->Reject(err.reason);
+    on_reject(err.message);
+    if (err.fatal) return false;
+  }
+}
+
+void IngestEnd(Registry* registry, const wire::FrameDecoder& decoder, const RejectLog& on_reject) {
+  if (decoder.pending() > 0 && !decoder.failed()) {
+    registry->Reject(wire::RejectReason::kTruncated);
+    on_reject("connection closed in the middle of a frame (" + std::to_string(decoder.pending()) +
+              " bytes)");
+  }
+}
+
 struct Ingest::Connection {
   Ingest* owner = nullptr;
   bufferevent* bev = nullptr;
@@ -94,30 +121,15 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
   try {
     evbuffer* in = bufferevent_get_input(bev);
     char chunk[64 * 1024];
-    bool close = false;
-    while (!close && evbuffer_get_length(in) > 0) {
+    const RejectLog log = [&](const std::string& message) { self->LogReject(c->peer, message); };
+    bool open = true;
+    while (open && evbuffer_get_length(in) > 0) {
       const int n = evbuffer_remove(in, chunk, sizeof(chunk));
       if (n <= 0) break;
-      c->decoder.Feed(chunk, static_cast<size_t>(n));
-      wire::Message m;
-      wire::DecodeError err;
-      for (;;) {
-        const auto r = c->decoder.Next(&m, &err);
-        if (r == wire::FrameDecoder::Result::kNeedMore) break;
-        if (r == wire::FrameDecoder::Result::kMessage) {
-          auto rejected = self->registry_->Apply(c->id, std::move(m), Now::FromClocks());
-          if (!rejected) continue;
-          err = *rejected;
-        }
-        self->registry_->Reject(err.reason);
-        self->LogReject(c->peer, err.message);
-        if (err.fatal) {
-          close = true;
-          break;
-        }
-      }
+      open = IngestBytes(self->registry_, c->id, &c->decoder, chunk, static_cast<size_t>(n),
+                         Now::FromClocks(), log);
     }
-    if (close) self->Close(c);
+    if (!open) self->Close(c);
   } catch (const std::exception& e) {
     spdlog::error("agent {}: {}; connection closed", c->peer, e.what());
     self->Close(c);
@@ -128,10 +140,11 @@ void Ingest::OnEvent(bufferevent*, short what, void* arg) noexcept {
   auto* c = static_cast<Connection*>(arg);
   Ingest* self = c->owner;
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-    if (c->decoder.pending() > 0 && !c->decoder.failed()) {
-      self->registry_->Reject(wire::RejectReason::kTruncated);
-      self->LogReject(c->peer, "connection closed in the middle of a frame (" +
-                                   std::to_string(c->decoder.pending()) + " bytes)");
+    try {
+      IngestEnd(self->registry_, c->decoder,
+                [&](const std::string& message) { self->LogReject(c->peer, message); });
+    } catch (const std::exception& e) {
+      spdlog::error("agent {}: {}", c->peer, e.what());
     }
     self->Close(c);
   }

@@ -5,6 +5,7 @@
 // Threading: created, used and destroyed on the daemon's loop thread.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,17 @@ struct bufferevent;
 struct sockaddr;
 
 namespace stallwatch::daemon {
+
+// The frame handling of one agent connection, apart from its socket: the bytes it sent →
+// frames → the registry. Every refused frame is counted (Registry::Reject) and its one-line
+// reason passed to `on_reject`. Pure logic over the registry; tested and fuzzed without sockets.
+using RejectLog = std::function<void(const std::string& message)>;
+// Feeds `n` bytes of connection `id`'s stream to its decoder and applies every complete frame.
+// Returns false when the stream cannot continue (a fatal header error): close the connection.
+bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* decoder,
+                 const char* data, size_t n, Now now, const RejectLog& on_reject);
+// The stream ended (EOF or error): a frame cut short is counted as truncated.
+void IngestEnd(Registry* registry, const wire::FrameDecoder& decoder, const RejectLog& on_reject);
 
 class Ingest {
  public:
