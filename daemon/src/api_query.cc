@@ -5,8 +5,36 @@
 #include <sys/queue.h>
 
 #include <algorithm>
+#include <cstdio>
 
 namespace stallwatch::daemon {
+namespace {
+
+// Request text echoed in an error message: control characters escaped and at most 64 bytes
+// (cut at a UTF-8 character boundary), so that the message stays one bounded line whatever
+// the request held ("%0A" in a query value decodes to a newline).
+std::string Echo(std::string_view s) {
+  constexpr size_t kMax = 64;
+  size_t n = std::min(s.size(), kMax);
+  while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
+  std::string out;
+  for (const char ch : s.substr(0, n)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof(b), "\\x%02x", c);
+      out += b;
+    } else {
+      out.push_back(ch);
+    }
+  }
+  if (n < s.size()) out += "...";
+  return out;
+}
+
+}  // namespace
 
 StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
     std::string_view query, const std::vector<std::string_view>& accepted, std::string_view form) {
@@ -24,7 +52,7 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
   Status status;
   for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
     if (std::find(accepted.begin(), accepted.end(), std::string_view(e->key)) == accepted.end()) {
-      status = InvalidArgumentError("unknown parameter '" + std::string(e->key) +
+      status = InvalidArgumentError("unknown parameter '" + Echo(e->key) +
                                     "'; accepted: " + std::string(form));
       break;
     }
@@ -56,7 +84,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
       if (k == "limit") {
         if (v.empty() || v.size() > 4 || v.find_first_not_of("0123456789") != std::string::npos ||
             std::stoi(v) < 1 || std::stoi(v) > 1000) {
-          return InvalidArgumentError("bad limit '" + v + "': expected an integer 1..1000");
+          return InvalidArgumentError("bad limit '" + Echo(v) + "': expected an integer 1..1000");
         }
         q.limit = static_cast<size_t>(std::stoi(v));
       } else if (k == "service") {
@@ -68,7 +96,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         } else if (v == "false" || v == "0") {
           q.ongoing = false;
         } else {
-          return InvalidArgumentError("bad ongoing '" + v + "': expected true or false");
+          return InvalidArgumentError("bad ongoing '" + Echo(v) + "': expected true or false");
         }
       }
     }
@@ -84,11 +112,11 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     } else if (format == "folded") {
       r.kind = ApiRequest::Kind::kStacksFolded;
     } else {
-      return InvalidArgumentError("bad format '" + format + "': expected folded or json");
+      return InvalidArgumentError("bad format '" + Echo(format) + "': expected folded or json");
     }
     return r;
   }
-  return NotFoundError("no such path '" + std::string(path) +
+  return NotFoundError("no such path '" + Echo(path) +
                        "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, "
                        "/api/v1/stacks");
 }
