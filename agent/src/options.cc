@@ -1,3 +1,5 @@
+#include "options.h"
+
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <csignal>
@@ -46,14 +48,20 @@ void WarnOnce(const std::string& var, const std::string& value, const std::strin
 Options Options::FromEnvironment() { return FromEnvironment(Options{}); }
 
 Options Options::FromEnvironment(Options base) {
-  using agent::internal::WarnOnce;
+  return agent::internal::OptionsFromEnv(std::move(base),
+                                         [](const char* name) { return std::getenv(name); });
+}
+
+namespace agent::internal {
+
+Options OptionsFromEnv(Options base, const EnvLookup& lookup) {
   Options o = std::move(base);
-  if (const char* v = std::getenv("STALLWATCH_SERVICE"); v != nullptr && *v != '\0') {
+  if (const char* v = lookup("STALLWATCH_SERVICE"); v != nullptr && *v != '\0') {
     o.service = v;
   }
-  auto duration = [](const char* var, std::chrono::nanoseconds* field,
-                     std::chrono::nanoseconds min) {
-    const char* v = std::getenv(var);
+  auto duration = [&](const char* var, std::chrono::nanoseconds* field,
+                      std::chrono::nanoseconds min) {
+    const char* v = lookup(var);
     if (v == nullptr || *v == '\0') return;
     auto d = ParseDuration(v);
     if (!d.ok()) {
@@ -67,8 +75,8 @@ Options Options::FromEnvironment(Options base) {
   duration("STALLWATCH_THRESHOLD", &o.stall_threshold, std::chrono::milliseconds(1));
   duration("STALLWATCH_INTERVAL", &o.probe_interval, std::chrono::microseconds(100));
   duration("STALLWATCH_REPORT_INTERVAL", &o.report_interval, std::chrono::milliseconds(100));
-  if (const char* v = std::getenv("STALLWATCH_ENDPOINT"); v != nullptr && *v != '\0') {
-    auto e = agent::internal::ParseEndpoint(v);
+  if (const char* v = lookup("STALLWATCH_ENDPOINT"); v != nullptr && *v != '\0') {
+    auto e = ParseEndpoint(v);
     if (e.ok()) {
       o.endpoint = v;
     } else {
@@ -76,7 +84,7 @@ Options Options::FromEnvironment(Options base) {
                o.endpoint.empty() ? kDefaultEndpoint : o.endpoint);
     }
   }
-  if (const char* v = std::getenv("STALLWATCH_TOKEN_FILE"); v != nullptr && *v != '\0') {
+  if (const char* v = lookup("STALLWATCH_TOKEN_FILE"); v != nullptr && *v != '\0') {
     if (v[0] == '/') {
       o.token_file = v;
     } else {
@@ -84,7 +92,7 @@ Options Options::FromEnvironment(Options base) {
                o.token_file.empty() ? "no token" : o.token_file);
     }
   }
-  if (const char* v = std::getenv("STALLWATCH_SAMPLING"); v != nullptr && *v != '\0') {
+  if (const char* v = lookup("STALLWATCH_SAMPLING"); v != nullptr && *v != '\0') {
     const std::string s = v;
     if (s == "signal-all") {
       o.sampling = SamplingMode::kSignalAll;
@@ -95,13 +103,12 @@ Options Options::FromEnvironment(Options base) {
                o.sampling == SamplingMode::kOff ? "off" : "on");
     }
   }
-  if (const char* v = std::getenv("STALLWATCH_SIGNAL"); v != nullptr && *v != '\0') {
+  if (const char* v = lookup("STALLWATCH_SIGNAL"); v != nullptr && *v != '\0') {
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
     if (*end != '\0' || n <= 0 || n >= NSIG || n == SIGKILL || n == SIGSTOP) {
       WarnOnce("STALLWATCH_SIGNAL", v, "expected a signal number (e.g. 37)",
-               std::to_string(o.sample_signal ? o.sample_signal
-                                              : agent::platform::DefaultSampleSignal()));
+               std::to_string(o.sample_signal ? o.sample_signal : platform::DefaultSampleSignal()));
     } else {
       o.sample_signal = static_cast<int>(n);
     }
@@ -109,4 +116,5 @@ Options Options::FromEnvironment(Options base) {
   return o;
 }
 
+}  // namespace agent::internal
 }  // namespace stallwatch

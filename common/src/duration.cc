@@ -55,7 +55,8 @@ std::string FormatDuration(std::chrono::nanoseconds d) {
     std::snprintf(buf, sizeof(buf), "%.*f%s", v == std::floor(v) ? 0 : (v < 10 ? 2 : 1), v, unit);
     return std::string(buf);
   };
-  const int64_t a = ns < 0 ? -ns : ns;
+  // The magnitude in unsigned arithmetic: -ns overflows for nanoseconds::min().
+  const uint64_t a = ns < 0 ? uint64_t{0} - static_cast<uint64_t>(ns) : static_cast<uint64_t>(ns);
   if (a < 1000) return std::to_string(ns) + "ns";
   if (a < 1'000'000) return fmt(ns / 1e3, "us");
   if (a < 1'000'000'000) return fmt(ns / 1e6, "ms");

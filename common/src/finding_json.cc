@@ -1,6 +1,9 @@
 #include "stallwatch/common/finding_json.h"
 
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 namespace stallwatch {
 
@@ -123,6 +126,21 @@ template <typename T>
 bool Get(const json& j, const char* key, T* out, std::string* err) {
   auto it = j.find(key);
   if (it == j.end()) return true;  // optional: defaults stay
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // Integer fields take integers in range only: converting a float such as 1e300 to an
+    // integer is undefined behaviour, and a silently wrapped or truncated count is a lie.
+    using Limits = std::numeric_limits<T>;
+    bool in_range = false;
+    if (it->is_number_unsigned()) {
+      in_range = it->get<uint64_t>() <= static_cast<uint64_t>(Limits::max());
+    } else if (it->is_number_integer()) {  // negative
+      in_range = std::is_signed_v<T> && it->get<int64_t>() >= static_cast<int64_t>(Limits::min());
+    }
+    if (!in_range) {
+      *err = std::string("field '") + key + "' has the wrong type or is out of range";
+      return false;
+    }
+  }
   try {
     *out = it->get<T>();
     return true;
@@ -145,7 +163,11 @@ bool GetSparse(const json& j, const char* key, SparseHistogram* out, std::string
       *err = std::string("field '") + key + "' must be an array of [index, count]";
       return false;
     }
-    out->emplace_back(e[0].get<uint32_t>(), e[1].get<uint64_t>());
+    if (e[0].get<uint64_t>() > UINT32_MAX) {
+      *err = std::string("field '") + key + "' has a bucket index out of range";
+      return false;
+    }
+    out->emplace_back(static_cast<uint32_t>(e[0].get<uint64_t>()), e[1].get<uint64_t>());
   }
   return true;
 }

@@ -6,14 +6,15 @@
 #include <event2/keyvalq_struct.h>
 #include <malloc.h>
 #include <spdlog/spdlog.h>
-#include <sys/queue.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <set>
-#include <vector>
+#include <ostream>
+#include <streambuf>
+
+#include "api_query.h"
 
 namespace stallwatch::daemon {
 namespace {
@@ -56,16 +57,6 @@ void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
   evbuffer_free(out);
 }
 
-// A client's value as echoed in an error: at most 64 bytes, no control characters, so the
-// message stays one short line whatever was sent.
-std::string Echo(const std::string& v) {
-  std::string out = v.substr(0, 64);
-  for (char& ch : out) {
-    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
-  }
-  return v.size() > 64 ? out + "…" : out;
-}
-
 void BadRequest(evhttp_request* req, const std::string& message) {
   Reply(req, 400, "Bad Request", "text/plain; charset=utf-8", message + "\n");
 }
@@ -73,31 +64,6 @@ void BadRequest(evhttp_request* req, const std::string& message) {
 void Json(evhttp_request* req, const nlohmann::json& j) {
   const std::string body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   Reply(req, 200, "OK", "application/json", body);
-}
-
-// Parses the query into (name, value) pairs, refusing names not in `accepted`.
-bool ParseQuery(evhttp_request* req, const std::set<std::string>& accepted, const char* form,
-                std::vector<std::pair<std::string, std::string>>* out) {
-  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
-  const char* q = uri ? evhttp_uri_get_query(uri) : nullptr;
-  if (!q || !*q) return true;
-  evkeyvalq kv;
-  TAILQ_INIT(&kv);
-  if (evhttp_parse_query_str(q, &kv) != 0) {
-    BadRequest(req, std::string("malformed query string; accepted: ") + form);
-    return false;
-  }
-  bool ok = true;
-  for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
-    if (!accepted.count(e->key)) {
-      BadRequest(req, std::string("unknown parameter '") + Echo(e->key) + "'; accepted: " + form);
-      ok = false;
-      break;
-    }
-    out->emplace_back(e->key, e->value);
-  }
-  evhttp_clear_headers(&kv);
-  return ok;
 }
 
 }  // namespace
@@ -151,68 +117,36 @@ void HttpServer::OnRequest(evhttp_request* req, void* arg) noexcept {
 void HttpServer::Handle(evhttp_request* req) {
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
   const char* p = uri ? evhttp_uri_get_path(uri) : nullptr;
-  const std::string path = p ? p : "";
-  const Now now = Now::FromClocks();
-  std::vector<std::pair<std::string, std::string>> params;
-
-  if (path == "/metrics") {
-    if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    ReplyMetrics(req, registry_, now);
-  } else if (path == "/healthz") {
-    if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
-  } else if (path == "/api/v1/loops") {
-    if (!ParseQuery(req, {}, "no parameters", &params)) return;
-    Json(req, registry_->LoopsJson(now));
-  } else if (path == "/api/v1/stalls") {
-    constexpr const char* kForm =
-        "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
-        "ongoing=true|false";
-    constexpr size_t kMaxLimit = 1000;
-    if (!ParseQuery(req, {"limit", "service", "ongoing"}, kForm, &params)) return;
-    StallQuery q;
-    for (const auto& [k, v] : params) {
-      if (k == "limit") {
-        // Any positive integer is accepted and capped, so a client asking for "everything"
-        // gets the most the daemon serves in one reply rather than an error.
-        const size_t first = v.find_first_not_of('0');
-        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
-            first == std::string::npos) {
-          return BadRequest(req, "bad limit '" + Echo(v) +
-                                     "': expected a positive integer (at most 1000 are returned)");
-        }
-        const std::string digits = v.substr(first);
-        q.limit = digits.size() > 4 ? kMaxLimit
-                                    : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
-      } else if (k == "service") {
-        if (v.empty()) return BadRequest(req, "bad service '': expected a service name");
-        q.service = v;
-      } else if (k == "ongoing") {
-        if (v == "true" || v == "1") {
-          q.ongoing = true;
-        } else if (v == "false" || v == "0") {
-          q.ongoing = false;
-        } else {
-          return BadRequest(req, "bad ongoing '" + Echo(v) + "': expected true or false");
-        }
-      }
-    }
-    Json(req, registry_->StallsJson(q, now));
-  } else if (path == "/api/v1/stacks") {
-    if (!ParseQuery(req, {"format"}, "format=folded|json", &params)) return;
-    std::string format = "json";
-    for (const auto& [k, v] : params) format = v;
-    if (format == "json") {
-      Json(req, registry_->StacksJson());
-    } else if (format == "folded") {
-      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
+  const char* q = uri ? evhttp_uri_get_query(uri) : nullptr;
+  const auto r = ParseApiRequest(p ? p : "", q ? q : "");
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kNotFound) {
+      Reply(req, 404, "Not Found", "text/plain; charset=utf-8", r.status().message() + "\n");
     } else {
-      BadRequest(req, "bad format '" + Echo(format) + "': expected folded or json");
+      BadRequest(req, r.status().message());
     }
-  } else {
-    Reply(req, 404, "Not Found", "text/plain; charset=utf-8",
-          "no such path '" + Echo(path) +
-              "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, /api/v1/stacks\n");
+    return;
+  }
+  const Now now = Now::FromClocks();
+  switch (r->kind) {
+    case ApiRequest::Kind::kMetrics:
+      ReplyMetrics(req, registry_, now);
+      break;
+    case ApiRequest::Kind::kHealthz:
+      Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
+      break;
+    case ApiRequest::Kind::kLoops:
+      Json(req, registry_->LoopsJson(now));
+      break;
+    case ApiRequest::Kind::kStalls:
+      Json(req, registry_->StallsJson(r->stalls, now));
+      break;
+    case ApiRequest::Kind::kStacksJson:
+      Json(req, registry_->StacksJson());
+      break;
+    case ApiRequest::Kind::kStacksFolded:
+      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
+      break;
   }
 }
 

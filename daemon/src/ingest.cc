@@ -36,6 +36,42 @@ bool TokenEquals(std::string_view presented, std::string_view expected) {
 
 }  // namespace internal
 
+bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* decoder,
+                 const char* data, size_t n, Now now, const IngestCallbacks& cb, bool* completed) {
+  decoder->Feed(data, n);
+  wire::Message m;
+  wire::DecodeError err;
+  for (;;) {
+    const auto r = decoder->Next(&m, &err);
+    if (r == wire::FrameDecoder::Result::kNeedMore) return true;
+    if (completed != nullptr) *completed = true;
+    if (r == wire::FrameDecoder::Result::kMessage) {
+      if (cb.admit && !cb.admit(m)) return false;
+      auto rejected = registry->Apply(id, std::move(m), now);
+      if (!rejected) continue;
+      err = *rejected;
+    }
+    registry->Reject(err.reason);
+    if (cb.on_reject) cb.on_reject(err.message);
+    if (err.fatal || (cb.close_on_reject && cb.close_on_reject())) return false;
+  }
+}
+
+bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* decoder,
+                 const char* data, size_t n, Now now, const RejectLog& on_reject) {
+  IngestCallbacks cb;
+  cb.on_reject = on_reject;
+  return IngestBytes(registry, id, decoder, data, n, now, cb, nullptr);
+}
+
+void IngestEnd(Registry* registry, const wire::FrameDecoder& decoder, const RejectLog& on_reject) {
+  if (decoder.pending() > 0 && !decoder.failed()) {
+    registry->Reject(wire::RejectReason::kTruncated);
+    on_reject("connection closed in the middle of a frame (" + std::to_string(decoder.pending()) +
+              " bytes)");
+  }
+}
+
 struct Ingest::Connection {
   Ingest* owner = nullptr;
   bufferevent* bev = nullptr;
@@ -153,37 +189,20 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
   try {
     evbuffer* in = bufferevent_get_input(bev);
     char chunk[64 * 1024];
-    bool close = false;
+    IngestCallbacks cb;
+    cb.on_reject = [&](const std::string& message) { self->LogReject(c->peer, message); };
+    cb.admit = [&](wire::Message& m) { return c->handshake_done || self->Admit(c, &m); };
+    // An unauthenticated TCP peer gets no second chance to send anything.
+    cb.close_on_reject = [&] { return c->needs_token && !c->handshake_done; };
+    bool open = true;
     bool completed = false;  // a frame ended in this read: a partial one left over is new
-    while (!close && evbuffer_get_length(in) > 0) {
+    while (open && evbuffer_get_length(in) > 0) {
       const int n = evbuffer_remove(in, chunk, sizeof(chunk));
       if (n <= 0) break;
-      c->decoder.Feed(chunk, static_cast<size_t>(n));
-      wire::Message m;
-      wire::DecodeError err;
-      for (;;) {
-        const auto r = c->decoder.Next(&m, &err);
-        if (r == wire::FrameDecoder::Result::kNeedMore) break;
-        completed = true;
-        if (r == wire::FrameDecoder::Result::kMessage) {
-          if (!c->handshake_done && !self->Admit(c, &m)) {
-            close = true;
-            break;
-          }
-          auto rejected = self->registry_->Apply(c->id, std::move(m), Now::FromClocks());
-          if (!rejected) continue;
-          err = *rejected;
-        }
-        self->registry_->Reject(err.reason);
-        self->LogReject(c->peer, err.message);
-        // An unauthenticated TCP peer gets no second chance to send anything.
-        if (err.fatal || (c->needs_token && !c->handshake_done)) {
-          close = true;
-          break;
-        }
-      }
+      open = IngestBytes(self->registry_, c->id, &c->decoder, chunk, static_cast<size_t>(n),
+                         Now::FromClocks(), cb, &completed);
     }
-    if (close) {
+    if (!open) {
       self->Close(c);
       return;
     }
@@ -205,10 +224,11 @@ void Ingest::OnEvent(bufferevent*, short what, void* arg) noexcept {
   auto* c = static_cast<Connection*>(arg);
   Ingest* self = c->owner;
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-    if (c->decoder.pending() > 0 && !c->decoder.failed()) {
-      self->registry_->Reject(wire::RejectReason::kTruncated);
-      self->LogReject(c->peer, "connection closed in the middle of a frame (" +
-                                   std::to_string(c->decoder.pending()) + " bytes)");
+    try {
+      IngestEnd(self->registry_, c->decoder,
+                [&](const std::string& message) { self->LogReject(c->peer, message); });
+    } catch (const std::exception& e) {
+      spdlog::error("agent {}: {}", c->peer, e.what());
     }
     self->Close(c);
   }

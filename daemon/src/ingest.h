@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -44,6 +45,29 @@ namespace internal {
 // found after the same work).
 bool TokenEquals(std::string_view presented, std::string_view expected);
 }  // namespace internal
+
+// The frame handling of one agent connection, apart from its socket: the bytes it sent →
+// frames → the registry. Every refused frame is counted (Registry::Reject) and its one-line
+// reason passed to `on_reject`. Pure logic over the registry; tested and fuzzed without sockets.
+using RejectLog = std::function<void(const std::string& message)>;
+// What the connection's owner adds to the frame handling (all optional).
+struct IngestCallbacks {
+  RejectLog on_reject;
+  // Called with every decoded message before it is applied; false closes the connection
+  // (admission: the hello of a TCP agent without the right token).
+  std::function<bool(wire::Message&)> admit;
+  // Called after a rejected frame; true closes the connection (an unauthenticated peer).
+  std::function<bool()> close_on_reject;
+};
+// Feeds `n` bytes of connection `id`'s stream to its decoder and applies every complete frame.
+// Returns false when the stream cannot continue (a fatal header error, or a callback said so):
+// close the connection. `completed` (optional) is set when a frame ended in these bytes.
+bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* decoder,
+                 const char* data, size_t n, Now now, const IngestCallbacks& cb, bool* completed);
+bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* decoder,
+                 const char* data, size_t n, Now now, const RejectLog& on_reject);
+// The stream ended (EOF or error): a frame cut short is counted as truncated.
+void IngestEnd(Registry* registry, const wire::FrameDecoder& decoder, const RejectLog& on_reject);
 
 class Ingest {
  public:

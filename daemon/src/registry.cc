@@ -23,6 +23,26 @@ namespace stallwatch::daemon {
 
 constexpr size_t kMaxExpiriesPerSweep = 200;
 
+namespace {
+// An agent-chosen name inside a rejection message: control characters escaped, so that the
+// message (logged, one line per rejected frame) stays one line. Names are at most
+// wire::kMaxNameBytes long.
+std::string Shown(const std::string& name) {
+  std::string out;
+  for (const char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof(b), "\\x%02x", c);
+      out += b;
+    } else {
+      out.push_back(ch);
+    }
+  }
+  return out;
+}
+}  // namespace
+
 using nlohmann::json;
 using wire::DecodeError;
 using wire::RejectReason;
@@ -445,8 +465,8 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
   }
   if (n >= options_.max_loops_per_process) {
     *err = DecodeError{RejectReason::kLimit,
-                       "agent " + service + " pid " + std::to_string(pid) + " reports more than " +
-                           std::to_string(options_.max_loops_per_process) +
+                       "agent " + Shown(service) + " pid " + std::to_string(pid) +
+                           " reports more than " + std::to_string(options_.max_loops_per_process) +
                            " loops; further loops are ignored (--max-loops-per-process)",
                        false};
     return nullptr;
@@ -456,8 +476,8 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
   if (loops_.size() >= options_.max_loops) {
     *err = DecodeError{RejectReason::kLimit,
                        "the daemon holds " + std::to_string(loops_.size()) +
-                           " loops (--max-loops); loop " + loop + " of " + service + " pid " +
-                           std::to_string(pid) + " is ignored",
+                           " loops (--max-loops); loop " + Shown(loop) + " of " + Shown(service) +
+                           " pid " + std::to_string(pid) + " is ignored",
                        false};
     return nullptr;
   }
@@ -485,7 +505,8 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     if (c.hello && (c.hello->service != h->service || c.hello->pid != h->pid)) {
       return DecodeError{RejectReason::kIdentityMismatch,
                          "a second hello on one connection must repeat the first identity (" +
-                             c.hello->service + ", pid " + std::to_string(c.hello->pid) + ")",
+                             Shown(c.hello->service) + ", pid " + std::to_string(c.hello->pid) +
+                             ")",
                          false};
     }
     const ProcKey key{h->service, h->pid};
@@ -534,8 +555,8 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
   auto identity = [&](const std::string& service, int64_t pid) -> std::optional<DecodeError> {
     if (service == c.hello->service && pid == c.hello->pid) return std::nullopt;
     return DecodeError{RejectReason::kIdentityMismatch,
-                       "finding of " + service + " pid " + std::to_string(pid) +
-                           " on the connection of " + c.hello->service + " pid " +
+                       "finding of " + Shown(service) + " pid " + std::to_string(pid) +
+                           " on the connection of " + Shown(c.hello->service) + " pid " +
                            std::to_string(c.hello->pid) + "; a connection carries one process",
                        false};
   };

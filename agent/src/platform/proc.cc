@@ -609,15 +609,11 @@ void FdPath(char* buf, size_t size, pid_t tid, const char* dir, int fd) {
 }
 }  // namespace
 
-std::string DescribeFd(pid_t tid, int fd) {
-  char path[96], target[4096];
-  FdPath(path, sizeof(path), tid, "fd", fd);
-  ssize_t n = ::readlink(path, target, sizeof(target) - 1);
-  if (n <= 0) return "fd " + std::to_string(fd);
-  target[n] = '\0';
-  std::string t(target, static_cast<size_t>(n));
+std::string DescribeLinkTarget(std::string_view target, const ReadTableFn& read_table) {
+  constexpr std::string_view kSocket = "socket:[";
   uint64_t inode = 0;
-  if (std::sscanf(target, "socket:[%lu]", &inode) == 1) {
+  if (target.starts_with(kSocket) && target.ends_with(']') &&
+      ParseNum(target.substr(kSocket.size(), target.size() - kSocket.size() - 1), &inode)) {
     std::string table;
     struct Kind {
       const char* path;
@@ -627,19 +623,27 @@ std::string DescribeFd(pid_t tid, int fd) {
     for (const Kind& k :
          {Kind{"/proc/self/net/tcp", "tcp", false}, Kind{"/proc/self/net/tcp6", "tcp6", true},
           Kind{"/proc/self/net/udp", "udp", false}, Kind{"/proc/self/net/udp6", "udp6", true}}) {
-      if (!ReadSmallFileLarge(k.path, &table)) continue;
+      if (!read_table(k.path, &table)) continue;
       if (auto r = FindInetSocket(table, inode, k.v6))
         return "socket " + std::string(k.name) + " " + *r;
     }
-    if (ReadSmallFileLarge("/proc/self/net/unix", &table)) {
+    if (read_table("/proc/self/net/unix", &table)) {
       if (auto r = FindUnixSocket(table, inode)) {
         return r->empty() ? "socket unix (unnamed)" : "socket unix " + *r;
       }
     }
     return "socket (inode " + std::to_string(inode) + ")";
   }
-  if (t.rfind("pipe:", 0) == 0) return "pipe " + t.substr(5);
-  return t;
+  if (target.starts_with("pipe:")) return "pipe " + std::string(target.substr(5));
+  return std::string(target);
+}
+
+std::string DescribeFd(pid_t tid, int fd) {
+  char path[96], target[4096];
+  FdPath(path, sizeof(path), tid, "fd", fd);
+  ssize_t n = ::readlink(path, target, sizeof(target) - 1);
+  if (n <= 0) return "fd " + std::to_string(fd);
+  return DescribeLinkTarget(std::string_view(target, static_cast<size_t>(n)), &ReadSmallFileLarge);
 }
 
 bool ReadSmallFileLarge(const char* path, std::string* out) {
@@ -738,14 +742,12 @@ std::optional<SchedStat> ReadSchedstat(ProcFile& f) {
   return ParseSchedstat(s);
 }
 
-std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr) {
-  std::string maps;
-  if (!ReadSmallFileLarge("/proc/self/maps", &maps)) return {0, 0};
+std::pair<uint64_t, uint64_t> FindMappingIn(std::string_view maps, uint64_t addr) {
   size_t start = 0;
   while (start < maps.size()) {
     size_t nl = maps.find('\n', start);
-    if (nl == std::string::npos) nl = maps.size();
-    std::string_view line(maps.data() + start, nl - start);
+    if (nl == std::string_view::npos) nl = maps.size();
+    std::string_view line = maps.substr(start, nl - start);
     start = nl + 1;
     size_t dash = line.find('-'), sp = line.find(' ');
     if (dash == std::string_view::npos || sp == std::string_view::npos || sp < dash) continue;
@@ -757,6 +759,12 @@ std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr) {
     if (addr >= lo && addr < hi) return {lo, hi};
   }
   return {0, 0};
+}
+
+std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr) {
+  std::string maps;
+  if (!ReadSmallFileLarge("/proc/self/maps", &maps)) return {0, 0};
+  return FindMappingIn(maps, addr);
 }
 
 }  // namespace stallwatch::agent::platform

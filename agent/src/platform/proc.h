@@ -5,9 +5,11 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace stallwatch::agent::platform {
@@ -47,6 +49,14 @@ std::vector<int> ParseEpollFdinfoTargets(std::string_view text);
 std::optional<std::string> FindInetSocket(std::string_view table, uint64_t inode, bool v6);
 // /proc/net/unix: the path bound to the socket with that inode ("" when unnamed).
 std::optional<std::string> FindUnixSocket(std::string_view table, uint64_t inode);
+
+// What an fd's /proc/self/fd link target names: "socket tcp 127.0.0.1:41000 -> …" (looked up
+// in the /proc/self/net tables that `read_table` reads by path; false: unavailable),
+// "socket unix /run/x.sock", "pipe [123]", or the target itself ("/var/lib/x.db").
+using ReadTableFn = std::function<bool(const char* path, std::string* out)>;
+std::string DescribeLinkTarget(std::string_view target, const ReadTableFn& read_table);
+// /proc/<pid>/maps: the [start, end) of the mapping that contains addr, or {0,0}.
+std::pair<uint64_t, uint64_t> FindMappingIn(std::string_view maps, uint64_t addr);
 
 // "read", "nanosleep", ...; "syscall_<nr>" for numbers this table does not name.
 std::string SyscallName(long nr);

@@ -33,6 +33,14 @@ TEST(FormatDuration, IsReadable) {
   EXPECT_EQ(FormatDuration(nanoseconds(250'000)), "250us");
 }
 
+// Found by the duration fuzz target: the magnitude of nanoseconds::min() overflowed.
+TEST(FormatDuration, ExtremesAndNegatives) {
+  EXPECT_EQ(FormatDuration(nanoseconds(-5'000'000)), "-5ms");
+  EXPECT_EQ(FormatDuration(nanoseconds(-731)), "-731ns");
+  EXPECT_EQ(FormatDuration(nanoseconds::min()).rfind("-9223372036", 0), 0u);
+  EXPECT_EQ(FormatDuration(nanoseconds::max()).rfind("9223372036", 0), 0u);
+}
+
 TEST(ParseBool, OnOff) {
   EXPECT_TRUE(*ParseBool("on"));
   EXPECT_FALSE(*ParseBool("OFF"));

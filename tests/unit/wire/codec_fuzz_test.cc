@@ -1,6 +1,6 @@
-// Fuzzing of the wire decoder. The same entry point serves libFuzzer
-// (clang -fsanitize=fuzzer -DSW_LIBFUZZER) and, in every build, a deterministic mutation run
-// over valid frames that checks the decoder neither crashes nor holds unbounded memory.
+// Fuzzing of the wire decoder in every build: a deterministic mutation run over valid frames
+// through the libFuzzer target's entry (tests/fuzz, docs/fuzzing.md), which checks that the
+// decoder neither crashes nor holds unbounded memory and that what it decodes re-encodes.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,29 +9,8 @@
 
 #include "stallwatch/wire/codec.h"
 
-extern "C" int SwWireFuzzOne(const uint8_t* data, size_t size) {
-  stallwatch::wire::FrameDecoder d;
-  // Feed in two pieces to exercise the incremental path.
-  const size_t half = size / 2;
-  d.Feed(reinterpret_cast<const char*>(data), half);
-  stallwatch::wire::Message m;
-  stallwatch::wire::DecodeError err;
-  for (int round = 0; round < 2; ++round) {
-    for (int i = 0; i < 1000; ++i) {
-      auto r = d.Next(&m, &err);
-      if (r == stallwatch::wire::FrameDecoder::Result::kNeedMore) break;
-      if (r == stallwatch::wire::FrameDecoder::Result::kError && err.fatal) break;
-    }
-    if (round == 0) d.Feed(reinterpret_cast<const char*>(data) + half, size - half);
-  }
-  return 0;
-}
-
-#ifdef SW_LIBFUZZER
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  return SwWireFuzzOne(data, size);
-}
-#endif
+// The fuzz target (tests/fuzz/wire_codec_fuzz.cc): checks its invariants on every input.
+extern "C" int SwFuzzWireCodec(const uint8_t* data, size_t size);
 
 namespace stallwatch::wire {
 namespace {
@@ -85,7 +64,7 @@ TEST(WireFuzz, MutatedFramesNeverCrash) {
         break;
     }
     EXPECT_LE(d.pending(), in.size());
-    SwWireFuzzOne(reinterpret_cast<const uint8_t*>(in.data()), in.size());
+    SwFuzzWireCodec(reinterpret_cast<const uint8_t*>(in.data()), in.size());
   }
   EXPECT_GT(decoded, 0);  // the mutations leave some frames intact: the harness does decode
 }

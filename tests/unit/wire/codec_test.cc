@@ -296,6 +296,13 @@ TEST(WireReject, BadFields) {
       R"({"kind":"delay","service":"s","pid":7,"loop":"m","delay_buckets":[[99999999,1]]})",
       R"({"kind":"delay","service":"s","pid":7,"loop":"m","delay_buckets":[[1]]})",
       R"({"kind":"delay","service":"s","pid":7,"loop":"m","utilization":7})",
+      // Found by fuzzing: integers out of range were converted (a float to int64 is undefined
+      // behaviour) or silently wrapped.
+      R"({"kind":"stall","service":"s","pid":1e300,"loop":"m"})",
+      R"({"kind":"stall","service":"s","pid":7,"loop":"m","stall_id":-1})",
+      R"({"kind":"stall","service":"s","pid":7,"loop":"m","stacks":[{"frames":[{"line":1e10}]}]})",
+      R"({"kind":"delay","service":"s","pid":7,"loop":"m","count":1.5})",
+      R"({"kind":"delay","service":"s","pid":7,"loop":"m","delay_buckets":[[4294967296,1]]})",
   };
   for (const char* b : bodies) {
     auto e = DecodeFail(Frame(b));

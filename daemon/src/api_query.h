@@ -1,0 +1,32 @@
+#pragma once
+// The request parsing of the daemon's HTTP API, apart from the server: a request's path and
+// query string → what to serve, or a one-line error naming the problem and the accepted form.
+// Pure (libevent's query-string splitter, no sockets), so it is unit-tested and fuzzed alone.
+//
+// Threading: free functions, thread-safe.
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "registry.h"
+
+namespace stallwatch::daemon {
+
+struct ApiRequest {
+  enum class Kind { kMetrics, kHealthz, kLoops, kStalls, kStacksJson, kStacksFolded };
+  Kind kind = Kind::kHealthz;
+  StallQuery stalls;  // kStalls only
+};
+
+// The query string's (name, value) pairs, names checked against `accepted`. `query` is what
+// follows '?' (percent-encoded, may be empty). InvalidArgument names the accepted `form`.
+StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
+    std::string_view query, const std::vector<std::string_view>& accepted, std::string_view form);
+
+// Routes a GET/HEAD request. NotFound: no such path (HTTP 404); InvalidArgument: a bad query
+// (HTTP 400). Both messages are one line naming the accepted forms.
+StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view query);
+
+}  // namespace stallwatch::daemon
