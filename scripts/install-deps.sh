@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages stallwatch builds, tests and demos with. Skips apt entirely when
 # everything is already installed. Run as root (or with sudo available).
+#   --fuzz   also clang and its libFuzzer runtime (tests/fuzz/run.sh, CI)
 set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
@@ -8,6 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
   prometheus wrk tmux python3 python3-yaml curl systemd memcached libmemcached-tools
 )
+if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
