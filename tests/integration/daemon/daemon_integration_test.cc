@@ -25,6 +25,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
+using testing::DaemonOptionsIn;
 using testing::DaemonThread;
 using testing::HttpGet;
 using testing::LoopThread;
@@ -32,13 +33,6 @@ using testing::MetricValue;
 using testing::RawClient;
 using testing::TempDir;
 using testing::WaitFor;
-
-DaemonOptions DaemonOpts(const TempDir& dir) {
-  DaemonOptions o;
-  o.agent_socket = dir.path() + "/run/agent.sock";
-  o.http_listen = "127.0.0.1:0";
-  return o;
-}
 
 stallwatch::Options AgentOptions(const std::string& socket, const std::string& service) {
   stallwatch::Options o;
@@ -92,15 +86,15 @@ TEST(Rebucket, AgentBucketsLandInTheFirstBoundHoldingTheirLargestValue) {
 
 TEST(Daemon, StartUpErrorsAreClear) {
   TempDir dir;
-  DaemonOptions o = DaemonOpts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.http_listen = "localhost:notaport";
   auto d = Daemon::Create(o);
   ASSERT_FALSE(d.ok());
   EXPECT_NE(d.status().message().find("--http-listen"), std::string::npos);
 
-  DaemonThread first(DaemonOpts(dir));
+  DaemonThread first(DaemonOptionsIn(dir));
   ASSERT_TRUE(first.ok()) << first.error();
-  auto second = Daemon::Create(DaemonOpts(dir));
+  auto second = Daemon::Create(DaemonOptionsIn(dir));
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find("in use"), std::string::npos)
       << second.status().message();
@@ -108,7 +102,7 @@ TEST(Daemon, StartUpErrorsAreClear) {
 
 TEST(Daemon, SocketDirectoryIsPrivateAndSocketMode0660) {
   TempDir dir;
-  DaemonThread d(DaemonOpts(dir));
+  DaemonThread d(DaemonOptionsIn(dir));
   ASSERT_TRUE(d.ok()) << d.error();
   struct stat st {};
   ASSERT_EQ(::stat((dir.path() + "/run").c_str(), &st), 0);
@@ -119,7 +113,7 @@ TEST(Daemon, SocketDirectoryIsPrivateAndSocketMode0660) {
 
 TEST(Daemon, BadQueriesGet400WithAMessage) {
   TempDir dir;
-  DaemonThread d(DaemonOpts(dir));
+  DaemonThread d(DaemonOptionsIn(dir));
   ASSERT_TRUE(d.ok()) << d.error();
   for (const char* q :
        {"/api/v1/stalls?limit=0", "/api/v1/stalls?limit=x", "/api/v1/stalls?ongoing=maybe",
@@ -136,7 +130,7 @@ TEST(Daemon, BadQueriesGet400WithAMessage) {
 
 TEST(Daemon, AgentStallsReachMetricsAndApi) {
   TempDir dir;
-  DaemonOptions o = DaemonOpts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
   LoopThread loop;
@@ -211,7 +205,7 @@ TEST(Daemon, AgentStallsReachMetricsAndApi) {
 
 TEST(Daemon, AgentReconnectsAfterDaemonRestart) {
   TempDir dir;
-  DaemonOptions o = DaemonOpts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   LoopThread loop;
   auto daemon = std::make_unique<DaemonThread>(o);
   ASSERT_TRUE(daemon->ok()) << daemon->error();
@@ -263,7 +257,7 @@ TEST(Daemon, AgentReconnectsAfterDaemonRestart) {
 
 TEST(Daemon, SeriesOfAGoneAgentAreRemovedAfterExpiry) {
   TempDir dir;
-  DaemonOptions o = DaemonOpts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.registry.expire_after = 1s;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -299,7 +293,7 @@ TEST(Daemon, SeriesOfAGoneAgentAreRemovedAfterExpiry) {
 
 TEST(Daemon, SilentButConnectedAgentIsNoticed) {
   TempDir dir;
-  DaemonOptions o = DaemonOpts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.registry.silent_after = 1s;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -319,7 +313,7 @@ TEST(Daemon, SilentButConnectedAgentIsNoticed) {
 
 TEST(Daemon, MalformedFramesAreCountedAndHarmNoOtherAgent) {
   TempDir dir;
-  DaemonOptions o = DaemonOpts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
   RawClient good(o.agent_socket);

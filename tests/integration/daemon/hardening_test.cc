@@ -20,6 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
+using testing::DaemonOptionsIn;
 using testing::DaemonThread;
 using testing::HttpGet;
 using testing::LoopThread;
@@ -28,13 +29,6 @@ using testing::RawClient;
 using testing::TempDir;
 using testing::WaitFor;
 using Clock = std::chrono::steady_clock;
-
-DaemonOptions Opts(const TempDir& dir) {
-  DaemonOptions o;
-  o.agent_socket = dir.path() + "/run/agent.sock";
-  o.http_listen = "127.0.0.1:0";
-  return o;
-}
 
 wire::Hello Hi(const std::string& service, int64_t pid, std::vector<std::string> loops = {"main"}) {
   wire::Hello h;
@@ -73,7 +67,7 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 
 TEST(Hardening, HandshakeThatNeverComesIsClosedAfterTheTimeout) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.handshake_timeout = 500ms;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -98,7 +92,7 @@ TEST(Hardening, HandshakeThatNeverComesIsClosedAfterTheTimeout) {
 
 TEST(Hardening, SlowLorisFrameIsClosedAfterTheFrameTimeout) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.frame_timeout = 1s;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -138,7 +132,7 @@ TEST(Hardening, SlowLorisFrameIsClosedAfterTheFrameTimeout) {
 // timeout in total: each frame completes promptly, so none is mistaken for a slow-loris.
 TEST(Hardening, FramesSplitAcrossReadsAreNotMistakenForSlowLoris) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.frame_timeout = 500ms;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -170,7 +164,7 @@ TEST(Hardening, ConnectionFloodIsRefusedAndCounted) {
   ASSERT_GE(testing::RaiseFileLimit(2 * kFlood + 256), 2u * kFlood + 256)
       << "RLIMIT_NOFILE's hard limit is too low for this test";
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.max_agents = kMax;
   o.handshake_timeout = 120s;  // the flood below stays mute for the whole test
   DaemonThread d(o);
@@ -218,7 +212,7 @@ TEST(Hardening, ConnectionFloodIsRefusedAndCounted) {
 
 TEST(Hardening, AgentReportingThousandsOfLoopsIsBounded) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
   RawClient many(o.agent_socket);
@@ -242,7 +236,7 @@ TEST(Hardening, AgentReportingThousandsOfLoopsIsBounded) {
 
 TEST(Hardening, ProcessAndLoopTablesAreBoundedAndGoneProcessesMakeRoom) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.registry.max_processes = 10;
   o.registry.max_loops = 40;
   DaemonThread d(o);
@@ -309,7 +303,7 @@ StallFinding StallWithStacks(const std::string& service, int64_t pid, uint64_t i
 
 TEST(Hardening, ThousandsOfDistinctStacksAreBoundedPerServiceAndInAll) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.registry.max_stacks = 300;
   o.registry.max_stacks_per_service = 100;
   DaemonThread d(o);
@@ -366,7 +360,7 @@ TEST(Hardening, ThousandsOfDistinctStacksAreBoundedPerServiceAndInAll) {
 
 TEST(Hardening, HugeLimitIsCappedAndBadParametersGet400) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.registry.max_recent_stalls = 2000;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -402,7 +396,7 @@ TEST(Hardening, HugeLimitIsCappedAndBadParametersGet400) {
 
 TEST(Hardening, SlowHttpClientsTimeOut) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.http_timeout = 1s;
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -444,7 +438,7 @@ TEST(AgentToken, ComparisonIsExact) {
 
 TEST(AgentToken, DaemonRefusesAMissingEmptyOrSharedTokenFile) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.agent_listen = "127.0.0.1:0";
   struct Case {
     std::string path, expect;
@@ -473,7 +467,7 @@ TEST(AgentToken, DaemonRefusesAMissingEmptyOrSharedTokenFile) {
 TEST(AgentToken, TcpAgentsMustPresentTheTokenUnixAgentsNeedNone) {
   TempDir dir;
   const std::string token = "tok-4f9a1c2e8b7d6a5f";
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.agent_listen = "127.0.0.1:0";
   o.agent_token_file = WriteFile(dir, "token", token + "\n", 0600);
   DaemonThread d(o);
@@ -535,7 +529,7 @@ TEST(AgentToken, TcpAgentsMustPresentTheTokenUnixAgentsNeedNone) {
 
 TEST(AgentToken, TcpWithoutATokenFileAdmitsAgentsAsBefore) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   o.agent_listen = "127.0.0.1:0";
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
@@ -554,7 +548,7 @@ TEST(AgentToken, TcpWithoutATokenFileAdmitsAgentsAsBefore) {
 // appear in anything the daemon serves (docs/security.md lists what is exposed).
 TEST(ApiExposure, NoEnvironmentOrCommandLineOfMonitoredPrograms) {
   TempDir dir;
-  DaemonOptions o = Opts(dir);
+  DaemonOptions o = DaemonOptionsIn(dir);
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
   const std::string env_secret = "env-secret-7c1d0e5a", argv_secret = "argv-secret-93b2f4d1";

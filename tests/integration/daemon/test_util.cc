@@ -82,6 +82,13 @@ std::optional<double> MetricValue(const std::string& exposition, const std::stri
   return std::nullopt;
 }
 
+DaemonOptions DaemonOptionsIn(const TempDir& dir) {
+  DaemonOptions o;
+  o.agent_socket = dir.path() + "/run/agent.sock";
+  o.http_listen = "127.0.0.1:0";
+  return o;
+}
+
 TempDir::TempDir() {
   char tmpl[] = "/tmp/swtest.XXXXXX";
   path_ = ::mkdtemp(tmpl) ? tmpl : "/tmp/swtest.fallback";

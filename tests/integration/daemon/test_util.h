@@ -44,6 +44,9 @@ class TempDir {
   std::string path_;
 };
 
+// Daemon options for a test: the agent socket in `dir`, HTTP on a free loopback port.
+DaemonOptions DaemonOptionsIn(const TempDir& dir);
+
 // stallwatchd's core on its own thread (port 0 HTTP; no signal handling).
 class DaemonThread {
  public:
