@@ -48,6 +48,7 @@ SW_FUZZ_TARGET(SwFuzzProc) {
     SW_FUZZ_CHECK(!name.empty());
     (void)SyscallTakesFd(s->nr);
   }
+  for (int signo : {1, 35, 64}) (void)StatusBlocksSignal(text, signo);
   if (auto s = ParseSchedstat(text)) {
     any = true;
     (void)s;

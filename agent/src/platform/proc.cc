@@ -742,6 +742,21 @@ std::optional<SchedStat> ReadSchedstat(ProcFile& f) {
   return ParseSchedstat(s);
 }
 
+std::optional<bool> StatusBlocksSignal(std::string_view status, int signo) {
+  if (signo <= 0 || signo > 64) return std::nullopt;
+  constexpr std::string_view kKey = "\nSigBlk:";
+  const size_t at = status.starts_with(kKey.substr(1)) ? 0 : status.find(kKey);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view rest = status.substr(at + (at == 0 ? kKey.size() - 1 : kKey.size()));
+  rest = rest.substr(0, rest.find('\n'));
+  while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+  uint64_t mask = 0;
+  if (rest.empty() || rest.size() > 16 || rest.starts_with("0x") || !ParseNum(rest, &mask, 16)) {
+    return std::nullopt;
+  }
+  return ((mask >> (signo - 1)) & 1U) != 0;
+}
+
 std::pair<uint64_t, uint64_t> FindMappingIn(std::string_view maps, uint64_t addr) {
   size_t start = 0;
   while (start < maps.size()) {

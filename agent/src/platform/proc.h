@@ -41,6 +41,10 @@ struct TaskStat {
 };
 std::optional<TaskStat> ParseTaskStat(std::string_view text);
 
+// Whether the "SigBlk:" mask of a /proc/<pid>/task/<tid>/status text has `signo` set; nullopt
+// when the line is missing or malformed.
+std::optional<bool> StatusBlocksSignal(std::string_view status, int signo);
+
 // /proc/<pid>/fdinfo/<epfd> of an epoll fd: the target fds ("tfd:" lines).
 std::vector<int> ParseEpollFdinfoTargets(std::string_view text);
 

@@ -106,38 +106,6 @@ bool IsOurs(const struct sigaction& sa) {
 
 int DefaultSampleSignal() { return SIGRTMIN + 3; }
 
-std::optional<bool> StatusBlocksSignal(std::string_view status, int signo) {
-  if (signo <= 0 || signo > 64) return std::nullopt;
-  constexpr std::string_view kKey = "SigBlk:";
-  size_t at = 0;
-  while (at < status.size()) {
-    size_t nl = status.find('\n', at);
-    if (nl == std::string_view::npos) nl = status.size();
-    std::string_view line = status.substr(at, nl - at);
-    at = nl + 1;
-    if (line.substr(0, kKey.size()) != kKey) continue;
-    line.remove_prefix(kKey.size());
-    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
-    if (line.empty() || line.size() > 16) return std::nullopt;
-    uint64_t mask = 0;
-    for (char c : line) {
-      int v;
-      if (c >= '0' && c <= '9') {
-        v = c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        v = c - 'a' + 10;
-      } else if (c >= 'A' && c <= 'F') {
-        v = c - 'A' + 10;
-      } else {
-        return std::nullopt;
-      }
-      mask = (mask << 4) | static_cast<uint64_t>(v);
-    }
-    return ((mask >> (signo - 1)) & 1U) != 0;
-  }
-  return std::nullopt;
-}
-
 Status SignalSampler::Install(int signo) {
 #if !defined(__x86_64__)
   return UnavailableError("stack sampling is implemented for x86_64 only");

@@ -53,8 +53,4 @@ class SignalSampler {
 // The default sampling signal: SIGRTMIN + 3.
 int DefaultSampleSignal();
 
-// Whether the "SigBlk:" mask of a /proc/<pid>/task/<tid>/status text has `signo` set; nullopt
-// when the line is missing or malformed.
-std::optional<bool> StatusBlocksSignal(std::string_view status, int signo);
-
 }  // namespace stallwatch::agent::platform

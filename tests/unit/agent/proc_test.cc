@@ -9,8 +9,6 @@
 #include <sstream>
 #include <thread>
 
-#include "platform/signal_sampler.h"
-
 namespace stallwatch::agent::platform {
 namespace {
 
