@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "http_get.h"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -90,24 +92,9 @@ class Child {
 };
 
 std::string HttpGet(int port, const std::string& path, int* status = nullptr) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string all;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) {
-    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    char buf[65536];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) all.append(buf, n);
-  }
-  ::close(fd);
-  const size_t end = all.find("\r\n\r\n");
-  if (status) *status = all.size() > 12 ? std::atoi(all.c_str() + 9) : 0;
-  return end == std::string::npos ? "" : all.substr(end + 4);
+  auto r = stallwatch::cli::HttpGet("http://127.0.0.1:" + std::to_string(port) + path, 5s);
+  if (status) *status = r.ok() ? r->status : 0;
+  return r.ok() ? r->body : "";
 }
 
 std::string UrlEncode(const std::string& s) {

@@ -17,42 +17,14 @@
 #include <future>
 #include <sstream>
 
+#include "http_get.h"
+
 namespace stallwatch::daemon::testing {
 
 HttpResponse HttpGet(int port, const std::string& path) {
-  HttpResponse r;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return r;
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    ::close(fd);
-    return r;
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return r;
-  }
-  std::string all;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    all.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  const size_t sp = all.find(' ');
-  const size_t end = all.find("\r\n\r\n");
-  if (sp == std::string::npos || end == std::string::npos) return r;
-  r.status = std::atoi(all.c_str() + sp + 1);
-  r.body = all.substr(end + 4);
-  return r;
+  auto r = cli::HttpGet("http://127.0.0.1:" + std::to_string(port) + path, std::chrono::seconds(5));
+  if (!r.ok()) return {};
+  return {r->status, std::move(r->body)};
 }
 
 bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
