@@ -30,22 +30,45 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
     if (options.report_interval < std::chrono::milliseconds(100)) {
       return InvalidArgumentError("report_interval must be at least 100ms");
     }
-    auto ctx = std::make_shared<internal::LoopContext>();
+    auto rt = internal::Runtime::Acquire(options);
+    if (!rt.ok()) return rt.status();
+    internal::WatchdogProcess* wp = (*rt)->watchdog_process();
+    if (wp != nullptr && (options.on_stall || options.on_delay)) {
+      return FailedPreconditionError(
+          "hooks (on_stall, on_delay) run on an agent thread, but this program's watchdog runs "
+          "in a process of its own (it was single-threaded at the first attach); set "
+          "Options::watchdog = WatchdogMode::kThread or STALLWATCH_WATCHDOG=thread");
+    }
+    int slot = -1;
+    if (wp != nullptr) {
+      slot = wp->AllocateSlot();
+      if (slot < 0) {
+        return ResourceExhaustedError(
+            "too many loops attached in this process (at most " +
+            std::to_string(internal::kMaxProcessLoops) +
+            " with the watchdog in a process of its own; STALLWATCH_WATCHDOG=thread allows 256)");
+      }
+    }
+    auto ctx = std::make_shared<internal::LoopContext>(slot >= 0 ? wp->loop_state(slot) : nullptr);
+    ctx->slot = slot;
+    auto release_slot = [&] {
+      if (slot >= 0) wp->ReleaseSlot(slot);
+    };
     const uint64_t n = g_loop_counter.fetch_add(1);
-    ctx->state.name = options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
+    ctx->name = options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
     ctx->state.base = base;
     ctx->state.threshold_ns = options.stall_threshold.count();
     ctx->state.interval_ns = options.probe_interval.count();
     ctx->options = std::move(options);
-    auto rt = internal::Runtime::Acquire(ctx->options);
-    if (!rt.ok()) return rt.status();
     ctx->runtime = *rt;
     ctx->service = ctx->runtime->service();
     if (!agent::internal::RegisterLoop(&ctx->state)) {
+      release_slot();
       return ResourceExhaustedError("too many loops attached in this process (at most 256)");
     }
     if (Status st = ctx->probe.Start(&ctx->state); !st.ok()) {
       agent::internal::UnregisterLoop(&ctx->state);
+      release_slot();
       return st;
     }
     if (ctx->evwatch.Start(&ctx->state)) {
@@ -80,21 +103,28 @@ Agent::~Agent() {
     return;
   }
   agent::internal::UnregisterLoop(&ctx_->state);
+  if (ctx_->slot >= 0 && ctx_->runtime->watchdog_process() != nullptr) {
+    ctx_->runtime->watchdog_process()->ReleaseSlot(ctx_->slot);
+  }
   ctx_->runtime.reset();  // the last agent stops the watchdog and the reporter here
 }
 
-const std::string& Agent::loop_name() const { return ctx_->state.name; }
+const std::string& Agent::loop_name() const {
+  if (ctx_->runtime) ctx_->runtime->PullSnapshot(*ctx_);
+  return ctx_->name;
+}
 
 LoopSnapshot Agent::Snapshot() const {
   LoopSnapshot out;
+  if (ctx_->runtime) ctx_->runtime->PullSnapshot(*ctx_);  // the watchdog process's findings
   const auto& s = ctx_->state;
   out.service = ctx_->service;
   {
     std::lock_guard<std::mutex> lock(ctx_->snap_mu);  // the name may be set from the thread
-    out.loop = s.name;
+    out.loop = ctx_->name;
   }
   out.tid = s.tid.load(std::memory_order_acquire);
-  out.boundary_source = s.boundaries_seen.load() ? s.boundary_source : "probe";
+  out.boundary_source = agent::internal::BoundarySource(s);
   HistogramCounts h;
   s.delay_hist.Snapshot(&h);
   out.since_attach.count = h.total();

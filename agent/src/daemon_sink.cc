@@ -21,6 +21,7 @@
 #include <set>
 
 #include "log.h"
+#include "platform/proc.h"
 #include "reporter.h"
 #include "stallwatch/wire/codec.h"
 
@@ -37,7 +38,8 @@ constexpr milliseconds kBackoffMax{30000};
 
 std::string ReadExecutable() {
   char buf[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  const std::string link = std::string(platform::ProcRoot()) + "/exe";
+  const ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
@@ -125,7 +127,7 @@ class DaemonSink : public Sink {
     }
     wire::Hello h;
     h.service = std::visit([](const auto& x) { return x.service; }, f);
-    h.pid = ::getpid();
+    h.pid = platform::TargetPid();
     h.host = HostName();
     h.executable = ReadExecutable();
     h.agent_version = SW_PROJECT_VERSION;

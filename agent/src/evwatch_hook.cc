@@ -37,7 +37,7 @@ bool EvwatchHook::Start(LoopState* state) {
     Stop();
     return false;
   }
-  state->boundary_source = "evwatch";
+  state->boundaries_evwatch = true;
   return true;
 }
 

@@ -35,9 +35,10 @@ struct RawSample {
   alignas(16) unsigned char stack[kStackCopyBytes];
 };
 
+// Lives in the host's memory, or, when the watchdog runs in a process of its own, in a mapping
+// shared with it: no pointer in here is followed by the watchdog (docs/design.md).
 struct LoopState {
   // Immutable after attach.
-  std::string name;
   event_base* base = nullptr;
   int64_t threshold_ns = 0;
   int64_t interval_ns = 0;
@@ -51,7 +52,7 @@ struct LoopState {
   // Loop boundaries (wait hook and dispatch hook, loop thread only).
   std::atomic<int> epfd{-1};
   std::atomic<bool> boundaries_seen{false};
-  const char* boundary_source = "epoll_wait";  // or "evwatch"; set at attach
+  bool boundaries_evwatch = false;  // "evwatch" rather than "epoll_wait"; set at attach
   std::atomic<bool> dispatch_hooked{false};    // the dispatch wrapper saw this base
   std::atomic<bool> in_dispatch{false};
   std::atomic<int64_t> dispatch_entered_ns{0};
@@ -77,9 +78,22 @@ struct LoopState {
   std::atomic<uint64_t> probe_runs{0};
   std::atomic<int64_t> probe_busy_est_ns{0};  // sum of min(delay, interval): probe-only estimate
 
+  // Watchdog process only: an epoll fd it found for a loop whose fd attach could not bind; the
+  // probe binds it on the loop thread.
+  std::atomic<int> pending_epfd{-1};
+  // Watchdog process only: the sampling signal (0: none), and whether the probe found another
+  // handler than the agent's installed for it (the watchdog then never sends it).
+  std::atomic<int> sample_signo{0};
+  std::atomic<bool> handler_lost{false};
+
   // Stack sampling.
   RawSample sample;
 };
+
+inline const char* BoundarySource(const LoopState& s) {
+  if (!s.boundaries_seen.load(std::memory_order_acquire)) return "probe";
+  return s.boundaries_evwatch ? "evwatch" : "epoll_wait";
+}
 
 // Called on the loop thread: records tid/pthread/cpu clock the first time.
 void EnsureLoopThread(LoopState* s);

@@ -103,6 +103,21 @@ Options OptionsFromEnv(Options base, const EnvLookup& lookup) {
                o.sampling == SamplingMode::kOff ? "off" : "on");
     }
   }
+  if (const char* v = lookup("STALLWATCH_WATCHDOG"); v != nullptr && *v != '\0') {
+    const std::string s = v;
+    if (s == "auto") {
+      o.watchdog = WatchdogMode::kAuto;
+    } else if (s == "thread") {
+      o.watchdog = WatchdogMode::kThread;
+    } else if (s == "process") {
+      o.watchdog = WatchdogMode::kProcess;
+    } else {
+      WarnOnce("STALLWATCH_WATCHDOG", v, "expected auto, thread or process",
+               o.watchdog == WatchdogMode::kThread
+                   ? "thread"
+                   : (o.watchdog == WatchdogMode::kProcess ? "process" : "auto"));
+    }
+  }
   if (const char* v = lookup("STALLWATCH_SIGNAL"); v != nullptr && *v != '\0') {
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);

@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "libevent_weak.h"
+#include "platform/signal_sampler.h"
+#include "wait_hook.h"
 #include "stallwatch/common/clock.h"
 
 namespace stallwatch::agent::internal {
@@ -90,6 +92,22 @@ void Probe::OnTick(evutil_socket_t fd, short /*what*/, void* arg) noexcept {
                              std::memory_order_relaxed);
   s->probe_last_run_ns.store(now, std::memory_order_relaxed);
   s->probe_runs.store(s->probe_runs.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  // With the watchdog in a process of its own, the loop thread keeps two things for it: whether
+  // the sampling handler is still the agent's (never signal into the host's handler), and the
+  // binding of an epoll fd the watchdog found.
+  if (const int signo = s->sample_signo.load(std::memory_order_relaxed);
+      signo > 0 && !s->handler_lost.load(std::memory_order_relaxed) &&
+      !platform::SamplingHandlerInstalled(signo)) {
+    s->handler_lost.store(true, std::memory_order_release);
+  }
+  if (s->epfd.load(std::memory_order_relaxed) < 0) {
+    if (const int epfd = s->pending_epfd.load(std::memory_order_relaxed); epfd >= 0) {
+      try {
+        BindEpollFd(s, epfd);
+      } catch (...) {
+      }
+    }
+  }
 }
 
 }  // namespace stallwatch::agent::internal

@@ -46,10 +46,9 @@ int64_t TickFor(int64_t threshold_ns) {
   return std::clamp<int64_t>(threshold_ns / 5, 1'000'000, 10'000'000);
 }
 
-int64_t ThreadCpu(const agent::internal::LoopState& s) {
-  if (!s.cpu_clock_ok.load(std::memory_order_acquire)) return -1;
-  return CpuClockNanos(s.cpu_clock);
-}
+// In stallwatch-watchdog: the host process it serves (0: none, this is the host).
+pid_t g_serve_pid = 0;
+int g_serve_signal = 0;
 
 int64_t RunDelay(pid_t tid) {
   auto ss = platform::ReadThreadSchedstat(tid);
@@ -64,7 +63,9 @@ int FirstPollFd(uint64_t array_addr) {
   } pfd{};
   iovec local{&pfd, sizeof(pfd)};
   iovec remote{reinterpret_cast<void*>(array_addr), sizeof(pfd)};
-  if (::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) != sizeof(pfd)) return -1;
+  if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) != sizeof(pfd)) {
+    return -1;
+  }
   return pfd.fd;
 }
 
@@ -78,11 +79,33 @@ void ParentAfterFork() { g_runtime_mu.unlock(); }
 void ChildAfterFork() {
   if (auto rt = g_runtime.lock()) {
     rt->MarkForkedChild();
+    // The loops' state of a watchdog process's host is shared with that process: the child's
+    // copies of the loops must write into memory of their own.
+    if (rt->watchdog_process() != nullptr) rt->watchdog_process()->PrivatizeInChild();
     new std::shared_ptr<Runtime>(rt);  // abandoned: its threads do not exist in this process
   }
   g_runtime.reset();
   agent::internal::UnregisterAllLoops();
   g_runtime_mu.unlock();
+}
+
+void Runtime::ServeHost(pid_t pid, int sample_signal) {
+  g_serve_pid = pid;
+  g_serve_signal = sample_signal;
+  platform::SetTargetProcess(pid);
+}
+
+int64_t Runtime::LoopCpu(const agent::internal::LoopState& s) const {
+  if (serving_) {
+    // Another process's thread CPU clock cannot be read; its schedstat can (updated at each
+    // scheduler tick and switch: a few ms behind for a thread that is running).
+    const pid_t tid = s.tid.load(std::memory_order_acquire);
+    if (tid == 0) return -1;
+    auto ss = platform::ReadThreadSchedstat(tid);
+    return ss ? static_cast<int64_t>(ss->exec_ns) : -1;
+  }
+  if (!s.cpu_clock_ok.load(std::memory_order_acquire)) return -1;
+  return CpuClockNanos(s.cpu_clock);
 }
 
 StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
@@ -97,10 +120,44 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   rt->service_ = options.service.empty() ? ProgramName() : options.service;
   rt->sampling_ = options.sampling;
   rt->mono_to_real_ns_ = RealtimeNanos() - MonotonicNanos();
+  rt->serving_ = g_serve_pid > 0;
+  rt->remote_signal_ = g_serve_signal;
   const std::string endpoint_text = options.endpoint.empty() ? kDefaultEndpoint : options.endpoint;
   auto endpoint = agent::internal::ParseEndpoint(endpoint_text);
   if (!endpoint.ok()) return endpoint.status();
   endpoint->token_file = options.token_file;
+  if (options.sampling == SamplingMode::kOff) {
+    rt->sampling_status_ = "off (STALLWATCH_SAMPLING=off)";
+  } else if (rt->serving_) {
+    if (rt->remote_signal_ == 0) {
+      rt->sampling_status_ = "running-thread stacks unavailable: no sampling signal in the host";
+    }
+  } else {
+    const int signo =
+        options.sample_signal != 0 ? options.sample_signal : platform::DefaultSampleSignal();
+    if (Status st = rt->sampler_.Install(signo); !st.ok()) {
+      rt->sampling_status_ = "running-thread stacks unavailable: " + st.message();
+      try {
+        Log().warn("{}", rt->sampling_status_);
+      } catch (...) {
+      }
+    }
+  }
+  if (!rt->serving_) {
+    std::string why;
+    if (WatchdogProcess::Wanted(options, &why)) {
+      rt->watchdog_process_ = WatchdogProcess::Start(
+          options, rt->service_, rt->sampler_.available() ? rt->sampler_.signo() : 0, &why);
+      if (rt->watchdog_process_) {
+        g_runtime = rt;
+        return rt;
+      }
+      try {
+        Log().warn("watchdog process unavailable ({}); the watchdog runs as a thread", why);
+      } catch (...) {
+      }
+    }
+  }
   rt->reporter_ = std::make_unique<agent::internal::Reporter>(agent::internal::MakeSink(*endpoint),
                                                               options.queue_capacity);
   if (options.sampling != SamplingMode::kOff) {
@@ -112,19 +169,6 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
         for (auto& st : s->stacks) lines->AddLines(&st);
       }
     });
-  }
-  if (options.sampling == SamplingMode::kOff) {
-    rt->sampling_status_ = "off (STALLWATCH_SAMPLING=off)";
-  } else {
-    const int signo =
-        options.sample_signal != 0 ? options.sample_signal : platform::DefaultSampleSignal();
-    if (Status st = rt->sampler_.Install(signo); !st.ok()) {
-      rt->sampling_status_ = "running-thread stacks unavailable: " + st.message();
-      try {
-        Log().warn("{}", rt->sampling_status_);
-      } catch (...) {
-      }
-    }
   }
   rt->thread_ = std::thread([raw = rt.get()] { raw->Run(); });
   g_runtime = rt;
@@ -140,12 +184,18 @@ Runtime::~Runtime() {
   warm_cancel_.store(true);
   if (thread_.joinable()) thread_.join();
   if (warm_thread_.joinable()) warm_thread_.join();
-  reporter_.reset();  // delivers what it can, joins its thread
+  reporter_.reset();          // delivers what it can, joins its thread
+  watchdog_process_.reset();  // stops it (no signal is sent after this) and reaps it
   sampler_.Uninstall();
 }
 
 void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (watchdog_process_) {
+    watchdog_process_->Activate(ctx->slot, ctx->name, ctx->options, ctx->probe.timer_fd(),
+                                ctx->state.epfd.load() < 0 && ctx->epfd_tries < 1000);
+    return;
+  }
   const auto& o = ctx->options;
   agent::internal::DetectorConfig dc;
   dc.threshold_ns = o.stall_threshold.count();
@@ -159,7 +209,7 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
   ctx->stack_tokens = o.max_stack_reports_per_minute;
   ctx->tokens_refilled_ns = now;
   if (o.on_stall || o.on_delay) {
-    reporter_->SetHooks(ctx->state.name, {o.on_stall, o.on_delay});
+    reporter_->SetHooks(ctx->name, {o.on_stall, o.on_delay});
   }
   loops_.push_back(ctx);
   cv_.notify_all();
@@ -167,6 +217,10 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
 
 void Runtime::Remove(LoopContext* ctx) {
   if (forked_child()) return;
+  if (watchdog_process_) {
+    watchdog_process_->Detach(ctx->slot);
+    return;
+  }
   std::string name;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -187,7 +241,7 @@ void Runtime::Remove(LoopContext* ctx) {
     EmitWindow(*ctx, now);
     std::erase_if(loops_, [&](const auto& p) { return p.get() == ctx; });
     std::lock_guard<std::mutex> snap(ctx->snap_mu);
-    name = ctx->state.name;
+    name = ctx->name;
   }
   // The loop's last findings go through its hooks before detach returns; after it, the hooks
   // are never called again (bounded: a hook that hangs delays detach by at most 1 s).
@@ -198,13 +252,17 @@ void Runtime::Remove(LoopContext* ctx) {
 
 std::string Runtime::sampling_status() const {
   std::lock_guard<std::mutex> lock(mu_);
+  if (watchdog_process_ && sampling_status_ == "ok") {
+    std::string remote = watchdog_process_->sampling_status();
+    return remote.empty() ? sampling_status_ : remote;
+  }
   return sampling_status_;
 }
 
 void Runtime::Run() {
   // The watchdog (and the warm-up thread it starts) leave the host's file table first: see
   // platform::DetachFileTable. Everything they open is used and closed on them.
-  file_table_private_ = platform::DetachFileTable();
+  file_table_private_ = serving_ ? false : platform::DetachFileTable();
   t_watchdog_table = true;
   own_schedstat_ = std::make_unique<platform::ProcFile>("/proc/thread-self/schedstat");
   // Warm the unwinder up off the host's threads and off the watchdog's own loop (loading symbol
@@ -264,7 +322,7 @@ int64_t Runtime::Tick(int64_t now) {
     } catch (const std::exception& e) {
       next = std::min(next, now + TickFor(l->options.stall_threshold.count()));
       try {
-        Log().error("watchdog: loop {}: {}", l->state.name, e.what());
+        Log().error("watchdog: loop {}: {}", l->name, e.what());
       } catch (...) {
       }
     }
@@ -321,13 +379,18 @@ bool Runtime::TakeStackToken(LoopContext& c, int64_t now) {
 int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   auto& s = c.state;
   // Bind the loop's epoll fd if attach could not (e.g. libevent applies epoll changes lazily).
+  const int probe_fd = c.served ? c.served->probe_fd : c.probe.timer_fd();
   if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10 &&
-      now >= c.epfd_next_try_ns && c.probe.timer_fd() >= 0) {
+      now >= c.epfd_next_try_ns && probe_fd >= 0) {
     ++c.epfd_tries;
     c.epfd_next_try_ns = now + 1'000'000'000;
     const int epfd =
-        platform::FindEpollFdContaining(c.probe.timer_fd(), s.tid.load(std::memory_order_acquire));
-    if (epfd >= 0) agent::internal::BindEpollFd(&s, epfd);
+        platform::FindEpollFdContaining(probe_fd, s.tid.load(std::memory_order_acquire));
+    if (epfd >= 0 && c.served) {
+      s.pending_epfd.store(epfd, std::memory_order_relaxed);  // the probe binds it in the host
+    } else if (epfd >= 0) {
+      agent::internal::BindEpollFd(&s, epfd);
+    }
   }
 
   LoopObservation o;
@@ -403,7 +466,7 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
         break;
     }
   }
-  c.last_tick_cpu_ns = ThreadCpu(s);
+  c.last_tick_cpu_ns = LoopCpu(s);
   // A candidate that is not reported yet: note its syscall cheaply, so a stall that ends between
   // two ticks is still classified.
   if (c.track && !c.track->reported && tid != 0) Sample(c, now, false);
@@ -424,13 +487,14 @@ void Runtime::NameFromThread(LoopContext& c, pid_t tid) {
     return;
   }
   std::string name;
-  if (tid == ::getpid()) {
+  if (tid == platform::TargetPid()) {
     name = "main";
   } else {
     std::string comm, process;
-    const std::string path = "/proc/self/task/" + std::to_string(tid) + "/comm";
+    const std::string root = platform::ProcRoot();
+    const std::string path = root + "/task/" + std::to_string(tid) + "/comm";
     if (platform::ReadSmallFile(path.c_str(), &comm) &&
-        platform::ReadSmallFile("/proc/self/comm", &process) && comm != process) {
+        platform::ReadSmallFile((root + "/comm").c_str(), &process) && comm != process) {
       while (!comm.empty() && (comm.back() == '\n' || comm.back() == ' ')) comm.pop_back();
       name = comm;
     }
@@ -441,12 +505,15 @@ void Runtime::NameFromThread(LoopContext& c, pid_t tid) {
   std::string unique = name;
   for (int k = 2;; ++k) {
     bool taken = false;
-    for (const auto& l : loops_) taken = taken || (l.get() != &c && l->state.name == unique);
+    for (const auto& l : loops_) taken = taken || (l.get() != &c && l->name == unique);
     if (!taken) break;
     unique = name + "-" + std::to_string(k);
   }
-  std::lock_guard<std::mutex> lock(c.snap_mu);
-  c.state.name = unique;
+  {
+    std::lock_guard<std::mutex> lock(c.snap_mu);
+    c.name = unique;
+  }
+  PublishSnapshot(c);
 }
 
 void Runtime::OnBaseline(LoopContext& c, const DetectorEvent& e, int64_t now) {
@@ -455,7 +522,7 @@ void Runtime::OnBaseline(LoopContext& c, const DetectorEvent& e, int64_t now) {
   t.start_mono_ns = e.start_ns;
   t.estimated = e.estimated;
   t.base_mono_ns = now;
-  t.base_cpu_ns = ThreadCpu(c.state);
+  t.base_cpu_ns = LoopCpu(c.state);
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
   t.base_run_delay_ns = tid != 0 ? RunDelay(tid) : -1;
   c.track = std::move(t);
@@ -467,7 +534,7 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   if (tid == 0) return;
   auto sys = platform::ReadThreadSyscall(tid);
   ++t.samples;
-  const int64_t cpu_now = ThreadCpu(c.state);
+  const int64_t cpu_now = LoopCpu(c.state);
   const int64_t rd_now = RunDelay(tid);
   const int64_t since_mono = t.last_look_mono_ns ? t.last_look_mono_ns : t.base_mono_ns;
   const int64_t since_cpu = t.last_look_mono_ns ? t.last_look_cpu_ns : t.base_cpu_ns;
@@ -534,6 +601,7 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
       std::lock_guard<std::mutex> lock(c.snap_mu);
       c.ongoing = f;
     }
+    PublishSnapshot(c);
     c.emitted_finding = true;
     reporter_->Submit(std::move(f));
   }
@@ -546,7 +614,15 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
   std::string method;
   const bool running = sys == nullptr || sys->running;
   if (running || sampling_ == SamplingMode::kSignalAll) {
-    if (!sampler_.available()) {
+    const bool can_signal =
+        serving_ ? remote_signal_ > 0 && !c.state.handler_lost.load(std::memory_order_acquire)
+                 : sampler_.available();
+    if (!can_signal && serving_ && remote_signal_ > 0 && t.sampling_note.empty()) {
+      t.sampling_note = "running-thread stacks unavailable: the host installed its own handler "
+                        "for signal " + std::to_string(remote_signal_) +
+                        " after the agent; set STALLWATCH_SIGNAL to a free signal";
+    }
+    if (!can_signal) {
       if (t.sampling_note.empty()) t.sampling_note = sampling_status_;
       return;
     }
@@ -561,7 +637,9 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
     ++t.stack_attempts;
     RawSample& raw = c.state.sample;
     const int64_t capture_start = MonotonicNanos();
-    Status st = sampler_.Capture(tid, &raw, kSignalTimeout);
+    Status st = serving_ ? platform::CaptureRemote(platform::TargetPid(), tid, remote_signal_,
+                                                   c.state.handler_lost, &raw, kSignalTimeout)
+                         : sampler_.Capture(tid, &raw, kSignalTimeout);
     intended_sleep_ns_ += MonotonicNanos() - capture_start;
     if (!st.ok()) {
       ++t.samples_failed;
@@ -569,7 +647,8 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
         // The host took the signal over (for good) or blocks it in this thread (for now): no
         // signal was sent; blocked-thread (/proc) stacks go on.
         t.sampling_note = "running-thread stacks unavailable: " + st.message();
-        if (!sampler_.available() && sampling_status_.rfind("running-thread", 0) != 0) {
+        const bool gone = serving_ ? c.state.handler_lost.load() : !sampler_.available();
+        if (gone && sampling_status_.rfind("running-thread", 0) != 0) {
           sampling_status_ = t.sampling_note;
           try {
             Log().warn("{}", sampling_status_);
@@ -636,8 +715,11 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
                                    bool ongoing, int64_t now) {
   StallFinding f;
   f.service = service_;
-  f.pid = ::getpid();
-  f.loop = c.state.name;
+  f.pid = platform::TargetPid();
+  {
+    std::lock_guard<std::mutex> lock(c.snap_mu);
+    f.loop = c.name;
+  }
   f.stall_id = t.id;
   f.start_ns = t.start_mono_ns + mono_to_real_ns_;
   f.duration_s = static_cast<double>(end_mono - t.start_mono_ns) / 1e9;
@@ -647,7 +729,7 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   // Ratios over the stall itself: after its end the thread waits (no CPU, no run-queue wait),
   // so CPU read a little later still belongs to the stall, but wall time would not.
   in.wall_ns = std::min(now, end_mono) - t.base_mono_ns;
-  const int64_t cpu = ThreadCpu(c.state);
+  const int64_t cpu = LoopCpu(c.state);
   in.cpu_ns = (cpu >= 0 && t.base_cpu_ns >= 0) ? cpu - t.base_cpu_ns : -1;
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
   const int64_t rd = tid != 0 ? RunDelay(tid) : -1;
@@ -719,6 +801,7 @@ void Runtime::CloseStall(LoopContext& c, int64_t end_mono, bool estimated, int64
     c.recent.push_back(f);
     if (c.recent.size() > kRecentStalls) c.recent.pop_front();
   }
+  PublishSnapshot(c);
   c.emitted_finding = true;
   reporter_->Submit(std::move(f));
   c.track.reset();
@@ -739,8 +822,11 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
 
   DelayFinding d;
   d.service = service_;
-  d.pid = ::getpid();
-  d.loop = s.name;
+  d.pid = platform::TargetPid();
+  {
+    std::lock_guard<std::mutex> lock(c.snap_mu);
+    d.loop = c.name;
+  }
   d.end_ns = now + mono_to_real_ns_;
   const int64_t span = std::max<int64_t>(now - c.window_start_ns, 1);
   d.window_s = static_cast<double>(span) / 1e9;
@@ -752,7 +838,7 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
   d.max_s = wd.max_ns() / 1e9;
   d.sum_s = wd.sum_ns() / 1e9;
   const bool boundaries = s.boundaries_seen.load(std::memory_order_acquire);
-  d.boundary_source = boundaries ? s.boundary_source : "probe";
+  d.boundary_source = agent::internal::BoundarySource(s);
   if (boundaries) {
     const int64_t since = s.busy_since_ns.load(std::memory_order_acquire);
     const int64_t busy = s.busy_total_ns.load(std::memory_order_relaxed) +
@@ -780,6 +866,7 @@ void Runtime::EmitWindow(LoopContext& c, int64_t now) {
     std::lock_guard<std::mutex> lock(c.snap_mu);
     c.last_window = d;
   }
+  PublishSnapshot(c);
   c.emitted_finding = true;
   reporter_->Submit(std::move(d));
 }

@@ -24,6 +24,7 @@
 #include "stall_detector.h"
 #include "stallwatch/agent.h"
 #include "unwinder.h"
+#include "watchdog_process.h"
 
 namespace stallwatch::internal {
 
@@ -61,9 +62,20 @@ struct StallTrack {
 
 class LoopContext {
  public:
+  // `shared`: the loop's state in the watchdog process's mapping; nullptr: owned here.
+  explicit LoopContext(agent::internal::LoopState* shared = nullptr)
+      : owned_state(shared ? nullptr : new agent::internal::LoopState()),
+        state(shared ? *shared : *owned_state) {}
+  LoopContext(const LoopContext&) = delete;
+  LoopContext& operator=(const LoopContext&) = delete;
+
   Options options;
   std::string service;
-  agent::internal::LoopState state;
+  std::unique_ptr<agent::internal::LoopState> owned_state;
+  agent::internal::LoopState& state;
+  std::string name;  // written under snap_mu (the watchdog may name the loop after its thread)
+  int slot = -1;                // host: the loop's slot in the watchdog process's mapping
+  RegionSlot* served = nullptr;  // watchdog process: the host's slot this context serves
   agent::internal::Probe probe;
   agent::internal::EvwatchHook evwatch;
   std::shared_ptr<Runtime> runtime;
@@ -111,6 +123,16 @@ class Runtime {
   // Any thread. Closes an ongoing stall and emits the last delay window of the loop.
   void Remove(LoopContext* ctx);
   std::string sampling_status() const;
+  // Host of a watchdog process (nullptr: the watchdog is a thread here).
+  WatchdogProcess* watchdog_process() const { return watchdog_process_.get(); }
+  // Host of a watchdog process: copies the loop's published snapshot (name, recent and ongoing
+  // stalls, last window) into `c`.
+  void PullSnapshot(LoopContext& c) const;
+  // In stallwatch-watchdog, before the first Acquire: this process serves host `pid`, whose
+  // handler for `sample_signal` (0: none) takes the stacks.
+  static void ServeHost(pid_t pid, int sample_signal);
+  // Watchdog process: publishes `c`'s snapshot into its slot (after any change).
+  void PublishSnapshot(LoopContext& c);
   // In a child after fork(): the watchdog and reporter threads do not exist there and the locks
   // may be held forever, so this runtime is abandoned (never destroyed, never locked).
   void MarkForkedChild() { forked_child_.store(true); }
@@ -149,6 +171,11 @@ class Runtime {
   void AccountOwnTime(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
   bool TakeStackToken(LoopContext& c, int64_t now);
 
+  int64_t LoopCpu(const agent::internal::LoopState& s) const;
+
+  std::unique_ptr<WatchdogProcess> watchdog_process_;
+  bool serving_ = false;    // this is stallwatch-watchdog, serving a host process
+  int remote_signal_ = 0;   // serving: the host's sampling signal (0: none)
   std::string service_;
   SamplingMode sampling_ = SamplingMode::kOn;
   int64_t mono_to_real_ns_ = 0;

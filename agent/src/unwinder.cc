@@ -14,6 +14,8 @@
 #include <cstring>
 #include <string>
 
+#include "platform/proc.h"
+
 namespace stallwatch::agent::internal {
 namespace {
 
@@ -86,7 +88,7 @@ bool MemoryRead(Dwfl* /*dwfl*/, Dwarf_Addr addr, Dwarf_Word* result, void* dwfl_
   }
   iovec local{result, sizeof(Dwarf_Word)};
   iovec remote{reinterpret_cast<void*>(addr), sizeof(Dwarf_Word)};
-  return ::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) ==
+  return ::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) ==
          static_cast<ssize_t>(sizeof(Dwarf_Word));
 }
 
@@ -162,12 +164,12 @@ Status Unwinder::Init(const std::atomic<bool>* cancel) {
   dwfl_ = dwfl_begin(&kCallbacks);
   if (dwfl_ == nullptr) return InternalError(std::string("dwfl_begin: ") + dwfl_errmsg(-1));
   dwfl_report_begin(dwfl_);
-  if (dwfl_linux_proc_report(dwfl_, ::getpid()) != 0) {
+  if (dwfl_linux_proc_report(dwfl_, platform::TargetPid()) != 0) {
     dwfl_report_end(dwfl_, nullptr, nullptr);
     return UnavailableError(std::string("reading this process's modules: ") + dwfl_errmsg(-1));
   }
   dwfl_report_end(dwfl_, nullptr, nullptr);
-  attached_ = dwfl_attach_state(dwfl_, nullptr, ::getpid(), &kThreadCallbacks, this);
+  attached_ = dwfl_attach_state(dwfl_, nullptr, platform::TargetPid(), &kThreadCallbacks, this);
   if (!attached_) {
     return UnavailableError(std::string("dwfl_attach_state: ") + dwfl_errmsg(-1));
   }
@@ -208,7 +210,7 @@ std::string Unwinder::FunctionName(uint64_t pc) {
 void Unwinder::Refresh() {
   if (dwfl_ == nullptr) return;
   dwfl_report_begin_add(dwfl_);
-  dwfl_linux_proc_report(dwfl_, ::getpid());
+  dwfl_linux_proc_report(dwfl_, platform::TargetPid());
   dwfl_report_end(dwfl_, nullptr, nullptr);
   Warm();
 }
@@ -256,7 +258,7 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
     const size_t len = std::min<size_t>(4096 - (addr % 4096), kScanBytes - off);
     iovec local{reinterpret_cast<char*>(words.data()) + off, len};
     iovec remote{reinterpret_cast<void*>(addr), len};
-    if (::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(len)) {
+    if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(len)) {
       break;
     }
     got = off + len;
@@ -286,8 +288,28 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
   return best;
 }
 
+namespace {
+// The host's copy of the agent, when this process is a watchdog process serving a host.
+std::string* g_own_module_override = nullptr;
+}  // namespace
+
+void Unwinder::SetOwnModule(const std::string& path) {
+  g_own_module_override = new std::string(path);  // set once at start-up, never freed
+}
+
+std::string Unwinder::OwnModulePath() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&Demangle), &info) != 0 && info.dli_fname != nullptr) {
+    char real[4096];
+    if (realpath(info.dli_fname, real) != nullptr) return std::string(real);
+    return std::string(info.dli_fname);
+  }
+  return std::string();
+}
+
 bool Unwinder::IsOwnModule(const std::string& path) {
   static const std::string own = [] {
+    if (g_own_module_override != nullptr) return *g_own_module_override;
     Dl_info info{};
     if (dladdr(reinterpret_cast<void*>(&Demangle), &info) != 0 && info.dli_fname != nullptr) {
       char real[4096];
@@ -350,7 +372,7 @@ bool LineResolver::Ensure() {
     return false;
   }
   dwfl_report_begin(dwfl_);
-  dwfl_linux_proc_report(dwfl_, ::getpid());
+  dwfl_linux_proc_report(dwfl_, platform::TargetPid());
   dwfl_report_end(dwfl_, nullptr, nullptr);
   return true;
 }
@@ -371,7 +393,7 @@ void LineResolver::AddLines(Stack* stack) {
     if (start == module_start_.end()) {
       // Refresh the module list once per unknown module (a dlopen since the last look).
       dwfl_report_begin_add(dwfl_);
-      dwfl_linux_proc_report(dwfl_, ::getpid());
+      dwfl_linux_proc_report(dwfl_, platform::TargetPid());
       dwfl_report_end(dwfl_, nullptr, nullptr);
       struct Find {
         const std::string* path;

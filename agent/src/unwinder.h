@@ -62,6 +62,10 @@ class Unwinder {
   Frame Symbolize(const RawFrame& f);
   // Whether an ELF path is the agent's own library (libstallwatch or the preload shim).
   static bool IsOwnModule(const std::string& path);
+  // The agent's own module in this process (resolved path), and, in a watchdog process, the
+  // host's copy of it (set once, before any IsOwnModule call).
+  static std::string OwnModulePath();
+  static void SetOwnModule(const std::string& path);
   // Re-reads the module list (after dlopen); rate-limited by the caller.
   void Refresh();
 

@@ -152,6 +152,18 @@ void BindEpollFd(LoopState* s, int epfd) {
   }
 }
 
+RawSample* FindRequestedSample(pid_t tid) {
+  const int n = g_high.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    LoopState* s = g_state[i].load(std::memory_order_acquire);
+    if (s != nullptr && s->sample.tid == tid &&
+        s->sample.state.load(std::memory_order_acquire) == RawSample::kRequested) {
+      return &s->sample;
+    }
+  }
+  return nullptr;
+}
+
 bool WaitHookActive() { return g_hook_called.load(std::memory_order_relaxed); }
 
 void EnsureLoopThread(LoopState* s) {

@@ -15,6 +15,8 @@ void UnregisterLoop(LoopState* s);
 void UnregisterAllLoops();
 // Binds the epoll fd of a registered loop (found by the watchdog or at attach).
 void BindEpollFd(LoopState* s, int epfd);
+// Async-signal safe: the sample a watchdog process requested from thread `tid`, or nullptr.
+RawSample* FindRequestedSample(pid_t tid);
 // Whether the interposed functions are the ones the process calls (diagnostics).
 bool WaitHookActive();
 

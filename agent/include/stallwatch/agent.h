@@ -27,6 +27,16 @@ enum class SamplingMode {
   kSignalAll,  // also signal blocked threads: may make their syscall return EINTR (docs/design)
 };
 
+// Where the watchdog (stall detection, classification, stacks, reporting) runs.
+enum class WatchdogMode {
+  // A process of its own when the program has never had a second thread at the first attach and
+  // no hooks are set (the program stays single-threaded, keeping glibc's and the kernel's
+  // single-threaded fast paths); otherwise threads in this process.
+  kAuto,
+  kThread,   // threads in this process
+  kProcess,  // a process of its own whenever possible (hooks still need kThread)
+};
+
 // The endpoint the agent reports to when none is configured: the daemon's default socket.
 inline constexpr const char* kDefaultEndpoint = "unix:/run/stallwatch/agent.sock";
 
@@ -50,6 +60,7 @@ struct Options {
   int sample_signal = 0;                  // 0 → SIGRTMIN+3. Process-wide.
   int max_stack_reports_per_minute = 12;  // per loop; more are suppressed and counted
   size_t queue_capacity = 4096;           // findings buffered while the endpoint is away
+  WatchdogMode watchdog = WatchdogMode::kAuto;  // Process-wide (STALLWATCH_WATCHDOG).
   // Called on the reporter thread for every finding (tests, embedding).
   std::function<void(const StallFinding&)> on_stall;
   std::function<void(const DelayFinding&)> on_delay;

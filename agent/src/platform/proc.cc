@@ -575,8 +575,28 @@ bool ReadSmallFile(const char* path, std::string* out) {
 pid_t GetTid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
 namespace {
+pid_t g_target_pid = 0;
+char g_proc_root[32] = "/proc/self";
+}  // namespace
+
+void SetTargetProcess(pid_t pid) {
+  g_target_pid = pid;
+  if (pid > 0) {
+    std::snprintf(g_proc_root, sizeof(g_proc_root), "/proc/%d", static_cast<int>(pid));
+  } else {
+    std::snprintf(g_proc_root, sizeof(g_proc_root), "/proc/self");
+  }
+}
+
+pid_t TargetPid() { return g_target_pid > 0 ? g_target_pid : ::getpid(); }
+
+bool TargetIsSelf() { return g_target_pid <= 0; }
+
+const char* ProcRoot() { return g_proc_root; }
+
+namespace {
 std::string TaskPath(pid_t tid, const char* file) {
-  return "/proc/self/task/" + std::to_string(tid) + "/" + file;
+  return std::string(g_proc_root) + "/task/" + std::to_string(tid) + "/" + file;
 }
 }  // namespace
 
@@ -599,12 +619,12 @@ std::optional<TaskStat> ReadThreadStat(pid_t tid) {
 }
 
 namespace {
-// "/proc/self/task/TID/fd" or, for tid 0, "/proc/self/fd" (+ "info" for fdinfo).
+// "ROOT/task/TID/fd" or, for tid 0, "ROOT/fd" (+ "info" for fdinfo); ROOT is ProcRoot().
 void FdPath(char* buf, size_t size, pid_t tid, const char* dir, int fd) {
   if (tid > 0) {
-    std::snprintf(buf, size, "/proc/self/task/%d/%s/%d", static_cast<int>(tid), dir, fd);
+    std::snprintf(buf, size, "%s/task/%d/%s/%d", g_proc_root, static_cast<int>(tid), dir, fd);
   } else {
-    std::snprintf(buf, size, "/proc/self/%s/%d", dir, fd);
+    std::snprintf(buf, size, "%s/%s/%d", g_proc_root, dir, fd);
   }
 }
 }  // namespace
@@ -620,14 +640,13 @@ std::string DescribeLinkTarget(std::string_view target, const ReadTableFn& read_
       const char* name;
       bool v6;
     };
-    for (const Kind& k :
-         {Kind{"/proc/self/net/tcp", "tcp", false}, Kind{"/proc/self/net/tcp6", "tcp6", true},
-          Kind{"/proc/self/net/udp", "udp", false}, Kind{"/proc/self/net/udp6", "udp6", true}}) {
-      if (!read_table(k.path, &table)) continue;
+    for (const Kind& k : {Kind{"net/tcp", "tcp", false}, Kind{"net/tcp6", "tcp6", true},
+                          Kind{"net/udp", "udp", false}, Kind{"net/udp6", "udp6", true}}) {
+      if (!read_table((std::string(g_proc_root) + "/" + k.path).c_str(), &table)) continue;
       if (auto r = FindInetSocket(table, inode, k.v6))
         return "socket " + std::string(k.name) + " " + *r;
     }
-    if (read_table("/proc/self/net/unix", &table)) {
+    if (read_table((std::string(g_proc_root) + "/net/unix").c_str(), &table)) {
       if (auto r = FindUnixSocket(table, inode)) {
         return r->empty() ? "socket unix (unnamed)" : "socket unix " + *r;
       }
@@ -666,9 +685,9 @@ bool ReadSmallFileLarge(const char* path, std::string* out) {
 int FindEpollFdContaining(int target_fd, pid_t tid) {
   char dir[64];
   if (tid > 0) {
-    std::snprintf(dir, sizeof(dir), "/proc/self/task/%d/fd", static_cast<int>(tid));
+    std::snprintf(dir, sizeof(dir), "%s/task/%d/fd", g_proc_root, static_cast<int>(tid));
   } else {
-    std::snprintf(dir, sizeof(dir), "/proc/self/fd");
+    std::snprintf(dir, sizeof(dir), "%s/fd", g_proc_root);
   }
   DIR* d = ::opendir(dir);
   if (d == nullptr) return -1;
@@ -778,7 +797,7 @@ std::pair<uint64_t, uint64_t> FindMappingIn(std::string_view maps, uint64_t addr
 
 std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr) {
   std::string maps;
-  if (!ReadSmallFileLarge("/proc/self/maps", &maps)) return {0, 0};
+  if (!ReadSmallFileLarge((std::string(g_proc_root) + "/maps").c_str(), &maps)) return {0, 0};
   return FindMappingIn(maps, addr);
 }
 

@@ -71,6 +71,13 @@ bool SyscallTakesFd(long nr);
 bool ReadSmallFile(const char* path, std::string* out);       // at most 64 KiB
 bool ReadSmallFileLarge(const char* path, std::string* out);  // at most 4 MiB
 pid_t GetTid();
+// The process whose threads the readers below look at: this one (default), or the host process
+// a watchdog process serves (docs/design.md, "Watchdog process"). Set once, before any reader.
+void SetTargetProcess(pid_t pid);
+pid_t TargetPid();
+bool TargetIsSelf();
+// "/proc/self", or "/proc/PID" of the target.
+const char* ProcRoot();
 std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid);
 std::optional<SchedStat> ReadThreadSchedstat(pid_t tid);
 std::optional<TaskStat> ReadThreadStat(pid_t tid);

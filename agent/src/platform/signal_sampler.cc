@@ -16,6 +16,7 @@
 
 #include "platform/proc.h"
 #include "stallwatch/common/clock.h"
+#include "wait_hook.h"
 
 namespace stallwatch::agent::platform {
 namespace {
@@ -81,8 +82,11 @@ size_t CopyStack(uint64_t sp, unsigned char* dst) {
 void Handler(int /*signo*/, siginfo_t* /*info*/, void* ucontext) {
   const int saved_errno = errno;
   g_in_handler.fetch_add(1, std::memory_order_seq_cst);
+  const auto self = static_cast<pid_t>(::syscall(SYS_gettid));
   RawSample* s = g_request.load(std::memory_order_seq_cst);
-  if (s != nullptr && s->tid == static_cast<pid_t>(::syscall(SYS_gettid))) {
+  // Requested by a watchdog process: the request is in the loop's (shared) state.
+  if (s == nullptr) s = internal::FindRequestedSample(self);
+  if (s != nullptr && s->tid == self) {
     int expected = RawSample::kRequested;
     if (s->state.compare_exchange_strong(expected, RawSample::kWriting)) {
       const auto* uc = static_cast<const ucontext_t*>(ucontext);
@@ -105,6 +109,60 @@ bool IsOurs(const struct sigaction& sa) {
 }  // namespace
 
 int DefaultSampleSignal() { return SIGRTMIN + 3; }
+
+bool SamplingHandlerInstalled(int signo) {
+  struct sigaction cur {};
+  return sigaction(signo, nullptr, &cur) == 0 && IsOurs(cur);
+}
+
+Status CaptureRemote(pid_t pid, pid_t tid, int signo, const std::atomic<bool>& handler_lost,
+                     RawSample* sample, std::chrono::nanoseconds timeout) {
+  if (signo <= 0) return UnavailableError("no sampling signal in the host");
+  if (handler_lost.load(std::memory_order_acquire)) {
+    return FailedPreconditionError("the host installed its own handler for signal " +
+                                   std::to_string(signo) +
+                                   " after the agent; set STALLWATCH_SIGNAL to a free signal");
+  }
+  {
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/%d/task/%d/status", static_cast<int>(pid),
+                  static_cast<int>(tid));
+    std::string status;
+    if (!ReadSmallFile(path, &status)) return UnavailableError("thread status unreadable");
+    const auto blocked = StatusBlocksSignal(status, signo);
+    if (!blocked.has_value()) return UnavailableError("thread signal mask unreadable");
+    if (*blocked) {
+      return FailedPreconditionError("signal " + std::to_string(signo) +
+                                     " is blocked in the loop thread; set STALLWATCH_SIGNAL to "
+                                     "a signal it does not block");
+    }
+  }
+  sample->tid = tid;
+  sample->stack_len = 0;
+  sample->state.store(RawSample::kRequested, std::memory_order_seq_cst);
+  if (::syscall(SYS_tgkill, pid, tid, signo) != 0) {
+    sample->state.store(RawSample::kIdle);
+    return UnavailableError(std::string("tgkill: ") + std::strerror(errno));
+  }
+  const int64_t deadline = MonotonicNanos() + timeout.count();
+  int state = RawSample::kRequested;
+  for (;;) {
+    state = sample->state.load(std::memory_order_acquire);
+    if (state == RawSample::kReady || state == RawSample::kFailed) break;
+    if (MonotonicNanos() > deadline) {
+      int expected = RawSample::kRequested;
+      if (sample->state.compare_exchange_strong(expected, RawSample::kIdle)) break;
+      // The handler is writing right now: it finishes in microseconds.
+    }
+    timespec ts{0, 50'000};
+    nanosleep(&ts, nullptr);
+  }
+  if (state == RawSample::kReady) return OkStatus();
+  sample->state.store(RawSample::kIdle);
+  if (state == RawSample::kFailed) return InternalError("stack copy failed (process_vm_readv)");
+  return Status(StatusCode::kDeadlineExceeded,
+                "the loop thread did not run the sampling handler in time (signal blocked?)");
+}
 
 Status SignalSampler::Install(int signo) {
 #if !defined(__x86_64__)
@@ -190,7 +248,7 @@ Status SignalSampler::Capture(pid_t tid, RawSample* sample, std::chrono::nanosec
   {
     // A thread that blocks the signal would get it later, or hand it to the host's sigwait().
     char path[64];
-    std::snprintf(path, sizeof(path), "/proc/self/task/%d/status", static_cast<int>(tid));
+    std::snprintf(path, sizeof(path), "%s/task/%d/status", ProcRoot(), static_cast<int>(tid));
     std::string status;
     if (!ReadSmallFile(path, &status)) return UnavailableError("thread status unreadable");
     const auto blocked = StatusBlocksSignal(status, signo_);

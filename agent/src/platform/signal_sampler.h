@@ -9,6 +9,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -52,5 +53,16 @@ class SignalSampler {
 
 // The default sampling signal: SIGRTMIN + 3.
 int DefaultSampleSignal();
+
+// Whether the agent's handler is the one installed for `signo` in this process.
+bool SamplingHandlerInstalled(int signo);
+
+// Capture for a watchdog process: signals thread `tid` of process `pid`, whose agent installed
+// the handler for `signo`, and waits for the handler to fill `sample` (in memory shared with
+// that process). Never signals once `handler_lost` (kept by the host's probe) is set, nor a
+// thread that blocks the signal (kFailedPrecondition, as Capture).
+[[nodiscard]] Status CaptureRemote(pid_t pid, pid_t tid, int signo,
+                                   const std::atomic<bool>& handler_lost,
+                                   internal::RawSample* sample, std::chrono::nanoseconds timeout);
 
 }  // namespace stallwatch::agent::platform
