@@ -156,6 +156,12 @@ LoopSnapshot Agent::Snapshot() const {
     }
   }
   out.sampling_status = ctx_->runtime ? ctx_->runtime->sampling_status() : "detached";
+  if (ctx_->runtime && ctx_->runtime->watchdog_process() != nullptr) {
+    out.watchdog = "process";
+    out.watchdog_pid = ctx_->runtime->watchdog_process()->pid();
+  } else {
+    out.watchdog = "thread";
+  }
   return out;
 }
 

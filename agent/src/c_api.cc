@@ -47,6 +47,8 @@ size_t stallwatch_snapshot_json(stallwatch_agent* agent, char* buf, size_t len) 
                      {"loop", s.loop},
                      {"tid", s.tid},
                      {"boundary_source", s.boundary_source},
+                     {"watchdog", s.watchdog},
+                     {"watchdog_pid", s.watchdog_pid},
                      {"delay_count", s.since_attach.count},
                      {"delay_p50_s", s.since_attach.p50.count() / 1e9},
                      {"delay_p99_s", s.since_attach.p99.count() / 1e9},

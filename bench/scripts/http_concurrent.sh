@@ -2,8 +2,9 @@
 # Throughput A/B for a noisy shared machine: the agent-on and agent-off servers run AT THE SAME
 # TIME, both pinned to CPU 0, each loaded by its own wrk (both pinned to CPU 1), so whatever
 # else runs on the machine hits both alike. Reported per round: req/s of each and the CPU time
-# per request of each server process (all threads, schedstat: the agent's watchdog and
-# reporter are charged to the agent-on server). With both servers saturated, off/on CPU per
+# per request of each server process (all threads, schedstat, plus its child processes: the
+# agent's watchdog and reporter — threads, or the stallwatch-watchdog process of a
+# single-threaded server — are charged to the agent-on server). With both servers saturated, off/on CPU per
 # request is the throughput ratio a CPU-bound server would see. Bounded: ROUNDS x DURATION s.
 #
 #   bench/scripts/http_concurrent.sh [BUILD_DIR]
@@ -29,7 +30,13 @@ command -v wrk >/dev/null || { echo "http_concurrent.sh: wrk not installed" >&2;
 [[ $(nproc) -ge 2 ]] || { echo "http_concurrent.sh: needs 2 CPUs" >&2; exit 1; }
 
 main_cpu_ns() { awk '{printf "%.0f", $1}' /proc/"$1"/task/"$1"/schedstat 2>/dev/null; }
-proc_cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'; }
+# All threads of the process and of its children (the agent's stallwatch-watchdog process).
+proc_cpu_ns() {
+  local p kids
+  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
+  for p in "$1" $kids; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done |
+    awk '{s += $1} END {printf "%.0f", s}'
+}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -39,7 +46,7 @@ tmp=$(mktemp -d)
 echo "# http_concurrent: $(date -u +%FT%TZ) nproc=$(nproc) loadavg=$(cat /proc/loadavg)"
 echo "# both servers taskset -c 0; per server: taskset -c 1 wrk -t1 -c$CONNS -d${DURATION}s; agent args: ${AGENT_ARGS:-defaults}; agent threads on CPU ${AGENT_CPU:-0 (inherited)}; agent-off server args: ${OFF_ARGS:-none}"
 echo
-echo "| round | load 1-min | req/s off | req/s on | on/off | CPU µs/request off | on | off/on | on, loop thread only | agent threads CPU (ms) |"
+echo "| round | load 1-min | req/s off | req/s on | on/off | CPU µs/request off | on | off/on | on, loop thread only | agent CPU (ms): its threads or watchdog process |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for ((r = 1; r <= ROUNDS; r++)); do
   # Swap the ports every round so neither mode always gets the same one.
@@ -58,6 +65,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for t in /proc/"$s_on"/task/*; do
       tid=${t##*/}
       [[ $tid == "$s_on" ]] || taskset -p -c "$AGENT_CPU" "$tid" >/dev/null
+    done
+    for kid in $(cat /proc/"$s_on"/task/*/children 2>/dev/null || true); do
+      taskset -a -p -c "$AGENT_CPU" "$kid" >/dev/null
     done
   fi
   wrk -t1 -c10 -d1s "http://127.0.0.1:$p_off/" >/dev/null

@@ -89,6 +89,8 @@ struct LoopSnapshot {
   std::vector<StallFinding> recent_stalls;  // closed, oldest first, at most 64
   std::optional<StallFinding> ongoing;
   std::string sampling_status;  // "ok" or why stacks are unavailable
+  std::string watchdog;         // "thread" or "process" (stallwatch-watchdog, pid below)
+  int64_t watchdog_pid = 0;
 };
 
 namespace internal {

@@ -1,0 +1,201 @@
+// The watchdog in a process of its own (agent/src/watchdog_process.h): a real single-threaded
+// libevent program (single_thread_host) run as a child of this test, with real stalls.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using nlohmann::json;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kThreadSanitizer = true;
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+
+std::string HostPath() { return SW_SINGLE_THREAD_HOST; }
+
+struct Child {
+  pid_t pid = -1;
+  FILE* out = nullptr;
+};
+
+// Starts the host with `args` and extra environment entries; its stdout is readable line by line.
+Child Start(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+  int fds[2];
+  EXPECT_EQ(pipe(fds), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  std::vector<std::string> all_args = {HostPath()};
+  all_args.insert(all_args.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all_args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string(*e).rfind("STALLWATCH_", 0) != 0) env_strings.emplace_back(*e);
+  }
+  env_strings.insert(env_strings.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  Child c;
+  EXPECT_EQ(posix_spawn(&c.pid, argv[0], &fa, nullptr, argv.data(), envp.data()), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  c.out = fdopen(fds[0], "r");
+  return c;
+}
+
+json ReadLine(Child& c) {
+  char* line = nullptr;
+  size_t cap = 0;
+  const ssize_t n = getline(&line, &cap, c.out);
+  std::string text = n > 0 ? std::string(line, static_cast<size_t>(n)) : std::string();
+  free(line);
+  auto j = json::parse(text, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "host printed: " << text;
+  return j.is_discarded() ? json::object() : j;
+}
+
+int Finish(Child& c) {
+  int status = 0;
+  waitpid(c.pid, &status, 0);
+  if (c.out) fclose(c.out);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool AliveNotZombie(int64_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+#define SKIP_UNDER_TSAN()                                                                   \
+  if (kThreadSanitizer) GTEST_SKIP() << "the watchdog process is not used under TSan (one " \
+                                        "process model; docs/design.md)"
+
+TEST(WatchdogProcess, SingleThreadedHostStaysSingleThreadedAndItsStallsAreCaughtWithStacks) {
+  SKIP_UNDER_TSAN();
+  Child c = Start({"stalls"});
+  json j = ReadLine(c);
+  ASSERT_EQ(Finish(c), 0) << j.dump();
+  EXPECT_EQ(j["watchdog"], "process") << j.dump();
+  EXPECT_GT(j["watchdog_pid"].get<int64_t>(), 0);
+  EXPECT_EQ(j["threads_attached"], 1) << "the agent added a thread to the host";
+  // The probe's timerfd is the host's only new fd.
+  EXPECT_EQ(j["fds_attached_extra"], 1);
+  EXPECT_TRUE(j["watchdog_alive_attached"].get<bool>());
+  EXPECT_EQ(j["boundary_source"], "epoll_wait");
+
+  const json& recent = j["recent"];
+  ASSERT_EQ(recent.size(), 2u) << j.dump(2);
+  // CPU stall of 150 ms in a named function: exact duration (loop boundaries), class, stack.
+  EXPECT_EQ(recent[0]["class"], "cpu") << recent[0].dump();
+  EXPECT_NEAR(recent[0]["duration_s"].get<double>(), 0.150, 0.150 * 0.05) << recent[0].dump();
+  EXPECT_EQ(recent[0]["pid"].get<int64_t>(), c.pid) << "findings must name the host's pid";
+  bool named = false;
+  for (const auto& f : recent[0]["functions"]) {
+    named = named || f.get<std::string>().find("BurnCpuInNamedFunction") != std::string::npos;
+  }
+  EXPECT_TRUE(named) << "stack of the CPU stall: " << recent[0].dump();
+  // The sleep: blocked in clock_nanosleep, never signalled (not shortened), stack from /proc.
+  EXPECT_EQ(recent[1]["class"], "blocked") << recent[1].dump();
+  EXPECT_EQ(recent[1]["syscall"], "clock_nanosleep");
+  EXPECT_GE(j["sleep_ms"].get<double>(), 119.9);
+  bool usleep_seen = false;
+  for (const auto& f : recent[1]["functions"]) {
+    usleep_seen = usleep_seen || f.get<std::string>().find("usleep") != std::string::npos;
+  }
+  EXPECT_TRUE(usleep_seen) << recent[1].dump();
+
+  // Detach stops and reaps the watchdog process; the host is left as it was.
+  EXPECT_FALSE(j["watchdog_alive_detached"].get<bool>());
+  EXPECT_EQ(j["children_detached"], "") << "a child (or zombie) was left behind";
+  EXPECT_EQ(j["fds_detached_extra"], 0);
+  EXPECT_EQ(j["threads_detached"], 1);
+}
+
+TEST(WatchdogProcess, ThreadModeOnRequest) {
+  Child c = Start({"stalls"}, {"STALLWATCH_WATCHDOG=thread"});
+  json j = ReadLine(c);
+  ASSERT_EQ(Finish(c), 0) << j.dump();
+  EXPECT_EQ(j["watchdog"], "thread");
+  EXPECT_GT(j["threads_attached"].get<int>(), 1);
+  ASSERT_EQ(j["recent"].size(), 2u) << j.dump(2);
+  EXPECT_EQ(j["recent"][0]["class"], "cpu");
+}
+
+TEST(WatchdogProcess, AttachDetachCyclesLeaveNoFdChildOrThread) {
+  SKIP_UNDER_TSAN();
+  Child c = Start({"cycle", "100"});
+  json j = ReadLine(c);
+  ASSERT_EQ(Finish(c), 0) << j.dump();
+  EXPECT_EQ(j["watchdog"], "process");
+  EXPECT_EQ(j["fds_extra"], 0) << j.dump();
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_EQ(j["children"], "") << j.dump();
+  EXPECT_FALSE(j["last_watchdog_alive"].get<bool>());
+}
+
+TEST(WatchdogProcess, HooksNeedTheThreadWatchdogAndSayHow) {
+  SKIP_UNDER_TSAN();
+  Child c = Start({"hooks"});
+  json j = ReadLine(c);
+  ASSERT_EQ(Finish(c), 0) << j.dump();
+  EXPECT_EQ(j["watchdog"], "process");
+  EXPECT_FALSE(j["second_ok"].get<bool>());
+  EXPECT_NE(j["second_error"].get<std::string>().find("STALLWATCH_WATCHDOG=thread"),
+            std::string::npos)
+      << j.dump();
+  EXPECT_EQ(j["threads"], 1);
+}
+
+TEST(WatchdogProcess, EndsWhenTheHostIsKilled) {
+  SKIP_UNDER_TSAN();
+  Child c = Start({"forever"});
+  json j = ReadLine(c);
+  ASSERT_EQ(j["watchdog"], "process") << j.dump();
+  const int64_t wpid = j["watchdog_pid"].get<int64_t>();
+  ASSERT_TRUE(AliveNotZombie(wpid));
+  kill(c.pid, SIGKILL);
+  Finish(c);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {  // up to 5 s; it notices within 200 ms
+    gone = !AliveNotZombie(wpid);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(gone) << "stallwatch-watchdog " << wpid << " outlived its host";
+}
+
+TEST(WatchdogProcess, RunByHandItExplainsItself) {
+  const std::string exe = SW_WATCHDOG_EXE;
+  std::string out;
+  FILE* p = popen((exe + " 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[512];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  const int status = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_NE(out.find("started by the stallwatch agent"), std::string::npos) << out;
+  EXPECT_NE(out.find("usage: stallwatch-watchdog --host-pid PID --region-fd FD"), std::string::npos);
+}
+
+}  // namespace
