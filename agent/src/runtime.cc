@@ -534,6 +534,15 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   if (tid == 0) return;
   auto sys = platform::ReadThreadSyscall(tid);
   ++t.samples;
+  if (serving_) {
+    // A watchdog process keeps running when the host alone is stopped (SIGSTOP, a debugger):
+    // the time the loop thread spends stopped is a suspension, not the loop's doing.
+    if (auto ts = platform::ReadThreadStat(tid); ts && (ts->state == 'T' || ts->state == 't')) {
+      const int64_t from = t.last_look_mono_ns ? t.last_look_mono_ns : t.start_mono_ns;
+      suspended_.emplace_back(std::min(from, now), now);
+      if (suspended_.size() > 32) suspended_.pop_front();
+    }
+  }
   const int64_t cpu_now = LoopCpu(c.state);
   const int64_t rd_now = RunDelay(tid);
   const int64_t since_mono = t.last_look_mono_ns ? t.last_look_mono_ns : t.base_mono_ns;

@@ -410,6 +410,14 @@ void Runtime::PullSnapshot(LoopContext& c) const {
 
 namespace {
 
+// Whether the host still maps the shared region (it does until it exits or calls execve).
+bool HostMapsRegion(pid_t pid) {
+  std::string maps;
+  const std::string path = "/proc/" + std::to_string(pid) + "/maps";
+  if (!platform::ReadSmallFileLarge(path.c_str(), &maps)) return false;
+  return maps.find("/memfd:stallwatch-watchdog") != std::string::npos;
+}
+
 int Usage(const char* why) {
   std::fprintf(stderr,
                "stallwatch-watchdog: %s\n"
@@ -513,10 +521,17 @@ int WatchdogProcessMain(int argc, char** argv) {
     s.ctx.reset();
   };
   std::string last_status;
+  int64_t next_exec_check = 0;
   for (;;) {
     const uint32_t seen = h.to_watchdog.load(std::memory_order_acquire);
     pollfd p{pidfd, POLLIN, 0};
-    const bool host_gone = ::poll(&p, 1, 0) > 0;
+    bool host_gone = ::poll(&p, 1, 0) > 0;
+    if (!host_gone && MonotonicNanos() >= next_exec_check) {
+      // A host that called execve keeps its pid but no longer maps the region (MFD_CLOEXEC
+      // memory is dropped): its loops are gone.
+      next_exec_check = MonotonicNanos() + 1'000'000'000;
+      host_gone = !HostMapsRegion(static_cast<pid_t>(host_pid));
+    }
     for (int i = 0; i < kMaxProcessLoops; ++i) {
       RegionSlot& slot = region->slots[i];
       Served& sv = served[i];

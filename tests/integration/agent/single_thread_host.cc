@@ -7,6 +7,7 @@
 //   single_thread_host cycle N   attach/detach N times; fds, threads and children before/after
 //   single_thread_host hooks     a second attach with hooks while the watchdog is a process
 //   single_thread_host forever   attach, print the snapshot, run until killed
+//   single_thread_host exec      attach, print the snapshot, run 300 ms, then exec sleep 5
 #include <dirent.h>
 #include <event2/event.h>
 #include <sys/stat.h>
@@ -216,7 +217,7 @@ int RunHooks() {
   return 0;
 }
 
-int RunForever() {
+int RunForever(bool then_exec = false) {
   event_base* base = event_base_new();
   auto agent = stallwatch::Agent::Attach(base, HostOptions());
   if (!agent.ok()) {
@@ -229,6 +230,13 @@ int RunForever() {
   event* keep = event_new(base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
   timeval hour{3600, 0};
   event_add(keep, &hour);
+  if (then_exec) {
+    timeval t{0, 300'000};
+    event_base_loopexit(base, &t);
+    event_base_dispatch(base);
+    execl("/bin/sleep", "sleep", "5", static_cast<char*>(nullptr));
+    return 1;
+  }
   event_base_dispatch(base);
   return 0;
 }
@@ -241,6 +249,7 @@ int main(int argc, char** argv) {
   if (mode == "cycle") return RunCycle(argc > 2 ? std::atoi(argv[2]) : 100);
   if (mode == "hooks") return RunHooks();
   if (mode == "forever") return RunForever();
-  std::fprintf(stderr, "usage: single_thread_host stalls|cycle N|hooks|forever\n");
+  if (mode == "exec") return RunForever(true);
+  std::fprintf(stderr, "usage: single_thread_host stalls|cycle N|hooks|forever|exec\n");
   return 2;
 }

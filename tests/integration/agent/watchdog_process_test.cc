@@ -185,6 +185,58 @@ TEST(WatchdogProcess, EndsWhenTheHostIsKilled) {
   EXPECT_TRUE(gone) << "stallwatch-watchdog " << wpid << " outlived its host";
 }
 
+TEST(WatchdogProcess, EndsWhenTheHostExecsAnotherProgram) {
+  SKIP_UNDER_TSAN();
+  Child c = Start({"exec"});
+  json j = ReadLine(c);
+  ASSERT_EQ(j["watchdog"], "process") << j.dump();
+  const int64_t wpid = j["watchdog_pid"].get<int64_t>();
+  bool gone = false;
+  for (int i = 0; i < 80 && !gone; ++i) {  // up to 4 s: exec after 0.3 s, noticed within ~1 s
+    gone = !AliveNotZombie(wpid);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(AliveNotZombie(c.pid)) << "the host (now sleep 5) should still run";
+  kill(c.pid, SIGKILL);
+  Finish(c);
+  EXPECT_TRUE(gone) << "stallwatch-watchdog " << wpid << " outlived its host's execve";
+}
+
+// The host alone is stopped (SIGSTOP): the watchdog process goes on running, so it must learn
+// the suspension from the loop thread's state, not from its own oversleep.
+TEST(WatchdogProcess, HostStoppedWithSigstopIsASuspendedStall) {
+  SKIP_UNDER_TSAN();
+  const std::string file = "/tmp/stallwatch-wdp-" + std::to_string(getpid()) + ".jsonl";
+  std::remove(file.c_str());
+  Child c = Start({"forever"}, {"STALLWATCH_ENDPOINT=file:" + file});
+  json j = ReadLine(c);
+  ASSERT_EQ(j["watchdog"], "process") << j.dump();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the start-up grace
+  kill(c.pid, SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  kill(c.pid, SIGCONT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  kill(c.pid, SIGKILL);  // the watchdog flushes its findings when the host is gone
+  Finish(c);
+  std::vector<json> stalls;
+  for (int i = 0; i < 60 && stalls.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto f = json::parse(line, nullptr, false);
+      if (!f.is_discarded() && f.value("kind", "") == "stall" && !f.value("ongoing", true)) {
+        stalls.push_back(f);
+      }
+    }
+  }
+  std::remove(file.c_str());
+  ASSERT_EQ(stalls.size(), 1u) << "closed stalls: " << json(stalls).dump();
+  EXPECT_EQ(stalls[0]["class"], "suspended") << stalls[0].dump();
+  EXPECT_EQ(stalls[0]["pid"].get<int64_t>(), c.pid);
+  EXPECT_GT(stalls[0]["duration_s"].get<double>(), 0.3) << stalls[0].dump();
+}
+
 TEST(WatchdogProcess, RunByHandItExplainsItself) {
   const std::string exe = SW_WATCHDOG_EXE;
   std::string out;
