@@ -95,13 +95,20 @@ void Runtime::ServeHost(pid_t pid, int sample_signal) {
   platform::SetTargetProcess(pid);
 }
 
-int64_t Runtime::LoopCpu(const agent::internal::LoopState& s) const {
+int64_t Runtime::LoopCpu(LoopContext& c) const {
+  const auto& s = c.state;
   if (serving_) {
     // Another process's thread CPU clock cannot be read; its schedstat can (updated at each
-    // scheduler tick and switch: a few ms behind for a thread that is running).
+    // scheduler tick and switch: a few ms behind for a thread that is running). Kept open and
+    // re-read with pread, as the watchdog's own.
     const pid_t tid = s.tid.load(std::memory_order_acquire);
     if (tid == 0) return -1;
-    auto ss = platform::ReadThreadSchedstat(tid);
+    if (c.schedstat_tid != tid) {
+      c.schedstat_file = std::make_unique<platform::ProcFile>(
+          std::string(platform::ProcRoot()) + "/task/" + std::to_string(tid) + "/schedstat");
+      c.schedstat_tid = tid;
+    }
+    auto ss = platform::ReadSchedstat(*c.schedstat_file);
     return ss ? static_cast<int64_t>(ss->exec_ns) : -1;
   }
   if (!s.cpu_clock_ok.load(std::memory_order_acquire)) return -1;
@@ -466,7 +473,7 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
         break;
     }
   }
-  c.last_tick_cpu_ns = LoopCpu(s);
+  c.last_tick_cpu_ns = LoopCpu(c);
   // A candidate that is not reported yet: note its syscall cheaply, so a stall that ends between
   // two ticks is still classified.
   if (c.track && !c.track->reported && tid != 0) Sample(c, now, false);
@@ -522,7 +529,7 @@ void Runtime::OnBaseline(LoopContext& c, const DetectorEvent& e, int64_t now) {
   t.start_mono_ns = e.start_ns;
   t.estimated = e.estimated;
   t.base_mono_ns = now;
-  t.base_cpu_ns = LoopCpu(c.state);
+  t.base_cpu_ns = LoopCpu(c);
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
   t.base_run_delay_ns = tid != 0 ? RunDelay(tid) : -1;
   c.track = std::move(t);
@@ -543,7 +550,7 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
       if (suspended_.size() > 32) suspended_.pop_front();
     }
   }
-  const int64_t cpu_now = LoopCpu(c.state);
+  const int64_t cpu_now = LoopCpu(c);
   const int64_t rd_now = RunDelay(tid);
   const int64_t since_mono = t.last_look_mono_ns ? t.last_look_mono_ns : t.base_mono_ns;
   const int64_t since_cpu = t.last_look_mono_ns ? t.last_look_cpu_ns : t.base_cpu_ns;
@@ -738,7 +745,7 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   // Ratios over the stall itself: after its end the thread waits (no CPU, no run-queue wait),
   // so CPU read a little later still belongs to the stall, but wall time would not.
   in.wall_ns = std::min(now, end_mono) - t.base_mono_ns;
-  const int64_t cpu = LoopCpu(c.state);
+  const int64_t cpu = LoopCpu(c);
   in.cpu_ns = (cpu >= 0 && t.base_cpu_ns >= 0) ? cpu - t.base_cpu_ns : -1;
   const pid_t tid = c.state.tid.load(std::memory_order_acquire);
   const int64_t rd = tid != 0 ? RunDelay(tid) : -1;

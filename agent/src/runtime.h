@@ -101,6 +101,9 @@ class LoopContext {
   uint64_t long_seq_seen = 0;      // long busy periods already observed
   uint64_t long_periods_lost = 0;  // overwritten in the ring before the watchdog looked
   int epfd_tries = 0;
+  // Watchdog process: the loop thread's schedstat, kept open.
+  std::unique_ptr<agent::platform::ProcFile> schedstat_file;
+  pid_t schedstat_tid = 0;
   int64_t epfd_next_try_ns = 0;
 
   // Snapshot, guarded by snap_mu.
@@ -171,7 +174,8 @@ class Runtime {
   void AccountOwnTime(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
   bool TakeStackToken(LoopContext& c, int64_t now);
 
-  int64_t LoopCpu(const agent::internal::LoopState& s) const;
+  // The loop thread's CPU time (ns), -1 if unknown. Watchdog thread (or under mu_).
+  int64_t LoopCpu(LoopContext& c) const;
 
   std::unique_ptr<WatchdogProcess> watchdog_process_;
   bool serving_ = false;    // this is stallwatch-watchdog, serving a host process

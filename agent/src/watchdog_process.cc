@@ -585,7 +585,7 @@ int WatchdogProcessMain(int argc, char** argv) {
         h.watchdog_state.load(std::memory_order_acquire) == RegionHeader::kStopRequested) {
       break;
     }
-    FutexWait(&h.to_watchdog, seen, 200'000'000);
+    FutexWait(&h.to_watchdog, seen, 500'000'000);
   }
   for (auto& sv : served) drop(sv);
   rt.reset();  // joins the watchdog and the reporter (which delivers what it can)

@@ -178,7 +178,7 @@ TEST(WatchdogProcess, EndsWhenTheHostIsKilled) {
   kill(c.pid, SIGKILL);
   Finish(c);
   bool gone = false;
-  for (int i = 0; i < 100 && !gone; ++i) {  // up to 5 s; it notices within 200 ms
+  for (int i = 0; i < 100 && !gone; ++i) {  // up to 5 s; it notices within 0.5 s
     gone = !AliveNotZombie(wpid);
     if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
