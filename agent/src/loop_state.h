@@ -52,8 +52,8 @@ struct LoopState {
   // Loop boundaries (wait hook and dispatch hook, loop thread only).
   std::atomic<int> epfd{-1};
   std::atomic<bool> boundaries_seen{false};
-  bool boundaries_evwatch = false;  // "evwatch" rather than "epoll_wait"; set at attach
-  std::atomic<bool> dispatch_hooked{false};    // the dispatch wrapper saw this base
+  bool boundaries_evwatch = false;           // "evwatch" rather than "epoll_wait"; set at attach
+  std::atomic<bool> dispatch_hooked{false};  // the dispatch wrapper saw this base
   std::atomic<bool> in_dispatch{false};
   std::atomic<int64_t> dispatch_entered_ns{0};
   std::atomic<int64_t> busy_since_ns{0};  // 0 while waiting for events (or outside dispatch)

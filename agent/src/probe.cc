@@ -9,8 +9,8 @@
 
 #include "libevent_weak.h"
 #include "platform/signal_sampler.h"
-#include "wait_hook.h"
 #include "stallwatch/common/clock.h"
+#include "wait_hook.h"
 
 namespace stallwatch::agent::internal {
 

@@ -634,9 +634,11 @@ void Runtime::TakeStack(LoopContext& c, StallTrack& t, const platform::SyscallIn
         serving_ ? remote_signal_ > 0 && !c.state.handler_lost.load(std::memory_order_acquire)
                  : sampler_.available();
     if (!can_signal && serving_ && remote_signal_ > 0 && t.sampling_note.empty()) {
-      t.sampling_note = "running-thread stacks unavailable: the host installed its own handler "
-                        "for signal " + std::to_string(remote_signal_) +
-                        " after the agent; set STALLWATCH_SIGNAL to a free signal";
+      t.sampling_note =
+          "running-thread stacks unavailable: the host installed its own handler "
+          "for signal " +
+          std::to_string(remote_signal_) +
+          " after the agent; set STALLWATCH_SIGNAL to a free signal";
     }
     if (!can_signal) {
       if (t.sampling_note.empty()) t.sampling_note = sampling_status_;

@@ -74,7 +74,7 @@ class LoopContext {
   std::unique_ptr<agent::internal::LoopState> owned_state;
   agent::internal::LoopState& state;
   std::string name;  // written under snap_mu (the watchdog may name the loop after its thread)
-  int slot = -1;                // host: the loop's slot in the watchdog process's mapping
+  int slot = -1;     // host: the loop's slot in the watchdog process's mapping
   RegionSlot* served = nullptr;  // watchdog process: the host's slot this context serves
   agent::internal::Probe probe;
   agent::internal::EvwatchHook evwatch;
@@ -178,8 +178,8 @@ class Runtime {
   int64_t LoopCpu(LoopContext& c) const;
 
   std::unique_ptr<WatchdogProcess> watchdog_process_;
-  bool serving_ = false;    // this is stallwatch-watchdog, serving a host process
-  int remote_signal_ = 0;   // serving: the host's sampling signal (0: none)
+  bool serving_ = false;   // this is stallwatch-watchdog, serving a host process
+  int remote_signal_ = 0;  // serving: the host's sampling signal (0: none)
   std::string service_;
   SamplingMode sampling_ = SamplingMode::kOn;
   int64_t mono_to_real_ns_ = 0;

@@ -258,7 +258,8 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
     const size_t len = std::min<size_t>(4096 - (addr % 4096), kScanBytes - off);
     iovec local{reinterpret_cast<char*>(words.data()) + off, len};
     iovec remote{reinterpret_cast<void*>(addr), len};
-    if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(len)) {
+    if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) !=
+        static_cast<ssize_t>(len)) {
       break;
     }
     got = off + len;

@@ -52,7 +52,7 @@ struct RegionSlot {
   int max_stack_reports_per_minute;
   bool name_from_thread;
   int probe_fd;
-  bool bind_epfd;  // the watchdog looks for the loop's epoll fd (attach could not bind it)
+  bool bind_epfd;       // the watchdog looks for the loop's epoll fd (attach could not bind it)
   uint64_t generation;  // bumped at each attach into this slot
   agent::internal::LoopState loop;
   // Written by the watchdog process: the snapshot JSON (name, recent, ongoing, last_window).

@@ -39,4 +39,12 @@ awk -v h=$((h1 - h0)) -v w=$((w1 - w0)) -v d="$DURATION" 'BEGIN {
   printf "idle %d s: host (loop thread, probe every 10 ms) %.1f ms CPU; watchdog process %.1f ms CPU = %.2f %% of a core\n",
     d, h / 1e6, w / 1e6, w / 1e7 / d }'
 echo "host: RssAnon $(field "$host" RssAnon) kB, RssShmem $(field "$host" RssShmem) kB; watchdog: RssAnon $(field "$wd" RssAnon) kB, VmRSS $(field "$wd" VmRSS) kB"
+kill "$host"; wait "$host" 2>/dev/null || true
+
+# Memory after one 150 ms CPU stall with stacks (mode "stall-idle").
+exec 4< <("$HOST" stall-idle)
+host=$!
+read -r line <&4  # printed 0.5 s after the stall
+wd=$(echo "$line" | sed -n 's/.*"watchdog_pid":\([0-9]*\).*/\1/p')
+echo "after a 150 ms CPU stall with stacks ($(echo "$line" | grep -o '"stalls_total":[0-9]*')): host RssAnon $(field "$host" RssAnon) kB, RssShmem $(field "$host" RssShmem) kB; watchdog RssAnon $(field "$wd" RssAnon) kB, VmRSS $(field "$wd" VmRSS) kB"
 kill "$host"

@@ -57,9 +57,9 @@ struct Options {
   // hello on tcp: endpoints only; re-read at every connection. "" → none. Process-wide.
   std::string token_file;
   SamplingMode sampling = SamplingMode::kOn;
-  int sample_signal = 0;                  // 0 → SIGRTMIN+3. Process-wide.
-  int max_stack_reports_per_minute = 12;  // per loop; more are suppressed and counted
-  size_t queue_capacity = 4096;           // findings buffered while the endpoint is away
+  int sample_signal = 0;                        // 0 → SIGRTMIN+3. Process-wide.
+  int max_stack_reports_per_minute = 12;        // per loop; more are suppressed and counted
+  size_t queue_capacity = 4096;                 // findings buffered while the endpoint is away
   WatchdogMode watchdog = WatchdogMode::kAuto;  // Process-wide (STALLWATCH_WATCHDOG).
   // Called on the reporter thread for every finding (tests, embedding).
   std::function<void(const StallFinding&)> on_stall;

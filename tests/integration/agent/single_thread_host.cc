@@ -8,6 +8,8 @@
 //   single_thread_host hooks     a second attach with hooks while the watchdog is a process
 //   single_thread_host forever   attach, print the snapshot, run until killed
 //   single_thread_host exec      attach, print the snapshot, run 300 ms, then exec sleep 5
+//   single_thread_host stall-idle  attach, a 150 ms CPU stall after 1.5 s, print the snapshot
+//                                  0.5 s later, then idle until killed (memory after stacks)
 #include <dirent.h>
 #include <event2/event.h>
 #include <sys/stat.h>
@@ -146,7 +148,8 @@ int RunStalls() {
   timeval tv{0, 300'000};
   event_base_once(base, -1, EV_TIMEOUT, &OnStep, &st, &tv);
   // Something to wait for, so the loop runs until the last step breaks it.
-  event* keep = event_new(base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
+  event* keep = event_new(
+      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
   timeval hour{3600, 0};
   event_add(keep, &hour);
   event_base_dispatch(base);
@@ -183,12 +186,9 @@ int RunCycle(int n) {
     watchdog = s.watchdog;
     last_pid = s.watchdog_pid;
   }
-  json j{{"cycles", n},
-         {"watchdog", watchdog},
-         {"fds_extra", CountFds() - fds_before},
-         {"threads", Threads()},
-         {"children", Children()},
-         {"last_watchdog_alive", Alive(last_pid)}};
+  json j{
+      {"cycles", n},          {"watchdog", watchdog},   {"fds_extra", CountFds() - fds_before},
+      {"threads", Threads()}, {"children", Children()}, {"last_watchdog_alive", Alive(last_pid)}};
   event_base_free(base);
   std::printf("%s\n", j.dump().c_str());
   return 0;
@@ -217,6 +217,42 @@ int RunHooks() {
   return 0;
 }
 
+struct StallIdle {
+  event_base* base;
+  const stallwatch::Agent* agent;
+  int step = 0;
+};
+
+void OnStallIdle(evutil_socket_t, short, void* arg) {
+  auto* st = static_cast<StallIdle*>(arg);
+  if (st->step++ == 0) {
+    BurnCpuInNamedFunction(150ms);
+    timeval tv{0, 500'000};
+    event_base_once(st->base, -1, EV_TIMEOUT, &OnStallIdle, st, &tv);
+    return;
+  }
+  std::printf("%s\n", SnapshotJson(*st->agent).dump().c_str());
+  std::fflush(stdout);
+}
+
+int RunStallIdle() {
+  event_base* base = event_base_new();
+  auto agent = stallwatch::Agent::Attach(base, HostOptions());
+  if (!agent.ok()) {
+    std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
+    return 1;
+  }
+  StallIdle st{base, agent->get()};
+  timeval tv{1, 500'000};
+  event_base_once(base, -1, EV_TIMEOUT, &OnStallIdle, &st, &tv);
+  event* keep = event_new(
+      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
+  timeval hour{3600, 0};
+  event_add(keep, &hour);
+  event_base_dispatch(base);
+  return 0;
+}
+
 int RunForever(bool then_exec = false) {
   event_base* base = event_base_new();
   auto agent = stallwatch::Agent::Attach(base, HostOptions());
@@ -227,7 +263,8 @@ int RunForever(bool then_exec = false) {
   json j = SnapshotJson(**agent);
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
-  event* keep = event_new(base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
+  event* keep = event_new(
+      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
   timeval hour{3600, 0};
   event_add(keep, &hour);
   if (then_exec) {
@@ -250,6 +287,7 @@ int main(int argc, char** argv) {
   if (mode == "hooks") return RunHooks();
   if (mode == "forever") return RunForever();
   if (mode == "exec") return RunForever(true);
+  if (mode == "stall-idle") return RunStallIdle();
   std::fprintf(stderr, "usage: single_thread_host stalls|cycle N|hooks|forever|exec\n");
   return 2;
 }

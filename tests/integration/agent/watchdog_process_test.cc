@@ -88,9 +88,10 @@ bool AliveNotZombie(int64_t pid) {
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
 
-#define SKIP_UNDER_TSAN()                                                                   \
-  if (kThreadSanitizer) GTEST_SKIP() << "the watchdog process is not used under TSan (one " \
-                                        "process model; docs/design.md)"
+#define SKIP_UNDER_TSAN()                                             \
+  if (kThreadSanitizer)                                               \
+  GTEST_SKIP() << "the watchdog process is not used under TSan (one " \
+                  "process model; docs/design.md)"
 
 TEST(WatchdogProcess, SingleThreadedHostStaysSingleThreadedAndItsStallsAreCaughtWithStacks) {
   SKIP_UNDER_TSAN();
@@ -247,7 +248,8 @@ TEST(WatchdogProcess, RunByHandItExplainsItself) {
   const int status = pclose(p);
   EXPECT_EQ(WEXITSTATUS(status), 2);
   EXPECT_NE(out.find("started by the stallwatch agent"), std::string::npos) << out;
-  EXPECT_NE(out.find("usage: stallwatch-watchdog --host-pid PID --region-fd FD"), std::string::npos);
+  EXPECT_NE(out.find("usage: stallwatch-watchdog --host-pid PID --region-fd FD"),
+            std::string::npos);
 }
 
 }  // namespace
