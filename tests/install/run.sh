@@ -14,6 +14,11 @@ cc -O2 -o "$work/consumer_c" "$here/consumer_c/main.c" $(pkg-config --cflags --l
 out_c=$(LD_LIBRARY_PATH="$libdir" STALLWATCH_ENDPOINT=stderr "$work/consumer_c" 2>&1)
 echo "$out_c" | grep -q '"kind":"stall"' || { echo "C consumer: no stall finding"; echo "$out_c"; exit 1; }
 echo "$out_c" | grep -q 'busy_in_c' || { echo "C consumer: function not on the stack"; echo "$out_c"; exit 1; }
+# The C consumer is single-threaded: its watchdog runs as the installed stallwatch-watchdog.
+test -x "$work/prefix/libexec/stallwatch/stallwatch-watchdog" || { echo "stallwatch-watchdog not installed in libexec/stallwatch"; exit 1; }
+if echo "$out_c" | grep -q 'watchdog process unavailable'; then
+  echo "C consumer: the installed library did not start its watchdog process"; echo "$out_c"; exit 1
+fi
 
 # C++, via find_package(stallwatch CONFIG).
 cmake -S "$here/consumer_cpp" -B "$work/cpp-build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
