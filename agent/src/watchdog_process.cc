@@ -124,6 +124,32 @@ std::string FindExecutable() {
   return std::string();
 }
 
+// The host's environment for the watchdog process, without the preload shim in LD_PRELOAD (the
+// process has its own copy of the agent and creates no event_base).
+std::vector<std::string> WatchdogEnvironment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string v = *e;
+    if (v.rfind("LD_PRELOAD=", 0) == 0) {
+      std::string kept;
+      size_t pos = 11;
+      while (pos <= v.size()) {
+        const size_t end = v.find_first_of(": ", pos);
+        const std::string item = v.substr(pos, end == std::string::npos ? end : end - pos);
+        if (!item.empty() && item.find("stallwatch_preload") == std::string::npos) {
+          kept += (kept.empty() ? "" : ":") + item;
+        }
+        if (end == std::string::npos) break;
+        pos = end + 1;
+      }
+      if (kept.empty()) continue;
+      v = "LD_PRELOAD=" + kept;
+    }
+    env.push_back(std::move(v));
+  }
+  return env;
+}
+
 struct SpawnArgs {
   const char* path;
   char* const* argv;
@@ -215,7 +241,11 @@ std::unique_ptr<WatchdogProcess> WatchdogProcess::Start(const Options& options,
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  SpawnArgs sa{exe.c_str(), argv.data(), environ, fd};
+  std::vector<std::string> env = WatchdogEnvironment();
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  SpawnArgs sa{exe.c_str(), argv.data(), envp.data(), fd};
   constexpr size_t kStack = 64 * 1024;
   void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (stack == MAP_FAILED) {
