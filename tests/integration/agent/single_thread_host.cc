@@ -8,6 +8,7 @@
 //   single_thread_host hooks     a second attach with hooks while the watchdog is a process
 //   single_thread_host forever   attach, print the snapshot, run until killed
 //   single_thread_host exec      attach, print the snapshot, run 300 ms, then exec sleep 5
+//   single_thread_host repeat N  after 1.5 s, N CPU stalls of 200 ms, 600 ms apart; then exits
 //   single_thread_host stall-idle  attach, a 150 ms CPU stall after 1.5 s, print the snapshot
 //                                  0.5 s later, then idle until killed (memory after stacks)
 #include <dirent.h>
@@ -253,6 +254,45 @@ int RunStallIdle() {
   return 0;
 }
 
+struct Repeat {
+  event_base* base;
+  int left;
+};
+
+void OnRepeat(evutil_socket_t, short, void* arg) {
+  auto* r = static_cast<Repeat*>(arg);
+  if (r->left-- <= 0) {
+    event_base_loopbreak(r->base);
+    return;
+  }
+  BurnCpuInNamedFunction(200ms);
+  timeval tv{0, 600'000};
+  event_base_once(r->base, -1, EV_TIMEOUT, &OnRepeat, r, &tv);
+}
+
+int RunRepeat(int n) {
+  event_base* base = event_base_new();
+  auto agent = stallwatch::Agent::Attach(base, HostOptions());
+  if (!agent.ok()) {
+    std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
+    return 1;
+  }
+  std::printf("%s\n", SnapshotJson(**agent).dump().c_str());
+  std::fflush(stdout);
+  Repeat r{base, n};
+  timeval tv{1, 500'000};
+  event_base_once(base, -1, EV_TIMEOUT, &OnRepeat, &r, &tv);
+  event* keep = event_new(
+      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
+  timeval hour{3600, 0};
+  event_add(keep, &hour);
+  event_base_dispatch(base);
+  agent->reset();
+  event_free(keep);
+  event_base_free(base);
+  return 0;
+}
+
 int RunForever(bool then_exec = false) {
   event_base* base = event_base_new();
   auto agent = stallwatch::Agent::Attach(base, HostOptions());
@@ -288,6 +328,7 @@ int main(int argc, char** argv) {
   if (mode == "forever") return RunForever();
   if (mode == "exec") return RunForever(true);
   if (mode == "stall-idle") return RunStallIdle();
+  if (mode == "repeat") return RunRepeat(argc > 2 ? std::atoi(argv[2]) : 5);
   std::fprintf(stderr, "usage: single_thread_host stalls|cycle N|hooks|forever|exec\n");
   return 2;
 }
