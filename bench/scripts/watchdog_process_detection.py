@@ -52,6 +52,6 @@ lat = sorted(v * 1000 for v in seen.values())
 if not lat:
     sys.exit("no ongoing finding seen")
 print("watchdog process, threshold 50 ms: %d of %d stalls seen ongoing; latency after the "
-      "threshold (ms): p50 %.2f, max %.2f (all: %s); loadavg %s" % (
-          len(lat), n, lat[len(lat) // 2], lat[-1], " ".join("%.2f" % v for v in lat),
+      "threshold (ms): p50 %.2f, max %.2f (in stall order: %s); loadavg %s" % (
+          len(lat), n, lat[len(lat) // 2], lat[-1], " ".join("%.2f" % (seen[k] * 1000) for k in sorted(seen)),
           open("/proc/loadavg").read().split()[0]))
