@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "http_get.h"
+#include "test_support.h"
 
 namespace {
 
@@ -30,17 +31,7 @@ using nlohmann::json;
 constexpr const char* kPrometheus = "/usr/bin/prometheus";
 constexpr const char* kPromtool = "/usr/bin/promtool";
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-  socklen_t len = sizeof(sa);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
-}
+int FreePort() { return stallwatch::testing::FreeLoopbackPort(); }
 
 // A child process with its output in a log file; killed (SIGTERM, then SIGKILL) on destruction.
 class Child {
@@ -112,12 +103,7 @@ std::string UrlEncode(const std::string& s) {
 }
 
 bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(250ms);
-  }
-  return pred();
+  return stallwatch::testing::WaitFor(pred, timeout, 250ms);
 }
 
 // Result vector of an instant query, or an empty array.

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.h"
+
 extern char** environ;
 
 namespace {
@@ -178,11 +180,9 @@ TEST(WatchdogProcess, EndsWhenTheHostIsKilled) {
   ASSERT_TRUE(AliveNotZombie(wpid));
   kill(c.pid, SIGKILL);
   Finish(c);
-  bool gone = false;
-  for (int i = 0; i < 100 && !gone; ++i) {  // up to 5 s; it notices within 0.5 s
-    gone = !AliveNotZombie(wpid);
-    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  // It notices within 0.5 s.
+  const bool gone =
+      stallwatch::testing::WaitFor([&] { return !AliveNotZombie(wpid); }, std::chrono::seconds(5));
   EXPECT_TRUE(gone) << "stallwatch-watchdog " << wpid << " outlived its host";
 }
 
@@ -192,11 +192,9 @@ TEST(WatchdogProcess, EndsWhenTheHostExecsAnotherProgram) {
   json j = ReadLine(c);
   ASSERT_EQ(j["watchdog"], "process") << j.dump();
   const int64_t wpid = j["watchdog_pid"].get<int64_t>();
-  bool gone = false;
-  for (int i = 0; i < 80 && !gone; ++i) {  // up to 4 s: exec after 0.3 s, noticed within ~1 s
-    gone = !AliveNotZombie(wpid);
-    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  // Exec after 0.3 s, noticed within 1 s.
+  const bool gone =
+      stallwatch::testing::WaitFor([&] { return !AliveNotZombie(wpid); }, std::chrono::seconds(4));
   EXPECT_TRUE(AliveNotZombie(c.pid)) << "the host (now sleep 5) should still run";
   kill(c.pid, SIGKILL);
   Finish(c);

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "http_get.h"
+#include "test_support.h"
 
 namespace stallwatch::daemon::testing {
 
@@ -28,12 +29,7 @@ HttpResponse HttpGet(int port, const std::string& path) {
 }
 
 bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return pred();
+  return stallwatch::testing::WaitFor(pred, timeout);
 }
 
 std::optional<double> MetricValue(const std::string& exposition, const std::string& name,

@@ -15,16 +15,15 @@
 #include <string>
 #include <thread>
 
+#include "test_support.h"
+
 using namespace std::chrono_literals;
 
 namespace {
 
 bool Have(const char* path) { return access(path, X_OK) == 0; }
 
-int FreePort() {
-  // Loopback ports in a range unlikely to be in use; the test retries on a failed start.
-  return 20000 + static_cast<int>(getpid() % 20000);
-}
+int FreePort() { return stallwatch::testing::FreeLoopbackPort(); }
 
 TEST(PreloadMemcached, EveryWorkerLoopIsWatchedUnderItsThreadNameAndALoadRunsUnharmed) {
   if (!Have("/usr/bin/memcached") || !Have("/usr/bin/memcslap")) {
