@@ -1,5 +1,6 @@
 // The watchdog in a process of its own (agent/src/watchdog_process.h): a real single-threaded
 // libevent program (single_thread_host) run as a child of this test, with real stalls.
+#include <event2/event.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "stallwatch/agent.h"
 #include "test_support.h"
 
 extern char** environ;
@@ -234,6 +236,67 @@ TEST(WatchdogProcess, HostStoppedWithSigstopIsASuspendedStall) {
   EXPECT_EQ(stalls[0]["class"], "suspended") << stalls[0].dump();
   EXPECT_EQ(stalls[0]["pid"].get<int64_t>(), c.pid);
   EXPECT_GT(stalls[0]["duration_s"].get<double>(), 0.3) << stalls[0].dump();
+}
+
+__attribute__((noinline)) void SpinOnTheLoopForTest(std::chrono::milliseconds d) {
+  const auto end = std::chrono::steady_clock::now() + d;
+  volatile uint64_t x = 1;
+  while (std::chrono::steady_clock::now() < end) x = x * 3 + 1;
+}
+
+// STALLWATCH_WATCHDOG=process in a program that already has threads (this test binary): the
+// loop runs on a thread of its own, and the snapshot comes back from the process.
+TEST(WatchdogProcess, ForcedInAMultiThreadedProgramTheSnapshotComesBackFromTheProcess) {
+  SKIP_UNDER_TSAN();
+  event_base* base = event_base_new();
+  ASSERT_NE(base, nullptr);
+  stallwatch::Options o;
+  o.endpoint = "off";
+  o.loop_name = "forced";
+  o.watchdog = stallwatch::WatchdogMode::kProcess;
+  std::unique_ptr<stallwatch::Agent> agent;
+  {
+    auto a = stallwatch::Agent::Attach(base, o);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    agent = std::move(*a);
+  }
+  std::thread loop([base] {
+    timeval tv{0, 300'000};
+    event_base_once(
+        base, -1, EV_TIMEOUT,
+        [](evutil_socket_t, short, void*) { SpinOnTheLoopForTest(std::chrono::milliseconds(150)); },
+        nullptr, &tv);
+    timeval stop{1, 500'000};
+    event_base_loopexit(base, &stop);
+    event_base_dispatch(base);
+  });
+  stallwatch::LoopSnapshot snap;
+  const bool caught = stallwatch::testing::WaitFor(
+      [&] {
+        snap = agent->Snapshot();
+        return !snap.recent_stalls.empty();
+      },
+      std::chrono::seconds(5));
+  loop.join();
+  EXPECT_EQ(snap.watchdog, "process");
+  EXPECT_GT(snap.watchdog_pid, 0);
+  ASSERT_TRUE(caught) << "no stall in the snapshot";
+  const auto& f = snap.recent_stalls[0];
+  EXPECT_EQ(f.stall_class, stallwatch::StallClass::kCpu);
+  EXPECT_NEAR(f.duration_s, 0.150, 0.150 * 0.05);
+  EXPECT_EQ(f.pid, getpid());
+  EXPECT_EQ(snap.loop, "forced");
+  bool named = false;
+  for (const auto& st : f.stacks) {
+    for (const auto& fr : st.frames) {
+      named = named || fr.function.find("SpinOnTheLoopForTest") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(named) << "the spinning function is not on the stack";
+  const pid_t wpid = static_cast<pid_t>(snap.watchdog_pid);
+  agent.reset();
+  EXPECT_FALSE(AliveNotZombie(wpid));
+  event_base_free(base);
 }
 
 TEST(WatchdogProcess, RunByHandItExplainsItself) {
