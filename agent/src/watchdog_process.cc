@@ -498,9 +498,13 @@ int WatchdogProcessMain(int argc, char** argv) {
   // Everything else the host had open stays with the host.
   if (fd > 3) ::syscall(SYS_close_range, 3U, static_cast<unsigned>(fd - 1), 0U);
   ::syscall(SYS_close_range, static_cast<unsigned>(fd + 1), ~0U, 0U);
-  if (const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null >= 0) {
+  // stdin and stdout to /dev/null: a reader of the host's stdout (a pipe, `$(program)`) gets its
+  // EOF when the host exits, not when this process does. stderr stays the host's: warnings, and
+  // findings for STALLWATCH_ENDPOINT=stderr.
+  if (const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
     ::dup2(null, 0);
-    if (null != 0) ::close(null);
+    ::dup2(null, 1);
+    if (null > 1) ::close(null);
   }
   sigset_t none;
   sigemptyset(&none);
