@@ -16,7 +16,7 @@ namespace {
 constexpr const char* kVars[] = {"STALLWATCH_SERVICE",  "STALLWATCH_THRESHOLD",
                                  "STALLWATCH_INTERVAL", "STALLWATCH_REPORT_INTERVAL",
                                  "STALLWATCH_ENDPOINT", "STALLWATCH_SAMPLING",
-                                 "STALLWATCH_SIGNAL"};
+                                 "STALLWATCH_SIGNAL",   "STALLWATCH_WATCHDOG"};
 
 void CheckEndpoint(const std::string& text) {
   using stallwatch::agent::internal::Endpoint;
@@ -80,6 +80,15 @@ SW_FUZZ_TARGET(SwFuzzEnv) {
     const bool applies = *v != '\0' && d.ok() && *d >= 1ms;
     stallwatch::fuzz::Count(applies);
     SW_FUZZ_CHECK(o.stall_threshold == (applies ? *d : defaults.stall_threshold));
+  }
+  // The watchdog mode: exactly one of the three words, anything else keeps the default.
+  if (values.size() > 7) {
+    const std::string& v = values[7];
+    using stallwatch::WatchdogMode;
+    const WatchdogMode want = v == "thread"    ? WatchdogMode::kThread
+                              : v == "process" ? WatchdogMode::kProcess
+                                               : defaults.watchdog;
+    SW_FUZZ_CHECK(o.watchdog == want);
   }
   for (const auto& v : values) CheckEndpoint(v);
   return 0;
