@@ -83,7 +83,7 @@ SW_FUZZ_TARGET(SwFuzzEnv) {
   }
   // The watchdog mode: exactly one of the three words, anything else keeps the default.
   if (values.size() > 7) {
-    const std::string& v = values[7];
+    const std::string v = values[7].c_str();  // as the lookup: a NUL ends the value
     using stallwatch::WatchdogMode;
     const WatchdogMode want = v == "thread"    ? WatchdogMode::kThread
                               : v == "process" ? WatchdogMode::kProcess
