@@ -106,6 +106,56 @@ bool IsOurs(const struct sigaction& sa) {
   return (sa.sa_flags & SA_SIGINFO) && sa.sa_sigaction == &Handler;
 }
 
+Status HandlerTakenError(int signo) {
+  return FailedPreconditionError("the host installed its own handler for signal " +
+                                 std::to_string(signo) +
+                                 " after the agent; set STALLWATCH_SIGNAL to a free signal");
+}
+
+// A thread that blocks the signal would get it later, or hand it to the host's sigwait().
+Status CheckNotBlocked(pid_t tid, int signo) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "%s/task/%d/status", ProcRoot(), static_cast<int>(tid));
+  std::string status;
+  if (!ReadSmallFile(path, &status)) return UnavailableError("thread status unreadable");
+  const auto blocked = StatusBlocksSignal(status, signo);
+  if (!blocked.has_value()) return UnavailableError("thread signal mask unreadable");
+  if (*blocked) {
+    return FailedPreconditionError("signal " + std::to_string(signo) +
+                                   " is blocked in the loop thread; set STALLWATCH_SIGNAL to "
+                                   "a signal it does not block");
+  }
+  return OkStatus();
+}
+
+// Waits until the handler filled `sample` (kReady/kFailed) or, past `timeout`, withdraws the
+// request unless the handler is writing right now (it finishes in microseconds). Returns the
+// final state.
+int AwaitHandler(RawSample* sample, std::chrono::nanoseconds timeout) {
+  const int64_t deadline = MonotonicNanos() + timeout.count();
+  for (;;) {
+    const int state = sample->state.load(std::memory_order_acquire);
+    if (state == RawSample::kReady || state == RawSample::kFailed) return state;
+    if (MonotonicNanos() > deadline) {
+      int expected = RawSample::kRequested;
+      if (sample->state.compare_exchange_strong(expected, RawSample::kIdle)) {
+        return RawSample::kRequested;
+      }
+    }
+    timespec ts{0, 50'000};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+// What AwaitHandler's final state means for the caller; the slot is idle again unless ready.
+Status SampleResult(RawSample* sample, int state) {
+  if (state == RawSample::kReady) return OkStatus();
+  sample->state.store(RawSample::kIdle);
+  if (state == RawSample::kFailed) return InternalError("stack copy failed (process_vm_readv)");
+  return Status(StatusCode::kDeadlineExceeded,
+                "the loop thread did not run the sampling handler in time (signal blocked?)");
+}
+
 }  // namespace
 
 int DefaultSampleSignal() { return SIGRTMIN + 3; }
@@ -118,25 +168,8 @@ bool SamplingHandlerInstalled(int signo) {
 Status CaptureRemote(pid_t pid, pid_t tid, int signo, const std::atomic<bool>& handler_lost,
                      RawSample* sample, std::chrono::nanoseconds timeout) {
   if (signo <= 0) return UnavailableError("no sampling signal in the host");
-  if (handler_lost.load(std::memory_order_acquire)) {
-    return FailedPreconditionError("the host installed its own handler for signal " +
-                                   std::to_string(signo) +
-                                   " after the agent; set STALLWATCH_SIGNAL to a free signal");
-  }
-  {
-    char path[64];
-    std::snprintf(path, sizeof(path), "/proc/%d/task/%d/status", static_cast<int>(pid),
-                  static_cast<int>(tid));
-    std::string status;
-    if (!ReadSmallFile(path, &status)) return UnavailableError("thread status unreadable");
-    const auto blocked = StatusBlocksSignal(status, signo);
-    if (!blocked.has_value()) return UnavailableError("thread signal mask unreadable");
-    if (*blocked) {
-      return FailedPreconditionError("signal " + std::to_string(signo) +
-                                     " is blocked in the loop thread; set STALLWATCH_SIGNAL to "
-                                     "a signal it does not block");
-    }
-  }
+  if (handler_lost.load(std::memory_order_acquire)) return HandlerTakenError(signo);
+  if (Status st = CheckNotBlocked(tid, signo); !st.ok()) return st;
   sample->tid = tid;
   sample->stack_len = 0;
   sample->state.store(RawSample::kRequested, std::memory_order_seq_cst);
@@ -144,24 +177,7 @@ Status CaptureRemote(pid_t pid, pid_t tid, int signo, const std::atomic<bool>& h
     sample->state.store(RawSample::kIdle);
     return UnavailableError(std::string("tgkill: ") + std::strerror(errno));
   }
-  const int64_t deadline = MonotonicNanos() + timeout.count();
-  int state = RawSample::kRequested;
-  for (;;) {
-    state = sample->state.load(std::memory_order_acquire);
-    if (state == RawSample::kReady || state == RawSample::kFailed) break;
-    if (MonotonicNanos() > deadline) {
-      int expected = RawSample::kRequested;
-      if (sample->state.compare_exchange_strong(expected, RawSample::kIdle)) break;
-      // The handler is writing right now: it finishes in microseconds.
-    }
-    timespec ts{0, 50'000};
-    nanosleep(&ts, nullptr);
-  }
-  if (state == RawSample::kReady) return OkStatus();
-  sample->state.store(RawSample::kIdle);
-  if (state == RawSample::kFailed) return InternalError("stack copy failed (process_vm_readv)");
-  return Status(StatusCode::kDeadlineExceeded,
-                "the loop thread did not run the sampling handler in time (signal blocked?)");
+  return SampleResult(sample, AwaitHandler(sample, timeout));
 }
 
 Status SignalSampler::Install(int signo) {
@@ -241,24 +257,9 @@ Status SignalSampler::Capture(pid_t tid, RawSample* sample, std::chrono::nanosec
   if (sigaction(signo_, nullptr, &cur) != 0 || !IsOurs(cur)) {
     // Signalling now would run the host's handler: never again.
     taken_over_ = true;
-    return FailedPreconditionError("the host installed its own handler for signal " +
-                                   std::to_string(signo_) +
-                                   " after the agent; set STALLWATCH_SIGNAL to a free signal");
+    return HandlerTakenError(signo_);
   }
-  {
-    // A thread that blocks the signal would get it later, or hand it to the host's sigwait().
-    char path[64];
-    std::snprintf(path, sizeof(path), "%s/task/%d/status", ProcRoot(), static_cast<int>(tid));
-    std::string status;
-    if (!ReadSmallFile(path, &status)) return UnavailableError("thread status unreadable");
-    const auto blocked = StatusBlocksSignal(status, signo_);
-    if (!blocked.has_value()) return UnavailableError("thread signal mask unreadable");
-    if (*blocked) {
-      return FailedPreconditionError("signal " + std::to_string(signo_) +
-                                     " is blocked in the loop thread; set STALLWATCH_SIGNAL to "
-                                     "a signal it does not block");
-    }
-  }
+  if (Status st = CheckNotBlocked(tid, signo_); !st.ok()) return st;
   sample->tid = tid;
   sample->stack_len = 0;
   sample->state.store(RawSample::kRequested, std::memory_order_release);
@@ -268,26 +269,10 @@ Status SignalSampler::Capture(pid_t tid, RawSample* sample, std::chrono::nanosec
     sample->state.store(RawSample::kIdle);
     return UnavailableError(std::string("tgkill: ") + std::strerror(errno));
   }
-  const int64_t deadline = MonotonicNanos() + timeout.count();
-  int state = RawSample::kRequested;
-  for (;;) {
-    state = sample->state.load(std::memory_order_acquire);
-    if (state == RawSample::kReady || state == RawSample::kFailed) break;
-    if (MonotonicNanos() > deadline) {
-      int expected = RawSample::kRequested;
-      if (sample->state.compare_exchange_strong(expected, RawSample::kIdle)) break;
-      // The handler is writing right now: it finishes in microseconds.
-    }
-    timespec ts{0, 50'000};
-    nanosleep(&ts, nullptr);
-  }
+  const int state = AwaitHandler(sample, timeout);
   g_request.store(nullptr, std::memory_order_seq_cst);
   while (g_in_handler.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
-  if (state == RawSample::kReady) return OkStatus();
-  sample->state.store(RawSample::kIdle);
-  if (state == RawSample::kFailed) return InternalError("stack copy failed (process_vm_readv)");
-  return Status(StatusCode::kDeadlineExceeded,
-                "the loop thread did not run the sampling handler in time (signal blocked?)");
+  return SampleResult(sample, state);
 }
 
 }  // namespace stallwatch::agent::platform
