@@ -309,16 +309,8 @@ std::string Unwinder::OwnModulePath() {
 }
 
 bool Unwinder::IsOwnModule(const std::string& path) {
-  static const std::string own = [] {
-    if (g_own_module_override != nullptr) return *g_own_module_override;
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&Demangle), &info) != 0 && info.dli_fname != nullptr) {
-      char real[4096];
-      if (realpath(info.dli_fname, real) != nullptr) return std::string(real);
-      return std::string(info.dli_fname);
-    }
-    return std::string();
-  }();
+  static const std::string own =
+      g_own_module_override != nullptr ? *g_own_module_override : OwnModulePath();
   if (own.empty() || path.empty()) return false;
   if (path == own) return true;
   // Module paths from libdw are those of /proc/self/maps (already resolved); compare the file

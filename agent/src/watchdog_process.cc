@@ -1,6 +1,5 @@
 #include "watchdog_process.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -99,14 +98,10 @@ void CopyField(char* dst, size_t size, const std::string& src) {
   std::snprintf(dst, size, "%s", src.c_str());
 }
 
+// The directory of the module the agent runs from (the library, the preload shim).
 std::string ModuleDir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&WatchdogProcessMain), &info) == 0 ||
-      info.dli_fname == nullptr) {
-    return std::string();
-  }
-  char real[4096];
-  std::string path = realpath(info.dli_fname, real) != nullptr ? real : info.dli_fname;
+  const std::string path = agent::internal::Unwinder::OwnModulePath();
+  if (path.empty()) return std::string();
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
 }
