@@ -137,30 +137,44 @@ stallwatch::Options HostOptions() {
   return stallwatch::Options::FromEnvironment(o);
 }
 
-int RunStalls() {
-  event_base* base = event_base_new();
-  const int fds_before = CountFds();
-  auto agent = stallwatch::Agent::Attach(base, HostOptions());
+// Attaches with `o`; on failure prints {"error": ...} for the test and returns nullptr.
+std::unique_ptr<stallwatch::Agent> AttachOrReport(event_base* base,
+                                                  stallwatch::Options o = HostOptions()) {
+  auto agent = stallwatch::Agent::Attach(base, std::move(o));
   if (!agent.ok()) {
-    std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
-    return 1;
+    std::printf("%s\n", json{{"error", agent.status().message()}}.dump().c_str());
+    return nullptr;
   }
-  Stalls st{base};
-  timeval tv{0, 300'000};
-  event_base_once(base, -1, EV_TIMEOUT, &OnStep, &st, &tv);
-  // Something to wait for, so the loop runs until the last step breaks it.
+  return std::move(*agent);
+}
+
+// An hour-long persistent timer: the loop runs until something breaks it.
+event* KeepLoopAlive(event_base* base) {
   event* keep = event_new(
       base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
   timeval hour{3600, 0};
   event_add(keep, &hour);
+  return keep;
+}
+
+int RunStalls() {
+  event_base* base = event_base_new();
+  const int fds_before = CountFds();
+  auto agent = AttachOrReport(base);
+  if (!agent) return 1;
+  Stalls st{base};
+  timeval tv{0, 300'000};
+  event_base_once(base, -1, EV_TIMEOUT, &OnStep, &st, &tv);
+  // Something to wait for, so the loop runs until the last step breaks it.
+  event* keep = KeepLoopAlive(base);
   event_base_dispatch(base);
-  json j = SnapshotJson(**agent);
+  json j = SnapshotJson(*agent);
   j["threads_attached"] = Threads();
   j["fds_attached_extra"] = CountFds() - fds_before;
   j["sleep_ms"] = st.sleep_ms;
   const int64_t wpid = j["watchdog_pid"].get<int64_t>();
   j["watchdog_alive_attached"] = Alive(wpid);
-  agent->reset();  // detach
+  agent.reset();  // detach
   j["watchdog_alive_detached"] = Alive(wpid);
   j["children_detached"] = Children();
   j["fds_detached_extra"] = CountFds() - fds_before;
@@ -177,13 +191,10 @@ int RunCycle(int n) {
   int64_t last_pid = 0;
   std::string watchdog;
   for (int i = 0; i < n; ++i) {
-    auto agent = stallwatch::Agent::Attach(base, HostOptions());
-    if (!agent.ok()) {
-      std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
-      return 1;
-    }
+    auto agent = AttachOrReport(base);
+    if (!agent) return 1;
     event_base_loop(base, EVLOOP_NONBLOCK);
-    const auto s = (*agent)->Snapshot();
+    const auto s = agent->Snapshot();
     watchdog = s.watchdog;
     last_pid = s.watchdog_pid;
   }
@@ -198,20 +209,17 @@ int RunCycle(int n) {
 int RunHooks() {
   event_base* a = event_base_new();
   event_base* b = event_base_new();
-  auto first = stallwatch::Agent::Attach(a, HostOptions());
-  if (!first.ok()) {
-    std::printf("{\"error\":\"%s\"}\n", first.status().message().c_str());
-    return 1;
-  }
+  auto first = AttachOrReport(a);
+  if (!first) return 1;
   stallwatch::Options hooked = HostOptions();
   hooked.loop_name = "hooked";
   hooked.on_stall = [](const stallwatch::StallFinding&) {};
   auto second = stallwatch::Agent::Attach(b, hooked);
-  json j{{"watchdog", (*first)->Snapshot().watchdog},
+  json j{{"watchdog", first->Snapshot().watchdog},
          {"second_ok", second.ok()},
          {"second_error", second.ok() ? "" : second.status().message()},
          {"threads", Threads()}};
-  first->reset();
+  first.reset();
   event_base_free(a);
   event_base_free(b);
   std::printf("%s\n", j.dump().c_str());
@@ -238,18 +246,12 @@ void OnStallIdle(evutil_socket_t, short, void* arg) {
 
 int RunStallIdle() {
   event_base* base = event_base_new();
-  auto agent = stallwatch::Agent::Attach(base, HostOptions());
-  if (!agent.ok()) {
-    std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
-    return 1;
-  }
-  StallIdle st{base, agent->get()};
+  auto agent = AttachOrReport(base);
+  if (!agent) return 1;
+  StallIdle st{base, agent.get()};
   timeval tv{1, 500'000};
   event_base_once(base, -1, EV_TIMEOUT, &OnStallIdle, &st, &tv);
-  event* keep = event_new(
-      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
-  timeval hour{3600, 0};
-  event_add(keep, &hour);
+  KeepLoopAlive(base);
   event_base_dispatch(base);
   return 0;
 }
@@ -272,22 +274,16 @@ void OnRepeat(evutil_socket_t, short, void* arg) {
 
 int RunRepeat(int n) {
   event_base* base = event_base_new();
-  auto agent = stallwatch::Agent::Attach(base, HostOptions());
-  if (!agent.ok()) {
-    std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
-    return 1;
-  }
-  std::printf("%s\n", SnapshotJson(**agent).dump().c_str());
+  auto agent = AttachOrReport(base);
+  if (!agent) return 1;
+  std::printf("%s\n", SnapshotJson(*agent).dump().c_str());
   std::fflush(stdout);
   Repeat r{base, n};
   timeval tv{1, 500'000};
   event_base_once(base, -1, EV_TIMEOUT, &OnRepeat, &r, &tv);
-  event* keep = event_new(
-      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
-  timeval hour{3600, 0};
-  event_add(keep, &hour);
+  event* keep = KeepLoopAlive(base);
   event_base_dispatch(base);
-  agent->reset();
+  agent.reset();
   event_free(keep);
   event_base_free(base);
   return 0;
@@ -295,18 +291,12 @@ int RunRepeat(int n) {
 
 int RunForever(bool then_exec = false) {
   event_base* base = event_base_new();
-  auto agent = stallwatch::Agent::Attach(base, HostOptions());
-  if (!agent.ok()) {
-    std::printf("{\"error\":\"%s\"}\n", agent.status().message().c_str());
-    return 1;
-  }
-  json j = SnapshotJson(**agent);
+  auto agent = AttachOrReport(base);
+  if (!agent) return 1;
+  json j = SnapshotJson(*agent);
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
-  event* keep = event_new(
-      base, -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr);
-  timeval hour{3600, 0};
-  event_add(keep, &hour);
+  KeepLoopAlive(base);
   if (then_exec) {
     timeval t{0, 300'000};
     event_base_loopexit(base, &t);
