@@ -9,7 +9,8 @@ PACKAGES=(
   nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
   prometheus wrk tmux python3 python3-yaml curl systemd memcached libmemcached-tools
 )
-if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev); fi
+# CI also checks formatting (clang-format) and runs the fuzzers (clang, libFuzzer).
+if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev clang-format); fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
