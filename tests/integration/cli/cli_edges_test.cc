@@ -1,0 +1,176 @@
+// The stallwatch binary at its edges: out-of-range numbers, failed runs, unresolvable bind
+// addresses and malformed URLs each get one line naming the accepted form, and the right exit.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out;  // stdout and stderr
+};
+
+Result Sh(const std::string& command) {
+  Result r;
+  FILE* p = popen(("timeout 60 " + command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+Result Stallwatch(const std::string& args) {
+  return Sh(std::string(SW_STALLWATCH_BIN) + " " + args);
+}
+
+// A loopback port nothing listens on (bound, then closed).
+int ClosedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  socklen_t len = sizeof sa;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+size_t Count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
+  return n;
+}
+
+std::string LastLine(std::string s) {
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  const size_t nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
+struct Case {
+  std::string args;
+  std::string says;  // the accepted form, in the error
+};
+
+void ExpectUsageError(const Case& c) {
+  const Result r = Stallwatch(c.args);
+  EXPECT_EQ(r.code, 2) << c.args << ":\n" << r.out;
+  EXPECT_NE(r.out.find(c.says), std::string::npos) << c.args << ":\n" << r.out;
+  // The error, then CLI11's "Run with --help for more information."
+  EXPECT_LE(Count(r.out, "\n"), 2u) << c.args << ":\n" << r.out;
+  // CLI11's numeric validators print DBL_MAX and friends; ours name the range.
+  EXPECT_EQ(r.out.find("1.79769"), std::string::npos) << c.args << ":\n" << r.out;
+}
+
+TEST(CliEdges, LoadRefusesNegativeAndZeroCountsAndDurationsWithTheRange) {
+  const std::string url = "http://127.0.0.1:" + std::to_string(ClosedPort()) + "/";
+  for (const Case& c : {
+           Case{"load " + url + " -n -3", "1..1000000000"},
+           Case{"load " + url + " -n 0", "1..1000000000"},
+           Case{"load " + url + " -n 5x", "1..1000000000"},
+           Case{"load " + url + " -c 0", "1..10000"},
+           Case{"load " + url + " -c -1", "1..10000"},
+           Case{"load " + url + " -t 0", "1..64"},
+           Case{"load " + url + " -d 0s", "not above zero"},
+           Case{"load " + url + " -d -5s", "--duration"},
+           Case{"load " + url + " --timeout 0ms", "not above zero"},
+           Case{"load " + url + " --max-time 0s", "not above zero"},
+           Case{"load " + url + " --rate 0", "0.001..1000000"},
+           Case{"load " + url + " --rate -2", "0.001..1000000"},
+       }) {
+    ExpectUsageError(c);
+  }
+}
+
+TEST(CliEdges, OtherCommandsRefuseZeroCountsAndDurationsWithTheRange) {
+  for (const Case& c : {
+           Case{"serve --workers 0", "1..1024"},
+           Case{"serve --port -1", "0..65535"},
+           Case{"serve --threshold 0ms", "not above zero"},
+           Case{"experiment -c 0", "1..1000"},
+           Case{"experiment -c 5,-1", "1..1000"},
+           Case{"experiment -d 0s", "not above zero"},
+           Case{"experiment --workers 0", "1..1024"},
+           Case{"experiment --threshold 0s", "not above zero"},
+           Case{"block --period 0s", "not above zero"},
+           Case{"block --duration 0ms", "not above zero"},
+           Case{"stalls -n 0", "1..1000"},
+           Case{"top --iterations -1", "0..1000000"},
+           Case{"run --threshold 0ms -- true", "not above zero"},
+       }) {
+    ExpectUsageError(c);
+  }
+}
+
+TEST(CliEdges, ALoadWhereEveryConnectionIsRefusedExitsNonZeroNamingTheErrnoOnce) {
+  const Result r =
+      Stallwatch("load http://127.0.0.1:" + std::to_string(ClosedPort()) + "/ -n 20 -c 2");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(LastLine(r.out).find("stallwatch load: all 20 requests failed"), std::string::npos)
+      << r.out;
+  EXPECT_NE(LastLine(r.out).find("connect: Connection refused"), std::string::npos) << r.out;
+  // Named in the table and in the last line, not once per request.
+  EXPECT_GE(Count(r.out, "Connection refused"), 1u) << r.out;
+  EXPECT_LE(Count(r.out, "Connection refused"), 2u) << r.out;
+}
+
+TEST(CliEdges, ALoadWhereEveryAnswerIsNon2xxExitsNonZero) {
+  const std::string bin = SW_STALLWATCH_BIN;
+  const Result r = Sh("sh -c 'out=$(mktemp); " + bin +
+                      " serve --port 0 --endpoint off >$out 2>&1 & pid=$!; "
+                      "for i in $(seq 100); do grep -q listening $out && break; sleep 0.1; done; "
+                      "port=$(grep -o \"127.0.0.1:[0-9]*\" $out | head -1); " +
+                      bin +
+                      " load http://$port/no-such-route -n 10 -c 2; echo exit=$?; "
+                      "kill -TERM $pid; wait $pid; rm -f $out'");
+  EXPECT_NE(r.out.find("exit=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stallwatch load: all 10 requests failed; 10 of them non-2xx/3xx status"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST(CliEdges, ServeWithAnUnresolvableBindSaysSoAndTheAcceptedForm) {
+  const Result r = Stallwatch("serve --bind nothost.invalid --port 0 --endpoint off");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("cannot resolve --bind 'nothost.invalid'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("127.0.0.1"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("Success"), std::string::npos) << r.out;
+  EXPECT_EQ(Count(r.out, "\n"), 1u) << r.out;
+}
+
+TEST(CliEdges, UrlErrorsShowAnExampleForTheCommandAndNeverAnInternalUrl) {
+  struct UrlCase {
+    std::string args;
+    std::string example;
+  };
+  for (const UrlCase& c : {
+           UrlCase{"stalls --daemon 127.0.0.1:9466", "e.g. http://127.0.0.1:9466"},
+           UrlCase{"stacks --daemon ftp://x", "e.g. http://127.0.0.1:9466"},
+           UrlCase{"top --daemon localhost --iterations 1", "e.g. http://127.0.0.1:9466"},
+           UrlCase{"load 127.0.0.1:8888/ -n 1", "e.g. http://127.0.0.1:8888/"},
+           UrlCase{"block --url 127.0.0.1:8888", "e.g. http://127.0.0.1:8888"},
+           UrlCase{"unblock --url http://:1", "e.g. http://127.0.0.1:8888"},
+       }) {
+    const Result r = Stallwatch(c.args);
+    EXPECT_EQ(r.code, 2) << c.args << ":\n" << r.out;
+    EXPECT_NE(r.out.find(c.example), std::string::npos) << c.args << ":\n" << r.out;
+    EXPECT_EQ(r.out.find("/api/v1"), std::string::npos) << c.args << ":\n" << r.out;
+    EXPECT_EQ(r.out.find("/control/"), std::string::npos) << c.args << ":\n" << r.out;
+    if (c.args.find("--daemon") != std::string::npos) {
+      EXPECT_EQ(r.out.find("8888"), std::string::npos) << c.args << ":\n" << r.out;
+    }
+  }
+}
+
+}  // namespace
