@@ -41,6 +41,26 @@ struct RawFrame {
   bool activation = false;  // pc is exact (the interrupted instruction), not a return address
 };
 
+// The target of the direct near call (x86-64 `call rel32`, E8 + 4 bytes) that ends at
+// `return_address`, given the 5 bytes before it; 0 when they are not such a call (an indirect
+// call, or a frame that is not a call site at all). Pure.
+uint64_t DirectCallTarget(const unsigned char (&code)[5], uint64_t return_address);
+
+// Whether the machine code `code` (size bytes, loaded at `address`) holds a direct jump
+// (jmp rel32, jmp rel8 or jcc rel32) to `target`. Pure; a byte scan, so it may see a jump that
+// is not there, but only one to exactly `target`.
+bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uint64_t target);
+
+// A frame that a tail call removed: `caller` called `missing`, which jumped (did not call) to
+// `callee`, so the stack shows callee ← caller and `missing` is gone for good.
+struct TailCall {
+  size_t callee_index = 0;  // in the frames, innermost first; caller is callee_index + 1
+  std::string callee;
+  std::string missing;
+  std::string caller;
+  std::string missing_module;
+};
+
 class Unwinder {
  public:
   Unwinder();
@@ -66,6 +86,13 @@ class Unwinder {
   // host's copy of it (set once, before any IsOwnModule call).
   static std::string OwnModulePath();
   static void SetOwnModule(const std::string& path);
+  // The tail calls that `frames` (innermost first) show: a return address whose call
+  // instruction is a direct call to another function than the frame below it. Calls through a
+  // PLT stub (the stub jumps on by design) and indirect calls cannot be judged and are skipped.
+  std::vector<TailCall> FindTailCalls(const std::vector<RawFrame>& frames);
+  // One sentence for the stall's hint about the first tail call outside libc and the dynamic
+  // loader ("" when there is none).
+  std::string TailCallNote(const std::vector<RawFrame>& frames);
   // Re-reads the module list (after dlopen); rate-limited by the caller.
   void Refresh();
 
