@@ -385,6 +385,8 @@ bool IsSystemRuntime(const std::string& module) {
          base.rfind("ld-linux", 0) == 0 || base.rfind("libpthread", 0) == 0;
 }
 
+// Whether `size` bytes of code at `function` (read with process_vm_readv: a bad address is an
+// error, not a crash) hold a direct jump to `target`.
 bool JumpsTo(uint64_t function, uint64_t size, uint64_t target) {
   constexpr uint64_t kMaxScan = 64 * 1024;
   if (size == 0 || size > kMaxScan) return false;
@@ -479,10 +481,14 @@ std::vector<TailCall> Unwinder::FindTailCalls(const std::vector<RawFrame>& frame
 std::string Unwinder::TailCallNote(const std::vector<RawFrame>& frames) {
   for (const TailCall& t : FindTailCalls(frames)) {
     if (IsSystemRuntime(t.missing_module)) continue;
-    return "Note: " + t.missing + "() is not on the stack: " + t.caller + "() called it and it " +
-           "tail-called " + t.callee +
-           "() (a jump, not a call), which removed its frame; look in " + t.missing +
-           "() for the code that led to " + t.callee + "().";
+    // "f()" for a C name, the demangled signature as it is for C++.
+    const auto fn = [](const std::string& name) {
+      return name.find('(') == std::string::npos ? name + "()" : name;
+    };
+    return "Note: " + fn(t.missing) + " is not on the stack: " + fn(t.caller) +
+           " called it and it tail-called " + fn(t.callee) +
+           " (a jump, not a call), which removed its frame for good; look in " + fn(t.missing) +
+           " for the code that led to " + fn(t.callee) + ".";
   }
   return "";
 }
