@@ -173,4 +173,48 @@ TEST(CliEdges, UrlErrorsShowAnExampleForTheCommandAndNeverAnInternalUrl) {
   }
 }
 
+// A DNS lookup on the loop, for real: `serve --upstream dns-stall.test:80` resolves the
+// upstream with getaddrinfo() on the loop in /upstream-blocking. The resolver is a UDP socket on
+// 127.0.0.1:53 that never answers, made the nameserver for the server alone: its own mount
+// namespace bind-mounts a test resolv.conf over /etc/resolv.conf (the host's file is untouched).
+// The agent must see the loop blocked on that socket and hint evdns_getaddrinfo().
+TEST(CliEdges, ADnsLookupOnTheLoopGetsTheEvdnsHint) {
+  const int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(53);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(udp, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    close(udp);
+    GTEST_SKIP() << "cannot bind 127.0.0.1:53 (needs root and a free port 53)";
+  }
+  if (Sh("unshare -m true").code != 0) {
+    close(udp);
+    GTEST_SKIP() << "cannot create a mount namespace (unshare -m)";
+  }
+  const std::string bin = SW_STALLWATCH_BIN;
+  const Result r =
+      Sh("sh -c 'dir=$(mktemp -d); "
+         "printf \"nameserver 127.0.0.1\\noptions timeout:1 attempts:1\\n\" >$dir/resolv.conf; "
+         "unshare -m sh -c \"mount --bind $dir/resolv.conf /etc/resolv.conf && exec " +
+         bin +
+         " serve --port 0 --threshold 50ms --endpoint file:$dir/f.jsonl "
+         "--upstream dns-stall.test:80\" >$dir/out 2>&1 & pid=$!; "
+         "for i in $(seq 100); do grep -q listening $dir/out && break; sleep 0.1; done; "
+         "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/out | head -1); " +
+         bin +
+         " load http://$port/upstream-blocking -n 1 -c 1 --timeout 20s >/dev/null 2>&1; "
+         "for i in $(seq 100); do grep -q \"\\\"ongoing\\\":false\" $dir/f.jsonl && break; "
+         "sleep 0.1; done; "
+         "kill -TERM $pid; wait $pid; grep \"\\\"kind\\\":\\\"stall\" $dir/f.jsonl; "
+         "rm -rf $dir'");
+  close(udp);
+  EXPECT_NE(r.out.find("\"class\":\"blocked\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("-> 127.0.0.1:53"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("evdns_getaddrinfo()"), std::string::npos) << r.out;
+  // The stack has no proven tail call (CLI11 reaches the handler through std::function's
+  // indirect jump): no note about one.
+  EXPECT_EQ(r.out.find("tail-called"), std::string::npos) << r.out;
+}
+
 }  // namespace
