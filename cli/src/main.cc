@@ -391,6 +391,10 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     o.workers = f.workers;
     o.stall_threshold = Dur(f.threshold);
     o.endpoint = f.endpoint;
+    // Bad options fail before anything is started.
+    if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
+      throw CLI::RuntimeError(Fail("experiment", st));
+    }
     // Findings also go to stallwatchd: the one running with the default socket, or one started
     // here for the experiment (and stopped after it), unless --no-daemon or --endpoint.
     cli::ExperimentDaemon daemon;
@@ -408,9 +412,6 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     }
     cli::ReportFormat format = cli::ReportFormat::kTable;
     cli::ParseReportFormat(f.json ? "json" : f.format, &format);
-    if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
-      throw CLI::RuntimeError(Fail("experiment", st));
-    }
     o.progress = [](size_t i, size_t n, const cli::ExperimentRow& row) {
       std::fprintf(stderr, "%s\n", cli::FormatProgressLine(i, n, row).c_str());
     };

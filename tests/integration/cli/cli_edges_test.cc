@@ -113,6 +113,13 @@ TEST(CliEdges, OtherCommandsRefuseZeroCountsAndDurationsWithTheRange) {
   }
 }
 
+// A bad --work is refused before a daemon is looked for or started.
+TEST(CliEdges, ExperimentRefusesBadOptionsBeforeStartingAnything) {
+  const Result r = Stallwatch("experiment --work 20s");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_EQ(r.out, "stallwatch experiment: --work must be in 1ms..10s, e.g. 500ms\n");
+}
+
 TEST(CliEdges, ALoadWhereEveryConnectionIsRefusedExitsNonZeroNamingTheErrnoOnce) {
   const Result r =
       Stallwatch("load http://127.0.0.1:" + std::to_string(ClosedPort()) + "/ -n 20 -c 2");
