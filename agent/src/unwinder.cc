@@ -425,6 +425,25 @@ bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uin
   return false;
 }
 
+std::string WithoutParameters(const std::string& name) {
+  // Drop a trailing " const", then the parenthesized list that ends the name (matched from the
+  // end, so "(anonymous namespace)::f(int)" keeps its namespace).
+  std::string n = name;
+  for (const char* suffix : {" const", " volatile", " &", " &&"}) {
+    const std::string sfx = suffix;
+    if (n.size() > sfx.size() && n.compare(n.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      n.resize(n.size() - sfx.size());
+    }
+  }
+  if (n.empty() || n.back() != ')') return n;
+  int depth = 0;
+  for (size_t i = n.size(); i-- > 0;) {
+    if (n[i] == ')') ++depth;
+    if (n[i] == '(' && --depth == 0) return i > 0 ? n.substr(0, i) : n;
+  }
+  return n;
+}
+
 std::vector<TailCall> Unwinder::FindTailCalls(const std::vector<RawFrame>& frames) {
   std::vector<TailCall> out;
   if (dwfl_ == nullptr) return out;
@@ -481,10 +500,8 @@ std::vector<TailCall> Unwinder::FindTailCalls(const std::vector<RawFrame>& frame
 std::string Unwinder::TailCallNote(const std::vector<RawFrame>& frames) {
   for (const TailCall& t : FindTailCalls(frames)) {
     if (IsSystemRuntime(t.missing_module)) continue;
-    // "f()" for a C name, the demangled signature as it is for C++.
-    const auto fn = [](const std::string& name) {
-      return name.find('(') == std::string::npos ? name + "()" : name;
-    };
+    // "f()": the name without its parameter list (hints are short; the daemon caps them).
+    const auto fn = [](const std::string& name) { return WithoutParameters(name) + "()"; };
     return "Note: " + fn(t.missing) + " is not on the stack: " + fn(t.caller) +
            " called it and it tail-called " + fn(t.callee) +
            " (a jump, not a call), which removed its frame for good; look in " + fn(t.missing) +

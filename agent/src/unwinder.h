@@ -51,6 +51,9 @@ uint64_t DirectCallTarget(const unsigned char (&code)[5], uint64_t return_addres
 // is not there, but only one to exactly `target`.
 bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uint64_t target);
 
+// A demangled function name without its parameter list: "ns::f(int) const" → "ns::f". Pure.
+std::string WithoutParameters(const std::string& name);
+
 // A frame that a tail call removed: `caller` called `missing`, which jumped (did not call) to
 // `callee`, so the stack shows callee ← caller and `missing` is gone for good.
 struct TailCall {

@@ -70,6 +70,14 @@ TEST(JumpsToInCode, FindsDirectJumpsToTheTargetOnly) {
   EXPECT_FALSE(JumpsToInCode(cut, sizeof cut, 0x1000, 0x1015));
 }
 
+TEST(WithoutParameters, KeepsTheQualifiedNameOnly) {
+  EXPECT_EQ(WithoutParameters("usleep"), "usleep");
+  EXPECT_EQ(WithoutParameters("ns::C::f(int, std::string const&) const"), "ns::C::f");
+  EXPECT_EQ(WithoutParameters("(anonymous namespace)::g(char (*) [4])"),
+            "(anonymous namespace)::g");
+  EXPECT_EQ(WithoutParameters("CLI::App::run_callback(bool, bool)"), "CLI::App::run_callback");
+}
+
 // TailCaller (built at -O2) ends in `jmp TailCallee`: the return address TailCallee sees is in
 // CallsThroughTailCall, whose call instruction names TailCaller, not TailCallee.
 TEST(Unwinder, FindsTheFrameATailCallRemovedFromARealO2Pair) {
