@@ -385,24 +385,59 @@ bool IsSystemRuntime(const std::string& module) {
          base.rfind("ld-linux", 0) == 0 || base.rfind("libpthread", 0) == 0;
 }
 
-// Whether `size` bytes of code at `function` (read with process_vm_readv: a bad address is an
-// error, not a crash) hold a direct jump to `target`.
-bool JumpsTo(uint64_t function, uint64_t size, uint64_t target) {
-  constexpr uint64_t kMaxScan = 64 * 1024;
-  if (size == 0 || size > kMaxScan) return false;
-  std::vector<unsigned char> code(size);
-  iovec local{code.data(), code.size()};
-  iovec remote{reinterpret_cast<void*>(function), code.size()};
-  if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) !=
-      static_cast<ssize_t>(code.size())) {
-    return false;
+// Reads `len` bytes of the target process at `addr` (process_vm_readv: a bad address is an
+// error, not a crash).
+bool ReadTarget(uint64_t addr, void* out, size_t len) {
+  iovec local{out, len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  return ::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) ==
+         static_cast<ssize_t>(len);
+}
+
+// Where the PLT stub at `stub` jumps: the function its GOT slot holds (bound once the call has
+// been made), or 0. Stubs are `jmp *rel32(%rip)` (FF 25), possibly after endbr64 and a bnd prefix.
+uint64_t PltStubDestination(uint64_t stub) {
+  unsigned char code[16];
+  if (!ReadTarget(stub, code, sizeof code)) return 0;
+  for (size_t at = 0; at + 6 <= sizeof code; ++at) {
+    if (code[at] != 0xFF || code[at + 1] != 0x25) continue;
+    int32_t rel = 0;
+    std::memcpy(&rel, code + at + 2, sizeof rel);
+    const uint64_t slot = stub + at + 6 + static_cast<uint64_t>(static_cast<int64_t>(rel));
+    uint64_t dest = 0;
+    return ReadTarget(slot, &dest, sizeof dest) ? dest : 0;
   }
-  return JumpsToInCode(code.data(), code.size(), function, target);
+  return 0;
 }
 
 }  // namespace
 
+bool Unwinder::JumpsTo(uint64_t function, uint64_t size, uint64_t target) {
+  constexpr uint64_t kMaxScan = 64 * 1024;
+  if (size == 0 || size > kMaxScan) return false;
+  std::vector<unsigned char> code(size);
+  if (!ReadTarget(function, code.data(), code.size())) return false;
+  for (const uint64_t to : DirectJumpTargets(code.data(), code.size(), function)) {
+    if (to == target) return true;
+    // A tail call into another library goes through this module's PLT stub for it.
+    Dwfl_Module* mod = dwfl_addrmodule(dwfl_, to);
+    if (mod != nullptr && SectionName(mod, to).rfind(".plt", 0) == 0 &&
+        PltStubDestination(to) == target) {
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {}  // namespace
+
 bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uint64_t target) {
+  const auto all = DirectJumpTargets(code, size, address);
+  return std::find(all.begin(), all.end(), target) != all.end();
+}
+
+std::vector<uint64_t> DirectJumpTargets(const unsigned char* code, size_t size, uint64_t address) {
+  std::vector<uint64_t> out;
   for (size_t i = 0; i < size; ++i) {
     const auto rel32 = [&](size_t at) {
       int32_t rel = 0;
@@ -410,19 +445,17 @@ bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uin
       return static_cast<uint64_t>(static_cast<int64_t>(rel));
     };
     const uint64_t pc = address + i;
-    if (code[i] == 0xE9 && i + 5 <= size && pc + 5 + rel32(i + 1) == target) return true;
-    if (code[i] == 0xEB && i + 2 <= size &&
-        pc + 2 + static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(code[i + 1]))) ==
-            target) {
-      return true;
+    if (code[i] == 0xE9 && i + 5 <= size) out.push_back(pc + 5 + rel32(i + 1));
+    if (code[i] == 0xEB && i + 2 <= size) {
+      out.push_back(pc + 2 +
+                    static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(code[i + 1]))));
     }
     // jcc rel32 (0F 80..8F): a conditional tail call.
-    if (code[i] == 0x0F && i + 6 <= size && (code[i + 1] & 0xF0) == 0x80 &&
-        pc + 6 + rel32(i + 2) == target) {
-      return true;
+    if (code[i] == 0x0F && i + 6 <= size && (code[i + 1] & 0xF0) == 0x80) {
+      out.push_back(pc + 6 + rel32(i + 2));
     }
   }
-  return false;
+  return out;
 }
 
 std::string WithoutParameters(const std::string& name) {

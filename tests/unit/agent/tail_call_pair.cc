@@ -3,6 +3,8 @@
 // the caller of TailCaller directly above it.
 #include "tail_call_pair.h"
 
+#include <unistd.h>
+
 extern "C" {
 
 volatile uint64_t g_tail_call_sink = 0;
@@ -23,6 +25,15 @@ __attribute__((noipa)) uint64_t CallsThroughTailCall(int x) {
 __attribute__((noipa)) uint64_t CallsDirectly(int x) {
   const uint64_t r = TailCallee(x);
   g_tail_call_sink = r;
+  return r;
+}
+// Ends in `jmp read@plt`: its frame is gone while the thread blocks in read().
+__attribute__((noipa)) long ReadThroughTailCall(int fd, char* byte) { return read(fd, byte, 1); }
+
+__attribute__((noipa)) long CallsReadThroughTailCall(int fd) {
+  char byte = 0;
+  const long r = ReadThroughTailCall(fd, &byte);
+  g_tail_call_sink = static_cast<uint64_t>(r);
   return r;
 }
 }

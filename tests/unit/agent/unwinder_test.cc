@@ -1,9 +1,16 @@
 #include "unwinder.h"
 
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "platform/proc.h"
 #include "tail_call_pair.h"
@@ -105,6 +112,54 @@ TEST(Unwinder, ADirectCallIsNotATailCall) {
                                         {ret, false}};
   EXPECT_TRUE(u.FindTailCalls(frames).empty());
   EXPECT_EQ(u.TailCallNote(frames), "");
+}
+
+// The common case: a function whose last act is a blocking libc call (here read() on an empty
+// pipe) is compiled as `jmp read@plt`. The thread is unwound while it blocks, as the agent does
+// (no signal: sp/pc from /proc/self/task/TID/syscall), and the frame between read() and
+// CallsReadThroughTailCall is found to be ReadThroughTailCall through its PLT stub.
+TEST(Unwinder, FindsATailCallIntoLibcThroughThePltOnABlockedThread) {
+  Unwinder u;
+  ASSERT_TRUE(u.Init().ok());
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<pid_t> tid{0};
+  std::thread blocked([&] {
+    tid = platform::GetTid();
+    CallsReadThroughTailCall(fds[0]);
+  });
+  std::optional<platform::SyscallInfo> sys;
+  for (int i = 0; i < 500; ++i) {  // up to 5 s for the thread to block in read()
+    if (tid.load() != 0) {
+      sys = platform::ReadThreadSyscall(tid.load());
+      if (sys && !sys->running && sys->nr == SYS_read) break;
+    }
+    sys.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::vector<TailCall> calls;
+  std::string note;
+  if (sys) {
+    UnwindInput in;
+    in.tid = tid.load();
+    in.sp = sys->sp;
+    in.pc = sys->pc;
+    auto frames = u.Unwind(in);
+    if (frames.ok()) {
+      calls = u.FindTailCalls(*frames);
+      note = u.TailCallNote(*frames);
+    }
+  }
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  blocked.join();
+  close(fds[0]);
+  close(fds[1]);
+  ASSERT_TRUE(sys.has_value()) << "the thread never blocked in read()";
+  ASSERT_EQ(calls.size(), 1u) << note;
+  EXPECT_EQ(calls[0].missing, "ReadThroughTailCall");
+  EXPECT_EQ(calls[0].caller, "CallsReadThroughTailCall");
+  EXPECT_NE(calls[0].callee.find("read"), std::string::npos) << calls[0].callee;
+  EXPECT_NE(note.find("ReadThroughTailCall() is not on the stack"), std::string::npos) << note;
 }
 
 }  // namespace
