@@ -71,6 +71,18 @@ StatusOr<size_t> CountOwnStalls(const std::string& stalls_body, int64_t pid, int
   return n;
 }
 
+Status ExperimentDaemon::UseRunning(const std::string& url, const std::string& endpoint) {
+  std::string base = url;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  if (!Healthy(base)) {
+    return UnavailableError("no stallwatchd answers at " + base +
+                            "/healthz (start it, or leave --daemon out to use or start one)");
+  }
+  url_ = base;
+  endpoint_ = endpoint.empty() ? std::string("unix:") + kDefaultSocket : endpoint;
+  return OkStatus();
+}
+
 Status ExperimentDaemon::Acquire() {
   if (Healthy(kDefaultUrl) && access(kDefaultSocket, W_OK) == 0) {
     endpoint_ = std::string("unix:") + kDefaultSocket;

@@ -26,6 +26,9 @@ class ExperimentDaemon {
 
   // Finds a running daemon or starts one. NotFound when neither is possible.
   [[nodiscard]] Status Acquire();
+  // Uses the daemon the user named: its HTTP API at `url` must answer; findings go to `endpoint`
+  // ("" = the default socket). Unavailable, naming the URL, when it does not answer.
+  [[nodiscard]] Status UseRunning(const std::string& url, const std::string& endpoint);
   const std::string& endpoint() const { return endpoint_; }  // for the agent
   const std::string& url() const { return url_; }            // HTTP API
   bool started() const { return pid_ > 0; }

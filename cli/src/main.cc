@@ -304,6 +304,7 @@ struct ExperimentFlags {
   int workers = 5;
   std::string threshold = "50ms";
   std::string endpoint = "off";
+  std::string daemon;
   std::string format = "table";
   std::string plot;
   bool json = false;
@@ -348,6 +349,10 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
                 "Send the agent's findings there instead of the daemon chosen automatically "
                 "(e.g. unix:/run/stallwatch/agent.sock)")
       ->check(kEndpoint);
+  s->add_option("--daemon", f.daemon,
+                "Use the stallwatchd with this HTTP address (its findings from --endpoint, else "
+                "the default socket) for the closing count, e.g. http://127.0.0.1:9466")
+      ->check(UrlOf(cli::kDaemonUrlExample));
   s->add_option("--format", f.format, "table, markdown, csv or json")
       ->capture_default_str()
       ->check([](const std::string& v) {
@@ -399,7 +404,20 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     // here for the experiment (and stopped after it), unless --no-daemon or --endpoint.
     cli::ExperimentDaemon daemon;
     bool with_daemon = false;
-    if (!f.no_daemon && f.endpoint == "off") {
+    if (!f.daemon.empty()) {
+      if (f.no_daemon) {
+        throw CLI::RuntimeError(Fail(
+            "experiment", sw::InvalidArgumentError("--daemon and --no-daemon exclude each other")));
+      }
+      if (sw::Status st = daemon.UseRunning(f.daemon, f.endpoint == "off" ? "" : f.endpoint);
+          !st.ok()) {
+        throw CLI::RuntimeError(Fail("experiment", st));
+      }
+      o.endpoint = daemon.endpoint();
+      with_daemon = true;
+      std::fprintf(stderr, "stallwatch experiment: findings go to %s, counted at stallwatchd %s\n",
+                   daemon.endpoint().c_str(), daemon.url().c_str());
+    } else if (!f.no_daemon && f.endpoint == "off") {
       if (sw::Status st = daemon.Acquire(); st.ok()) {
         o.endpoint = daemon.endpoint();
         with_daemon = true;

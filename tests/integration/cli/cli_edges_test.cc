@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace {
@@ -111,6 +113,57 @@ TEST(CliEdges, OtherCommandsRefuseZeroCountsAndDurationsWithTheRange) {
        }) {
     ExpectUsageError(c);
   }
+}
+
+// experiment --daemon URL uses that running daemon, and its closing count is only the
+// experiment's own stalls: a stall another process reported to the same daemon is not counted.
+TEST(CliEdges, ExperimentWithAGivenDaemonCountsOnlyItsOwnStalls) {
+  const std::string bin = SW_STALLWATCH_BIN;
+  const std::string daemon = SW_STALLWATCHD_BIN;
+  const std::string hport = std::to_string(ClosedPort());
+  const Result r =
+      Sh("sh -c 'dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
+         "127.0.0.1:" + hport +
+         " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
+         "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
+         bin +
+         " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
+         "spid=$!; "
+         "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
+         "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
+         bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
+         "for i in $(seq 50); do curl -s http://127.0.0.1:" + hport +
+         "/api/v1/stalls | grep -q stall_id && break; sleep 0.1; done; "
+         "kill -TERM $spid; wait $spid; " +
+         bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
+         " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
+         "echo foreign=$(curl -s http://127.0.0.1:" +
+         hport +
+         "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
+         "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("counted at stallwatchd http://127.0.0.1:" + hport), std::string::npos)
+      << r.out;
+  // The quick block run at c=2 stalls the loop in every wave: at least one stall of its own.
+  const size_t at = r.out.find("stallwatchd recorded ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const int own = std::atoi(r.out.c_str() + at + std::strlen("stallwatchd recorded "));
+  const size_t fat = r.out.find("foreign=");
+  ASSERT_NE(fat, std::string::npos) << r.out;
+  const int all = std::atoi(r.out.c_str() + fat + std::strlen("foreign="));
+  EXPECT_GE(own, 1) << r.out;
+  // The daemon holds the serve process's stall too; the experiment's count leaves it out.
+  EXPECT_EQ(all, own + 1) << r.out;
+}
+
+TEST(CliEdges, ExperimentWithADaemonThatDoesNotAnswerSaysSo) {
+  const std::string url = "http://127.0.0.1:" + std::to_string(ClosedPort());
+  const Result r = Stallwatch("experiment --quick --daemon " + url);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("stallwatch experiment: no stallwatchd answers at " + url + "/healthz"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(Count(r.out, "\n"), 1u) << r.out;
 }
 
 // A bad --work is refused before a daemon is looked for or started.
