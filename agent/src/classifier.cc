@@ -1,10 +1,103 @@
 #include "classifier.h"
 
 #include <algorithm>
+#include <array>
 
 namespace stallwatch::agent::internal {
 
-std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target) {
+namespace {
+
+using std::string_view_literals::operator""sv;
+
+// A lookup waits for the resolver's answer in one of these (glibc: poll on a connected UDP
+// socket, then recvfrom/recvmsg; other resolvers read or select).
+constexpr std::array kResolverWaits = {"poll"sv,       "ppoll"sv,      "recvfrom"sv, "recvmsg"sv,
+                                       "recvmmsg"sv,   "read"sv,       "select"sv,   "pselect6"sv,
+                                       "epoll_wait"sv, "epoll_pwait"sv};
+// Blocking name lookups and the resolver internals under them.
+constexpr std::array kResolverFrames = {"*getaddrinfo*"sv, "*gethostbyname*"sv, "*gethostbyaddr*"sv,
+                                        "*getnameinfo*"sv, "res_*"sv,           "__res_*"sv,
+                                        "__libc_res_*"sv,  "_nss_dns_*"sv};
+constexpr std::array kFileWrites = {"fsync"sv, "fdatasync"sv, "sync_file_range"sv, "msync"sv};
+constexpr std::array kConnects = {"connect"sv};
+
+constexpr std::string_view kDnsHint =
+    "The loop thread waited in %s: a DNS lookup (getaddrinfo) on the loop; resolve "
+    "asynchronously with libevent's evdns_getaddrinfo() (event2/dns.h), or cache the address "
+    "and resolve off the loop.";
+
+const std::array<HintRule, 4> kRules = {{
+    // A UDP socket to port 53 (udp or udp6) is a DNS server, whichever library asked.
+    {"dns-udp", kResolverWaits, "socket udp* -> *:53", {}, kDnsHint},
+    // The resolver's frames on the stack (a TCP fallback, a local cache over a unix socket …).
+    {"dns-frames", {}, "", kResolverFrames, kDnsHint},
+    {"fsync",
+     kFileWrites,
+     "",
+     {},
+     "The loop thread waited in %s: flushing to disk blocks for as long as the device takes; "
+     "batch the writes and flush on a worker thread, or drop the sync where durability allows."},
+    {"connect",
+     kConnects,
+     "",
+     {},
+     "The loop thread waited in %s: a blocking connect; make the socket non-blocking and wait for "
+     "it with an EV_WRITE event (or bufferevent_socket_connect())."},
+}};
+
+bool AnyGlob(std::span<const std::string_view> patterns, std::string_view text) {
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](std::string_view p) { return !p.empty() && GlobMatch(p, text); });
+}
+
+bool RuleMatches(const HintRule& r, const std::string& syscall, const std::string& fd_target,
+                 const std::vector<std::string>& functions) {
+  if (!r.syscalls.empty() &&
+      std::find(r.syscalls.begin(), r.syscalls.end(), syscall) == r.syscalls.end()) {
+    return false;
+  }
+  if (!r.fd_target.empty() && !GlobMatch(r.fd_target, fd_target)) return false;
+  if (!r.frames.empty() &&
+      std::none_of(functions.begin(), functions.end(),
+                   [&](const std::string& f) { return !f.empty() && AnyGlob(r.frames, f); })) {
+    return false;
+  }
+  return true;
+}
+
+std::string Fill(std::string_view hint, const std::string& what) {
+  std::string out(hint);
+  if (const size_t at = out.find("%s"); at != std::string::npos) out.replace(at, 2, what);
+  return out;
+}
+
+}  // namespace
+
+std::span<const HintRule> HintRules() { return kRules; }
+
+bool GlobMatch(std::string_view pattern, std::string_view text) {
+  // Iterative glob with backtracking to the last '*' (linear in practice).
+  size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.size() && pattern[p] == text[t]) {
+      ++p;
+      ++t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target,
+                    const std::vector<std::string>& functions) {
   switch (c) {
     case StallClass::kCpu:
       return "The loop thread was computing: move CPU-heavy work (parsing, hashing, compression, "
@@ -13,6 +106,9 @@ std::string HintFor(StallClass c, const std::string& syscall, const std::string&
     case StallClass::kBlocked: {
       std::string what = syscall.empty() ? "a blocking call" : syscall + "()";
       if (!fd_target.empty()) what += " on " + fd_target;
+      for (const HintRule& r : kRules) {
+        if (RuleMatches(r, syscall, fd_target, functions)) return Fill(r.hint, what);
+      }
       if (syscall == "futex") {
         return "The loop thread waited for a lock (futex): do not take locks held by slow "
                "threads on the loop; hand the work to a thread pool and post the result back.";
@@ -62,7 +158,7 @@ Classification Classify(const ClassifierInput& in) {
   } else if (in.seen_running) {
     c.stall_class = StallClass::kStarved;
   }
-  c.hint = HintFor(c.stall_class, in.syscall, in.fd_target);
+  c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions);
   return c;
 }
 

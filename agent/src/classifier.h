@@ -1,8 +1,12 @@
 #pragma once
-// Classification of a stall from what the watchdog measured over it. Pure.
+// Classification of a stall from what the watchdog measured over it, and the hint that tells
+// the user what to do. Pure.
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "stallwatch/findings.h"
 
@@ -18,6 +22,9 @@ struct ClassifierInput {
   bool seen_running = false;  // a sample saw the thread outside any syscall
   int samples = 0;            // /proc samples taken during the stall
   int syscall_samples = 0;    // of which in `syscall`
+  // Function names of the sampled stacks (any order; "" for unknown frames): evidence for the
+  // hint table, e.g. getaddrinfo under a blocked poll is a DNS lookup.
+  std::vector<std::string> functions;
 };
 
 struct Classification {
@@ -27,7 +34,25 @@ struct Classification {
   std::string hint;
 };
 
+// A row of the hint table: a blocked stall whose evidence matches every non-empty field gets
+// `hint`. Rows are tried in order; the first match wins; no match falls back to the generic
+// hint of the class. Patterns are globs ('*' matches any run of characters, the rest literally).
+struct HintRule {
+  std::string_view name;                       // for tests and docs, e.g. "dns-udp"
+  std::span<const std::string_view> syscalls;  // the syscall is one of these (empty: any)
+  std::string_view fd_target;                  // glob on the fd's target ("": not used)
+  std::span<const std::string_view> frames;    // some stack function matches one ("": not used)
+  std::string_view hint;                       // "%s" is replaced by "poll() on socket udp …"
+};
+
+// The table, in order.
+std::span<const HintRule> HintRules();
+
+// Whether `text` matches the glob `pattern` ('*' only).
+bool GlobMatch(std::string_view pattern, std::string_view text);
+
 Classification Classify(const ClassifierInput& in);
-std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target);
+std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target,
+                    const std::vector<std::string>& functions = {});
 
 }  // namespace stallwatch::agent::internal

@@ -767,17 +767,6 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   in.seen_running = t.seen_running;
   in.samples = t.samples;
   in.syscall_samples = best;
-  auto cls = agent::internal::Classify(in);
-  f.stall_class = cls.stall_class;
-  f.cpu_ratio = cls.cpu_ratio;
-  f.wait_ratio = cls.wait_ratio;
-  f.hint = cls.hint;
-  if (f.stall_class == StallClass::kBlocked || f.stall_class == StallClass::kUnknown) {
-    f.syscall = in.syscall;
-    f.fd_target = in.fd_target;
-  } else if (f.stall_class != StallClass::kCpu) {
-    f.syscall = in.syscall;
-  }
   // Most frequent stacks first.
   std::vector<const StallTrack::StackAgg*> aggs;
   for (const auto& [k, a] : t.stacks) aggs.push_back(&a);
@@ -795,6 +784,27 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
       st.frames.push_back(std::move(fr));
     }
     f.stacks.push_back(std::move(st));
+  }
+  // The stacks' functions are evidence for the hint (getaddrinfo under a poll: DNS).
+  for (const Stack& st : f.stacks) {
+    for (const Frame& fr : st.frames) in.functions.push_back(fr.function);
+  }
+  auto cls = agent::internal::Classify(in);
+  f.stall_class = cls.stall_class;
+  f.cpu_ratio = cls.cpu_ratio;
+  f.wait_ratio = cls.wait_ratio;
+  f.hint = cls.hint;
+  // A frame removed by a tail call cannot be recovered; say so where the stack shows it.
+  if (!aggs.empty()) {
+    if (std::string note = unwinder_.TailCallNote(aggs.front()->frames); !note.empty()) {
+      f.hint += " " + note;
+    }
+  }
+  if (f.stall_class == StallClass::kBlocked || f.stall_class == StallClass::kUnknown) {
+    f.syscall = in.syscall;
+    f.fd_target = in.fd_target;
+  } else if (f.stall_class != StallClass::kCpu) {
+    f.syscall = in.syscall;
   }
   f.samples_failed = t.samples_failed;
   f.reports_suppressed = c.reports_suppressed_total;

@@ -5,6 +5,7 @@
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
+#include <gelf.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -349,6 +350,197 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
   if (cache_.size() > 16384) cache_.clear();
   cache_.emplace(pc, out);
   return out;
+}
+
+uint64_t DirectCallTarget(const unsigned char (&code)[5], uint64_t return_address) {
+  if (code[0] != 0xE8) return 0;
+  int32_t rel = 0;
+  std::memcpy(&rel, code + 1, sizeof rel);  // little-endian, as the CPU reads it
+  return return_address + static_cast<uint64_t>(static_cast<int64_t>(rel));
+}
+
+namespace {
+
+// The name of the ELF section holding `addr` of `mod` ("" when unknown).
+std::string SectionName(Dwfl_Module* mod, uint64_t addr) {
+  Dwarf_Addr rel = addr;
+  Dwarf_Addr bias = 0;
+  Elf_Scn* scn = dwfl_module_address_section(mod, &rel, &bias);
+  Elf* elf = dwfl_module_getelf(mod, &bias);
+  size_t shstrndx = 0;
+  GElf_Shdr shdr;
+  if (scn == nullptr || elf == nullptr || elf_getshdrstrndx(elf, &shstrndx) != 0 ||
+      gelf_getshdr(scn, &shdr) == nullptr) {
+    return "";
+  }
+  const char* name = elf_strptr(elf, shstrndx, shdr.sh_name);
+  return name != nullptr ? name : "";
+}
+
+// Whether a module is libc or the dynamic loader: their internal tail calls are not the
+// user's concern.
+bool IsSystemRuntime(const std::string& module) {
+  const std::string base = module.substr(module.rfind('/') + 1);
+  return base.rfind("libc.so", 0) == 0 || base.rfind("libc-", 0) == 0 ||
+         base.rfind("ld-linux", 0) == 0 || base.rfind("libpthread", 0) == 0;
+}
+
+// Reads `len` bytes of the target process at `addr` (process_vm_readv: a bad address is an
+// error, not a crash).
+bool ReadTarget(uint64_t addr, void* out, size_t len) {
+  iovec local{out, len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  return ::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) ==
+         static_cast<ssize_t>(len);
+}
+
+// Where the PLT stub at `stub` jumps: the function its GOT slot holds (bound once the call has
+// been made), or 0. Stubs are `jmp *rel32(%rip)` (FF 25), possibly after endbr64 and a bnd prefix.
+uint64_t PltStubDestination(uint64_t stub) {
+  unsigned char code[16];
+  if (!ReadTarget(stub, code, sizeof code)) return 0;
+  for (size_t at = 0; at + 6 <= sizeof code; ++at) {
+    if (code[at] != 0xFF || code[at + 1] != 0x25) continue;
+    int32_t rel = 0;
+    std::memcpy(&rel, code + at + 2, sizeof rel);
+    const uint64_t slot = stub + at + 6 + static_cast<uint64_t>(static_cast<int64_t>(rel));
+    uint64_t dest = 0;
+    return ReadTarget(slot, &dest, sizeof dest) ? dest : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool Unwinder::JumpsTo(uint64_t function, uint64_t size, uint64_t target) {
+  constexpr uint64_t kMaxScan = 64 * 1024;
+  if (size == 0 || size > kMaxScan) return false;
+  std::vector<unsigned char> code(size);
+  if (!ReadTarget(function, code.data(), code.size())) return false;
+  for (const uint64_t to : DirectJumpTargets(code.data(), code.size(), function)) {
+    if (to == target) return true;
+    // A tail call into another library goes through this module's PLT stub for it.
+    Dwfl_Module* mod = dwfl_addrmodule(dwfl_, to);
+    if (mod != nullptr && SectionName(mod, to).rfind(".plt", 0) == 0 &&
+        PltStubDestination(to) == target) {
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {}  // namespace
+
+bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uint64_t target) {
+  const auto all = DirectJumpTargets(code, size, address);
+  return std::find(all.begin(), all.end(), target) != all.end();
+}
+
+std::vector<uint64_t> DirectJumpTargets(const unsigned char* code, size_t size, uint64_t address) {
+  std::vector<uint64_t> out;
+  for (size_t i = 0; i < size; ++i) {
+    const auto rel32 = [&](size_t at) {
+      int32_t rel = 0;
+      std::memcpy(&rel, code + at, sizeof rel);
+      return static_cast<uint64_t>(static_cast<int64_t>(rel));
+    };
+    const uint64_t pc = address + i;
+    if (code[i] == 0xE9 && i + 5 <= size) out.push_back(pc + 5 + rel32(i + 1));
+    if (code[i] == 0xEB && i + 2 <= size) {
+      out.push_back(pc + 2 +
+                    static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(code[i + 1]))));
+    }
+    // jcc rel32 (0F 80..8F): a conditional tail call.
+    if (code[i] == 0x0F && i + 6 <= size && (code[i + 1] & 0xF0) == 0x80) {
+      out.push_back(pc + 6 + rel32(i + 2));
+    }
+  }
+  return out;
+}
+
+std::string WithoutParameters(const std::string& name) {
+  // Drop a trailing " const", then the parenthesized list that ends the name (matched from the
+  // end, so "(anonymous namespace)::f(int)" keeps its namespace).
+  std::string n = name;
+  for (const char* suffix : {" const", " volatile", " &", " &&"}) {
+    const std::string sfx = suffix;
+    if (n.size() > sfx.size() && n.compare(n.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      n.resize(n.size() - sfx.size());
+    }
+  }
+  if (n.empty() || n.back() != ')') return n;
+  int depth = 0;
+  for (size_t i = n.size(); i-- > 0;) {
+    if (n[i] == ')') ++depth;
+    if (n[i] == '(' && --depth == 0) return i > 0 ? n.substr(0, i) : n;
+  }
+  return n;
+}
+
+std::vector<TailCall> Unwinder::FindTailCalls(const std::vector<RawFrame>& frames) {
+  std::vector<TailCall> out;
+  if (dwfl_ == nullptr) return out;
+  for (size_t i = 0; i + 1 < frames.size(); ++i) {
+    const RawFrame& callee = frames[i];
+    const RawFrame& caller = frames[i + 1];
+    if (caller.activation || caller.pc < 5) continue;
+    // Where the callee's function starts.
+    const uint64_t callee_pc = callee.activation ? callee.pc : callee.pc - 1;
+    Dwfl_Module* callee_mod = dwfl_addrmodule(dwfl_, callee_pc);
+    if (callee_mod == nullptr) continue;
+    GElf_Off callee_off = 0;
+    GElf_Sym callee_sym;
+    const char* callee_name = dwfl_module_addrinfo(callee_mod, callee_pc, &callee_off, &callee_sym,
+                                                   nullptr, nullptr, nullptr);
+    if (callee_name == nullptr) continue;
+    const uint64_t callee_start = callee_pc - callee_off;
+    // The call instruction before the return address, read as any other memory of the target
+    // (a bad address is an error, not a crash).
+    unsigned char code[5];
+    iovec local{code, sizeof code};
+    iovec remote{reinterpret_cast<void*>(caller.pc - 5), sizeof code};
+    if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) !=
+        static_cast<ssize_t>(sizeof code)) {
+      continue;
+    }
+    const uint64_t target = DirectCallTarget(code, caller.pc);
+    if (target == 0 || target == callee_start) continue;
+    Dwfl_Module* target_mod = dwfl_addrmodule(dwfl_, target);
+    if (target_mod == nullptr || SectionName(target_mod, target).rfind(".plt", 0) == 0) continue;
+    GElf_Off target_off = 0;
+    GElf_Sym target_sym;
+    const char* target_name = dwfl_module_addrinfo(target_mod, target, &target_off, &target_sym,
+                                                   nullptr, nullptr, nullptr);
+    if (target_name == nullptr || target_off != 0) continue;  // not a function's entry
+    const std::string missing = target_name;
+    const std::string callee_str = callee_name;
+    // A function's split-off part (foo.cold, foo.part.0) is the same function.
+    if (callee_str == missing || callee_str.rfind(missing + ".", 0) == 0) continue;
+    // Only what the code proves: the missing function jumps straight to the callee. (Five bytes
+    // before a return address can look like a call by chance; an indirect jump is not judged.)
+    if (!JumpsTo(target, target_sym.st_size, callee_start)) continue;
+    TailCall t;
+    t.callee_index = i;
+    t.callee = Symbolize(callee).function;
+    t.missing = Symbolize(RawFrame{target, true}).function;
+    t.caller = Symbolize(caller).function;
+    t.missing_module = Symbolize(RawFrame{target, true}).module;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::string Unwinder::TailCallNote(const std::vector<RawFrame>& frames) {
+  for (const TailCall& t : FindTailCalls(frames)) {
+    if (IsSystemRuntime(t.missing_module)) continue;
+    // "f()": the name without its parameter list (hints are short; the daemon caps them).
+    const auto fn = [](const std::string& name) { return WithoutParameters(name) + "()"; };
+    return "Note: " + fn(t.missing) + " is not on the stack: " + fn(t.caller) +
+           " called it and it tail-called " + fn(t.callee) +
+           " (a jump, not a call), which removed its frame for good; look in " + fn(t.missing) +
+           " for the code that led to " + fn(t.callee) + ".";
+  }
+  return "";
 }
 
 LineResolver::LineResolver() = default;

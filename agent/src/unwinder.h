@@ -41,6 +41,31 @@ struct RawFrame {
   bool activation = false;  // pc is exact (the interrupted instruction), not a return address
 };
 
+// The target of the direct near call (x86-64 `call rel32`, E8 + 4 bytes) that ends at
+// `return_address`, given the 5 bytes before it; 0 when they are not such a call (an indirect
+// call, or a frame that is not a call site at all). Pure.
+uint64_t DirectCallTarget(const unsigned char (&code)[5], uint64_t return_address);
+
+// Whether the machine code `code` (size bytes, loaded at `address`) holds a direct jump
+// (jmp rel32, jmp rel8 or jcc rel32) to `target`. Pure; a byte scan, so it may see a jump that
+// is not there, but only one to exactly `target`.
+bool JumpsToInCode(const unsigned char* code, size_t size, uint64_t address, uint64_t target);
+// Every target of such a jump found in the code. Pure.
+std::vector<uint64_t> DirectJumpTargets(const unsigned char* code, size_t size, uint64_t address);
+
+// A demangled function name without its parameter list: "ns::f(int) const" → "ns::f". Pure.
+std::string WithoutParameters(const std::string& name);
+
+// A frame that a tail call removed: `caller` called `missing`, which jumped (did not call) to
+// `callee`, so the stack shows callee ← caller and `missing` is gone for good.
+struct TailCall {
+  size_t callee_index = 0;  // in the frames, innermost first; caller is callee_index + 1
+  std::string callee;
+  std::string missing;
+  std::string caller;
+  std::string missing_module;
+};
+
 class Unwinder {
  public:
   Unwinder();
@@ -66,6 +91,14 @@ class Unwinder {
   // host's copy of it (set once, before any IsOwnModule call).
   static std::string OwnModulePath();
   static void SetOwnModule(const std::string& path);
+  // The tail calls that `frames` (innermost first) show: a return address whose call
+  // instruction is a direct call to another function than the frame below it, which jumps to
+  // that frame's function (directly or through its PLT stub). Calls to a PLT stub (the stub
+  // jumps on by design) and indirect calls cannot be judged and are skipped.
+  std::vector<TailCall> FindTailCalls(const std::vector<RawFrame>& frames);
+  // One sentence for the stall's hint about the first tail call outside libc and the dynamic
+  // loader ("" when there is none).
+  std::string TailCallNote(const std::vector<RawFrame>& frames);
   // Re-reads the module list (after dlopen); rate-limited by the caller.
   void Refresh();
 
@@ -73,6 +106,9 @@ class Unwinder {
   const UnwindInput* current() const { return current_; }
 
  private:
+  // Whether the `size` bytes of code at `function` jump straight to `target`, directly or through
+  // a PLT stub bound to it.
+  bool JumpsTo(uint64_t function, uint64_t size, uint64_t target);
   // Loads every module's symbols, CFI and DWARF index now (see Init).
   void Warm(const std::atomic<bool>* cancel = nullptr);
   // The symbol name at pc from the ELF symbol table only (cheap; mangled).

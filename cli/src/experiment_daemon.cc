@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
 
@@ -50,6 +51,37 @@ int FreeLoopbackPort() {
 }
 
 }  // namespace
+
+StatusOr<size_t> CountOwnStalls(const std::string& stalls_body, int64_t pid, int64_t since_ns) {
+  const auto j = nlohmann::json::parse(stalls_body, nullptr, false);
+  if (!j.is_object() || !j.contains("stalls") || !j["stalls"].is_array()) {
+    return UnavailableError("the daemon's /api/v1/stalls answer has no \"stalls\" array");
+  }
+  size_t n = 0;
+  for (const auto& s : j["stalls"]) {
+    if (!s.is_object()) continue;
+    const auto p = s.find("pid");
+    const auto start = s.find("start_ns");
+    if (p == s.end() || !p->is_number_integer() || start == s.end() ||
+        !start->is_number_integer()) {
+      continue;
+    }
+    if (p->get<int64_t>() == pid && start->get<int64_t>() >= since_ns) ++n;
+  }
+  return n;
+}
+
+Status ExperimentDaemon::UseRunning(const std::string& url, const std::string& endpoint) {
+  std::string base = url;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  if (!Healthy(base)) {
+    return UnavailableError("no stallwatchd answers at " + base +
+                            "/healthz (start it, or leave --daemon out to use or start one)");
+  }
+  url_ = base;
+  endpoint_ = endpoint.empty() ? std::string("unix:") + kDefaultSocket : endpoint;
+  return OkStatus();
+}
 
 Status ExperimentDaemon::Acquire() {
   if (Healthy(kDefaultUrl) && access(kDefaultSocket, W_OK) == 0) {

@@ -5,11 +5,17 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "stallwatch/status.h"
 
 namespace stallwatch::cli {
+
+// How many stalls of a daemon's `/api/v1/stalls` answer are this experiment's own: reported by
+// process `pid` and started at or after `since_ns` (Unix ns). A shared daemon also holds other
+// services' stalls and this process's earlier ones; they are not counted. Pure.
+StatusOr<size_t> CountOwnStalls(const std::string& stalls_body, int64_t pid, int64_t since_ns);
 
 class ExperimentDaemon {
  public:
@@ -20,6 +26,9 @@ class ExperimentDaemon {
 
   // Finds a running daemon or starts one. NotFound when neither is possible.
   [[nodiscard]] Status Acquire();
+  // Uses the daemon the user named: its HTTP API at `url` must answer; findings go to `endpoint`
+  // ("" = the default socket). Unavailable, naming the URL, when it does not answer.
+  [[nodiscard]] Status UseRunning(const std::string& url, const std::string& endpoint);
   const std::string& endpoint() const { return endpoint_; }  // for the agent
   const std::string& url() const { return url_; }            // HTTP API
   bool started() const { return pid_ > 0; }

@@ -28,6 +28,8 @@ namespace stallwatch::cli {
 namespace {
 
 constexpr size_t kMaxHeaderBytes = size_t{64} * 1024;
+constexpr uint64_t kMaxRequests = 1'000'000'000;
+constexpr double kMaxRate = 1e6;
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -306,7 +308,7 @@ class Worker {
     c->sent_ns = MonotonicNanos();
     if (c->fd < 0) {
       c->fd = socket(s_->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (c->fd < 0) return Fail(c, &r_.err_connect);
+      if (c->fd < 0) return Fail(c, &r_.err_connect, errno);
       const int one = 1;
       setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       c->rev = event_new(base_, c->fd, EV_READ | EV_PERSIST, &Worker::OnReadable, c);
@@ -314,7 +316,7 @@ class Worker {
       event_add(c->rev, nullptr);
       if (connect(c->fd, reinterpret_cast<const sockaddr*>(&s_->addr), s_->addr_len) != 0 &&
           errno != EINPROGRESS) {
-        return Fail(c, &r_.err_connect);
+        return Fail(c, &r_.err_connect, errno);
       }
       c->state = Conn::State::kConnecting;
       event_add(c->wev, nullptr);
@@ -336,7 +338,7 @@ class Worker {
         event_add(c->wev, nullptr);
         return;
       } else {
-        return Fail(c, &r_.err_write);
+        return Fail(c, &r_.err_write, errno);
       }
     }
     c->state = Conn::State::kReading;
@@ -349,7 +351,7 @@ class Worker {
       int err = 0;
       socklen_t len = sizeof err;
       getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) return w->Fail(c, &w->r_.err_connect);
+      if (err != 0) return w->Fail(c, &w->r_.err_connect, err);
       c->state = Conn::State::kSending;
     }
     if (c->state == Conn::State::kSending) w->Write(c);
@@ -374,8 +376,10 @@ class Worker {
       } else if (errno == EAGAIN) {
         break;
       } else {
-        if (c->state == Conn::State::kConnecting) return w->Fail(c, &w->r_.err_connect);
-        return w->Fail(c, &w->r_.err_read);
+        if (c->state == Conn::State::kConnecting) {
+          return w->Fail(c, &w->r_.err_connect, errno);
+        }
+        return w->Fail(c, &w->r_.err_read, errno);
       }
     }
     if (c->state != Conn::State::kReading && c->state != Conn::State::kSending) {
@@ -420,8 +424,14 @@ class Worker {
     Next(c);
   }
 
-  void Fail(Conn* c, uint64_t* counter) {
+  // `err`: the errno of a failed call (0 when the failure is not an OS error).
+  void Fail(Conn* c, uint64_t* counter, int err = 0) {
     ++*counter;
+    int* first = counter == &r_.err_connect ? &r_.connect_errno
+                 : counter == &r_.err_read  ? &r_.read_errno
+                 : counter == &r_.err_write ? &r_.write_errno
+                                            : nullptr;
+    if (first != nullptr && *first == 0) *first = err;
     if (c->warmup) {
       CloseConn(c);
       return WarmedUp(c);
@@ -499,9 +509,8 @@ class Worker {
 
 }  // namespace
 
-StatusOr<Url> ParseUrl(const std::string& text) {
-  const std::string form =
-      "expected http://host[:port][/path], e.g. http://127.0.0.1:8888/block?ms=500";
+StatusOr<Url> ParseUrl(const std::string& text, const char* example) {
+  const std::string form = std::string("expected http://host[:port][/path], e.g. ") + example;
   const std::string scheme = "http://";
   if (text.compare(0, scheme.size(), scheme) != 0) {
     return InvalidArgumentError("bad URL '" + text + "': " + form);
@@ -542,6 +551,9 @@ StatusOr<Url> ParseUrl(const std::string& text) {
 }
 
 Status ValidateLoadOptions(const LoadOptions& o) {
+  if (o.requests > kMaxRequests) {
+    return InvalidArgumentError("-n/--requests must be in 1..1000000000");
+  }
   if (o.concurrency < 1 || o.concurrency > 10000) {
     return InvalidArgumentError("-c/--concurrency must be in 1..10000");
   }
@@ -549,14 +561,18 @@ Status ValidateLoadOptions(const LoadOptions& o) {
   if (o.threads > o.concurrency) {
     return InvalidArgumentError("--threads must not exceed -c/--concurrency");
   }
-  if (o.rate < 0 || !std::isfinite(o.rate)) {
-    return InvalidArgumentError("--rate must be a positive number of requests per second");
+  if (o.rate < 0 || !std::isfinite(o.rate) || o.rate > kMaxRate) {
+    return InvalidArgumentError(
+        "--rate must be a number of requests per second in 0.001..1000000, e.g. --rate 100");
   }
   if (o.timeout <= std::chrono::nanoseconds(0)) {
     return InvalidArgumentError("--timeout must be a positive duration, e.g. 5s");
   }
   if (o.duration < std::chrono::nanoseconds(0)) {
     return InvalidArgumentError("--duration must be a positive duration, e.g. 10s");
+  }
+  if (o.max_time <= std::chrono::nanoseconds(0)) {
+    return InvalidArgumentError("--max-time must be a positive duration, e.g. 5m");
   }
   return ParseUrl(o.url).status();
 }
@@ -636,6 +652,9 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
     r.err_timeout += p.err_timeout;
     r.err_status += p.err_status;
     r.abandoned += p.abandoned;
+    if (r.connect_errno == 0) r.connect_errno = p.connect_errno;
+    if (r.read_errno == 0) r.read_errno = p.read_errno;
+    if (r.write_errno == 0) r.write_errno = p.write_errno;
     r.bytes += p.bytes;
     r.stopped_by_time |= p.stopped_by_time;
     r.cancelled |= p.cancelled;
@@ -665,6 +684,36 @@ std::string Ms(double s) {
 }
 }  // namespace
 
+namespace {
+// " (Connection refused)" for a nonzero errno, "" otherwise.
+std::string ErrnoNote(int err) {
+  return err != 0 ? std::string(" (") + std::strerror(err) + ")" : std::string();
+}
+}  // namespace
+
+std::string FailedRunReason(const LoadResult& r) {
+  if (r.ok > 0 || r.errors() == 0) return "";
+  struct Kind {
+    uint64_t n;
+    const char* what;
+    int err;
+  };
+  const Kind kinds[] = {{r.err_connect, "connect", r.connect_errno},
+                        {r.err_read, "read", r.read_errno},
+                        {r.err_write, "write", r.write_errno},
+                        {r.err_timeout, "timeout", 0},
+                        {r.err_status, "non-2xx/3xx status", 0}};
+  const Kind* most = &kinds[0];
+  for (const Kind& k : kinds) {
+    if (k.n > most->n) most = &k;
+  }
+  std::string why = most->what;
+  if (most->err != 0) why += std::string(": ") + std::strerror(most->err);
+  if (most->err == ECONNREFUSED) why += " (is the server running at " + r.url + "?)";
+  return "all " + std::to_string(r.errors()) + " request" + (r.errors() == 1 ? "" : "s") +
+         " failed; " + std::to_string(most->n) + " of them " + why;
+}
+
 std::string FormatLoadText(const LoadResult& r) {
   char buf[512];
   std::string out;
@@ -689,14 +738,15 @@ std::string FormatLoadText(const LoadResult& r) {
                 Ms(r.quantile_s(0.95)).c_str(), Ms(r.quantile_s(0.99)).c_str(),
                 Ms(r.max_s()).c_str());
   out += buf;
-  std::snprintf(
-      buf, sizeof buf,
-      "  Errors:        %llu (connect %llu, read %llu, write %llu, timeout %llu, "
-      "non-2xx/3xx %llu)\n",
-      static_cast<unsigned long long>(r.errors()), static_cast<unsigned long long>(r.err_connect),
-      static_cast<unsigned long long>(r.err_read), static_cast<unsigned long long>(r.err_write),
-      static_cast<unsigned long long>(r.err_timeout),
-      static_cast<unsigned long long>(r.err_status));
+  std::snprintf(buf, sizeof buf,
+                "  Errors:        %llu (connect %llu%s, read %llu%s, write %llu%s, timeout %llu, "
+                "non-2xx/3xx %llu)\n",
+                static_cast<unsigned long long>(r.errors()),
+                static_cast<unsigned long long>(r.err_connect), ErrnoNote(r.connect_errno).c_str(),
+                static_cast<unsigned long long>(r.err_read), ErrnoNote(r.read_errno).c_str(),
+                static_cast<unsigned long long>(r.err_write), ErrnoNote(r.write_errno).c_str(),
+                static_cast<unsigned long long>(r.err_timeout),
+                static_cast<unsigned long long>(r.err_status));
   out += buf;
   if (r.abandoned > 0) {
     std::snprintf(buf, sizeof buf, "  In flight at the end (not counted): %llu\n",
@@ -721,6 +771,10 @@ nlohmann::json LoadResultToJson(const LoadResult& r) {
         {"write", r.err_write},
         {"timeout", r.err_timeout},
         {"status", r.err_status}}},
+      {"first_errors",
+       {{"connect", r.connect_errno != 0 ? std::strerror(r.connect_errno) : ""},
+        {"read", r.read_errno != 0 ? std::strerror(r.read_errno) : ""},
+        {"write", r.write_errno != 0 ? std::strerror(r.write_errno) : ""}}},
       {"abandoned", r.abandoned},
       {"bytes", r.bytes},
       {"elapsed_s", r.elapsed_s},

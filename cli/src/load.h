@@ -21,12 +21,16 @@ struct Url {
   int port = 80;
   std::string path = "/";  // with the query
 };
-// http://host[:port][/path[?query]]; IPv6 literals in brackets. Other schemes are rejected.
-StatusOr<Url> ParseUrl(const std::string& text);
+// Example URLs that errors show, one per kind of URL the CLI takes.
+inline constexpr const char* kServerUrlExample = "http://127.0.0.1:8888/block?ms=500";
+inline constexpr const char* kDaemonUrlExample = "http://127.0.0.1:9466";
+// http://host[:port][/path[?query]]; IPv6 literals in brackets. Other schemes are rejected; the
+// error names the accepted form with `example` (the kind of URL the caller wants).
+StatusOr<Url> ParseUrl(const std::string& text, const char* example = kServerUrlExample);
 
 struct LoadOptions {
   std::string url;
-  uint64_t requests = 0;  // -n: stop sending after this many; 0 = no count bound
+  uint64_t requests = 0;  // -n: stop sending after this many; 0 = no count bound (flag: 1..1e9)
   int concurrency = 1;    // -c: connections
   int threads = 1;
   std::chrono::nanoseconds duration{0};  // stop after this; 0 = no duration bound
@@ -62,6 +66,10 @@ struct LoadResult {
   uint64_t err_timeout = 0;
   uint64_t err_status = 0;  // non-2xx/3xx responses
   uint64_t abandoned = 0;   // in flight when the duration ended (not errors, as wrk)
+  // The first OS error of each kind (0: none), so a refused connection is named once.
+  int connect_errno = 0;
+  int read_errno = 0;
+  int write_errno = 0;
   uint64_t bytes = 0;
   double elapsed_s = 0;  // first request sent → last response received (or the end)
   double qps = 0;        // completed / elapsed_s
@@ -94,6 +102,11 @@ ParseResult ParseResponseHead(const std::string& in, ResponseHead* h);
 ParseResult ParseResponseBody(const std::string& in, const ResponseHead& h, bool eof,
                               size_t* total);
 }  // namespace internal
+
+// When no request succeeded (every one failed or got a non-2xx/3xx status): one line saying
+// why, e.g. "all 40 requests failed: connect: Connection refused (nothing listens on
+// 127.0.0.1:1?)"; "" when at least one succeeded or nothing was sent.
+std::string FailedRunReason(const LoadResult& r);
 
 // ab/wrk-like report (several lines, trailing newline).
 std::string FormatLoadText(const LoadResult& r);

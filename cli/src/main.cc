@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -68,7 +69,58 @@ const CLI::Validator kEndpoint(
     },
     "ENDPOINT", "endpoint");
 
+// Validates a duration flag that must be above zero (a run length, a timeout, a period).
+const CLI::Validator kPositiveDuration(
+    [](std::string& s) -> std::string {
+      auto d = sw::ParseDuration(s);
+      if (!d.ok()) return d.status().message();
+      return d->count() > 0 ? std::string()
+                            : "'" + s + "' is not above zero; expected a duration such as 500ms";
+    },
+    "DURATION>0", "positive duration");
+
+// Validates a whole number in lo..hi (CLI11's Range prints its bounds as doubles).
+CLI::Validator WholeIn(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        const std::string range = std::to_string(lo) + ".." + std::to_string(hi);
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || errno != 0 || v < lo || v > hi) {
+          return "'" + s + "' is not in " + range + "; expected a whole number in " + range;
+        }
+        return {};
+      },
+      std::to_string(lo) + ".." + std::to_string(hi), "whole number in range");
+}
+
+// Validates a request rate: a positive number (0 would mean never sending).
+const CLI::Validator kRate(
+    [](std::string& s) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (s.empty() || *end != '\0' || !(v >= 0.001 && v <= 1e6)) {
+        return "'" + s + "' is not a rate; expected requests per second in 0.001..1000000";
+      }
+      return {};
+    },
+    "REQ/S", "rate");
+
+// Validates a URL flag, with the example of the kind of URL this flag takes.
+CLI::Validator UrlOf(const char* example) {
+  return CLI::Validator(
+      [example](std::string& s) -> std::string {
+        auto u = cli::ParseUrl(s, example);
+        return u.ok() ? std::string() : u.status().message();
+      },
+      "URL", "url");
+}
+
 std::chrono::nanoseconds Dur(const std::string& s) { return *sw::ParseDuration(s); }
+
+// What the server URL flags (block/unblock --url) look like.
+constexpr const char* kServerBaseExample = "http://127.0.0.1:8888";
 
 int Fail(const std::string& cmd, const sw::Status& st) {
   std::fprintf(stderr, "stallwatch %s: %s\n", cmd.c_str(), st.message().c_str());
@@ -93,14 +145,14 @@ void AddServe(CLI::App& app, ServeFlags& f) {
       app.add_subcommand("serve", "Run the bundled libevent HTTP server with the agent attached");
   s->add_option("--port", f.port, "TCP port (0: any free port)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 65535));
+      ->check(WholeIn(0, 65535));
   s->add_option("--bind", f.bind, "Address to listen on")->capture_default_str();
   s->add_option("--workers", f.workers, "Threads of the /offload pool")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
+      ->check(WholeIn(1, 1024));
   s->add_option("--threshold", f.threshold,
                 "Stall threshold (default: STALLWATCH_THRESHOLD, else 50ms)")
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   s->add_option("--endpoint", f.endpoint,
                 "Where the agent reports: unix:/path, tcp:host:port, file:/path, stderr, off "
                 "(default: STALLWATCH_ENDPOINT, else the daemon's socket)")
@@ -177,26 +229,31 @@ struct LoadFlags {
 void AddLoad(CLI::App& app, LoadFlags& f) {
   CLI::App* s =
       app.add_subcommand("load", "Send HTTP load to a URL and report QPS, latency and errors");
-  s->add_option("url", f.url, "Target, http://host[:port][/path]")->required();
-  s->add_option("-n,--requests", f.requests, "Number of requests (0: bounded by --duration only)");
+  s->add_option("url", f.url, "Target, http://host[:port][/path]")
+      ->required()
+      ->check(UrlOf(cli::kServerUrlExample));
+  // Checked before conversion: "-3" must be refused, not wrapped into an unsigned count.
+  s->add_option("-n,--requests", f.requests,
+                "Number of requests (default: bounded by --duration only)")
+      ->check(WholeIn(1, 1'000'000'000));
   s->add_option("-c,--concurrency", f.concurrency, "Connections (keep-alive)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 10000));
+      ->check(WholeIn(1, 10000));
   s->add_option("-t,--threads", f.threads, "Client threads, each with its own loop")
       ->capture_default_str()
-      ->check(CLI::Range(1, 64));
+      ->check(WholeIn(1, 64));
   s->add_option("-d,--duration", f.duration, "Run for this long (default 10s when -n is not given)")
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   s->add_option("--timeout", f.timeout, "Per-request timeout (counted as an error)")
       ->capture_default_str()
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   s->add_option("-r,--rate", f.rate,
                 "Fixed rate in requests/s over all connections; latency is measured from the "
                 "scheduled send time (no coordinated omission)")
-      ->check(CLI::PositiveNumber);
+      ->check(kRate);
   s->add_option("--max-time", f.max_time, "Hard time limit of a run bounded by -n")
       ->capture_default_str()
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   s->add_flag("--json", f.json, "Print the result as one JSON object");
   s->add_flag("--drain", f.drain,
               "When --duration ends, wait for the requests in flight (up to --timeout) and count "
@@ -230,7 +287,12 @@ void AddLoad(CLI::App& app, LoadFlags& f) {
     } else {
       std::cout << cli::FormatLoadText(*r);
     }
-    if (r->completed == 0 && r->errors() > 0) throw CLI::RuntimeError(1);
+    // A run in which nothing succeeded is a failure, whatever was printed above.
+    if (const std::string why = cli::FailedRunReason(*r); !why.empty()) {
+      std::cout << std::flush;  // the report first, then the verdict as the last line
+      std::fprintf(stderr, "stallwatch load: %s\n", why.c_str());
+      throw CLI::RuntimeError(1);
+    }
   });
 }
 
@@ -242,6 +304,7 @@ struct ExperimentFlags {
   int workers = 5;
   std::string threshold = "50ms";
   std::string endpoint = "off";
+  std::string daemon;
   std::string format = "table";
   std::string plot;
   bool json = false;
@@ -267,7 +330,7 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       });
   s->add_option("-c,--concurrency", f.concurrency, "Concurrency levels (default 5,10,20)")
       ->delimiter(',')
-      ->check(CLI::Range(1, 1000));
+      ->check(WholeIn(1, 1000));
   s->add_option(
        "--work", f.work,
        "Work per request: sleep, CPU burn, timer or upstream delay (default 500ms; --quick 100ms)")
@@ -275,17 +338,21 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
   s->add_option("-d,--duration", f.duration,
                 "Length of each run (default 10s; --quick 1s); runs of modes that block the loop "
                 "are stretched to whole waves of c × work")
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   s->add_option("--workers", f.workers, "Threads of the server's /offload pool")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
+      ->check(WholeIn(1, 1024));
   s->add_option("--threshold", f.threshold, "The agent's stall threshold")
       ->capture_default_str()
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   s->add_option("--endpoint", f.endpoint,
                 "Send the agent's findings there instead of the daemon chosen automatically "
                 "(e.g. unix:/run/stallwatch/agent.sock)")
       ->check(kEndpoint);
+  s->add_option("--daemon", f.daemon,
+                "Use the stallwatchd with this HTTP address (its findings from --endpoint, else "
+                "the default socket) for the closing count, e.g. http://127.0.0.1:9466")
+      ->check(UrlOf(cli::kDaemonUrlExample));
   s->add_option("--format", f.format, "table, markdown, csv or json")
       ->capture_default_str()
       ->check([](const std::string& v) {
@@ -329,11 +396,28 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     o.workers = f.workers;
     o.stall_threshold = Dur(f.threshold);
     o.endpoint = f.endpoint;
+    // Bad options fail before anything is started.
+    if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
+      throw CLI::RuntimeError(Fail("experiment", st));
+    }
     // Findings also go to stallwatchd: the one running with the default socket, or one started
     // here for the experiment (and stopped after it), unless --no-daemon or --endpoint.
     cli::ExperimentDaemon daemon;
     bool with_daemon = false;
-    if (!f.no_daemon && f.endpoint == "off") {
+    if (!f.daemon.empty()) {
+      if (f.no_daemon) {
+        throw CLI::RuntimeError(Fail(
+            "experiment", sw::InvalidArgumentError("--daemon and --no-daemon exclude each other")));
+      }
+      if (sw::Status st = daemon.UseRunning(f.daemon, f.endpoint == "off" ? "" : f.endpoint);
+          !st.ok()) {
+        throw CLI::RuntimeError(Fail("experiment", st));
+      }
+      o.endpoint = daemon.endpoint();
+      with_daemon = true;
+      std::fprintf(stderr, "stallwatch experiment: findings go to %s, counted at stallwatchd %s\n",
+                   daemon.endpoint().c_str(), daemon.url().c_str());
+    } else if (!f.no_daemon && f.endpoint == "off") {
       if (sw::Status st = daemon.Acquire(); st.ok()) {
         o.endpoint = daemon.endpoint();
         with_daemon = true;
@@ -346,13 +430,11 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     }
     cli::ReportFormat format = cli::ReportFormat::kTable;
     cli::ParseReportFormat(f.json ? "json" : f.format, &format);
-    if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
-      throw CLI::RuntimeError(Fail("experiment", st));
-    }
     o.progress = [](size_t i, size_t n, const cli::ExperimentRow& row) {
       std::fprintf(stderr, "%s\n", cli::FormatProgressLine(i, n, row).c_str());
     };
     InstallCancelHandler();
+    const int64_t experiment_start_ns = sw::RealtimeNanos();
     auto rows = cli::RunExperiment(o, &g_cancel);
     if (!rows.ok()) throw CLI::RuntimeError(Fail("experiment", rows.status()));
     const cli::ReportContext ctx{
@@ -367,10 +449,13 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     }
     if (with_daemon) {
       auto r = cli::HttpGet(daemon.url() + "/api/v1/stalls?limit=1000");
-      if (r.ok() && r->status == 200) {
-        const auto j = nlohmann::json::parse(r->body, nullptr, false);
-        const size_t n = j.is_object() && j.contains("stalls") ? j["stalls"].size() : 0;
-        std::fprintf(stderr, "stallwatch experiment: stallwatchd recorded %zu stalls%s\n", n,
+      // Only this run's stalls: a daemon that was already running holds other services' too.
+      auto n = r.ok() && r->status == 200
+                   ? cli::CountOwnStalls(r->body, getpid(), experiment_start_ns)
+                   : sw::StatusOr<size_t>(sw::UnavailableError("no answer"));
+      if (n.ok()) {
+        std::fprintf(stderr,
+                     "stallwatch experiment: stallwatchd recorded %zu stalls of this run%s\n", *n,
                      daemon.started() ? "" : " (see: stallwatch stalls)");
       }
     }
@@ -399,13 +484,15 @@ struct ControlFlags {
 void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
   CLI::App* b =
       app.add_subcommand("block", "Make a running `stallwatch serve` stall its loop periodically");
-  b->add_option("--url", f.url, "The server")->capture_default_str();
+  b->add_option("--url", f.url, "The server")
+      ->capture_default_str()
+      ->check(UrlOf(kServerBaseExample));
   b->add_option("--duration", f.duration, "How long each stall lasts")
       ->capture_default_str()
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   b->add_option("--period", f.period, "How often a stall starts")
       ->capture_default_str()
-      ->check(kDuration);
+      ->check(kPositiveDuration);
   b->add_option("--kind", f.kind, "sleep (blocked in a syscall) or cpu (busy loop)")
       ->capture_default_str()
       ->check(CLI::IsMember({"sleep", "cpu"}));
@@ -433,7 +520,9 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
   });
   CLI::App* u =
       app.add_subcommand("unblock", "Stop the periodic stall of a running `stallwatch serve`");
-  u->add_option("--url", f.url, "The server")->capture_default_str();
+  u->add_option("--url", f.url, "The server")
+      ->capture_default_str()
+      ->check(UrlOf(kServerBaseExample));
   u->footer(
       "Drives GET /control/unblock of the server.\nExample:\n  stallwatch unblock --url "
       "http://127.0.0.1:8888");
@@ -480,10 +569,12 @@ struct ViewFlags {
 void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   CLI::App* s = app.add_subcommand(
       "stalls", "Recent and ongoing stalls from stallwatchd, with stacks and hints");
-  s->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  s->add_option("--daemon", f.daemon, "The daemon's HTTP address")
+      ->capture_default_str()
+      ->check(UrlOf(cli::kDaemonUrlExample));
   s->add_option("-n,--limit", f.limit, "At most this many stalls (newest first)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+      ->check(WholeIn(1, 1000));
   s->add_option("--service", f.service, "Only this service");
   s->add_option("--loop", f.loop, "Only this loop");
   s->add_option("--since", f.since, "Only stalls that started within this long ago, e.g. 10m")
@@ -523,7 +614,9 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
 
   CLI::App* k = app.add_subcommand(
       "stacks", "Merged stall stacks from stallwatchd (folded for flame graphs)");
-  k->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  k->add_option("--daemon", f.daemon, "The daemon's HTTP address")
+      ->capture_default_str()
+      ->check(UrlOf(cli::kDaemonUrlExample));
   k->add_option("--format", f.stacks_format, "text, folded (flamegraph.pl / speedscope) or json")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "folded", "json"}));
@@ -575,13 +668,15 @@ class RawTerminal {
 void AddTop(CLI::App& app, ViewFlags& f) {
   CLI::App* t =
       app.add_subcommand("top", "Live view of every loop the daemon knows (refreshes in place)");
-  t->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
+  t->add_option("--daemon", f.daemon, "The daemon's HTTP address")
+      ->capture_default_str()
+      ->check(UrlOf(cli::kDaemonUrlExample));
   t->add_option("--interval", f.interval, "Refresh period")
       ->capture_default_str()
       ->check(kDuration);
   t->add_option("--iterations", f.iterations,
                 "Stop after this many refreshes (0: until q or Ctrl-C on a terminal; 1 otherwise)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(WholeIn(0, 1'000'000));
   t->footer(
       "Per loop: loop delay p50/p99/max and utilization of the last window, stalls per second,\n"
       "the age of a stall going on now, and the top frame (first not in libc/libevent/agent).\n"
@@ -671,7 +766,7 @@ void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command
   CLI::App* r = app.add_subcommand(
       "run", "Run an unmodified libevent program with every loop in it watched (LD_PRELOAD)");
   r->add_option("--service", o.service, "Service name of its findings (default: program name)");
-  r->add_option("--threshold", o.threshold, "Stall threshold, e.g. 50ms")->check(kDuration);
+  r->add_option("--threshold", o.threshold, "Stall threshold, e.g. 50ms")->check(kPositiveDuration);
   r->add_option("--endpoint", o.endpoint,
                 "Where findings go: unix:/path, tcp:host:port, file:/path, stderr, off "
                 "(default: the daemon's socket)");

@@ -157,9 +157,23 @@ int ParseHostPort(const std::string& hp, std::string* host) {
 
 // Binds evhttp to bind:port; returns the bound port or -1 with errno-based message.
 int BindHttp(evhttp* http, const std::string& bind, int port, std::string* error) {
+  // Resolved here first: evhttp's own failure to resolve leaves errno at 0 ("Success").
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (const int rc = getaddrinfo(bind.c_str(), nullptr, &hints, &res); rc != 0 || res == nullptr) {
+    *error = "cannot resolve --bind '" + bind + "': " + gai_strerror(rc) +
+             "; expected an address or host name of this machine, e.g. 127.0.0.1, 0.0.0.0 or ::1";
+    return -1;
+  }
+  freeaddrinfo(res);
+  errno = 0;
   evhttp_bound_socket* bs = evhttp_bind_socket_with_handle(http, bind.c_str(), port);
   if (bs == nullptr) {
-    *error = "cannot listen on " + bind + ":" + std::to_string(port) + ": " + std::strerror(errno) +
+    const std::string why = errno != 0 ? std::strerror(errno) : "the address cannot be bound";
+    *error = "cannot listen on " + bind + ":" + std::to_string(port) + ": " + why +
              " (try another --port, or --port 0 for any free port)";
     return -1;
   }

@@ -57,5 +57,84 @@ TEST(Classify, NothingKnownIsUnknownNotAGuess) {
   EXPECT_FALSE(c.hint.empty());
 }
 
+TEST(GlobMatch, StarsAndLiterals) {
+  EXPECT_TRUE(GlobMatch("socket udp* -> *:53", "socket udp 127.0.0.1:40000 -> 127.0.0.1:53"));
+  EXPECT_TRUE(GlobMatch("socket udp* -> *:53", "socket udp6 [::1]:40000 -> [::1]:53"));
+  EXPECT_FALSE(GlobMatch("socket udp* -> *:53", "socket udp 10.0.0.1:4000 -> 10.0.0.2:5353"));
+  EXPECT_FALSE(GlobMatch("socket udp* -> *:53", "socket tcp 127.0.0.1:4000 -> 127.0.0.1:53"));
+  EXPECT_FALSE(GlobMatch("socket udp* -> *:53", "socket udp 0.0.0.0:53"));  // a DNS server
+  EXPECT_TRUE(GlobMatch("*getaddrinfo*", "__GI_getaddrinfo"));
+  EXPECT_TRUE(GlobMatch("res_*", "res_nquery"));
+  EXPECT_FALSE(GlobMatch("res_*", "parse_res_x"));
+  EXPECT_TRUE(GlobMatch("", ""));
+  EXPECT_TRUE(GlobMatch("*", ""));
+}
+
+ClassifierInput Blocked(std::string syscall, std::string fd_target,
+                        std::vector<std::string> functions = {}) {
+  return {.wall_ns = 100 * kMs,
+          .cpu_ns = 0,
+          .run_delay_ns = 0,
+          .syscall = std::move(syscall),
+          .fd_target = std::move(fd_target),
+          .functions = std::move(functions)};
+}
+
+// One test per row of the hint table.
+TEST(HintTable, DnsUdpRowAPollOnAUdpSocketToPort53IsALookup) {
+  for (const char* sys : {"poll", "recvfrom", "recvmsg", "read"}) {
+    auto c = Classify(Blocked(sys, "socket udp 127.0.0.1:41234 -> 127.0.0.1:53"));
+    EXPECT_EQ(c.stall_class, StallClass::kBlocked);
+    EXPECT_NE(c.hint.find("evdns_getaddrinfo()"), std::string::npos) << sys << ": " << c.hint;
+    EXPECT_NE(c.hint.find(std::string(sys) + "() on socket udp"), std::string::npos) << c.hint;
+  }
+  auto v6 = Classify(Blocked("poll", "socket udp6 [::1]:41234 -> [::1]:53"));
+  EXPECT_NE(v6.hint.find("evdns_getaddrinfo()"), std::string::npos) << v6.hint;
+  // Another UDP port, or TCP to 53 with no resolver frames, is not (yet) evidence of DNS.
+  EXPECT_EQ(
+      Classify(Blocked("poll", "socket udp 127.0.0.1:41234 -> 127.0.0.1:5353")).hint.find("evdns"),
+      std::string::npos);
+  EXPECT_EQ(
+      Classify(Blocked("recvfrom", "socket tcp 127.0.0.1:4 -> 127.0.0.1:53")).hint.find("evdns"),
+      std::string::npos);
+  // A write to the resolver is not a wait for it.
+  EXPECT_EQ(Classify(Blocked("sendmmsg", "socket udp 127.0.0.1:41234 -> 127.0.0.1:53"))
+                .hint.find("evdns"),
+            std::string::npos);
+}
+
+TEST(HintTable, DnsFramesRowResolverFunctionsOnTheStackAreALookup) {
+  for (const char* fn : {"getaddrinfo", "__res_context_send", "res_nquery", "gethostbyname_r",
+                         "_nss_dns_gethostbyname4_r"}) {
+    auto c = Classify(Blocked("poll", "socket tcp 127.0.0.1:4 -> 10.0.0.1:53",
+                              {"__GI___poll", fn, "handler", "event_base_loop"}));
+    EXPECT_NE(c.hint.find("evdns_getaddrinfo()"), std::string::npos) << fn << ": " << c.hint;
+  }
+  auto none = Classify(Blocked("poll", "socket tcp 127.0.0.1:4 -> 10.0.0.1:5432",
+                               {"__GI___poll", "PQexec", "handler"}));
+  EXPECT_EQ(none.hint.find("evdns"), std::string::npos) << none.hint;
+}
+
+TEST(HintTable, FsyncRowFlushingOnTheLoop) {
+  auto c = Classify(Blocked("fdatasync", "/var/lib/app/journal"));
+  EXPECT_NE(c.hint.find("fdatasync() on /var/lib/app/journal"), std::string::npos) << c.hint;
+  EXPECT_NE(c.hint.find("worker thread"), std::string::npos) << c.hint;
+}
+
+TEST(HintTable, ConnectRowABlockingConnect) {
+  auto c = Classify(Blocked("connect", "socket tcp 10.0.0.1:4 -> 10.0.0.2:5432"));
+  EXPECT_NE(c.hint.find("blocking connect"), std::string::npos) << c.hint;
+  EXPECT_NE(c.hint.find("EV_WRITE"), std::string::npos) << c.hint;
+}
+
+TEST(HintTable, EveryRowIsTestedAndRowsOnlyApplyToBlockedStalls) {
+  std::vector<std::string> names;
+  for (const HintRule& r : HintRules()) names.emplace_back(r.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"dns-udp", "dns-frames", "fsync", "connect"}));
+  ClassifierInput cpu = Blocked("poll", "socket udp 127.0.0.1:41234 -> 127.0.0.1:53");
+  cpu.cpu_ns = 95 * kMs;
+  EXPECT_EQ(Classify(cpu).hint.find("evdns"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace stallwatch::agent::internal

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "experiment_daemon.h"
+
 namespace stallwatch::cli {
 namespace {
 
@@ -117,6 +119,21 @@ TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
   EXPECT_EQ(none.stalls, 0u);
   EXPECT_EQ(none.stall_class, "");
   EXPECT_EQ(none.top_frame, "");
+}
+
+TEST(CountOwnStalls, CountsOnlyThisProcessSinceTheStart) {
+  const std::string body = R"({"stalls":[
+    {"pid":100,"start_ns":2000,"service":"experiment"},
+    {"pid":100,"start_ns":1000,"service":"experiment"},
+    {"pid":200,"start_ns":3000,"service":"memcached"},
+    {"pid":100,"start_ns":2500,"service":"experiment"},
+    {"pid":"100","start_ns":2600}
+  ]})";
+  auto n = CountOwnStalls(body, 100, 1500);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(*CountOwnStalls(R"({"stalls":[]})", 100, 0), 0u);
+  EXPECT_FALSE(CountOwnStalls("not json", 100, 0).ok());
 }
 
 }  // namespace

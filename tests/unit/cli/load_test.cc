@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <nlohmann/json.hpp>
 
 namespace stallwatch::cli {
@@ -141,6 +142,59 @@ TEST(LoadResult, StatsAndJson) {
   EXPECT_NE(text.find("Errors:        3 (connect 0, read 0, write 0, timeout 2, non-2xx/3xx 1)"),
             std::string::npos)
       << text;
+}
+
+TEST(ParseUrl, ErrorsShowTheExampleOfTheCaller) {
+  auto server = ParseUrl("127.0.0.1:8888");
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("e.g. http://127.0.0.1:8888/"), std::string::npos);
+  auto daemon = ParseUrl("127.0.0.1:9466", kDaemonUrlExample);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_NE(daemon.status().message().find("e.g. http://127.0.0.1:9466"), std::string::npos)
+      << daemon.status().message();
+  EXPECT_EQ(daemon.status().message().find("8888"), std::string::npos) << daemon.status().message();
+}
+
+TEST(ValidateLoadOptions, CountsRatesAndTimesHaveARange) {
+  LoadOptions o;
+  o.url = "http://127.0.0.1:1/";
+  o.requests = 2'000'000'000;
+  EXPECT_NE(ValidateLoadOptions(o).message().find("1..1000000000"), std::string::npos);
+  o.requests = 10;
+  o.rate = 1e300;
+  EXPECT_NE(ValidateLoadOptions(o).message().find("0.001..1000000"), std::string::npos);
+  EXPECT_EQ(ValidateLoadOptions(o).message().find("e+"), std::string::npos);
+  o.rate = 0;
+  o.max_time = std::chrono::nanoseconds(0);
+  EXPECT_NE(ValidateLoadOptions(o).message().find("--max-time"), std::string::npos);
+}
+
+TEST(FailedRunReason, OnlyWhenNothingSucceededAndNamingTheCommonestCause) {
+  LoadResult r;
+  r.url = "http://127.0.0.1:1/";
+  EXPECT_EQ(FailedRunReason(r), "");  // nothing sent, nothing failed
+  r.err_connect = 7;
+  r.connect_errno = ECONNREFUSED;
+  r.err_timeout = 1;
+  EXPECT_EQ(FailedRunReason(r),
+            "all 8 requests failed; 7 of them connect: Connection refused (is the server running "
+            "at http://127.0.0.1:1/?)");
+  r.ok = 1;
+  EXPECT_EQ(FailedRunReason(r), "");  // one success: not a failed run
+  LoadResult s;
+  s.completed = 3;
+  s.err_status = 3;
+  EXPECT_EQ(FailedRunReason(s), "all 3 requests failed; 3 of them non-2xx/3xx status");
+}
+
+TEST(FormatLoadText, NamesTheFirstErrnoOnce) {
+  LoadResult r;
+  r.err_connect = 50;
+  r.connect_errno = ECONNREFUSED;
+  const std::string text = FormatLoadText(r);
+  EXPECT_NE(text.find("connect 50 (Connection refused)"), std::string::npos) << text;
+  EXPECT_EQ(text.find("Connection refused"), text.rfind("Connection refused")) << text;
+  EXPECT_EQ(LoadResultToJson(r)["first_errors"]["connect"], "Connection refused");
 }
 
 }  // namespace
