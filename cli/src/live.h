@@ -15,7 +15,7 @@ namespace stallwatch::cli {
 
 // Accepted refresh intervals of `top` and `stalls --follow`.
 inline constexpr std::chrono::milliseconds kMinRefresh{100};
-inline constexpr std::chrono::hours kMaxRefresh{1};
+inline constexpr std::chrono::minutes kMaxRefresh{60};
 
 // GET `path` of the daemon at `daemon` (http://host:port); a refused connection says how to fix it.
 StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& path);

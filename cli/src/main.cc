@@ -447,13 +447,13 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
 
 constexpr const char* kDaemonDefault = "http://127.0.0.1:9466";
 
-// Validates a refresh interval: a duration from 100ms to 1h.
+// Validates a refresh interval: a duration from 100ms to 60m.
 const CLI::Validator kRefresh(
     [](std::string& s) -> std::string {
       auto d = sw::ParseDuration(s);
       if (!d.ok()) return d.status().message();
       if (*d < cli::kMinRefresh || *d > cli::kMaxRefresh) {
-        return "refresh interval " + s + " is out of range; expected 100ms to 1h (e.g. 500ms, 2s)";
+        return "refresh interval " + s + " is out of range; expected 100ms to 60m (e.g. 500ms, 2s)";
       }
       return {};
     },
@@ -495,7 +495,7 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   s->add_flag("--full", f.full,
               "Every stack and frame, also the callers of the loop's dispatch (main, set-up)");
   s->add_flag("-f,--follow", f.follow, "Keep printing new stalls until q or Ctrl-C");
-  s->add_option("--interval", f.interval, "How often --follow polls (100ms to 1h)")
+  s->add_option("--interval", f.interval, "How often --follow polls (100ms to 60m)")
       ->capture_default_str()
       ->check(kRefresh);
   s->add_flag("--json", f.json,
@@ -554,7 +554,7 @@ void AddTop(CLI::App& app, ViewFlags& f) {
   CLI::App* t =
       app.add_subcommand("top", "Live view of every loop the daemon knows (refreshes in place)");
   t->add_option("--daemon", f.daemon, "The daemon's HTTP address")->capture_default_str();
-  t->add_option("--interval", f.interval, "Refresh period, 100ms to 1h")
+  t->add_option("--interval", f.interval, "Refresh period, 100ms to 60m")
       ->capture_default_str()
       ->check(kRefresh);
   t->add_option("--iterations", f.iterations,
