@@ -175,12 +175,14 @@ StatusOr<std::string> ReadFile(const std::string& path, size_t offset = 0) {
   return ss.str();
 }
 
-void ReportMalformed(const std::string& path, const JsonLinesStalls& parsed) {
+// `lines_before`: lines of the file before the part parsed (when following it).
+void ReportMalformed(const std::string& path, const JsonLinesStalls& parsed,
+                     size_t lines_before = 0) {
   if (parsed.malformed == 0) return;
   std::fprintf(stderr,
                "stallwatch stalls: %s: %zu of %zu lines are not findings, skipped (first: line "
                "%zu)\n",
-               path.c_str(), parsed.malformed, parsed.lines, parsed.first_malformed);
+               path.c_str(), parsed.malformed, parsed.lines, lines_before + parsed.first_malformed);
 }
 
 std::vector<LoopKey> KeysOf(const std::vector<StallFinding>& stalls) {
@@ -301,6 +303,7 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
   std::vector<StallFinding> all;
   std::vector<LoopKey> known_loops;
   size_t file_offset = 0;
+  size_t file_lines = 0;  // lines before file_offset
   const std::string where = o.file.empty() ? "the daemon's stalls" : o.file;
   if (!o.file.empty()) {
     auto content = ReadFile(o.file);
@@ -309,7 +312,9 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
     const size_t last_nl = content->rfind('\n');
     file_offset = last_nl == std::string::npos ? 0 : last_nl + 1;
     if (!o.follow) file_offset = content->size();
-    JsonLinesStalls parsed = ParseStallsJsonLines(content->substr(0, file_offset));
+    const std::string whole = content->substr(0, file_offset);
+    file_lines = static_cast<size_t>(std::count(whole.begin(), whole.end(), '\n'));
+    JsonLinesStalls parsed = ParseStallsJsonLines(whole);
     ReportMalformed(o.file, parsed);
     all = std::move(parsed.stalls);
     known_loops = std::move(parsed.loops);
@@ -369,14 +374,17 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
       struct stat st {};
       if (stat(o.file.c_str(), &st) == 0 && static_cast<size_t>(st.st_size) < file_offset) {
         file_offset = 0;  // truncated or replaced: read it from the start
+        file_lines = 0;
       }
       auto content = ReadFile(o.file, file_offset);
       if (!content.ok()) continue;  // rotated away for now
       const size_t last_nl = content->rfind('\n');
       if (last_nl == std::string::npos) continue;
-      JsonLinesStalls parsed = ParseStallsJsonLines(content->substr(0, last_nl + 1));
-      file_offset += last_nl + 1;
-      ReportMalformed(o.file, parsed);
+      const std::string chunk = content->substr(0, last_nl + 1);
+      JsonLinesStalls parsed = ParseStallsJsonLines(chunk);
+      file_offset += chunk.size();
+      ReportMalformed(o.file, parsed, file_lines);
+      file_lines += static_cast<size_t>(std::count(chunk.begin(), chunk.end(), '\n'));
       fresh = std::move(parsed.stalls);
     } else {
       auto body = DaemonGet(o.daemon, StallsPath(o, kHistoryStalls));
