@@ -407,7 +407,7 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
   return OkStatus();
 }
 
-Status RunStacks(const std::string& daemon, const std::string& format) {
+Status RunStacks(const std::string& daemon, const std::string& format, bool full) {
   const bool folded = format == "folded";
   auto body =
       DaemonGet(daemon, std::string("/api/v1/stacks?format=") + (folded ? "folded" : "json"));
@@ -417,7 +417,7 @@ Status RunStacks(const std::string& daemon, const std::string& format) {
     if (!body->empty() && body->back() != '\n') std::fputs("\n", stdout);
     return OkStatus();
   }
-  auto text = FormatStacksBody(*body);
+  auto text = FormatStacksBody(*body, full);
   if (!text.ok()) return text.status();
   std::fputs(text->c_str(), stdout);
   return OkStatus();

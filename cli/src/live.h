@@ -47,7 +47,8 @@ struct StallsOptions {
 // matches nothing known fails with the known names.
 [[nodiscard]] Status RunStalls(const StallsOptions& options, const std::atomic<bool>* cancel);
 
-// Prints the daemon's merged stacks: "text" (merged by function and line), "folded" or "json".
-[[nodiscard]] Status RunStacks(const std::string& daemon, const std::string& format);
+// Prints the daemon's merged stacks: "text" (merged by function and line, callers of the
+// dispatch folded unless `full`), "folded" or "json".
+[[nodiscard]] Status RunStacks(const std::string& daemon, const std::string& format, bool full);
 
 }  // namespace stallwatch::cli

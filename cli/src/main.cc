@@ -536,15 +536,17 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   k->add_option("--format", f.stacks_format, "text, folded (flamegraph.pl / speedscope) or json")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "folded", "json"}));
+  k->add_flag("--full", f.full, "text: also the callers of the loop's dispatch (main, set-up)");
   k->footer(
       "text merges the daemon's stacks by function and line (one entry per source line, not per\n"
-      "exact pc) and sorts them by samples; folded and json are the daemon's, as served.\n"
+      "exact pc), sorts them by samples and folds what called the loop's dispatch (--full shows\n"
+      "it); folded and json are the daemon's, as served.\n"
       "Examples:\n"
       "  stallwatch stacks\n"
       "  stallwatch stacks --format folded | flamegraph.pl > stalls.svg\n"
       "  stallwatch stacks --format json");
   k->callback([&f]() {
-    if (sw::Status st = cli::RunStacks(f.daemon, f.stacks_format); !st.ok()) {
+    if (sw::Status st = cli::RunStacks(f.daemon, f.stacks_format, f.full); !st.ok()) {
       throw CLI::RuntimeError(Fail("stacks", st));
     }
   });

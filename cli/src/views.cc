@@ -224,9 +224,8 @@ bool Repeats(const RepeatKey& a, const RepeatKey& b) {
   return a.signature == b.signature;
 }
 
-void AppendStack(const Stack& st, const StallsFormat& format, std::string* out) {
-  *out += "  stack (" + std::to_string(st.samples) + " sample" + (st.samples == 1 ? "" : "s") +
-          (st.method.empty() ? "" : ", " + st.method) + "):\n";
+// A stack's frames, up to its dispatch entry unless `format.full`; what called it is one line.
+void AppendFrames(const Stack& st, const StallsFormat& format, std::string* out) {
   const size_t entry = DispatchEntryIndex(st);
   // The dispatch entry itself is shown; what called it is folded.
   const size_t end = format.full || entry == std::string::npos ? st.frames.size() : entry + 1;
@@ -238,6 +237,12 @@ void AppendStack(const Stack& st, const StallsFormat& format, std::string* out) 
     *out += "    … " + std::to_string(folded) + " frame" + (folded == 1 ? "" : "s") + " below " +
             ShortFunction(st.frames[entry].function) + " folded (--full shows them)\n";
   }
+}
+
+void AppendStack(const Stack& st, const StallsFormat& format, std::string* out) {
+  *out += "  stack (" + std::to_string(st.samples) + " sample" + (st.samples == 1 ? "" : "s") +
+          (st.method.empty() ? "" : ", " + st.method) + "):\n";
+  AppendFrames(st, format, out);
 }
 
 // One entry of the listing: headline, repeats, syscall and target, hint, stacks.
@@ -603,7 +608,7 @@ std::string StallFollower::Update(const std::vector<StallFinding>& stalls) {
   return out;
 }
 
-StatusOr<std::string> FormatStacksBody(const std::string& body, size_t max_frames) {
+StatusOr<std::string> FormatStacksBody(const std::string& body, bool full, size_t max_frames) {
   auto j = ParseJson(body, "stacks");
   if (!j.ok()) return j.status();
   auto arr = ArrayOf(*j, "stacks");
@@ -651,12 +656,7 @@ StatusOr<std::string> FormatStacksBody(const std::string& body, size_t max_frame
                   static_cast<unsigned long long>(it.stack.samples),
                   total > 0 ? 100.0 * static_cast<double>(it.stack.samples) / total : 0.0);
     out += head + it.service + "  top: " + UserTopFrame(it.stack) + "\n";
-    for (size_t i = 0; i < it.stack.frames.size() && i < max_frames; ++i) {
-      out += "    " + FrameText(it.stack.frames[i]) + "\n";
-    }
-    if (it.stack.frames.size() > max_frames) {
-      out += "    … " + std::to_string(it.stack.frames.size() - max_frames) + " more frames\n";
-    }
+    AppendFrames(it.stack, {.full = full, .max_frames = max_frames}, &out);
     out += "\n";
   }
   return out;

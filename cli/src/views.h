@@ -127,8 +127,10 @@ class StallFollower {
 };
 
 // Merged stacks of a /api/v1/stacks?format=json body ({"stacks":[{service, samples, frames}]}),
-// merged by function and line, most samples first, as indented text.
-StatusOr<std::string> FormatStacksBody(const std::string& body, size_t max_frames = 20);
+// merged by function and line, most samples first, as indented text; the callers of the
+// dispatch entry folded unless `full`.
+StatusOr<std::string> FormatStacksBody(const std::string& body, bool full = false,
+                                       size_t max_frames = 20);
 
 // One row of `top`.
 struct LoopRow {

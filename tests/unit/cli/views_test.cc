@@ -270,8 +270,34 @@ TEST(FormatStacksBody, MostSamplesFirstWithTopFrame) {
   EXPECT_NE(
       text->find("3 samples (30.0%)  demo  top: stallwatch::cli::BurnCpuOnLoop (server.cc:321)"),
       std::string::npos);
+  // Callers of event_base_loop are folded unless full.
+  EXPECT_NE(text->find("    event_base_loop  (libevent_core-2.1.so.7.0.1+0x1d42f)\n"
+                       "    … 5 frames below event_base_loop folded (--full shows them)\n"),
+            std::string::npos)
+      << *text;
+  EXPECT_EQ(text->find("Server::Run()"), std::string::npos) << *text;
+  auto full = FormatStacksBody(Fixture("stacks.json"), true);
+  EXPECT_NE(full->find("stallwatch::cli::Server::Run()  (stallwatch+0x"), std::string::npos)
+      << *full;
   EXPECT_FALSE(FormatStacksBody("{").ok());
   EXPECT_EQ(*FormatStacksBody("{\"stacks\":[]}"), "no stacks\n");
+}
+
+TEST(FormatStacksBody, OneEntryPerFunctionAndLine) {
+  // The daemon merges by exact pc: two pcs of spin()'s line 7 come as two stacks.
+  const std::string body = R"js({"stacks":[
+    {"service":"s","samples":3,"frames":[{"function":"spin()","module":"/a/app","offset":256,
+      "file":"/s/spin.cc","line":7}]},
+    {"service":"s","samples":2,"frames":[{"function":"spin()","module":"/a/app","offset":260,
+      "file":"/s/spin.cc","line":7}]},
+    {"service":"s","samples":1,"frames":[{"function":"spin()","module":"/a/app","offset":300,
+      "file":"/s/spin.cc","line":8}]}]})js";
+  auto text = FormatStacksBody(body);
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  EXPECT_EQ(text->rfind("5 samples (83.3%)  s  top: spin (spin.cc:7)\n", 0), 0u) << *text;
+  EXPECT_NE(text->find("1 samples (16.7%)  s  top: spin (spin.cc:8)\n"), std::string::npos)
+      << *text;
+  EXPECT_EQ(text->find("3 samples"), std::string::npos) << *text;
 }
 
 TEST(Top, RowsFromLoopsAndStalls) {
