@@ -1,9 +1,5 @@
 // stallwatch: the command-line tool. The only file that includes CLI11 (slow to compile);
 // everything it runs lives in sw_cli.
-#include <poll.h>
-#include <termios.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cerrno>
@@ -20,6 +16,7 @@
 #include "experiment.h"
 #include "experiment_daemon.h"
 #include "http_get.h"
+#include "live.h"
 #include "load.h"
 #include "report.h"
 #include "run.h"
@@ -539,18 +536,17 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
 
 constexpr const char* kDaemonDefault = "http://127.0.0.1:9466";
 
-sw::StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& path) {
-  auto r = cli::HttpGet(BaseUrl(daemon) + path);
-  if (!r.ok()) {
-    return sw::Status(r.status().code(),
-                      r.status().message() + " (is stallwatchd running? set --daemon URL)");
-  }
-  if (r->status != 200) {
-    return sw::UnavailableError("daemon answered " + std::to_string(r->status) + ": " +
-                                Trimmed(r->body));
-  }
-  return r->body;
-}
+// Validates a refresh interval: a duration from 100ms to 60m.
+const CLI::Validator kRefresh(
+    [](std::string& s) -> std::string {
+      auto d = sw::ParseDuration(s);
+      if (!d.ok()) return d.status().message();
+      if (*d < cli::kMinRefresh || *d > cli::kMaxRefresh) {
+        return "refresh interval " + s + " is out of range; expected 100ms to 60m (e.g. 500ms, 2s)";
+      }
+      return {};
+    },
+    "DURATION", "refresh interval");
 
 struct ViewFlags {
   std::string daemon = kDaemonDefault;
@@ -558,8 +554,11 @@ struct ViewFlags {
   std::string service;
   std::string loop;
   std::string since;
+  std::string file;
   bool ongoing = false;
   bool no_stacks = false;
+  bool full = false;
+  bool follow = false;
   bool json = false;
   std::string stacks_format = "text";
   std::string interval = "1s";
@@ -568,10 +567,13 @@ struct ViewFlags {
 
 void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   CLI::App* s = app.add_subcommand(
-      "stalls", "Recent and ongoing stalls from stallwatchd, with stacks and hints");
+      "stalls", "Recent and ongoing stalls from stallwatchd (or a file), with stacks and hints");
   s->add_option("--daemon", f.daemon, "The daemon's HTTP address")
       ->capture_default_str()
       ->check(UrlOf(cli::kDaemonUrlExample));
+  s->add_option("--file", f.file,
+                "Read the JSON Lines of a file: endpoint (STALLWATCH_ENDPOINT=file:PATH) instead "
+                "of the daemon");
   s->add_option("-n,--limit", f.limit, "At most this many stalls (newest first)")
       ->capture_default_str()
       ->check(WholeIn(1, 1000));
@@ -581,34 +583,41 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
       ->check(kDuration);
   s->add_flag("--ongoing", f.ongoing, "Only stalls still going on");
   s->add_flag("--no-stacks", f.no_stacks, "Leave the stacks out");
-  s->add_flag("--json", f.json, "Print the stalls as a JSON array (the finding format)");
+  s->add_flag("--full", f.full,
+              "Every stack and frame, also the callers of the loop's dispatch (main, set-up)");
+  s->add_flag("-f,--follow", f.follow, "Keep printing new stalls until q or Ctrl-C");
+  s->add_option("--interval", f.interval, "How often --follow polls (100ms to 60m)")
+      ->capture_default_str()
+      ->check(kRefresh);
+  s->add_flag("--json", f.json,
+              "Print the stalls as a JSON array (the finding format); with --follow, one per "
+              "line");
   s->footer(
+      "Each stall's headline names the first frame of your own code. Consecutive stalls of a\n"
+      "loop with the same class and stack are one entry (\"×20, same stack\"). Frames that called\n"
+      "the loop's dispatch (event_base_loop: main, option parsing, libc start) are folded.\n"
       "Examples:\n"
       "  stallwatch stalls\n"
       "  stallwatch stalls --service api --since 10m --no-stacks\n"
+      "  stallwatch stalls --follow --loop main\n"
+      "  stallwatch stalls --file /tmp/findings.jsonl --full\n"
       "  stallwatch stalls --ongoing --json | jq '.[0].stacks'");
   s->callback([&f]() {
-    std::string path = "/api/v1/stalls?limit=" +
-                       std::to_string(f.since.empty() && f.loop.empty() ? f.limit : 1000);
-    if (!f.service.empty()) path += "&service=" + f.service;
-    if (f.ongoing) path += "&ongoing=true";
-    auto body = DaemonGet(f.daemon, path);
-    if (!body.ok()) throw CLI::RuntimeError(Fail("stalls", body.status()));
-    auto stalls = cli::ParseStallsBody(*body);
-    if (!stalls.ok()) throw CLI::RuntimeError(Fail("stalls", stalls.status()));
-    cli::StallFilter filter;
-    filter.service = f.service;
-    filter.loop = f.loop;
-    if (!f.since.empty()) filter.since_ns = sw::RealtimeNanos() - Dur(f.since).count();
-    if (f.ongoing) filter.ongoing = true;
-    auto shown = cli::FilterStalls(std::move(*stalls), filter);
-    if (shown.size() > static_cast<size_t>(f.limit)) shown.resize(static_cast<size_t>(f.limit));
-    if (f.json) {
-      nlohmann::json arr = nlohmann::json::array();
-      for (const auto& st : shown) arr.push_back(sw::ToJson(st));
-      std::cout << arr.dump() << "\n";
-    } else {
-      std::cout << cli::FormatStalls(shown, {.stacks = !f.no_stacks});
+    cli::StallsOptions o;
+    o.daemon = f.daemon;
+    o.file = f.file;
+    o.limit = static_cast<size_t>(f.limit);
+    o.filter.service = f.service;
+    o.filter.loop = f.loop;
+    if (f.ongoing) o.filter.ongoing = true;
+    if (!f.since.empty()) o.since = Dur(f.since);
+    o.format = {.stacks = !f.no_stacks, .full = f.full};
+    o.json = f.json;
+    o.follow = f.follow;
+    o.interval = Dur(f.interval);
+    if (f.follow) InstallCancelHandler();
+    if (sw::Status st = cli::RunStalls(o, &g_cancel); !st.ok()) {
+      throw CLI::RuntimeError(Fail("stalls", st));
     }
   });
 
@@ -620,50 +629,21 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   k->add_option("--format", f.stacks_format, "text, folded (flamegraph.pl / speedscope) or json")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "folded", "json"}));
+  k->add_flag("--full", f.full, "text: also the callers of the loop's dispatch (main, set-up)");
   k->footer(
+      "text merges the daemon's stacks by function and line (one entry per source line, not per\n"
+      "exact pc), sorts them by samples and folds what called the loop's dispatch (--full shows\n"
+      "it); folded and json are the daemon's, as served.\n"
       "Examples:\n"
       "  stallwatch stacks\n"
       "  stallwatch stacks --format folded | flamegraph.pl > stalls.svg\n"
       "  stallwatch stacks --format json");
   k->callback([&f]() {
-    const bool folded = f.stacks_format == "folded";
-    auto body =
-        DaemonGet(f.daemon, std::string("/api/v1/stacks?format=") + (folded ? "folded" : "json"));
-    if (!body.ok()) throw CLI::RuntimeError(Fail("stacks", body.status()));
-    if (f.stacks_format != "text") {
-      std::cout << *body;
-      if (!body->empty() && body->back() != '\n') std::cout << "\n";
-      return;
+    if (sw::Status st = cli::RunStacks(f.daemon, f.stacks_format, f.full); !st.ok()) {
+      throw CLI::RuntimeError(Fail("stacks", st));
     }
-    auto text = cli::FormatStacksBody(*body);
-    if (!text.ok()) throw CLI::RuntimeError(Fail("stacks", text.status()));
-    std::cout << *text;
   });
 }
-
-// Terminal state of `top`, restored by the destructor.
-class RawTerminal {
- public:
-  RawTerminal() {
-    if (tcgetattr(STDIN_FILENO, &saved_) == 0) {
-      termios raw = saved_;
-      raw.c_lflag &= static_cast<tcflag_t>(~(ICANON | ECHO));
-      raw.c_cc[VMIN] = 0;
-      raw.c_cc[VTIME] = 0;
-      active_ = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
-    }
-    std::fputs("\x1b[?1049h\x1b[?25l", stdout);  // alternate screen, hide the cursor
-  }
-  ~RawTerminal() {
-    std::fputs("\x1b[?25h\x1b[?1049l", stdout);
-    std::fflush(stdout);
-    if (active_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
-  }
-
- private:
-  termios saved_{};
-  bool active_ = false;
-};
 
 void AddTop(CLI::App& app, ViewFlags& f) {
   CLI::App* t =
@@ -671,91 +651,32 @@ void AddTop(CLI::App& app, ViewFlags& f) {
   t->add_option("--daemon", f.daemon, "The daemon's HTTP address")
       ->capture_default_str()
       ->check(UrlOf(cli::kDaemonUrlExample));
-  t->add_option("--interval", f.interval, "Refresh period")
+  t->add_option("--interval", f.interval, "Refresh period, 100ms to 60m")
       ->capture_default_str()
-      ->check(kDuration);
+      ->check(kRefresh);
   t->add_option("--iterations", f.iterations,
                 "Stop after this many refreshes (0: until q or Ctrl-C on a terminal; 1 otherwise)")
       ->check(WholeIn(0, 1'000'000));
   t->footer(
-      "Per loop: loop delay p50/p99/max and utilization of the last window, stalls per second,\n"
-      "the age of a stall going on now, and the top frame (first not in libc/libevent/agent).\n"
-      "On a terminal the view refreshes in place; q or Ctrl-C quits. Otherwise it prints plain\n"
-      "snapshots.\n"
+      "Per loop: loop delay p50/p99/max and utilization of the last window, stalls that started\n"
+      "in the last minute (STALLS/MIN), the age and class of a stall going on now, and the top\n"
+      "frame of your code (of the ongoing stall, else of the latest; \"as before:\" when that\n"
+      "stall came without stacks and an earlier one of the loop named it). Processes that exited\n"
+      "or lost their connection show \"gone\" and are listed last. The view fits the terminal\n"
+      "width (narrow ones put the frame on its own line). On a terminal it refreshes in place;\n"
+      "q or Ctrl-C quits. Otherwise it prints plain snapshots ($COLUMNS wide, else 80).\n"
       "Examples:\n"
       "  stallwatch top\n"
       "  stallwatch top --interval 500ms\n"
       "  stallwatch top --iterations 3 > snapshot.txt");
   t->callback([&f]() {
-    const bool tty = isatty(STDOUT_FILENO) != 0;
-    const int iterations = f.iterations > 0 ? f.iterations : (tty ? 0 : 1);
-    const auto interval = Dur(f.interval);
+    cli::TopOptions o;
+    o.daemon = f.daemon;
+    o.interval = Dur(f.interval);
+    o.iterations = f.iterations;
     InstallCancelHandler();
-    std::optional<RawTerminal> term;
-    if (tty) term.emplace();
-    std::map<cli::LoopKey, uint64_t> previous;
-    int64_t previous_ns = 0;
-    for (int i = 0; iterations == 0 || i < iterations; ++i) {
-      std::string screen;
-      sw::Status error;
-      auto loops = DaemonGet(f.daemon, "/api/v1/loops");
-      auto stalls = DaemonGet(f.daemon, "/api/v1/stalls?limit=200");
-      std::vector<sw::StallFinding> recent;
-      if (stalls.ok()) {
-        if (auto s = cli::ParseStallsBody(*stalls); s.ok()) recent = std::move(*s);
-      }
-      const int64_t now = sw::MonotonicNanos();
-      if (!loops.ok()) {
-        error = loops.status();
-      } else {
-        auto rows = cli::ParseLoopsBody(*loops, recent, previous,
-                                        previous_ns > 0 ? (now - previous_ns) / 1e9 : 0);
-        if (!rows.ok()) {
-          error = rows.status();
-        } else {
-          previous.clear();
-          for (const auto& r : *rows) previous[{r.service, r.pid, r.loop}] = r.stalls_total;
-          previous_ns = now;
-          screen = cli::FormatTop(*rows, BaseUrl(f.daemon), tty ? 160 : 200);
-        }
-      }
-      if (!error.ok()) {
-        if (!tty) throw CLI::RuntimeError(Fail("top", error));
-        screen =
-            "stallwatch top — " + BaseUrl(f.daemon) + "\n" + error.message() + "\n(retrying)\n";
-      }
-      if (tty) {
-        std::string out = "\x1b[H";
-        size_t pos = 0;
-        while (pos < screen.size()) {
-          const size_t eol = screen.find('\n', pos);
-          out += screen.substr(pos, eol - pos) + "\x1b[K\r\n";
-          pos = eol == std::string::npos ? screen.size() : eol + 1;
-        }
-        out += "\x1b[J(q or Ctrl-C to quit)";
-        std::fputs(out.c_str(), stdout);
-        std::fflush(stdout);
-      } else {
-        if (i > 0) std::fputs("\n", stdout);
-        std::fputs(screen.c_str(), stdout);
-        std::fflush(stdout);
-      }
-      if (iterations != 0 && i + 1 >= iterations) break;
-      // Wait for the next refresh, a key or a signal.
-      const int64_t until = sw::MonotonicNanos() + interval.count();
-      bool quit = false;
-      while (!quit && !g_cancel.load()) {
-        const int64_t left_ms = (until - sw::MonotonicNanos()) / 1'000'000;
-        if (left_ms <= 0) break;
-        pollfd p{STDIN_FILENO, POLLIN, 0};
-        if (tty && poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 100))) > 0) {
-          char c = 0;
-          if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q' || c == 3)) quit = true;
-        } else if (!tty) {
-          usleep(static_cast<useconds_t>(std::min<int64_t>(left_ms, 100) * 1000));
-        }
-      }
-      if (quit || g_cancel.load()) break;
+    if (sw::Status st = cli::RunTop(o, &g_cancel); !st.ok()) {
+      throw CLI::RuntimeError(Fail("top", st));
     }
   });
 }

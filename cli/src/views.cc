@@ -1,11 +1,13 @@
 #include "views.h"
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <set>
 
-#include "experiment.h"
 #include "report.h"
 #include "stallwatch/common/finding_json.h"
 
@@ -14,6 +16,8 @@ namespace stallwatch::cli {
 using nlohmann::json;
 
 namespace {
+
+constexpr int64_t kMinuteNs = 60'000'000'000;
 
 StatusOr<json> ParseJson(const std::string& body, const char* what) {
   try {
@@ -31,39 +35,270 @@ StatusOr<json> ArrayOf(const json& j, const char* key) {
   return InvalidArgumentError(std::string("expected {\"") + key + "\":[…]} from the daemon");
 }
 
-std::string LocalTime(int64_t unix_ns) {
+std::string Basename(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string LocalTime(int64_t unix_ns, bool with_date = true) {
   const time_t t = static_cast<time_t>(unix_ns / 1'000'000'000);
   tm tm_local{};
   localtime_r(&t, &tm_local);
   char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm_local);
+  std::strftime(buf, sizeof buf, with_date ? "%Y-%m-%d %H:%M:%S" : "%H:%M:%S", &tm_local);
   char ms[8];
   std::snprintf(ms, sizeof ms, ".%03d", static_cast<int>(unix_ns / 1'000'000 % 1000));
   return std::string(buf) + ms;
 }
 
-std::string FrameText(const Frame& f) {
-  std::string name = f.function;
-  const size_t slash = f.module.rfind('/');
-  const std::string module = slash == std::string::npos ? f.module : f.module.substr(slash + 1);
-  char off[32];
-  std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.offset));
-  if (name.empty()) name = "??";
-  std::string out = name + "  (" + module + off + ")";
-  if (!f.file.empty()) {
-    const size_t fs = f.file.rfind('/');
-    out += "  " + (fs == std::string::npos ? f.file : f.file.substr(fs + 1)) + ":" +
-           std::to_string(f.line);
+// "f(int) const" -> "f"; keeps "(anonymous namespace)" and template arguments; drops a symbol
+// version ("clock_nanosleep@GLIBC_2.2.5").
+std::string ShortFunction(const std::string& function) {
+  std::string name = function;
+  int depth = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (c == '<') ++depth;
+    if (c == '>') --depth;
+    if (c == '(' && depth == 0) {
+      if (name.compare(i, 21, "(anonymous namespace)") == 0) {
+        i += 20;
+        continue;
+      }
+      name.resize(i);
+      break;
+    }
   }
+  if (const size_t at = name.find('@'); at != std::string::npos && at > 0) name.resize(at);
+  return name;
+}
+
+// Frames of these modules are plumbing between the loop and the code that stalled it.
+bool IsPlumbing(const Frame& f) {
+  const std::string base = Basename(f.module);
+  for (const char* prefix : {"libc.so", "libc-", "ld-linux", "linux-vdso", "[vdso]", "libpthread",
+                             "libevent", "libstallwatch", "libasan", "libubsan", "libtsan"}) {
+    if (base.rfind(prefix, 0) == 0) return true;
+  }
+  return f.function.empty() && f.module.empty();
+}
+
+// Libraries installed by the system: not the user's own code (libpq, libssl, libstdc++, …).
+bool IsSystemModule(const std::string& module) {
+  for (const char* dir :
+       {"/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/lib32/", "/usr/lib32/"}) {
+    if (module.rfind(dir, 0) == 0) return true;
+  }
+  return false;
+}
+
+// "Foo::Bar (x.cc:12)", or "module+0x1f0" without a function name.
+std::string FrameLabel(const Frame& f) {
+  std::string out;
+  if (!f.function.empty()) {
+    out = ShortFunction(f.function);
+  } else {
+    char off[32];
+    std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.offset));
+    out = (f.module.empty() ? std::string("??") : Basename(f.module)) + off;
+  }
+  if (!f.file.empty() && f.line > 0)
+    out += " (" + Basename(f.file) + ":" + std::to_string(f.line) + ")";
   return out;
 }
 
-std::string Cut(std::string s, size_t width) {
-  if (s.size() > width) s = s.substr(0, width > 1 ? width - 1 : 0) + "~";
-  return s;
+// One line of a stack: "function  (module+offset)  file:line".
+std::string FrameText(const Frame& f) {
+  std::string name = f.function.empty() ? "??" : f.function;
+  char off[32];
+  std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.offset));
+  std::string out = name + "  (" + Basename(f.module) + off + ")";
+  if (!f.file.empty()) out += "  " + Basename(f.file) + ":" + std::to_string(f.line);
+  return out;
+}
+
+// What makes two frames one entry on screen: the function and line, or the exact pc when the
+// function is unknown.
+std::string FrameKey(const Frame& f) {
+  if (f.function.empty()) return f.module + "+" + std::to_string(f.offset);
+  return f.function + '\x1f' + f.file + '\x1f' + std::to_string(f.line);
+}
+
+std::string StackKey(const Stack& s, size_t end = std::string::npos) {
+  std::string key;
+  for (size_t i = 0; i < s.frames.size() && i < end; ++i) key += FrameKey(s.frames[i]) + '\x1e';
+  return key;
+}
+
+// Cuts to `width` columns, ending with "…" when cut.
+std::string Cut(const std::string& s, size_t width) {
+  if (DisplayWidth(s) <= width) return s;
+  if (width == 0) return "";
+  std::string out;
+  size_t cols = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const bool starts = (static_cast<unsigned char>(s[i]) & 0xC0) != 0x80;
+    if (starts && ++cols > width - 1) break;
+    out += s[i];
+  }
+  return out + "…";
+}
+
+// Cuts from the left (a frame's most telling part is its end: function name and line).
+std::string CutLeft(const std::string& s, size_t width) {
+  const size_t have = DisplayWidth(s);
+  if (have <= width) return s;
+  if (width == 0) return "";
+  size_t skip = have - (width - 1);  // columns to drop
+  size_t i = 0;
+  while (i < s.size()) {
+    const bool starts = (static_cast<unsigned char>(s[i]) & 0xC0) != 0x80;
+    if (starts) {
+      if (skip == 0) break;
+      --skip;
+    }
+    ++i;
+  }
+  return "…" + s.substr(i);
+}
+
+std::string Pad(const std::string& s, size_t width, bool right = false) {
+  const size_t have = DisplayWidth(s);
+  if (have >= width) return s;
+  const std::string fill(width - have, ' ');
+  return right ? fill + s : s + fill;
+}
+
+LoopKey KeyOf(const StallFinding& s) { return {s.service, s.pid, s.loop}; }
+
+// Stacks of a stall or a group as shown.
+struct ShownStall {
+  const StallFinding* stall = nullptr;  // the newest of the group
+  std::vector<Stack> stacks;            // merged for display
+  std::string top;                      // headline frame
+  bool top_earlier = false;             // from an earlier stall of the loop
+  std::string signature;                // what a repeat must match
+  size_t count = 1;
+  int64_t oldest_ns = 0;
+  double min_s = 0, max_s = 0;
+};
+
+ShownStall Shown(const StallFinding& s, const KnownTopFrames& known) {
+  ShownStall out;
+  out.stall = &s;
+  out.stacks = MergeStacksForDisplay(s.stacks);
+  if (!out.stacks.empty()) {
+    out.top = UserTopFrame(out.stacks.front());
+    out.signature = StackKey(out.stacks.front(), DispatchEntryIndex(out.stacks.front()));
+  } else {
+    out.top = EarlierTopFrame(s, known);
+    out.top_earlier = !out.top.empty();
+  }
+  out.oldest_ns = s.start_ns;
+  out.min_s = out.max_s = s.duration_s;
+  return out;
+}
+
+// What a repeat of a stall must match: the loop, class, syscall and target, and the stack (or,
+// when one of the two came without stacks, the top frame).
+RepeatKey KeyForRepeat(const ShownStall& g) {
+  const StallFinding& s = *g.stall;
+  return {.loop = KeyOf(s),
+          .stall_class = s.stall_class,
+          .syscall = s.syscall,
+          .fd_target = s.fd_target,
+          .has_stacks = !g.stacks.empty(),
+          .signature = g.signature,
+          .top = g.top,
+          .ongoing = s.ongoing};
+}
+
+// Whether `b` repeats `a` (either order).
+bool Repeats(const RepeatKey& a, const RepeatKey& b) {
+  if (a.ongoing || b.ongoing) return false;
+  if (a.loop != b.loop || a.stall_class != b.stall_class || a.syscall != b.syscall ||
+      a.fd_target != b.fd_target) {
+    return false;
+  }
+  if (!a.has_stacks || !b.has_stacks) return !a.top.empty() && a.top == b.top;
+  return a.signature == b.signature;
+}
+
+// A stack's frames, up to its dispatch entry unless `format.full`; what called it is one line.
+void AppendFrames(const Stack& st, const StallsFormat& format, std::string* out) {
+  const size_t entry = DispatchEntryIndex(st);
+  // The dispatch entry itself is shown; what called it is folded.
+  const size_t end = format.full || entry == std::string::npos ? st.frames.size() : entry + 1;
+  const size_t limit = format.full ? end : std::min(end, format.max_frames);
+  for (size_t i = 0; i < limit; ++i) *out += "    " + FrameText(st.frames[i]) + "\n";
+  if (limit < end) *out += "    … " + std::to_string(end - limit) + " more frames\n";
+  if (end < st.frames.size()) {
+    const size_t folded = st.frames.size() - end;
+    *out += "    … " + std::to_string(folded) + " frame" + (folded == 1 ? "" : "s") + " below " +
+            ShortFunction(st.frames[entry].function) + " folded (--full shows them)\n";
+  }
+}
+
+void AppendStack(const Stack& st, const StallsFormat& format, std::string* out) {
+  *out += "  stack (" + std::to_string(st.samples) + " sample" + (st.samples == 1 ? "" : "s") +
+          (st.method.empty() ? "" : ", " + st.method) + "):\n";
+  AppendFrames(st, format, out);
+}
+
+// One entry of the listing: headline, repeats, syscall and target, hint, stacks.
+std::string RenderStall(const ShownStall& g, const StallsFormat& format) {
+  std::string out;
+  const StallFinding& s = *g.stall;
+  char head[512];
+  std::snprintf(head, sizeof head, "%s  %s pid %lld loop %s  %s %s%s  %s",
+                LocalTime(s.start_ns).c_str(), s.service.c_str(), static_cast<long long>(s.pid),
+                s.loop.c_str(), s.ongoing ? "ONGOING for" : "stalled",
+                HumanSeconds(s.duration_s).c_str(), s.estimated ? " (estimated)" : "",
+                StallClassName(s.stall_class));
+  out += head;
+  if (!g.top.empty()) out += "  in " + g.top + (g.top_earlier ? " (as before)" : "");
+  out += "\n";
+  if (g.count > 1) {
+    out += "  ×" + std::to_string(g.count) + ", same stack: from " + LocalTime(g.oldest_ns, false) +
+           " to " + LocalTime(s.start_ns, false) + ", " +
+           (HumanSeconds(g.min_s) == HumanSeconds(g.max_s)
+                ? HumanSeconds(g.max_s)
+                : HumanSeconds(g.min_s) + "–" + HumanSeconds(g.max_s)) +
+           " each\n";
+  }
+  std::string detail;
+  if (!s.syscall.empty()) detail += "in " + s.syscall + "()";
+  if (!s.fd_target.empty()) detail += (detail.empty() ? "on " : " on ") + s.fd_target;
+  char ratio[64];
+  std::snprintf(ratio, sizeof ratio, "cpu %.0f%%", s.cpu_ratio * 100);
+  detail += (detail.empty() ? "" : ", ") + std::string(ratio);
+  out += "  " + detail + "\n";
+  if (!s.hint.empty()) out += "  hint: " + s.hint + "\n";
+  if (format.stacks) {
+    size_t shown = 0;
+    for (const Stack& st : g.stacks) {
+      if (!format.full && shown++ == format.max_stacks) {
+        out += "  … " + std::to_string(g.stacks.size() - format.max_stacks) + " more stacks\n";
+        break;
+      }
+      AppendStack(st, format, &out);
+    }
+    if (g.stacks.empty()) {
+      if (!s.sampling_note.empty()) out += "  no stacks: " + s.sampling_note + "\n";
+      if (g.top_earlier) out += "  same stack as before: " + g.top + "\n";
+    }
+  }
+  out += "\n";
+  return out;
 }
 
 }  // namespace
+
+size_t DisplayWidth(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
+  return n;
+}
 
 StatusOr<std::vector<StallFinding>> ParseStallsBody(const std::string& body) {
   auto j = ParseJson(body, "stalls");
@@ -83,6 +318,67 @@ StatusOr<std::vector<StallFinding>> ParseStallsBody(const std::string& body) {
   return out;
 }
 
+JsonLinesStalls ParseStallsJsonLines(const std::string& content) {
+  JsonLinesStalls out;
+  std::map<std::tuple<int64_t, std::string, uint64_t>, size_t> index;  // pid, loop, id -> slot
+  std::set<LoopKey> loops;
+  size_t line_no = 0;
+  size_t pos = 0;
+  while (pos < content.size()) {
+    size_t eol = content.find('\n', pos);
+    if (eol == std::string::npos) eol = content.size();
+    std::string line = content.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) continue;
+    ++out.lines;
+    auto bad = [&] {
+      if (out.malformed++ == 0) out.first_malformed = line_no;
+    };
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("kind") || !j["kind"].is_string()) {
+      bad();
+      continue;
+    }
+    const std::string kind = j["kind"].get<std::string>();
+    if (kind == "delay") {
+      auto d = DelayFromJson(j);
+      if (!d.ok()) {
+        bad();
+        continue;
+      }
+      loops.insert({d->service, d->pid, d->loop});
+      continue;
+    }
+    if (kind != "stall") continue;  // other kinds of findings are not for this view
+    auto s = StallFromJson(j);
+    if (!s.ok()) {
+      bad();
+      continue;
+    }
+    loops.insert(KeyOf(*s));
+    const std::tuple<int64_t, std::string, uint64_t> key{
+        s->pid, s->loop, s->stall_id != 0 ? s->stall_id : static_cast<uint64_t>(s->start_ns)};
+    auto it = index.find(key);
+    if (it == index.end()) {
+      index[key] = out.stalls.size();
+      out.stalls.push_back(std::move(*s));
+      continue;
+    }
+    StallFinding& kept = out.stalls[it->second];
+    if (s->stacks.empty() && !kept.stacks.empty()) s->stacks = std::move(kept.stacks);
+    kept = std::move(*s);
+  }
+  std::stable_sort(out.stalls.begin(), out.stalls.end(),
+                   [](const StallFinding& a, const StallFinding& b) {
+                     if (a.ongoing != b.ongoing) return a.ongoing;
+                     return a.start_ns > b.start_ns;
+                   });
+  out.loops.assign(loops.begin(), loops.end());
+  return out;
+}
+
 std::vector<StallFinding> FilterStalls(std::vector<StallFinding> stalls, const StallFilter& f) {
   std::erase_if(stalls, [&](const StallFinding& s) {
     return (!f.service.empty() && s.service != f.service) ||
@@ -92,127 +388,336 @@ std::vector<StallFinding> FilterStalls(std::vector<StallFinding> stalls, const S
   return stalls;
 }
 
-std::string FormatStalls(const std::vector<StallFinding>& stalls, const StallsFormat& format) {
-  if (stalls.empty()) return "no stalls\n";
-  std::string out;
-  for (const StallFinding& s : stalls) {
-    char head[512];
-    std::snprintf(head, sizeof head, "%s  %s pid %lld loop %s  %s %s%s  %s\n",
-                  LocalTime(s.start_ns).c_str(), s.service.c_str(), static_cast<long long>(s.pid),
-                  s.loop.c_str(), s.ongoing ? "ONGOING for" : "stalled",
-                  HumanSeconds(s.duration_s).c_str(), s.estimated ? " (estimated)" : "",
-                  StallClassName(s.stall_class));
-    out += head;
-    std::string detail;
-    if (!s.syscall.empty()) detail += "in " + s.syscall + "()";
-    if (!s.fd_target.empty()) detail += (detail.empty() ? "on " : " on ") + s.fd_target;
-    char ratio[64];
-    std::snprintf(ratio, sizeof ratio, "cpu %.0f%%", s.cpu_ratio * 100);
-    detail += (detail.empty() ? "" : ", ") + std::string(ratio);
-    out += "  " + detail + "\n";
-    if (!s.hint.empty()) out += "  hint: " + s.hint + "\n";
-    if (format.stacks) {
-      size_t shown = 0;
-      for (const Stack& st : s.stacks) {
-        if (shown++ == format.max_stacks) {
-          out += "  … " + std::to_string(s.stacks.size() - format.max_stacks) + " more stacks\n";
-          break;
-        }
-        out += "  stack (" + std::to_string(st.samples) + " sample" + (st.samples == 1 ? "" : "s") +
-               (st.method.empty() ? "" : ", " + st.method) + "):\n";
-        for (size_t i = 0; i < st.frames.size() && i < format.max_frames; ++i) {
-          out += "    " + FrameText(st.frames[i]) + "\n";
-        }
-        if (st.frames.size() > format.max_frames) {
-          out += "    … " + std::to_string(st.frames.size() - format.max_frames) + " more frames\n";
-        }
+std::string NoMatchMessage(const StallFilter& f, const std::vector<LoopKey>& known,
+                           const std::string& where) {
+  constexpr size_t kMaxNames = 20;
+  auto list = [](const std::set<std::string>& names) {
+    if (names.empty()) return std::string("none");
+    std::string out;
+    size_t n = 0;
+    for (const std::string& name : names) {
+      if (n++ == kMaxNames) {
+        out += ", … (" + std::to_string(names.size() - kMaxNames) + " more)";
+        break;
       }
-      if (s.stacks.empty() && !s.sampling_note.empty()) {
-        out += "  no stacks: " + s.sampling_note + "\n";
+      out += (out.empty() ? "" : ", ") + name;
+    }
+    return out;
+  };
+  if (!f.service.empty()) {
+    std::set<std::string> services;
+    bool found = false;
+    for (const auto& [service, pid, loop] : known) {
+      services.insert(service);
+      found |= service == f.service;
+    }
+    if (!found) {
+      return "no service '" + f.service + "' in " + where + "; known services: " + list(services);
+    }
+  }
+  if (!f.loop.empty()) {
+    std::set<std::string> loops;
+    bool found = false;
+    for (const auto& [service, pid, loop] : known) {
+      if (!f.service.empty() && service != f.service) continue;
+      loops.insert(f.service.empty() ? loop + " (" + service + ")" : loop);
+      found |= loop == f.loop;
+    }
+    if (!found) {
+      return "no loop '" + f.loop + "'" +
+             (f.service.empty() ? "" : " of service '" + f.service + "'") + " in " + where +
+             "; known loops: " + list(loops);
+    }
+  }
+  return "";
+}
+
+std::vector<Stack> MergeStacksForDisplay(const std::vector<Stack>& stacks) {
+  std::vector<Stack> out;
+  std::map<std::string, size_t> index;
+  for (const Stack& s : stacks) {
+    const std::string key = StackKey(s);
+    auto it = index.find(key);
+    if (it == index.end()) {
+      index[key] = out.size();
+      out.push_back(s);
+      continue;
+    }
+    Stack& kept = out[it->second];
+    kept.samples += s.samples;
+    if (kept.method != s.method) kept.method.clear();  // both ways: say neither
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Stack& a, const Stack& b) { return a.samples > b.samples; });
+  return out;
+}
+
+size_t DispatchEntryIndex(const Stack& stack) {
+  size_t found = std::string::npos;
+  for (size_t i = 0; i < stack.frames.size(); ++i) {
+    const std::string name = ShortFunction(stack.frames[i].function);
+    if (name == "event_base_loop" || name == "event_base_dispatch" || name == "uv_run" ||
+        name == "aeMain") {
+      found = i;
+    }
+  }
+  return found;
+}
+
+std::string UserTopFrame(const Stack& stack) {
+  const std::vector<Frame>& frames = stack.frames;
+  if (frames.empty()) return "";
+  const size_t entry = DispatchEntryIndex(stack);
+  const size_t end = entry == std::string::npos ? frames.size() : entry;
+  for (size_t i = 0; i < end; ++i) {
+    if (!IsPlumbing(frames[i]) && !IsSystemModule(frames[i].module)) return FrameLabel(frames[i]);
+  }
+  for (size_t i = 0; i < end; ++i) {
+    if (!IsPlumbing(frames[i])) return FrameLabel(frames[i]);
+  }
+  for (size_t i = 0; i < end; ++i) {
+    if (!frames[i].function.empty()) return FrameLabel(frames[i]);
+  }
+  return FrameLabel(frames[end < frames.size() ? end : 0]);
+}
+
+std::string StallTopFrame(const StallFinding& stall) {
+  const std::vector<Stack> merged = MergeStacksForDisplay(stall.stacks);
+  return merged.empty() ? "" : UserTopFrame(merged.front());
+}
+
+void LearnTopFrames(const std::vector<StallFinding>& stalls, KnownTopFrames* known) {
+  for (const StallFinding& s : stalls) {
+    if (s.stacks.empty()) continue;
+    const std::string top = StallTopFrame(s);
+    if (top.empty()) continue;
+    auto& slot = (*known)[KeyOf(s)];
+    if (slot.second.empty() || slot.first <= s.start_ns) slot = {s.start_ns, top};
+  }
+}
+
+std::string EarlierTopFrame(const StallFinding& stall, const KnownTopFrames& known) {
+  auto it = known.find(KeyOf(stall));
+  if (it == known.end() || it->second.first > stall.start_ns) return "";
+  return it->second.second;
+}
+
+std::string FormatStalls(const std::vector<StallFinding>& stalls, const StallsFormat& format,
+                         const KnownTopFrames& known_in) {
+  if (stalls.empty()) return "no stalls\n";
+  // Stalls listed earlier than those without stacks are older: learn from all of them. A loop's
+  // latest stack before each stall is what a stall without stacks repeats.
+  KnownTopFrames known = known_in;
+  std::vector<ShownStall> groups;
+  {
+    std::vector<const StallFinding*> by_age;
+    for (const StallFinding& s : stalls) by_age.push_back(&s);
+    std::stable_sort(by_age.begin(), by_age.end(),
+                     [](const auto* a, const auto* b) { return a->start_ns < b->start_ns; });
+    // Oldest first: each stall without stacks gets the frame of the latest earlier one.
+    std::map<const StallFinding*, std::string> earlier;
+    for (const StallFinding* s : by_age) {
+      if (s->stacks.empty()) {
+        earlier[s] = EarlierTopFrame(*s, known);
+      } else {
+        LearnTopFrames({*s}, &known);
       }
     }
-    out += "\n";
+    for (const StallFinding& s : stalls) {
+      ShownStall shown = Shown(s, {});
+      if (s.stacks.empty()) {
+        shown.top = earlier[&s];
+        shown.top_earlier = !shown.top.empty();
+      }
+      if (!groups.empty() && Repeats(KeyForRepeat(groups.back()), KeyForRepeat(shown))) {
+        ShownStall& g = groups.back();
+        ++g.count;
+        g.oldest_ns = std::min(g.oldest_ns, s.start_ns);
+        g.min_s = std::min(g.min_s, s.duration_s);
+        g.max_s = std::max(g.max_s, s.duration_s);
+        if (!shown.stacks.empty()) {
+          std::vector<Stack> all = g.stacks;
+          all.insert(all.end(), shown.stacks.begin(), shown.stacks.end());
+          g.stacks = MergeStacksForDisplay(all);
+          if (g.top_earlier || g.top.empty()) {
+            g.top = shown.top;
+            g.top_earlier = false;
+          }
+        }
+        continue;
+      }
+      groups.push_back(std::move(shown));
+    }
+  }
+  std::string out;
+  for (const ShownStall& g : groups) out += RenderStall(g, format);
+  return out;
+}
+
+void StallFollower::Seen(const std::vector<StallFinding>& stalls) {
+  LearnTopFrames(stalls, &known_);
+  for (const StallFinding& s : stalls) Mark(s);
+}
+
+bool StallFollower::Mark(const StallFinding& s) {
+  const Id id{s.pid, s.loop, s.stall_id != 0 ? s.stall_id : static_cast<uint64_t>(s.start_ns)};
+  auto it = closed_.find(id);
+  if (it != closed_.end()) {
+    if (it->second || s.ongoing) return false;  // printed already, or still going on
+    it->second = true;
+    return true;
+  }
+  closed_[id] = !s.ongoing;
+  order_.push_back(id);
+  if (order_.size() > kMaxRemembered) {
+    closed_.erase(order_.front());
+    order_.pop_front();
+  }
+  return true;
+}
+
+std::string StallFollower::Update(const std::vector<StallFinding>& stalls) {
+  std::vector<const StallFinding*> by_age;
+  for (const StallFinding& s : stalls) by_age.push_back(&s);
+  std::stable_sort(by_age.begin(), by_age.end(),
+                   [](const auto* a, const auto* b) { return a->start_ns < b->start_ns; });
+  std::string out;
+  for (const StallFinding* s : by_age) {
+    if (!Mark(*s)) {
+      if (!s->stacks.empty()) LearnTopFrames({*s}, &known_);
+      continue;
+    }
+    if (json_) {
+      out += ToJsonLine(*s) + "\n";
+      continue;
+    }
+    ShownStall shown = Shown(*s, known_);
+    if (!s->stacks.empty()) LearnTopFrames({*s}, &known_);
+    const RepeatKey key = KeyForRepeat(shown);
+    if (last_.has_value() && Repeats(*last_, key)) {
+      ++repeats_;
+      out += "  ×" + std::to_string(repeats_ + 1) +
+             " same stack: " + LocalTime(s->start_ns, false) + " stalled " +
+             HumanSeconds(s->duration_s) + "\n";
+      continue;
+    }
+    out += RenderStall(shown, format_);
+    last_ = key;
+    repeats_ = 0;
   }
   return out;
 }
 
-StatusOr<std::string> FormatStacksBody(const std::string& body, size_t max_frames) {
+StatusOr<std::string> FormatStacksBody(const std::string& body, bool full, size_t max_frames) {
   auto j = ParseJson(body, "stacks");
   if (!j.ok()) return j.status();
   auto arr = ArrayOf(*j, "stacks");
   if (!arr.ok()) return arr.status();
+  // Merged by service and by function and line: the daemon merges by exact pc.
+  std::map<std::string, std::vector<Stack>> by_service;
+  uint64_t total = 0;
+  try {
+    for (const json& s : *arr) {
+      Stack stack;
+      stack.samples = s.value("samples", uint64_t{0});
+      stack.method = s.value("method", "");
+      if (s.contains("frames") && s["frames"].is_array()) {
+        for (const json& f : s["frames"]) {
+          Frame fr;
+          fr.function = f.value("function", "");
+          fr.module = f.value("module", "");
+          fr.offset = f.value("offset", uint64_t{0});
+          fr.file = f.value("file", "");
+          fr.line = f.value("line", 0);
+          stack.frames.push_back(std::move(fr));
+        }
+      }
+      total += stack.samples;
+      by_service[s.value("service", "")].push_back(std::move(stack));
+    }
+  } catch (const std::exception& e) {
+    return InvalidArgumentError(std::string("bad stack from the daemon: ") + e.what());
+  }
   struct Item {
     std::string service;
     Stack stack;
   };
   std::vector<Item> items;
-  uint64_t total = 0;
-  for (const json& s : *arr) {
-    Item it;
-    it.service = s.value("service", "");
-    it.stack.samples = s.value("samples", uint64_t{0});
-    it.stack.method = s.value("method", "");
-    if (s.contains("frames") && s["frames"].is_array()) {
-      for (const json& f : s["frames"]) {
-        Frame fr;
-        fr.function = f.value("function", "");
-        fr.module = f.value("module", "");
-        fr.offset = f.value("offset", uint64_t{0});
-        fr.file = f.value("file", "");
-        fr.line = f.value("line", 0);
-        it.stack.frames.push_back(std::move(fr));
-      }
-    }
-    total += it.stack.samples;
-    items.push_back(std::move(it));
+  for (auto& [service, stacks] : by_service) {
+    for (Stack& st : MergeStacksForDisplay(stacks)) items.push_back({service, std::move(st)});
   }
   if (items.empty()) return std::string("no stacks\n");
   std::stable_sort(items.begin(), items.end(),
                    [](const Item& a, const Item& b) { return a.stack.samples > b.stack.samples; });
   std::string out;
   for (const Item& it : items) {
-    char head[256];
-    std::snprintf(head, sizeof head, "%llu samples (%.1f%%)  %s  top: %s\n",
+    char head[128];
+    std::snprintf(head, sizeof head, "%llu samples (%.1f%%)  ",
                   static_cast<unsigned long long>(it.stack.samples),
-                  total > 0 ? 100.0 * static_cast<double>(it.stack.samples) / total : 0.0,
-                  it.service.c_str(), TopBlockingFrame(it.stack).c_str());
-    out += head;
-    for (size_t i = 0; i < it.stack.frames.size() && i < max_frames; ++i) {
-      out += "    " + FrameText(it.stack.frames[i]) + "\n";
-    }
+                  total > 0 ? 100.0 * static_cast<double>(it.stack.samples) / total : 0.0);
+    out += head + it.service + "  top: " + UserTopFrame(it.stack) + "\n";
+    AppendFrames(it.stack, {.full = full, .max_frames = max_frames}, &out);
     out += "\n";
   }
   return out;
 }
 
+void StallRate::Add(const LoopKey& key, int64_t now_ns, uint64_t stalls_total) {
+  auto& q = samples_[key];
+  if (!q.empty() && stalls_total < q.back().second) q.clear();  // a restarted counter
+  q.emplace_back(now_ns, stalls_total);
+  // Keep one sample at or before a minute ago as the baseline.
+  while (q.size() > 2 && q[1].first <= now_ns - kMinuteNs) q.pop_front();
+}
+
+std::optional<uint64_t> StallRate::LastMinute(const LoopKey& key) const {
+  auto it = samples_.find(key);
+  if (it == samples_.end() || it->second.size() < 2) return std::nullopt;
+  const auto& [t0, n0] = it->second.front();
+  const auto& [t1, n1] = it->second.back();
+  const double span_ns = static_cast<double>(t1 - t0);
+  const uint64_t delta = n1 - n0;
+  // A baseline older than a minute (long refresh intervals): scale to one minute.
+  if (span_ns > static_cast<double>(kMinuteNs)) {
+    return static_cast<uint64_t>(std::llround(static_cast<double>(delta) * kMinuteNs / span_ns));
+  }
+  return delta;
+}
+
+void StallRate::Retain(const std::set<LoopKey>& keys) {
+  std::erase_if(samples_, [&](const auto& kv) { return keys.count(kv.first) == 0; });
+}
+
 StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
                                               const std::vector<StallFinding>& recent_stalls,
-                                              const std::map<LoopKey, uint64_t>& previous,
-                                              double interval_s) {
+                                              int64_t now_ns, StallRate* rate,
+                                              KnownTopFrames* known_out) {
   auto j = ParseJson(loops_body, "loops");
   if (!j.ok()) return j.status();
   auto arr = ArrayOf(*j, "loops");
   if (!arr.ok()) return arr.status();
-  // The latest stall of each loop gives its top frame when none is ongoing.
+  KnownTopFrames local;
+  KnownTopFrames& known = known_out != nullptr ? *known_out : local;
+  LearnTopFrames(recent_stalls, &known);
+  // The latest stall of each loop gives its top frame when none is ongoing; stalls that started
+  // within the last minute give its rate.
   std::map<LoopKey, const StallFinding*> latest;
+  std::map<LoopKey, uint64_t> last_minute;
   for (const StallFinding& s : recent_stalls) {
-    const LoopKey k{s.service, s.pid, s.loop};
+    const LoopKey k = KeyOf(s);
     auto it = latest.find(k);
     if (it == latest.end() || it->second->start_ns < s.start_ns) latest[k] = &s;
+    if (s.start_ns >= now_ns - kMinuteNs) ++last_minute[k];
   }
-  auto top_of = [](const StallFinding& s) {
-    std::string best;
-    uint64_t most = 0;
-    for (const Stack& st : s.stacks) {
-      const std::string t = TopBlockingFrame(st);
-      if (!t.empty() && st.samples >= most) {
-        most = st.samples;
-        best = t;
-      }
+  auto top_of = [&](const StallFinding& s, LoopRow* r) {
+    r->top_frame = StallTopFrame(s);
+    if (r->top_frame.empty()) {
+      r->top_frame = EarlierTopFrame(s, known);
+      r->top_frame_earlier = !r->top_frame.empty();
     }
-    return best;
   };
   std::vector<LoopRow> rows;
+  std::set<LoopKey> keys;
   try {
     for (const json& l : *arr) {
       LoopRow r;
@@ -220,6 +725,7 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
       r.pid = l.value("pid", int64_t{0});
       r.loop = l.value("loop", "");
       r.connected = l.value("connected", true);
+      r.silent = l.value("silent", false);
       r.stalls_total = l.value("stalls_total", uint64_t{0});
       if (l.contains("last_window") && l["last_window"].is_object()) {
         const json& w = l["last_window"];
@@ -231,28 +737,42 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
         r.stalls_total = std::max(r.stalls_total, w.value("stalls_total", uint64_t{0}));
       }
       const LoopKey key{r.service, r.pid, r.loop};
+      keys.insert(key);
       if (l.contains("ongoing") && l["ongoing"].is_object()) {
         auto s = StallFromJson(l["ongoing"]);
         if (s.ok()) {
           r.ongoing_s = s->duration_s;
           r.ongoing_class = StallClassName(s->stall_class);
-          r.top_frame = top_of(*s);
+          LearnTopFrames({*s}, &known);
+          top_of(*s, &r);
         }
       }
       if (r.top_frame.empty()) {
-        if (auto it = latest.find(key); it != latest.end()) r.top_frame = top_of(*it->second);
+        if (auto it = latest.find(key); it != latest.end()) top_of(*it->second, &r);
       }
-      if (auto it = previous.find(key);
-          it != previous.end() && interval_s > 0 && r.stalls_total >= it->second) {
-        r.stalls_per_s = static_cast<double>(r.stalls_total - it->second) / interval_s;
+      if (r.top_frame.empty()) {
+        if (auto it = known.find(key); it != known.end()) r.top_frame = it->second.second;
       }
+      std::optional<uint64_t> counted;
+      if (rate != nullptr) {
+        rate->Add(key, now_ns, r.stalls_total);
+        counted = rate->LastMinute(key);
+      }
+      if (auto it = last_minute.find(key); it != last_minute.end()) {
+        counted = std::max(counted.value_or(0), it->second);
+      } else if (!counted.has_value() && !recent_stalls.empty()) {
+        counted = 0;  // the recent stalls say: none in the last minute
+      }
+      r.stalls_per_min = counted;
       rows.push_back(std::move(r));
     }
   } catch (const std::exception& e) {
     return InvalidArgumentError(std::string("bad loop from the daemon: ") + e.what());
   }
-  // Loops stalled right now first, then by p99.
+  if (rate != nullptr) rate->Retain(keys);
+  // Live processes first; among them loops stalled right now, then by p99.
   std::stable_sort(rows.begin(), rows.end(), [](const LoopRow& a, const LoopRow& b) {
+    if (a.connected != b.connected) return a.connected;
     if ((a.ongoing_s > 0) != (b.ongoing_s > 0)) return a.ongoing_s > 0;
     return a.p99_s > b.p99_s;
   });
@@ -260,27 +780,115 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
 }
 
 std::string FormatTop(const std::vector<LoopRow>& rows, const std::string& source, size_t width) {
-  std::string out;
-  char buf[512];
-  size_t ongoing = 0;
-  for (const auto& r : rows) ongoing += r.ongoing_s > 0 ? 1 : 0;
-  std::snprintf(buf, sizeof buf, "stallwatch top — %s — %zu loop%s, %zu stalled now",
-                source.c_str(), rows.size(), rows.size() == 1 ? "" : "s", ongoing);
-  out += Cut(buf, width) + "\n";
-  std::snprintf(buf, sizeof buf, "%-16s %7s %-12s %8s %8s %8s %5s %8s %12s  %s", "SERVICE", "PID",
-                "LOOP", "P50", "P99", "MAX", "UTIL", "STALLS/S", "STALLED FOR", "TOP FRAME");
-  out += Cut(buf, width) + "\n";
-  if (rows.empty()) out += "(no loops reported yet)\n";
+  width = std::max<size_t>(width, 40);
+  size_t ongoing = 0, gone = 0;
   for (const auto& r : rows) {
-    const std::string stalled =
-        r.ongoing_s > 0 ? HumanSeconds(r.ongoing_s) + " " + r.ongoing_class : "-";
-    std::snprintf(buf, sizeof buf, "%-16s %7lld %-12s %8s %8s %8s %4.0f%% %8.2f %12s  %s",
-                  Cut(r.service, 16).c_str(), static_cast<long long>(r.pid),
-                  Cut(r.loop, 12).c_str(), r.has_window ? HumanSeconds(r.p50_s).c_str() : "-",
-                  r.has_window ? HumanSeconds(r.p99_s).c_str() : "-",
-                  r.has_window ? HumanSeconds(r.max_s).c_str() : "-", r.utilization * 100,
-                  r.stalls_per_s, stalled.c_str(), r.top_frame.empty() ? "-" : r.top_frame.c_str());
-    out += Cut(buf, width) + "\n";
+    ongoing += r.ongoing_s > 0 ? 1 : 0;
+    gone += r.connected ? 0 : 1;
+  }
+  std::string out = "stallwatch top — " + source + " — " + std::to_string(rows.size()) + " loop" +
+                    (rows.size() == 1 ? "" : "s") +
+                    (gone > 0 ? " (" + std::to_string(gone) + " gone)" : "") + ", " +
+                    std::to_string(ongoing) + " stalled now";
+  out = Cut(out, width) + "\n";
+  // Cells of every row; the widths follow the contents.
+  enum Col { kService, kLoop, kPid, kP50, kP99, kMax, kUtil, kRate, kNow, kCols };
+  static const char* const kTitles[kCols] = {"SERVICE", "LOOP", "PID",        "P50",    "P99",
+                                             "MAX",     "UTIL", "STALLS/MIN", "STALLED"};
+  static const bool kRight[kCols] = {false, false, true, true, true, true, true, true, false};
+  std::vector<std::array<std::string, kCols>> cells;
+  std::vector<std::string> frames;
+  for (const LoopRow& r : rows) {
+    std::array<std::string, kCols> c;
+    c[kService] = r.service;
+    c[kLoop] = r.loop;
+    c[kPid] = std::to_string(r.pid);
+    c[kP50] = r.has_window ? HumanSeconds(r.p50_s) : "-";
+    c[kP99] = r.has_window ? HumanSeconds(r.p99_s) : "-";
+    c[kMax] = r.has_window ? HumanSeconds(r.max_s) : "-";
+    char util[16];
+    std::snprintf(util, sizeof util, "%.0f%%", r.utilization * 100);
+    c[kUtil] = r.has_window ? util : "-";
+    c[kRate] = r.stalls_per_min.has_value() ? std::to_string(*r.stalls_per_min) : "-";
+    c[kNow] = !r.connected      ? "gone"
+              : r.ongoing_s > 0 ? HumanSeconds(r.ongoing_s) + " " + r.ongoing_class
+              : r.silent        ? "silent"
+                                : "-";
+    cells.push_back(std::move(c));
+    frames.push_back(
+        r.top_frame.empty() ? "" : (r.top_frame_earlier ? "as before: " : "") + r.top_frame);
+  }
+  std::array<size_t, kCols> need{};
+  for (int i = 0; i < kCols; ++i) {
+    need[i] = DisplayWidth(kTitles[i]);
+    for (const auto& c : cells) need[i] = std::max(need[i], DisplayWidth(c[i]));
+  }
+  size_t frame_need = DisplayWidth("TOP FRAME");
+  for (const auto& f : frames) frame_need = std::max(frame_need, DisplayWidth(f));
+  std::array<bool, kCols> on;
+  on.fill(true);
+  auto row_width = [&](const std::array<size_t, kCols>& w) {
+    size_t total = 0, n = 0;
+    for (int i = 0; i < kCols; ++i) {
+      if (!on[i]) continue;
+      total += w[i];
+      ++n;
+    }
+    return total + (n - 1);  // one space between columns
+  };
+  std::array<size_t, kCols> w = need;
+  // The frame goes on the row when it fits there whole (or nearly); else on a line of its own.
+  constexpr size_t kFrameGap = 2;
+  constexpr size_t kMinInlineFrame = 40;
+  const bool inline_frame =
+      row_width(w) + kFrameGap + std::min(frame_need, kMinInlineFrame) <= width;
+  if (!inline_frame) {
+    // Make room: drop P50, then MAX (then UTIL and PID on very narrow terminals), then shorten
+    // the names, sharing what is left.
+    for (Col drop : {kP50, kMax, kUtil, kPid}) {
+      if (row_width(w) <= width) break;
+      on[drop] = false;
+    }
+    if (row_width(w) > width) {
+      const size_t fixed = row_width(w) - w[kService] - w[kLoop];
+      const size_t left = width > fixed + 8 ? width - fixed : 8;  // for both names
+      const size_t half = left / 2;
+      if (need[kService] <= half) {
+        w[kLoop] = left - need[kService];
+      } else if (need[kLoop] <= half) {
+        w[kService] = left - need[kLoop];
+      } else {
+        w[kService] = half;
+        w[kLoop] = left - half;
+      }
+    }
+  }
+  const size_t frame_col = row_width(w) + kFrameGap;
+  auto line = [&](const std::array<std::string, kCols>& c, const std::string& frame) {
+    std::string l;
+    for (int i = 0; i < kCols; ++i) {
+      if (!on[i]) continue;
+      if (!l.empty()) l += ' ';
+      l += Pad(Cut(c[i], w[i]), w[i], kRight[i]);
+    }
+    if (inline_frame && !frame.empty()) {
+      l += std::string(kFrameGap, ' ') +
+           (frame == "TOP FRAME" ? frame
+                                 : CutLeft(frame, width > frame_col ? width - frame_col : 1));
+    }
+    while (!l.empty() && l.back() == ' ') l.pop_back();
+    return Cut(l, width);
+  };
+  std::array<std::string, kCols> titles;
+  for (int i = 0; i < kCols; ++i) titles[i] = kTitles[i];
+  out += line(titles, inline_frame ? "TOP FRAME" : "") + "\n";
+  if (rows.empty()) out += "(no loops reported yet)\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    out += line(cells[i], frames[i]) + "\n";
+    if (!inline_frame && !frames[i].empty()) {
+      const std::string lead = "  ↳ ";
+      out += lead + CutLeft(frames[i], width - DisplayWidth(lead)) + "\n";
+    }
   }
   return out;
 }

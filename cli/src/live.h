@@ -1,0 +1,54 @@
+#pragma once
+// The views that talk to the daemon or a file and the terminal: `stallwatch top`, `stalls`
+// (once or --follow) and `stacks`. What they show is formatted by views.h. Called on the main
+// thread only (they own the terminal and wait for keys on stdin).
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+#include "stallwatch/status.h"
+#include "views.h"
+
+namespace stallwatch::cli {
+
+// Accepted refresh intervals of `top` and `stalls --follow`.
+inline constexpr std::chrono::milliseconds kMinRefresh{100};
+inline constexpr std::chrono::minutes kMaxRefresh{60};
+
+// GET `path` of the daemon at `daemon` (http://host:port); a refused connection says how to fix it.
+StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& path);
+
+// Columns of the terminal on `fd` (TIOCGWINSZ), else $COLUMNS, else 80.
+size_t TerminalColumns(int fd);
+
+struct TopOptions {
+  std::string daemon = "http://127.0.0.1:9466";
+  std::chrono::nanoseconds interval = std::chrono::seconds(1);
+  int iterations = 0;  // 0: until q or Ctrl-C on a terminal, 1 otherwise
+};
+// Runs `top` until `cancel`, q, or the iterations are done. Fails (when stdout is not a
+// terminal) on the first daemon error; on a terminal errors are shown and retried.
+[[nodiscard]] Status RunTop(const TopOptions& options, const std::atomic<bool>* cancel);
+
+struct StallsOptions {
+  std::string daemon = "http://127.0.0.1:9466";
+  std::string file;  // a `file:` endpoint's JSON Lines instead of the daemon
+  size_t limit = 20;
+  StallFilter filter;
+  std::chrono::nanoseconds since{0};  // 0: any
+  StallsFormat format;
+  bool json = false;
+  bool follow = false;
+  std::chrono::nanoseconds interval = std::chrono::seconds(1);  // of --follow
+};
+// Prints the stalls (and with `follow`, new ones until `cancel` or q). A --service/--loop that
+// matches nothing known fails with the known names.
+[[nodiscard]] Status RunStalls(const StallsOptions& options, const std::atomic<bool>* cancel);
+
+// Prints the daemon's merged stacks: "text" (merged by function and line, callers of the
+// dispatch folded unless `full`), "folded" or "json".
+[[nodiscard]] Status RunStacks(const std::string& daemon, const std::string& format, bool full);
+
+}  // namespace stallwatch::cli
