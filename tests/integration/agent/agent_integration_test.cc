@@ -292,14 +292,23 @@ TEST(AgentIntegration, IdleLoopHasNoStallAndALowDelay) {
     ASSERT_FALSE(c.delays.empty());
     EXPECT_LT(c.delays.front().utilization, 0.2);
   }
+  // What the agent must get right is the kind of figure, not the machine's scheduling: the delay
+  // is the lateness of each tick, so an idle loop's median is far below the 10 ms period (a probe
+  // that reported period + lateness, as Node's does, would show >= 10 ms), and its p99 stays well
+  // under the stall threshold. The bound on p99 follows the bare timer measured at the same time,
+  // with room for the two threads not being late at the same moments (observed under 4 busy
+  // processes on 2 cores: agent 3.3 ms vs bare timer 1.8 ms). The quiet-machine figures
+  // (p50 ~80 us, p99 ~0.2 ms) are benchmarks' claims, in docs/benchmarks.md.
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  const auto bound = std::max<std::chrono::nanoseconds>(8ms, 2 * noise + 4ms);
+  const auto p50_bound = 4ms;
+  const auto p99_bound = std::max<std::chrono::nanoseconds>(10ms, 3 * noise + 4ms);
 #else
-  // Under 2 ms, or the bare timer's own p99 plus 1 ms on a machine busy with other work.
-  const auto bound = std::max<std::chrono::nanoseconds>(2ms, noise + 1ms);
+  const auto p50_bound = 2ms;
+  const auto p99_bound = std::max<std::chrono::nanoseconds>(5ms, 3 * noise + 2ms);
 #endif
-  EXPECT_LT(snap.since_attach.p99, bound) << "agent p99 " << snap.since_attach.p99.count()
-                                          << " ns, bare timer p99 " << noise.count() << " ns";
+  EXPECT_LT(snap.since_attach.p50, p50_bound) << "agent p50 " << snap.since_attach.p50.count();
+  EXPECT_LT(snap.since_attach.p99, p99_bound) << "agent p99 " << snap.since_attach.p99.count()
+                                              << " ns, bare timer p99 " << noise.count() << " ns";
 }
 
 TEST(AgentIntegration, NeverEndingStallIsVisibleAsOngoingWhileItLasts) {
