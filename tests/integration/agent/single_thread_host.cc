@@ -132,7 +132,10 @@ void OnStep(evutil_socket_t, short, void* arg) {
 
 stallwatch::Options HostOptions() {
   stallwatch::Options o;
-  o.endpoint = "off";
+  // Fields set in code win over STALLWATCH_*: the endpoint is "off" only when the test gives
+  // none.
+  const char* endpoint = std::getenv("STALLWATCH_ENDPOINT");
+  if (endpoint == nullptr || *endpoint == '\0') o.endpoint = "off";
   o.loop_name = "host";
   return stallwatch::Options::FromEnvironment(o);
 }
