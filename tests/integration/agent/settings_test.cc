@@ -17,6 +17,7 @@
 
 #include "stallwatch/agent.h"
 #include "stallwatch/common/clock.h"
+#include "stallwatch/stallwatch.h"
 
 using namespace std::chrono_literals;
 
@@ -158,6 +159,35 @@ TEST(StackBudget, NewStackAfterThePeriodicOneUsedTheBudgetStillGetsItsStack) {
   ASSERT_FALSE(windows.empty());
   EXPECT_GE(windows.back().reports_suppressed_total, static_cast<uint64_t>(repeats));
   EXPECT_GE(windows.back().stack_samples_total, static_cast<uint64_t>(kPeriodic + 1)) << all;
+}
+
+// The C API takes the budget from STALLWATCH_MAX_STACK_REPORTS: with 0, only the first stall of
+// a stack is reported with it; its repeats say what they repeat.
+TEST(StackBudget, CApiTakesTheBudgetFromTheEnvironment) {
+  setenv("STALLWATCH_MAX_STACK_REPORTS", "0", 1);
+  setenv("STALLWATCH_WATCHDOG", "thread", 1);
+  setenv("STALLWATCH_ENDPOINT", "off", 1);
+  setenv("STALLWATCH_THRESHOLD", "30ms", 1);
+  event_base* base = event_base_new();
+  stallwatch_agent* agent = stallwatch_attach(base, "c-loop");
+  ASSERT_NE(agent, nullptr);
+  RunLoop(base, 1500ms, 100ms, nullptr);  // the unwinder warms up
+  RunLoop(base, 1000ms, 150ms, [](int n) {
+    if (n < 4) PeriodicHousekeepingSleeps(90ms);
+  });
+  std::string json(1 << 20, '\0');
+  json.resize(std::min(json.size() - 1, stallwatch_snapshot_json(agent, json.data(), json.size())));
+  stallwatch_detach(agent);
+  event_base_free(base);
+  for (const char* v : {"STALLWATCH_MAX_STACK_REPORTS", "STALLWATCH_WATCHDOG",
+                        "STALLWATCH_ENDPOINT", "STALLWATCH_THRESHOLD"}) {
+    unsetenv(v);
+  }
+  EXPECT_GE(Count(json, "\"kind\":\"stall\""), 4u) << json;
+  EXPECT_EQ(Count(json, "PeriodicHousekeepingSleeps"), Count(json, "stack repeats stall 1 (in") + 1)
+      << "one stall with the stack, the rest naming it:\n"
+      << json;
+  EXPECT_GE(Count(json, "stack repeats stall 1 (in"), 3u) << json;
 }
 
 // STALLWATCH_* reach C++ services too: fields left unset take the environment, fields set in
