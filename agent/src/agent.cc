@@ -3,6 +3,7 @@
 #include <event2/event.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
 
 #include "libevent_weak.h"
@@ -21,14 +22,25 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
   try {
     if (base == nullptr) return InvalidArgumentError("event_base is null");
     if (event_new == nullptr) return FailedPreconditionError("libevent is not loaded");
-    if (options.stall_threshold < std::chrono::milliseconds(1)) {
+    // Fields set in code, then the STALLWATCH_* environment, then the defaults.
+    options = Options::FromEnvironment(std::move(options));
+    if (*options.stall_threshold < std::chrono::milliseconds(1)) {
       return InvalidArgumentError("stall_threshold must be at least 1ms");
     }
-    if (options.probe_interval < std::chrono::microseconds(100)) {
+    if (*options.probe_interval < std::chrono::microseconds(100)) {
       return InvalidArgumentError("probe_interval must be at least 100us");
     }
-    if (options.report_interval < std::chrono::milliseconds(100)) {
+    if (*options.report_interval < std::chrono::milliseconds(100)) {
       return InvalidArgumentError("report_interval must be at least 100ms");
+    }
+    if (options.sample_signal != 0 &&
+        (options.sample_signal < SIGRTMIN || options.sample_signal > SIGRTMAX)) {
+      return InvalidArgumentError("sample_signal must be a real-time signal (SIGRTMIN..SIGRTMAX, " +
+                                  std::to_string(SIGRTMIN) + ".." + std::to_string(SIGRTMAX) +
+                                  "), e.g. SIGRTMIN + 3");
+    }
+    if (*options.max_stack_reports_per_minute < 0) {
+      return InvalidArgumentError("max_stack_reports_per_minute must be at least 0");
     }
     auto rt = internal::Runtime::Acquire(options);
     if (!rt.ok()) return rt.status();
@@ -57,8 +69,8 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
     const uint64_t n = g_loop_counter.fetch_add(1);
     ctx->name = options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
     ctx->state.base = base;
-    ctx->state.threshold_ns = options.stall_threshold.count();
-    ctx->state.interval_ns = options.probe_interval.count();
+    ctx->state.threshold_ns = options.stall_threshold->count();
+    ctx->state.interval_ns = options.probe_interval->count();
     ctx->options = std::move(options);
     ctx->runtime = *rt;
     ctx->service = ctx->runtime->service();
@@ -156,6 +168,15 @@ LoopSnapshot Agent::Snapshot() const {
     }
   }
   out.sampling_status = ctx_->runtime ? ctx_->runtime->sampling_status() : "detached";
+  if (ctx_->runtime) out.findings_dropped = ctx_->runtime->findings_dropped();
+  {
+    // With the watchdog in a process of its own, its reporter counts them: the last window says.
+    std::lock_guard<std::mutex> lock(ctx_->snap_mu);
+    if (ctx_->last_window) {
+      out.findings_dropped =
+          std::max<uint64_t>(out.findings_dropped, ctx_->last_window->findings_dropped_total);
+    }
+  }
   if (ctx_->runtime && ctx_->runtime->watchdog_process() != nullptr) {
     out.watchdog = "process";
     out.watchdog_pid = ctx_->runtime->watchdog_process()->pid();

@@ -15,7 +15,8 @@ extern "C" {
 
 stallwatch_agent* stallwatch_attach(event_base* base, const char* loop_name) {
   try {
-    stallwatch::Options o = stallwatch::Options::FromEnvironment();
+    // Every setting comes from the STALLWATCH_* environment (Attach reads it).
+    stallwatch::Options o;
     if (loop_name != nullptr) o.loop_name = loop_name;
     auto a = stallwatch::Agent::Attach(base, std::move(o));
     if (!a.ok()) {
@@ -55,7 +56,8 @@ size_t stallwatch_snapshot_json(stallwatch_agent* agent, char* buf, size_t len) 
                      {"delay_max_s", s.since_attach.max.count() / 1e9},
                      {"iterations", s.iterations},
                      {"stalls_total", s.stalls_total},
-                     {"sampling_status", s.sampling_status}};
+                     {"sampling_status", s.sampling_status},
+                     {"findings_dropped", s.findings_dropped}};
     nlohmann::json recent = nlohmann::json::array();
     for (const auto& f : s.recent_stalls) recent.push_back(stallwatch::ToJson(f));
     j["recent_stalls"] = std::move(recent);

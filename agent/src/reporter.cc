@@ -1,12 +1,14 @@
 #include "reporter.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "log.h"
 #include "platform/proc.h"
 #include "stallwatch/common/finding_json.h"
 
@@ -35,19 +37,40 @@ bool WriteAll(int fd, const std::string& s) {
 
 class FdSink : public Sink {
  public:
-  FdSink(std::string path, bool is_stderr) : path_(std::move(path)), stderr_(is_stderr) {}
+  // Constructed where the endpoint is set up (at attach, in the process that reports): a file
+  // endpoint that cannot be written is said at once, not at the first write.
+  FdSink(std::string path, bool is_stderr, size_t queue_capacity)
+      : path_(std::move(path)), stderr_(is_stderr), queue_capacity_(queue_capacity) {
+    if (stderr_) return;
+    if (Status st = CheckFileEndpoint(path_); !st.ok()) {
+      failing_ = true;
+      Warn(st.message());
+    }
+  }
   ~FdSink() override {
     if (!stderr_ && fd_ >= 0) ::close(fd_);
   }
   bool Send(const Finding& f) override {
     if (fd_ < 0) {
       fd_ = stderr_ ? 2 : ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd_ < 0) return false;
+      if (fd_ < 0) {
+        Failed(std::string("cannot open it: ") + std::strerror(errno));
+        return false;
+      }
     }
     if (!WriteAll(fd_, ToLine(f))) {
+      const int err = errno;
       if (!stderr_) ::close(fd_);
       fd_ = -1;
+      Failed(std::string("write failed: ") + std::strerror(err));
       return false;
+    }
+    if (failing_ && !stderr_) {
+      failing_ = false;
+      try {
+        Log().info("writing findings to file:{} again", path_);
+      } catch (...) {
+      }
     }
     return true;
   }
@@ -55,9 +78,28 @@ class FdSink : public Sink {
   std::string Describe() const override { return stderr_ ? "stderr" : "file:" + path_; }
 
  private:
+  // One line per failure streak.
+  void Failed(const std::string& why) {
+    if (failing_) return;
+    failing_ = true;
+    Warn(why);
+  }
+  void Warn(const std::string& why) {
+    try {
+      Log().warn(
+          "findings cannot be written to {}: {}; they are kept in memory (at most {}, then the "
+          "oldest are dropped and counted as findings_dropped) and written when it works, "
+          "retried every 1 s",
+          Describe(), why, queue_capacity_);
+    } catch (...) {
+    }
+  }
+
   std::string path_;
   bool stderr_;
+  size_t queue_capacity_;
   int fd_ = -1;
+  bool failing_ = false;
 };
 
 class OffSink : public Sink {
@@ -69,6 +111,32 @@ class OffSink : public Sink {
 }  // namespace
 
 std::unique_ptr<Sink> MakeDaemonSink(const Endpoint& e);  // daemon_sink.cc
+
+Status CheckFileEndpoint(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      return FailedPreconditionError(path + " is a folder; give a file path, e.g. file:" + path +
+                                     "/findings.jsonl");
+    }
+    if (::access(path.c_str(), W_OK) != 0) {
+      return FailedPreconditionError(path + ": " + std::strerror(errno));
+    }
+    return OkStatus();
+  }
+  if (errno != ENOENT) return FailedPreconditionError(path + ": " + std::strerror(errno));
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+  if (::stat(dir.c_str(), &st) != 0) {
+    return FailedPreconditionError("folder " + dir + " does not exist (" + std::strerror(errno) +
+                                   "); create it first");
+  }
+  if (!S_ISDIR(st.st_mode)) return FailedPreconditionError(dir + " is not a folder");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return FailedPreconditionError("cannot create a file in " + dir + ": " + std::strerror(errno));
+  }
+  return OkStatus();
+}
 
 StatusOr<Endpoint> ParseEndpoint(const std::string& text) {
   constexpr const char* kForms = "expected unix:/path, tcp:host:port, file:/path, stderr or off";
@@ -110,14 +178,14 @@ StatusOr<Endpoint> ParseEndpoint(const std::string& text) {
   return InvalidArgumentError("bad endpoint '" + text + "': " + kForms);
 }
 
-std::unique_ptr<Sink> MakeSink(const Endpoint& e) {
+std::unique_ptr<Sink> MakeSink(const Endpoint& e, size_t queue_capacity) {
   switch (e.kind) {
     case Endpoint::Kind::kOff:
       return std::make_unique<OffSink>();
     case Endpoint::Kind::kStderr:
-      return std::make_unique<FdSink>("", true);
+      return std::make_unique<FdSink>("", true, queue_capacity);
     case Endpoint::Kind::kFile:
-      return std::make_unique<FdSink>(e.path, false);
+      return std::make_unique<FdSink>(e.path, false, queue_capacity);
     case Endpoint::Kind::kUnix:
     case Endpoint::Kind::kTcp:
       return MakeDaemonSink(e);
@@ -254,6 +322,8 @@ void Reporter::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   Clock::time_point retry_at = Clock::time_point::min();  // sink refused: not before this
   Clock::time_point stop_deadline = Clock::time_point::max();
+  uint64_t drops_seen = 0;   // dropped_ when last looked at
+  bool drop_streak = false;  // drops reported, and no finding delivered since
   auto entry = [&](uint64_t seq) -> std::pair<uint64_t, Finding>* {
     for (auto& e : queue_) {
       if (e.first == seq) return &e;
@@ -313,9 +383,26 @@ void Reporter::Run() {
       if (sent) {
         if (!queue_.empty() && queue_.front().first == seq) queue_.pop_front();
         retry_at = Clock::time_point::min();
+        drop_streak = false;
         continue;
       }
       retry_at = Clock::now() + sink_->RetryDelay();
+    }
+    // Findings are never dropped without a line: one per streak of drops (until the sink takes
+    // a finding again); the counter has them all.
+    if (const uint64_t dropped = dropped_.load(std::memory_order_relaxed); dropped != drops_seen) {
+      drops_seen = dropped;
+      if (!drop_streak) {
+        drop_streak = true;
+        try {
+          Log().warn(
+              "findings dropped: {} undelivered findings are queued (the limit) while {} does not "
+              "take them; the oldest are dropped and counted ({} so far: findings_dropped, "
+              "stallwatch_agent_findings_dropped_total)",
+              capacity_, sink_->Describe(), dropped);
+        } catch (...) {
+        }
+      }
     }
     // 3. Stop: deliver what can be delivered within 1 s, then leave the rest (counted as queued).
     if (stop_ && (queue_.empty() || retry_at > Clock::now() || Clock::now() > stop_deadline)) {

@@ -49,8 +49,13 @@ struct Endpoint {
 };
 // Accepted forms: unix:/path, tcp:host:port, file:/path, stderr, off.
 StatusOr<Endpoint> ParseEndpoint(const std::string& text);
-// Creates the sink for an endpoint (the daemon transport for unix:/tcp:).
-std::unique_ptr<Sink> MakeSink(const Endpoint& e);
+// Creates the sink for an endpoint (the daemon transport for unix:/tcp:). A file: endpoint that
+// cannot be written (CheckFileEndpoint) is reported on stderr here, at once; `queue_capacity` is
+// the reporter's, for that line.
+std::unique_ptr<Sink> MakeSink(const Endpoint& e, size_t queue_capacity);
+// Whether a file: endpoint's path can be written: an existing file that is not a folder and is
+// writable, or a missing file in an existing, writable folder. Only stat/access: no fd opened.
+Status CheckFileEndpoint(const std::string& path);
 
 struct ReporterHooks {
   std::function<void(const StallFinding&)> on_stall;

@@ -24,6 +24,10 @@ namespace platform = agent::platform;
 namespace {
 
 constexpr size_t kRecentStalls = 64;
+// The stack budget by signature: how many of a stack's innermost host frames make its
+// signature, and how many signatures a loop remembers (the least recently seen is forgotten).
+constexpr size_t kSignatureFrames = 8;
+constexpr size_t kMaxKnownStacks = 256;
 constexpr int kMaxStackAttemptsPerStall = 16;
 constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
 
@@ -44,6 +48,40 @@ std::string ProgramName() {
 
 int64_t TickFor(int64_t threshold_ns) {
   return std::clamp<int64_t>(threshold_ns / 5, 1'000'000, 10'000'000);
+}
+
+// Options reach the runtime resolved (Agent::Attach, the watchdog process's slots); the
+// defaults only guard a field that was left unset.
+int64_t StallThresholdNs(const Options& o) {
+  return std::chrono::nanoseconds(o.stall_threshold.value_or(kDefaultStallThreshold)).count();
+}
+int64_t ReportIntervalNs(const Options& o) {
+  return std::chrono::nanoseconds(o.report_interval.value_or(kDefaultReportInterval)).count();
+}
+int MaxStackReports(const Options& o) {
+  return std::max(0, o.max_stack_reports_per_minute.value_or(kDefaultMaxStackReportsPerMinute));
+}
+
+// A library every program's stack passes through (libc, the loader, libevent, the C++ runtime):
+// the frame that names a stall is the first one outside them.
+bool IsSystemModule(const std::string& module) {
+  const size_t slash = module.rfind('/');
+  const std::string base = slash == std::string::npos ? module : module.substr(slash + 1);
+  for (const char* p : {"libc.so", "libc-", "ld-linux", "libpthread", "libevent", "libstdc++",
+                        "libm.so", "libgcc_s", "libpython", "libuv", "linux-vdso", "[vdso]"}) {
+    if (base.rfind(p, 0) == 0) return true;
+  }
+  return false;
+}
+
+uint64_t Fnv1a(uint64_t h, const std::string& s) {
+  for (unsigned char ch : s) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  h ^= 0xff;  // field separator
+  h *= 1099511628211ull;
+  return h;
 }
 
 // In stallwatch-watchdog: the host process it serves (0: none, this is the host).
@@ -125,7 +163,7 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   if (auto rt = g_runtime.lock()) return rt;
   std::shared_ptr<Runtime> rt(new Runtime());
   rt->service_ = options.service.empty() ? ProgramName() : options.service;
-  rt->sampling_ = options.sampling;
+  rt->sampling_ = options.sampling.value_or(SamplingMode::kOn);
   rt->mono_to_real_ns_ = RealtimeNanos() - MonotonicNanos();
   rt->serving_ = g_serve_pid > 0;
   rt->remote_signal_ = g_serve_signal;
@@ -133,7 +171,7 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   auto endpoint = agent::internal::ParseEndpoint(endpoint_text);
   if (!endpoint.ok()) return endpoint.status();
   endpoint->token_file = options.token_file;
-  if (options.sampling == SamplingMode::kOff) {
+  if (rt->sampling_ == SamplingMode::kOff) {
     rt->sampling_status_ = "off (STALLWATCH_SAMPLING=off)";
   } else if (rt->serving_) {
     if (rt->remote_signal_ == 0) {
@@ -165,9 +203,9 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
       }
     }
   }
-  rt->reporter_ = std::make_unique<agent::internal::Reporter>(agent::internal::MakeSink(*endpoint),
-                                                              options.queue_capacity);
-  if (options.sampling != SamplingMode::kOff) {
+  rt->reporter_ = std::make_unique<agent::internal::Reporter>(
+      agent::internal::MakeSink(*endpoint, options.queue_capacity), options.queue_capacity);
+  if (rt->sampling_ != SamplingMode::kOff) {
     // file:line are resolved on the reporter thread with a libdw session of its own: indexing a
     // large debug file (e.g. libc's, ~100 ms) must not hold up stall detection.
     auto lines = std::make_shared<agent::internal::LineResolver>();
@@ -205,7 +243,7 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
   }
   const auto& o = ctx->options;
   agent::internal::DetectorConfig dc;
-  dc.threshold_ns = o.stall_threshold.count();
+  dc.threshold_ns = StallThresholdNs(o);
   dc.first_resample_ns = std::max<int64_t>(dc.threshold_ns / 2, 1'000'000);
   dc.max_resample_ns = 2'000'000'000;
   ctx->detector.emplace(dc);
@@ -213,7 +251,7 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
   ctx->window_start_ns = now;
   ctx->state.delay_hist.Snapshot(&ctx->prev_delay);
   ctx->state.iteration_hist.Snapshot(&ctx->prev_iter);
-  ctx->stack_tokens = o.max_stack_reports_per_minute;
+  ctx->stack_tokens = MaxStackReports(o);
   ctx->tokens_refilled_ns = now;
   if (o.on_stall || o.on_delay) {
     reporter_->SetHooks(ctx->name, {o.on_stall, o.on_delay});
@@ -327,7 +365,7 @@ int64_t Runtime::Tick(int64_t now) {
     try {
       next = std::min(next, ProcessLoop(*l, now));
     } catch (const std::exception& e) {
-      next = std::min(next, now + TickFor(l->options.stall_threshold.count()));
+      next = std::min(next, now + TickFor(StallThresholdNs(l->options)));
       try {
         Log().error("watchdog: loop {}: {}", l->name, e.what());
       } catch (...) {
@@ -372,15 +410,75 @@ int64_t Runtime::SuspendedOverlap(int64_t from, int64_t to) const {
 }
 
 bool Runtime::TakeStackToken(LoopContext& c, int64_t now) {
-  const double per_ns = c.options.max_stack_reports_per_minute / 60e9;
-  c.stack_tokens = std::min<double>(c.options.max_stack_reports_per_minute,
-                                    c.stack_tokens + (now - c.tokens_refilled_ns) * per_ns);
+  const int budget = MaxStackReports(c.options);
+  const double per_ns = budget / 60e9;
+  c.stack_tokens = std::min<double>(budget, c.stack_tokens + (now - c.tokens_refilled_ns) * per_ns);
   c.tokens_refilled_ns = now;
   if (c.stack_tokens >= 1) {
     c.stack_tokens -= 1;
     return true;
   }
   return false;
+}
+
+uint64_t Runtime::StackSignature(const std::vector<agent::internal::RawFrame>& frames,
+                                 std::string* top_frame) {
+  // Functions, not pcs: a CPU-bound stall is sampled at a different instruction each time, but
+  // in the same functions. Frames without a name count by module and offset.
+  uint64_t h = 1469598103934665603ull;
+  size_t used = 0;
+  std::string first_named;
+  top_frame->clear();
+  for (const auto& rf : frames) {
+    if (used == kSignatureFrames && !top_frame->empty()) break;
+    Frame fr = unwinder_.Symbolize(rf);
+    if (agent::internal::Unwinder::IsOwnModule(fr.module)) continue;
+    if (first_named.empty() && !fr.function.empty()) first_named = fr.function;
+    if (top_frame->empty() && !fr.function.empty() && !IsSystemModule(fr.module)) {
+      *top_frame = fr.function;
+    }
+    if (used < kSignatureFrames) {
+      h = Fnv1a(h, fr.module);
+      h = Fnv1a(h, fr.function.empty() ? std::to_string(fr.offset) : fr.function);
+      ++used;
+    }
+  }
+  if (top_frame->empty()) *top_frame = first_named;
+  return h;
+}
+
+void Runtime::DecideStackBudget(LoopContext& c, StallTrack& t, int64_t now) {
+  const auto& first = t.stacks.begin()->second;
+  std::string top;
+  const uint64_t sig = StackSignature(first.frames, &top);
+  auto it = std::find_if(c.known_stacks.begin(), c.known_stacks.end(),
+                         [&](const KnownStack& k) { return k.signature == sig; });
+  if (it == c.known_stacks.end()) {
+    // A stack this loop has not seen: always reported, whatever the budget says (it may be the
+    // one stall that names the culprit). It uses a token when one is left.
+    (void)TakeStackToken(c, now);
+    t.stacks_allowed = true;
+    c.known_stacks.push_back({sig, t.id, top, 0});
+    if (c.known_stacks.size() > kMaxKnownStacks) c.known_stacks.pop_front();
+    return;
+  }
+  // Most recently seen last: a signature that keeps repeating is never the one forgotten.
+  KnownStack known = *it;
+  c.known_stacks.erase(it);
+  if (TakeStackToken(c, now)) {
+    t.stacks_allowed = true;
+  } else {
+    t.stacks_allowed = false;
+    ++c.reports_suppressed_total;
+    ++known.repeats_suppressed;
+    const int budget = MaxStackReports(c.options);
+    t.sampling_note = "stack repeats stall " + std::to_string(known.stall_id) +
+                      (known.top_frame.empty() ? "" : " (in " + known.top_frame + ")") +
+                      ": sampled, not re-sent (repeated stacks beyond " + std::to_string(budget) +
+                      "/min per loop are counted; " + std::to_string(known.repeats_suppressed) +
+                      " so far)";
+  }
+  c.known_stacks.push_back(std::move(known));
 }
 
 int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
@@ -478,10 +576,10 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   // two ticks is still classified.
   if (c.track && !c.track->reported && tid != 0) Sample(c, now, false);
 
-  if (now - c.window_start_ns >= c.options.report_interval.count()) EmitWindow(c, now);
+  if (now - c.window_start_ns >= ReportIntervalNs(c.options)) EmitWindow(c, now);
 
-  int64_t next = c.detector->NextLookNs(o, TickFor(c.options.stall_threshold.count()));
-  next = std::min(next, c.window_start_ns + c.options.report_interval.count());
+  int64_t next = c.detector->NextLookNs(o, TickFor(StallThresholdNs(c.options)));
+  next = std::min(next, c.window_start_ns + ReportIntervalNs(c.options));
   if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10) {
     next = std::min(next, std::max(c.epfd_next_try_ns, now + 1'000'000));
   }
@@ -596,15 +694,16 @@ void Runtime::Sample(LoopContext& c, int64_t now, bool with_stack) {
   if (with_stack && sampling_ != SamplingMode::kOff &&
       unwinder_ok_.load(std::memory_order_acquire)) {
     if (!t.budget_checked) {
-      t.budget_checked = true;
-      t.stacks_allowed = TakeStackToken(c, now);
-      if (!t.stacks_allowed) {
-        ++c.reports_suppressed_total;
-        t.sampling_note = "stack report suppressed by the rate limit (" +
-                          std::to_string(c.options.max_stack_reports_per_minute) + "/min)";
+      // The budget goes by stack signature, so the first stack of the stall decides: take it,
+      // then see whether this loop has seen the same stack before.
+      if (t.stack_attempts < kMaxStackAttemptsPerStall) {
+        TakeStack(c, t, sys ? &*sys : nullptr, recent_cpu);
       }
-    }
-    if (t.stacks_allowed && t.stack_attempts < kMaxStackAttemptsPerStall) {
+      if (!t.stacks.empty()) {
+        t.budget_checked = true;
+        DecideStackBudget(c, t, now);
+      }
+    } else if (t.stacks_allowed && t.stack_attempts < kMaxStackAttemptsPerStall) {
       TakeStack(c, t, sys ? &*sys : nullptr, recent_cpu);
     }
   }
@@ -772,6 +871,9 @@ StallFinding Runtime::BuildFinding(LoopContext& c, const StallTrack& t, int64_t 
   for (const auto& [k, a] : t.stacks) aggs.push_back(&a);
   std::stable_sort(aggs.begin(), aggs.end(),
                    [](const auto* a, const auto* b) { return a->count > b->count; });
+  // A repeated stack over the budget: its samples are counted, its frames are not re-sent (the
+  // sampling note names the stall that has them).
+  if (t.budget_checked && !t.stacks_allowed) aggs.clear();
   for (const auto* a : aggs) {
     Stack st;
     st.samples = a->count;

@@ -60,6 +60,14 @@ struct StallTrack {
   std::string sampling_note;
 };
 
+// A stack signature a loop has seen (the stack budget goes by signature).
+struct KnownStack {
+  uint64_t signature = 0;
+  uint64_t stall_id = 0;  // the first stall with it, which was reported with its stacks
+  std::string top_frame;  // its first frame outside the system libraries, for the note
+  uint64_t repeats_suppressed = 0;
+};
+
 class LoopContext {
  public:
   // `shared`: the loop's state in the watchdog process's mapping; nullptr: owned here.
@@ -94,6 +102,7 @@ class LoopContext {
   uint64_t stack_samples_total = 0;
   uint64_t reports_suppressed_total = 0;
   double stack_tokens = 0;
+  std::deque<KnownStack> known_stacks;  // least recently seen first, at most kMaxKnownStacks
   int64_t tokens_refilled_ns = 0;
   bool named = false;              // final name chosen (from the thread, or not wanted)
   bool emitted_finding = false;    // after the first finding the name no longer changes
@@ -126,6 +135,9 @@ class Runtime {
   // Any thread. Closes an ongoing stall and emits the last delay window of the loop.
   void Remove(LoopContext* ctx);
   std::string sampling_status() const;
+  // Findings the reporter of this process dropped so far (0 with a watchdog process: its
+  // reporter counts them). Any thread.
+  uint64_t findings_dropped() const { return reporter_ ? reporter_->dropped() : 0; }
   // Host of a watchdog process (nullptr: the watchdog is a thread here).
   WatchdogProcess* watchdog_process() const { return watchdog_process_.get(); }
   // Host of a watchdog process: copies the loop's published snapshot (name, recent and ongoing
@@ -173,6 +185,13 @@ class Runtime {
   // whole process was paused.
   void AccountOwnTime(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
   bool TakeStackToken(LoopContext& c, int64_t now);
+  // Once the stall's first stack is in: whether its stacks are reported (a new signature
+  // always; a known one within the budget) or only counted.
+  void DecideStackBudget(LoopContext& c, StallTrack& t, int64_t now);
+  // The signature of a stack (its innermost host frames' functions); `top_frame` gets the first
+  // named frame outside the system libraries.
+  uint64_t StackSignature(const std::vector<agent::internal::RawFrame>& frames,
+                          std::string* top_frame);
 
   // The loop thread's CPU time (ns), -1 if unknown. Watchdog thread (or under mu_).
   int64_t LoopCpu(LoopContext& c) const;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "log.h"
+#include "options.h"
 #include "platform/proc.h"
 #include "runtime.h"
 #include "stallwatch/common/clock.h"
@@ -171,12 +172,13 @@ bool WatchdogProcess::Wanted(const Options& options, std::string* why) {
   *why = "";
   return false;
 #endif
-  if (options.watchdog == WatchdogMode::kThread) return false;
+  const WatchdogMode mode = options.watchdog.value_or(WatchdogMode::kAuto);
+  if (mode == WatchdogMode::kThread) return false;
   if (options.on_stall || options.on_delay) {
     *why = "hooks run on an agent thread";
     return false;
   }
-  if (options.watchdog == WatchdogMode::kAuto && __libc_single_threaded == 0) return false;
+  if (mode == WatchdogMode::kAuto && __libc_single_threaded == 0) return false;
   if (::prctl(PR_GET_DUMPABLE) != 1) {
     *why = "the process is not dumpable (another process may not read its /proc files)";
     return false;
@@ -225,7 +227,7 @@ std::unique_ptr<WatchdogProcess> WatchdogProcess::Start(const Options& options,
   CopyField(h->endpoint, sizeof(h->endpoint), endpoint);
   CopyField(h->token_file, sizeof(h->token_file), options.token_file);
   CopyField(h->own_module, sizeof(h->own_module), agent::internal::Unwinder::OwnModulePath());
-  h->sampling = static_cast<int>(options.sampling);
+  h->sampling = static_cast<int>(options.sampling.value_or(SamplingMode::kOn));
   h->sample_signal = sample_signal;
   h->queue_capacity = options.queue_capacity;
   wp->sample_signal_ = sample_signal;
@@ -332,9 +334,13 @@ void WatchdogProcess::Activate(int slot, const std::string& name, const Options&
                                bool bind_epfd) {
   RegionSlot& s = region_->slots[slot];
   CopyField(s.name, sizeof(s.name), name);
-  s.threshold_ns = o.stall_threshold.count();
-  s.report_interval_ns = o.report_interval.count();
-  s.max_stack_reports_per_minute = o.max_stack_reports_per_minute;
+  // `o` is resolved (Agent::Attach): every optional is set.
+  s.threshold_ns =
+      std::chrono::nanoseconds(o.stall_threshold.value_or(kDefaultStallThreshold)).count();
+  s.report_interval_ns =
+      std::chrono::nanoseconds(o.report_interval.value_or(kDefaultReportInterval)).count();
+  s.max_stack_reports_per_minute =
+      o.max_stack_reports_per_minute.value_or(kDefaultMaxStackReportsPerMinute);
   s.name_from_thread = o.loop_name_from_thread;
   s.probe_fd = probe_fd;
   s.bind_epfd = bind_epfd;
@@ -537,6 +543,9 @@ int WatchdogProcessMain(int argc, char** argv) {
   o.sample_signal = h.sample_signal;
   o.queue_capacity = h.queue_capacity;
   o.watchdog = WatchdogMode::kThread;
+  // The host resolved its settings; what the region does not carry takes the defaults (the
+  // environment is the host's business).
+  o = agent::internal::OptionsFromEnv(std::move(o), nullptr);
   auto acquired = Runtime::Acquire(o);
   if (!acquired.ok()) {
     PublishText(&h.sampling_status, acquired.status().message());

@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
 
   // 2. The probe's phase, read from its timerfd (the process's only timerfd so far): fdinfo's
   // it_value is the time left to the next expiry, computed by the kernel when read.
-  const int64_t interval = o.probe_interval.count();
+  const int64_t interval = o.probe_interval->count();
   const int64_t phase = sb::TimerfdNextExpiry();
   if (phase < 0) {
     std::fprintf(stderr, "cannot find the probe's timerfd in /proc/self/fdinfo\n");

@@ -39,34 +39,61 @@ enum class WatchdogMode {
 
 // The endpoint the agent reports to when none is configured: the daemon's default socket.
 inline constexpr const char* kDefaultEndpoint = "unix:/run/stallwatch/agent.sock";
+// Defaults of the settings the environment can also give (see Options).
+inline constexpr std::chrono::milliseconds kDefaultStallThreshold{50};
+inline constexpr std::chrono::milliseconds kDefaultProbeInterval{10};
+inline constexpr std::chrono::seconds kDefaultReportInterval{10};
+inline constexpr int kDefaultMaxStackReportsPerMinute = 12;
 
+// Agent settings. Every setting is resolved at attach, field by field: a value set here in code
+// wins; a field left unset (an empty optional, "" or 0) takes its STALLWATCH_* variable; without
+// one, the default. So `Agent::Attach(base, {.stall_threshold = 50ms})` keeps 50 ms whatever
+// STALLWATCH_THRESHOLD says, while STALLWATCH_SERVICE (e.g. from the ops drop-in) still names
+// the service. A malformed variable is reported once on stderr with the accepted forms, and the
+// default is used; a malformed field set in code makes Attach fail.
 struct Options {
-  std::string service;    // "" → STALLWATCH_SERVICE or the program name
+  std::string service;    // "" → STALLWATCH_SERVICE, else the program name. Process-wide.
   std::string loop_name;  // "" → "loop-N"
   // Name the loop after the thread that runs it, when the program named that thread
   // (pthread_setname_np); "main" for the main thread; else loop_name/"loop-N". Used by the
   // preload shim, where bases are created before anyone knows which thread will run them.
   bool loop_name_from_thread = false;
-  std::chrono::nanoseconds stall_threshold = std::chrono::milliseconds(50);
-  std::chrono::nanoseconds probe_interval = std::chrono::milliseconds(10);
-  std::chrono::nanoseconds report_interval = std::chrono::seconds(10);  // delay windows
+  // A loop making no progress for longer than this is a stall.
+  // Unset → STALLWATCH_THRESHOLD, else kDefaultStallThreshold (50ms). At least 1ms.
+  std::optional<std::chrono::nanoseconds> stall_threshold;
+  // Probe period. Unset → STALLWATCH_INTERVAL, else kDefaultProbeInterval (10ms). At least 100us.
+  std::optional<std::chrono::nanoseconds> probe_interval;
+  // Delay-statistics window. Unset → STALLWATCH_REPORT_INTERVAL, else 10s. At least 100ms.
+  std::optional<std::chrono::nanoseconds> report_interval;
   // "unix:/path", "tcp:host:port", "file:/path" (JSON Lines), "stderr", "off".
-  // "" → kDefaultEndpoint. Process-wide: the first attached agent's value is used.
+  // "" → STALLWATCH_ENDPOINT, else kDefaultEndpoint. Process-wide: the first attached agent's
+  // value is used.
   std::string endpoint;
   // File holding the daemon's shared token (stallwatchd --agent-token-file), presented in the
-  // hello on tcp: endpoints only; re-read at every connection. "" → none. Process-wide.
+  // hello on tcp: endpoints only; re-read at every connection. "" → STALLWATCH_TOKEN_FILE, else
+  // none. Process-wide.
   std::string token_file;
-  SamplingMode sampling = SamplingMode::kOn;
-  int sample_signal = 0;                        // 0 → SIGRTMIN+3. Process-wide.
-  int max_stack_reports_per_minute = 12;        // per loop; more are suppressed and counted
-  size_t queue_capacity = 4096;                 // findings buffered while the endpoint is away
-  WatchdogMode watchdog = WatchdogMode::kAuto;  // Process-wide (STALLWATCH_WATCHDOG).
+  // Unset → STALLWATCH_SAMPLING, else kOn. Process-wide.
+  std::optional<SamplingMode> sampling;
+  // A real-time signal (SIGRTMIN..SIGRTMAX). 0 → STALLWATCH_SIGNAL, else SIGRTMIN+3. Process-wide.
+  int sample_signal = 0;
+  // Stack budget per loop, by stack signature (the stack's top frames): the first stall with a
+  // signature not seen before always gets its stacks; a stall whose stack repeats a known one
+  // gets its stacks only within this many per minute, else it is counted (its samples and
+  // reports_suppressed) and its finding's sampling_note names the stall and the frame it
+  // repeats. Unset → STALLWATCH_MAX_STACK_REPORTS, else kDefaultMaxStackReportsPerMinute (12).
+  // At least 0.
+  std::optional<int> max_stack_reports_per_minute;
+  size_t queue_capacity = 4096;  // findings buffered while the endpoint is away
+  // Unset → STALLWATCH_WATCHDOG, else kAuto. Process-wide.
+  std::optional<WatchdogMode> watchdog;
   // Called on the reporter thread for every finding (tests, embedding).
   std::function<void(const StallFinding&)> on_stall;
   std::function<void(const DelayFinding&)> on_delay;
 
-  // Options from the STALLWATCH_* environment on top of `base`. A malformed value is reported
-  // once on stderr with the accepted form, and base's value is kept.
+  // `base` with every unset field taken from the STALLWATCH_* environment, else its default
+  // (every optional is set in the result). Fields set in `base` are kept. Attach does this
+  // itself; call it to see what an attach would use. Any thread.
   static Options FromEnvironment(Options base);
   static Options FromEnvironment();
 };
@@ -89,7 +116,11 @@ struct LoopSnapshot {
   std::vector<StallFinding> recent_stalls;  // closed, oldest first, at most 64
   std::optional<StallFinding> ongoing;
   std::string sampling_status;  // "ok" or why stacks are unavailable
-  std::string watchdog;         // "thread" or "process" (stallwatch-watchdog, pid below)
+  // Findings of this process dropped before they reached the endpoint (the queue was full while
+  // the endpoint was away or refused them); also in every delay finding and, through the daemon,
+  // stallwatch_agent_findings_dropped_total.
+  uint64_t findings_dropped = 0;
+  std::string watchdog;  // "thread" or "process" (stallwatch-watchdog, pid below)
   int64_t watchdog_pid = 0;
 };
 

@@ -1,10 +1,25 @@
 /* stallwatch C API: attach the stall-diagnostics agent to a libevent event_base.
  *
- * Options come from the environment (STALLWATCH_SERVICE, STALLWATCH_THRESHOLD,
- * STALLWATCH_INTERVAL, STALLWATCH_ENDPOINT, STALLWATCH_SAMPLING, STALLWATCH_SIGNAL,
- * STALLWATCH_REPORT_INTERVAL); a malformed value is reported once on stderr with the accepted
- * forms and the default is used. Several loops (one per thread) may be attached; they share
- * one watchdog thread and one reporter connection per process.
+ * Options come from the environment (defaults in brackets):
+ *   STALLWATCH_SERVICE          service label [the program name]
+ *   STALLWATCH_THRESHOLD        stall threshold, a duration >= 1ms [50ms]
+ *   STALLWATCH_INTERVAL         probe period, >= 100us [10ms]
+ *   STALLWATCH_REPORT_INTERVAL  delay-statistics window, >= 100ms [10s]
+ *   STALLWATCH_ENDPOINT         unix:/path, tcp:host:port, file:/path (JSON Lines), stderr or off
+ *                               [unix:/run/stallwatch/agent.sock]; a file: path that cannot be
+ *                               written is reported at attach
+ *   STALLWATCH_SAMPLING         on, off or signal-all [on]
+ *   STALLWATCH_SIGNAL           a real-time signal: SIGRTMIN+N, RTMIN+N, SIGRTMAX-N or a number in
+ *                               SIGRTMIN..SIGRTMAX [SIGRTMIN+3]
+ *   STALLWATCH_MAX_STACK_REPORTS  stack reports per loop per minute for stalls whose stack
+ *                               repeats an earlier one, 0-1000000 (a new stack is always
+ *                               reported) [12]
+ *   STALLWATCH_WATCHDOG         auto, thread or process [auto]
+ *   STALLWATCH_TOKEN_FILE       absolute path of the daemon's token file, tcp: only [none]
+ *   STALLWATCH_DEBUGINFO        all: also read separate debug files [embedded debug info only]
+ * A malformed value is reported once on stderr with the accepted forms and the default is used.
+ * Several loops (one per thread) may be attached; they share one watchdog thread and one
+ * reporter connection per process.
  */
 #ifndef STALLWATCH_STALLWATCH_H_
 #define STALLWATCH_STALLWATCH_H_
@@ -30,7 +45,8 @@ struct stallwatch_agent* stallwatch_attach(struct event_base* base, const char* 
  * event_base_free(base). NULL is a no-op. */
 void stallwatch_detach(struct stallwatch_agent* agent);
 
-/* Writes a JSON snapshot of this loop (delay statistics, recent and ongoing stalls) into buf,
+/* Writes a JSON snapshot of this loop (delay statistics, recent and ongoing stalls, the
+ * process's findings_dropped count) into buf,
  * NUL-terminated. Returns the length the full snapshot needs (excluding the NUL), like
  * snprintf. Any thread. */
 size_t stallwatch_snapshot_json(struct stallwatch_agent* agent, char* buf, size_t len);

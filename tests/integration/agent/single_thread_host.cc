@@ -8,7 +8,8 @@
 //   single_thread_host hooks     a second attach with hooks while the watchdog is a process
 //   single_thread_host forever   attach, print the snapshot, run until killed
 //   single_thread_host exec      attach, print the snapshot, run 300 ms, then exec sleep 5
-//   single_thread_host repeat N  after 1.5 s, N CPU stalls of 200 ms, 600 ms apart; then exits
+//   single_thread_host repeat N  after 1.5 s, N CPU stalls of 200 ms, 600 ms apart; prints the
+//                                snapshot again and exits
 //   single_thread_host stall-idle  attach, a 150 ms CPU stall after 1.5 s, print the snapshot
 //                                  0.5 s later, then idle until killed (memory after stacks)
 #include <dirent.h>
@@ -132,7 +133,10 @@ void OnStep(evutil_socket_t, short, void* arg) {
 
 stallwatch::Options HostOptions() {
   stallwatch::Options o;
-  o.endpoint = "off";
+  // Fields set in code win over STALLWATCH_*: the endpoint is "off" only when the test gives
+  // none.
+  const char* endpoint = std::getenv("STALLWATCH_ENDPOINT");
+  if (endpoint == nullptr || *endpoint == '\0') o.endpoint = "off";
   o.loop_name = "host";
   return stallwatch::Options::FromEnvironment(o);
 }
@@ -283,6 +287,8 @@ int RunRepeat(int n) {
   event_base_once(base, -1, EV_TIMEOUT, &OnRepeat, &r, &tv);
   event* keep = KeepLoopAlive(base);
   event_base_dispatch(base);
+  std::printf("%s\n", SnapshotJson(*agent).dump().c_str());
+  std::fflush(stdout);
   agent.reset();
   event_free(keep);
   event_base_free(base);

@@ -97,6 +97,36 @@ bool AliveNotZombie(int64_t pid) {
   GTEST_SKIP() << "the watchdog process is not used under TSan (one " \
                   "process model; docs/design.md)"
 
+// The stack budget reaches the watchdog process: with STALLWATCH_MAX_STACK_REPORTS=0 the first
+// stall of a stack has it, the repeats are counted and name it.
+TEST(WatchdogProcess, StackBudgetIsMirroredIntoTheWatchdogProcess) {
+  SKIP_UNDER_TSAN();
+  Child c = Start({"repeat", "5"}, {"STALLWATCH_MAX_STACK_REPORTS=0"});
+  json first = ReadLine(c);
+  json last = ReadLine(c);
+  EXPECT_EQ(Finish(c), 0);
+  ASSERT_EQ(first["watchdog"], "process") << first.dump();
+  int with_stack = 0, repeats = 0;
+  for (const auto& r : last["recent"]) {
+    for (const auto& fn : r["functions"]) {
+      if (fn.get<std::string>().find("BurnCpuInNamedFunction") != std::string::npos) {
+        ++with_stack;
+        break;
+      }
+    }
+    const std::string note = r["sampling_note"].get<std::string>();
+    if (note.find("stack repeats stall") != std::string::npos) {
+      ++repeats;
+      EXPECT_NE(note.find("BurnCpuInNamedFunction"), std::string::npos) << note;
+    }
+  }
+  EXPECT_GE(with_stack, 1) << last.dump();
+  // A CPU-bound stall may first be sampled in another callee (a second signature); most of the
+  // five repeat the first.
+  EXPECT_GE(repeats, 2) << last.dump();
+  EXPECT_LE(with_stack, 3) << last.dump();
+}
+
 TEST(WatchdogProcess, SingleThreadedHostStaysSingleThreadedAndItsStallsAreCaughtWithStacks) {
   SKIP_UNDER_TSAN();
   Child c = Start({"stalls"});
