@@ -119,6 +119,11 @@ TEST(Unwinder, ADirectCallIsNotATailCall) {
 // (no signal: sp/pc from /proc/self/task/TID/syscall), and the frame between read() and
 // CallsReadThroughTailCall is found to be ReadThroughTailCall through its PLT stub.
 TEST(Unwinder, FindsATailCallIntoLibcThroughThePltOnABlockedThread) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Under a sanitizer the PLT's GOT slot holds the runtime's read() interceptor, not libc's read,
+  // and the interceptor's frame stands between: the case runs in the plain build.
+  GTEST_SKIP() << "read() is the sanitizer's interceptor here";
+#endif
   Unwinder u;
   ASSERT_TRUE(u.Init().ok());
   int fds[2];
