@@ -713,6 +713,7 @@ void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"stallwatch: find what stalls your libevent loops"};
+  app.set_version_flag("--version", "stallwatch " SW_PROJECT_VERSION);
   app.require_subcommand(1, 1);
   app.footer(
       "Examples:\n"

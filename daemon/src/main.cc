@@ -4,7 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
 
 #include "daemon.h"
 #include "stallwatch/common/duration.h"
@@ -36,6 +40,71 @@ CLI::Validator PositiveDurationValidator() {
       "DURATION", "positive duration");
 }
 
+// Edit distance of two short keys, for "did you mean".
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// CLI11 ignores keys of a config file that name no option, so a misspelled key would silently
+// leave its setting at the default. Reads the file as CLI11 does (TOML/INI: `key = value`, `#` and
+// `;` comments, `[default]` the only section) and returns the first unknown key as one line
+// naming file and line, or "" when every key is an option.
+std::string CheckConfigKeys(const CLI::App& app, const std::string& path) {
+  std::vector<std::string> known;
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const std::string& name : opt->get_lnames()) {
+      if (name != "help" && name != "version" && name != "config") known.push_back(name);
+    }
+  }
+  std::sort(known.begin(), known.end());
+  std::string known_list;
+  for (const auto& k : known) known_list += (known_list.empty() ? "" : ", ") + k;
+
+  std::ifstream in(path);
+  if (!in) return "";  // CLI11 has already refused a file it cannot read
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const std::string where = "stallwatchd: config " + path + ":" + std::to_string(number) + ": ";
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    line = line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
+    if (line.front() == '#' || line.front() == ';') continue;
+    if (line.front() == '[') {
+      if (line == "[default]") continue;
+      return where + "unknown section '" + line +
+             "': stallwatchd reads keys at the top of the file, one `key = value` a line";
+    }
+    std::string key = line.substr(0, line.find_first_of("=#"));
+    key.erase(key.find_last_not_of(" \t") + 1);
+    if (key.size() >= 2 && (key.front() == '"' || key.front() == '\'') &&
+        key.back() == key.front()) {
+      key = key.substr(1, key.size() - 2);
+    }
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string hint;
+    size_t best = 3;  // suggest only a near miss
+    for (const auto& k : known) {
+      if (const size_t d = EditDistance(key, k); d < best) {
+        best = d;
+        hint = "did you mean '" + k + "'? ";
+      }
+    }
+    return where + "unknown key '" + key + "' (" + hint + "known: " + known_list + ")";
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,8 +121,11 @@ int main(int argc, char** argv) {
       "stallwatchd: receives stall findings from the stallwatch agents of this host and serves "
       "Prometheus metrics (/metrics) and a JSON API (/api/v1/...)",
       "stallwatchd"};
-  app.set_config("--config", "",
-                 "Read options from a TOML/INI file (keys are the long flag names)");
+  app.set_version_flag("--version", "stallwatchd " SW_PROJECT_VERSION);
+  const CLI::Option* config =
+      app.set_config("--config", "",
+                     "Read options from a TOML/INI file (keys are the long flag names; an "
+                     "unknown key is an error)");
   app.add_option("--agent-socket", o.agent_socket,
                  "Unix socket the agents connect to (\"\" to disable)")
       ->capture_default_str();
@@ -119,7 +191,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a usage error exits 2 after CLI11's message (not CLI11's own
+    // per-error codes, which scripts and systemd would have to know).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (config->count() > 0) {
+    if (const std::string bad = CheckConfigKeys(app, config->as<std::string>()); !bad.empty()) {
+      std::fprintf(stderr, "%s\n", bad.c_str());
+      return 2;
+    }
   }
 
   try {

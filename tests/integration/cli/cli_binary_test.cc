@@ -129,3 +129,28 @@ TEST(StallwatchBinary, ServeShutsDownOnSigtermAndSigint) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(StallwatchBinary, VersionAndHelpExit0) {
+  Result r = Stallwatch("--version");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("stallwatch ", 0), 0u) << r.out;
+  EXPECT_EQ(Lines(r.out), 1u) << r.out;
+  r = Stallwatch("--help");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--version"), std::string::npos) << r.out;
+}
+
+TEST(StallwatchBinary, ParseErrorsExit2NotCli11Codes) {
+  // Each is a different CLI11 error class with its own internal code (105 ExtrasError, 106
+  // RequiredError, 107 ArgumentMismatch, 109 ...): all are usage errors, exit 2.
+  for (const char* args : {"--bogus", "serve --bogus", "serve --port", "serve extra-argument",
+                           "load http://127.0.0.1:1/ -c", "stalls --limit many"}) {
+    const Result r = Stallwatch(args);
+    EXPECT_EQ(r.code, 2) << args << ":\n" << r.out;
+    EXPECT_LE(Lines(r.out), 2u) << args << ":\n" << r.out;
+  }
+}
+
+}  // namespace
