@@ -5,8 +5,12 @@
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
 
 #include "libevent_weak.h"
+#include "log.h"
 #include "platform/proc.h"
 #include "runtime.h"
 #include "stallwatch/common/clock.h"
@@ -16,7 +20,21 @@ namespace stallwatch {
 
 namespace {
 std::atomic<uint64_t> g_loop_counter{0};
+
+// The loops attached in this process, by base: a base is watched once. A program that attaches
+// its own agent and also runs under the preload shim (whose copy of the agent its calls reach)
+// would otherwise get a second probe and loop — "main" and "main-2", every stall counted twice.
+// A second attach of a watched base returns a handle that shares the first one's loop.
+std::mutex g_bases_mu;
+std::map<event_base*, std::weak_ptr<internal::LoopContext>>& Bases() {
+  static auto* m = new std::map<event_base*, std::weak_ptr<internal::LoopContext>>();
+  return *m;  // never destroyed: agents may detach during exit
 }
+std::set<const Agent*>& Aliases() {
+  static auto* s = new std::set<const Agent*>();
+  return *s;
+}
+}  // namespace
 
 StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options) {
   try {
@@ -41,6 +59,30 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
     }
     if (*options.max_stack_reports_per_minute < 0) {
       return InvalidArgumentError("max_stack_reports_per_minute must be at least 0");
+    }
+    {
+      std::lock_guard<std::mutex> lock(g_bases_mu);
+      auto it = Bases().find(base);
+      std::shared_ptr<internal::LoopContext> existing =
+          it != Bases().end() ? it->second.lock() : nullptr;
+      if (existing && existing->runtime && !existing->runtime->forked_child()) {
+        std::string name;
+        {
+          std::lock_guard<std::mutex> snap(existing->snap_mu);
+          name = existing->name;
+        }
+        try {
+          agent::internal::Log().warn(
+              "this event_base is already watched as loop '{}' (the program attaches its own "
+              "agent and runs under the preload shim too); watching it once, with the first "
+              "attach's settings",
+              name);
+        } catch (...) {
+        }
+        std::unique_ptr<Agent> alias(new Agent(std::move(existing)));
+        Aliases().insert(alias.get());
+        return alias;
+      }
     }
     auto rt = internal::Runtime::Acquire(options);
     if (!rt.ok()) return rt.status();
@@ -94,6 +136,10 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       ctx->epfd_tries = 1000;  // other backends: probe-only (docs/design.md)
     }
     ctx->runtime->Add(ctx);
+    {
+      std::lock_guard<std::mutex> lock(g_bases_mu);
+      Bases()[base] = ctx;
+    }
     return std::unique_ptr<Agent>(new Agent(std::move(ctx)));
   } catch (const std::exception& e) {
     return InternalError(std::string("attach failed: ") + e.what());
@@ -103,6 +149,12 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
 Agent::Agent(std::shared_ptr<internal::LoopContext> ctx) : ctx_(std::move(ctx)) {}
 
 Agent::~Agent() {
+  {
+    std::lock_guard<std::mutex> lock(g_bases_mu);
+    if (Aliases().erase(this) > 0) return;  // the loop stays with the first attach's handle
+    auto it = Bases().find(static_cast<event_base*>(ctx_->state.base));
+    if (it != Bases().end() && it->second.lock() == ctx_) Bases().erase(it);
+  }
   try {
     ctx_->runtime->Remove(ctx_.get());
   } catch (...) {

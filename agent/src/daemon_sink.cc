@@ -96,10 +96,11 @@ class DaemonSink : public Sink {
     const std::string& loop =
         std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
     loops_.insert(loop);
+    service_ = std::visit([](const auto& x) { return x.service; }, f);
     if (fd_ >= 0 && PeerClosed()) Fail("the daemon closed the connection");
     if (fd_ < 0) {
       if (Clock::now() < next_attempt_) return false;
-      if (!Connect(f)) return false;
+      if (!Connect()) return false;
     }
     const std::string frame =
         std::visit([](const auto& x) { return wire::EncodeFrame(wire::Message(x)); }, f);
@@ -112,26 +113,45 @@ class DaemonSink : public Sink {
     return std::clamp(left, milliseconds(10), kBackoffMax);
   }
 
+  void Announce(const std::string& service, const std::string& loop) override {
+    const bool is_new = loops_.insert(loop).second;
+    service_ = service;
+    if (fd_ >= 0 && PeerClosed()) Fail("the daemon closed the connection");
+    if (fd_ < 0) {
+      // Connecting now also tells at once why the daemon cannot be reached (one line).
+      if (Clock::now() >= next_attempt_) (void)Connect();
+      return;
+    }
+    // A hello repeating the identity adds the loop (docs/protocol.md).
+    if (is_new) (void)WriteAll(wire::EncodeFrame(MakeHello()));
+  }
+
   std::string Describe() const override {
     return e_.kind == Endpoint::Kind::kUnix ? "unix:" + e_.path
                                             : "tcp:" + e_.host + ":" + std::to_string(e_.port);
   }
 
  private:
-  bool Connect(const Finding& f) {
-    std::string error;
-    fd_ = Open(&error);
-    if (fd_ < 0) {
-      Backoff("cannot connect: " + error);
-      return false;
-    }
+  wire::Hello MakeHello() const {
     wire::Hello h;
-    h.service = std::visit([](const auto& x) { return x.service; }, f);
+    h.service = service_;
     h.pid = platform::TargetPid();
     h.host = HostName();
     h.executable = ReadExecutable();
     h.agent_version = SW_PROJECT_VERSION;
     h.loops.assign(loops_.begin(), loops_.end());
+    return h;
+  }
+
+  bool Connect() {
+    std::string error;
+    int error_errno = 0;
+    fd_ = Open(&error, &error_errno);
+    if (fd_ < 0) {
+      Backoff("cannot connect: " + error + Advice(error_errno));
+      return false;
+    }
+    wire::Hello h = MakeHello();
     // Only over TCP: a Unix socket's peers are admitted by its file permissions, and the
     // secret should not travel where it is not needed.
     if (e_.kind == Endpoint::Kind::kTcp && !e_.token_file.empty()) {
@@ -160,8 +180,23 @@ class DaemonSink : public Sink {
     return true;
   }
 
+  // How to fix a failed connect, for the one line that reports it.
+  std::string Advice(int e) const {
+    if (e_.kind != Endpoint::Kind::kUnix) {
+      return e == ECONNREFUSED ? "; is stallwatchd running with --agent-listen?" : "";
+    }
+    if (e == EACCES || e == EPERM) {
+      return " (uid " + std::to_string(::geteuid()) +
+             " may not connect: start stallwatchd with --agent-socket-mode 0666, its default, "
+             "or add this user to the socket's group; docs/security.md)";
+    }
+    if (e == ENOENT) return " (no socket there: start stallwatchd, or set STALLWATCH_ENDPOINT)";
+    if (e == ECONNREFUSED) return " (a stale socket: no stallwatchd is running; start it)";
+    return "";
+  }
+
   // A non-blocking connect bounded by kConnectTimeout.
-  int Open(std::string* error) {
+  int Open(std::string* error, int* error_errno) {
     if (e_.kind == Endpoint::Kind::kUnix) {
       sockaddr_un sa{};
       if (e_.path.size() >= sizeof(sa.sun_path)) {
@@ -170,7 +205,7 @@ class DaemonSink : public Sink {
       }
       sa.sun_family = AF_UNIX;
       std::memcpy(sa.sun_path, e_.path.c_str(), e_.path.size() + 1);
-      return ConnectTo(AF_UNIX, reinterpret_cast<sockaddr*>(&sa), sizeof(sa), error);
+      return ConnectTo(AF_UNIX, reinterpret_cast<sockaddr*>(&sa), sizeof(sa), error, error_errno);
     }
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -185,7 +220,7 @@ class DaemonSink : public Sink {
     }
     int fd = -1;
     for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
-      fd = ConnectTo(ai->ai_family, ai->ai_addr, ai->ai_addrlen, error);
+      fd = ConnectTo(ai->ai_family, ai->ai_addr, ai->ai_addrlen, error, error_errno);
     }
     ::freeaddrinfo(res);
     if (fd >= 0) {
@@ -195,14 +230,17 @@ class DaemonSink : public Sink {
     return fd;
   }
 
-  static int ConnectTo(int family, const sockaddr* sa, socklen_t len, std::string* error) {
+  static int ConnectTo(int family, const sockaddr* sa, socklen_t len, std::string* error,
+                       int* error_errno) {
     const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+      *error_errno = errno;
       *error = std::strerror(errno);
       return -1;
     }
     if (::connect(fd, sa, len) == 0) return fd;
     if (errno != EINPROGRESS && errno != EAGAIN) {
+      *error_errno = errno;
       *error = std::strerror(errno);
       ::close(fd);
       return -1;
@@ -212,7 +250,8 @@ class DaemonSink : public Sink {
     socklen_t so_len = sizeof(so_error);
     if (ev <= 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &so_len) != 0 ||
         so_error != 0) {
-      *error = ev == 0 ? "connect timed out" : std::strerror(so_error ? so_error : errno);
+      *error_errno = ev == 0 ? ETIMEDOUT : so_error ? so_error : errno;
+      *error = ev == 0 ? "connect timed out" : std::strerror(*error_errno);
       ::close(fd);
       return -1;
     }
@@ -275,6 +314,7 @@ class DaemonSink : public Sink {
 
   Endpoint e_;
   int fd_ = -1;
+  std::string service_;
   std::set<std::string> loops_;
   milliseconds backoff_ = kBackoffMin;
   Clock::time_point next_attempt_{};

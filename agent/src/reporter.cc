@@ -1,11 +1,15 @@
 #include "reporter.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 #include "log.h"
@@ -17,6 +21,23 @@ namespace stallwatch::agent::internal {
 using namespace std::chrono_literals;
 
 namespace {
+
+// Tells a `stallwatch run` parent that a loop of this process is watched: one datagram
+// "PID LOOP" to the abstract Unix socket it named. On the reporter thread, whose file table is
+// its own: the host never sees the socket. Best effort, never blocks.
+void NotifyRun(const std::string& name, const std::string& loop) {
+  sockaddr_un sa{};
+  if (name.size() + 1 >= sizeof(sa.sun_path)) return;
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  const std::string msg = std::to_string(platform::TargetPid()) + " " + loop;
+  (void)::sendto(fd, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                 reinterpret_cast<const sockaddr*>(&sa),
+                 static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size()));
+  ::close(fd);
+}
 
 std::string ToLine(const Finding& f) {
   std::string line = std::visit([](const auto& x) { return ToJsonLine(x); }, f);
@@ -195,7 +216,17 @@ std::unique_ptr<Sink> MakeSink(const Endpoint& e, size_t queue_capacity) {
 
 Reporter::Reporter(std::unique_ptr<Sink> sink, size_t capacity)
     : sink_(std::move(sink)), capacity_(capacity == 0 ? 1 : capacity) {
+  // Read here, on the attaching thread: the environment is not read from agent threads.
+  if (const char* n = std::getenv(kRunNotifyEnv); n != nullptr && *n != '\0') run_notify_ = n;
   thread_ = std::thread([this] { Run(); });
+}
+
+void Reporter::Announce(std::string service, std::string loop) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    announced_.emplace_back(std::move(service), std::move(loop));
+  }
+  cv_.notify_one();
 }
 
 Reporter::~Reporter() {
@@ -366,7 +397,23 @@ void Reporter::Run() {
       hooked_seq_ = seq + 1;
       progress_cv_.notify_all();
     }
-    // 2. Deliver the oldest finding, unless the sink asked to wait.
+    // 2. Loops attached since the last turn: the daemon hears of them before their first window.
+    if (!announced_.empty()) {
+      auto announced = std::move(announced_);
+      announced_.clear();
+      lock.unlock();
+      for (const auto& [service, loop] : announced) {
+        try {
+          sink_->Announce(service, loop);
+          if (!run_notify_.empty()) NotifyRun(run_notify_, loop);
+        } catch (...) {
+          // Best effort; the loop's findings announce it anyway.
+        }
+      }
+      lock.lock();
+      continue;
+    }
+    // 3. Deliver the oldest finding, unless the sink asked to wait.
     const auto now = Clock::now();
     if (stop_ && stop_deadline == Clock::time_point::max()) stop_deadline = now + 1s;
     if (!queue_.empty() && now >= retry_at) {
@@ -404,12 +451,13 @@ void Reporter::Run() {
         }
       }
     }
-    // 3. Stop: deliver what can be delivered within 1 s, then leave the rest (counted as queued).
+    // 4. Stop: deliver what can be delivered within 1 s, then leave the rest (counted as queued).
     if (stop_ && (queue_.empty() || retry_at > Clock::now() || Clock::now() > stop_deadline)) {
       break;
     }
     auto ready = [&] {
-      return stop_ || (!queue_.empty() && queue_.back().first >= hooked_seq_) ||
+      return stop_ || !announced_.empty() ||
+             (!queue_.empty() && queue_.back().first >= hooked_seq_) ||
              (!queue_.empty() && Clock::now() >= retry_at);
     };
     if (queue_.empty() || retry_at == Clock::time_point::min()) {

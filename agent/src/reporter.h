@@ -28,6 +28,10 @@ namespace stallwatch::agent::internal {
 
 using Finding = std::variant<StallFinding, DelayFinding>;
 
+// Set by `stallwatch run` for the program it starts: the abstract Unix socket name it listens
+// on for "a loop is watched" datagrams (cli/src/run.cc uses the same name).
+inline constexpr const char* kRunNotifyEnv = "STALLWATCH_RUN_NOTIFY";
+
 // Where findings go. Called on the reporter thread only.
 class Sink {
  public:
@@ -38,6 +42,11 @@ class Sink {
   // How long to wait before retrying after a failed Send (the sink's backoff).
   virtual std::chrono::milliseconds RetryDelay() { return std::chrono::milliseconds(100); }
   virtual std::string Describe() const = 0;
+  // A loop was attached (the reporter thread calls it soon after Reporter::Announce): the
+  // daemon transport connects, or sends a new hello, so the loop is visible before its first
+  // report window. Best effort: a daemon that is down gets the loop in the hello of the
+  // connection that the next finding makes.
+  virtual void Announce(const std::string& /*service*/, const std::string& /*loop*/) {}
 };
 
 struct Endpoint {
@@ -71,6 +80,10 @@ class Reporter {
 
   // Called on any thread. Never blocks on I/O.
   void Submit(Finding f);
+  // Called on any thread (the watchdog). Never blocks on I/O: the sink hears of the loop on the
+  // reporter thread (Sink::Announce), and so does `stallwatch run` when it started the program
+  // (STALLWATCH_RUN_NOTIFY, cli/src/run.h).
+  void Announce(std::string service, std::string loop);
   // Hooks run on the hook thread, in submission order; a loop's hooks are keyed by its name.
   // Call on a host thread (the hook thread is created here and shares the caller's file table).
   void SetHooks(const std::string& loop, ReporterHooks hooks);
@@ -94,7 +107,9 @@ class Reporter {
   const size_t capacity_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<uint64_t, Finding>> queue_;  // (sequence, finding)
+  std::deque<std::pair<uint64_t, Finding>> queue_;              // (sequence, finding)
+  std::vector<std::pair<std::string, std::string>> announced_;  // (service, loop), not yet told
+  std::string run_notify_;  // abstract socket name of a `stallwatch run` parent, "" if none
   uint64_t next_seq_ = 0;
   uint64_t hooked_seq_ = 0;  // findings with a lower sequence number went through the hooks
   std::vector<std::pair<std::string, ReporterHooks>> hooks_;

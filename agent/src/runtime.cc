@@ -30,6 +30,9 @@ constexpr size_t kSignatureFrames = 8;
 constexpr size_t kMaxKnownStacks = 256;
 constexpr int kMaxStackAttemptsPerStall = 16;
 constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
+// A loop named after its thread is announced once the name is known, or this long after attach
+// with the name it has then: visible in the daemon well within 1 s, before its first window.
+constexpr int64_t kAnnounceAfterNs = 500'000'000;
 
 std::mutex g_runtime_mu;
 std::weak_ptr<Runtime> g_runtime;
@@ -249,6 +252,7 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
   ctx->detector.emplace(dc);
   const int64_t now = MonotonicNanos();
   ctx->window_start_ns = now;
+  ctx->attached_ns = now;
   ctx->state.delay_hist.Snapshot(&ctx->prev_delay);
   ctx->state.iteration_hist.Snapshot(&ctx->prev_iter);
   ctx->stack_tokens = MaxStackReports(o);
@@ -504,6 +508,17 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   // Programs often name a thread after it started (memcached names its workers from the main
   // thread): keep looking until a name appears or the loop's first finding goes out.
   if (tid != 0 && !c.named && !c.emitted_finding) NameFromThread(c, tid);
+  if (!c.announced && (!c.options.loop_name_from_thread || c.named || c.emitted_finding ||
+                       now - c.attached_ns >= kAnnounceAfterNs)) {
+    c.announced = true;
+    c.emitted_finding = true;  // the daemon knows the loop by this name from now on
+    std::string name;
+    {
+      std::lock_guard<std::mutex> lock(c.snap_mu);
+      name = c.name;
+    }
+    reporter_->Announce(service_, std::move(name));
+  }
   o.running = tid != 0 && (!s.dispatch_hooked.load(std::memory_order_relaxed) ||
                            s.in_dispatch.load(std::memory_order_acquire));
   o.boundaries = s.boundaries_seen.load(std::memory_order_acquire);
@@ -580,6 +595,7 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
 
   int64_t next = c.detector->NextLookNs(o, TickFor(StallThresholdNs(c.options)));
   next = std::min(next, c.window_start_ns + ReportIntervalNs(c.options));
+  if (!c.announced) next = std::min(next, c.attached_ns + kAnnounceAfterNs);
   if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10) {
     next = std::min(next, std::max(c.epfd_next_try_ns, now + 1'000'000));
   }

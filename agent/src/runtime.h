@@ -106,6 +106,8 @@ class LoopContext {
   int64_t tokens_refilled_ns = 0;
   bool named = false;              // final name chosen (from the thread, or not wanted)
   bool emitted_finding = false;    // after the first finding the name no longer changes
+  bool announced = false;          // the reporter was told of the loop (Reporter::Announce)
+  int64_t attached_ns = 0;         // when Add() took the loop
   int64_t last_tick_cpu_ns = -1;   // loop thread CPU clock at the previous watchdog look
   uint64_t long_seq_seen = 0;      // long busy periods already observed
   uint64_t long_periods_lost = 0;  // overwritten in the ring before the watchdog looked

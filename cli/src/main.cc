@@ -696,17 +696,18 @@ void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command
   r->add_option("--preload", o.preload, "Path of libstallwatch_preload.so (found by default)");
   r->add_option("command", command, "The program and its arguments, after --")->required();
   r->footer(
-      "Sets LD_PRELOAD to the shim and the STALLWATCH_* variables, then runs the program in\n"
-      "this process: its exit status is the program's. Every event_base it creates is watched;\n"
-      "loops are named after their threads.\n"
+      "Sets LD_PRELOAD to the shim and the STALLWATCH_* variables and runs the program as its\n"
+      "parent: signals sent to stallwatch are forwarded, and its exit status is the program's\n"
+      "(128+N if signal N ended it). Every event_base and epoll loop it creates is watched;\n"
+      "loops are named after their threads. One line on stderr says where findings go, one\n"
+      "more if no event loop was seen within 10 s ($STALLWATCH_RUN_NO_LOOP_AFTER).\n"
       "Examples:\n"
       "  stallwatch run -- memcached -t 4 -u memcache\n"
       "  stallwatch run --endpoint stderr --threshold 20ms -- ./my_libevent_server\n"
       "  stallwatch run --service cache -- memcached & stallwatch top");
   r->callback([&o, &command]() {
-    const sw::Status st = cli::ExecUnderShim(o, command);  // returns only on failure
-    std::fprintf(stderr, "stallwatch run: %s\n", st.message().c_str());
-    throw CLI::RuntimeError(127);
+    const int code = cli::RunUnderShim(o, command);
+    if (code != 0) throw CLI::RuntimeError(code);
   });
 }
 

@@ -34,6 +34,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
     tcp_addr = *a;
   }
   IngestOptions ingest_options{.max_connections = options.max_agents,
+                               .max_connections_per_uid = options.max_agents_per_uid,
+                               .trust_hello_pid_for_test = options.trust_hello_pid_for_test,
                                .handshake_timeout = options.handshake_timeout,
                                .frame_timeout = options.frame_timeout};
   if (!options.agent_token_file.empty()) {
@@ -83,7 +85,15 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Create(const DaemonOptions& options) {
   // Logged once everything is bound, so a failed start shows only its error.
   spdlog::info("serving /metrics and /api/v1 on http://{}:{}", http_addr->host, d->http_port_);
   if (!options.agent_socket.empty()) {
-    spdlog::info("agents: unix:{} (mode {:04o})", options.agent_socket, options.agent_socket_mode);
+    spdlog::info("agents: unix:{} (mode {:04o}: {})", options.agent_socket,
+                 options.agent_socket_mode,
+                 (options.agent_socket_mode & 0002) != 0   ? "any local user"
+                 : (options.agent_socket_mode & 0020) != 0 ? "owner and group"
+                                                           : "owner only");
+    if (std::string why = UnreachableReason(options.agent_socket, options.agent_socket_mode);
+        !why.empty()) {
+      spdlog::warn("--agent-socket {}: {}", options.agent_socket, why);
+    }
   }
   if (tcp_addr) {
     spdlog::info("agents: tcp:{}:{} ({})", tcp_addr->host, d->agent_tcp_port_,

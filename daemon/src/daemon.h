@@ -23,11 +23,15 @@ inline constexpr const char* kDefaultHttpListen = "127.0.0.1:9466";
 
 struct DaemonOptions {
   std::string agent_socket = kDefaultAgentSocket;  // "" = no Unix socket
-  unsigned agent_socket_mode = 0660;
+  // Any local user may connect (their agents are told apart by the kernel's SO_PEERCRED and
+  // limited per uid); 0660 admits only the socket's group (docs/security.md).
+  unsigned agent_socket_mode = 0666;
   std::string agent_listen;  // "" = no TCP ingest; "PORT" or ":PORT" = 127.0.0.1:PORT
   std::string http_listen = kDefaultHttpListen;
   RegistryOptions registry;
   size_t max_agents = 4096;
+  size_t max_agents_per_uid = 256;        // open Unix-socket connections of one uid
+  bool trust_hello_pid_for_test = false;  // IngestOptions::trust_hello_pid_for_test
   // Agent connection timeouts (ingest.h, IngestOptions).
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
   std::chrono::nanoseconds frame_timeout = std::chrono::seconds(10);

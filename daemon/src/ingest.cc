@@ -14,6 +14,8 @@
 #include <climits>
 #include <cstdio>
 
+#include "sockets.h"
+
 namespace stallwatch::daemon {
 
 namespace internal {
@@ -82,6 +84,11 @@ struct Ingest::Connection {
   bool timer_armed = false;
   bool needs_token = false;     // TCP listener of a daemon with --agent-token-file
   bool handshake_done = false;  // a hello was accepted (and authenticated where required)
+  // Unix peers: the kernel's credentials of the connecting process (SO_PEERCRED).
+  bool has_cred = false;
+  PeerCred cred;
+  int64_t claimed_pid = 0;  // the pid of the hello, when it is not the one reported under
+  int64_t pid = 0;          // the pid the connection reports under
   int64_t accepted_ns = 0;
   int64_t frame_started_ns = 0;  // when the partial frame now held began; 0 when none
 };
@@ -134,7 +141,13 @@ void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) n
     }
   }
   std::string peer = what;
-  if (sa && sa->sa_family != AF_UNIX) {
+  std::optional<PeerCred> cred;
+  if (sa == nullptr || sa->sa_family == AF_UNIX) {
+    cred = UnixPeerCred(fd);
+    if (cred) {
+      peer += " (pid " + std::to_string(cred->pid) + ", uid " + std::to_string(cred->uid) + ")";
+    }
+  } else {
     char host[64] = "?";
     if (sa->sa_family == AF_INET) {
       auto* in = reinterpret_cast<sockaddr_in*>(sa);
@@ -154,6 +167,15 @@ void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) n
       ::close(fd);
       return;
     }
+    if (cred && self->conns_per_uid_[cred->uid] >= self->options_.max_connections_per_uid) {
+      self->registry_->Reject(wire::RejectReason::kLimit);
+      self->LogReject(peer, "uid " + std::to_string(cred->uid) + " has " +
+                                std::to_string(self->options_.max_connections_per_uid) +
+                                " agent connections open (--max-agents-per-uid); connection "
+                                "refused");
+      ::close(fd);
+      return;
+    }
     bufferevent* bev = bufferevent_socket_new(self->base_, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!bev) {
       ::close(fd);
@@ -164,6 +186,11 @@ void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) n
     c->bev = bev;
     c->peer = peer;
     c->needs_token = require_token;
+    if (cred) {
+      c->has_cred = true;
+      c->cred = *cred;
+      ++self->conns_per_uid_[cred->uid];
+    }
     c->timer = event_new(self->base_, -1, 0, &Ingest::OnTimer, c.get());
     if (!c->timer) {
       bufferevent_free(bev);
@@ -191,7 +218,11 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
     char chunk[64 * 1024];
     IngestCallbacks cb;
     cb.on_reject = [&](const std::string& message) { self->LogReject(c->peer, message); };
-    cb.admit = [&](wire::Message& m) { return c->handshake_done || self->Admit(c, &m); };
+    cb.admit = [&](wire::Message& m) {
+      if (!c->handshake_done && !self->Admit(c, &m)) return false;
+      self->ApplyPeerPid(c, &m);
+      return true;
+    };
     // An unauthenticated TCP peer gets no second chance to send anything.
     cb.close_on_reject = [&] { return c->needs_token && !c->handshake_done; };
     bool open = true;
@@ -249,6 +280,25 @@ bool Ingest::Admit(Connection* c, wire::Message* m) {
   if (hello) {
     // The secret goes no further than this check: not into the registry, logs or the API.
     hello->token.clear();
+    if (c->has_cred && !options_.trust_hello_pid_for_test) {
+      // The kernel says which process connected. An agent reports for itself, or — the
+      // watchdog process of a single-threaded program (docs/design.md) — for its parent.
+      // Any other claim is replaced by the connecting process's own pid, so no local user can
+      // report for (or hide the findings of) a process that is not theirs. In a container with
+      // its own pid namespace, the agent's pid is mapped to the daemon's namespace this way.
+      c->pid = c->cred.pid;
+      if (hello->pid != c->cred.pid) {
+        if (hello->pid > 0 && ParentPid(c->cred.pid) == hello->pid) {
+          c->pid = hello->pid;
+        } else {
+          c->claimed_pid = hello->pid;
+          spdlog::info(
+              "agent {}: hello claims pid {}; reported under the connecting process's "
+              "pid {}",
+              c->peer, hello->pid, c->cred.pid);
+        }
+      }
+    }
     c->handshake_done = true;
     // The handshake deadline is gone; the next deadline (a partial frame's) arms it anew.
     if (c->timer_armed) {
@@ -257,6 +307,15 @@ bool Ingest::Admit(Connection* c, wire::Message* m) {
     }
   }
   return true;
+}
+
+void Ingest::ApplyPeerPid(Connection* c, wire::Message* m) {
+  if (!c->has_cred || c->claimed_pid == 0) return;
+  std::visit(
+      [&](auto& x) {
+        if (x.pid == c->claimed_pid) x.pid = c->pid;
+      },
+      *m);
 }
 
 void Ingest::ArmTimer(Connection* c, int64_t now_ns) {
@@ -311,6 +370,10 @@ void Ingest::OnTimer(int, short, void* arg) noexcept {
 
 void Ingest::Close(Connection* c) {
   registry_->Disconnect(c->id, Now::FromClocks());
+  if (c->has_cred) {
+    auto it = conns_per_uid_.find(c->cred.uid);
+    if (it != conns_per_uid_.end() && --it->second == 0) conns_per_uid_.erase(it);
+  }
   if (c->timer) event_free(c->timer);
   bufferevent_free(c->bev);
   auto it = std::find_if(conns_.begin(), conns_.end(), [&](const auto& p) { return p.get() == c; });

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,6 +28,11 @@ struct IngestOptions {
   // Most agent connections open at once; more are accepted and closed at once, counted with
   // reason="limit".
   size_t max_connections = 4096;
+  // Most connections open at once from one uid on the Unix socket (the kernel's SO_PEERCRED):
+  // any local user may connect, and none may take every slot. Beyond it: reason="limit".
+  size_t max_connections_per_uid = 256;
+  // Tests that play many processes from one: take the hello's pid as sent on the Unix socket.
+  bool trust_hello_pid_for_test = false;
   // A connection must deliver its hello within this time (reason="handshake_timeout").
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
   // A frame, once its first byte arrived, must be complete within this time
@@ -94,6 +100,8 @@ class Ingest {
   static void OnTimer(int fd, short what, void* arg) noexcept;
   // Handshake and authentication of one decoded message; false when the connection must close.
   bool Admit(Connection* c, wire::Message* m);
+  // Unix peers: the pid the kernel vouches for replaces the one the agent claimed.
+  void ApplyPeerPid(Connection* c, wire::Message* m);
   // Arms the connection's timer for its next deadline (handshake, frame completion), if any.
   void ArmTimer(Connection* c, int64_t now_ns);
   void Close(Connection* c);
@@ -104,6 +112,7 @@ class Ingest {
   IngestOptions options_;
   std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Connection>> conns_;
+  std::map<uint32_t, size_t> conns_per_uid_;  // open Unix connections by peer uid
   // Rate limit of rejection logs: the counter counts everything, the log shows a sample.
   int64_t log_window_start_ns_ = 0;
   int logs_in_window_ = 0;

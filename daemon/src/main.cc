@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string expire_after = "5m";
   std::string silent_after = "35s";
-  std::string socket_mode = "0660";
+  std::string socket_mode = "0666";
   std::string handshake_timeout = "10s";
   std::string frame_timeout = "10s";
   std::string http_timeout = "10s";
@@ -130,7 +130,8 @@ int main(int argc, char** argv) {
                  "Unix socket the agents connect to (\"\" to disable)")
       ->capture_default_str();
   app.add_option("--agent-socket-mode", socket_mode,
-                 "Permissions of the agent socket, octal (its directory is created 0750)")
+                 "Permissions of the agent socket, octal: 0666 admits any local user (told apart "
+                 "by the kernel's peer credentials), 0660 only the socket's group")
       ->capture_default_str();
   app.add_option("--agent-listen", o.agent_listen,
                  "Also accept agents over TCP on HOST:PORT (off by default; PORT alone means "
@@ -149,6 +150,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(DurationValidator());
   app.add_option("--max-agents", o.max_agents, "Most agent connections accepted at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-agents-per-uid", o.max_agents_per_uid,
+                 "Most agent connections open at once from one user on the Unix socket")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--handshake-timeout", handshake_timeout,

@@ -19,7 +19,7 @@ namespace {
 
 std::string Errno(int e) { return std::strerror(e); }
 
-Status MakeDirs(const std::string& dir) {
+Status MakeDirs(const std::string& dir, mode_t dir_mode) {
   if (dir.empty() || dir == "/") return OkStatus();
   struct stat st {};
   if (::stat(dir.c_str(), &st) == 0) {
@@ -29,9 +29,12 @@ Status MakeDirs(const std::string& dir) {
   }
   const size_t slash = dir.rfind('/');
   if (slash != std::string::npos && slash > 0) {
-    if (Status s = MakeDirs(dir.substr(0, slash)); !s.ok()) return s;
+    if (Status s = MakeDirs(dir.substr(0, slash), dir_mode); !s.ok()) return s;
   }
-  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+  // mkdir applies the umask; the mode is set explicitly afterwards.
+  if (::mkdir(dir.c_str(), dir_mode) == 0) {
+    ::chmod(dir.c_str(), dir_mode);
+  } else if (errno != EEXIST) {
     const int e = errno;
     Status st_err(
         e == EACCES || e == EPERM ? StatusCode::kPermissionDenied : StatusCode::kFailedPrecondition,
@@ -128,7 +131,8 @@ StatusOr<int> ListenUnix(const std::string& path, unsigned mode) {
                                 std::to_string(sizeof(sa.sun_path) - 1) + " bytes");
   }
   const std::string dir = path.substr(0, path.rfind('/'));
-  if (Status s = MakeDirs(dir); !s.ok()) return s;
+  // Others reach the socket only through directories they may search.
+  if (Status s = MakeDirs(dir, (mode & 0007) != 0 ? 0755 : 0750); !s.ok()) return s;
   sa.sun_family = AF_UNIX;
   std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
 
@@ -177,6 +181,53 @@ StatusOr<int> ListenUnix(const std::string& path, unsigned mode) {
     return UnavailableError("--agent-socket " + path + ": " + Errno(e));
   }
   return fd;
+}
+
+std::string UnreachableReason(const std::string& path, unsigned mode) {
+  // Who the socket's mode admits beyond its owner: others (any local user) or the group.
+  const mode_t need = (mode & 0002) != 0 ? S_IXOTH : (mode & 0020) != 0 ? S_IXGRP : 0;
+  if (need == 0) return "";
+  std::string dir = path.substr(0, path.rfind('/'));
+  while (!dir.empty()) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0 && (st.st_mode & need) == 0) {
+      char m[8];
+      std::snprintf(m, sizeof(m), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return std::string("directory ") + dir + " has mode " + m + ": " +
+             (need == S_IXOTH ? "other users" : "the group") + " cannot reach the socket; chmod " +
+             (need == S_IXOTH ? "o+x" : "g+x") + " " + dir + " (docs/security.md)";
+    }
+    dir = dir.substr(0, dir.rfind('/'));
+  }
+  return "";
+}
+
+std::optional<PeerCred> UnixPeerCred(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred) ||
+      cred.pid <= 0) {
+    return std::nullopt;
+  }
+  return PeerCred{cred.pid, static_cast<uint32_t>(cred.uid), static_cast<uint32_t>(cred.gid)};
+}
+
+int64_t ParentPid(int64_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses; it ends at the last ')'.
+  const char* close = std::strrchr(buf, ')');
+  if (close == nullptr) return 0;
+  char state = 0;
+  long long ppid = 0;
+  if (std::sscanf(close + 1, " %c %lld", &state, &ppid) != 2) return 0;
+  return ppid;
 }
 
 uint64_t PathInode(const std::string& path) {

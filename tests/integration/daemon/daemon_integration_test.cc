@@ -100,16 +100,7 @@ TEST(Daemon, StartUpErrorsAreClear) {
       << second.status().message();
 }
 
-TEST(Daemon, SocketDirectoryIsPrivateAndSocketMode0660) {
-  TempDir dir;
-  DaemonThread d(DaemonOptionsIn(dir));
-  ASSERT_TRUE(d.ok()) << d.error();
-  struct stat st {};
-  ASSERT_EQ(::stat((dir.path() + "/run").c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 07777, 0750u);
-  ASSERT_EQ(::stat((dir.path() + "/run/agent.sock").c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 07777, 0660u);
-}
+// The socket's modes: tests/integration/daemon/attach_test.cc (AgentSocket.*).
 
 TEST(Daemon, BadQueriesGet400WithAMessage) {
   TempDir dir;

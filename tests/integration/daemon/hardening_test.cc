@@ -166,7 +166,8 @@ TEST(Hardening, ConnectionFloodIsRefusedAndCounted) {
   TempDir dir;
   DaemonOptions o = DaemonOptionsIn(dir);
   o.max_agents = kMax;
-  o.handshake_timeout = 120s;  // the flood below stays mute for the whole test
+  o.max_agents_per_uid = kFlood;  // the flood comes from one uid: the global limit is tested
+  o.handshake_timeout = 120s;     // the flood below stays mute for the whole test
   DaemonThread d(o);
   ASSERT_TRUE(d.ok()) << d.error();
   RawClient good(o.agent_socket);
@@ -237,6 +238,7 @@ TEST(Hardening, AgentReportingThousandsOfLoopsIsBounded) {
 TEST(Hardening, ProcessAndLoopTablesAreBoundedAndGoneProcessesMakeRoom) {
   TempDir dir;
   DaemonOptions o = DaemonOptionsIn(dir);
+  o.trust_hello_pid_for_test = true;  // many processes played from this one
   o.registry.max_processes = 10;
   o.registry.max_loops = 40;
   DaemonThread d(o);

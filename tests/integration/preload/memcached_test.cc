@@ -2,7 +2,9 @@
 // libmemcached-tools' memcslap, on loopback. memcached names its threads ("mc-worker"), so every
 // worker loop and the dispatcher ("main") must show up under those names.
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -82,6 +85,103 @@ TEST(PreloadMemcached, EveryWorkerLoopIsWatchedUnderItsThreadNameAndALoadRunsUnh
   EXPECT_EQ(loops, (std::set<std::string>{"main", "mc-worker", "mc-worker-2", "mc-worker-3",
                                           "mc-worker-4"}));
   EXPECT_GE(windows_with_ticks, 5 * 3);
+}
+
+}  // namespace
+
+namespace {
+
+std::string HttpBody(int port, const std::string& path) {
+  const std::string cmd =
+      "curl -s --max-time 2 http://127.0.0.1:" + std::to_string(port) + path + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+// The README's example, `stallwatch run -- memcached -t 4 -u memcache`, with the daemon started
+// as documented (its default socket mode): memcached drops root for user memcache before its
+// loops start, and its agent must still reach the daemon. The loops appear before the first
+// report window (10 s), under memcached's own pid (the kernel's, not a claim).
+TEST(PreloadMemcached, DroppingPrivilegesStillReportsToTheDaemonUnderItsOwnPid) {
+  if (!Have("/usr/bin/memcached") || !Have("/usr/bin/curl")) {
+    GTEST_SKIP() << "memcached and curl are needed";
+  }
+  if (geteuid() != 0 || getpwnam("memcache") == nullptr) {
+    GTEST_SKIP() << "needs root and the user memcache (Debian's memcached package)";
+  }
+  char dir[] = "/tmp/stallwatch-mcd-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  chmod(dir, 0755);  // as /run is: any user may pass through
+  const std::string sock = std::string(dir) + "/run/agent.sock";
+  const int http = FreePort();
+  const std::string http_listen = "127.0.0.1:" + std::to_string(http);
+  const pid_t daemon = fork();
+  if (daemon == 0) {
+    execl(SW_DAEMON, "stallwatchd", "--agent-socket", sock.c_str(), "--http-listen",
+          http_listen.c_str(), "--log-level", "warn", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(daemon, 0);
+  ASSERT_TRUE(stallwatch::testing::WaitFor([&] { return access(sock.c_str(), F_OK) == 0; }, 5s));
+
+  const std::string err_path = std::string(dir) + "/memcached.err";
+  const int port = FreePort();
+  const auto started = std::chrono::steady_clock::now();
+  const pid_t mc = fork();
+  if (mc == 0) {
+    putenv(const_cast<char*>("LD_PRELOAD=" SW_PRELOAD_LIB));
+    const std::string endpoint = "STALLWATCH_ENDPOINT=unix:" + sock;
+    putenv(strdup(endpoint.c_str()));
+    freopen(err_path.c_str(), "w", stderr);
+    const std::string p = std::to_string(port);
+    execl("/usr/bin/memcached", "memcached", "-u", "memcache", "-t", "4", "-l", "127.0.0.1", "-p",
+          p.c_str(), "-U", "0", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(mc, 0);
+  nlohmann::json loops;
+  auto mine = [&] {
+    std::set<std::string> names;
+    const std::string body = HttpBody(http, "/api/v1/loops");
+    if (body.empty()) return names;
+    loops = nlohmann::json::parse(body)["loops"];
+    for (const auto& l : loops) {
+      if (l["pid"].get<int64_t>() == mc) names.insert(l["loop"].get<std::string>());
+    }
+    return names;
+  };
+  const bool all = stallwatch::testing::WaitFor([&] { return mine().size() >= 5; }, 8s, 100ms);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const std::set<std::string> names = mine();
+  const bool alive = waitpid(mc, nullptr, WNOHANG) == 0;
+  kill(mc, SIGTERM);
+  waitpid(mc, nullptr, 0);
+  kill(daemon, SIGTERM);
+  int daemon_status = 0;
+  waitpid(daemon, &daemon_status, 0);
+  std::ifstream ef(err_path);
+  const std::string mc_err((std::istreambuf_iterator<char>(ef)), std::istreambuf_iterator<char>());
+  unlink(err_path.c_str());
+  rmdir((std::string(dir) + "/run").c_str());
+  rmdir(dir);
+
+  EXPECT_TRUE(alive) << "memcached did not run under the shim: " << mc_err;
+  EXPECT_TRUE(all) << "loops of pid " << mc << " after 8 s: " << loops.dump() << "\n" << mc_err;
+  EXPECT_EQ(names.count("main"), 1u) << loops.dump();
+  EXPECT_GE(names.count("mc-worker") + names.count("mc-worker-2") + names.count("mc-worker-3") +
+                names.count("mc-worker-4"),
+            4u)
+      << loops.dump();
+  EXPECT_EQ(mc_err.find("unavailable"), std::string::npos) << mc_err;
+  std::printf("memcached -u memcache: its 5 loops in /api/v1/loops %.1f s after start\n", seconds);
+  EXPECT_TRUE(WIFEXITED(daemon_status) && WEXITSTATUS(daemon_status) == 0);
 }
 
 }  // namespace

@@ -1,5 +1,9 @@
 // LD_PRELOAD=libstallwatch_preload.so in programs built without stallwatch.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -191,6 +195,137 @@ TEST(Preload, ExitFromAWorkerThreadDuringAStallEndsTheProcessNormally) {
   EXPECT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("exiting from a worker thread"), std::string::npos);
   EXPECT_EQ(r.err, "");
+}
+
+}  // namespace
+
+namespace {
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// A program that links the agent and attaches its own loop, run under the shim as well: the
+// shim's copy of the agent receives both attaches (its symbols come first), and the loop must be
+// watched once — one loop, each stall counted once, one warning line.
+TEST(Preload, AProgramThatAttachesItsOwnAgentIsWatchedOnce) {
+  const std::string file = TempPath("findings");
+  const std::string env = " STALLWATCH_ENDPOINT=file:" + file +
+                          " STALLWATCH_REPORT_INTERVAL=500ms STALLWATCH_THRESHOLD=50ms";
+  Outcome r = Sh(Preload() + env, std::string(SW_LINKED_AGENT_APP) + " 1500 3");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  std::set<std::string> loops;
+  int closed = 0;
+  for (const auto& f : Findings(file)) {
+    loops.insert(f["loop"].get<std::string>());
+    closed += f["kind"] == "stall" && !f["ongoing"].get<bool>();
+  }
+  unlink(file.c_str());
+  EXPECT_EQ(loops.size(), 1u) << r.err;
+  EXPECT_EQ(closed, 3) << "each of the 3 stalls once";
+  EXPECT_EQ(Count(r.err, "already watched"), 1u) << r.err;
+  EXPECT_EQ(Count(r.err, "\n"), 1u) << "one line: " << r.err;
+
+  // Without the shim the program's own agent watches it, silently.
+  Outcome own = Sh(env, std::string(SW_LINKED_AGENT_APP) + " 1500 3");
+  ASSERT_EQ(own.status, 0) << own.err;
+  loops.clear();
+  closed = 0;
+  for (const auto& f : Findings(file)) {
+    loops.insert(f["loop"].get<std::string>());
+    closed += f["kind"] == "stall" && !f["ongoing"].get<bool>();
+  }
+  unlink(file.c_str());
+  EXPECT_EQ(loops, (std::set<std::string>{"app"}));
+  EXPECT_EQ(closed, 3);
+  EXPECT_EQ(own.err, "");
+}
+
+// An agent whose user may not connect to the daemon's socket says so, why and what to do, in one
+// line at attach — not at its first report window (10 s by default, the program ends before).
+TEST(Preload, ARefusedConnectionSaysWhyAndHowToFixAtOnce) {
+  char dir[] = "/tmp/stallwatch-refuse-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  chmod(dir, 0755);
+  const std::string sock = std::string(dir) + "/agent.sock";
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  chmod(sock.c_str(), 0600);  // the owner (root) only, as a group-less daemon socket
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the program as another user";
+  Outcome r = Sh(
+      Preload() + " STALLWATCH_ENDPOINT=unix:" + sock,
+      "setpriv --reuid=65534 --regid=65534 --clear-groups " + std::string(SW_LOOP_APP) + " 1500");
+  close(fd);
+  unlink(sock.c_str());
+  rmdir(dir);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(Count(r.err, "\n"), 1u) << r.err;
+  EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("uid 65534 may not connect"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--agent-socket-mode 0666"), std::string::npos) << r.err;
+}
+
+std::string Cli() { return SW_CLI; }
+
+TEST(StallwatchRun, SaysWhatItWatchesAndWhereFindingsGoAndNothingMoreWhenALoopRuns) {
+  Outcome r = Sh("STALLWATCH_RUN_NO_LOOP_AFTER=1s",
+                 Cli() + " run --endpoint off -- " + SW_LOOP_APP + " 2500");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("done"), std::string::npos);
+  EXPECT_EQ(Count(r.err, "\n"), 1u) << r.err;
+  EXPECT_NE(r.err.find("stallwatch run: watching every event loop of '"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("findings go to nowhere (--endpoint off)"), std::string::npos) << r.err;
+
+  Outcome daemon = Sh("STALLWATCH_RUN_NO_LOOP_AFTER=1s STALLWATCH_ENDPOINT=unix:/tmp/x.sock",
+                      Cli() + " run -- sh -c 'exit 7'");
+  EXPECT_EQ(WEXITSTATUS(daemon.status), 7) << daemon.err;
+  EXPECT_NE(daemon.err.find("findings go to stallwatchd at unix:/tmp/x.sock"), std::string::npos)
+      << daemon.err;
+}
+
+TEST(StallwatchRun, SaysSoWhenNoEventLoopWasSeen) {
+  Outcome r = Sh("STALLWATCH_RUN_NO_LOOP_AFTER=1s", Cli() + " run --endpoint off -- sleep 3");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(Count(r.err, "\n"), 2u) << r.err;
+  EXPECT_EQ(Count(r.err, "stallwatch run: no event loop seen in 'sleep' after 1 s"), 1u) << r.err;
+  Outcome bad = Sh("STALLWATCH_RUN_NO_LOOP_AFTER=soon", Cli() + " run --endpoint off -- true");
+  EXPECT_EQ(WEXITSTATUS(bad.status), 2);
+  EXPECT_NE(bad.err.find("expected a duration such as 10s"), std::string::npos) << bad.err;
+}
+
+TEST(StallwatchRun, ForwardsSignalsAndReportsTheSignalThatEndedTheProgram) {
+  const pid_t run = fork();
+  if (run == 0) {
+    setenv("STALLWATCH_ENDPOINT", "off", 1);
+    execl(SW_CLI, "stallwatch", "run", "--", "sleep", "30", static_cast<char*>(nullptr));
+    _exit(126);
+  }
+  ASSERT_GT(run, 0);
+  usleep(700 * 1000);
+  kill(run, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 100 && waitpid(run, &status, WNOHANG) == 0; ++i) usleep(50 * 1000);
+  if (waitpid(run, &status, WNOHANG) == 0) {
+    kill(run, SIGKILL);
+    waitpid(run, &status, 0);
+    FAIL() << "stallwatch run did not end within 5 s of SIGTERM";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "stallwatch run itself was killed: signal not forwarded";
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+}
+
+TEST(StallwatchRun, TheProgramSeesNoExtraFileDescriptors) {
+  Outcome plain = Sh("", "ls /proc/self/fd");
+  Outcome run = Sh("", Cli() + " run --endpoint off -- ls /proc/self/fd");
+  ASSERT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.out, plain.out);
 }
 
 }  // namespace
