@@ -698,7 +698,7 @@ void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command
   r->footer(
       "Sets LD_PRELOAD to the shim and the STALLWATCH_* variables and runs the program as its\n"
       "parent: signals sent to stallwatch are forwarded, and its exit status is the program's\n"
-      "(128+N if signal N ended it). Every event_base and epoll loop it creates is watched;\n"
+      "(128+N if signal N ended it). Every libevent event_base it creates is watched;\n"
       "loops are named after their threads. One line on stderr says where findings go, one\n"
       "more if no event loop was seen within 10 s ($STALLWATCH_RUN_NO_LOOP_AFTER).\n"
       "Examples:\n"

@@ -207,7 +207,7 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
         loop_seen = true;
         std::fprintf(stderr,
                      "stallwatch run: no event loop seen in '%s' after %.0f s: it may not have "
-                     "started one yet, or not use libevent or epoll, or be static or setuid "
+                     "started one yet, or not use libevent, or be static or setuid "
                      "(LD_PRELOAD does not reach those)\n",
                      command[0].c_str(), std::chrono::duration<double>(no_loop_after).count());
         continue;
