@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <set>
 
@@ -266,6 +267,15 @@ Options OptionsFromEnv(Options base, const EnvLookup& lookup) {
                      std::to_string(kMaxStackReportsLimit),
                  std::to_string(kDefaultMaxStackReportsPerMinute));
       }
+    }
+  }
+  // Read by the unwinder (the modules' debug-info lookup); checked here so that a misspelling is
+  // said like every other variable's.
+  if (const char* v = get("STALLWATCH_DEBUGINFO")) {
+    if (std::strcmp(v, "all") != 0 && std::strcmp(v, "embedded") != 0) {
+      WarnOnce("STALLWATCH_DEBUGINFO", v,
+               "expected all (also separate debug files in /usr/lib/debug/.build-id) or embedded",
+               "embedded (debug info inside the modules only)");
     }
   }
   return o;

@@ -16,7 +16,7 @@
  *                               reported) [12]
  *   STALLWATCH_WATCHDOG         auto, thread or process [auto]
  *   STALLWATCH_TOKEN_FILE       absolute path of the daemon's token file, tcp: only [none]
- *   STALLWATCH_DEBUGINFO        all: also read separate debug files [embedded debug info only]
+ *   STALLWATCH_DEBUGINFO        embedded or all (also separate debug files) [embedded]
  * A malformed value is reported once on stderr with the accepted forms and the default is used.
  * Several loops (one per thread) may be attached; they share one watchdog thread and one
  * reporter connection per process.

@@ -14,9 +14,10 @@ namespace {
 class EnvTest : public ::testing::Test {
  protected:
   void TearDown() override {
-    for (const char* v : {"STALLWATCH_SERVICE", "STALLWATCH_THRESHOLD", "STALLWATCH_INTERVAL",
-                          "STALLWATCH_ENDPOINT", "STALLWATCH_SAMPLING", "STALLWATCH_SIGNAL",
-                          "STALLWATCH_MAX_STACK_REPORTS", "STALLWATCH_WATCHDOG"}) {
+    for (const char* v :
+         {"STALLWATCH_SERVICE", "STALLWATCH_THRESHOLD", "STALLWATCH_INTERVAL",
+          "STALLWATCH_ENDPOINT", "STALLWATCH_SAMPLING", "STALLWATCH_SIGNAL",
+          "STALLWATCH_MAX_STACK_REPORTS", "STALLWATCH_WATCHDOG", "STALLWATCH_DEBUGINFO"}) {
       unsetenv(v);
     }
   }
@@ -44,6 +45,7 @@ TEST_F(EnvTest, MalformedValuesKeepDefaultsAndSayWhyOnce) {
   setenv("STALLWATCH_ENDPOINT", "http://x", 1);
   setenv("STALLWATCH_SAMPLING", "sometimes", 1);
   setenv("STALLWATCH_SIGNAL", "SIGUSR1", 1);
+  setenv("STALLWATCH_DEBUGINFO", "yes", 1);
   testing::internal::CaptureStderr();
   Options o = Options::FromEnvironment();
   Options again = Options::FromEnvironment();
@@ -58,12 +60,12 @@ TEST_F(EnvTest, MalformedValuesKeepDefaultsAndSayWhyOnce) {
   for (const char* needle :
        {"STALLWATCH_THRESHOLD='fast'", "ns, us, ms, s or m", "STALLWATCH_INTERVAL='0ms'",
         "STALLWATCH_ENDPOINT='http://x'", "unix:/path", "STALLWATCH_SAMPLING='sometimes'",
-        "STALLWATCH_SIGNAL='SIGUSR1'"}) {
+        "STALLWATCH_SIGNAL='SIGUSR1'", "STALLWATCH_DEBUGINFO='yes'", "expected all"}) {
     EXPECT_NE(err.find(needle), std::string::npos) << needle << "\n" << err;
   }
   size_t lines = 0;
   for (char c : err) lines += c == '\n';
-  EXPECT_EQ(lines, 5u) << err;
+  EXPECT_EQ(lines, 6u) << err;
 }
 
 // Fields set in code win over the environment; unset fields take it; without it, the defaults.
