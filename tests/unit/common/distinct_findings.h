@@ -33,7 +33,7 @@ void FillDistinct(const Table& table, Struct* f, int bool_phase = 0) {
     } else if constexpr (std::is_same_v<T, SparseHistogram>) {
       v = {{i, uint64_t{1000} + i}};
     } else if constexpr (std::is_integral_v<T>) {
-      v = static_cast<T>(1000 + i);
+      v = static_cast<T>(1000) + static_cast<T>(i);
     } else {
       static_assert(std::is_same_v<T, double>, "a field type FillDistinct does not know");
       v = 0.01 * i + 0.001;
