@@ -68,8 +68,10 @@ void Stream(const char* data, size_t size) {
 void Body(std::string_view body) {
   Message fast_m, slow_m;
   DecodeError fast_e, slow_e;
-  const bool fast = internal::DecodeBodyForTest(body, &fast_m, &fast_e, true);
-  const bool slow = internal::DecodeBodyForTest(body, &slow_m, &slow_e, false);
+  const bool fast =
+      internal::DecodeBodyWith(body, internal::DelayDecoding::kScanner, &fast_m, &fast_e);
+  const bool slow =
+      internal::DecodeBodyWith(body, internal::DelayDecoding::kJsonOnly, &slow_m, &slow_e);
   SW_FUZZ_CHECK(fast == slow);
   if (fast) {
     SW_FUZZ_CHECK(EncodeBody(fast_m) == EncodeBody(slow_m));

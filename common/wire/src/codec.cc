@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "stallwatch/common/finding_fields.h"
 #include "stallwatch/common/finding_json.h"
 #include "stallwatch/common/histogram.h"
 
@@ -183,9 +184,13 @@ bool CheckDelay(const DelayFinding& f, DecodeError* err) {
 // numbers, true/false, the two [[index, count], …] arrays — and gives up on anything else (another
 // kind, a negative number, an escape, null, nesting, a syntax error, a value out of range);
 // the DOM path then decides, so both paths accept and reject exactly the same bodies (a
-// differential fuzz test checks it). Where it accepts, it reads what nlohmann reads: integers
-// that fit in 64 bits exactly, other numbers correctly rounded (std::from_chars, as strtod),
-// duplicate keys last-wins.
+// differential fuzz test checks it). Which keys it reads, into which members and as which type
+// comes from kDelayFields (finding_fields.h), the table DelayFromJson and ToJson use too. A key
+// that is not in the table is ignored, as DelayFromJson ignores it (a newer agent's field): its
+// value is skipped when it is a string, a number or true/false; otherwise the DOM path decides
+// (and ignores it too). Nothing counts ignored keys, on either path. Where it accepts, it reads
+// what nlohmann reads: integers that fit in 64 bits exactly, other numbers correctly rounded
+// (std::from_chars, as strtod), duplicate keys last-wins.
 class DelayScanner {
  public:
   explicit DelayScanner(std::string_view s) : p_(s.data()), end_(s.data() + s.size()) {}
@@ -216,113 +221,80 @@ class DelayScanner {
   }
 
  private:
-  enum class Field { kUnknown, kKind, kString, kU64, kInt64, kDouble, kBool, kHist };
-  struct Target {
-    Field field = Field::kUnknown;
-    void* ptr = nullptr;
-  };
-
-  static Target Lookup(std::string_view k, DelayFinding* d) {
-    if (k == "kind") return {Field::kKind, nullptr};
-    static constexpr std::pair<std::string_view, std::string DelayFinding::*> kStrings[] = {
-        {"service", &DelayFinding::service},
-        {"loop", &DelayFinding::loop},
-        {"boundary_source", &DelayFinding::boundary_source}};
-    static constexpr std::pair<std::string_view, int64_t DelayFinding::*> kInt64s[] = {
-        {"pid", &DelayFinding::pid}, {"end_ns", &DelayFinding::end_ns}};
-    static constexpr std::pair<std::string_view, uint64_t DelayFinding::*> kU64s[] = {
-        {"count", &DelayFinding::count},
-        {"iterations", &DelayFinding::iterations},
-        {"stalls_total", &DelayFinding::stalls_total},
-        {"stack_samples_total", &DelayFinding::stack_samples_total},
-        {"reports_suppressed_total", &DelayFinding::reports_suppressed_total},
-        {"findings_dropped_total", &DelayFinding::findings_dropped_total}};
-    static constexpr std::pair<std::string_view, double DelayFinding::*> kDoubles[] = {
-        {"window_s", &DelayFinding::window_s},
-        {"p50_s", &DelayFinding::p50_s},
-        {"p90_s", &DelayFinding::p90_s},
-        {"p99_s", &DelayFinding::p99_s},
-        {"p999_s", &DelayFinding::p999_s},
-        {"max_s", &DelayFinding::max_s},
-        {"sum_s", &DelayFinding::sum_s},
-        {"utilization", &DelayFinding::utilization},
-        {"iteration_sum_s", &DelayFinding::iteration_sum_s}};
-    static constexpr std::pair<std::string_view, SparseHistogram DelayFinding::*> kHists[] = {
-        {"delay_buckets", &DelayFinding::delay_buckets},
-        {"iteration_buckets", &DelayFinding::iteration_buckets}};
-    for (const auto& [name, m] : kDoubles) {
-      if (name == k) return {Field::kDouble, &(d->*m)};
+  // One value: "kind" must be "delay"; a field of kDelayFields is read as its member's type;
+  // any other key is skipped, as DelayFromJson ignores keys it does not know.
+  bool Value(std::string_view key, DelayFinding* d, bool* is_delay) {
+    if (key == "kind") {
+      std::string_view v;
+      *is_delay = String(&v) && v == "delay";
+      return *is_delay;  // any other kind or type: the DOM path
     }
-    for (const auto& [name, m] : kU64s) {
-      if (name == k) return {Field::kU64, &(d->*m)};
+    bool ok = false;
+    if (VisitFieldNamed(kDelayFields, key, *d, [&](auto& member) { ok = Read(&member); })) {
+      return ok;
     }
-    for (const auto& [name, m] : kHists) {
-      if (name == k) return {Field::kHist, &(d->*m)};
-    }
-    for (const auto& [name, m] : kStrings) {
-      if (name == k) return {Field::kString, &(d->*m)};
-    }
-    for (const auto& [name, m] : kInt64s) {
-      if (name == k) return {Field::kInt64, &(d->*m)};
-    }
-    if (k == "utilization_estimated") return {Field::kBool, &d->utilization_estimated};
-    return {};
+    return SkipScalar();
   }
 
-  bool Value(std::string_view key, DelayFinding* d, bool* is_delay) {
-    const Target t = Lookup(key, d);
+  bool Read(std::string* out) {
+    std::string_view v;
+    if (!String(&v)) return false;
+    out->assign(v);
+    return true;
+  }
+  bool Read(bool* out) {
+    if (Literal("true")) {
+      *out = true;
+      return true;
+    }
+    if (Literal("false")) {
+      *out = false;
+      return true;
+    }
+    return false;
+  }
+  bool Read(uint64_t* out) {
+    double unused;
+    return Number(out, &unused) == Num::kUnsigned;
+  }
+  bool Read(int64_t* out) {
+    uint64_t u = 0;
+    if (!Read(&u) || u > static_cast<uint64_t>(INT64_MAX)) return false;  // negative: DOM path
+    *out = static_cast<int64_t>(u);
+    return true;
+  }
+  bool Read(double* out) {
+    uint64_t u = 0;
+    switch (Number(&u, out)) {
+      case Num::kUnsigned:
+        *out = static_cast<double>(u);
+        return true;
+      case Num::kDouble:
+        return true;
+      case Num::kNone:
+        return false;
+    }
+    return false;
+  }
+  bool Read(SparseHistogram* h) { return p_ != end_ && *p_ == '[' && Hist(h); }
+
+  // The value of a key no field has: a string, true/false or a number is skipped; anything
+  // else (null, an array, an object) makes the scanner give up, and the DOM path ignores it.
+  bool SkipScalar() {
     if (p_ == end_) return false;
     switch (*p_) {
       case '"': {
-        std::string_view v;
-        if (!String(&v)) return false;
-        if (t.field == Field::kKind) {
-          *is_delay = v == "delay";
-          return *is_delay;  // any other kind: the DOM path
-        }
-        if (t.field == Field::kString) {
-          static_cast<std::string*>(t.ptr)->assign(v);
-          return true;
-        }
-        return t.field == Field::kUnknown;
+        std::string_view unused;
+        return String(&unused);
       }
       case 't':
-      case 'f': {
-        const bool v = *p_ == 't';
-        if (!Literal(v ? "true" : "false")) return false;
-        if (t.field == Field::kBool) {
-          *static_cast<bool*>(t.ptr) = v;
-          return true;
-        }
-        return t.field == Field::kUnknown;
-      }
-      case '[':
-        return t.field == Field::kHist && Hist(static_cast<SparseHistogram*>(t.ptr));
+        return Literal("true");
+      case 'f':
+        return Literal("false");
       default: {
-        uint64_t u = 0;
-        double x = 0;
-        const Num n = Number(&u, &x);
-        if (n == Num::kNone) return false;
-        if (t.field == Field::kUnknown) return true;
-        if (n == Num::kUnsigned) {
-          switch (t.field) {
-            case Field::kU64:
-              *static_cast<uint64_t*>(t.ptr) = u;
-              return true;
-            case Field::kInt64:
-              if (u > static_cast<uint64_t>(INT64_MAX)) return false;
-              *static_cast<int64_t*>(t.ptr) = static_cast<int64_t>(u);
-              return true;
-            case Field::kDouble:
-              *static_cast<double*>(t.ptr) = static_cast<double>(u);
-              return true;
-            default:
-              return false;
-          }
-        }
-        if (t.field != Field::kDouble) return false;
-        *static_cast<double*>(t.ptr) = x;
-        return true;
+        uint64_t u;
+        double x;
+        return Number(&u, &x) != Num::kNone;
       }
     }
   }
@@ -502,7 +474,7 @@ std::string EncodeFrame(const Message& m) {
 }
 
 bool DecodeBody(std::string_view body, Message* out, DecodeError* err) {
-  return internal::DecodeBodyForTest(body, out, err, /*fast_path=*/true);
+  return internal::DecodeBodyWith(body, internal::DelayDecoding::kScanner, out, err);
 }
 
 namespace internal {
@@ -511,8 +483,8 @@ bool ScanDelayForTest(std::string_view body, DelayFinding* out) {
   return DelayScanner(body).Scan(out);
 }
 
-bool DecodeBodyForTest(std::string_view body, Message* out, DecodeError* err, bool fast_path) {
-  if (fast_path) {
+bool DecodeBodyWith(std::string_view body, DelayDecoding delay, Message* out, DecodeError* err) {
+  if (delay == DelayDecoding::kScanner) {
     // The scanner gives up at the first nesting, so a hostile body costs it nothing.
     DelayFinding d;
     if (DelayScanner(body).Scan(&d)) {

@@ -94,8 +94,12 @@ std::string EncodeBody(const Message& m);
 bool DecodeBody(std::string_view body, Message* out, DecodeError* err);
 
 namespace internal {
-// DecodeBody with (fast_path) or without the scanner for delay windows: the two must agree.
-bool DecodeBodyForTest(std::string_view body, Message* out, DecodeError* err, bool fast_path);
+// How delay windows are decoded: by the scanner of their flat shape, falling back to the JSON
+// parser for any other body (what DecodeBody does), or by the JSON parser alone.
+enum class DelayDecoding { kScanner, kJsonOnly };
+// DecodeBody with the given delay decoding. Both accept and reject the same bodies, with the same
+// reason and the same result; DecodeBody is DecodeBodyWith(…, kScanner), the tests compare.
+bool DecodeBodyWith(std::string_view body, DelayDecoding delay, Message* out, DecodeError* err);
 // The scanner alone: true when it took the body itself (false: DecodeBody asks the DOM path).
 bool ScanDelayForTest(std::string_view body, DelayFinding* out);
 }  // namespace internal
