@@ -133,6 +133,19 @@ StatusOr<int> ListenUnix(const std::string& path, unsigned mode) {
   const std::string dir = path.substr(0, path.rfind('/'));
   // Others reach the socket only through directories they may search.
   if (Status s = MakeDirs(dir, (mode & 0007) != 0 ? 0755 : 0750); !s.ok()) return s;
+  // The socket's own directory, when it is ours (left by an earlier run in group mode, 0750),
+  // gets the search bit the mode's audience needs: a socket open to local users that they cannot
+  // reach would refuse every program that drops privileges. Directories above it, or of another
+  // owner, are never changed (the start-up warning names them).
+  const mode_t search = (mode & 0002) != 0 ? S_IXOTH : (mode & 0020) != 0 ? S_IXGRP : 0;
+  if (struct stat dst{}; search != 0 && ::stat(dir.c_str(), &dst) == 0 && S_ISDIR(dst.st_mode) &&
+                         dst.st_uid == ::geteuid() && (dst.st_mode & search) == 0) {
+    const mode_t opened = (dst.st_mode & 07777) | search | (search == S_IXOTH ? S_IXGRP : 0);
+    if (::chmod(dir.c_str(), opened) != 0) {
+      return PermissionDeniedError("--agent-socket " + path + ": cannot make " + dir +
+                                   " searchable for the socket's users: " + Errno(errno));
+    }
+  }
   sa.sun_family = AF_UNIX;
   std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
 

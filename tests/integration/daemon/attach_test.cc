@@ -65,6 +65,20 @@ TEST(AgentSocket, OpenToLocalUsersByDefaultWithASearchableDirectory) {
   EXPECT_EQ(st.st_mode & 07777, 0666u);
 }
 
+// A directory left by an earlier run in group mode (0750) is opened to the socket's users: other
+// users must reach a socket that is open to them.
+TEST(AgentSocket, AnOwnDirectoryLeftPrivateIsMadeSearchableForAnOpenSocket) {
+  TempDir dir;
+  const std::string run = dir.path() + "/run";
+  ASSERT_EQ(::mkdir(run.c_str(), 0750), 0);
+  ASSERT_EQ(::chmod(run.c_str(), 0750), 0);
+  DaemonThread d(DaemonOptionsIn(dir));
+  ASSERT_TRUE(d.ok()) << d.error();
+  struct stat st {};
+  ASSERT_EQ(::stat(run.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0751u);
+}
+
 TEST(AgentSocket, GroupModeKeepsTheDirectoryPrivate) {
   TempDir dir;
   auto o = DaemonOptionsIn(dir);
