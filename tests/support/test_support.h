@@ -1,8 +1,10 @@
 #pragma once
-// Helpers shared by the test programs: a free loopback port and polling for a condition.
+// Helpers shared by the test programs: a free loopback port, polling for a condition, and
+// running a command bounded in time.
 
 #include <chrono>
 #include <functional>
+#include <string>
 
 namespace stallwatch::testing {
 
@@ -13,5 +15,17 @@ int FreeLoopbackPort();
 // pred() (checked once more after the deadline).
 bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
              std::chrono::milliseconds poll = std::chrono::milliseconds(50));
+
+// What a shell command printed (stdout and stderr together) and its exit code (-1 when it did
+// not exit normally or could not be started).
+struct CommandResult {
+  int code = -1;
+  std::string out;
+};
+
+// Runs `command` (a shell command line or script) in sh, ended by timeout(1) after `limit`
+// (exit code 124 then).
+CommandResult RunCommand(const std::string& command,
+                         std::chrono::seconds limit = std::chrono::seconds(60));
 
 }  // namespace stallwatch::testing

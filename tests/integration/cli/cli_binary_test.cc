@@ -10,40 +10,18 @@
 #include <cstdio>
 #include <string>
 
+#include "test_support.h"
+
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
-
-Result Sh(const std::string& command) {
-  Result r;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-Result Stallwatch(const std::string& args) {
-  return Sh(std::string(SW_STALLWATCH_BIN) + " " + args);
-}
+using Result = stallwatch::testing::CommandResult;
+using stallwatch::testing::RunCommand;
 
 // A loopback port nothing listens on (bound, then closed).
-int ClosedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  close(fd);
-  return ntohs(sa.sin_port);
+int ClosedPort() { return stallwatch::testing::FreeLoopbackPort(); }
+
+Result Stallwatch(const std::string& args) {
+  return RunCommand(std::string(SW_STALLWATCH_BIN) + " " + args);
 }
 
 size_t Lines(const std::string& s) {
@@ -112,14 +90,15 @@ TEST(StallwatchBinary, RuntimeErrorsAreOneLineAndExit1) {
 TEST(StallwatchBinary, ServeShutsDownOnSigtermAndSigint) {
   for (const char* sig : {"TERM", "INT"}) {
     const std::string bin = SW_STALLWATCH_BIN;
-    const Result r = Sh("out=$(mktemp); " + bin +
-                        " serve --port 0 --endpoint off >$out 2>&1 & pid=$!; "
-                        "for i in $(seq 50); do grep -q listening $out && break; sleep 0.1; done; "
-                        "port=$(grep -o '127.0.0.1:[0-9]*' $out | head -1); " +
-                        bin + " block --url http://$port --duration 50ms --period 100ms; " + bin +
-                        " load http://$port/ -n 100 -c 2 --json | grep -o '\"requests\":100'; "
-                        "kill -" +
-                        sig + " $pid; wait $pid; echo exit=$?; cat $out; rm -f $out");
+    const Result r =
+        RunCommand("out=$(mktemp); " + bin +
+                   " serve --port 0 --endpoint off >$out 2>&1 & pid=$!; "
+                   "for i in $(seq 50); do grep -q listening $out && break; sleep 0.1; done; "
+                   "port=$(grep -o '127.0.0.1:[0-9]*' $out | head -1); " +
+                   bin + " block --url http://$port --duration 50ms --period 100ms; " + bin +
+                   " load http://$port/ -n 100 -c 2 --json | grep -o '\"requests\":100'; "
+                   "kill -" +
+                   sig + " $pid; wait $pid; echo exit=$?; cat $out; rm -f $out");
     EXPECT_NE(r.out.find("loop stalls 50ms every 100ms (sleep)"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("\"requests\":100"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;

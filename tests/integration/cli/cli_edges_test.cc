@@ -12,40 +12,18 @@
 #include <cstring>
 #include <string>
 
+#include "test_support.h"
+
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
-
-Result Sh(const std::string& command) {
-  Result r;
-  FILE* p = popen(("timeout 60 " + command + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-Result Stallwatch(const std::string& args) {
-  return Sh(std::string(SW_STALLWATCH_BIN) + " " + args);
-}
+using Result = stallwatch::testing::CommandResult;
+using stallwatch::testing::RunCommand;
 
 // A loopback port nothing listens on (bound, then closed).
-int ClosedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  close(fd);
-  return ntohs(sa.sin_port);
+int ClosedPort() { return stallwatch::testing::FreeLoopbackPort(); }
+
+Result Stallwatch(const std::string& args) {
+  return RunCommand(std::string(SW_STALLWATCH_BIN) + " " + args);
 }
 
 size_t Count(const std::string& s, const std::string& what) {
@@ -121,26 +99,26 @@ TEST(CliEdges, ExperimentWithAGivenDaemonCountsOnlyItsOwnStalls) {
   const std::string bin = SW_STALLWATCH_BIN;
   const std::string daemon = SW_STALLWATCHD_BIN;
   const std::string hport = std::to_string(ClosedPort());
-  const Result r =
-      Sh("sh -c 'dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
-         "127.0.0.1:" + hport +
-         " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
-         "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
-         bin +
-         " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
-         "spid=$!; "
-         "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
-         "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
-         bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
-         "for i in $(seq 50); do curl -s http://127.0.0.1:" + hport +
-         "/api/v1/stalls | grep -q stall_id && break; sleep 0.1; done; "
-         "kill -TERM $spid; wait $spid; " +
-         bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
-         " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
-         "echo foreign=$(curl -s http://127.0.0.1:" +
-         hport +
-         "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
-         "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  const Result r = RunCommand(
+      "sh -c 'dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
+      "127.0.0.1:" + hport +
+      " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
+      "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
+      bin +
+      " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
+      "spid=$!; "
+      "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
+      "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
+      bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
+      "for i in $(seq 50); do curl -s http://127.0.0.1:" + hport +
+      "/api/v1/stalls | grep -q stall_id && break; sleep 0.1; done; "
+      "kill -TERM $spid; wait $spid; " +
+      bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
+      " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
+      "echo foreign=$(curl -s http://127.0.0.1:" +
+      hport +
+      "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
+      "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
   EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("counted at stallwatchd http://127.0.0.1:" + hport), std::string::npos)
       << r.out;
@@ -187,13 +165,14 @@ TEST(CliEdges, ALoadWhereEveryConnectionIsRefusedExitsNonZeroNamingTheErrnoOnce)
 
 TEST(CliEdges, ALoadWhereEveryAnswerIsNon2xxExitsNonZero) {
   const std::string bin = SW_STALLWATCH_BIN;
-  const Result r = Sh("sh -c 'out=$(mktemp); " + bin +
-                      " serve --port 0 --endpoint off >$out 2>&1 & pid=$!; "
-                      "for i in $(seq 100); do grep -q listening $out && break; sleep 0.1; done; "
-                      "port=$(grep -o \"127.0.0.1:[0-9]*\" $out | head -1); " +
-                      bin +
-                      " load http://$port/no-such-route -n 10 -c 2; echo exit=$?; "
-                      "kill -TERM $pid; wait $pid; rm -f $out'");
+  const Result r =
+      RunCommand("sh -c 'out=$(mktemp); " + bin +
+                 " serve --port 0 --endpoint off >$out 2>&1 & pid=$!; "
+                 "for i in $(seq 100); do grep -q listening $out && break; sleep 0.1; done; "
+                 "port=$(grep -o \"127.0.0.1:[0-9]*\" $out | head -1); " +
+                 bin +
+                 " load http://$port/no-such-route -n 10 -c 2; echo exit=$?; "
+                 "kill -TERM $pid; wait $pid; rm -f $out'");
   EXPECT_NE(r.out.find("exit=1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("stallwatch load: all 10 requests failed; 10 of them non-2xx/3xx status"),
             std::string::npos)
@@ -248,26 +227,26 @@ TEST(CliEdges, ADnsLookupOnTheLoopGetsTheEvdnsHint) {
     close(udp);
     GTEST_SKIP() << "cannot bind 127.0.0.1:53 (needs root and a free port 53)";
   }
-  if (Sh("unshare -m true").code != 0) {
+  if (RunCommand("unshare -m true").code != 0) {
     close(udp);
     GTEST_SKIP() << "cannot create a mount namespace (unshare -m)";
   }
   const std::string bin = SW_STALLWATCH_BIN;
-  const Result r =
-      Sh("sh -c 'dir=$(mktemp -d); "
-         "printf \"nameserver 127.0.0.1\\noptions timeout:1 attempts:1\\n\" >$dir/resolv.conf; "
-         "unshare -m sh -c \"mount --bind $dir/resolv.conf /etc/resolv.conf && exec " +
-         bin +
-         " serve --port 0 --threshold 50ms --endpoint file:$dir/f.jsonl "
-         "--upstream dns-stall.test:80\" >$dir/out 2>&1 & pid=$!; "
-         "for i in $(seq 100); do grep -q listening $dir/out && break; sleep 0.1; done; "
-         "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/out | head -1); " +
-         bin +
-         " load http://$port/upstream-blocking -n 1 -c 1 --timeout 20s >/dev/null 2>&1; "
-         "for i in $(seq 100); do grep -q \"\\\"ongoing\\\":false\" $dir/f.jsonl && break; "
-         "sleep 0.1; done; "
-         "kill -TERM $pid; wait $pid; grep \"\\\"kind\\\":\\\"stall\" $dir/f.jsonl; "
-         "rm -rf $dir'");
+  const Result r = RunCommand(
+      "sh -c 'dir=$(mktemp -d); "
+      "printf \"nameserver 127.0.0.1\\noptions timeout:1 attempts:1\\n\" >$dir/resolv.conf; "
+      "unshare -m sh -c \"mount --bind $dir/resolv.conf /etc/resolv.conf && exec " +
+      bin +
+      " serve --port 0 --threshold 50ms --endpoint file:$dir/f.jsonl "
+      "--upstream dns-stall.test:80\" >$dir/out 2>&1 & pid=$!; "
+      "for i in $(seq 100); do grep -q listening $dir/out && break; sleep 0.1; done; "
+      "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/out | head -1); " +
+      bin +
+      " load http://$port/upstream-blocking -n 1 -c 1 --timeout 20s >/dev/null 2>&1; "
+      "for i in $(seq 100); do grep -q \"\\\"ongoing\\\":false\" $dir/f.jsonl && break; "
+      "sleep 0.1; done; "
+      "kill -TERM $pid; wait $pid; grep \"\\\"kind\\\":\\\"stall\" $dir/f.jsonl; "
+      "rm -rf $dir'");
   close(udp);
   EXPECT_NE(r.out.find("\"class\":\"blocked\""), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("-> 127.0.0.1:53"), std::string::npos) << r.out;

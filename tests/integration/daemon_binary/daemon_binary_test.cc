@@ -18,45 +18,22 @@
 #include <string>
 #include <thread>
 
+#include "test_support.h"
+
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
+using Result = stallwatch::testing::CommandResult;
 
-// Runs a command bounded by `timeout`: a daemon that wrongly starts is ended after 10 s (124).
+// Runs the daemon bounded in time: one that wrongly starts is ended after 10 s (124).
 Result Stallwatchd(const std::string& args) {
-  Result r;
-  const std::string command =
-      std::string("timeout 10 ") + SW_STALLWATCHD_BIN + " " + args + " 2>&1";
-  FILE* p = popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return stallwatch::testing::RunCommand(std::string("exec ") + SW_STALLWATCHD_BIN + " " + args,
+                                         std::chrono::seconds(10));
 }
 
 size_t Lines(const std::string& s) {
   size_t n = 0;
   for (char c : s) n += c == '\n';
   return n;
-}
-
-// A loopback port nothing listens on (bound, then closed).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  close(fd);
-  return ntohs(sa.sin_port);
 }
 
 class TempDir {
@@ -80,8 +57,8 @@ class TempDir {
 // A config that would start a daemon on private addresses, so a key that is wrongly ignored
 // cannot touch the system's socket.
 std::string PrivateAddresses(const TempDir& dir) {
-  return "agent-socket = \"" + dir.path() +
-         "/agent.sock\"\nhttp-listen = \"127.0.0.1:" + std::to_string(FreePort()) + "\"\n";
+  return "agent-socket = \"" + dir.path() + "/agent.sock\"\nhttp-listen = \"127.0.0.1:" +
+         std::to_string(stallwatch::testing::FreeLoopbackPort()) + "\"\n";
 }
 
 TEST(StallwatchdBinary, VersionAndHelpExit0) {
