@@ -23,8 +23,9 @@ trap cleanup EXIT
 
 echo
 echo "== 1. stallwatchd: agent socket $work/agent.sock, metrics and API on 127.0.0.1:$port"
-"$BUILD/daemon/stallwatchd" --agent-socket "$work/agent.sock" --http-listen "127.0.0.1:$port" \
-  --log-level warn &
+# The demo's agents run as this user: the socket (in a private temporary folder) is for it alone.
+"$BUILD/daemon/stallwatchd" --agent-socket "$work/agent.sock" --agent-socket-mode 0600 \
+  --http-listen "127.0.0.1:$port" --log-level warn &
 daemon_pid=$!
 for _ in $(seq 50); do
   curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -351,11 +351,12 @@ std::string FormatProgressLine(size_t index, size_t total, const ExperimentRow& 
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "[%zu/%zu] %s c=%d: %.2f req/s (expected %.2f), mean %s, p95 %s, %llu errors, "
-                "%llu stalls%s%s",
+                "%llu %s%s%s",
                 index, total, ModeName(r.mode), r.concurrency, r.qps, r.expected_qps,
                 HumanSeconds(r.mean_s).c_str(), HumanSeconds(r.p95_s).c_str(),
                 static_cast<unsigned long long>(r.errors),
                 static_cast<unsigned long long>(r.findings.stalls),
+                r.findings.stalls == 1 ? "stall" : "stalls",
                 r.findings.top_frame.empty() ? "" : " in ", r.findings.top_frame.c_str());
   return buf;
 }

@@ -149,6 +149,9 @@ TEST(FormatProgressLine, OneLine) {
   EXPECT_EQ(line,
             "[3/18] block c=5: 1.96 req/s (expected 2.00), mean 2.55s, p95 2.55s, 0 errors, 4 "
             "stalls in stallwatch::cli::BlockingSleepOnLoop");
+  ExperimentRow one = Rows()[0];
+  one.findings.stalls = 1;
+  EXPECT_NE(FormatProgressLine(1, 1, one).find(", 1 stall in "), std::string::npos);
 }
 
 }  // namespace
