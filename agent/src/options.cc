@@ -13,9 +13,14 @@
 #include "platform/signal_sampler.h"
 #include "reporter.h"
 #include "stallwatch/agent.h"
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/common/duration.h"
 
 namespace stallwatch {
+
+// The public header spells the default endpoint out (it includes nothing private); it must
+// name the daemon's default socket.
+static_assert(std::string_view(kDefaultEndpoint) == defaults::kAgentEndpoint);
 namespace agent::internal {
 
 spdlog::logger& Log() {

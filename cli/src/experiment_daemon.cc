@@ -15,12 +15,14 @@
 #include <vector>
 
 #include "http_get.h"
+#include "stallwatch/common/defaults.h"
 
 namespace stallwatch::cli {
 namespace {
 
-constexpr const char* kDefaultUrl = "http://127.0.0.1:9466";
-constexpr const char* kDefaultSocket = "/run/stallwatch/agent.sock";
+const std::string kDefaultUrl{defaults::kDaemonUrl};
+const std::string kDefaultEndpoint{defaults::kAgentEndpoint};
+const std::string kDefaultSocket{defaults::kAgentSocketPath};
 
 bool Healthy(const std::string& url) {
   auto r = HttpGet(url + "/healthz", std::chrono::milliseconds(500));
@@ -79,13 +81,13 @@ Status ExperimentDaemon::UseRunning(const std::string& url, const std::string& e
                             "/healthz (start it, or leave --daemon out to use or start one)");
   }
   url_ = base;
-  endpoint_ = endpoint.empty() ? std::string("unix:") + kDefaultSocket : endpoint;
+  endpoint_ = endpoint.empty() ? kDefaultEndpoint : endpoint;
   return OkStatus();
 }
 
 Status ExperimentDaemon::Acquire() {
-  if (Healthy(kDefaultUrl) && access(kDefaultSocket, W_OK) == 0) {
-    endpoint_ = std::string("unix:") + kDefaultSocket;
+  if (Healthy(kDefaultUrl) && access(kDefaultSocket.c_str(), W_OK) == 0) {
+    endpoint_ = kDefaultEndpoint;
     url_ = kDefaultUrl;
     return OkStatus();
   }
@@ -97,7 +99,7 @@ Status ExperimentDaemon::Acquire() {
     }
   }
   if (binary.empty()) {
-    return NotFoundError("no stallwatchd running at " + std::string(kDefaultUrl) +
+    return NotFoundError("no stallwatchd running at " + kDefaultUrl +
                          " and none next to this binary");
   }
   char tmpl[] = "/tmp/stallwatch-experiment-XXXXXX";

@@ -20,6 +20,7 @@
 
 #include "http_get.h"
 #include "stallwatch/common/clock.h"
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/common/finding_json.h"
 
 namespace stallwatch::cli {
@@ -29,7 +30,7 @@ namespace {
 // Stalls asked of the daemon: the listing, plus older ones whose stacks name the top frame of
 // later stalls that came without (repeats of a known stack).
 constexpr size_t kHistoryStalls = 200;
-constexpr size_t kDaemonMaxStalls = 1000;
+constexpr size_t kDaemonMaxStalls = defaults::kMaxStallsPerReply;
 // Longest single wait in poll(): bounds how late a signal that arrives just before poll() is
 // noticed; keys wake the wait at once.
 constexpr int kMaxPollMs = 1000;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <string>
 
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/status.h"
 #include "views.h"
 
@@ -24,7 +25,7 @@ StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& pa
 size_t TerminalColumns(int fd);
 
 struct TopOptions {
-  std::string daemon = "http://127.0.0.1:9466";
+  std::string daemon{defaults::kDaemonUrl};
   std::chrono::nanoseconds interval = std::chrono::seconds(1);
   int iterations = 0;  // 0: until q or Ctrl-C on a terminal, 1 otherwise
 };
@@ -33,7 +34,7 @@ struct TopOptions {
 [[nodiscard]] Status RunTop(const TopOptions& options, const std::atomic<bool>* cancel);
 
 struct StallsOptions {
-  std::string daemon = "http://127.0.0.1:9466";
+  std::string daemon{defaults::kDaemonUrl};
   std::string file;  // a `file:` endpoint's JSON Lines instead of the daemon
   size_t limit = 20;
   StallFilter filter;

@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/common/histogram.h"
 #include "stallwatch/status.h"
 
@@ -23,7 +24,8 @@ struct Url {
 };
 // Example URLs that errors show, one per kind of URL the CLI takes.
 inline constexpr const char* kServerUrlExample = "http://127.0.0.1:8888/block?ms=500";
-inline constexpr const char* kDaemonUrlExample = "http://127.0.0.1:9466";
+inline constexpr const char* kDaemonUrlExample =
+    defaults::kDaemonUrl.data();  // NUL-terminated literal
 // http://host[:port][/path[?query]]; IPv6 literals in brackets. Other schemes are rejected; the
 // error names the accepted form with `example` (the kind of URL the caller wants).
 StatusOr<Url> ParseUrl(const std::string& text, const char* example = kServerUrlExample);

@@ -22,6 +22,7 @@
 #include "run.h"
 #include "server.h"
 #include "stallwatch/common/clock.h"
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/common/duration.h"
 #include "stallwatch/common/finding_json.h"
 #include "views.h"
@@ -344,11 +345,13 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       ->check(kPositiveDuration);
   s->add_option("--endpoint", f.endpoint,
                 "Send the agent's findings there instead of the daemon chosen automatically "
-                "(e.g. unix:/run/stallwatch/agent.sock)")
+                "(e.g. " +
+                    std::string(sw::defaults::kAgentEndpoint) + ")")
       ->check(kEndpoint);
   s->add_option("--daemon", f.daemon,
                 "Use the stallwatchd with this HTTP address (its findings from --endpoint, else "
-                "the default socket) for the closing count, e.g. http://127.0.0.1:9466")
+                "the default socket) for the closing count, e.g. " +
+                    std::string(sw::defaults::kDaemonUrl))
       ->check(UrlOf(cli::kDaemonUrlExample));
   s->add_option("--format", f.format, "table, markdown, csv or json")
       ->capture_default_str()
@@ -534,8 +537,6 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
   });
 }
 
-constexpr const char* kDaemonDefault = "http://127.0.0.1:9466";
-
 // Validates a refresh interval: a duration from 100ms to 60m.
 const CLI::Validator kRefresh(
     [](std::string& s) -> std::string {
@@ -549,7 +550,7 @@ const CLI::Validator kRefresh(
     "DURATION", "refresh interval");
 
 struct ViewFlags {
-  std::string daemon = kDaemonDefault;
+  std::string daemon{sw::defaults::kDaemonUrl};
   int limit = 20;
   std::string service;
   std::string loop;

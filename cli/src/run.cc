@@ -17,6 +17,7 @@
 #include <cstring>
 #include <random>
 
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/common/duration.h"
 
 namespace stallwatch::cli {
@@ -60,7 +61,6 @@ namespace {
 constexpr const char* kRunNotifyEnv = "STALLWATCH_RUN_NOTIFY";
 constexpr const char* kNoLoopAfterEnv = "STALLWATCH_RUN_NO_LOOP_AFTER";
 constexpr std::chrono::seconds kNoLoopAfter{10};
-constexpr const char* kDefaultEndpoint = "unix:/run/stallwatch/agent.sock";
 constexpr int kForwarded[] = {SIGTERM, SIGINT,  SIGHUP,   SIGQUIT,
                               SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
@@ -134,7 +134,7 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
   set("STALLWATCH_THRESHOLD", opts.threshold);
   set("STALLWATCH_ENDPOINT", opts.endpoint);
   set("STALLWATCH_SAMPLING", opts.sampling);
-  std::string endpoint = kDefaultEndpoint;
+  std::string endpoint{defaults::kAgentEndpoint};
   if (const char* e = std::getenv("STALLWATCH_ENDPOINT"); e != nullptr && *e != '\0') endpoint = e;
   std::string notify_name;
   const int notify = NotifySocket(&notify_name);

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "stallwatch/common/defaults.h"
+
 namespace stallwatch::daemon {
 namespace {
 
@@ -78,7 +80,8 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     constexpr const char* kForm =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
         "ongoing=true|false";
-    constexpr size_t kMaxLimit = 1000;
+    constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
+    static_assert(kMaxLimit == 1000, "kForm and the errors below name the cap");
     auto params = ParseQueryString(query, {"limit", "service", "ongoing"}, kForm);
     if (!params.ok()) return params.status();
     r.kind = ApiRequest::Kind::kStalls;

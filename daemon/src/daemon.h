@@ -9,8 +9,10 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "registry.h"
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/status.h"
 
 struct event_base;
@@ -18,16 +20,16 @@ struct event;
 
 namespace stallwatch::daemon {
 
-inline constexpr const char* kDefaultAgentSocket = "/run/stallwatch/agent.sock";
-inline constexpr const char* kDefaultHttpListen = "127.0.0.1:9466";
+inline constexpr std::string_view kDefaultAgentSocket = defaults::kAgentSocketPath;
+inline constexpr std::string_view kDefaultHttpListen = defaults::kDaemonHttpAddress;
 
 struct DaemonOptions {
-  std::string agent_socket = kDefaultAgentSocket;  // "" = no Unix socket
+  std::string agent_socket{kDefaultAgentSocket};  // "" = no Unix socket
   // Any local user may connect (their agents are told apart by the kernel's SO_PEERCRED and
   // limited per uid); 0660 admits only the socket's group (docs/security.md).
   unsigned agent_socket_mode = 0666;
   std::string agent_listen;  // "" = no TCP ingest; "PORT" or ":PORT" = 127.0.0.1:PORT
-  std::string http_listen = kDefaultHttpListen;
+  std::string http_listen{kDefaultHttpListen};
   RegistryOptions registry;
   size_t max_agents = 4096;
   size_t max_agents_per_uid = 256;        // open Unix-socket connections of one uid

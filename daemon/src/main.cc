@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "daemon.h"
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/common/duration.h"
 
 namespace {
@@ -110,7 +111,7 @@ std::string CheckConfigKeys(const CLI::App& app, const std::string& path) {
 int main(int argc, char** argv) {
   DaemonOptions o;
   std::string log_level = "info";
-  std::string expire_after = "5m";
+  std::string expire_after = std::to_string(stallwatch::defaults::kSeriesExpiry.count()) + "m";
   std::string silent_after = "35s";
   std::string socket_mode = "0666";
   std::string handshake_timeout = "10s";

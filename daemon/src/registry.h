@@ -18,6 +18,7 @@
 #include <tuple>
 #include <vector>
 
+#include "stallwatch/common/defaults.h"
 #include "stallwatch/findings.h"
 #include "stallwatch/status.h"
 #include "stallwatch/wire/codec.h"
@@ -30,7 +31,7 @@ namespace stallwatch::daemon {
 
 struct RegistryOptions {
   // A process's series are removed this long after its last connection closed.
-  std::chrono::nanoseconds expire_after = std::chrono::minutes(5);
+  std::chrono::nanoseconds expire_after = defaults::kSeriesExpiry;
   // A connected agent that sends nothing for this long is reported silent (frozen process).
   // Agents send a delay window every report interval (10 s by default).
   std::chrono::nanoseconds silent_after = std::chrono::seconds(35);

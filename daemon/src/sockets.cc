@@ -14,6 +14,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "stallwatch/common/defaults.h"
+#include "stallwatch/wire/codec.h"
+
 namespace stallwatch::daemon {
 namespace {
 
@@ -49,7 +52,8 @@ Status MakeDirs(const std::string& dir, mode_t dir_mode) {
 StatusOr<HostPort> ParseHostPort(const std::string& text, const std::string& flag,
                                  const std::string& default_host) {
   const std::string form = "bad " + flag + " '" + text +
-                           "': expected HOST:PORT, [IPv6]:PORT or PORT, e.g. 127.0.0.1:9466";
+                           "': expected HOST:PORT, [IPv6]:PORT or PORT, e.g. " +
+                           std::string(defaults::kDaemonHttpAddress);
   HostPort hp;
   std::string port;
   if (!text.empty() && text[0] == '[') {
@@ -290,7 +294,7 @@ StatusOr<std::string> ReadTokenFile(const std::string& path) {
     return PermissionDeniedError(what + " has mode " + mode + ": group or others may access it" +
                                  form);
   }
-  constexpr size_t kMax = 4096;
+  constexpr size_t kMax = wire::kMaxTokenBytes;
   std::string token(kMax + 1, '\0');
   size_t got = 0;
   while (got < token.size()) {

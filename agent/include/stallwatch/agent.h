@@ -37,7 +37,8 @@ enum class WatchdogMode {
   kProcess,  // a process of its own whenever possible (hooks still need kThread)
 };
 
-// The endpoint the agent reports to when none is configured: the daemon's default socket.
+// The endpoint the agent reports to when none is configured: the daemon's default socket
+// (stallwatch/common/defaults.h, kAgentEndpoint; agent/src/options.cc checks they agree).
 inline constexpr const char* kDefaultEndpoint = "unix:/run/stallwatch/agent.sock";
 // Defaults of the settings the environment can also give (see Options).
 inline constexpr std::chrono::milliseconds kDefaultStallThreshold{50};
