@@ -31,7 +31,6 @@ struct RawSample {
   uint64_t regs[kDwarfRegs] = {};
   uint64_t stack_base = 0;  // address of stack[0] in the thread's stack
   size_t stack_len = 0;
-  int64_t taken_ns = 0;
   alignas(16) unsigned char stack[kStackCopyBytes];
 };
 

@@ -340,11 +340,6 @@ void Reporter::RemoveHooks(const std::string& loop) {
   std::erase_if(hooks_, [&](const auto& h) { return h.first == loop; });
 }
 
-size_t Reporter::queued() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return queue_.size();
-}
-
 void Reporter::Run() {
   using Clock = std::chrono::steady_clock;
   // The sink's connection and the enricher's ELF files live in a file table of the reporter's

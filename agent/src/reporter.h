@@ -96,7 +96,6 @@ class Reporter {
   // file:line to stack frames). Set before findings are submitted.
   void SetEnricher(std::function<void(Finding&)> enrich) { enrich_ = std::move(enrich); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
-  size_t queued() const;
 
  private:
   void Run();

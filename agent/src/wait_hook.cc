@@ -20,7 +20,6 @@ std::atomic<int> g_epfd[kMaxLoops];
 std::atomic<LoopState*> g_state[kMaxLoops];
 std::atomic<event_base*> g_base[kMaxLoops];
 std::mutex g_mu;
-std::atomic<bool> g_hook_called{false};
 
 using EpollWaitFn = int (*)(int, epoll_event*, int, int);
 using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
@@ -164,8 +163,6 @@ RawSample* FindRequestedSample(pid_t tid) {
   return nullptr;
 }
 
-bool WaitHookActive() { return g_hook_called.load(std::memory_order_relaxed); }
-
 void EnsureLoopThread(LoopState* s) {
   if (s->tid.load(std::memory_order_acquire) != 0) return;
   s->thread = pthread_self();
@@ -193,7 +190,6 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
   if (__builtin_expect(g_real_epoll_wait == nullptr, 0)) ResolveNext();
   LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;
   if (s == nullptr) return g_real_epoll_wait(epfd, events, maxevents, timeout);
-  g_hook_called.store(true, std::memory_order_relaxed);
   BeforeWait(s);
   const int r = g_real_epoll_wait(epfd, events, maxevents, timeout);
   const int saved = errno;
@@ -208,7 +204,6 @@ __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* ev
   if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) ResolveNext();
   LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;
   if (s == nullptr) return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
-  g_hook_called.store(true, std::memory_order_relaxed);
   BeforeWait(s);
   const int r = g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
   const int saved = errno;

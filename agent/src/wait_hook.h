@@ -17,7 +17,5 @@ void UnregisterAllLoops();
 void BindEpollFd(LoopState* s, int epfd);
 // Async-signal safe: the sample a watchdog process requested from thread `tid`, or nullptr.
 RawSample* FindRequestedSample(pid_t tid);
-// Whether the interposed functions are the ones the process calls (diagnostics).
-bool WaitHookActive();
 
 }  // namespace stallwatch::agent::internal

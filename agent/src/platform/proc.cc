@@ -590,8 +590,6 @@ void SetTargetProcess(pid_t pid) {
 
 pid_t TargetPid() { return g_target_pid > 0 ? g_target_pid : ::getpid(); }
 
-bool TargetIsSelf() { return g_target_pid <= 0; }
-
 const char* ProcRoot() { return g_proc_root; }
 
 namespace {
@@ -793,12 +791,6 @@ std::pair<uint64_t, uint64_t> FindMappingIn(std::string_view maps, uint64_t addr
     if (addr >= lo && addr < hi) return {lo, hi};
   }
   return {0, 0};
-}
-
-std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr) {
-  std::string maps;
-  if (!ReadSmallFileLarge((std::string(g_proc_root) + "/maps").c_str(), &maps)) return {0, 0};
-  return FindMappingIn(maps, addr);
 }
 
 }  // namespace stallwatch::agent::platform

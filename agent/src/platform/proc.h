@@ -75,7 +75,6 @@ pid_t GetTid();
 // a watchdog process serves (docs/design.md, "Watchdog process"). Set once, before any reader.
 void SetTargetProcess(pid_t pid);
 pid_t TargetPid();
-bool TargetIsSelf();
 // "/proc/self", or "/proc/PID" of the target.
 const char* ProcRoot();
 std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid);
@@ -115,7 +114,5 @@ class ProcFile {
   int fd_ = -1;
 };
 std::optional<SchedStat> ReadSchedstat(ProcFile& f);
-// The [start, end) of the mapping of this process that contains addr, or {0,0}.
-std::pair<uint64_t, uint64_t> FindMapping(uint64_t addr);
 
 }  // namespace stallwatch::agent::platform

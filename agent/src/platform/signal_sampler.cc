@@ -93,7 +93,6 @@ void Handler(int /*signo*/, siginfo_t* /*info*/, void* ucontext) {
       CopyRegisters(uc, s);
       s->stack_base = s->regs[7];
       s->stack_len = CopyStack(s->regs[7], s->stack);
-      s->taken_ns = MonotonicNanos();
       s->state.store(s->stack_len > 0 ? RawSample::kReady : RawSample::kFailed,
                      std::memory_order_release);
     }
