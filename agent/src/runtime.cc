@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "log.h"
@@ -32,7 +33,25 @@ constexpr int kMaxStackAttemptsPerStall = 16;
 constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
 // A loop named after its thread is announced once the name is known, or this long after attach
 // with the name it has then: visible in the daemon well within 1 s, before its first window.
-constexpr int64_t kAnnounceAfterNs = 500'000'000;
+constexpr std::chrono::nanoseconds kAnnounceAfter = std::chrono::milliseconds(500);
+// A loop's tick (how often the watchdog looks at it while it is busy): a fifth of its
+// threshold, within these bounds.
+constexpr std::chrono::nanoseconds kMinLoopTick = std::chrono::milliseconds(1);
+constexpr std::chrono::nanoseconds kMaxLoopTick = std::chrono::milliseconds(10);
+// The detector's resampling of a stall that goes on: first after half the threshold (at least
+// this), then backing off to at most this.
+constexpr std::chrono::nanoseconds kMinFirstResample = std::chrono::milliseconds(1);
+constexpr std::chrono::nanoseconds kMaxResample = std::chrono::seconds(2);
+// The watchdog's first look after it starts, and the bounds of each of its sleeps.
+constexpr std::chrono::nanoseconds kFirstLook = std::chrono::milliseconds(10);
+constexpr std::chrono::nanoseconds kMinSleep = std::chrono::milliseconds(1);
+constexpr std::chrono::nanoseconds kMaxSleep = std::chrono::seconds(1);
+// Time the watchdog neither ran, waited for a CPU, nor meant to sleep: above this, the whole
+// process is taken to have been suspended.
+constexpr std::chrono::nanoseconds kSuspendedAtLeast = std::chrono::milliseconds(20);
+// Looking for a loop's epoll fd again (attach could not bind it): every this long, and never
+// sooner than kMinSleep from now.
+constexpr std::chrono::nanoseconds kEpfdRetryEvery = std::chrono::seconds(1);
 
 std::mutex g_runtime_mu;
 std::weak_ptr<Runtime> g_runtime;
@@ -50,7 +69,7 @@ std::string ProgramName() {
 }
 
 int64_t TickFor(int64_t threshold_ns) {
-  return std::clamp<int64_t>(threshold_ns / 5, 1'000'000, 10'000'000);
+  return std::clamp<int64_t>(threshold_ns / 5, kMinLoopTick.count(), kMaxLoopTick.count());
 }
 
 // Options reach the runtime resolved (Agent::Attach, the watchdog process's slots); the
@@ -247,8 +266,8 @@ void Runtime::Add(const std::shared_ptr<LoopContext>& ctx) {
   const auto& o = ctx->options;
   agent::internal::DetectorConfig dc;
   dc.threshold_ns = StallThresholdNs(o);
-  dc.first_resample_ns = std::max<int64_t>(dc.threshold_ns / 2, 1'000'000);
-  dc.max_resample_ns = 2'000'000'000;
+  dc.first_resample_ns = std::max<int64_t>(dc.threshold_ns / 2, kMinFirstResample.count());
+  dc.max_resample_ns = kMaxResample.count();
   ctx->detector.emplace(dc);
   const int64_t now = MonotonicNanos();
   ctx->window_start_ns = now;
@@ -333,7 +352,7 @@ void Runtime::Run() {
   watchdog_tid_ = platform::GetTid();
   watchdog_cpu_clock_ok_ = pthread_getcpuclockid(pthread_self(), &watchdog_cpu_clock_) == 0;
   OwnClocks woke = ReadOwnClocks();
-  int64_t next_look = woke.mono + 10'000'000;
+  int64_t next_look = woke.mono + kFirstLook.count();
   while (!stop_) {
     // Processing since the last wake-up: running, queued, or waiting for a signal sample.
     wait_start_ = ReadOwnClocks();
@@ -342,7 +361,7 @@ void Runtime::Run() {
     // Sleep until the earliest time a loop needs a look (half the threshold when all are idle:
     // 25 ms at the default 50 ms), at least 1 ms and at most 1 s. Add() and Remove() wake it.
     const int64_t wait =
-        std::clamp<int64_t>(next_look - wait_start_.mono, 1'000'000, 1'000'000'000);
+        std::clamp<int64_t>(next_look - wait_start_.mono, kMinSleep.count(), kMaxSleep.count());
     wait_tick_ns_ = wait;
     waiting_ = true;
     cv_.wait_for(lock, std::chrono::nanoseconds(wait));
@@ -364,7 +383,7 @@ void Runtime::Run() {
 }
 
 int64_t Runtime::Tick(int64_t now) {
-  int64_t next = now + 1'000'000'000;
+  int64_t next = now + kMaxSleep.count();
   for (const auto& l : loops_) {
     try {
       next = std::min(next, ProcessLoop(*l, now));
@@ -398,7 +417,7 @@ void Runtime::AccountOwnTime(const OwnClocks& from, const OwnClocks& to,
   const int64_t span = to.mono - from.mono;
   const int64_t unaccounted =
       span - (to.cpu - from.cpu) - (to.run_delay - from.run_delay) - intended_sleep_ns;
-  if (unaccounted > 20'000'000) {
+  if (unaccounted > kSuspendedAtLeast.count()) {
     suspended_.emplace_back(to.mono - unaccounted, to.mono);
     if (suspended_.size() > 32) suspended_.pop_front();
   }
@@ -492,7 +511,7 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10 &&
       now >= c.epfd_next_try_ns && probe_fd >= 0) {
     ++c.epfd_tries;
-    c.epfd_next_try_ns = now + 1'000'000'000;
+    c.epfd_next_try_ns = now + kEpfdRetryEvery.count();
     const int epfd =
         platform::FindEpollFdContaining(probe_fd, s.tid.load(std::memory_order_acquire));
     if (epfd >= 0 && c.served) {
@@ -509,7 +528,7 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
   // thread): keep looking until a name appears or the loop's first finding goes out.
   if (tid != 0 && !c.named && !c.emitted_finding) NameFromThread(c, tid);
   if (!c.announced && (!c.options.loop_name_from_thread || c.named || c.emitted_finding ||
-                       now - c.attached_ns >= kAnnounceAfterNs)) {
+                       now - c.attached_ns >= kAnnounceAfter.count())) {
     c.announced = true;
     c.emitted_finding = true;  // the daemon knows the loop by this name from now on
     std::string name;
@@ -595,9 +614,9 @@ int64_t Runtime::ProcessLoop(LoopContext& c, int64_t now) {
 
   int64_t next = c.detector->NextLookNs(o, TickFor(StallThresholdNs(c.options)));
   next = std::min(next, c.window_start_ns + ReportIntervalNs(c.options));
-  if (!c.announced) next = std::min(next, c.attached_ns + kAnnounceAfterNs);
+  if (!c.announced) next = std::min(next, c.attached_ns + kAnnounceAfter.count());
   if (s.epfd.load(std::memory_order_relaxed) < 0 && c.epfd_tries < 10) {
-    next = std::min(next, std::max(c.epfd_next_try_ns, now + 1'000'000));
+    next = std::min(next, std::max(c.epfd_next_try_ns, now + kMinSleep.count()));
   }
   return next;
 }
