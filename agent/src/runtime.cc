@@ -90,7 +90,8 @@ bool IsSystemModule(const std::string& module) {
   const size_t slash = module.rfind('/');
   const std::string base = slash == std::string::npos ? module : module.substr(slash + 1);
   for (const char* p : {"libc.so", "libc-", "ld-linux", "libpthread", "libevent", "libstdc++",
-                        "libm.so", "libgcc_s", "libpython", "libuv", "linux-vdso", "[vdso]"}) {
+                        "libm.so", "libgcc_s", "libpython", "libuv", "linux-vdso", "[vdso]",
+                        "libtsan", "libasan", "libubsan", "liblsan"}) {
     if (base.rfind(p, 0) == 0) return true;
   }
   return false;

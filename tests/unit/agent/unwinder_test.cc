@@ -88,6 +88,12 @@ TEST(WithoutParameters, KeepsTheQualifiedNameOnly) {
 // TailCaller (built at -O2) ends in `jmp TailCallee`: the return address TailCallee sees is in
 // CallsThroughTailCall, whose call instruction names TailCaller, not TailCallee.
 TEST(Unwinder, FindsTheFrameATailCallRemovedFromARealO2Pair) {
+#if defined(__SANITIZE_THREAD__)
+  // TSan's function-exit hook runs after TailCallee returns, so TailCaller calls it (no tail
+  // call to find; objdump of the TSan object shows `call`, not `jmp`): the plain and ASan builds
+  // run this case.
+  GTEST_SKIP() << "no tail call in a TSan build";
+#endif
   Unwinder u;
   ASSERT_TRUE(u.Init().ok());
   const uint64_t ret = CallsThroughTailCall(1);
