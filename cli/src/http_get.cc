@@ -106,4 +106,14 @@ StatusOr<HttpResponse> HttpGet(const std::string& url_text, std::chrono::millise
   return r;
 }
 
+std::string BaseUrl(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
 }  // namespace stallwatch::cli

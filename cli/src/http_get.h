@@ -18,4 +18,9 @@ struct HttpResponse {
 StatusOr<HttpResponse> HttpGet(const std::string& url,
                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
+// `url` without trailing '/', so that API paths can be appended.
+std::string BaseUrl(std::string url);
+// `s` without trailing newlines (CR or LF).
+std::string Trimmed(std::string s);
+
 }  // namespace stallwatch::cli

@@ -41,16 +41,6 @@ static_assert(std::atomic<bool>::is_always_lock_free);
 // Async-signal safe.
 void OnResize(int) { g_resized.store(true); }
 
-std::string BaseUrl(std::string url) {
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  return url;
-}
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
 std::string UrlEncode(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {

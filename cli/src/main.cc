@@ -463,17 +463,6 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
   });
 }
 
-// Strips a trailing '/' so paths can be appended.
-std::string BaseUrl(std::string url) {
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  return url;
-}
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
 struct ControlFlags {
   std::string url = "http://127.0.0.1:8888";
   std::string duration = "200ms";
@@ -507,16 +496,16 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
     auto to_ms = [](const std::string& d) {
       return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(Dur(d)).count());
     };
-    const std::string url = BaseUrl(f.url) + "/control/block?duration=" + to_ms(f.duration) +
+    const std::string url = cli::BaseUrl(f.url) + "/control/block?duration=" + to_ms(f.duration) +
                             "&period=" + to_ms(f.period) + "&kind=" + f.kind;
     auto r = cli::HttpGet(url);
     if (!r.ok()) throw CLI::RuntimeError(Fail("block", r.status()));
     if (r->status != 200) {
-      throw CLI::RuntimeError(Fail("block", sw::InvalidArgumentError(Trimmed(r->body))));
+      throw CLI::RuntimeError(Fail("block", sw::InvalidArgumentError(cli::Trimmed(r->body))));
     }
     std::printf("%s: loop stalls %s every %s (%s); undo with: stallwatch unblock --url %s\n",
-                BaseUrl(f.url).c_str(), f.duration.c_str(), f.period.c_str(), f.kind.c_str(),
-                BaseUrl(f.url).c_str());
+                cli::BaseUrl(f.url).c_str(), f.duration.c_str(), f.period.c_str(), f.kind.c_str(),
+                cli::BaseUrl(f.url).c_str());
   });
   CLI::App* u =
       app.add_subcommand("unblock", "Stop the periodic stall of a running `stallwatch serve`");
@@ -527,13 +516,14 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
       "Drives GET /control/unblock of the server.\nExample:\n  stallwatch unblock --url "
       "http://127.0.0.1:8888");
   u->callback([&f]() {
-    auto r = cli::HttpGet(BaseUrl(f.url) + "/control/unblock");
+    auto r = cli::HttpGet(cli::BaseUrl(f.url) + "/control/unblock");
     if (!r.ok()) throw CLI::RuntimeError(Fail("unblock", r.status()));
     if (r->status != 200) {
-      throw CLI::RuntimeError(Fail("unblock", sw::InvalidArgumentError(Trimmed(r->body))));
+      throw CLI::RuntimeError(Fail("unblock", sw::InvalidArgumentError(cli::Trimmed(r->body))));
     }
     const bool was = r->body.find("\"was_blocking\":true") != std::string::npos;
-    std::printf("%s: periodic stall %s\n", BaseUrl(f.url).c_str(), was ? "stopped" : "was not on");
+    std::printf("%s: periodic stall %s\n", cli::BaseUrl(f.url).c_str(),
+                was ? "stopped" : "was not on");
   });
 }
 
