@@ -14,13 +14,13 @@ namespace stallwatch::agent::internal {
 // The loop's cumulative counters, read at the end of a window.
 struct WindowReading {
   int64_t now_ns = 0;
-  HistogramCounts delay;  // cumulative probe delays
-  HistogramCounts iter;   // cumulative busy periods
+  HistogramCounts delay;             // cumulative probe delays
+  HistogramCounts iter;              // cumulative busy periods
   uint64_t delay_window_max_ns = 0;  // the histograms' maxima since the previous window
   uint64_t iter_window_max_ns = 0;
-  bool boundaries = false;      // loop boundaries seen (else utilization is the probe's estimate)
-  int64_t busy_since_ns = 0;    // start of the busy period in progress (0: waiting)
-  int64_t busy_total_ns = 0;    // completed busy periods
+  bool boundaries = false;    // loop boundaries seen (else utilization is the probe's estimate)
+  int64_t busy_since_ns = 0;  // start of the busy period in progress (0: waiting)
+  int64_t busy_total_ns = 0;  // completed busy periods
   int64_t probe_busy_est_ns = 0;
   uint64_t iterations = 0;
 };

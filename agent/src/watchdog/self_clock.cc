@@ -6,8 +6,8 @@ namespace stallwatch::agent::internal {
 
 void SelfClock::Account(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns) {
   const int64_t span = to.mono_ns - from.mono_ns;
-  const int64_t unaccounted = span - (to.cpu_ns - from.cpu_ns) -
-                              (to.run_delay_ns - from.run_delay_ns) - intended_sleep_ns;
+  const int64_t unaccounted =
+      span - (to.cpu_ns - from.cpu_ns) - (to.run_delay_ns - from.run_delay_ns) - intended_sleep_ns;
   if (unaccounted > kSuspendedAtLeast.count()) {
     AddSuspension(to.mono_ns - unaccounted, to.mono_ns);
   }

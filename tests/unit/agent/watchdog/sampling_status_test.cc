@@ -22,7 +22,8 @@ TEST(SamplingStatusTest, RunningStacksUnavailable) {
   EXPECT_TRUE((SamplingStatus{SamplingState::kNoHostSignal, ""}).running_stacks_unavailable());
   EXPECT_TRUE(
       (SamplingStatus{SamplingState::kRunningStacksUnavailable, "x"}).running_stacks_unavailable());
-  EXPECT_FALSE((SamplingStatus{SamplingState::kStacksUnavailable, "x"}).running_stacks_unavailable());
+  EXPECT_FALSE(
+      (SamplingStatus{SamplingState::kStacksUnavailable, "x"}).running_stacks_unavailable());
   EXPECT_FALSE((SamplingStatus{SamplingState::kOff, ""}).running_stacks_unavailable());
 }
 
