@@ -119,17 +119,17 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       release_slot();
       return st;
     }
-    if (ctx->evwatch.Start(&ctx->state)) {
-      // libevent >= 2.2: prepare/check watchers give the boundaries.
-      ctx->epfd_binding = internal::EpfdBinding::kNone;
-    } else if (const char* method = event_base_get_method(base);
-               method != nullptr && std::strcmp(method, "epoll") == 0) {
+    // Loop boundaries: with libevent >= 2.2 its prepare/check watchers give them; else from the
+    // epoll backend's epoll_wait (its fd bound now or, failing that, found by the watchdog);
+    // other backends are probe-only (docs/design.md).
+    const bool evwatch = ctx->evwatch.Start(&ctx->state);
+    const char* method = evwatch ? nullptr : event_base_get_method(base);
+    if (method != nullptr && std::strcmp(method, "epoll") == 0) {
       const int epfd =
           agent::platform::FindEpollFdContaining(ctx->probe.timer_fd(), agent::platform::GetTid());
       if (epfd >= 0) agent::internal::BindEpollFd(&ctx->state, epfd);
     } else {
-      ctx->epfd_binding =
-          internal::EpfdBinding::kNone;  // other backends: probe-only (docs/design.md)
+      ctx->epfd_binding = internal::EpfdBinding::kNone;
     }
     ctx->runtime->Add(ctx);
     {

@@ -28,8 +28,12 @@ std::weak_ptr<Runtime> g_runtime;
 std::string ProgramName() {
   std::string comm;
   if (platform::ReadSmallFile("/proc/self/comm", &comm)) {
-    while (!comm.empty() && (comm.back() == '\n' || comm.back() == ' ')) comm.pop_back();
-    if (!comm.empty()) return comm;
+    while (!comm.empty() && (comm.back() == '\n' || comm.back() == ' ')) {
+      comm.pop_back();
+    }
+    if (!comm.empty()) {
+      return comm;
+    }
   }
   return "unknown";
 }
@@ -44,7 +48,9 @@ std::unique_ptr<WatchdogBackend> StartWatchdog(const Options& options,
   if (WatchdogProcess::Wanted(options, &why)) {
     auto wp = WatchdogProcess::Start(
         options, config.service, sampler->available() ? sampler->signo() : 0, config.status, &why);
-    if (wp) return wp;
+    if (wp) {
+      return wp;
+    }
     agent::internal::LogWarn("watchdog process unavailable ({}); the watchdog runs as a thread",
                              why);
   }
@@ -64,7 +70,9 @@ void ChildAfterFork() {
     rt->MarkForkedChild();
     // The loops' state of a watchdog process's host is shared with that process: the child's
     // copies of the loops must write into memory of their own.
-    if (rt->watchdog_process() != nullptr) rt->watchdog_process()->PrivatizeInChild();
+    if (rt->watchdog_process() != nullptr) {
+      rt->watchdog_process()->PrivatizeInChild();
+    }
     new std::shared_ptr<Runtime>(rt);  // abandoned: its threads do not exist in this process
   }
   g_runtime.reset();
@@ -79,7 +87,9 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   }();
   (void)atfork;
   std::lock_guard<std::mutex> lock(g_runtime_mu);
-  if (auto rt = g_runtime.lock()) return rt;
+  if (auto rt = g_runtime.lock()) {
+    return rt;
+  }
   std::shared_ptr<Runtime> rt(new Runtime());
   rt->service_ = options.service.empty() ? ProgramName() : options.service;
   WatchdogConfig config;
@@ -88,7 +98,9 @@ StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   config.mono_to_real_ns = RealtimeNanos() - MonotonicNanos();
   const std::string endpoint_text = options.endpoint.empty() ? kDefaultEndpoint : options.endpoint;
   auto endpoint = agent::internal::ParseEndpoint(endpoint_text);
-  if (!endpoint.ok()) return endpoint.status();
+  if (!endpoint.ok()) {
+    return endpoint.status();
+  }
   endpoint->token_file = options.token_file;
   if (config.sampling == SamplingMode::kOff) {
     config.status = {SamplingState::kOff, ""};
@@ -111,7 +123,9 @@ Runtime::~Runtime() {
 }
 
 void Runtime::Remove(LoopContext* ctx) {
-  if (forked_child()) return;
+  if (forked_child()) {
+    return;
+  }
   watchdog_->Remove(ctx);
 }
 

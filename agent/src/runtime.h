@@ -46,8 +46,8 @@ class Runtime {
   bool forked_child() const { return forked_child_.load(); }
   const std::string& service() const { return service_; }
   // Test seam: see Watchdog::SetLookHookForTest.
-  void SetLookHookForTest(std::function<void()> hook) {
-    watchdog_->SetLookHookForTest(std::move(hook));
+  void SetLookHookForTest(const std::function<void()>& hook) {
+    watchdog_->SetLookHookForTest(hook);
   }
 
  private:

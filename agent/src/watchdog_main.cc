@@ -38,7 +38,9 @@ namespace platform = agent::platform;
 bool HostMapsRegion(pid_t pid) {
   std::string maps;
   const std::string path = "/proc/" + std::to_string(pid) + "/maps";
-  if (!platform::ReadSmallFileLarge(path.c_str(), &maps)) return false;
+  if (!platform::ReadSmallFileLarge(path.c_str(), &maps)) {
+    return false;
+  }
   return maps.find("/memfd:stallwatch-watchdog") != std::string::npos;
 }
 
@@ -60,10 +62,14 @@ int Main(int argc, char** argv) {
       Usage("the watchdog process of the stallwatch agent");
       return 0;
     }
-    if (i + 1 >= argc) return Usage(("missing value after " + a).c_str());
+    if (i + 1 >= argc) {
+      return Usage(("missing value after " + a).c_str());
+    }
     char* end = nullptr;
     const long v = std::strtol(argv[++i], &end, 10);
-    if (*end != '\0' || v < 0) return Usage(("bad number after " + a).c_str());
+    if (*end != '\0' || v < 0) {
+      return Usage(("bad number after " + a).c_str());
+    }
     if (a == "--host-pid") {
       host_pid = v;
     } else if (a == "--region-fd") {
@@ -72,10 +78,14 @@ int Main(int argc, char** argv) {
       return Usage(("unknown argument " + a).c_str());
     }
   }
-  if (host_pid <= 0 || region_fd < 0) return Usage("--host-pid and --region-fd are required");
+  if (host_pid <= 0 || region_fd < 0) {
+    return Usage("--host-pid and --region-fd are required");
+  }
   const int fd = static_cast<int>(region_fd);
   // Everything else the host had open stays with the host.
-  if (fd > 3) ::syscall(SYS_close_range, 3U, static_cast<unsigned>(fd - 1), 0U);
+  if (fd > 3) {
+    ::syscall(SYS_close_range, 3U, static_cast<unsigned>(fd - 1), 0U);
+  }
   ::syscall(SYS_close_range, static_cast<unsigned>(fd + 1), ~0U, 0U);
   // stdin and stdout to /dev/null: a reader of the host's stdout (a pipe, `$(program)`) gets its
   // EOF when the host exits, not when this process does. stderr stays the host's: warnings, and
@@ -83,7 +93,9 @@ int Main(int argc, char** argv) {
   if (const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
     ::dup2(null, 0);
     ::dup2(null, 1);
-    if (null > 1) ::close(null);
+    if (null > 1) {
+      ::close(null);
+    }
   }
   sigset_t none;
   sigemptyset(&none);
@@ -102,14 +114,18 @@ int Main(int argc, char** argv) {
   }
   void* mem = ::mmap(nullptr, sizeof(Region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
-  if (mem == MAP_FAILED) return Usage("cannot map the shared region");
+  if (mem == MAP_FAILED) {
+    return Usage("cannot map the shared region");
+  }
   auto* region = static_cast<Region*>(mem);
   RegionHeader& h = region->header;
   if (h.magic != kRegionMagic || h.version != kRegionVersion || h.host_pid != host_pid) {
     return Usage("the shared region does not match this version or host");
   }
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(host_pid), 0));
-  if (pidfd < 0 || ::getppid() != static_cast<pid_t>(host_pid)) return 0;  // the host is gone
+  if (pidfd < 0 || ::getppid() != static_cast<pid_t>(host_pid)) {
+    return 0;  // the host is gone
+  }
 
   // The host's threads are the watched ones (and their process the unwinder's) from here on.
   auto target =
@@ -155,7 +171,9 @@ int Main(int argc, char** argv) {
   };
   std::vector<Served> served(kMaxProcessLoops);
   auto drop = [&](Served& s) {
-    if (!s.ctx) return;
+    if (!s.ctx) {
+      return;
+    }
     try {
       wd->Remove(s.ctx.get());
       PublishSnapshot(s.ctx->snapshot, &s.ctx->served->snapshot);
@@ -216,7 +234,9 @@ int Main(int argc, char** argv) {
     }
     FutexWait(&h.to_watchdog, seen, 500'000'000);
   }
-  for (auto& sv : served) drop(sv);
+  for (auto& sv : served) {
+    drop(sv);
+  }
   wd.reset();  // joins the watchdog and the reporter (which delivers what it can)
   h.watchdog_state.store(RegionHeader::kExited, std::memory_order_release);
   Bump(&h.to_host);

@@ -174,14 +174,16 @@ std::unique_ptr<WatchdogProcess> WatchdogProcess::Start(const Options& options,
   const std::string fd_text = std::to_string(fd);
   std::vector<std::string> args = {exe, "--host-pid", pid_text, "--region-fd", fd_text};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::vector<std::string> env = WatchdogEnvironment();
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   SpawnArgs sa{exe.c_str(), argv.data(), envp.data(), fd};
-  constexpr size_t kStack = 64 * 1024;
+  constexpr size_t kStack = size_t{64} * 1024;
   void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (stack == MAP_FAILED) {
     *why = std::string("mmap: ") + std::strerror(errno);

@@ -35,7 +35,7 @@ class WatchdogBackend {
   // The watchdog process, or nullptr for the thread.
   virtual WatchdogProcess* process() { return nullptr; }
   // See Watchdog::SetLookHookForTest (the watchdog thread only; ignored by the process).
-  virtual void SetLookHookForTest(std::function<void()> /*hook*/) {}
+  virtual void SetLookHookForTest(const std::function<void()>& /*hook*/) {}
 };
 
 }  // namespace stallwatch::internal

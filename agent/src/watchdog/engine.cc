@@ -76,7 +76,9 @@ bool IsSystemModule(const std::string& module) {
   for (const char* p : {"libc.so", "libc-", "ld-linux", "libpthread", "libevent", "libstdc++",
                         "libm.so", "libgcc_s", "libpython", "libuv", "linux-vdso", "[vdso]",
                         "libtsan", "libasan", "libubsan", "liblsan"}) {
-    if (base.rfind(p, 0) == 0) return true;
+    if (base.rfind(p, 0) == 0) {
+      return true;
+    }
   }
   return false;
 }
@@ -102,7 +104,9 @@ Watchdog::Watchdog(WatchdogConfig config, std::unique_ptr<agent::internal::Targe
 
 Watchdog::~Watchdog() {
   warm_cancel_.store(true);
-  if (warm_thread_.joinable()) warm_thread_.join();
+  if (warm_thread_.joinable()) {
+    warm_thread_.join();
+  }
 }
 
 SamplingStatus Watchdog::status() const {
@@ -150,7 +154,9 @@ void Watchdog::Remove(LoopContext* ctx) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = std::find_if(loops_.begin(), loops_.end(),
                          [&](const auto& w) { return w->ctx.get() == ctx; });
-  if (it == loops_.end()) return;
+  if (it == loops_.end()) {
+    return;
+  }
   LoopWatch& w = **it;
   const int64_t now = MonotonicNanos();
   // One last look, so a stall that ended just before detach closes with its exact end (and a
@@ -164,7 +170,9 @@ void Watchdog::Remove(LoopContext* ctx) {
     ProcessLoop(w, now);
   } catch (...) {
   }
-  if (w.track && w.track->reported) CloseStall(w, now, true, now);
+  if (w.track && w.track->reported) {
+    CloseStall(w, now, true, now);
+  }
   w.track.reset();
   EmitWindow(w, now);
   loops_.erase(it);
@@ -183,7 +191,9 @@ void Watchdog::Run() {
   // The watchdog (and the warm-up thread it starts) leave the host's file table first: see
   // platform::DetachFileTable. Everything they open is used and closed on them. A watchdog
   // process has a table of its own already.
-  if (!target_->remote()) (void)platform::DetachFileTable();
+  if (!target_->remote()) {
+    (void)platform::DetachFileTable();
+  }
   t_watchdog_table = true;
   own_schedstat_ = std::make_unique<platform::ProcFile>("/proc/thread-self/schedstat");
   // Warm the unwinder up off the host's threads and off the watchdog's own loop (loading symbol
@@ -216,9 +226,13 @@ void Watchdog::Run() {
     wait_tick_ns_ = wait;
     waiting_ = true;
     cv_.wait_for(lock, std::chrono::nanoseconds(wait));
-    if (!waiting_) wait_start_ = ReadOwnClocks();  // Remove() accounted the wait so far
+    if (!waiting_) {
+      wait_start_ = ReadOwnClocks();  // Remove() accounted the wait so far
+    }
     waiting_ = false;
-    if (stop_) break;
+    if (stop_) {
+      break;
+    }
     woke = ReadOwnClocks();
     self_clock_.AccountWait(wait_start_, woke, wait_tick_ns_);
     const int64_t now = woke.mono_ns;
@@ -227,7 +241,9 @@ void Watchdog::Run() {
   // Close the files of the watchdog's table here, on a thread of that table.
   lock.unlock();
   warm_cancel_.store(true);
-  if (warm_thread_.joinable()) warm_thread_.join();
+  if (warm_thread_.joinable()) {
+    warm_thread_.join();
+  }
   unwinder_ok_.store(false, std::memory_order_release);
   unwinder_.Shutdown();
   own_schedstat_.reset();
@@ -236,7 +252,9 @@ void Watchdog::Run() {
 int64_t Watchdog::Tick(int64_t now) {
   int64_t next = now + kMaxSleep.count();
   for (const auto& w : loops_) {
-    if (look_hook_for_test_) look_hook_for_test_();
+    if (look_hook_for_test_) {
+      look_hook_for_test_();
+    }
     try {
       next = std::min(next, ProcessLoop(*w, now));
     } catch (const std::exception& e) {
@@ -284,10 +302,16 @@ uint64_t Watchdog::StackSignature(const std::vector<agent::internal::RawFrame>& 
   std::string first_named;
   top_frame->clear();
   for (const auto& rf : frames) {
-    if (used == kSignatureFrames && !top_frame->empty()) break;
+    if (used == kSignatureFrames && !top_frame->empty()) {
+      break;
+    }
     Frame fr = unwinder_.Symbolize(rf);
-    if (agent::internal::Unwinder::IsOwnModule(fr.module)) continue;
-    if (first_named.empty() && !fr.function.empty()) first_named = fr.function;
+    if (agent::internal::Unwinder::IsOwnModule(fr.module)) {
+      continue;
+    }
+    if (first_named.empty() && !fr.function.empty()) {
+      first_named = fr.function;
+    }
     if (top_frame->empty() && !fr.function.empty() && !IsSystemModule(fr.module)) {
       *top_frame = fr.function;
     }
@@ -297,7 +321,9 @@ uint64_t Watchdog::StackSignature(const std::vector<agent::internal::RawFrame>& 
       ++used;
     }
   }
-  if (top_frame->empty()) *top_frame = first_named;
+  if (top_frame->empty()) {
+    *top_frame = first_named;
+  }
   return h;
 }
 
@@ -313,7 +339,9 @@ void Watchdog::DecideStackBudget(LoopWatch& w, StallTrack& t, int64_t now) {
     (void)TakeStackToken(w, now);
     t.stacks_allowed = true;
     w.known_stacks.push_back({sig, t.id, top, 0});
-    if (w.known_stacks.size() > kMaxKnownStacks) w.known_stacks.pop_front();
+    if (w.known_stacks.size() > kMaxKnownStacks) {
+      w.known_stacks.pop_front();
+    }
     return;
   }
   // Most recently seen last: a signature that keeps repeating is never the one forgotten.
@@ -380,7 +408,9 @@ int64_t Watchdog::ProcessLoop(LoopWatch& w, int64_t now) {
   const pid_t tid = s.tid.load(std::memory_order_acquire);
   // Programs often name a thread after it started (memcached names its workers from the main
   // thread): keep looking until a name appears or the loop's first finding goes out.
-  if (tid != 0 && !w.named && !w.emitted_finding) NameFromThread(w, tid);
+  if (tid != 0 && !w.named && !w.emitted_finding) {
+    NameFromThread(w, tid);
+  }
   if (!w.announced && (!c.options.loop_name_from_thread || w.named || w.emitted_finding ||
                        now - w.attached_ns >= kAnnounceAfter.count())) {
     w.announced = true;
@@ -404,13 +434,17 @@ int64_t Watchdog::ProcessLoop(LoopWatch& w, int64_t now) {
         OnBaseline(w, e, now);
         break;
       case DetectorAction::kStarted:
-        if (!w.track) OnBaseline(w, e, now);
+        if (!w.track) {
+          OnBaseline(w, e, now);
+        }
         w.track->reported = true;
         w.track->start_mono_ns = e.start_ns;
         Sample(w, now, true);
         break;
       case DetectorAction::kResample:
-        if (w.track) Sample(w, now, true);
+        if (w.track) {
+          Sample(w, now, true);
+        }
         break;
       case DetectorAction::kEnded:
       case DetectorAction::kEndedShort:
@@ -439,13 +473,19 @@ int64_t Watchdog::ProcessLoop(LoopWatch& w, int64_t now) {
   w.last_tick_cpu_ns = LoopCpu(w);
   // A candidate that is not reported yet: note its syscall cheaply, so a stall that ends between
   // two ticks is still classified.
-  if (w.track && !w.track->reported && tid != 0) Sample(w, now, false);
+  if (w.track && !w.track->reported && tid != 0) {
+    Sample(w, now, false);
+  }
 
-  if (now - w.window.start_ns() >= ReportIntervalNs(c.options)) EmitWindow(w, now);
+  if (now - w.window.start_ns() >= ReportIntervalNs(c.options)) {
+    EmitWindow(w, now);
+  }
 
   int64_t next = w.detector.NextLookNs(o, TickFor(StallThresholdNs(c.options)));
   next = std::min(next, w.window.start_ns() + ReportIntervalNs(c.options));
-  if (!w.announced) next = std::min(next, w.attached_ns + kAnnounceAfter.count());
+  if (!w.announced) {
+    next = std::min(next, w.attached_ns + kAnnounceAfter.count());
+  }
   if (c.epfd_binding == EpfdBinding::kSearch && s.epfd.load(std::memory_order_relaxed) < 0 &&
       w.epfd_searches < LoopWatch::kMaxEpfdSearches) {
     next = std::min(next, std::max(w.epfd_next_search_ns, now + kMinSleep.count()));
@@ -460,7 +500,9 @@ void Watchdog::NameFromThread(LoopWatch& w, pid_t tid) {
     return;
   }
   const std::string name = target_->ThreadName(tid);
-  if (name.empty()) return;  // keep loop-N for now; the program may name the thread later
+  if (name.empty()) {
+    return;  // keep loop-N for now; the program may name the thread later
+  }
   w.named = true;
   // Unique within the process: "mc-worker", "mc-worker-2", ...
   std::string unique = name;
@@ -469,7 +511,9 @@ void Watchdog::NameFromThread(LoopWatch& w, pid_t tid) {
     for (const auto& l : loops_) {
       taken = taken || (l.get() != &w && l->ctx->snapshot.Name() == unique);
     }
-    if (!taken) break;
+    if (!taken) {
+      break;
+    }
     unique = name + "-" + std::to_string(k);
   }
   {
@@ -511,17 +555,20 @@ void Watchdog::NoteSyscall(LoopWatch& w, StallTrack& t, pid_t tid,
     } else if (name == "poll" || name == "ppoll") {
       fd = target_->FirstPollFd(sys.args[0]);
     }
-    if (fd >= 0)
+    if (fd >= 0) {
       t.fd_target = target_->DescribeFd(tid, fd);
-    else if (name == "futex")
+    } else if (name == "futex") {
       t.fd_target = "";
+    }
   }
 }
 
 void Watchdog::Sample(LoopWatch& w, int64_t now, bool with_stack) {
   StallTrack& t = *w.track;
   const pid_t tid = w.ctx->state.tid.load(std::memory_order_acquire);
-  if (tid == 0) return;
+  if (tid == 0) {
+    return;
+  }
   auto sys = target_->Syscall(tid);
   ++t.samples;
   // A watchdog process keeps running when the host alone is stopped (SIGSTOP, a debugger): the
@@ -538,10 +585,14 @@ void Watchdog::Sample(LoopWatch& w, int64_t now, bool with_stack) {
   double recent_cpu = -1;
   if (cpu_now >= 0 && since_cpu >= 0 && now > since_mono) {
     int64_t busy = cpu_now - since_cpu;
-    if (rd_now >= 0 && since_rd >= 0) busy += rd_now - since_rd;
+    if (rd_now >= 0 && since_rd >= 0) {
+      busy += rd_now - since_rd;
+    }
     recent_cpu = static_cast<double>(busy) / static_cast<double>(now - since_mono);
   }
-  if (sys) NoteSyscall(w, t, tid, *sys);
+  if (sys) {
+    NoteSyscall(w, t, tid, *sys);
+  }
   // Stacks are taken on the watchdog only (the unwinder's files are in its file table); the last
   // look at detach runs on the host's thread.
   with_stack = with_stack && t_watchdog_table;
@@ -589,18 +640,26 @@ void Watchdog::TakeStack(LoopWatch& w, StallTrack& t, const platform::SyscallInf
   const bool running = sys == nullptr || sys->running;
   if (running || config_.sampling == SamplingMode::kSignalAll) {
     const bool can_signal = target_->CanSignal(state);
-    if (!can_signal && t.sampling_note.empty()) t.sampling_note = target_->LostSignalNote(state);
+    if (!can_signal && t.sampling_note.empty()) {
+      t.sampling_note = target_->LostSignalNote(state);
+    }
     if (!can_signal) {
-      if (t.sampling_note.empty()) t.sampling_note = sampling_status();
+      if (t.sampling_note.empty()) {
+        t.sampling_note = sampling_status();
+      }
       return;
     }
     if (config_.sampling != SamplingMode::kSignalAll) {
       // Signal only a thread that is burning CPU right now: one that is about to enter (or has
       // just left) a syscall could be inside it when the signal lands, and sleeps, poll and
       // epoll_wait would return EINTR. A thread queued for a CPU is left alone too.
-      if (recent_cpu >= 0 && recent_cpu < 0.5) return;
+      if (recent_cpu >= 0 && recent_cpu < 0.5) {
+        return;
+      }
       auto again = target_->Syscall(tid);
-      if (!again || !again->running) return;
+      if (!again || !again->running) {
+        return;
+      }
     }
     ++t.stack_attempts;
     RawSample& raw = state.sample;
@@ -622,7 +681,9 @@ void Watchdog::TakeStack(LoopWatch& w, StallTrack& t, const platform::SyscallInf
               changed = true;
             }
           }
-          if (changed) agent::internal::LogWarn("{}", t.sampling_note);
+          if (changed) {
+            agent::internal::LogWarn("{}", t.sampling_note);
+          }
         }
       } else {
         t.sampling_note = "signal sample failed: " + st.message();
@@ -671,7 +732,9 @@ void Watchdog::TakeStack(LoopWatch& w, StallTrack& t, const platform::SyscallInf
   ++w.stack_samples_total;
   std::vector<uint64_t> key;
   key.reserve(frames.size());
-  for (const auto& f : frames) key.push_back(f.pc);
+  for (const auto& f : frames) {
+    key.push_back(f.pc);
+  }
   auto& agg = t.stacks[key];
   if (agg.count == 0) {
     agg.frames = std::move(frames);
@@ -717,12 +780,16 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
   in.syscall_samples = best;
   // Most frequent stacks first.
   std::vector<const StallTrack::StackAgg*> aggs;
-  for (const auto& [k, a] : t.stacks) aggs.push_back(&a);
+  for (const auto& [k, a] : t.stacks) {
+    aggs.push_back(&a);
+  }
   std::stable_sort(aggs.begin(), aggs.end(),
                    [](const auto* a, const auto* b) { return a->count > b->count; });
   // A repeated stack over the budget: its samples are counted, its frames are not re-sent (the
   // sampling note names the stall that has them).
-  if (t.budget_checked && !t.stacks_allowed) aggs.clear();
+  if (t.budget_checked && !t.stacks_allowed) {
+    aggs.clear();
+  }
   for (const auto* a : aggs) {
     Stack st;
     st.samples = a->count;
@@ -731,14 +798,18 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
       Frame fr = unwinder_.Symbolize(rf);
       // The agent's own frames (its wrappers of the dispatch functions) say nothing about the
       // host: leave them out.
-      if (agent::internal::Unwinder::IsOwnModule(fr.module)) continue;
+      if (agent::internal::Unwinder::IsOwnModule(fr.module)) {
+        continue;
+      }
       st.frames.push_back(std::move(fr));
     }
     f.stacks.push_back(std::move(st));
   }
   // The stacks' functions are evidence for the hint (getaddrinfo under a poll: DNS).
   for (const Stack& st : f.stacks) {
-    for (const Frame& fr : st.frames) in.functions.push_back(fr.function);
+    for (const Frame& fr : st.frames) {
+      in.functions.push_back(fr.function);
+    }
   }
   auto cls = agent::internal::Classify(in);
   f.stall_class = cls.stall_class;
@@ -761,10 +832,11 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
   f.reports_suppressed = w.reports_suppressed_total;
   f.sampling_note = t.sampling_note;
   if (f.stacks.empty() && f.sampling_note.empty()) {
-    if (config_.sampling == SamplingMode::kOff)
+    if (config_.sampling == SamplingMode::kOff) {
       f.sampling_note = "sampling off";
-    else if (!t.reported || t.stack_attempts == 0)
+    } else if (!t.reported || t.stack_attempts == 0) {
       f.sampling_note = "stall ended before a sample";
+    }
   }
   return f;
 }
@@ -824,7 +896,9 @@ void Watchdog::EmitWindow(LoopWatch& w, int64_t now) {
 }
 
 void Watchdog::Publish(const LoopContext& c) {
-  if (c.served != nullptr) PublishSnapshot(c.snapshot, &c.served->snapshot);
+  if (c.served != nullptr) {
+    PublishSnapshot(c.snapshot, &c.served->snapshot);
+  }
 }
 
 }  // namespace stallwatch::internal

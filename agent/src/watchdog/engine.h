@@ -142,6 +142,9 @@ class Watchdog {
   using LoopObservation = agent::internal::LoopObservation;
   using DetectorEvent = agent::internal::DetectorEvent;
 
+  // All below but status()/set_status() (own lock, any thread, the warm-up thread included):
+  // on the watchdog thread, or on a host thread in Remove(); always under mu_.
+
   // Both return when the watchdog must look again (see StallDetector::NextLookNs).
   int64_t Tick(int64_t now);
   int64_t ProcessLoop(LoopWatch& w, int64_t now);

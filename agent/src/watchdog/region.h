@@ -20,11 +20,11 @@ namespace stallwatch::internal {
 inline constexpr uint32_t kRegionMagic = 0x53574450;  // "SWDP"
 inline constexpr uint32_t kRegionVersion = 2;         // bumped whenever the region layout changes
 inline constexpr int kMaxProcessLoops = 64;
-inline constexpr size_t kSnapshotBytes = 256 * 1024;
+inline constexpr size_t kSnapshotBytes = size_t{256} * 1024;
 
 // Bytes published by one writer and copied out by readers in other processes (a seqlock: the
-// sequence is odd while the writer is in the middle).
-struct SharedText {
+// sequence is odd while the writer is in the middle). Lives in a zero-filled mapping.
+struct SharedText {  // NOLINT(cppcoreguidelines-pro-type-member-init)
   std::atomic<uint64_t> seq{0};
   std::atomic<uint32_t> len{0};
   char bytes[kSnapshotBytes];
@@ -47,7 +47,8 @@ struct RegionSlot {
   SharedText snapshot;
 };
 
-struct RegionHeader {
+// Constructed by the host in the zero-filled mapping, its fields filled in before the start.
+struct RegionHeader {  // NOLINT(cppcoreguidelines-pro-type-member-init)
   uint32_t magic;
   uint32_t version;
   int32_t host_pid;

@@ -13,7 +13,9 @@ namespace stallwatch::agent::internal {
 namespace {
 
 std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) {
+    s.pop_back();
+  }
   return s;
 }
 
@@ -26,7 +28,9 @@ class OwnThreads final : public TargetThreads {
   bool remote() const override { return false; }
 
   int64_t LoopCpu(const LoopState& s, ThreadFiles* /*files*/) const override {
-    if (!s.cpu_clock_ok.load(std::memory_order_acquire)) return -1;
+    if (!s.cpu_clock_ok.load(std::memory_order_acquire)) {
+      return -1;
+    }
     return CpuClockNanos(s.cpu_clock);
   }
 
@@ -35,7 +39,9 @@ class OwnThreads final : public TargetThreads {
   bool FindAndBindEpollFd(LoopState* s, int probe_fd) const override {
     const int epfd =
         platform::FindEpollFdContaining(probe_fd, s->tid.load(std::memory_order_acquire));
-    if (epfd < 0) return false;
+    if (epfd < 0) {
+      return false;
+    }
     BindEpollFd(s, epfd);
     return true;
   }
@@ -64,7 +70,9 @@ class HostThreads final : public TargetThreads {
     // scheduler tick and switch: a few ms behind for a thread that is running). Kept open and
     // re-read with pread, as the watchdog's own.
     const pid_t tid = s.tid.load(std::memory_order_acquire);
-    if (tid == 0) return -1;
+    if (tid == 0) {
+      return -1;
+    }
     if (files->tid != tid) {
       files->schedstat = std::make_unique<platform::ProcFile>(
           std::string(platform::ProcRoot()) + "/task/" + std::to_string(tid) + "/schedstat");
@@ -82,7 +90,9 @@ class HostThreads final : public TargetThreads {
   bool FindAndBindEpollFd(LoopState* s, int probe_fd) const override {
     const int epfd =
         platform::FindEpollFdContaining(probe_fd, s->tid.load(std::memory_order_acquire));
-    if (epfd < 0) return false;
+    if (epfd < 0) {
+      return false;
+    }
     s->pending_epfd.store(epfd, std::memory_order_relaxed);  // the probe binds it in the host
     return true;
   }
@@ -91,7 +101,9 @@ class HostThreads final : public TargetThreads {
     return signal_ > 0 && !s.handler_lost.load(std::memory_order_acquire);
   }
   std::string LostSignalNote(const LoopState& s) const override {
-    if (signal_ <= 0 || !s.handler_lost.load(std::memory_order_acquire)) return std::string();
+    if (signal_ <= 0 || !s.handler_lost.load(std::memory_order_acquire)) {
+      return std::string();
+    }
     return "running-thread stacks unavailable: the host installed its own handler for signal " +
            std::to_string(signal_) + " after the agent; set STALLWATCH_SIGNAL to a free signal";
   }
@@ -134,13 +146,19 @@ int TargetThreads::FirstPollFd(uint64_t array_addr) const {
     short events, revents;
   } pfd{};
   iovec local{&pfd, sizeof(pfd)};
-  iovec remote{reinterpret_cast<void*>(array_addr), sizeof(pfd)};
-  if (::process_vm_readv(pid_, &local, 1, &remote, 1, 0) != sizeof(pfd)) return -1;
+  // An address in the watched process, read with process_vm_readv, never dereferenced here.
+  iovec remote{reinterpret_cast<void*>(array_addr),  // NOLINT(performance-no-int-to-ptr)
+               sizeof(pfd)};
+  if (::process_vm_readv(pid_, &local, 1, &remote, 1, 0) != sizeof(pfd)) {
+    return -1;
+  }
   return pfd.fd;
 }
 
 std::string TargetThreads::ThreadName(pid_t tid) const {
-  if (tid == pid_) return "main";
+  if (tid == pid_) {
+    return "main";
+  }
   std::string comm, process;
   const std::string root = platform::ProcRoot();
   const std::string path = root + "/task/" + std::to_string(tid) + "/comm";

@@ -31,8 +31,8 @@ class ThreadWatchdog final : public WatchdogBackend {
   std::string sampling_status() const override { return engine_->sampling_status(); }
   uint64_t findings_dropped() const override { return reporter_->dropped(); }
   void PullSnapshot(LoopContext& /*c*/) const override {}
-  void SetLookHookForTest(std::function<void()> hook) override {
-    engine_->SetLookHookForTest(std::move(hook));
+  void SetLookHookForTest(const std::function<void()>& hook) override {
+    engine_->SetLookHookForTest(hook);
   }
 
   Watchdog& engine() { return *engine_; }

@@ -76,12 +76,12 @@ TEST(SelfClockTest, OverlapArithmetic) {
 
 TEST(SelfClockTest, TheWindowListIsBounded) {
   SelfClock c;
-  for (int i = 0; i < 100; ++i) c.AddSuspension(i * 10 * kMs, i * 10 * kMs + kMs);
+  for (int64_t i = 0; i < 100; ++i) c.AddSuspension(i * 10 * kMs, i * 10 * kMs + kMs);
   ASSERT_EQ(c.windows().size(), SelfClock::kMaxWindows);
   // The oldest were forgotten, the newest kept.
-  EXPECT_EQ(c.windows().front().first, (100 - 32) * 10 * kMs);
+  EXPECT_EQ(c.windows().front().first, int64_t{100 - 32} * 10 * kMs);
   EXPECT_EQ(c.windows().back().first, 990 * kMs);
-  EXPECT_EQ(c.Overlap(0, 100 * 10 * kMs), 32 * kMs);
+  EXPECT_EQ(c.Overlap(0, int64_t{100} * 10 * kMs), 32 * kMs);
 }
 
 }  // namespace
