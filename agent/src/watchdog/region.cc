@@ -52,7 +52,9 @@ std::string ReadText(const SharedText& t) {
     const uint32_t n = std::min<uint32_t>(t.len.load(std::memory_order_relaxed), kSnapshotBytes);
     out.assign(t.bytes, n);
     Fence(std::memory_order_acquire);
-    if (t.seq.load(std::memory_order_relaxed) == s1) return out;
+    if (t.seq.load(std::memory_order_relaxed) == s1) {
+      return out;
+    }
   }
   return std::string();
 }
@@ -78,41 +80,61 @@ void PublishSnapshot(const agent::internal::PublishedSnapshot& snap, SharedText*
   {
     std::lock_guard<std::mutex> lock(snap.mu);
     j["name"] = snap.name;
-    if (snap.ongoing) j["ongoing"] = ToJson(*snap.ongoing);
-    if (snap.last_window) j["last_window"] = ToJson(*snap.last_window);
+    if (snap.ongoing) {
+      j["ongoing"] = ToJson(*snap.ongoing);
+    }
+    if (snap.last_window) {
+      j["last_window"] = ToJson(*snap.last_window);
+    }
     recent = snap.recent;
   }
   std::string text;
   for (;;) {
     nlohmann::json arr = nlohmann::json::array();
-    for (const auto& f : recent) arr.push_back(ToJson(f));
+    for (const auto& f : recent) {
+      arr.push_back(ToJson(f));
+    }
     j["recent"] = std::move(arr);
     text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    if (text.size() <= kSnapshotBytes || recent.empty()) break;
+    if (text.size() <= kSnapshotBytes || recent.empty()) {
+      break;
+    }
     recent.pop_front();  // the oldest closed stalls go first
   }
-  if (text.size() > kSnapshotBytes) return;
+  if (text.size() > kSnapshotBytes) {
+    return;
+  }
   PublishText(out, text);
 }
 
 void PullSnapshot(const SharedText& shared, agent::internal::PublishedSnapshot* snap) {
   const std::string text = ReadText(shared);
-  if (text.empty()) return;
+  if (text.empty()) {
+    return;
+  }
   const auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return;
+  if (j.is_discarded() || !j.is_object()) {
+    return;
+  }
   std::deque<StallFinding> recent;
   if (auto it = j.find("recent"); it != j.end() && it->is_array()) {
     for (const auto& e : *it) {
-      if (auto f = StallFromJson(e); f.ok()) recent.push_back(std::move(*f));
+      if (auto f = StallFromJson(e); f.ok()) {
+        recent.push_back(std::move(*f));
+      }
     }
   }
   std::optional<StallFinding> ongoing;
   if (auto it = j.find("ongoing"); it != j.end()) {
-    if (auto f = StallFromJson(*it); f.ok()) ongoing = std::move(*f);
+    if (auto f = StallFromJson(*it); f.ok()) {
+      ongoing = std::move(*f);
+    }
   }
   std::optional<DelayFinding> window;
   if (auto it = j.find("last_window"); it != j.end()) {
-    if (auto d = DelayFromJson(*it); d.ok()) window = std::move(*d);
+    if (auto d = DelayFromJson(*it); d.ok()) {
+      window = std::move(*d);
+    }
   }
   std::lock_guard<std::mutex> lock(snap->mu);
   if (auto it = j.find("name"); it != j.end() && it->is_string()) {

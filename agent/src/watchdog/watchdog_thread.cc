@@ -18,7 +18,9 @@ ThreadWatchdog::ThreadWatchdog(const Options& options, const agent::internal::En
     auto lines = std::make_shared<agent::internal::LineResolver>();
     reporter_->SetEnricher([lines](agent::internal::Finding& f) {
       if (auto* s = std::get_if<StallFinding>(&f)) {
-        for (auto& st : s->stacks) lines->AddLines(&st);
+        for (auto& st : s->stacks) {
+          lines->AddLines(&st);
+        }
       }
     });
   }
@@ -28,7 +30,9 @@ ThreadWatchdog::ThreadWatchdog(const Options& options, const agent::internal::En
 
 ThreadWatchdog::~ThreadWatchdog() {
   engine_->Stop();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
   engine_.reset();    // joins the unwinder's warm-up thread
   reporter_.reset();  // delivers what it can, joins its thread
 }

@@ -45,7 +45,9 @@ void ExpectSnapshotWhileWatchdogHeld(SamplingMode sampling) {
     std::shared_future<void> released = release.get_future().share();
     std::atomic<bool> held{false};
     (*rt)->SetLookHookForTest([&entered, released, &held] {
-      if (held.exchange(true)) return;
+      if (held.exchange(true)) {
+        return;
+      }
       entered.set_value();
       released.wait();
     });

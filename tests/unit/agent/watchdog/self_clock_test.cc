@@ -76,7 +76,9 @@ TEST(SelfClockTest, OverlapArithmetic) {
 
 TEST(SelfClockTest, TheWindowListIsBounded) {
   SelfClock c;
-  for (int64_t i = 0; i < 100; ++i) c.AddSuspension(i * 10 * kMs, i * 10 * kMs + kMs);
+  for (int64_t i = 0; i < 100; ++i) {
+    c.AddSuspension(i * 10 * kMs, i * 10 * kMs + kMs);
+  }
   ASSERT_EQ(c.windows().size(), SelfClock::kMaxWindows);
   // The oldest were forgotten, the newest kept.
   EXPECT_EQ(c.windows().front().first, int64_t{100 - 32} * 10 * kMs);

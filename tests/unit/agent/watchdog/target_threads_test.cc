@@ -23,9 +23,13 @@ class NamedThread {
     std::promise<pid_t> tid;
     auto got = tid.get_future();
     thread_ = std::thread([this, name, &tid] {
-      if (name[0] != '\0') pthread_setname_np(pthread_self(), name);
+      if (name[0] != '\0') {
+        pthread_setname_np(pthread_self(), name);
+      }
       tid.set_value(platform::GetTid());
-      while (!stop_.load()) usleep(1000);
+      while (!stop_.load()) {
+        usleep(1000);
+      }
     });
     tid_ = got.get();
   }
