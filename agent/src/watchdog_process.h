@@ -56,16 +56,13 @@ class WatchdogProcess final : public WatchdogBackend {
   // A free slot with a freshly constructed LoopState, or -1 when all are taken.
   int AllocateSlot();
   agent::internal::LoopState* loop_state(int slot) { return &region_->slots[slot].loop; }
-  // Hands the slot to the watchdog process (after the probe started).
-  void Activate(int slot, const std::string& name, const Options& o, int probe_fd, bool bind_epfd);
-  // Asks the watchdog process to close the loop (its last window, an ongoing stall) and waits
-  // up to 2 s for it. The loop thread may go on writing until ReleaseSlot.
-  void Detach(int slot);
   // After the loop is unregistered: the slot can be reused.
   void ReleaseSlot(int slot);
   pid_t pid() const { return pid_; }
 
-  // WatchdogBackend.
+  // WatchdogBackend. Add hands the loop's slot to the watchdog process (after the probe
+  // started). Remove asks the watchdog process to close the loop (its last window, an ongoing
+  // stall) and waits up to 2 s for it; the loop thread may go on writing until ReleaseSlot.
   void Add(const std::shared_ptr<LoopContext>& ctx) override;
   void Remove(LoopContext* ctx) override;
   // The host's own status when it is not "ok", else what the watchdog process published.
@@ -80,6 +77,8 @@ class WatchdogProcess final : public WatchdogBackend {
  private:
   WatchdogProcess() = default;
   bool WaitFor(const std::atomic<int>& v, int want, int64_t timeout_ns);
+  void Activate(int slot, const std::string& name, const Options& o, int probe_fd, bool bind_epfd);
+  void Detach(int slot);
 
   Region* region_ = nullptr;
   size_t region_size_ = 0;
