@@ -23,10 +23,9 @@ namespace platform = agent::platform;
 
 namespace {
 
-// The stack budget by signature: how many of a stack's innermost host frames make its
-// signature, and how many signatures a loop remembers (the least recently seen is forgotten).
+// The stack budget by signature (StackBudget): how many of a stack's innermost host frames make
+// its signature.
 constexpr size_t kSignatureFrames = 8;
-constexpr size_t kMaxKnownStacks = 256;
 constexpr int kMaxStackAttemptsPerStall = 16;
 constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
 // A loop named after its thread is announced once the name is known, or this long after attach
@@ -144,8 +143,7 @@ void Watchdog::Add(const std::shared_ptr<LoopContext>& ctx) {
   ctx->state.delay_hist.Snapshot(&delay);
   ctx->state.iteration_hist.Snapshot(&iter);
   w->window.Start(now, std::move(delay), std::move(iter));
-  w->stack_tokens = MaxStackReports(o);
-  w->tokens_refilled_ns = now;
+  w->stack_budget.Start(MaxStackReports(o), now);
   loops_.push_back(std::move(w));
   cv_.notify_all();
 }
@@ -280,19 +278,6 @@ OwnClocks Watchdog::ReadOwnClocks() const {
   return c;
 }
 
-bool Watchdog::TakeStackToken(LoopWatch& w, int64_t now) {
-  const int budget = MaxStackReports(w.ctx->options);
-  const double per_ns = budget / 60e9;
-  w.stack_tokens = std::min<double>(
-      budget, w.stack_tokens + static_cast<double>(now - w.tokens_refilled_ns) * per_ns);
-  w.tokens_refilled_ns = now;
-  if (w.stack_tokens >= 1) {
-    w.stack_tokens -= 1;
-    return true;
-  }
-  return false;
-}
-
 uint64_t Watchdog::StackSignature(const std::vector<agent::internal::RawFrame>& frames,
                                   std::string* top_frame) {
   // Functions, not pcs: a CPU-bound stall is sampled at a different instruction each time, but
@@ -328,39 +313,13 @@ uint64_t Watchdog::StackSignature(const std::vector<agent::internal::RawFrame>& 
 }
 
 void Watchdog::DecideStackBudget(LoopWatch& w, StallTrack& t, int64_t now) {
-  const auto& first = t.stacks.begin()->second;
   std::string top;
-  const uint64_t sig = StackSignature(first.frames, &top);
-  auto it = std::find_if(w.known_stacks.begin(), w.known_stacks.end(),
-                         [&](const KnownStack& k) { return k.signature == sig; });
-  if (it == w.known_stacks.end()) {
-    // A stack this loop has not seen: always reported, whatever the budget says (it may be the
-    // one stall that names the culprit). It uses a token when one is left.
-    (void)TakeStackToken(w, now);
-    t.stacks_allowed = true;
-    w.known_stacks.push_back({sig, t.id, top, 0});
-    if (w.known_stacks.size() > kMaxKnownStacks) {
-      w.known_stacks.pop_front();
-    }
-    return;
+  const uint64_t sig = StackSignature(t.stacks.begin()->second.frames, &top);
+  auto d = w.stack_budget.Decide(sig, t.id, top, now);
+  t.stacks_allowed = d.stacks_allowed;
+  if (!d.stacks_allowed) {
+    t.sampling_note = std::move(d.sampling_note);
   }
-  // Most recently seen last: a signature that keeps repeating is never the one forgotten.
-  KnownStack known = *it;
-  w.known_stacks.erase(it);
-  if (TakeStackToken(w, now)) {
-    t.stacks_allowed = true;
-  } else {
-    t.stacks_allowed = false;
-    ++w.reports_suppressed_total;
-    ++known.repeats_suppressed;
-    const int budget = MaxStackReports(w.ctx->options);
-    t.sampling_note = "stack repeats stall " + std::to_string(known.stall_id) +
-                      (known.top_frame.empty() ? "" : " (in " + known.top_frame + ")") +
-                      ": sampled, not re-sent (repeated stacks beyond " + std::to_string(budget) +
-                      "/min per loop are counted; " + std::to_string(known.repeats_suppressed) +
-                      " so far)";
-  }
-  w.known_stacks.push_back(std::move(known));
 }
 
 void Watchdog::BindEpollFd(LoopWatch& w, int64_t now) {
@@ -829,7 +788,7 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
     f.syscall = in.syscall;
   }
   f.samples_failed = t.samples_failed;
-  f.reports_suppressed = w.reports_suppressed_total;
+  f.reports_suppressed = w.stack_budget.reports_suppressed_total();
   f.sampling_note = t.sampling_note;
   if (f.stacks.empty() && f.sampling_note.empty()) {
     if (config_.sampling == SamplingMode::kOff) {
@@ -884,7 +843,7 @@ void Watchdog::EmitWindow(LoopWatch& w, int64_t now) {
   w.window.Close(r, &d);
   d.stalls_total = w.stalls_total;
   d.stack_samples_total = w.stack_samples_total;
-  d.reports_suppressed_total = w.reports_suppressed_total;
+  d.reports_suppressed_total = w.stack_budget.reports_suppressed_total();
   d.findings_dropped_total = reporter_->dropped();
   {
     std::lock_guard<std::mutex> lock(w.ctx->snapshot.mu);

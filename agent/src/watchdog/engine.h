@@ -34,6 +34,7 @@
 #include "watchdog/loop_context.h"
 #include "watchdog/sampling_status.h"
 #include "watchdog/self_clock.h"
+#include "watchdog/stack_budget.h"
 #include "watchdog/target_threads.h"
 
 namespace stallwatch::internal {
@@ -68,14 +69,6 @@ struct StallTrack {
   std::string sampling_note;
 };
 
-// A stack signature a loop has seen (the stack budget goes by signature).
-struct KnownStack {
-  uint64_t signature = 0;
-  uint64_t stall_id = 0;  // the first stall with it, which was reported with its stacks
-  std::string top_frame;  // its first frame outside the system libraries, for the note
-  uint64_t repeats_suppressed = 0;
-};
-
 // The engine's state of one loop. Owned by the engine, used under its lock.
 struct LoopWatch {
   // How often the watchdog looks for an epoll fd attach could not bind.
@@ -91,10 +84,7 @@ struct LoopWatch {
   agent::internal::DelayWindow window;
   uint64_t stalls_total = 0;
   uint64_t stack_samples_total = 0;
-  uint64_t reports_suppressed_total = 0;
-  double stack_tokens = 0;
-  std::deque<KnownStack> known_stacks;  // least recently seen first, at most kMaxKnownStacks
-  int64_t tokens_refilled_ns = 0;
+  agent::internal::StackBudget stack_budget;
   bool named = false;              // final name chosen (from the thread, or not wanted)
   bool emitted_finding = false;    // after the first finding the name no longer changes
   bool announced = false;          // the reporter was told of the loop (Reporter::Announce)
@@ -162,7 +152,6 @@ class Watchdog {
                             int64_t now);
   void CloseStall(LoopWatch& w, int64_t end_mono, bool estimated, int64_t now);
   void EmitWindow(LoopWatch& w, int64_t now);
-  bool TakeStackToken(LoopWatch& w, int64_t now);
   // Once the stall's first stack is in: whether its stacks are reported (a new signature
   // always; a known one within the budget) or only counted.
   void DecideStackBudget(LoopWatch& w, StallTrack& t, int64_t now);
