@@ -14,6 +14,7 @@
 #include "platform/proc.h"
 #include "runtime.h"
 #include "stallwatch/common/clock.h"
+#include "stallwatch/common/log_text.h"
 #include "wait_hook.h"
 
 namespace stallwatch {
@@ -66,19 +67,11 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       std::shared_ptr<internal::LoopContext> existing =
           it != Bases().end() ? it->second.lock() : nullptr;
       if (existing && existing->runtime && !existing->runtime->forked_child()) {
-        std::string name;
-        {
-          std::lock_guard<std::mutex> snap(existing->snap_mu);
-          name = existing->name;
-        }
-        try {
-          agent::internal::Log().warn(
-              "this event_base is already watched as loop '{}' (the program attaches its own "
-              "agent and runs under the preload shim too); watching it once, with the first "
-              "attach's settings",
-              name);
-        } catch (...) {
-        }
+        agent::internal::LogWarn(
+            "this event_base is already watched as loop '{}' (the program attaches its own "
+            "agent and runs under the preload shim too); watching it once, with the first "
+            "attach's settings",
+            EscapeForLog(existing->snapshot.Name()));
         std::unique_ptr<Agent> alias(new Agent(std::move(existing)));
         Aliases().insert(alias.get());
         return alias;
@@ -109,7 +102,8 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       if (slot >= 0) wp->ReleaseSlot(slot);
     };
     const uint64_t n = g_loop_counter.fetch_add(1);
-    ctx->name = options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
+    ctx->snapshot.name =
+        options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
     ctx->state.base = base;
     ctx->state.threshold_ns = options.stall_threshold->count();
     ctx->state.interval_ns = options.probe_interval->count();
@@ -125,15 +119,17 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       release_slot();
       return st;
     }
-    if (ctx->evwatch.Start(&ctx->state)) {
-      ctx->epfd_tries = 1000;  // libevent >= 2.2: prepare/check watchers give the boundaries
-    } else if (const char* method = event_base_get_method(base);
-               method != nullptr && std::strcmp(method, "epoll") == 0) {
+    // Loop boundaries: with libevent >= 2.2 its prepare/check watchers give them; else from the
+    // epoll backend's epoll_wait (its fd bound now or, failing that, found by the watchdog);
+    // other backends are probe-only (docs/design.md).
+    const bool evwatch = ctx->evwatch.Start(&ctx->state);
+    const char* method = evwatch ? nullptr : event_base_get_method(base);
+    if (method != nullptr && std::strcmp(method, "epoll") == 0) {
       const int epfd =
           agent::platform::FindEpollFdContaining(ctx->probe.timer_fd(), agent::platform::GetTid());
       if (epfd >= 0) agent::internal::BindEpollFd(&ctx->state, epfd);
     } else {
-      ctx->epfd_tries = 1000;  // other backends: probe-only (docs/design.md)
+      ctx->epfd_binding = internal::EpfdBinding::kNone;
     }
     ctx->runtime->Add(ctx);
     {
@@ -175,7 +171,7 @@ Agent::~Agent() {
 
 const std::string& Agent::loop_name() const {
   if (ctx_->runtime) ctx_->runtime->PullSnapshot(*ctx_);
-  return ctx_->name;
+  return ctx_->snapshot.name;
 }
 
 LoopSnapshot Agent::Snapshot() const {
@@ -183,10 +179,7 @@ LoopSnapshot Agent::Snapshot() const {
   if (ctx_->runtime) ctx_->runtime->PullSnapshot(*ctx_);  // the watchdog process's findings
   const auto& s = ctx_->state;
   out.service = ctx_->service;
-  {
-    std::lock_guard<std::mutex> lock(ctx_->snap_mu);  // the name may be set from the thread
-    out.loop = ctx_->name;
-  }
+  out.loop = ctx_->snapshot.Name();  // the watchdog may rename the loop after its thread
   out.tid = s.tid.load(std::memory_order_acquire);
   out.boundary_source = agent::internal::BoundarySource(s);
   HistogramCounts h;
@@ -207,26 +200,27 @@ LoopSnapshot Agent::Snapshot() const {
   out.since_attach.max = std::chrono::nanoseconds(max);
   out.iterations = s.iterations.load(std::memory_order_relaxed);
   {
-    std::lock_guard<std::mutex> lock(ctx_->snap_mu);
-    out.last_window = ctx_->last_window;
-    out.recent_stalls.assign(ctx_->recent.begin(), ctx_->recent.end());
-    out.ongoing = ctx_->ongoing;
+    const auto& snap = ctx_->snapshot;
+    std::lock_guard<std::mutex> lock(snap.mu);
+    out.last_window = snap.last_window;
+    out.recent_stalls.assign(snap.recent.begin(), snap.recent.end());
+    out.ongoing = snap.ongoing;
     // The ongoing finding is refreshed at each re-sample; its age is current now.
     if (out.ongoing) out.ongoing->duration_s = (RealtimeNanos() - out.ongoing->start_ns) / 1e9;
     out.stalls_total = out.recent_stalls.size();
-    if (ctx_->last_window) {
-      out.stalls_total = std::max<uint64_t>(out.stalls_total, ctx_->last_window->stalls_total);
-      out.since_attach.utilization = ctx_->last_window->utilization;
+    if (snap.last_window) {
+      out.stalls_total = std::max<uint64_t>(out.stalls_total, snap.last_window->stalls_total);
+      out.since_attach.utilization = snap.last_window->utilization;
     }
   }
   out.sampling_status = ctx_->runtime ? ctx_->runtime->sampling_status() : "detached";
   if (ctx_->runtime) out.findings_dropped = ctx_->runtime->findings_dropped();
   {
     // With the watchdog in a process of its own, its reporter counts them: the last window says.
-    std::lock_guard<std::mutex> lock(ctx_->snap_mu);
-    if (ctx_->last_window) {
-      out.findings_dropped =
-          std::max<uint64_t>(out.findings_dropped, ctx_->last_window->findings_dropped_total);
+    std::lock_guard<std::mutex> lock(ctx_->snapshot.mu);
+    if (ctx_->snapshot.last_window) {
+      out.findings_dropped = std::max<uint64_t>(out.findings_dropped,
+                                                ctx_->snapshot.last_window->findings_dropped_total);
     }
   }
   if (ctx_->runtime && ctx_->runtime->watchdog_process() != nullptr) {

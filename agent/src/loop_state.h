@@ -1,7 +1,8 @@
 #pragma once
 // State of one attached loop shared between the loop thread (probe callback, wait hook), the
-// watchdog thread and the signal handler. Only lock-free atomics are shared; the loop thread is
-// the single writer of the histograms and of the boundary stamps.
+// watchdog (a thread of the host, or stallwatch-watchdog through the shared mapping) and the
+// signal handler. Only lock-free atomics are shared; the loop thread is the single writer of the
+// histograms and of the boundary stamps.
 
 #include <pthread.h>
 #include <sys/types.h>
@@ -21,7 +22,7 @@ static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::atomic<void*>::is_always_lock_free);
 
 // One stack sample taken by the signal handler on the loop thread. Preallocated per loop.
-inline constexpr size_t kStackCopyBytes = 64 * 1024;
+inline constexpr size_t kStackCopyBytes = size_t{64} * 1024;
 inline constexpr int kDwarfRegs = 17;  // x86_64 DWARF 0..16 (rip = 16)
 
 struct RawSample {
@@ -90,7 +91,9 @@ struct LoopState {
 };
 
 inline const char* BoundarySource(const LoopState& s) {
-  if (!s.boundaries_seen.load(std::memory_order_acquire)) return "probe";
+  if (!s.boundaries_seen.load(std::memory_order_acquire)) {
+    return "probe";
+  }
   return s.boundaries_evwatch ? "evwatch" : "epoll_wait";
 }
 

@@ -4,8 +4,14 @@
 //   auto agent = stallwatch::Agent::Attach(base, {.stall_threshold = 50ms});
 //
 // Threading: Attach and the destructor (detach) are called on the loop thread, or on any thread
-// while the loop is not running. Snapshot() may be called on any thread. Hooks in Options are
-// called on the agent's reporter thread, never on the loop thread.
+// while the loop is not running. Snapshot() may be called on any thread, the loop thread
+// included: it copies what the watchdog published and never waits for the watchdog while that
+// samples or unwinds a stalled thread. Hooks in Options are called on the agent's hook thread
+// (one per process, started by the first attach with hooks; findings in the order they were
+// made), never on a loop thread nor on the watchdog; when the destructor returns, the loop's
+// findings have been through its hooks and they are not called again. Hooks need the watchdog
+// to be a thread of this process: with hooks set it never starts as a process of its own, and
+// an attach with hooks fails when it already runs as one (WatchdogMode).
 
 #include <chrono>
 #include <functional>
@@ -88,7 +94,8 @@ struct Options {
   size_t queue_capacity = 4096;  // findings buffered while the endpoint is away
   // Unset → STALLWATCH_WATCHDOG, else kAuto. Process-wide.
   std::optional<WatchdogMode> watchdog;
-  // Called on the reporter thread for every finding (tests, embedding).
+  // Called on the agent's hook thread for every finding of the loop (tests, embedding); see the
+  // threading note at the top.
   std::function<void(const StallFinding&)> on_stall;
   std::function<void(const DelayFinding&)> on_delay;
 

@@ -1,0 +1,61 @@
+#pragma once
+// The watchdog's account of its own time: when, between two readings of its clocks, it was
+// neither running, nor queued for a CPU, nor in a sleep it chose, the whole process (or, for a
+// watchdog process, the host it watches) was suspended, and a stall over that window is not the
+// loop's doing. Pure: fed clock readings and intended sleeps; reading the clocks is the caller's.
+//
+// Threading: not thread-safe; owned by the watchdog engine and used under its lock.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <utility>
+
+namespace stallwatch::agent::internal {
+
+// One reading of the watchdog thread's clocks (ns): monotonic, its CPU time, and its time
+// queued for a CPU (schedstat run_delay; 0 when unknown).
+struct OwnClocks {
+  int64_t mono_ns = 0;
+  int64_t cpu_ns = 0;
+  int64_t run_delay_ns = 0;
+};
+
+class SelfClock {
+ public:
+  // Time neither running, queued, nor in a chosen sleep, above which the process is taken to
+  // have been suspended.
+  static constexpr std::chrono::nanoseconds kSuspendedAtLeast = std::chrono::milliseconds(20);
+  // Suspension windows remembered (the oldest is forgotten first).
+  static constexpr size_t kMaxWindows = 32;
+
+  // Records a suspension when, between `from` and `to`, the watchdog was neither running, nor
+  // queued for a CPU, nor in a sleep it chose (`intended_sleep_ns`) for more than
+  // kSuspendedAtLeast. The window recorded ends at `to`.
+  void Account(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
+
+  // Processing between two waits: sleeps inside it (waiting for a signal sample) were added with
+  // AddIntendedSleep; they are used here and forgotten.
+  void AccountProcessing(const OwnClocks& from, const OwnClocks& to);
+  void AddIntendedSleep(int64_t ns) { intended_sleep_ns_ += ns; }
+
+  // A wait for at most `tick_ns` that started at `from` and ended (or is looked at) at `to`:
+  // the sleep was chosen up to the tick; longer, the watchdog should have woken up.
+  void AccountWait(const OwnClocks& from, const OwnClocks& to, int64_t tick_ns);
+
+  // Records a window [from_ns, to_ns) in which the watched thread was seen stopped.
+  void AddSuspension(int64_t from_ns, int64_t to_ns);
+
+  // The time of [from_ns, to_ns) covered by recorded suspension windows.
+  int64_t Overlap(int64_t from_ns, int64_t to_ns) const;
+
+  // [from, to) windows, newest last, at most kMaxWindows.
+  const std::deque<std::pair<int64_t, int64_t>>& windows() const { return windows_; }
+
+ private:
+  std::deque<std::pair<int64_t, int64_t>> windows_;
+  int64_t intended_sleep_ns_ = 0;
+};
+
+}  // namespace stallwatch::agent::internal

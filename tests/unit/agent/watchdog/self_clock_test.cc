@@ -1,0 +1,90 @@
+#include "watchdog/self_clock.h"
+
+#include <gtest/gtest.h>
+
+namespace stallwatch::agent::internal {
+namespace {
+
+constexpr int64_t kMs = 1'000'000;
+
+OwnClocks At(int64_t mono_ms, int64_t cpu_ms = 0, int64_t run_delay_ms = 0) {
+  return {mono_ms * kMs, cpu_ms * kMs, run_delay_ms * kMs};
+}
+
+TEST(SelfClockTest, ASleepItChoseIsNotASuspension) {
+  SelfClock c;
+  c.Account(At(0), At(500), 500 * kMs);
+  c.AccountWait(At(1000), At(1300), 300 * kMs);
+  c.AddIntendedSleep(100 * kMs);
+  c.AccountProcessing(At(2000), At(2100));
+  EXPECT_TRUE(c.windows().empty());
+  EXPECT_EQ(c.Overlap(0, 3000 * kMs), 0);
+}
+
+TEST(SelfClockTest, RunningOrQueuedTimeIsNotASuspension) {
+  SelfClock c;
+  c.Account(At(0, 0, 0), At(100, 60, 40), 0);  // 60 ms on a CPU, 40 ms queued
+  EXPECT_TRUE(c.windows().empty());
+}
+
+TEST(SelfClockTest, AGapWithNeitherCpuNorRunQueueWaitIsASuspension) {
+  SelfClock c;
+  // 100 ms: 10 ms running, 5 ms queued, 10 ms chosen sleep: 75 ms unaccounted.
+  c.Account(At(1000, 0, 0), At(1100, 10, 5), 10 * kMs);
+  ASSERT_EQ(c.windows().size(), 1u);
+  EXPECT_EQ(c.windows()[0].first, 1025 * kMs);
+  EXPECT_EQ(c.windows()[0].second, 1100 * kMs);
+}
+
+TEST(SelfClockTest, TwentyMillisecondsIsTheThreshold) {
+  SelfClock c;
+  c.Account(At(0), At(20), 0);  // exactly 20 ms: not above
+  EXPECT_TRUE(c.windows().empty());
+  c.Account(At(100), OwnClocks{121 * kMs, 0, 0}, 0);
+  EXPECT_EQ(c.windows().size(), 1u);
+}
+
+TEST(SelfClockTest, AWaitLongerThanItsTickIsASuspension) {
+  SelfClock c;
+  // A 10 ms wait that lasted 200 ms: 190 ms the watchdog should have been awake.
+  c.AccountWait(At(0), At(200), 10 * kMs);
+  ASSERT_EQ(c.windows().size(), 1u);
+  EXPECT_EQ(c.windows()[0].first, 10 * kMs);
+  EXPECT_EQ(c.windows()[0].second, 200 * kMs);
+}
+
+TEST(SelfClockTest, IntendedSleepIsUsedOnce) {
+  SelfClock c;
+  c.AddIntendedSleep(80 * kMs);
+  c.AccountProcessing(At(0), At(100));  // 20 ms left: not a suspension
+  EXPECT_TRUE(c.windows().empty());
+  c.AccountProcessing(At(200), At(300));  // the sleep was already used
+  EXPECT_EQ(c.windows().size(), 1u);
+}
+
+TEST(SelfClockTest, OverlapArithmetic) {
+  SelfClock c;
+  c.AddSuspension(100 * kMs, 200 * kMs);
+  c.AddSuspension(300 * kMs, 400 * kMs);
+  EXPECT_EQ(c.Overlap(0, 1000 * kMs), 200 * kMs);
+  EXPECT_EQ(c.Overlap(150 * kMs, 350 * kMs), 100 * kMs);
+  EXPECT_EQ(c.Overlap(200 * kMs, 300 * kMs), 0);  // half-open windows
+  EXPECT_EQ(c.Overlap(120 * kMs, 130 * kMs), 10 * kMs);
+  EXPECT_EQ(c.Overlap(500 * kMs, 600 * kMs), 0);
+  EXPECT_EQ(c.Overlap(400 * kMs, 100 * kMs), 0);  // empty range
+}
+
+TEST(SelfClockTest, TheWindowListIsBounded) {
+  SelfClock c;
+  for (int64_t i = 0; i < 100; ++i) {
+    c.AddSuspension(i * 10 * kMs, i * 10 * kMs + kMs);
+  }
+  ASSERT_EQ(c.windows().size(), SelfClock::kMaxWindows);
+  // The oldest were forgotten, the newest kept.
+  EXPECT_EQ(c.windows().front().first, int64_t{100 - 32} * 10 * kMs);
+  EXPECT_EQ(c.windows().back().first, 990 * kMs);
+  EXPECT_EQ(c.Overlap(0, int64_t{100} * 10 * kMs), 32 * kMs);
+}
+
+}  // namespace
+}  // namespace stallwatch::agent::internal
