@@ -39,8 +39,12 @@ std::set<const Agent*>& Aliases() {
 
 StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options) {
   try {
-    if (base == nullptr) return InvalidArgumentError("event_base is null");
-    if (event_new == nullptr) return FailedPreconditionError("libevent is not loaded");
+    if (base == nullptr) {
+      return InvalidArgumentError("event_base is null");
+    }
+    if (event_new == nullptr) {
+      return FailedPreconditionError("libevent is not loaded");
+    }
     // Fields set in code, then the STALLWATCH_* environment, then the defaults.
     options = Options::FromEnvironment(std::move(options));
     if (*options.stall_threshold < std::chrono::milliseconds(1)) {
@@ -78,7 +82,9 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
       }
     }
     auto rt = internal::Runtime::Acquire(options);
-    if (!rt.ok()) return rt.status();
+    if (!rt.ok()) {
+      return rt.status();
+    }
     internal::WatchdogProcess* wp = (*rt)->watchdog_process();
     if (wp != nullptr && (options.on_stall || options.on_delay)) {
       return FailedPreconditionError(
@@ -99,7 +105,9 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
     auto ctx = std::make_shared<internal::LoopContext>(slot >= 0 ? wp->loop_state(slot) : nullptr);
     ctx->slot = slot;
     auto release_slot = [&] {
-      if (slot >= 0) wp->ReleaseSlot(slot);
+      if (slot >= 0) {
+        wp->ReleaseSlot(slot);
+      }
     };
     const uint64_t n = g_loop_counter.fetch_add(1);
     ctx->snapshot.name =
@@ -127,7 +135,9 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
     if (method != nullptr && std::strcmp(method, "epoll") == 0) {
       const int epfd =
           agent::platform::FindEpollFdContaining(ctx->probe.timer_fd(), agent::platform::GetTid());
-      if (epfd >= 0) agent::internal::BindEpollFd(&ctx->state, epfd);
+      if (epfd >= 0) {
+        agent::internal::BindEpollFd(&ctx->state, epfd);
+      }
     } else {
       ctx->epfd_binding = internal::EpfdBinding::kNone;
     }
@@ -147,9 +157,13 @@ Agent::Agent(std::shared_ptr<internal::LoopContext> ctx) : ctx_(std::move(ctx)) 
 Agent::~Agent() {
   {
     std::lock_guard<std::mutex> lock(g_bases_mu);
-    if (Aliases().erase(this) > 0) return;  // the loop stays with the first attach's handle
+    if (Aliases().erase(this) > 0) {
+      return;  // the loop stays with the first attach's handle
+    }
     auto it = Bases().find(static_cast<event_base*>(ctx_->state.base));
-    if (it != Bases().end() && it->second.lock() == ctx_) Bases().erase(it);
+    if (it != Bases().end() && it->second.lock() == ctx_) {
+      Bases().erase(it);
+    }
   }
   try {
     ctx_->runtime->Remove(ctx_.get());
@@ -158,7 +172,10 @@ Agent::~Agent() {
   ctx_->probe.Stop();
   ctx_->evwatch.Stop();
   if (ctx_->runtime->forked_child()) {
-    // Inherited from the parent: the runtime is abandoned, and so is this context.
+    // Inherited from the parent: the runtime is abandoned, and so is this context (leaked on
+    // purpose; if even that allocation fails the process ends, which is safer than destroying
+    // state whose locks another thread of the parent may hold).
+    // NOLINTNEXTLINE(bugprone-unhandled-exception-at-new)
     new std::shared_ptr<internal::LoopContext>(std::move(ctx_));
     return;
   }
@@ -170,13 +187,17 @@ Agent::~Agent() {
 }
 
 const std::string& Agent::loop_name() const {
-  if (ctx_->runtime) ctx_->runtime->PullSnapshot(*ctx_);
+  if (ctx_->runtime) {
+    ctx_->runtime->PullSnapshot(*ctx_);
+  }
   return ctx_->snapshot.name;
 }
 
 LoopSnapshot Agent::Snapshot() const {
   LoopSnapshot out;
-  if (ctx_->runtime) ctx_->runtime->PullSnapshot(*ctx_);  // the watchdog process's findings
+  if (ctx_->runtime) {
+    ctx_->runtime->PullSnapshot(*ctx_);  // the watchdog process's findings
+  }
   const auto& s = ctx_->state;
   out.service = ctx_->service;
   out.loop = ctx_->snapshot.Name();  // the watchdog may rename the loop after its thread
@@ -206,7 +227,9 @@ LoopSnapshot Agent::Snapshot() const {
     out.recent_stalls.assign(snap.recent.begin(), snap.recent.end());
     out.ongoing = snap.ongoing;
     // The ongoing finding is refreshed at each re-sample; its age is current now.
-    if (out.ongoing) out.ongoing->duration_s = (RealtimeNanos() - out.ongoing->start_ns) / 1e9;
+    if (out.ongoing) {
+      out.ongoing->duration_s = (RealtimeNanos() - out.ongoing->start_ns) / 1e9;
+    }
     out.stalls_total = out.recent_stalls.size();
     if (snap.last_window) {
       out.stalls_total = std::max<uint64_t>(out.stalls_total, snap.last_window->stalls_total);
@@ -214,7 +237,9 @@ LoopSnapshot Agent::Snapshot() const {
     }
   }
   out.sampling_status = ctx_->runtime ? ctx_->runtime->sampling_status() : "detached";
-  if (ctx_->runtime) out.findings_dropped = ctx_->runtime->findings_dropped();
+  if (ctx_->runtime) {
+    out.findings_dropped = ctx_->runtime->findings_dropped();
+  }
   {
     // With the watchdog in a process of its own, its reporter counts them: the last window says.
     std::lock_guard<std::mutex> lock(ctx_->snapshot.mu);

@@ -25,6 +25,8 @@ static_assert(std::atomic<void*>::is_always_lock_free);
 inline constexpr size_t kStackCopyBytes = size_t{64} * 1024;
 inline constexpr int kDwarfRegs = 17;  // x86_64 DWARF 0..16 (rip = 16)
 
+// `stack` is left uninitialised: the handler writes it before the watchdog reads stack_len bytes.
+// NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init)
 struct RawSample {
   enum State : int { kIdle = 0, kRequested = 1, kWriting = 2, kReady = 3, kFailed = 4 };
   std::atomic<int> state{kIdle};

@@ -27,8 +27,9 @@ struct LoopObservation {
   std::array<Period, 8> long_periods{};
   int long_count = 0;
   void AddLongPeriod(int64_t start, int64_t end) {
-    if (long_count < static_cast<int>(long_periods.size()))
+    if (long_count < static_cast<int>(long_periods.size())) {
       long_periods[long_count++] = {start, end};
+    }
   }
   int64_t probe_due_ns = 0;
   uint64_t probe_runs = 0;
@@ -53,7 +54,7 @@ enum class DetectorAction {
 };
 
 struct DetectorEvent {
-  DetectorAction action;
+  DetectorAction action = DetectorAction::kBaseline;
   int64_t start_ns = 0;
   int64_t end_ns = 0;
   bool estimated = false;  // start/end from the probe, not from the loop boundaries
@@ -67,7 +68,9 @@ class StallDetector {
     std::array<DetectorEvent, 12> items;
     int size = 0;
     void Add(DetectorEvent e) {
-      if (size < static_cast<int>(items.size())) items[size++] = e;
+      if (size < static_cast<int>(items.size())) {
+        items[size++] = e;
+      }
     }
   };
   Events Observe(const LoopObservation& o);

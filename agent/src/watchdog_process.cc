@@ -37,7 +37,9 @@ void CopyField(char* dst, size_t size, const std::string& src) {
 // The directory of the module the agent runs from (the library, the preload shim).
 std::string ModuleDir() {
   const std::string path = agent::internal::Unwinder::OwnModulePath();
-  if (path.empty()) return std::string();
+  if (path.empty()) {
+    return std::string();
+  }
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
 }
@@ -46,11 +48,15 @@ std::string ModuleDir() {
 // one level up (the preload shim's build directory).
 std::string FindExecutable() {
   const std::string dir = ModuleDir();
-  if (dir.empty()) return std::string();
+  if (dir.empty()) {
+    return std::string();
+  }
   for (const std::string& candidate :
        {dir + "/stallwatch-watchdog", dir + "/" SW_WATCHDOG_RELDIR "/stallwatch-watchdog",
         dir + "/../stallwatch-watchdog"}) {
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
   }
   return std::string();
 }
@@ -70,10 +76,14 @@ std::vector<std::string> WatchdogEnvironment() {
         if (!item.empty() && item.find("stallwatch_preload") == std::string::npos) {
           kept += (kept.empty() ? "" : ":") + item;
         }
-        if (end == std::string::npos) break;
+        if (end == std::string::npos) {
+          break;
+        }
         pos = end + 1;
       }
-      if (kept.empty()) continue;
+      if (kept.empty()) {
+        continue;
+      }
       v = "LD_PRELOAD=" + kept;
     }
     env.push_back(std::move(v));
@@ -108,12 +118,16 @@ bool WatchdogProcess::Wanted(const Options& options, std::string* why) {
   return false;
 #endif
   const WatchdogMode mode = options.watchdog.value_or(WatchdogMode::kAuto);
-  if (mode == WatchdogMode::kThread) return false;
+  if (mode == WatchdogMode::kThread) {
+    return false;
+  }
   if (options.on_stall || options.on_delay) {
     *why = "hooks run on an agent thread";
     return false;
   }
-  if (mode == WatchdogMode::kAuto && __libc_single_threaded == 0) return false;
+  if (mode == WatchdogMode::kAuto && __libc_single_threaded == 0) {
+    return false;
+  }
   if (::prctl(PR_GET_DUMPABLE) != 1) {
     *why = "the process is not dumpable (another process may not read its /proc files)";
     return false;
@@ -175,12 +189,16 @@ std::unique_ptr<WatchdogProcess> WatchdogProcess::Start(const Options& options,
   std::vector<std::string> args = {exe, "--host-pid", pid_text, "--region-fd", fd_text};
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
-  for (auto& a : args) argv.push_back(a.data());
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
   argv.push_back(nullptr);
   std::vector<std::string> env = WatchdogEnvironment();
   std::vector<char*> envp;
   envp.reserve(env.size() + 1);
-  for (auto& e : env) envp.push_back(e.data());
+  for (auto& e : env) {
+    envp.push_back(e.data());
+  }
   envp.push_back(nullptr);
   SpawnArgs sa{exe.c_str(), argv.data(), envp.data(), fd};
   constexpr size_t kStack = size_t{64} * 1024;
@@ -222,7 +240,9 @@ bool WatchdogProcess::WaitFor(const std::atomic<int>& v, int want, int64_t timeo
   RegionHeader& h = region_->header;
   for (;;) {
     const uint32_t seen = h.to_host.load(std::memory_order_acquire);
-    if (v.load(std::memory_order_acquire) == want) return true;
+    if (v.load(std::memory_order_acquire) == want) {
+      return true;
+    }
     if (pid_ > 0) {
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG | __WALL) == pid_) {
@@ -233,13 +253,17 @@ bool WatchdogProcess::WaitFor(const std::atomic<int>& v, int want, int64_t timeo
       return false;
     }
     const int64_t left = deadline - MonotonicNanos();
-    if (left <= 0) return false;
+    if (left <= 0) {
+      return false;
+    }
     FutexWait(&h.to_host, seen, std::min<int64_t>(left, 10'000'000));
   }
 }
 
 WatchdogProcess::~WatchdogProcess() {
-  if (region_ == nullptr) return;
+  if (region_ == nullptr) {
+    return;
+  }
   RegionHeader& h = region_->header;
   if (pid_ > 0) {
     h.watchdog_state.store(RegionHeader::kStopRequested, std::memory_order_release);
@@ -259,9 +283,13 @@ WatchdogProcess::~WatchdogProcess() {
 int WatchdogProcess::AllocateSlot() {
   std::lock_guard<std::mutex> lock(mu_);
   for (int i = 0; i < kMaxProcessLoops; ++i) {
-    if (reserved_[i]) continue;
+    if (reserved_[i]) {
+      continue;
+    }
     RegionSlot& s = region_->slots[i];
-    if (s.state.load(std::memory_order_acquire) != RegionSlot::kFree) continue;
+    if (s.state.load(std::memory_order_acquire) != RegionSlot::kFree) {
+      continue;
+    }
     reserved_[i] = true;
     new (&s.loop) agent::internal::LoopState();
     PublishText(&s.snapshot, "");
@@ -315,13 +343,17 @@ void WatchdogProcess::Add(const std::shared_ptr<LoopContext>& ctx) {
 void WatchdogProcess::Remove(LoopContext* ctx) { Detach(ctx->slot); }
 
 std::string WatchdogProcess::sampling_status() const {
-  if (!host_status_.ok()) return SamplingStatusText(host_status_);
+  if (!host_status_.ok()) {
+    return SamplingStatusText(host_status_);
+  }
   std::string remote = ReadText(region_->header.sampling_status);
   return remote.empty() ? SamplingStatusText(host_status_) : remote;
 }
 
 void WatchdogProcess::PullSnapshot(LoopContext& c) const {
-  if (c.slot < 0) return;
+  if (c.slot < 0) {
+    return;
+  }
   internal::PullSnapshot(region_->slots[c.slot].snapshot, &c.snapshot);
 }
 
@@ -336,11 +368,15 @@ void WatchdogProcess::PrivatizeInChild() {
   };
   save(&region_->header, sizeof(RegionHeader));
   for (int i = 0; i < kMaxProcessLoops; ++i) {
-    if (reserved_[i]) save(&region_->slots[i], sizeof(RegionSlot));
+    if (reserved_[i]) {
+      save(&region_->slots[i], sizeof(RegionSlot));
+    }
   }
   void* p = ::mmap(region_, region_size_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-  if (p == MAP_FAILED) return;
+  if (p == MAP_FAILED) {
+    return;
+  }
   for (const auto& [off, bytes] : keep) {
     std::memcpy(reinterpret_cast<char*>(region_) + off, bytes.data(), bytes.size());
   }

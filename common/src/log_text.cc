@@ -7,7 +7,9 @@ namespace stallwatch {
 
 std::string EscapeForLog(std::string_view s, size_t max_bytes) {
   size_t n = std::min(s.size(), max_bytes);
-  while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
+  while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) {
+    --n;
+  }
   std::string out;
   out.reserve(n + 3);
   for (const char ch : s.substr(0, n)) {
@@ -22,7 +24,9 @@ std::string EscapeForLog(std::string_view s, size_t max_bytes) {
       out.push_back(ch);
     }
   }
-  if (n < s.size()) out += "...";
+  if (n < s.size()) {
+    out += "...";
+  }
   return out;
 }
 

@@ -24,7 +24,9 @@ void SelfClock::AccountWait(const OwnClocks& from, const OwnClocks& to, int64_t 
 
 void SelfClock::AddSuspension(int64_t from_ns, int64_t to_ns) {
   windows_.emplace_back(from_ns, to_ns);
-  if (windows_.size() > kMaxWindows) windows_.pop_front();
+  if (windows_.size() > kMaxWindows) {
+    windows_.pop_front();
+  }
 }
 
 int64_t SelfClock::Overlap(int64_t from_ns, int64_t to_ns) const {
@@ -32,7 +34,9 @@ int64_t SelfClock::Overlap(int64_t from_ns, int64_t to_ns) const {
   for (const auto& [a, b] : windows_) {
     const int64_t lo = std::max(a, from_ns);
     const int64_t hi = std::min(b, to_ns);
-    if (hi > lo) total += hi - lo;
+    if (hi > lo) {
+      total += hi - lo;
+    }
   }
   return total;
 }

@@ -65,7 +65,9 @@ template <typename T>
 class [[nodiscard]] StatusOr {
  public:
   StatusOr(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
-    if (std::get<0>(v_).ok()) v_ = Status(StatusCode::kInternal, "OK status without a value");
+    if (std::get<0>(v_).ok()) {
+      v_ = Status(StatusCode::kInternal, "OK status without a value");
+    }
   }
   StatusOr(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
 

@@ -9,22 +9,24 @@ namespace stallwatch {
 
 // Async-signal safe.
 inline int64_t MonotonicNanos() {
-  timespec ts;
+  timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
 // Async-signal safe.
 inline int64_t RealtimeNanos() {
-  timespec ts;
+  timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
 // Async-signal safe. CPU time of a thread's clock id (see pthread_getcpuclockid), -1 on error.
 inline int64_t CpuClockNanos(clockid_t id) {
-  timespec ts;
-  if (clock_gettime(id, &ts) != 0) return -1;
+  timespec ts{};
+  if (clock_gettime(id, &ts) != 0) {
+    return -1;
+  }
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 

@@ -9,7 +9,9 @@ constexpr int64_t kMs = 1'000'000;
 
 HistogramCounts Counts(std::initializer_list<std::pair<uint64_t, uint64_t>> values) {
   HistogramCounts h;
-  for (const auto& [v, n] : values) h.Add(v, n);
+  for (const auto& [v, n] : values) {
+    h.Add(v, n);
+  }
   return h;
 }
 
@@ -38,7 +40,9 @@ TEST(DelayWindowTest, FiguresAreTheDeltaOverTheWindow) {
   EXPECT_EQ(d.iterations, 120u);
   EXPECT_NEAR(d.iteration_sum_s, 0.080, 0.001);
   uint64_t delay_in_buckets = 0;
-  for (const auto& [idx, n] : d.delay_buckets) delay_in_buckets += n;
+  for (const auto& [idx, n] : d.delay_buckets) {
+    delay_in_buckets += n;
+  }
   EXPECT_EQ(delay_in_buckets, 91u);
   EXPECT_EQ(w.start_ns(), 3000 * kMs);
   EXPECT_EQ(w.max_delay_ever_ns(), static_cast<uint64_t>(100 * kMs));
