@@ -96,14 +96,12 @@ StatusOr<HttpResponse> HttpGet(const std::string& url_text, std::chrono::millise
       return UnavailableError("recv from " + where + ": " + std::strerror(errno));
     }
   }
-  const size_t sep = in.find("\r\n\r\n");
-  if (in.compare(0, 5, "HTTP/") != 0 || sep == std::string::npos || in.size() < 12) {
-    return UnavailableError(where + " did not answer with HTTP");
+  auto response = ParseHttpResponse(in);
+  if (!response.ok()) {
+    return UnavailableError(where + " did not answer with HTTP (" + response.status().message() +
+                            ")");
   }
-  HttpResponse r;
-  r.status = std::atoi(in.c_str() + 9);
-  r.body = in.substr(sep + 4);
-  return r;
+  return response;
 }
 
 std::string BaseUrl(std::string url) {

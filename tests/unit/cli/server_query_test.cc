@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "server.h"
+#include "routes.h"
 
 namespace stallwatch::cli {
 namespace {
