@@ -34,7 +34,9 @@ void ReplyBadRequest(evhttp_request* req, const std::string& message) {
 
 int ParseHostPort(const std::string& hp, std::string* host) {
   const auto colon = hp.rfind(':');
-  if (colon == std::string::npos) return -1;
+  if (colon == std::string::npos) {
+    return -1;
+  }
   *host = hp.substr(0, colon);
   try {
     const int port = std::stoi(hp.substr(colon + 1));
@@ -71,7 +73,9 @@ int BindHttp(evhttp* http, const std::string& bind, int port, std::string* error
     *error = std::string("getsockname: ") + std::strerror(errno);
     return -1;
   }
-  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  }
   return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
 }
 

@@ -34,8 +34,12 @@ class Waker {
  public:
   Waker() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~Waker() {
-    if (ev_ != nullptr) event_free(ev_);
-    if (fd_ >= 0) close(fd_);
+    if (ev_ != nullptr) {
+      event_free(ev_);
+    }
+    if (fd_ >= 0) {
+      close(fd_);
+    }
   }
   bool ok() const { return fd_ >= 0; }
   // Called on the loop thread (setup).
@@ -76,24 +80,32 @@ class PendingSet {
   Pending* Add(evhttp_request* req, int ms) {
     auto* p = new Pending{.req = req, .evcon = evhttp_request_get_connection(req), .ms = ms};
     p->owner = this;
-    if (p->evcon != nullptr) evhttp_connection_set_closecb(p->evcon, &PendingSet::OnClose, this);
+    if (p->evcon != nullptr) {
+      evhttp_connection_set_closecb(p->evcon, &PendingSet::OnClose, this);
+    }
     set_.insert(p);
     return p;
   }
   // Called on the loop thread: replies (when the client is still there) and frees p.
   void Finish(Pending* p, int code, const char* reason, const std::string& body) {
-    if (p->req != nullptr) Reply(p->req, code, reason, body);
+    if (p->req != nullptr) {
+      Reply(p->req, code, reason, body);
+    }
     Release(p);
   }
   void Release(Pending* p) {
-    if (p->timer != nullptr) event_free(p->timer);
+    if (p->timer != nullptr) {
+      event_free(p->timer);
+    }
     set_.erase(p);
     delete p;
   }
   // Called on the loop thread at shutdown: answers 503 to all and frees them.
   void FailAll() {
     for (Pending* p : std::vector<Pending*>(set_.begin(), set_.end())) {
-      if (p->upstream != nullptr) evhttp_connection_free(p->upstream);
+      if (p->upstream != nullptr) {
+        evhttp_connection_free(p->upstream);
+      }
       Finish(p, 503, "Service Unavailable", "shutting down\n");
     }
   }

@@ -31,16 +31,36 @@ volatile uint64_t g_cpu_sink = 0;
 }  // namespace
 
 Route RouteOf(std::string_view path) {
-  if (path == "/") return Route::kHello;
-  if (path == "/block") return Route::kBlock;
-  if (path == "/cpu") return Route::kCpu;
-  if (path == "/async") return Route::kAsync;
-  if (path == "/offload") return Route::kOffload;
-  if (path == "/upstream-blocking") return Route::kUpstreamBlocking;
-  if (path == "/upstream-async") return Route::kUpstreamAsync;
-  if (path == "/control/block") return Route::kControlBlock;
-  if (path == "/control/stats") return Route::kControlStats;
-  if (path == "/control/unblock") return Route::kControlUnblock;
+  if (path == "/") {
+    return Route::kHello;
+  }
+  if (path == "/block") {
+    return Route::kBlock;
+  }
+  if (path == "/cpu") {
+    return Route::kCpu;
+  }
+  if (path == "/async") {
+    return Route::kAsync;
+  }
+  if (path == "/offload") {
+    return Route::kOffload;
+  }
+  if (path == "/upstream-blocking") {
+    return Route::kUpstreamBlocking;
+  }
+  if (path == "/upstream-async") {
+    return Route::kUpstreamAsync;
+  }
+  if (path == "/control/block") {
+    return Route::kControlBlock;
+  }
+  if (path == "/control/stats") {
+    return Route::kControlStats;
+  }
+  if (path == "/control/unblock") {
+    return Route::kControlUnblock;
+  }
   return Route::kUnknown;
 }
 
@@ -48,7 +68,9 @@ __attribute__((noinline)) void BlockingSleepOnLoop(int ms) {
   timespec ts{ms / 1000, (ms % 1000) * 1'000'000L};
   // Restarted after a signal so the loop is blocked for the full time.
   timespec rem{};
-  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &rem) == EINTR) ts = rem;
+  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &rem) == EINTR) {
+    ts = rem;
+  }
   KeepFrame();
 }
 
@@ -56,7 +78,9 @@ __attribute__((noinline)) void BurnCpuOnLoop(int ms) {
   const int64_t end = MonotonicNanos() + int64_t{ms} * 1'000'000;
   uint64_t x = g_cpu_sink;
   do {
-    for (int i = 0; i < 20000; ++i) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    for (int i = 0; i < 20000; ++i) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    }
   } while (MonotonicNanos() < end);
   g_cpu_sink = x;
   KeepFrame();
@@ -72,7 +96,9 @@ StatusOr<int> ParseMsParam(const std::string& query, const std::string& key, int
   std::string value = v != nullptr ? v : "";
   const bool present = v != nullptr;
   evhttp_clear_headers(&params);
-  if (!present) return fallback;
+  if (!present) {
+    return fallback;
+  }
   const std::string form = key + " must be an integer number of milliseconds in 0.." +
                            std::to_string(max_ms) + ", e.g. ?" + key + "=500";
   if (value.empty() || value.size() > 9 ||
@@ -80,7 +106,9 @@ StatusOr<int> ParseMsParam(const std::string& query, const std::string& key, int
     return InvalidArgumentError("bad " + key + "='" + value + "': " + form);
   }
   const int ms = std::stoi(value);
-  if (ms > max_ms) return InvalidArgumentError("bad " + key + "='" + value + "': " + form);
+  if (ms > max_ms) {
+    return InvalidArgumentError("bad " + key + "='" + value + "': " + form);
+  }
   return ms;
 }
 
@@ -96,9 +124,13 @@ StatusOr<ControlSpec> ParseControlQuery(const std::string& query) {
   Status st;
   auto duration = [&](const char* key, milliseconds* out) {
     const char* v = evhttp_find_header(&params, key);
-    if (v == nullptr || !st.ok()) return;
+    if (v == nullptr || !st.ok()) {
+      return;
+    }
     std::string text = v;
-    if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) text += "ms";
+    if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+      text += "ms";
+    }
     auto d = ParseDuration(text);
     if (!d.ok() || *d < milliseconds(1) || *d > std::chrono::seconds(60)) {
       st = InvalidArgumentError(std::string("bad ") + key + "='" + v + "': " + form);
@@ -116,7 +148,9 @@ StatusOr<ControlSpec> ParseControlQuery(const std::string& query) {
     }
   }
   evhttp_clear_headers(&params);
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    return st;
+  }
   if (spec.period < spec.duration) {
     return InvalidArgumentError("period must be at least duration; " + form);
   }
@@ -137,8 +171,12 @@ void Server::Impl::OnRequest(evhttp_request* req, void* arg) {
 
 void Server::Impl::HandleRequest(evhttp_request* req, const std::string& path) {
   const Route route = RouteOf(path);
-  if (route == Route::kHello) return Reply(req, HTTP_OK, "OK", "hello world\n");
-  if (stopping_.load()) return Reply(req, 503, "Service Unavailable", "shutting down\n");
+  if (route == Route::kHello) {
+    return Reply(req, HTTP_OK, "OK", "hello world\n");
+  }
+  if (stopping_.load()) {
+    return Reply(req, 503, "Service Unavailable", "shutting down\n");
+  }
   const std::string query = QueryOf(req);
   switch (route) {
     case Route::kBlock:
@@ -168,7 +206,9 @@ void Server::Impl::HandleRequest(evhttp_request* req, const std::string& path) {
 // /block, /cpu stall the loop; /async waits with a loop timer; /offload sleeps on a worker.
 void Server::Impl::HandleStall(evhttp_request* req, Route route, const std::string& query) {
   auto ms = ParseMsParam(query, "ms", 500);
-  if (!ms.ok()) return BadRequest(req, ms.status().message());
+  if (!ms.ok()) {
+    return BadRequest(req, ms.status().message());
+  }
   if (route == Route::kBlock) {
     BlockingSleepOnLoop(*ms);
     return Reply(req, HTTP_OK, "OK", "slept " + std::to_string(*ms) + " ms on the loop\n");
@@ -178,7 +218,9 @@ void Server::Impl::HandleStall(evhttp_request* req, Route route, const std::stri
     return Reply(req, HTTP_OK, "OK", "burned " + std::to_string(*ms) + " ms of CPU on the loop\n");
   }
   Pending* p = pending_.Add(req, *ms);
-  if (route == Route::kOffload) return pool_->Submit(p);
+  if (route == Route::kOffload) {
+    return pool_->Submit(p);
+  }
   p->timer = evtimer_new(base_, &Impl::OnAsyncTimer, p);
   const timeval tv{*ms / 1000, (*ms % 1000) * 1000L};
   evtimer_add(p->timer, &tv);
@@ -186,11 +228,15 @@ void Server::Impl::HandleStall(evhttp_request* req, Route route, const std::stri
 
 void Server::Impl::HandleUpstream(evhttp_request* req, Route route, const std::string& query) {
   auto ms = ParseMsParam(query, "ms", static_cast<int>(opts_.upstream_delay.count()));
-  if (!ms.ok()) return BadRequest(req, ms.status().message());
+  if (!ms.ok()) {
+    return BadRequest(req, ms.status().message());
+  }
   const std::string upath = "/slow?ms=" + std::to_string(*ms);
   if (route == Route::kUpstreamBlocking) {
     auto body = BlockingUpstreamFetch(upstream_host_, upstream_port_, upath);
-    if (!body.ok()) return Reply(req, 502, "Bad Gateway", body.status().message() + "\n");
+    if (!body.ok()) {
+      return Reply(req, 502, "Bad Gateway", body.status().message() + "\n");
+    }
     return Reply(req, HTTP_OK, "OK", "upstream (blocking client): " + *body);
   }
   FetchAsync(req, upath, *ms);
@@ -198,7 +244,9 @@ void Server::Impl::HandleUpstream(evhttp_request* req, Route route, const std::s
 
 void Server::Impl::HandleControlBlock(evhttp_request* req, const std::string& query) {
   auto spec = ParseControlQuery(query);
-  if (!spec.ok()) return BadRequest(req, spec.status().message());
+  if (!spec.ok()) {
+    return BadRequest(req, spec.status().message());
+  }
   control_ = *spec;
   if (control_timer_ == nullptr) {
     control_timer_ = event_new(base_, -1, EV_PERSIST, &Impl::OnControlTimer, this);
@@ -229,8 +277,12 @@ void Server::Impl::HandleControlStats(evhttp_request* req) {
 
 void Server::Impl::HandleControlUnblock(evhttp_request* req) {
   const bool was = control_timer_ != nullptr && event_pending(control_timer_, EV_TIMEOUT, nullptr);
-  if (control_timer_ != nullptr) event_del(control_timer_);
-  if (was) std::fprintf(stderr, "stallwatch serve: periodic stall off\n");
+  if (control_timer_ != nullptr) {
+    event_del(control_timer_);
+  }
+  if (was) {
+    std::fprintf(stderr, "stallwatch serve: periodic stall off\n");
+  }
   Reply(req, HTTP_OK, "OK",
         std::string("{\"blocking\":false,\"was_blocking\":") + (was ? "true" : "false") + "}\n",
         "application/json");

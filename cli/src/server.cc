@@ -21,12 +21,20 @@ using internal::WorkerPool;
 
 Server::Impl::~Impl() {
   pool_.reset();
-  if (control_timer_ != nullptr) event_free(control_timer_);
-  for (event* e : signals_) event_free(e);
-  if (http_ != nullptr) evhttp_free(http_);
+  if (control_timer_ != nullptr) {
+    event_free(control_timer_);
+  }
+  for (event* e : signals_) {
+    event_free(e);
+  }
+  if (http_ != nullptr) {
+    evhttp_free(http_);
+  }
   waker_.reset();
   agent_.reset();
-  if (base_ != nullptr) event_base_free(base_);
+  if (base_ != nullptr) {
+    event_base_free(base_);
+  }
   upstream_.reset();
 }
 
@@ -36,7 +44,9 @@ Status Server::Impl::Init() {
   }
   if (opts_.upstream.empty()) {
     auto u = SlowUpstream::Start(opts_.upstream_delay);
-    if (!u.ok()) return u.status();
+    if (!u.ok()) {
+      return u.status();
+    }
     upstream_ = std::move(*u);
     upstream_host_ = "127.0.0.1";
     upstream_port_ = upstream_->port();
@@ -47,7 +57,9 @@ Status Server::Impl::Init() {
     }
   }
   base_ = event_base_new();
-  if (base_ == nullptr) return InternalError("event_base_new failed");
+  if (base_ == nullptr) {
+    return InternalError("event_base_new failed");
+  }
   waker_ = std::make_unique<Waker>();
   if (!waker_->ok() || !waker_->Bind(base_, &Impl::OnWake, this)) {
     return InternalError(std::string("eventfd: ") + std::strerror(errno));
@@ -55,7 +67,9 @@ Status Server::Impl::Init() {
   http_ = evhttp_new(base_);
   std::string error;
   port_ = BindHttp(http_, opts_.bind, opts_.port, &error);
-  if (port_ < 0) return UnavailableError(error);
+  if (port_ < 0) {
+    return UnavailableError(error);
+  }
   evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
   evhttp_set_gencb(http_, &Impl::OnRequest, this);
   pool_ = std::make_unique<WorkerPool>(opts_.workers, waker_.get());
@@ -72,17 +86,27 @@ Status Server::Impl::Init() {
 Status Server::Impl::Run() {
   if (opts_.attach_agent) {
     Options o = Options::FromEnvironment(Options{});
-    if (opts_.stall_threshold) o.stall_threshold = *opts_.stall_threshold;
-    if (!opts_.endpoint.empty()) o.endpoint = opts_.endpoint;
-    if (!opts_.service.empty()) o.service = opts_.service;
+    if (opts_.stall_threshold) {
+      o.stall_threshold = *opts_.stall_threshold;
+    }
+    if (!opts_.endpoint.empty()) {
+      o.endpoint = opts_.endpoint;
+    }
+    if (!opts_.service.empty()) {
+      o.service = opts_.service;
+    }
     o.loop_name = opts_.loop_name;
     o.on_stall = opts_.on_stall;
     auto a = Agent::Attach(base_, std::move(o));
-    if (!a.ok()) return a.status();
+    if (!a.ok()) {
+      return a.status();
+    }
     std::lock_guard<std::mutex> lock(agent_mu_);
     agent_ = std::move(*a);
   }
-  if (!stopping_.load()) event_base_dispatch(base_);
+  if (!stopping_.load()) {
+    event_base_dispatch(base_);
+  }
   Shutdown();
   return OkStatus();
 }
@@ -95,19 +119,25 @@ void Server::Impl::Stop() {
 
 std::optional<LoopSnapshot> Server::Impl::Snapshot() const {
   std::lock_guard<std::mutex> lock(agent_mu_);
-  if (!agent_) return std::nullopt;
+  if (!agent_) {
+    return std::nullopt;
+  }
   return agent_->Snapshot();
 }
 
 // Called on the loop thread once the loop has stopped: stop accepting, answer what is
 // pending with 503, give the replies a moment to leave.
 void Server::Impl::Shutdown() {
-  if (control_timer_ != nullptr) event_del(control_timer_);
+  if (control_timer_ != nullptr) {
+    event_del(control_timer_);
+  }
   pool_->Stop();
-  for (Pending* p : pool_->TakeQueued())
+  for (Pending* p : pool_->TakeQueued()) {
     pending_.Finish(p, 503, "Service Unavailable", "shutting down\n");
-  for (Pending* p : pool_->TakeDone())
+  }
+  for (Pending* p : pool_->TakeDone()) {
     pending_.Finish(p, 503, "Service Unavailable", "shutting down\n");
+  }
   pending_.FailAll();
   const timeval flush{0, 100'000};
   event_base_loopexit(base_, &flush);
@@ -142,7 +172,9 @@ void Server::Impl::OnSignal(evutil_socket_t sig, short, void* arg) {
 
 StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options) {
   auto impl = std::make_unique<Impl>(std::move(options));
-  if (Status st = impl->Init(); !st.ok()) return st;
+  if (Status st = impl->Init(); !st.ok()) {
+    return st;
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

@@ -62,7 +62,9 @@ __attribute__((noinline)) StatusOr<std::string> BlockingUpstreamFetch(const std:
   }
   close(fd);
   KeepFrame();
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    return st;
+  }
   auto response = ParseHttpResponse(body);
   if (!response.ok()) {
     return UnavailableError("upstream sent no HTTP response (" + response.status().message() + ")");
@@ -77,11 +79,15 @@ using std::chrono::milliseconds;
 StatusOr<std::unique_ptr<SlowUpstream>> SlowUpstream::Start(milliseconds delay) {
   auto u = std::unique_ptr<SlowUpstream>(new SlowUpstream(delay));
   u->base_ = event_base_new();
-  if (u->base_ == nullptr || !u->waker_->ok()) return InternalError("upstream: no event base");
+  if (u->base_ == nullptr || !u->waker_->ok()) {
+    return InternalError("upstream: no event base");
+  }
   u->http_ = evhttp_new(u->base_);
   std::string error;
   u->port_ = BindHttp(u->http_, "127.0.0.1", 0, &error);
-  if (u->port_ < 0) return UnavailableError("upstream: " + error);
+  if (u->port_ < 0) {
+    return UnavailableError("upstream: " + error);
+  }
   evhttp_set_gencb(u->http_, &SlowUpstream::OnRequest, u.get());
   u->waker_->Bind(u->base_, &SlowUpstream::OnWake, u.get());
   u->thread_ = std::thread([p = u.get()] { event_base_dispatch(p->base_); });
@@ -90,11 +96,17 @@ StatusOr<std::unique_ptr<SlowUpstream>> SlowUpstream::Start(milliseconds delay) 
 
 SlowUpstream::~SlowUpstream() {
   waker_->Notify();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
   pending_.FailAll();
-  if (http_ != nullptr) evhttp_free(http_);
+  if (http_ != nullptr) {
+    evhttp_free(http_);
+  }
   waker_.reset();  // its event goes before the base
-  if (base_ != nullptr) event_base_free(base_);
+  if (base_ != nullptr) {
+    event_base_free(base_);
+  }
 }
 
 void SlowUpstream::OnWake(evutil_socket_t, short, void* arg) {
@@ -106,7 +118,9 @@ void SlowUpstream::OnWake(evutil_socket_t, short, void* arg) {
 void SlowUpstream::OnRequest(evhttp_request* req, void* arg) {
   auto* self = static_cast<SlowUpstream*>(arg);
   auto ms = ParseMsParam(QueryOf(req), "ms", static_cast<int>(self->delay_.count()));
-  if (!ms.ok()) return ReplyBadRequest(req, ms.status().message());
+  if (!ms.ok()) {
+    return ReplyBadRequest(req, ms.status().message());
+  }
   Pending* p = self->pending_.Add(req, *ms);
   p->timer = evtimer_new(self->base_, &SlowUpstream::OnTimer, p);
   const timeval tv{*ms / 1000, (*ms % 1000) * 1000L};

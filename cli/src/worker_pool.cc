@@ -7,7 +7,9 @@
 namespace stallwatch::cli::internal {
 
 WorkerPool::WorkerPool(int n, const Waker* waker) : waker_(waker) {
-  for (int i = 0; i < n; ++i) threads_.emplace_back([this] { Work(); });
+  for (int i = 0; i < n; ++i) {
+    threads_.emplace_back([this] { Work(); });
+  }
 }
 
 WorkerPool::~WorkerPool() { Stop(); }
@@ -19,7 +21,9 @@ void WorkerPool::Stop() {
   }
   cv_.notify_all();
   for (auto& t : threads_) {
-    if (t.joinable()) t.join();
+    if (t.joinable()) {
+      t.join();
+    }
   }
 }
 
@@ -50,7 +54,9 @@ void WorkerPool::Work() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
-    if (stop_) return;
+    if (stop_) {
+      return;
+    }
     Pending* p = jobs_.front();
     jobs_.pop_front();
     const int ms = p->ms;
