@@ -8,7 +8,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "stallwatch/common/defaults.h"
@@ -86,14 +85,5 @@ struct LoadResult {
 };
 
 StatusOr<LoadResult> RunLoad(const LoadOptions& options, const std::atomic<bool>* cancel = nullptr);
-
-// When no request succeeded (every one failed or got a non-2xx/3xx status): one line saying
-// why, e.g. "all 40 requests failed: connect: Connection refused (nothing listens on
-// 127.0.0.1:1?)"; "" when at least one succeeded or nothing was sent.
-std::string FailedRunReason(const LoadResult& r);
-
-// ab/wrk-like report (several lines, trailing newline).
-std::string FormatLoadText(const LoadResult& r);
-nlohmann::json LoadResultToJson(const LoadResult& r);
 
 }  // namespace stallwatch::cli

@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "load_report.h"
+
 namespace stallwatch::cli {
 namespace {
 
