@@ -28,7 +28,9 @@ std::string ErrnoNote(int err) {
 }  // namespace
 
 std::string FailedRunReason(const LoadResult& r) {
-  if (r.ok > 0 || r.errors() == 0) return "";
+  if (r.ok > 0 || r.errors() == 0) {
+    return "";
+  }
   struct Kind {
     uint64_t n;
     const char* what;
@@ -41,11 +43,17 @@ std::string FailedRunReason(const LoadResult& r) {
                         {r.err_status, "non-2xx/3xx status", 0}};
   const Kind* most = &kinds[0];
   for (const Kind& k : kinds) {
-    if (k.n > most->n) most = &k;
+    if (k.n > most->n) {
+      most = &k;
+    }
   }
   std::string why = most->what;
-  if (most->err != 0) why += std::string(": ") + std::strerror(most->err);
-  if (most->err == ECONNREFUSED) why += " (is the server running at " + r.url + "?)";
+  if (most->err != 0) {
+    why += std::string(": ") + std::strerror(most->err);
+  }
+  if (most->err == ECONNREFUSED) {
+    why += " (is the server running at " + r.url + "?)";
+  }
   return "all " + std::to_string(r.errors()) + " request" + (r.errors() == 1 ? "" : "s") +
          " failed; " + std::to_string(most->n) + " of them " + why;
 }

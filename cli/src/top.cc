@@ -23,15 +23,21 @@ using nlohmann::json;
 
 void StallRate::Add(const LoopKey& key, int64_t now_ns, uint64_t stalls_total) {
   auto& q = samples_[key];
-  if (!q.empty() && stalls_total < q.back().second) q.clear();  // a restarted counter
+  if (!q.empty() && stalls_total < q.back().second) {
+    q.clear();  // a restarted counter
+  }
   q.emplace_back(now_ns, stalls_total);
   // Keep one sample at or before a minute ago as the baseline.
-  while (q.size() > 2 && q[1].first <= now_ns - kMinuteNs) q.pop_front();
+  while (q.size() > 2 && q[1].first <= now_ns - kMinuteNs) {
+    q.pop_front();
+  }
 }
 
 std::optional<uint64_t> StallRate::LastMinute(const LoopKey& key) const {
   auto it = samples_.find(key);
-  if (it == samples_.end() || it->second.size() < 2) return std::nullopt;
+  if (it == samples_.end() || it->second.size() < 2) {
+    return std::nullopt;
+  }
   const auto& [t0, n0] = it->second.front();
   const auto& [t1, n1] = it->second.back();
   const double span_ns = static_cast<double>(t1 - t0);
@@ -52,9 +58,13 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
                                               int64_t now_ns, StallRate* rate,
                                               KnownTopFrames* known_out) {
   auto j = ParseJson(loops_body, "loops");
-  if (!j.ok()) return j.status();
+  if (!j.ok()) {
+    return j.status();
+  }
   auto arr = ArrayOf(*j, "loops");
-  if (!arr.ok()) return arr.status();
+  if (!arr.ok()) {
+    return arr.status();
+  }
   KnownTopFrames local;
   KnownTopFrames& known = known_out != nullptr ? *known_out : local;
   LearnTopFrames(recent_stalls, &known);
@@ -65,8 +75,12 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
   for (const StallFinding& s : recent_stalls) {
     const LoopKey k = KeyOf(s);
     auto it = latest.find(k);
-    if (it == latest.end() || it->second->start_ns < s.start_ns) latest[k] = &s;
-    if (s.start_ns >= now_ns - kMinuteNs) ++last_minute[k];
+    if (it == latest.end() || it->second->start_ns < s.start_ns) {
+      latest[k] = &s;
+    }
+    if (s.start_ns >= now_ns - kMinuteNs) {
+      ++last_minute[k];
+    }
   }
   auto top_of = [&](const StallFinding& s, LoopRow* r) {
     r->top_frame = StallTopFrame(s);
@@ -107,10 +121,14 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
         }
       }
       if (r.top_frame.empty()) {
-        if (auto it = latest.find(key); it != latest.end()) top_of(*it->second, &r);
+        if (auto it = latest.find(key); it != latest.end()) {
+          top_of(*it->second, &r);
+        }
       }
       if (r.top_frame.empty()) {
-        if (auto it = known.find(key); it != known.end()) r.top_frame = it->second.second;
+        if (auto it = known.find(key); it != known.end()) {
+          r.top_frame = it->second.second;
+        }
       }
       std::optional<uint64_t> counted;
       if (rate != nullptr) {
@@ -128,11 +146,17 @@ StatusOr<std::vector<LoopRow>> ParseLoopsBody(const std::string& loops_body,
   } catch (const std::exception& e) {
     return InvalidArgumentError(std::string("bad loop from the daemon: ") + e.what());
   }
-  if (rate != nullptr) rate->Retain(keys);
+  if (rate != nullptr) {
+    rate->Retain(keys);
+  }
   // Live processes first; among them loops stalled right now, then by p99.
   std::stable_sort(rows.begin(), rows.end(), [](const LoopRow& a, const LoopRow& b) {
-    if (a.connected != b.connected) return a.connected;
-    if ((a.ongoing_s > 0) != (b.ongoing_s > 0)) return a.ongoing_s > 0;
+    if (a.connected != b.connected) {
+      return a.connected;
+    }
+    if ((a.ongoing_s > 0) != (b.ongoing_s > 0)) {
+      return a.ongoing_s > 0;
+    }
     return a.p99_s > b.p99_s;
   });
   return rows;
@@ -180,16 +204,22 @@ std::string FormatTop(const std::vector<LoopRow>& rows, const std::string& sourc
   std::array<size_t, kCols> need{};
   for (int i = 0; i < kCols; ++i) {
     need[i] = DisplayWidth(kTitles[i]);
-    for (const auto& c : cells) need[i] = std::max(need[i], DisplayWidth(c[i]));
+    for (const auto& c : cells) {
+      need[i] = std::max(need[i], DisplayWidth(c[i]));
+    }
   }
   size_t frame_need = DisplayWidth("TOP FRAME");
-  for (const auto& f : frames) frame_need = std::max(frame_need, DisplayWidth(f));
-  std::array<bool, kCols> on;
+  for (const auto& f : frames) {
+    frame_need = std::max(frame_need, DisplayWidth(f));
+  }
+  std::array<bool, kCols> on{};
   on.fill(true);
   auto row_width = [&](const std::array<size_t, kCols>& w) {
     size_t total = 0, n = 0;
     for (int i = 0; i < kCols; ++i) {
-      if (!on[i]) continue;
+      if (!on[i]) {
+        continue;
+      }
       total += w[i];
       ++n;
     }
@@ -205,7 +235,9 @@ std::string FormatTop(const std::vector<LoopRow>& rows, const std::string& sourc
     // Make room: drop P50, then MAX (then UTIL and PID on very narrow terminals), then shorten
     // the names, sharing what is left.
     for (Col drop : {kP50, kMax, kUtil, kPid}) {
-      if (row_width(w) <= width) break;
+      if (row_width(w) <= width) {
+        break;
+      }
       on[drop] = false;
     }
     if (row_width(w) > width) {
@@ -226,8 +258,12 @@ std::string FormatTop(const std::vector<LoopRow>& rows, const std::string& sourc
   auto line = [&](const std::array<std::string, kCols>& c, const std::string& frame) {
     std::string l;
     for (int i = 0; i < kCols; ++i) {
-      if (!on[i]) continue;
-      if (!l.empty()) l += ' ';
+      if (!on[i]) {
+        continue;
+      }
+      if (!l.empty()) {
+        l += ' ';
+      }
       l += Pad(Cut(c[i], w[i]), w[i], kRight[i]);
     }
     if (inline_frame && !frame.empty()) {
@@ -235,13 +271,19 @@ std::string FormatTop(const std::vector<LoopRow>& rows, const std::string& sourc
            (frame == "TOP FRAME" ? frame
                                  : CutLeft(frame, width > frame_col ? width - frame_col : 1));
     }
-    while (!l.empty() && l.back() == ' ') l.pop_back();
+    while (!l.empty() && l.back() == ' ') {
+      l.pop_back();
+    }
     return Cut(l, width);
   };
   std::array<std::string, kCols> titles;
-  for (int i = 0; i < kCols; ++i) titles[i] = kTitles[i];
+  for (int i = 0; i < kCols; ++i) {
+    titles[i] = kTitles[i];
+  }
   out += line(titles, inline_frame ? "TOP FRAME" : "") + "\n";
-  if (rows.empty()) out += "(no loops reported yet)\n";
+  if (rows.empty()) {
+    out += "(no loops reported yet)\n";
+  }
   for (size_t i = 0; i < rows.size(); ++i) {
     out += line(cells[i], frames[i]) + "\n";
     if (!inline_frame && !frames[i].empty()) {
