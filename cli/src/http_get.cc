@@ -19,12 +19,20 @@ namespace {
 bool WaitFor(int fd, short events, int64_t deadline_ns) {
   for (;;) {
     const int64_t left_ms = (deadline_ns - MonotonicNanos()) / 1'000'000;
-    if (left_ms <= 0) return false;
+    if (left_ms <= 0) {
+      return false;
+    }
     pollfd p{fd, events, 0};
     const int n = poll(&p, 1, static_cast<int>(left_ms));
-    if (n > 0) return true;
-    if (n == 0) return false;
-    if (errno != EINTR) return false;
+    if (n > 0) {
+      return true;
+    }
+    if (n == 0) {
+      return false;
+    }
+    if (errno != EINTR) {
+      return false;
+    }
   }
 }
 
@@ -32,7 +40,9 @@ bool WaitFor(int fd, short events, int64_t deadline_ns) {
 
 StatusOr<HttpResponse> HttpGet(const std::string& url_text, std::chrono::milliseconds timeout) {
   auto url = ParseUrl(url_text);
-  if (!url.ok()) return url.status();
+  if (!url.ok()) {
+    return url.status();
+  }
   const int64_t deadline = MonotonicNanos() + timeout.count() * 1'000'000;
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
@@ -62,7 +72,9 @@ StatusOr<HttpResponse> HttpGet(const std::string& url_text, std::chrono::millise
   int err = 0;
   socklen_t len = sizeof err;
   getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) return UnavailableError("cannot connect to " + where + ": " + std::strerror(err));
+  if (err != 0) {
+    return UnavailableError("cannot connect to " + where + ": " + std::strerror(err));
+  }
   const std::string req = "GET " + url->path + " HTTP/1.0\r\nHost: " + where +
                           "\r\nUser-Agent: stallwatch\r\nConnection: close\r\n\r\n";
   size_t sent = 0;
@@ -84,8 +96,9 @@ StatusOr<HttpResponse> HttpGet(const std::string& url_text, std::chrono::millise
     const ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n > 0) {
       in.append(buf, static_cast<size_t>(n));
-      if (in.size() > (64u << 20))
+      if (in.size() > (64u << 20)) {
         return ResourceExhaustedError("response from " + where + " over 64 MiB");
+      }
     } else if (n == 0) {
       break;
     } else if (errno == EAGAIN || errno == EINTR) {
@@ -96,23 +109,25 @@ StatusOr<HttpResponse> HttpGet(const std::string& url_text, std::chrono::millise
       return UnavailableError("recv from " + where + ": " + std::strerror(errno));
     }
   }
-  const size_t sep = in.find("\r\n\r\n");
-  if (in.compare(0, 5, "HTTP/") != 0 || sep == std::string::npos || in.size() < 12) {
-    return UnavailableError(where + " did not answer with HTTP");
+  auto response = ParseHttpResponse(in);
+  if (!response.ok()) {
+    return UnavailableError(where + " did not answer with HTTP (" + response.status().message() +
+                            ")");
   }
-  HttpResponse r;
-  r.status = std::atoi(in.c_str() + 9);
-  r.body = in.substr(sep + 4);
-  return r;
+  return response;
 }
 
 std::string BaseUrl(std::string url) {
-  while (!url.empty() && url.back() == '/') url.pop_back();
+  while (!url.empty() && url.back() == '/') {
+    url.pop_back();
+  }
   return url;
 }
 
 std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) {
+    s.pop_back();
+  }
   return s;
 }
 

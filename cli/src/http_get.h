@@ -5,16 +5,13 @@
 #include <chrono>
 #include <string>
 
+#include "http_response.h"
 #include "stallwatch/status.h"
 
 namespace stallwatch::cli {
 
-struct HttpResponse {
-  int status = 0;
-  std::string body;
-};
-
-// UNAVAILABLE with "cannot connect to …" when nothing listens; DEADLINE_EXCEEDED on timeout.
+// UNAVAILABLE with "cannot connect to …" when nothing listens or "… did not answer with HTTP
+// (reason)" for a response ParseHttpResponse rejects; DEADLINE_EXCEEDED on timeout.
 StatusOr<HttpResponse> HttpGet(const std::string& url,
                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
 

@@ -22,6 +22,7 @@
 #include "stallwatch/common/clock.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/finding_json.h"
+#include "top.h"
 
 namespace stallwatch::cli {
 

@@ -16,10 +16,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
 
+#include "http_response.h"
 #include "stallwatch/common/clock.h"
 #include "stallwatch/common/duration.h"
 
@@ -27,131 +27,15 @@ namespace stallwatch::cli {
 
 namespace {
 
-constexpr size_t kMaxHeaderBytes = size_t{64} * 1024;
 constexpr uint64_t kMaxRequests = 1'000'000'000;
 constexpr double kMaxRate = 1e6;
 
-bool IEquals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
-
-using Head = internal::ResponseHead;
-using Parse = internal::ParseResult;
+using Head = ResponseHead;
+using Parse = ParseResult;
 
 }  // namespace
 
-namespace internal {
-
-// Parses the header of `in` into *h once it is complete.
-ParseResult ParseResponseHead(const std::string& in, ResponseHead* h) {
-  const size_t end = in.find("\r\n\r\n");
-  if (end == std::string::npos)
-    return in.size() > kMaxHeaderBytes ? Parse::kError : Parse::kIncomplete;
-  std::string_view all(in.data(), end + 2);
-  const size_t eol = all.find("\r\n");
-  std::string_view status_line = all.substr(0, eol);
-  if (status_line.size() < 12 || status_line.substr(0, 5) != "HTTP/") return Parse::kError;
-  const bool http10 = status_line.substr(5, 3) == "1.0";
-  h->close = http10;
-  int code = 0;
-  for (size_t i = 9; i < 12; ++i) {
-    const char c = status_line[i];
-    if (c < '0' || c > '9') return Parse::kError;
-    code = code * 10 + (c - '0');
-  }
-  h->status = code;
-  size_t pos = eol + 2;
-  while (pos < all.size()) {
-    const size_t next = all.find("\r\n", pos);
-    std::string_view line = all.substr(pos, next - pos);
-    pos = next + 2;
-    const size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string_view name = line.substr(0, colon);
-    std::string_view value = Trim(line.substr(colon + 1));
-    if (IEquals(name, "content-length")) {
-      int64_t v = 0;
-      for (char c : value) {
-        if (c < '0' || c > '9') return Parse::kError;
-        v = v * 10 + (c - '0');
-      }
-      h->content_length = v;
-    } else if (IEquals(name, "transfer-encoding")) {
-      h->chunked = value.find("chunked") != std::string_view::npos;
-    } else if (IEquals(name, "connection")) {
-      if (IEquals(value, "close")) h->close = true;
-      if (IEquals(value, "keep-alive")) h->close = false;
-    }
-  }
-  h->header_len = end + 4;
-  h->parsed = true;
-  return Parse::kComplete;
-}
-
-// Whether the body after the header is complete; *total = bytes of the whole response.
-ParseResult ParseResponseBody(const std::string& in, const ResponseHead& h, bool eof,
-                              size_t* total) {
-  if (h.status / 100 == 1 || h.status == 204 || h.status == 304) {
-    *total = h.header_len;
-    return Parse::kComplete;
-  }
-  if (h.chunked) {
-    size_t pos = h.header_len;
-    for (;;) {
-      const size_t eol = in.find("\r\n", pos);
-      if (eol == std::string::npos) return Parse::kIncomplete;
-      size_t size = 0;
-      size_t i = pos;
-      for (; i < eol && std::isxdigit(static_cast<unsigned char>(in[i])); ++i) {
-        const int ch = std::tolower(static_cast<unsigned char>(in[i]));
-        size = size * 16 + static_cast<size_t>(ch <= '9' ? ch - '0' : ch - 'a' + 10);
-      }
-      if (i == pos) return Parse::kError;
-      pos = eol + 2;
-      if (size == 0) {
-        // Trailers end with an empty line.
-        const size_t end = in.find("\r\n", pos);
-        if (end == std::string::npos) return Parse::kIncomplete;
-        if (end != pos) {
-          const size_t tend = in.find("\r\n\r\n", pos);
-          if (tend == std::string::npos) return Parse::kIncomplete;
-          *total = tend + 4;
-        } else {
-          *total = end + 2;
-        }
-        return Parse::kComplete;
-      }
-      if (in.size() < pos + size + 2) return Parse::kIncomplete;
-      pos += size + 2;
-    }
-  }
-  if (h.content_length >= 0) {
-    const size_t need = h.header_len + static_cast<size_t>(h.content_length);
-    if (in.size() < need) return Parse::kIncomplete;
-    *total = need;
-    return Parse::kComplete;
-  }
-  if (!eof) return Parse::kIncomplete;
-  *total = in.size();
-  return Parse::kComplete;
-}
-
-}  // namespace internal
-
 namespace {
-
-using internal::ParseResponseBody;
-using internal::ParseResponseHead;
 
 struct Shared {
   const LoadOptions* o = nullptr;
@@ -668,127 +552,6 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
   r.elapsed_s = static_cast<double>(last - first) / 1e9;
   r.qps = r.elapsed_s > 0 ? static_cast<double>(r.completed) / r.elapsed_s : 0;
   return r;
-}
-
-namespace {
-std::string Ms(double s) {
-  char buf[32];
-  if (s >= 10) {
-    std::snprintf(buf, sizeof buf, "%.2fs", s);
-  } else if (s >= 0.001) {
-    std::snprintf(buf, sizeof buf, "%.2fms", s * 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0fus", s * 1e6);
-  }
-  return buf;
-}
-}  // namespace
-
-namespace {
-// " (Connection refused)" for a nonzero errno, "" otherwise.
-std::string ErrnoNote(int err) {
-  return err != 0 ? std::string(" (") + std::strerror(err) + ")" : std::string();
-}
-}  // namespace
-
-std::string FailedRunReason(const LoadResult& r) {
-  if (r.ok > 0 || r.errors() == 0) return "";
-  struct Kind {
-    uint64_t n;
-    const char* what;
-    int err;
-  };
-  const Kind kinds[] = {{r.err_connect, "connect", r.connect_errno},
-                        {r.err_read, "read", r.read_errno},
-                        {r.err_write, "write", r.write_errno},
-                        {r.err_timeout, "timeout", 0},
-                        {r.err_status, "non-2xx/3xx status", 0}};
-  const Kind* most = &kinds[0];
-  for (const Kind& k : kinds) {
-    if (k.n > most->n) most = &k;
-  }
-  std::string why = most->what;
-  if (most->err != 0) why += std::string(": ") + std::strerror(most->err);
-  if (most->err == ECONNREFUSED) why += " (is the server running at " + r.url + "?)";
-  return "all " + std::to_string(r.errors()) + " request" + (r.errors() == 1 ? "" : "s") +
-         " failed; " + std::to_string(most->n) + " of them " + why;
-}
-
-std::string FormatLoadText(const LoadResult& r) {
-  char buf[512];
-  std::string out;
-  std::snprintf(
-      buf, sizeof buf, "load %s: %d connection%s, %d thread%s%s\n", r.url.c_str(), r.concurrency,
-      r.concurrency == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s",
-      r.rate > 0
-          ? (", fixed rate " + std::to_string(static_cast<int64_t>(r.rate)) + " req/s").c_str()
-          : "");
-  out += buf;
-  std::snprintf(buf, sizeof buf, "  Requests:      %llu completed in %.2f s (%llu ok)%s\n",
-                static_cast<unsigned long long>(r.completed), r.elapsed_s,
-                static_cast<unsigned long long>(r.ok), r.cancelled ? " — interrupted" : "");
-  out += buf;
-  std::snprintf(buf, sizeof buf, "  Requests/sec:  %.2f\n", r.qps);
-  out += buf;
-  std::snprintf(buf, sizeof buf, "  Transfer/sec:  %.2f KB\n",
-                r.elapsed_s > 0 ? static_cast<double>(r.bytes) / 1024 / r.elapsed_s : 0);
-  out += buf;
-  std::snprintf(buf, sizeof buf, "  Latency:       mean %s  p50 %s  p95 %s  p99 %s  max %s\n",
-                Ms(r.mean_s()).c_str(), Ms(r.quantile_s(0.5)).c_str(),
-                Ms(r.quantile_s(0.95)).c_str(), Ms(r.quantile_s(0.99)).c_str(),
-                Ms(r.max_s()).c_str());
-  out += buf;
-  std::snprintf(buf, sizeof buf,
-                "  Errors:        %llu (connect %llu%s, read %llu%s, write %llu%s, timeout %llu, "
-                "non-2xx/3xx %llu)\n",
-                static_cast<unsigned long long>(r.errors()),
-                static_cast<unsigned long long>(r.err_connect), ErrnoNote(r.connect_errno).c_str(),
-                static_cast<unsigned long long>(r.err_read), ErrnoNote(r.read_errno).c_str(),
-                static_cast<unsigned long long>(r.err_write), ErrnoNote(r.write_errno).c_str(),
-                static_cast<unsigned long long>(r.err_timeout),
-                static_cast<unsigned long long>(r.err_status));
-  out += buf;
-  if (r.abandoned > 0) {
-    std::snprintf(buf, sizeof buf, "  In flight at the end (not counted): %llu\n",
-                  static_cast<unsigned long long>(r.abandoned));
-    out += buf;
-  }
-  return out;
-}
-
-nlohmann::json LoadResultToJson(const LoadResult& r) {
-  return nlohmann::json{
-      {"url", r.url},
-      {"concurrency", r.concurrency},
-      {"threads", r.threads},
-      {"rate", r.rate},
-      {"requests", r.completed},
-      {"ok", r.ok},
-      {"errors", r.errors()},
-      {"errors_by_kind",
-       {{"connect", r.err_connect},
-        {"read", r.err_read},
-        {"write", r.err_write},
-        {"timeout", r.err_timeout},
-        {"status", r.err_status}}},
-      {"first_errors",
-       {{"connect", r.connect_errno != 0 ? std::strerror(r.connect_errno) : ""},
-        {"read", r.read_errno != 0 ? std::strerror(r.read_errno) : ""},
-        {"write", r.write_errno != 0 ? std::strerror(r.write_errno) : ""}}},
-      {"abandoned", r.abandoned},
-      {"bytes", r.bytes},
-      {"elapsed_s", r.elapsed_s},
-      {"qps", r.qps},
-      {"latency_s",
-       {{"mean", r.mean_s()},
-        {"p50", r.quantile_s(0.5)},
-        {"p90", r.quantile_s(0.9)},
-        {"p95", r.quantile_s(0.95)},
-        {"p99", r.quantile_s(0.99)},
-        {"max", r.max_s()}}},
-      {"stopped_by_time", r.stopped_by_time},
-      {"cancelled", r.cancelled},
-  };
 }
 
 }  // namespace stallwatch::cli

@@ -8,7 +8,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "stallwatch/common/defaults.h"
@@ -86,32 +85,5 @@ struct LoadResult {
 };
 
 StatusOr<LoadResult> RunLoad(const LoadOptions& options, const std::atomic<bool>* cancel = nullptr);
-
-namespace internal {
-// The HTTP/1.x response framing of the load generator (pure; exposed for tests).
-struct ResponseHead {
-  bool parsed = false;
-  size_t header_len = 0;
-  int status = 0;
-  bool chunked = false;
-  bool close = false;  // the server closes after this response
-  int64_t content_length = -1;
-};
-enum class ParseResult { kIncomplete, kComplete, kError };
-// Parses the header of `in` into *h once it is complete.
-ParseResult ParseResponseHead(const std::string& in, ResponseHead* h);
-// Whether the whole response is in `in` (after ParseResponseHead); *total = its length.
-ParseResult ParseResponseBody(const std::string& in, const ResponseHead& h, bool eof,
-                              size_t* total);
-}  // namespace internal
-
-// When no request succeeded (every one failed or got a non-2xx/3xx status): one line saying
-// why, e.g. "all 40 requests failed: connect: Connection refused (nothing listens on
-// 127.0.0.1:1?)"; "" when at least one succeeded or nothing was sent.
-std::string FailedRunReason(const LoadResult& r);
-
-// ab/wrk-like report (several lines, trailing newline).
-std::string FormatLoadText(const LoadResult& r);
-nlohmann::json LoadResultToJson(const LoadResult& r);
 
 }  // namespace stallwatch::cli

@@ -18,6 +18,7 @@
 #include "http_get.h"
 #include "live.h"
 #include "load.h"
+#include "load_report.h"
 #include "report.h"
 #include "run.h"
 #include "server.h"

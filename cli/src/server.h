@@ -1,8 +1,9 @@
 #pragma once
 // The bundled libevent HTTP server of `stallwatch serve` and `stallwatch experiment`.
 //
-// Routes: /  /block?ms=  /cpu?ms=  /async?ms=  /offload?ms=  /upstream-blocking
-// /upstream-async  /control/block?duration=&period=&kind=  /control/unblock.
+// Routes: see routes.h. The server's parts: server.cc (start, run, stop), routes.cc (the
+// handlers), upstream.cc (the slow upstream and the blocking client), worker_pool.cc (/offload),
+// http_support.cc (replies, the waker, requests answered later).
 //
 // Threading: Create() may be called on any thread; Run() runs the loop on the calling thread
 // (the loop thread) until Stop(). Stop(), port() and Snapshot() may be called on any thread.
@@ -67,26 +68,5 @@ class Server {
   explicit Server(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Query parsing of the routes (pure; exposed for tests). Returns the value of `key` as
-// milliseconds in [0, max_ms]; `fallback` when absent; an error naming the accepted form.
-StatusOr<int> ParseMsParam(const std::string& query, const std::string& key, int fallback,
-                           int max_ms = 60000);
-
-struct ControlSpec {
-  std::chrono::milliseconds duration{200};
-  std::chrono::milliseconds period{1000};
-  bool cpu = false;  // kind=cpu; otherwise kind=sleep
-};
-// /control/block?duration=200ms&period=1s&kind=cpu|sleep (bare numbers are milliseconds).
-StatusOr<ControlSpec> ParseControlQuery(const std::string& query);
-
-// The functions that deliberately stall the loop; named and never inlined so that the agent's
-// stacks show them. Called on the loop thread.
-void BlockingSleepOnLoop(int ms);
-void BurnCpuOnLoop(int ms);
-// A blocking HTTP/1.0 GET over a plain socket; returns the body or an error.
-StatusOr<std::string> BlockingUpstreamFetch(const std::string& host, int port,
-                                            const std::string& path);
 
 }  // namespace stallwatch::cli

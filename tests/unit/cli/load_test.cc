@@ -5,13 +5,10 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "load_report.h"
+
 namespace stallwatch::cli {
 namespace {
-
-using internal::ParseResponseBody;
-using internal::ParseResponseHead;
-using internal::ParseResult;
-using internal::ResponseHead;
 
 TEST(ParseUrl, HostPortPath) {
   auto u = ParseUrl("http://127.0.0.1:8888/block?ms=500");
@@ -58,60 +55,6 @@ TEST(ValidateLoadOptions, NamesTheFlag) {
   o.rate = 0;
   o.timeout = std::chrono::nanoseconds(0);
   EXPECT_NE(ValidateLoadOptions(o).message().find("--timeout"), std::string::npos);
-}
-
-TEST(ResponseParser, ContentLengthKeepAlive) {
-  const std::string r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-  ResponseHead h;
-  ASSERT_EQ(ParseResponseHead(r.substr(0, 10), &h), ParseResult::kIncomplete);
-  ASSERT_EQ(ParseResponseHead(r, &h), ParseResult::kComplete);
-  EXPECT_EQ(h.status, 200);
-  EXPECT_EQ(h.content_length, 5);
-  EXPECT_FALSE(h.close);
-  size_t total = 0;
-  EXPECT_EQ(ParseResponseBody(r.substr(0, r.size() - 1), h, false, &total),
-            ParseResult::kIncomplete);
-  EXPECT_EQ(ParseResponseBody(r + "HTTP/1.1", h, false, &total), ParseResult::kComplete);
-  EXPECT_EQ(total, r.size());
-}
-
-TEST(ResponseParser, Chunked) {
-  const std::string r =
-      "HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nA\r\n0123456789"
-      "\r\n0\r\n\r\n";
-  ResponseHead h;
-  ASSERT_EQ(ParseResponseHead(r, &h), ParseResult::kComplete);
-  EXPECT_EQ(h.status, 404);
-  EXPECT_TRUE(h.chunked);
-  size_t total = 0;
-  EXPECT_EQ(ParseResponseBody(r.substr(0, r.size() - 2), h, false, &total),
-            ParseResult::kIncomplete);
-  ASSERT_EQ(ParseResponseBody(r, h, false, &total), ParseResult::kComplete);
-  EXPECT_EQ(total, r.size());
-}
-
-TEST(ResponseParser, CloseDelimitedAndHttp10) {
-  const std::string r = "HTTP/1.0 200 OK\r\nServer: x\r\n\r\nbody until close";
-  ResponseHead h;
-  ASSERT_EQ(ParseResponseHead(r, &h), ParseResult::kComplete);
-  EXPECT_TRUE(h.close);
-  size_t total = 0;
-  EXPECT_EQ(ParseResponseBody(r, h, false, &total), ParseResult::kIncomplete);
-  EXPECT_EQ(ParseResponseBody(r, h, true, &total), ParseResult::kComplete);
-  const std::string ka = "HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n";
-  ResponseHead h2;
-  ASSERT_EQ(ParseResponseHead(ka, &h2), ParseResult::kComplete);
-  EXPECT_FALSE(h2.close);
-  EXPECT_EQ(ParseResponseBody(ka, h2, false, &total), ParseResult::kComplete);
-}
-
-TEST(ResponseParser, Malformed) {
-  ResponseHead h;
-  EXPECT_EQ(ParseResponseHead("SMTP ready\r\n\r\n", &h), ParseResult::kError);
-  EXPECT_EQ(ParseResponseHead("HTTP/1.1 2x0 OK\r\n\r\n", &h), ParseResult::kError);
-  EXPECT_EQ(ParseResponseHead("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", &h),
-            ParseResult::kError);
-  EXPECT_EQ(ParseResponseHead(std::string(70000, 'x'), &h), ParseResult::kError);
 }
 
 TEST(LoadResult, StatsAndJson) {

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
+#include "routes.h"
 
-#include "server.h"
+#include <gtest/gtest.h>
 
 namespace stallwatch::cli {
 namespace {
@@ -57,6 +57,22 @@ TEST(ParseControlQuery, Rejects) {
     ASSERT_FALSE(spec.ok()) << q;
     EXPECT_NE(spec.status().message().find("/control/block?duration="), std::string::npos)
         << spec.status().message();
+  }
+}
+
+TEST(RouteOf, EveryPathAndNothingElse) {
+  EXPECT_EQ(RouteOf("/"), Route::kHello);
+  EXPECT_EQ(RouteOf("/block"), Route::kBlock);
+  EXPECT_EQ(RouteOf("/cpu"), Route::kCpu);
+  EXPECT_EQ(RouteOf("/async"), Route::kAsync);
+  EXPECT_EQ(RouteOf("/offload"), Route::kOffload);
+  EXPECT_EQ(RouteOf("/upstream-blocking"), Route::kUpstreamBlocking);
+  EXPECT_EQ(RouteOf("/upstream-async"), Route::kUpstreamAsync);
+  EXPECT_EQ(RouteOf("/control/block"), Route::kControlBlock);
+  EXPECT_EQ(RouteOf("/control/stats"), Route::kControlStats);
+  EXPECT_EQ(RouteOf("/control/unblock"), Route::kControlUnblock);
+  for (const char* path : {"", "/block/", "/Block", "/control", "/control/", "/blockx", "//"}) {
+    EXPECT_EQ(RouteOf(path), Route::kUnknown) << path;
   }
 }
 
