@@ -132,8 +132,11 @@ class LoopContext;
 
 class Agent {
  public:
-  // Attaches to `base`. Fails (without touching the loop) when base is null, when the probe
-  // cannot be created, or when too many loops are attached.
+  // Attaches to `base`. Fails (without touching the loop) when base is null, when libevent is not
+  // loaded, when a setting is out of range, when hooks are set but the watchdog runs in a process
+  // of its own, when the probe cannot be created, or when too many loops are attached. A base
+  // that is already watched (the program attaches its own agent and runs under the preload shim)
+  // is watched once: Attach logs a warning and returns an agent for the existing loop.
   STALLWATCH_EXPORT static StatusOr<std::unique_ptr<Agent>> Attach(event_base* base,
                                                                    Options options = {});
   STALLWATCH_EXPORT ~Agent();  // detaches; see the threading note above
