@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "stallwatch/export.h"
 #include "stallwatch/findings.h"
 #include "stallwatch/status.h"
 
@@ -102,8 +103,8 @@ struct Options {
   // `base` with every unset field taken from the STALLWATCH_* environment, else its default
   // (every optional is set in the result). Fields set in `base` are kept. Attach does this
   // itself; call it to see what an attach would use. Any thread.
-  static Options FromEnvironment(Options base);
-  static Options FromEnvironment();
+  STALLWATCH_EXPORT static Options FromEnvironment(Options base);
+  STALLWATCH_EXPORT static Options FromEnvironment();
 };
 
 struct DelayStats {
@@ -138,15 +139,19 @@ class LoopContext;
 
 class Agent {
  public:
-  // Attaches to `base`. Fails (without touching the loop) when base is null, when the probe
-  // cannot be created, or when too many loops are attached.
-  static StatusOr<std::unique_ptr<Agent>> Attach(event_base* base, Options options = {});
-  ~Agent();  // detaches; see the threading note above
+  // Attaches to `base`. Fails (without touching the loop) when base is null, when libevent is not
+  // loaded, when a setting is out of range, when hooks are set but the watchdog runs in a process
+  // of its own, when the probe cannot be created, or when too many loops are attached. A base
+  // that is already watched (the program attaches its own agent and runs under the preload shim)
+  // is watched once: Attach logs a warning and returns an agent for the existing loop.
+  STALLWATCH_EXPORT static StatusOr<std::unique_ptr<Agent>> Attach(event_base* base,
+                                                                   Options options = {});
+  STALLWATCH_EXPORT ~Agent();  // detaches; see the threading note above
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
-  LoopSnapshot Snapshot() const;
-  const std::string& loop_name() const;
+  STALLWATCH_EXPORT LoopSnapshot Snapshot() const;
+  STALLWATCH_EXPORT const std::string& loop_name() const;
 
  private:
   explicit Agent(std::shared_ptr<internal::LoopContext> ctx);

@@ -26,6 +26,8 @@
 
 #include <stddef.h>
 
+#include "stallwatch/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -37,19 +39,21 @@ struct stallwatch_agent;
  * Call from the thread that will run the loop, or from any thread before the loop runs.
  * Returns NULL (with one line on stderr saying why) when the agent cannot attach; the host
  * loop keeps working either way. Never aborts or throws. */
-struct stallwatch_agent* stallwatch_attach(struct event_base* base, const char* loop_name);
+STALLWATCH_EXPORT struct stallwatch_agent* stallwatch_attach(struct event_base* base,
+                                                             const char* loop_name);
 
 /* Detaches and frees the agent: the probe event, the watchdog's view of the loop, and (with the
  * last agent of the process) the watchdog and reporter threads and the sampling signal handler.
  * Call from the loop thread, or from any thread while the loop is not running, before
  * event_base_free(base). NULL is a no-op. */
-void stallwatch_detach(struct stallwatch_agent* agent);
+STALLWATCH_EXPORT void stallwatch_detach(struct stallwatch_agent* agent);
 
 /* Writes a JSON snapshot of this loop (delay statistics, recent and ongoing stalls, the
  * process's findings_dropped count) into buf,
  * NUL-terminated. Returns the length the full snapshot needs (excluding the NUL), like
  * snprintf. Any thread. */
-size_t stallwatch_snapshot_json(struct stallwatch_agent* agent, char* buf, size_t len);
+STALLWATCH_EXPORT size_t stallwatch_snapshot_json(struct stallwatch_agent* agent, char* buf,
+                                                  size_t len);
 
 #ifdef __cplusplus
 }

@@ -8,14 +8,17 @@
 #include <utility>
 #include <vector>
 
+#include "stallwatch/export.h"
+
 namespace stallwatch {
 
 // Version of the JSON finding schema (docs/findings.md).
 inline constexpr int kFindingSchemaVersion = 1;
 
 enum class StallClass { kUnknown, kCpu, kBlocked, kStarved, kSuspended };
-const char* StallClassName(StallClass c);  // "cpu", "blocked", "starved", "suspended", "unknown"
-bool ParseStallClass(const std::string& s, StallClass* out);
+STALLWATCH_EXPORT const char* StallClassName(
+    StallClass c);  // "cpu", "blocked", "starved", "suspended", "unknown"
+STALLWATCH_EXPORT bool ParseStallClass(const std::string& s, StallClass* out);
 
 struct Frame {
   std::string function;  // demangled; "" when unknown

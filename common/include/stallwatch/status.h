@@ -7,6 +7,8 @@
 #include <utility>
 #include <variant>
 
+#include "stallwatch/export.h"
+
 namespace stallwatch {
 
 enum class StatusCode {
@@ -23,7 +25,7 @@ enum class StatusCode {
   kInternal,
 };
 
-const char* StatusCodeName(StatusCode code);
+STALLWATCH_EXPORT const char* StatusCodeName(StatusCode code);
 
 class [[nodiscard]] Status {
  public:
@@ -34,7 +36,7 @@ class [[nodiscard]] Status {
   StatusCode code() const { return code_; }
   const std::string& message() const { return message_; }
   // "INVALID_ARGUMENT: message", or "OK".
-  std::string ToString() const;
+  STALLWATCH_EXPORT std::string ToString() const;
   void IgnoreError() const {}
 
  private:
