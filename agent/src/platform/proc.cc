@@ -5,24 +5,32 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 namespace stallwatch::agent::platform {
-namespace {}  // namespace
 
 bool ReadSmallFile(const char* path, std::string* out) {
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    return false;
+  }
   out->clear();
   char buf[4096];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
     out->append(buf, static_cast<size_t>(n));
-    if (out->size() > 64 * 1024) break;
+    if (out->size() > size_t{64} * 1024) {
+      break;
+    }
   }
   ::close(fd);
   return !out->empty();
@@ -56,19 +64,25 @@ std::string TaskPath(pid_t tid, const char* file) {
 
 std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid) {
   std::string s;
-  if (!ReadSmallFile(TaskPath(tid, "syscall").c_str(), &s)) return std::nullopt;
+  if (!ReadSmallFile(TaskPath(tid, "syscall").c_str(), &s)) {
+    return std::nullopt;
+  }
   return ParseSyscall(s);
 }
 
 std::optional<SchedStat> ReadThreadSchedstat(pid_t tid) {
   std::string s;
-  if (!ReadSmallFile(TaskPath(tid, "schedstat").c_str(), &s)) return std::nullopt;
+  if (!ReadSmallFile(TaskPath(tid, "schedstat").c_str(), &s)) {
+    return std::nullopt;
+  }
   return ParseSchedstat(s);
 }
 
 std::optional<TaskStat> ReadThreadStat(pid_t tid) {
   std::string s;
-  if (!ReadSmallFile(TaskPath(tid, "stat").c_str(), &s)) return std::nullopt;
+  if (!ReadSmallFile(TaskPath(tid, "stat").c_str(), &s)) {
+    return std::nullopt;
+  }
   return ParseTaskStat(s);
 }
 
@@ -94,9 +108,12 @@ std::string DescribeLinkTarget(std::string_view target, const ReadTableFn& read_
     };
     for (const Kind& k : {Kind{"net/tcp", "tcp", false}, Kind{"net/tcp6", "tcp6", true},
                           Kind{"net/udp", "udp", false}, Kind{"net/udp6", "udp6", true}}) {
-      if (!read_table((std::string(g_proc_root) + "/" + k.path).c_str(), &table)) continue;
-      if (auto r = FindInetSocket(table, inode, k.v6))
+      if (!read_table((std::string(g_proc_root) + "/" + k.path).c_str(), &table)) {
+        continue;
+      }
+      if (auto r = FindInetSocket(table, inode, k.v6)) {
         return "socket " + std::string(k.name) + " " + *r;
+      }
     }
     if (read_table((std::string(g_proc_root) + "/net/unix").c_str(), &table)) {
       if (auto r = FindUnixSocket(table, inode)) {
@@ -105,7 +122,9 @@ std::string DescribeLinkTarget(std::string_view target, const ReadTableFn& read_
     }
     return "socket (inode " + std::to_string(inode) + ")";
   }
-  if (target.starts_with("pipe:")) return "pipe " + std::string(target.substr(5));
+  if (target.starts_with("pipe:")) {
+    return "pipe " + std::string(target.substr(5));
+  }
   return std::string(target);
 }
 
@@ -113,22 +132,32 @@ std::string DescribeFd(pid_t tid, int fd) {
   char path[96], target[4096];
   FdPath(path, sizeof(path), tid, "fd", fd);
   ssize_t n = ::readlink(path, target, sizeof(target) - 1);
-  if (n <= 0) return "fd " + std::to_string(fd);
+  if (n <= 0) {
+    return "fd " + std::to_string(fd);
+  }
   return DescribeLinkTarget(std::string_view(target, static_cast<size_t>(n)), &ReadSmallFileLarge);
 }
 
 bool ReadSmallFileLarge(const char* path, std::string* out) {
   // Like ReadSmallFile but allows up to 4 MiB (socket tables of busy hosts).
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    return false;
+  }
   out->clear();
   char buf[16384];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
     out->append(buf, static_cast<size_t>(n));
-    if (out->size() > 4 * 1024 * 1024) break;
+    if (out->size() > size_t{4} * 1024 * 1024) {
+      break;
+    }
   }
   ::close(fd);
   return !out->empty();
@@ -142,25 +171,39 @@ int FindEpollFdContaining(int target_fd, pid_t tid) {
     std::snprintf(dir, sizeof(dir), "%s/fd", g_proc_root);
   }
   DIR* d = ::opendir(dir);
-  if (d == nullptr) return -1;
+  if (d == nullptr) {
+    return -1;
+  }
   int found = -1;
   while (dirent* e = ::readdir(d)) {
     const std::optional<int> fd_name = ParseFdName(e->d_name);
-    if (!fd_name) continue;
+    if (!fd_name) {
+      continue;
+    }
     const int fd = *fd_name;
     char path[96], target[64];
     FdPath(path, sizeof(path), tid, "fd", fd);
     ssize_t n = ::readlink(path, target, sizeof(target) - 1);
-    if (n <= 0) continue;
+    if (n <= 0) {
+      continue;
+    }
     target[n] = '\0';
-    if (std::strcmp(target, "anon_inode:[eventpoll]") != 0) continue;
+    if (std::strcmp(target, "anon_inode:[eventpoll]") != 0) {
+      continue;
+    }
     FdPath(path, sizeof(path), tid, "fdinfo", fd);
     std::string info;
-    if (!ReadSmallFileLarge(path, &info)) continue;
-    for (int t : ParseEpollFdinfoTargets(info)) {
-      if (t == target_fd) found = fd;
+    if (!ReadSmallFileLarge(path, &info)) {
+      continue;
     }
-    if (found >= 0) break;
+    for (int t : ParseEpollFdinfoTargets(info)) {
+      if (t == target_fd) {
+        found = fd;
+      }
+    }
+    if (found >= 0) {
+      break;
+    }
   }
   ::closedir(d);
   return found;
@@ -175,14 +218,18 @@ bool DetachFileTable() {
   constexpr unsigned kUnshare = 1U << 1;  // CLOSE_RANGE_UNSHARE (Linux 5.9)
   // Unshare and close every copied fd from 3 up in one step (the kernel copies only 0-2). The
   // table is private afterwards whatever it was before, so nothing of the host's is closed.
-  if (::syscall(SYS_close_range, 3U, ~0U, kUnshare) != 0) return false;
+  if (::syscall(SYS_close_range, 3U, ~0U, kUnshare) != 0) {
+    return false;
+  }
   // Keep the host's stderr (the agent's warnings and the stderr sink go there); stdin and stdout
   // are never the agent's, and holding copies would keep a pipe the host closes open.
   const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null_fd >= 0) {
     ::dup2(null_fd, 0);
     ::dup2(null_fd, 1);
-    if (null_fd > 2) ::close(null_fd);
+    if (null_fd > 2) {
+      ::close(null_fd);
+    }
   }
   return true;
 #else
@@ -193,24 +240,32 @@ bool DetachFileTable() {
 ProcFile::ProcFile(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
 
 ProcFile::~ProcFile() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
 }
 
 bool ProcFile::Read(std::string* out) {
-  if (fd_ < 0) return false;
+  if (fd_ < 0) {
+    return false;
+  }
   char buf[4096];
   ssize_t n;
   do {
     n = ::pread(fd_, buf, sizeof(buf), 0);
   } while (n < 0 && errno == EINTR);
-  if (n <= 0) return false;
+  if (n <= 0) {
+    return false;
+  }
   out->assign(buf, static_cast<size_t>(n));
   return true;
 }
 
 std::optional<SchedStat> ReadSchedstat(ProcFile& f) {
   std::string s;
-  if (!f.Read(&s)) return std::nullopt;
+  if (!f.Read(&s)) {
+    return std::nullopt;
+  }
   return ParseSchedstat(s);
 }
 
