@@ -23,10 +23,16 @@
 #include "log.h"
 #include "platform/proc.h"
 #include "reporter.h"
+#include "stallwatch/common/log_text.h"
 #include "stallwatch/wire/codec.h"
 
 namespace stallwatch::agent::internal {
 namespace {
+
+// Text from outside (paths, environment values, resolver errors) goes into log lines through
+// EscapeForLog; the bound is wider than its default because a path may be long and a message
+// carries advice after it.
+constexpr size_t kMaxLoggedText = 1024;
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -148,7 +154,7 @@ class DaemonSink : public Sink {
     int error_errno = 0;
     fd_ = Open(&error, &error_errno);
     if (fd_ < 0) {
-      Backoff("cannot connect: " + error + Advice(error_errno));
+      Backoff("cannot connect: " + EscapeForLog(error, kMaxLoggedText) + Advice(error_errno));
       return false;
     }
     wire::Hello h = MakeHello();
@@ -159,21 +165,16 @@ class DaemonSink : public Sink {
       h.token = ReadToken(e_.token_file, &token_error);
       if (!token_error.empty() && !token_warned_) {
         token_warned_ = true;
-        try {
-          Log().warn("STALLWATCH_TOKEN_FILE {}; connecting without a token", token_error);
-        } catch (...) {
-        }
+        LogWarn("STALLWATCH_TOKEN_FILE {}; connecting without a token",
+                EscapeForLog(token_error, kMaxLoggedText));
       } else if (token_error.empty()) {
         token_warned_ = false;
       }
     }
     if (!WriteAll(wire::EncodeFrame(h))) return false;
     if (failures_ > 0) {
-      try {
-        Log().info("connected to stallwatchd at {} after {} failed attempts", Describe(),
-                   failures_);
-      } catch (...) {
-      }
+      LogInfo("connected to stallwatchd at {} after {} failed attempts",
+              EscapeForLog(Describe(), kMaxLoggedText), failures_);
     }
     failures_ = 0;
     backoff_ = kBackoffMin;
@@ -299,12 +300,8 @@ class DaemonSink : public Sink {
   // Exponential backoff with ±20 % jitter, so agents restarted together do not reconnect in step.
   void Backoff(const std::string& why) {
     if (failures_++ == 0) {
-      try {
-        Log().warn(
-            "stallwatchd at {} unavailable ({}); findings stay queued, retrying with backoff",
-            Describe(), why);
-      } catch (...) {
-      }
+      LogWarn("stallwatchd at {} unavailable ({}); findings stay queued, retrying with backoff",
+              EscapeForLog(Describe(), kMaxLoggedText), why);
     }
     std::uniform_real_distribution<double> jitter(0.8, 1.2);
     const auto delay = milliseconds(static_cast<int64_t>(backoff_.count() * jitter(rng_)));

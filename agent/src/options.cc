@@ -15,6 +15,7 @@
 #include "stallwatch/agent.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/duration.h"
+#include "stallwatch/common/log_text.h"
 
 namespace stallwatch {
 
@@ -23,6 +24,8 @@ namespace stallwatch {
 static_assert(std::string_view(kDefaultEndpoint) == defaults::kAgentEndpoint);
 namespace agent::internal {
 
+// Callable from any thread, including before main and during exit: the logger is created on
+// first use (a thread-safe static), never destroyed, and its stderr sink (_mt) serialises lines.
 spdlog::logger& Log() {
   static spdlog::logger* logger = [] {
     auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
@@ -36,6 +39,11 @@ spdlog::logger& Log() {
 
 namespace {
 
+// Text from outside (paths, environment values, resolver errors) goes into log lines through
+// EscapeForLog; the bound is wider than its default because a path may be long and a message
+// carries advice after it.
+constexpr size_t kMaxLoggedText = 1024;
+
 // Each malformed variable is reported once per process.
 void WarnOnce(const std::string& var, const std::string& value, const std::string& why,
               const std::string& used) {
@@ -43,10 +51,8 @@ void WarnOnce(const std::string& var, const std::string& value, const std::strin
   static std::set<std::string> warned;
   std::lock_guard<std::mutex> lock(mu);
   if (!warned.insert(var).second) return;
-  try {
-    Log().warn("{}='{}' ignored: {}; using {}", var, value, why, used);
-  } catch (...) {
-  }
+  LogWarn("{}='{}' ignored: {}; using {}", var, EscapeForLog(value, kMaxLoggedText),
+          EscapeForLog(why, kMaxLoggedText), EscapeForLog(used, kMaxLoggedText));
 }
 
 }  // namespace

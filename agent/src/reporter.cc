@@ -15,12 +15,18 @@
 #include "log.h"
 #include "platform/proc.h"
 #include "stallwatch/common/finding_json.h"
+#include "stallwatch/common/log_text.h"
 
 namespace stallwatch::agent::internal {
 
 using namespace std::chrono_literals;
 
 namespace {
+
+// Text from outside (paths, environment values, resolver errors) goes into log lines through
+// EscapeForLog; the bound is wider than its default because a path may be long and a message
+// carries advice after it.
+constexpr size_t kMaxLoggedText = 1024;
 
 // Tells a `stallwatch run` parent that a loop of this process is watched: one datagram
 // "PID LOOP" to the abstract Unix socket it named. On the reporter thread, whose file table is
@@ -88,10 +94,7 @@ class FdSink : public Sink {
     }
     if (failing_ && !stderr_) {
       failing_ = false;
-      try {
-        Log().info("writing findings to file:{} again", path_);
-      } catch (...) {
-      }
+      LogInfo("writing findings to file:{} again", EscapeForLog(path_, kMaxLoggedText));
     }
     return true;
   }
@@ -106,14 +109,12 @@ class FdSink : public Sink {
     Warn(why);
   }
   void Warn(const std::string& why) {
-    try {
-      Log().warn(
-          "findings cannot be written to {}: {}; they are kept in memory (at most {}, then the "
-          "oldest are dropped and counted as findings_dropped) and written when it works, "
-          "retried every 1 s",
-          Describe(), why, queue_capacity_);
-    } catch (...) {
-    }
+    LogWarn(
+        "findings cannot be written to {}: {}; they are kept in memory (at most {}, then the "
+        "oldest are dropped and counted as findings_dropped) and written when it works, "
+        "retried every 1 s",
+        EscapeForLog(Describe(), kMaxLoggedText), EscapeForLog(why, kMaxLoggedText),
+        queue_capacity_);
   }
 
   std::string path_;
@@ -436,14 +437,11 @@ void Reporter::Run() {
       drops_seen = dropped;
       if (!drop_streak) {
         drop_streak = true;
-        try {
-          Log().warn(
-              "findings dropped: {} undelivered findings are queued (the limit) while {} does not "
-              "take them; the oldest are dropped and counted ({} so far: findings_dropped, "
-              "stallwatch_agent_findings_dropped_total)",
-              capacity_, sink_->Describe(), dropped);
-        } catch (...) {
-        }
+        LogWarn(
+            "findings dropped: {} undelivered findings are queued (the limit) while {} does not "
+            "take them; the oldest are dropped and counted ({} so far: findings_dropped, "
+            "stallwatch_agent_findings_dropped_total)",
+            capacity_, EscapeForLog(sink_->Describe(), kMaxLoggedText), dropped);
       }
     }
     // 4. Stop: deliver what can be delivered within 1 s, then leave the rest (counted as queued).

@@ -3,10 +3,15 @@
 // (JSON Lines file, stderr, the daemon). The watchdog never blocks on it: when the queue is full
 // the oldest finding is dropped and counted.
 //
-// Threading: Submit() from any thread (brief lock, no I/O). Sinks and the enricher run on the
-// reporter thread, which has a file table of its own (platform::DetachFileTable): the sink's
-// socket or file is never among the host's fds. Hooks are the host's code and may use the host's
-// fds, so they run on a hook thread that shares the host's table, started with the first hook.
+// Threading: Submit() and Announce() from any thread (brief lock, no I/O). The enricher and the
+// sink's methods run on the reporter thread, which has a file table of its own
+// (platform::DetachFileTable): the sink's socket or file is never among the host's fds. The sink
+// is constructed on the attaching thread (MakeSink) and destroyed on the reporter thread. Hooks
+// are the host's code and may use the host's fds, so they run not on the reporter thread but on
+// a hook thread that shares the host's table, started by the first SetHooks(). Hooks run with
+// hooks_mu_ held: a hook must not call SetHooks, RemoveHooks or FlushAndRemoveHooks (it would lock
+// hooks_mu_ again), and a hook that takes long also holds up the reporter thread, which takes
+// hooks_mu_ once per finding.
 
 #include <atomic>
 #include <chrono>
@@ -32,7 +37,8 @@ using Finding = std::variant<StallFinding, DelayFinding>;
 // on for "a loop is watched" datagrams (cli/src/run.cc uses the same name).
 inline constexpr const char* kRunNotifyEnv = "STALLWATCH_RUN_NOTIFY";
 
-// Where findings go. Called on the reporter thread only.
+// Where findings go. Its methods are called on the reporter thread only (it is constructed on
+// the attaching thread and destroyed on the reporter thread when the reporter stops).
 class Sink {
  public:
   virtual ~Sink() = default;
@@ -90,10 +96,13 @@ class Reporter {
   void RemoveHooks(const std::string& loop);
   // Waits (at most `timeout`) until every finding submitted so far went through the hooks, then
   // removes the loop's hooks: after a detach, its hooks are not called again. Returns false on
-  // timeout (the hooks are removed all the same). On the hook thread itself it does not wait.
+  // timeout (the hooks are removed all the same). On the hook thread it does not wait, but it
+  // still takes hooks_mu_, so it must not be called from inside a hook (see above).
   bool FlushAndRemoveHooks(const std::string& loop, std::chrono::milliseconds timeout);
   // Runs on the reporter thread on every finding before the hooks and the sink (e.g. to add
-  // file:line to stack frames). Set before findings are submitted.
+  // file:line to stack frames). Set before the first Submit(), on the submitting thread or one
+  // ordered before it (the reporter thread reads it without a lock); destroyed on the reporter
+  // thread when it stops.
   void SetEnricher(std::function<void(Finding&)> enrich) { enrich_ = std::move(enrich); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 

@@ -1,13 +1,16 @@
 #pragma once
-// DWARF unwinding and symbolization of the own process with elfutils libdw.
+// DWARF unwinding and symbolization of the target process (platform::TargetPid(): this process,
+// or the host a watchdog process serves) with elfutils libdw.
 //
 // Unwinds from a register set and a copy of the top of the stack (signal samples) or from a
 // stack pointer and pc alone (a thread blocked in a syscall), reading other memory with
-// process_vm_readv on the own pid so a bad address is an error, never a crash. Names come from
+// process_vm_readv on the target pid so a bad address is an error, never a crash. Names come from
 // the ELF symbol tables (so functions of an executable linked without -rdynamic are named),
 // file:line from DWARF where debug info exists.
 //
-// Threading: one thread at a time (the watchdog thread). Not async-signal safe.
+// Threading: one thread at a time: Init on the watchdog's warm-up thread, then the watchdog
+// thread once Init's success is published to it (an atomic, release/acquire). Both threads share
+// the watchdog's file table, which holds the ELF files. Not async-signal safe.
 
 #include <sys/types.h>
 

@@ -1,6 +1,8 @@
 #pragma once
-// The only code that reads /proc. Pure parsers (tested on fixtures) are separate from the
-// readers. Readers are called on the watchdog thread; none is async-signal safe.
+// The readers of /proc: the only code that opens /proc files. The pure parsers they use are in
+// proc_parse.h (included here, so callers of either need only this header). Readers may be called
+// from any thread (the watchdog thread or process, the reporter's thread, a loop thread at
+// attach); none is async-signal safe.
 
 #include <sys/types.h>
 
@@ -12,60 +14,15 @@
 #include <utility>
 #include <vector>
 
+#include "platform/proc_parse.h"
+
 namespace stallwatch::agent::platform {
-
-// /proc/<pid>/task/<tid>/syscall: "running", or "nr a1 a2 a3 a4 a5 a6 sp pc", or "-1 sp pc"
-// (blocked but not in a syscall, e.g. a page fault).
-struct SyscallInfo {
-  bool running = false;
-  long nr = -1;
-  uint64_t args[6] = {};
-  uint64_t sp = 0;
-  uint64_t pc = 0;
-};
-std::optional<SyscallInfo> ParseSyscall(std::string_view text);
-
-// /proc/<pid>/task/<tid>/schedstat: "exec_ns run_delay_ns timeslices".
-struct SchedStat {
-  uint64_t exec_ns = 0;
-  uint64_t run_delay_ns = 0;
-  uint64_t timeslices = 0;
-};
-std::optional<SchedStat> ParseSchedstat(std::string_view text);
-
-// /proc/<pid>/task/<tid>/stat: the state letter (field 3) and utime/stime in clock ticks.
-struct TaskStat {
-  char state = '?';
-  uint64_t utime = 0;
-  uint64_t stime = 0;
-};
-std::optional<TaskStat> ParseTaskStat(std::string_view text);
-
-// Whether the "SigBlk:" mask of a /proc/<pid>/task/<tid>/status text has `signo` set; nullopt
-// when the line is missing or malformed.
-std::optional<bool> StatusBlocksSignal(std::string_view status, int signo);
-
-// /proc/<pid>/fdinfo/<epfd> of an epoll fd: the target fds ("tfd:" lines).
-std::vector<int> ParseEpollFdinfoTargets(std::string_view text);
-
-// A /proc/net/{tcp,tcp6,udp,udp6} table: the row whose inode matches, as
-// "127.0.0.1:41000 -> 127.0.0.1:5432" (peer omitted when unconnected).
-std::optional<std::string> FindInetSocket(std::string_view table, uint64_t inode, bool v6);
-// /proc/net/unix: the path bound to the socket with that inode ("" when unnamed).
-std::optional<std::string> FindUnixSocket(std::string_view table, uint64_t inode);
 
 // What an fd's /proc/self/fd link target names: "socket tcp 127.0.0.1:41000 -> …" (looked up
 // in the /proc/self/net tables that `read_table` reads by path; false: unavailable),
 // "socket unix /run/x.sock", "pipe [123]", or the target itself ("/var/lib/x.db").
 using ReadTableFn = std::function<bool(const char* path, std::string* out)>;
 std::string DescribeLinkTarget(std::string_view target, const ReadTableFn& read_table);
-// /proc/<pid>/maps: the [start, end) of the mapping that contains addr, or {0,0}.
-std::pair<uint64_t, uint64_t> FindMappingIn(std::string_view maps, uint64_t addr);
-
-// "read", "nanosleep", ...; "syscall_<nr>" for numbers this table does not name.
-std::string SyscallName(long nr);
-// Whether the syscall's first argument is a file descriptor worth describing.
-bool SyscallTakesFd(long nr);
 
 // Readers.
 bool ReadSmallFile(const char* path, std::string* out);       // at most 64 KiB

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "reporter.h"
@@ -157,6 +158,21 @@ TEST_F(EnvTest, StackBudgetFromEnvironment) {
   EXPECT_NE(err.find("STALLWATCH_MAX_STACK_REPORTS='-1' ignored: expected a whole number"),
             std::string::npos)
       << err;
+}
+
+// A value from the environment reaches the warning escaped: one line, no raw control bytes.
+TEST_F(EnvTest, IgnoredValueIsEscapedInTheWarning) {
+  using agent::internal::OptionsFromEnv;
+  const auto env = [](const char* name) -> const char* {
+    return std::string(name) == "STALLWATCH_WATCHDOG" ? "thr\nead\x1b[31m" : nullptr;
+  };
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(OptionsFromEnv({}, env).watchdog, WatchdogMode::kAuto);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("STALLWATCH_WATCHDOG='thr\\x0aead\\x1b[31m' ignored"), std::string::npos)
+      << err;
+  EXPECT_EQ(err.find('\x1b'), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
 }
 
 TEST(Endpoint, TyposGetAHint) {
