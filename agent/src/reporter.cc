@@ -261,8 +261,10 @@ void Reporter::Submit(Finding f) {
 }
 
 void Reporter::SetHooks(const std::string& loop, ReporterHooks hooks) {
-  std::lock_guard<std::mutex> lock(hooks_mu_);
-  hooks_.emplace_back(loop, std::move(hooks));
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu_);
+    hooks_.emplace_back(loop, std::make_shared<const ReporterHooks>(std::move(hooks)));
+  }
   std::lock_guard<std::mutex> hl(hook_mu_);
   if (!hook_thread_.joinable() && !hook_stop_) hook_thread_ = std::thread([this] { RunHooks(); });
 }
@@ -322,23 +324,46 @@ bool Reporter::FlushAndRemoveHooks(const std::string& loop, std::chrono::millise
 }
 
 void Reporter::CallHooks(const Finding& f) {
-  try {
+  const std::string& loop =
+      std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
+  std::vector<std::shared_ptr<const ReporterHooks>> matching;
+  {
     std::lock_guard<std::mutex> hl(hooks_mu_);
-    const std::string& loop =
-        std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
     for (const auto& [name, h] : hooks_) {
-      if (name != loop) continue;
-      if (auto* st = std::get_if<StallFinding>(&f); st && h.on_stall) h.on_stall(*st);
-      if (auto* d = std::get_if<DelayFinding>(&f); d && h.on_delay) h.on_delay(*d);
+      if (name == loop) matching.push_back(h);
+    }
+    if (matching.empty()) return;
+    calling_loop_ = loop;
+    calling_ = true;
+  }
+  try {
+    for (const auto& h : matching) {
+      if (auto* st = std::get_if<StallFinding>(&f); st && h->on_stall) h->on_stall(*st);
+      if (auto* d = std::get_if<DelayFinding>(&f); d && h->on_delay) h->on_delay(*d);
     }
   } catch (...) {
     // Hooks are best effort; reporting goes on.
   }
+  {
+    std::lock_guard<std::mutex> hl(hooks_mu_);
+    calling_ = false;
+    calling_loop_.clear();
+  }
+  hooks_idle_cv_.notify_all();
 }
 
 void Reporter::RemoveHooks(const std::string& loop) {
-  std::lock_guard<std::mutex> lock(hooks_mu_);
+  bool on_hook_thread;
+  {
+    std::lock_guard<std::mutex> hl(hook_mu_);
+    on_hook_thread = hook_thread_.joinable() && hook_thread_.get_id() == std::this_thread::get_id();
+  }
+  std::unique_lock<std::mutex> lock(hooks_mu_);
   std::erase_if(hooks_, [&](const auto& h) { return h.first == loop; });
+  // A call of this loop's hooks in progress finishes first (unless this is that call).
+  if (!on_hook_thread) {
+    hooks_idle_cv_.wait(lock, [&] { return !calling_ || calling_loop_ != loop; });
+  }
 }
 
 void Reporter::Run() {

@@ -8,10 +8,11 @@
 // (platform::DetachFileTable): the sink's socket or file is never among the host's fds. The sink
 // is constructed on the attaching thread (MakeSink) and destroyed on the reporter thread. Hooks
 // are the host's code and may use the host's fds, so they run not on the reporter thread but on
-// a hook thread that shares the host's table, started by the first SetHooks(). Hooks run with
-// hooks_mu_ held: a hook must not call SetHooks, RemoveHooks or FlushAndRemoveHooks (it would lock
-// hooks_mu_ again), and a hook that takes long also holds up the reporter thread, which takes
-// hooks_mu_ once per finding.
+// a hook thread that shares the host's table, started by the first SetHooks(). Hooks run
+// without any of the reporter's locks held: a hook may call SetHooks, RemoveHooks or
+// FlushAndRemoveHooks (a hook detaching its own loop), and a slow hook holds up only the hook
+// thread. RemoveHooks called elsewhere waits for a call of that loop's hooks in progress, so
+// that after it returns they are not running and are never called again.
 
 #include <atomic>
 #include <chrono>
@@ -96,8 +97,8 @@ class Reporter {
   void RemoveHooks(const std::string& loop);
   // Waits (at most `timeout`) until every finding submitted so far went through the hooks, then
   // removes the loop's hooks: after a detach, its hooks are not called again. Returns false on
-  // timeout (the hooks are removed all the same). On the hook thread it does not wait, but it
-  // still takes hooks_mu_, so it must not be called from inside a hook (see above).
+  // timeout (the hooks are removed all the same). On the hook thread (inside a hook) it does not
+  // wait.
   bool FlushAndRemoveHooks(const std::string& loop, std::chrono::milliseconds timeout);
   // Runs on the reporter thread on every finding before the hooks and the sink (e.g. to add
   // file:line to stack frames). Set before the first Submit(), on the submitting thread or one
@@ -120,7 +121,12 @@ class Reporter {
   std::string run_notify_;  // abstract socket name of a `stallwatch run` parent, "" if none
   uint64_t next_seq_ = 0;
   uint64_t hooked_seq_ = 0;  // findings with a lower sequence number went through the hooks
-  std::vector<std::pair<std::string, ReporterHooks>> hooks_;
+  // Shared with the hook thread's call in progress, so that a hook removing itself does not
+  // destroy the function it runs in.
+  std::vector<std::pair<std::string, std::shared_ptr<const ReporterHooks>>> hooks_;
+  std::string calling_loop_;  // with hooks_mu_: the loop whose hooks run now (empty: none)
+  bool calling_ = false;
+  std::condition_variable hooks_idle_cv_;  // with hooks_mu_: calling_ became false
   std::function<void(Finding&)> enrich_;
   std::mutex hooks_mu_;
   bool stop_ = false;

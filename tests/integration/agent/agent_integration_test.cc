@@ -531,6 +531,36 @@ std::vector<StallFinding> OneCpuStallOnThisThread(event_base* base, Collector& c
 // A host that installs its own handler for the agent's signal after the agent did: the agent
 // notices before it would signal, never runs the host's handler, says why stacks of running
 // threads are missing, and leaves the host's handler in place when it detaches.
+// A hook may attach and detach loops itself (here: an idle loop of its own, attached with hooks
+// and detached again, from inside the first loop's stall hook). Hooks run with no agent lock
+// held, so this neither deadlocks nor stops the first loop's findings.
+TEST(AgentIntegration, AHookCanAttachAndDetachALoopWithHooksOfItsOwn) {
+  Collector c;
+  std::atomic<int> inner_attached{0};
+  std::atomic<bool> inner_done{false};
+  Options o = c.Hooked({.stall_threshold = 50ms});
+  auto collect = o.on_stall;
+  o.on_stall = [&, collect](const StallFinding& f) {
+    if (!f.ongoing && !inner_done.load()) {
+      event_base* inner = event_base_new();
+      Options io{.loop_name = "inner-loop", .endpoint = "off"};
+      io.on_delay = [](const DelayFinding&) {};
+      {
+        auto a = Agent::Attach(inner, io);  // SetHooks, on the hook thread
+        if (a.ok()) inner_attached.fetch_add(1);
+      }  // detach: FlushAndRemoveHooks, on the hook thread
+      event_base_free(inner);
+      inner_done.store(true);
+    }
+    collect(f);
+  };
+  RunOnce(c, std::move(o), [] { CrunchNumbersForAWhile(120ms); });
+  ASSERT_TRUE(c.WaitClosed(1)) << "the stall did not reach the hooks";
+  for (int i = 0; i < 100 && !inner_done.load(); ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(inner_done.load()) << "the hook did not return: attaching from a hook deadlocked";
+  EXPECT_EQ(inner_attached.load(), 1);
+}
+
 TEST(AgentIntegration, HostHandlerForTheSamplingSignalIsNeverRunAndStaysInstalled) {
   const int sig = SIGRTMIN + 3;  // the default sampling signal
   Collector c;
