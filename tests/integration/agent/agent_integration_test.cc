@@ -554,11 +554,22 @@ TEST(AgentIntegration, AHookCanAttachAndDetachALoopWithHooksOfItsOwn) {
     }
     collect(f);
   };
-  RunOnce(c, std::move(o), [] { CrunchNumbersForAWhile(120ms); });
+  event_base* base = event_base_new();
+  ASSERT_NE(base, nullptr);
+  auto agent = Agent::Attach(base, o);  // not RunOnce: it would set the collector's hooks
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  event* ev = evtimer_new(
+      base, [](evutil_socket_t, short, void*) { CrunchNumbersForAWhile(120ms); }, nullptr);
+  timeval tv{0, 100'000};
+  evtimer_add(ev, &tv);
+  EXPECT_EQ(event_base_dispatch(base), 1);
   ASSERT_TRUE(c.WaitClosed(1)) << "the stall did not reach the hooks";
   for (int i = 0; i < 100 && !inner_done.load(); ++i) std::this_thread::sleep_for(50ms);
   EXPECT_TRUE(inner_done.load()) << "the hook did not return: attaching from a hook deadlocked";
   EXPECT_EQ(inner_attached.load(), 1);
+  event_free(ev);
+  agent->reset();
+  event_base_free(base);
 }
 
 TEST(AgentIntegration, HostHandlerForTheSamplingSignalIsNeverRunAndStaysInstalled) {
