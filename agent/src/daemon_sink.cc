@@ -61,8 +61,12 @@ std::string ReadToken(const std::string& path, std::string* error) {
   size_t got = 0;
   while (got < token.size()) {
     const ssize_t n = ::read(fd, token.data() + got, token.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
     got += static_cast<size_t>(n);
   }
   ::close(fd);
@@ -70,24 +74,34 @@ std::string ReadToken(const std::string& path, std::string* error) {
   while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) {
     token.pop_back();
   }
-  if (token.empty()) *error = path + " is empty";
+  if (token.empty()) {
+    *error = path + " is empty";
+  }
   return token;
 }
 
 std::string HostName() {
   char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "";
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) {
+    return "";
+  }
   return buf;
 }
 
 int WaitFd(int fd, short events, Clock::time_point deadline) {
   for (;;) {
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return 0;
+    if (left <= 0) {
+      return 0;
+    }
     pollfd p{fd, events, 0};
     const int rc = ::poll(&p, 1, static_cast<int>(left));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc <= 0) return rc;
+    if (rc < 0 && errno == EINTR) {
+      continue;
+    }
+    if (rc <= 0) {
+      return rc;
+    }
     return p.revents;
   }
 }
@@ -103,14 +117,22 @@ class DaemonSink : public Sink {
         std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
     loops_.insert(loop);
     service_ = std::visit([](const auto& x) { return x.service; }, f);
-    if (fd_ >= 0 && PeerClosed()) Fail("the daemon closed the connection");
+    if (fd_ >= 0 && PeerClosed()) {
+      Fail("the daemon closed the connection");
+    }
     if (fd_ < 0) {
-      if (Clock::now() < next_attempt_) return false;
-      if (!Connect()) return false;
+      if (Clock::now() < next_attempt_) {
+        return false;
+      }
+      if (!Connect()) {
+        return false;
+      }
     }
     const std::string frame =
         std::visit([](const auto& x) { return wire::EncodeFrame(wire::Message(x)); }, f);
-    if (!WriteAll(frame)) return false;
+    if (!WriteAll(frame)) {
+      return false;
+    }
     return true;
   }
 
@@ -122,14 +144,20 @@ class DaemonSink : public Sink {
   void Announce(const std::string& service, const std::string& loop) override {
     const bool is_new = loops_.insert(loop).second;
     service_ = service;
-    if (fd_ >= 0 && PeerClosed()) Fail("the daemon closed the connection");
+    if (fd_ >= 0 && PeerClosed()) {
+      Fail("the daemon closed the connection");
+    }
     if (fd_ < 0) {
       // Connecting now also tells at once why the daemon cannot be reached (one line).
-      if (Clock::now() >= next_attempt_) (void)Connect();
+      if (Clock::now() >= next_attempt_) {
+        (void)Connect();
+      }
       return;
     }
     // A hello repeating the identity adds the loop (docs/protocol.md).
-    if (is_new) (void)WriteAll(wire::EncodeFrame(MakeHello()));
+    if (is_new) {
+      (void)WriteAll(wire::EncodeFrame(MakeHello()));
+    }
   }
 
   std::string Describe() const override {
@@ -171,7 +199,9 @@ class DaemonSink : public Sink {
         token_warned_ = false;
       }
     }
-    if (!WriteAll(wire::EncodeFrame(h))) return false;
+    if (!WriteAll(wire::EncodeFrame(h))) {
+      return false;
+    }
     if (failures_ > 0) {
       LogInfo("connected to stallwatchd at {} after {} failed attempts",
               EscapeForLog(Describe(), kMaxLoggedText), failures_);
@@ -191,8 +221,12 @@ class DaemonSink : public Sink {
              " may not connect: start stallwatchd with --agent-socket-mode 0666, its default, "
              "or add this user to the socket's group; docs/security.md)";
     }
-    if (e == ENOENT) return " (no socket there: start stallwatchd, or set STALLWATCH_ENDPOINT)";
-    if (e == ECONNREFUSED) return " (a stale socket: no stallwatchd is running; start it)";
+    if (e == ENOENT) {
+      return " (no socket there: start stallwatchd, or set STALLWATCH_ENDPOINT)";
+    }
+    if (e == ECONNREFUSED) {
+      return " (a stale socket: no stallwatchd is running; start it)";
+    }
     return "";
   }
 
@@ -239,7 +273,9 @@ class DaemonSink : public Sink {
       *error = std::strerror(errno);
       return -1;
     }
-    if (::connect(fd, sa, len) == 0) return fd;
+    if (::connect(fd, sa, len) == 0) {
+      return fd;
+    }
     if (errno != EINPROGRESS && errno != EAGAIN) {
       *error_errno = errno;
       *error = std::strerror(errno);
@@ -275,9 +311,13 @@ class DaemonSink : public Sink {
         off += static_cast<size_t>(n);
         continue;
       }
-      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (WaitFd(fd_, POLLOUT, deadline) > 0) continue;
+        if (WaitFd(fd_, POLLOUT, deadline) > 0) {
+          continue;
+        }
         Fail("the daemon did not read for " + std::to_string(kWriteTimeout.count()) + " ms");
         return false;
       }
@@ -293,7 +333,9 @@ class DaemonSink : public Sink {
   }
 
   void Disconnect() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
     fd_ = -1;
   }
 

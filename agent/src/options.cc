@@ -50,7 +50,9 @@ void WarnOnce(const std::string& var, const std::string& value, const std::strin
   static std::mutex mu;
   static std::set<std::string> warned;
   std::lock_guard<std::mutex> lock(mu);
-  if (!warned.insert(var).second) return;
+  if (!warned.insert(var).second) {
+    return;
+  }
   LogWarn("{}='{}' ignored: {}; using {}", var, EscapeForLog(value, kMaxLoggedText),
           EscapeForLog(why, kMaxLoggedText), EscapeForLog(used, kMaxLoggedText));
 }
@@ -97,10 +99,14 @@ const char* WatchdogName(WatchdogMode m) {
 
 // A whole number written with digits only (at most 9 of them); false for anything else.
 bool ParseDigits(std::string_view text, long* out) {
-  if (text.empty() || text.size() > 9) return false;
+  if (text.empty() || text.size() > 9) {
+    return false;
+  }
   long n = 0;
   for (char c : text) {
-    if (c < '0' || c > '9') return false;
+    if (c < '0' || c > '9') {
+      return false;
+    }
     n = n * 10 + (c - '0');
   }
   *out = n;
@@ -124,7 +130,9 @@ StatusOr<int> ParseSampleSignal(std::string_view text) {
     }
     return static_cast<int>(value);
   }
-  if (t.rfind("SIG", 0) == 0) t.remove_prefix(3);
+  if (t.rfind("SIG", 0) == 0) {
+    t.remove_prefix(3);
+  }
   int base = 0;
   if (t.rfind("RTMIN", 0) == 0) {
     base = lo;
@@ -146,7 +154,9 @@ StatusOr<int> ParseSampleSignal(std::string_view text) {
     if ((t[0] != '+' && t[0] != '-') || !ParseDigits(t.substr(1), &offset)) {
       return InvalidArgumentError(forms);
     }
-    if (t[0] == '-') offset = -offset;
+    if (t[0] == '-') {
+      offset = -offset;
+    }
   }
   const long n = base + offset;
   if (n < lo || n > hi) {
@@ -173,19 +183,27 @@ Options OptionsFromEnv(Options base, const EnvLookup& lookup) {
   Options o = std::move(base);
   // A variable's value, or nullptr when it is unset or empty (or there is no environment).
   auto get = [&](const char* var) -> const char* {
-    if (!lookup) return nullptr;
+    if (!lookup) {
+      return nullptr;
+    }
     const char* v = lookup(var);
     return v != nullptr && *v != '\0' ? v : nullptr;
   };
   if (o.service.empty()) {
-    if (const char* v = get("STALLWATCH_SERVICE")) o.service = v;
+    if (const char* v = get("STALLWATCH_SERVICE")) {
+      o.service = v;
+    }
   }
   auto duration = [&](const char* var, std::optional<std::chrono::nanoseconds>* field,
                       std::chrono::nanoseconds fallback, std::chrono::nanoseconds min) {
-    if (field->has_value()) return;  // set in code
+    if (field->has_value()) {
+      return;  // set in code
+    }
     *field = fallback;
     const char* v = get(var);
-    if (v == nullptr) return;
+    if (v == nullptr) {
+      return;
+    }
     auto d = ParseDuration(v);
     if (!d.ok()) {
       WarnOnce(var, v, d.status().message(), FormatDuration(fallback));

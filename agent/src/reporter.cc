@@ -33,11 +33,15 @@ constexpr size_t kMaxLoggedText = 1024;
 // its own: the host never sees the socket. Best effort, never blocks.
 void NotifyRun(const std::string& name, const std::string& loop) {
   sockaddr_un sa{};
-  if (name.size() + 1 >= sizeof(sa.sun_path)) return;
+  if (name.size() + 1 >= sizeof(sa.sun_path)) {
+    return;
+  }
   sa.sun_family = AF_UNIX;
   std::memcpy(sa.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: abstract
   const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
+  if (fd < 0) {
+    return;
+  }
   const std::string msg = std::to_string(platform::TargetPid()) + " " + loop;
   (void)::sendto(fd, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                  reinterpret_cast<const sockaddr*>(&sa),
@@ -55,8 +59,12 @@ bool WriteAll(int fd, const std::string& s) {
   size_t off = 0;
   while (off < s.size()) {
     ssize_t n = ::write(fd, s.data() + off, s.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
     off += static_cast<size_t>(n);
   }
   return true;
@@ -68,14 +76,18 @@ class FdSink : public Sink {
   // endpoint that cannot be written is said at once, not at the first write.
   FdSink(std::string path, bool is_stderr, size_t queue_capacity)
       : path_(std::move(path)), stderr_(is_stderr), queue_capacity_(queue_capacity) {
-    if (stderr_) return;
+    if (stderr_) {
+      return;
+    }
     if (Status st = CheckFileEndpoint(path_); !st.ok()) {
       failing_ = true;
       Warn(st.message());
     }
   }
   ~FdSink() override {
-    if (!stderr_ && fd_ >= 0) ::close(fd_);
+    if (!stderr_ && fd_ >= 0) {
+      ::close(fd_);
+    }
   }
   bool Send(const Finding& f) override {
     if (fd_ < 0) {
@@ -87,7 +99,9 @@ class FdSink : public Sink {
     }
     if (!WriteAll(fd_, ToLine(f))) {
       const int err = errno;
-      if (!stderr_) ::close(fd_);
+      if (!stderr_) {
+        ::close(fd_);
+      }
       fd_ = -1;
       Failed(std::string("write failed: ") + std::strerror(err));
       return false;
@@ -104,7 +118,9 @@ class FdSink : public Sink {
  private:
   // One line per failure streak.
   void Failed(const std::string& why) {
-    if (failing_) return;
+    if (failing_) {
+      return;
+    }
     failing_ = true;
     Warn(why);
   }
@@ -146,14 +162,18 @@ Status CheckFileEndpoint(const std::string& path) {
     }
     return OkStatus();
   }
-  if (errno != ENOENT) return FailedPreconditionError(path + ": " + std::strerror(errno));
+  if (errno != ENOENT) {
+    return FailedPreconditionError(path + ": " + std::strerror(errno));
+  }
   const size_t slash = path.rfind('/');
   const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
   if (::stat(dir.c_str(), &st) != 0) {
     return FailedPreconditionError("folder " + dir + " does not exist (" + std::strerror(errno) +
                                    "); create it first");
   }
-  if (!S_ISDIR(st.st_mode)) return FailedPreconditionError(dir + " is not a folder");
+  if (!S_ISDIR(st.st_mode)) {
+    return FailedPreconditionError(dir + " is not a folder");
+  }
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     return FailedPreconditionError("cannot create a file in " + dir + ": " + std::strerror(errno));
   }
@@ -163,7 +183,9 @@ Status CheckFileEndpoint(const std::string& path) {
 StatusOr<Endpoint> ParseEndpoint(const std::string& text) {
   constexpr const char* kForms = "expected unix:/path, tcp:host:port, file:/path, stderr or off";
   Endpoint e;
-  if (text == "off") return e;
+  if (text == "off") {
+    return e;
+  }
   if (text == "stderr") {
     e.kind = Endpoint::Kind::kStderr;
     return e;
@@ -218,7 +240,9 @@ std::unique_ptr<Sink> MakeSink(const Endpoint& e, size_t queue_capacity) {
 Reporter::Reporter(std::unique_ptr<Sink> sink, size_t capacity)
     : sink_(std::move(sink)), capacity_(capacity == 0 ? 1 : capacity) {
   // Read here, on the attaching thread: the environment is not read from agent threads.
-  if (const char* n = std::getenv(kRunNotifyEnv); n != nullptr && *n != '\0') run_notify_ = n;
+  if (const char* n = std::getenv(kRunNotifyEnv); n != nullptr && *n != '\0') {
+    run_notify_ = n;
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -244,7 +268,9 @@ Reporter::~Reporter() {
     hook_stop_ = true;
   }
   hook_cv_.notify_all();
-  if (hook_thread_.joinable()) hook_thread_.join();
+  if (hook_thread_.joinable()) {
+    hook_thread_.join();
+  }
 }
 
 void Reporter::Submit(Finding f) {
@@ -266,14 +292,18 @@ void Reporter::SetHooks(const std::string& loop, ReporterHooks hooks) {
     hooks_.emplace_back(loop, std::make_shared<const ReporterHooks>(std::move(hooks)));
   }
   std::lock_guard<std::mutex> hl(hook_mu_);
-  if (!hook_thread_.joinable() && !hook_stop_) hook_thread_ = std::thread([this] { RunHooks(); });
+  if (!hook_thread_.joinable() && !hook_stop_) {
+    hook_thread_ = std::thread([this] { RunHooks(); });
+  }
 }
 
 void Reporter::RunHooks() {
   std::unique_lock<std::mutex> lock(hook_mu_);
   for (;;) {
     hook_cv_.wait(lock, [&] { return hook_stop_ || !hook_queue_.empty(); });
-    if (hook_queue_.empty()) return;  // stopping, and everything went through the hooks
+    if (hook_queue_.empty()) {
+      return;  // stopping, and everything went through the hooks
+    }
     auto [seq, f] = std::move(hook_queue_.front());
     hook_queue_.pop_front();
     hook_running_seq_ = seq;
@@ -302,7 +332,9 @@ bool Reporter::FlushAndRemoveHooks(const std::string& loop, std::chrono::millise
     const uint64_t last = next_seq_;  // findings with seq < last
     done = progress_cv_.wait_until(lock, deadline, [&] {
       for (const auto& e : queue_) {
-        if (e.first >= hooked_seq_ && e.first < last) return false;
+        if (e.first >= hooked_seq_ && e.first < last) {
+          return false;
+        }
       }
       return true;
     });
@@ -311,9 +343,13 @@ bool Reporter::FlushAndRemoveHooks(const std::string& loop, std::chrono::millise
     if (done) {
       std::unique_lock<std::mutex> hl(hook_mu_);
       done = hook_done_cv_.wait_until(hl, deadline, [&] {
-        if (hook_running_seq_ < last) return false;
+        if (hook_running_seq_ < last) {
+          return false;
+        }
         for (const auto& e : hook_queue_) {
-          if (e.first < last) return false;
+          if (e.first < last) {
+            return false;
+          }
         }
         return true;
       });
@@ -330,16 +366,24 @@ void Reporter::CallHooks(const Finding& f) {
   {
     std::lock_guard<std::mutex> hl(hooks_mu_);
     for (const auto& [name, h] : hooks_) {
-      if (name == loop) matching.push_back(h);
+      if (name == loop) {
+        matching.push_back(h);
+      }
     }
-    if (matching.empty()) return;
+    if (matching.empty()) {
+      return;
+    }
     calling_loop_ = loop;
     calling_ = true;
   }
   try {
     for (const auto& h : matching) {
-      if (auto* st = std::get_if<StallFinding>(&f); st && h->on_stall) h->on_stall(*st);
-      if (auto* d = std::get_if<DelayFinding>(&f); d && h->on_delay) h->on_delay(*d);
+      if (auto* st = std::get_if<StallFinding>(&f); st && h->on_stall) {
+        h->on_stall(*st);
+      }
+      if (auto* d = std::get_if<DelayFinding>(&f); d && h->on_delay) {
+        h->on_delay(*d);
+      }
     }
   } catch (...) {
     // Hooks are best effort; reporting goes on.
@@ -378,7 +422,9 @@ void Reporter::Run() {
   bool drop_streak = false;  // drops reported, and no finding delivered since
   auto entry = [&](uint64_t seq) -> std::pair<uint64_t, Finding>* {
     for (auto& e : queue_) {
-      if (e.first == seq) return &e;
+      if (e.first == seq) {
+        return &e;
+      }
     }
     return nullptr;
   };
@@ -388,12 +434,16 @@ void Reporter::Run() {
     while (true) {
       auto it = std::find_if(queue_.begin(), queue_.end(),
                              [&](const auto& e) { return e.first >= hooked_seq_; });
-      if (it == queue_.end()) break;
+      if (it == queue_.end()) {
+        break;
+      }
       const uint64_t seq = it->first;
       Finding f = it->second;
       lock.unlock();
       try {
-        if (enrich_) enrich_(f);
+        if (enrich_) {
+          enrich_(f);
+        }
       } catch (...) {
         // Enrichment is best effort; reporting goes on.
       }
@@ -414,7 +464,9 @@ void Reporter::Run() {
         hook_cv_.notify_one();
       }
       lock.lock();
-      if (auto* e = entry(seq)) e->second = std::move(f);  // unless dropped meanwhile
+      if (auto* e = entry(seq)) {
+        e->second = std::move(f);  // unless dropped meanwhile
+      }
       hooked_seq_ = seq + 1;
       progress_cv_.notify_all();
     }
@@ -426,7 +478,9 @@ void Reporter::Run() {
       for (const auto& [service, loop] : announced) {
         try {
           sink_->Announce(service, loop);
-          if (!run_notify_.empty()) NotifyRun(run_notify_, loop);
+          if (!run_notify_.empty()) {
+            NotifyRun(run_notify_, loop);
+          }
         } catch (...) {
           // Best effort; the loop's findings announce it anyway.
         }
@@ -436,7 +490,9 @@ void Reporter::Run() {
     }
     // 3. Deliver the oldest finding, unless the sink asked to wait.
     const auto now = Clock::now();
-    if (stop_ && stop_deadline == Clock::time_point::max()) stop_deadline = now + 1s;
+    if (stop_ && stop_deadline == Clock::time_point::max()) {
+      stop_deadline = now + 1s;
+    }
     if (!queue_.empty() && now >= retry_at) {
       const uint64_t seq = queue_.front().first;
       Finding f = queue_.front().second;
@@ -449,7 +505,9 @@ void Reporter::Run() {
       }
       lock.lock();
       if (sent) {
-        if (!queue_.empty() && queue_.front().first == seq) queue_.pop_front();
+        if (!queue_.empty() && queue_.front().first == seq) {
+          queue_.pop_front();
+        }
         retry_at = Clock::time_point::min();
         drop_streak = false;
         continue;

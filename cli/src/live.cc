@@ -58,7 +58,9 @@ std::string UrlEncode(const std::string& s) {
 
 size_t TerminalRows(int fd) {
   winsize ws{};
-  if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) return ws.ws_row;
+  if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) {
+    return ws.ws_row;
+  }
   return 24;
 }
 
@@ -76,7 +78,9 @@ class Keys {
     }
   }
   ~Keys() {
-    if (restore_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    if (restore_) {
+      tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    }
   }
   Keys(const Keys&) = delete;
   Keys& operator=(const Keys&) = delete;
@@ -85,10 +89,16 @@ class Keys {
   // Waits until `deadline_ns` (monotonic), q (or Ctrl-C), `cancel`, or a terminal resize.
   Event WaitUntil(int64_t deadline_ns, const std::atomic<bool>* cancel) {
     for (;;) {
-      if (cancel != nullptr && cancel->load()) return Event::kQuit;
-      if (g_resized.exchange(false)) return Event::kResize;
+      if (cancel != nullptr && cancel->load()) {
+        return Event::kQuit;
+      }
+      if (g_resized.exchange(false)) {
+        return Event::kResize;
+      }
       const int64_t left_ms = (deadline_ns - MonotonicNanos() + 999'999) / 1'000'000;
-      if (left_ms <= 0) return Event::kTimeout;
+      if (left_ms <= 0) {
+        return Event::kTimeout;
+      }
       const int timeout = static_cast<int>(std::min<int64_t>(left_ms, kMaxPollMs));
       pollfd p{STDIN_FILENO, POLLIN, 0};
       const int n = poll(tty_ ? &p : nullptr, tty_ ? 1 : 0, timeout);
@@ -96,9 +106,13 @@ class Keys {
         char buf[64];
         const ssize_t got = read(STDIN_FILENO, buf, sizeof buf);
         for (ssize_t i = 0; i < got; ++i) {
-          if (buf[i] == 'q' || buf[i] == 'Q' || buf[i] == 3) return Event::kQuit;
+          if (buf[i] == 'q' || buf[i] == 'Q' || buf[i] == 3) {
+            return Event::kQuit;
+          }
         }
-        if (got == 0) tty_ = false;  // end of input: wait only
+        if (got == 0) {
+          tty_ = false;  // end of input: wait only
+        }
       } else if (n > 0) {
         tty_ = false;  // hang-up or error on stdin
       }
@@ -149,7 +163,9 @@ void Draw(const std::string& screen, size_t rows) {
     lines.push_back("… " + std::to_string(hidden) + " more lines (a taller terminal shows them)");
   }
   std::string out = "\x1b[H";
-  for (const std::string& l : lines) out += l + "\x1b[K\r\n";
+  for (const std::string& l : lines) {
+    out += l + "\x1b[K\r\n";
+  }
   out += "\x1b[J(q or Ctrl-C to quit)";
   std::fputs(out.c_str(), stdout);
   std::fflush(stdout);
@@ -170,7 +186,9 @@ StatusOr<std::string> ReadFile(const std::string& path, size_t offset = 0) {
 // `lines_before`: lines of the file before the part parsed (when following it).
 void ReportMalformed(const std::string& path, const JsonLinesStalls& parsed,
                      size_t lines_before = 0) {
-  if (parsed.malformed == 0) return;
+  if (parsed.malformed == 0) {
+    return;
+  }
   std::fprintf(stderr,
                "stallwatch stalls: %s: %zu of %zu lines are not findings, skipped (first: line "
                "%zu)\n",
@@ -179,7 +197,10 @@ void ReportMalformed(const std::string& path, const JsonLinesStalls& parsed,
 
 std::vector<LoopKey> KeysOf(const std::vector<StallFinding>& stalls) {
   std::vector<LoopKey> out;
-  for (const StallFinding& s : stalls) out.emplace_back(s.service, s.pid, s.loop);
+  out.reserve(stalls.size());
+  for (const StallFinding& s : stalls) {
+    out.emplace_back(s.service, s.pid, s.loop);
+  }
   return out;
 }
 
@@ -187,23 +208,35 @@ std::vector<LoopKey> KeysOf(const std::vector<StallFinding>& stalls) {
 std::vector<LoopKey> DaemonLoops(const std::string& daemon) {
   std::vector<LoopKey> out;
   auto body = DaemonGet(daemon, "/api/v1/loops");
-  if (!body.ok()) return out;
+  if (!body.ok()) {
+    return out;
+  }
   auto rows = ParseLoopsBody(*body, {}, 0, nullptr, nullptr);
-  if (!rows.ok()) return out;
-  for (const LoopRow& r : *rows) out.emplace_back(r.service, r.pid, r.loop);
+  if (!rows.ok()) {
+    return out;
+  }
+  for (const LoopRow& r : *rows) {
+    out.emplace_back(r.service, r.pid, r.loop);
+  }
   return out;
 }
 
 std::string StallsPath(const StallsOptions& o, size_t limit) {
   std::string path = "/api/v1/stalls?limit=" + std::to_string(limit);
-  if (!o.filter.service.empty()) path += "&service=" + UrlEncode(o.filter.service);
-  if (o.filter.ongoing.has_value()) path += *o.filter.ongoing ? "&ongoing=true" : "&ongoing=false";
+  if (!o.filter.service.empty()) {
+    path += "&service=" + UrlEncode(o.filter.service);
+  }
+  if (o.filter.ongoing.has_value()) {
+    path += *o.filter.ongoing ? "&ongoing=true" : "&ongoing=false";
+  }
   return path;
 }
 
 std::string JsonArray(const std::vector<StallFinding>& stalls) {
   nlohmann::json arr = nlohmann::json::array();
-  for (const auto& st : stalls) arr.push_back(ToJson(st));
+  for (const auto& st : stalls) {
+    arr.push_back(ToJson(st));
+  }
   return arr.dump() + "\n";
 }
 
@@ -224,11 +257,15 @@ StatusOr<std::string> DaemonGet(const std::string& daemon, const std::string& pa
 
 size_t TerminalColumns(int fd) {
   winsize ws{};
-  if (isatty(fd) != 0 && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  if (isatty(fd) != 0 && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+    return ws.ws_col;
+  }
   if (const char* env = std::getenv("COLUMNS"); env != nullptr) {
     char* end = nullptr;
     const long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0 && v < 10000) return static_cast<size_t>(v);
+    if (end != env && *end == '\0' && v > 0 && v < 10000) {
+      return static_cast<size_t>(v);
+    }
   }
   return 80;
 }
@@ -249,7 +286,9 @@ Status RunTop(const TopOptions& options, const std::atomic<bool>* cancel) {
   const std::string source = BaseUrl(options.daemon);
   auto screen = [&] {
     const size_t width = TerminalColumns(STDOUT_FILENO);
-    if (error.empty()) return FormatTop(rows, source, width);
+    if (error.empty()) {
+      return FormatTop(rows, source, width);
+    }
     return "stallwatch top — " + source + "\n" + error + "\n(retrying)\n";
   };
   for (int i = 0; iterations == 0 || i < iterations; ++i) {
@@ -259,7 +298,9 @@ Status RunTop(const TopOptions& options, const std::atomic<bool>* cancel) {
         DaemonGet(options.daemon, "/api/v1/stalls?limit=" + std::to_string(kHistoryStalls));
     std::vector<StallFinding> recent;
     if (stalls.ok()) {
-      if (auto s = ParseStallsBody(*stalls); s.ok()) recent = std::move(*s);
+      if (auto s = ParseStallsBody(*stalls); s.ok()) {
+        recent = std::move(*s);
+      }
     }
     if (!loops.ok()) {
       error = loops.status().message();
@@ -270,28 +311,40 @@ Status RunTop(const TopOptions& options, const std::atomic<bool>* cancel) {
       rows = std::move(*parsed);
     }
     if (!tty) {
-      if (!error.empty()) return UnavailableError(error);
-      if (i > 0) std::fputs("\n", stdout);
+      if (!error.empty()) {
+        return UnavailableError(error);
+      }
+      if (i > 0) {
+        std::fputs("\n", stdout);
+      }
       std::fputs(screen().c_str(), stdout);
       std::fflush(stdout);
     } else {
       Draw(screen(), TerminalRows(STDOUT_FILENO));
     }
-    if (iterations != 0 && i + 1 >= iterations) break;
+    if (iterations != 0 && i + 1 >= iterations) {
+      break;
+    }
     // Until the next refresh: a key quits at once whatever the interval; a resize redraws.
     const int64_t deadline = MonotonicNanos() + options.interval.count();
     Keys::Event ev;
     while ((ev = keys.WaitUntil(deadline, cancel)) == Keys::Event::kResize) {
-      if (tty) Draw(screen(), TerminalRows(STDOUT_FILENO));
+      if (tty) {
+        Draw(screen(), TerminalRows(STDOUT_FILENO));
+      }
     }
-    if (ev == Keys::Event::kQuit) break;
+    if (ev == Keys::Event::kQuit) {
+      break;
+    }
   }
   return OkStatus();
 }
 
 Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
   StallFilter filter = o.filter;
-  if (o.since.count() > 0) filter.since_ns = RealtimeNanos() - o.since.count();
+  if (o.since.count() > 0) {
+    filter.since_ns = RealtimeNanos() - o.since.count();
+  }
   std::vector<StallFinding> all;
   std::vector<LoopKey> known_loops;
   size_t file_offset = 0;
@@ -299,11 +352,15 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
   const std::string where = o.file.empty() ? "the daemon's stalls" : o.file;
   if (!o.file.empty()) {
     auto content = ReadFile(o.file);
-    if (!content.ok()) return content.status();
+    if (!content.ok()) {
+      return content.status();
+    }
     // Only whole lines: a writer may be in the middle of one.
     const size_t last_nl = content->rfind('\n');
     file_offset = last_nl == std::string::npos ? 0 : last_nl + 1;
-    if (!o.follow) file_offset = content->size();
+    if (!o.follow) {
+      file_offset = content->size();
+    }
     const std::string whole = content->substr(0, file_offset);
     file_lines = static_cast<size_t>(std::count(whole.begin(), whole.end(), '\n'));
     JsonLinesStalls parsed = ParseStallsJsonLines(whole);
@@ -313,23 +370,33 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
   } else {
     auto body =
         DaemonGet(o.daemon, StallsPath(o, std::min(kDaemonMaxStalls, o.limit + kHistoryStalls)));
-    if (!body.ok()) return body.status();
+    if (!body.ok()) {
+      return body.status();
+    }
     auto stalls = ParseStallsBody(*body);
-    if (!stalls.ok()) return stalls.status();
+    if (!stalls.ok()) {
+      return stalls.status();
+    }
     all = std::move(*stalls);
   }
   KnownTopFrames known;
   LearnTopFrames(all, &known);
   std::vector<StallFinding> shown = FilterStalls(all, filter);
-  if (shown.size() > o.limit) shown.resize(o.limit);
+  if (shown.size() > o.limit) {
+    shown.resize(o.limit);
+  }
   if (shown.empty() && (!filter.service.empty() || !filter.loop.empty())) {
     if (o.file.empty()) {
       known_loops = DaemonLoops(o.daemon);
-      for (const LoopKey& k : KeysOf(all)) known_loops.push_back(k);
+      for (const LoopKey& k : KeysOf(all)) {
+        known_loops.push_back(k);
+      }
     }
     const std::string message = NoMatchMessage(filter, known_loops, where);
     if (!message.empty()) {
-      if (!o.follow) return NotFoundError(message);
+      if (!o.follow) {
+        return NotFoundError(message);
+      }
       std::fprintf(stderr, "stallwatch stalls: %s; following\n", message.c_str());
     }
   }
@@ -345,7 +412,9 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
     std::fputs(FormatStalls(shown, o.format, known).c_str(), stdout);
   }
   std::fflush(stdout);
-  if (!o.follow) return OkStatus();
+  if (!o.follow) {
+    return OkStatus();
+  }
 
   // --follow: poll the daemon (or the file's new lines) until Ctrl-C or q.
   StallFollower follower(o.format, o.json);
@@ -360,7 +429,9 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
     Keys::Event ev;
     while ((ev = keys.WaitUntil(deadline, cancel)) == Keys::Event::kResize) {
     }
-    if (ev == Keys::Event::kQuit) break;
+    if (ev == Keys::Event::kQuit) {
+      break;
+    }
     std::vector<StallFinding> fresh;
     if (!o.file.empty()) {
       struct stat st {};
@@ -369,9 +440,13 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
         file_lines = 0;
       }
       auto content = ReadFile(o.file, file_offset);
-      if (!content.ok()) continue;  // rotated away for now
+      if (!content.ok()) {
+        continue;  // rotated away for now
+      }
       const size_t last_nl = content->rfind('\n');
-      if (last_nl == std::string::npos) continue;
+      if (last_nl == std::string::npos) {
+        continue;
+      }
       const std::string chunk = content->substr(0, last_nl + 1);
       JsonLinesStalls parsed = ParseStallsJsonLines(chunk);
       file_offset += chunk.size();
@@ -385,7 +460,9 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
         continue;
       }
       auto stalls = ParseStallsBody(*body);
-      if (!stalls.ok()) continue;
+      if (!stalls.ok()) {
+        continue;
+      }
       fresh = std::move(*stalls);
     }
     // --since does not apply to what is new; the rest of the filter does.
@@ -403,14 +480,20 @@ Status RunStacks(const std::string& daemon, const std::string& format, bool full
   const bool folded = format == "folded";
   auto body =
       DaemonGet(daemon, std::string("/api/v1/stacks?format=") + (folded ? "folded" : "json"));
-  if (!body.ok()) return body.status();
+  if (!body.ok()) {
+    return body.status();
+  }
   if (format != "text") {
     std::fputs(body->c_str(), stdout);
-    if (!body->empty() && body->back() != '\n') std::fputs("\n", stdout);
+    if (!body->empty() && body->back() != '\n') {
+      std::fputs("\n", stdout);
+    }
     return OkStatus();
   }
   auto text = FormatStacksBody(*body, full);
-  if (!text.ok()) return text.status();
+  if (!text.ok()) {
+    return text.status();
+  }
   std::fputs(text->c_str(), stdout);
   return OkStatus();
 }

@@ -81,7 +81,9 @@ class Worker {
     conns_.resize(static_cast<size_t>(conns));
     for (auto& c : conns_) {
       c.w = this;
-      if (rate_ > 0) c.rate_ev = evtimer_new(base_, &Worker::OnRateTimer, &c);
+      if (rate_ > 0) {
+        c.rate_ev = evtimer_new(base_, &Worker::OnRateTimer, &c);
+      }
       c.retry_ev = evtimer_new(base_, &Worker::OnRetryTimer, &c);
     }
     sweep_ = event_new(base_, -1, EV_PERSIST, &Worker::OnSweep, this);
@@ -90,7 +92,9 @@ class Worker {
   ~Worker() {
     for (auto& c : conns_) {
       CloseConn(&c);
-      if (c.rate_ev != nullptr) event_free(c.rate_ev);
+      if (c.rate_ev != nullptr) {
+        event_free(c.rate_ev);
+      }
       event_free(c.retry_ev);
     }
     event_free(sweep_);
@@ -114,7 +118,9 @@ class Worker {
     } else {
       BeginRun();
     }
-    if (active_ > 0) event_base_dispatch(base_);
+    if (active_ > 0) {
+      event_base_dispatch(base_);
+    }
     for (auto& c : conns_) {
       if (c.state == Conn::State::kConnecting || c.state == Conn::State::kSending ||
           c.state == Conn::State::kReading) {
@@ -128,7 +134,9 @@ class Worker {
     send_deadline_ns_ = start_ns_ + s_->send_for_ns;
     AddEndTimer(start_ns_ + s_->end_after_ns);
     for (auto& c : conns_) {
-      if (c.state != Conn::State::kDone) Next(&c);
+      if (c.state != Conn::State::kDone) {
+        Next(&c);
+      }
     }
   }
 
@@ -143,7 +151,9 @@ class Worker {
   void WarmedUp(Conn* c) {
     c->warmup = false;
     c->state = Conn::State::kIdle;
-    if (--warm_left_ == 0) BeginRun();
+    if (--warm_left_ == 0) {
+      BeginRun();
+    }
   }
 
   LoadResult& result() { return r_; }
@@ -181,18 +191,24 @@ class Worker {
   void Retire(Conn* c) {
     CloseConn(c);
     c->state = Conn::State::kDone;
-    if (--active_ == 0) event_base_loopbreak(base_);
+    if (--active_ == 0) {
+      event_base_loopbreak(base_);
+    }
   }
 
   void Send(Conn* c) {
-    if (first_send_ns_ == 0 && !c->warmup) first_send_ns_ = std::max(c->sched_ns, start_ns_);
+    if (first_send_ns_ == 0 && !c->warmup) {
+      first_send_ns_ = std::max(c->sched_ns, start_ns_);
+    }
     c->sent = 0;
     c->in.clear();
     c->head = Head{};
     c->sent_ns = MonotonicNanos();
     if (c->fd < 0) {
       c->fd = socket(s_->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (c->fd < 0) return Fail(c, &r_.err_connect, errno);
+      if (c->fd < 0) {
+        return Fail(c, &r_.err_connect, errno);
+      }
       const int one = 1;
       setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       c->rev = event_new(base_, c->fd, EV_READ | EV_PERSIST, &Worker::OnReadable, c);
@@ -235,10 +251,14 @@ class Worker {
       int err = 0;
       socklen_t len = sizeof err;
       getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) return w->Fail(c, &w->r_.err_connect, err);
+      if (err != 0) {
+        return w->Fail(c, &w->r_.err_connect, err);
+      }
       c->state = Conn::State::kSending;
     }
-    if (c->state == Conn::State::kSending) w->Write(c);
+    if (c->state == Conn::State::kSending) {
+      w->Write(c);
+    }
   }
 
   static void OnReadable(evutil_socket_t, short, void* arg) {
@@ -251,7 +271,9 @@ class Worker {
       if (n > 0) {
         c->in.append(buf, static_cast<size_t>(n));
         w->r_.bytes += static_cast<uint64_t>(n);
-        if (static_cast<size_t>(n) < sizeof buf) break;
+        if (static_cast<size_t>(n) < sizeof buf) {
+          break;
+        }
       } else if (n == 0) {
         eof = true;
         break;
@@ -268,14 +290,20 @@ class Worker {
     }
     if (c->state != Conn::State::kReading && c->state != Conn::State::kSending) {
       // Unsolicited bytes or a close on an idle connection: drop the connection quietly.
-      if (eof || !c->in.empty()) w->CloseConn(c);
+      if (eof || !c->in.empty()) {
+        w->CloseConn(c);
+      }
       return;
     }
     if (!c->head.parsed) {
       const Parse p = ParseResponseHead(c->in, &c->head);
-      if (p == Parse::kError) return w->Fail(c, &w->r_.err_read);
+      if (p == Parse::kError) {
+        return w->Fail(c, &w->r_.err_read);
+      }
       if (p == Parse::kIncomplete) {
-        if (eof) return w->Fail(c, &w->r_.err_read);
+        if (eof) {
+          return w->Fail(c, &w->r_.err_read);
+        }
         return;
       }
     }
@@ -284,13 +312,17 @@ class Worker {
     if (p == Parse::kError || (p == Parse::kIncomplete && eof)) {
       return w->Fail(c, &w->r_.err_read);
     }
-    if (p == Parse::kIncomplete) return;
+    if (p == Parse::kIncomplete) {
+      return;
+    }
     w->Complete(c, eof);
   }
 
   void Complete(Conn* c, bool eof) {
     if (c->warmup) {
-      if (eof || c->head.close) CloseConn(c);
+      if (eof || c->head.close) {
+        CloseConn(c);
+      }
       return WarmedUp(c);
     }
     const int64_t now = MonotonicNanos();
@@ -303,7 +335,9 @@ class Worker {
       ++r_.err_status;
     }
     last_done_ns_ = now;
-    if (eof || c->head.close) CloseConn(c);
+    if (eof || c->head.close) {
+      CloseConn(c);
+    }
     c->state = Conn::State::kIdle;
     Next(c);
   }
@@ -315,7 +349,9 @@ class Worker {
                  : counter == &r_.err_read  ? &r_.read_errno
                  : counter == &r_.err_write ? &r_.write_errno
                                             : nullptr;
-    if (first != nullptr && *first == 0) *first = err;
+    if (first != nullptr && *first == 0) {
+      *first = err;
+    }
     if (c->warmup) {
       CloseConn(c);
       return WarmedUp(c);
@@ -340,16 +376,24 @@ class Worker {
   }
 
   void CloseConn(Conn* c) {
-    if (c->rev != nullptr) event_free(c->rev);
-    if (c->wev != nullptr) event_free(c->wev);
+    if (c->rev != nullptr) {
+      event_free(c->rev);
+    }
+    if (c->wev != nullptr) {
+      event_free(c->wev);
+    }
     c->rev = c->wev = nullptr;
-    if (c->fd >= 0) close(c->fd);
+    if (c->fd >= 0) {
+      close(c->fd);
+    }
     c->fd = -1;
   }
 
   static void OnRateTimer(evutil_socket_t, short, void* arg) {
     auto* c = static_cast<Conn*>(arg);
-    if (MonotonicNanos() >= c->w->send_deadline_ns_) return c->w->Retire(c);
+    if (MonotonicNanos() >= c->w->send_deadline_ns_) {
+      return c->w->Retire(c);
+    }
     c->w->Send(c);
   }
 
@@ -365,7 +409,9 @@ class Worker {
     for (auto& c : w->conns_) {
       const bool busy = c.state == Conn::State::kConnecting || c.state == Conn::State::kSending ||
                         c.state == Conn::State::kReading;
-      if (busy && now - c.sent_ns > timeout) w->Fail(&c, &w->r_.err_timeout);
+      if (busy && now - c.sent_ns > timeout) {
+        w->Fail(&c, &w->r_.err_timeout);
+      }
     }
   }
 
@@ -405,24 +451,33 @@ StatusOr<Url> ParseUrl(const std::string& text, const char* example) {
   std::string authority = rest.substr(0, slash);
   if (slash != std::string::npos) {
     u.path = rest.substr(slash);
-    if (u.path[0] == '?') u.path = "/" + u.path;
+    if (u.path[0] == '?') {
+      u.path = "/" + u.path;
+    }
   }
   std::string port;
   if (!authority.empty() && authority[0] == '[') {
     const size_t close = authority.find(']');
-    if (close == std::string::npos) return InvalidArgumentError("bad URL '" + text + "': " + form);
+    if (close == std::string::npos) {
+      return InvalidArgumentError("bad URL '" + text + "': " + form);
+    }
     u.host = authority.substr(1, close - 1);
     if (close + 1 < authority.size()) {
-      if (authority[close + 1] != ':')
+      if (authority[close + 1] != ':') {
         return InvalidArgumentError("bad URL '" + text + "': " + form);
+      }
       port = authority.substr(close + 2);
     }
   } else {
     const size_t colon = authority.rfind(':');
     u.host = authority.substr(0, colon);
-    if (colon != std::string::npos) port = authority.substr(colon + 1);
+    if (colon != std::string::npos) {
+      port = authority.substr(colon + 1);
+    }
   }
-  if (u.host.empty()) return InvalidArgumentError("bad URL '" + text + "': no host; " + form);
+  if (u.host.empty()) {
+    return InvalidArgumentError("bad URL '" + text + "': no host; " + form);
+  }
   if (!port.empty() || authority.find(':') != std::string::npos) {
     if (port.empty() || port.size() > 5 ||
         port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) == 0 ||
@@ -441,7 +496,9 @@ Status ValidateLoadOptions(const LoadOptions& o) {
   if (o.concurrency < 1 || o.concurrency > 10000) {
     return InvalidArgumentError("-c/--concurrency must be in 1..10000");
   }
-  if (o.threads < 1 || o.threads > 64) return InvalidArgumentError("--threads must be in 1..64");
+  if (o.threads < 1 || o.threads > 64) {
+    return InvalidArgumentError("--threads must be in 1..64");
+  }
   if (o.threads > o.concurrency) {
     return InvalidArgumentError("--threads must not exceed -c/--concurrency");
   }
@@ -465,7 +522,9 @@ double LoadResult::mean_s() const {
   return latency.total() == 0 ? 0 : static_cast<double>(latency.sum_ns()) / latency.total() / 1e9;
 }
 double LoadResult::quantile_s(double q) const {
-  if (latency.total() == 0) return 0;
+  if (latency.total() == 0) {
+    return 0;
+  }
   return std::min(static_cast<double>(latency.ValueAtQuantile(q)),
                   static_cast<double>(latency.max_ns())) /
          1e9;
@@ -473,7 +532,9 @@ double LoadResult::quantile_s(double q) const {
 double LoadResult::max_s() const { return static_cast<double>(latency.max_ns()) / 1e9; }
 
 StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* cancel) {
-  if (Status st = ValidateLoadOptions(o); !st.ok()) return st;
+  if (Status st = ValidateLoadOptions(o); !st.ok()) {
+    return st;
+  }
   auto url = *ParseUrl(o.url);
   Shared s;
   s.o = &o;
@@ -490,23 +551,31 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
   freeaddrinfo(res);
   std::string host_header =
       url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  if (url.port != 80) host_header += ":" + port;
+  if (url.port != 80) {
+    host_header += ":" + port;
+  }
   auto request = [&](const std::string& path) {
     return "GET " + path + " HTTP/1.1\r\nHost: " + host_header +
            "\r\nUser-Agent: stallwatch-load\r\nAccept: */*\r\n\r\n";
   };
   s.request = request(url.path);
-  if (!o.warmup_path.empty()) s.warmup_request = request(o.warmup_path);
+  if (!o.warmup_path.empty()) {
+    s.warmup_request = request(o.warmup_path);
+  }
 
   LoadOptions eff = o;
-  if (eff.requests == 0 && eff.duration.count() == 0) eff.duration = std::chrono::seconds(10);
+  if (eff.requests == 0 && eff.duration.count() == 0) {
+    eff.duration = std::chrono::seconds(10);
+  }
   s.o = &eff;
   const int64_t started = MonotonicNanos();
   s.send_for_ns = eff.duration.count() > 0 ? eff.duration.count() : eff.max_time.count();
   // A count-bound run waits for its last answers (up to the timeout) within max_time.
   s.end_after_ns = s.send_for_ns;
   // Draining: the requests in flight when the duration ends are awaited (up to the timeout).
-  if (eff.drain && eff.duration.count() > 0) s.end_after_ns += eff.timeout.count();
+  if (eff.drain && eff.duration.count() > 0) {
+    s.end_after_ns += eff.timeout.count();
+  }
 
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < eff.threads; ++i) {
@@ -514,10 +583,13 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
     workers.push_back(std::make_unique<Worker>(&s, conns, eff.rate / eff.threads));
   }
   std::vector<std::thread> threads;
-  for (size_t i = 1; i < workers.size(); ++i)
+  for (size_t i = 1; i < workers.size(); ++i) {
     threads.emplace_back([w = workers[i].get()] { w->Run(); });
+  }
   workers[0]->Run();
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   const int64_t end = MonotonicNanos();
 
   LoadResult r;
@@ -536,19 +608,30 @@ StatusOr<LoadResult> RunLoad(const LoadOptions& o, const std::atomic<bool>* canc
     r.err_timeout += p.err_timeout;
     r.err_status += p.err_status;
     r.abandoned += p.abandoned;
-    if (r.connect_errno == 0) r.connect_errno = p.connect_errno;
-    if (r.read_errno == 0) r.read_errno = p.read_errno;
-    if (r.write_errno == 0) r.write_errno = p.write_errno;
+    if (r.connect_errno == 0) {
+      r.connect_errno = p.connect_errno;
+    }
+    if (r.read_errno == 0) {
+      r.read_errno = p.read_errno;
+    }
+    if (r.write_errno == 0) {
+      r.write_errno = p.write_errno;
+    }
     r.bytes += p.bytes;
     r.stopped_by_time |= p.stopped_by_time;
     r.cancelled |= p.cancelled;
     r.latency.Merge(p.latency);
-    if (w->first_send_ns() != 0 && (first == 0 || w->first_send_ns() < first))
+    if (w->first_send_ns() != 0 && (first == 0 || w->first_send_ns() < first)) {
       first = w->first_send_ns();
+    }
     last = std::max(last, w->last_done_ns());
   }
-  if (first == 0) first = started;
-  if (last <= first) last = end;
+  if (first == 0) {
+    first = started;
+  }
+  if (last <= first) {
+    last = end;
+  }
   r.elapsed_s = static_cast<double>(last - first) / 1e9;
   r.qps = r.elapsed_s > 0 ? static_cast<double>(r.completed) / r.elapsed_s : 0;
   return r;

@@ -61,8 +61,12 @@ const CLI::Validator kEndpoint(
       const auto starts = [&](const char* p) {
         return s.rfind(p, 0) == 0 && s.size() > std::strlen(p);
       };
-      if (s == "off" || s == "stderr" || starts("unix:/") || starts("file:/")) return {};
-      if (starts("tcp:") && s.rfind(':') > 4) return {};
+      if (s == "off" || s == "stderr" || starts("unix:/") || starts("file:/")) {
+        return {};
+      }
+      if (starts("tcp:") && s.rfind(':') > 4) {
+        return {};
+      }
       return "bad endpoint '" + s +
              "': expected unix:/path, tcp:host:port, file:/path, stderr or off";
     },
@@ -72,7 +76,9 @@ const CLI::Validator kEndpoint(
 const CLI::Validator kPositiveDuration(
     [](std::string& s) -> std::string {
       auto d = sw::ParseDuration(s);
-      if (!d.ok()) return d.status().message();
+      if (!d.ok()) {
+        return d.status().message();
+      }
       return d->count() > 0 ? std::string()
                             : "'" + s + "' is not above zero; expected a duration such as 500ms";
     },
@@ -187,7 +193,9 @@ void AddServe(CLI::App& app, ServeFlags& f) {
     o.bind = f.bind;
     o.port = f.port;
     o.workers = f.workers;
-    if (!f.threshold.empty()) o.stall_threshold = Dur(f.threshold);
+    if (!f.threshold.empty()) {
+      o.stall_threshold = Dur(f.threshold);
+    }
     o.endpoint = f.endpoint;
     o.upstream = f.upstream;
     o.upstream_delay = std::chrono::duration_cast<std::chrono::milliseconds>(Dur(f.upstream_delay));
@@ -196,7 +204,9 @@ void AddServe(CLI::App& app, ServeFlags& f) {
     o.handle_signals = true;
     o.log_requests = f.log_requests;
     auto server = cli::Server::Create(o);
-    if (!server.ok()) throw CLI::RuntimeError(Fail("serve", server.status()));
+    if (!server.ok()) {
+      throw CLI::RuntimeError(Fail("serve", server.status()));
+    }
     std::string endpoint = f.endpoint;
     if (endpoint.empty()) {
       const char* env = std::getenv("STALLWATCH_ENDPOINT");
@@ -208,7 +218,9 @@ void AddServe(CLI::App& app, ServeFlags& f) {
                  "agent %s)\n",
                  f.bind.c_str(), (*server)->port(), (*server)->upstream_port(), f.workers,
                  agent.c_str());
-    if (sw::Status st = (*server)->Run(); !st.ok()) throw CLI::RuntimeError(Fail("serve", st));
+    if (sw::Status st = (*server)->Run(); !st.ok()) {
+      throw CLI::RuntimeError(Fail("serve", st));
+    }
   });
 }
 
@@ -271,16 +283,21 @@ void AddLoad(CLI::App& app, LoadFlags& f) {
     o.requests = f.requests;
     o.concurrency = f.concurrency;
     o.threads = f.threads;
-    if (!f.duration.empty()) o.duration = Dur(f.duration);
+    if (!f.duration.empty()) {
+      o.duration = Dur(f.duration);
+    }
     o.timeout = Dur(f.timeout);
     o.rate = f.rate;
     o.max_time = Dur(f.max_time);
     o.drain = f.drain;
-    if (sw::Status st = cli::ValidateLoadOptions(o); !st.ok())
+    if (sw::Status st = cli::ValidateLoadOptions(o); !st.ok()) {
       throw CLI::RuntimeError(Fail("load", st));
+    }
     InstallCancelHandler();
     auto r = cli::RunLoad(o, &g_cancel);
-    if (!r.ok()) throw CLI::RuntimeError(Fail("load", r.status()));
+    if (!r.ok()) {
+      throw CLI::RuntimeError(Fail("load", r.status()));
+    }
     if (f.json) {
       std::cout << cli::LoadResultToJson(*r).dump() << "\n";
     } else {
@@ -316,8 +333,9 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       "experiment",
       "Measure block vs cpu vs async vs thread pool vs upstream clients, with findings");
   std::string mode_names;
-  for (cli::Mode m : cli::AllModes())
+  for (cli::Mode m : cli::AllModes()) {
     mode_names += std::string(mode_names.empty() ? "" : ", ") + cli::ModeName(m);
+  }
   s->add_option("--modes", f.modes, "Modes to run (default: all): " + mode_names)
       ->delimiter(',')
       ->check([](const std::string& v) {
@@ -388,12 +406,17 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
         o.modes.push_back(m);
       }
     }
-    if (!f.concurrency.empty()) o.concurrency = f.concurrency;
+    if (!f.concurrency.empty()) {
+      o.concurrency = f.concurrency;
+    }
     o.work = std::chrono::milliseconds(f.quick ? 100 : 500);
     o.run_duration = f.quick ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(10000);
-    if (!f.work.empty())
+    if (!f.work.empty()) {
       o.work = std::chrono::duration_cast<std::chrono::milliseconds>(Dur(f.work));
-    if (!f.duration.empty()) o.run_duration = Dur(f.duration);
+    }
+    if (!f.duration.empty()) {
+      o.run_duration = Dur(f.duration);
+    }
     o.workers = f.workers;
     o.stall_threshold = Dur(f.threshold);
     o.endpoint = f.endpoint;
@@ -437,15 +460,18 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     InstallCancelHandler();
     const int64_t experiment_start_ns = sw::RealtimeNanos();
     auto rows = cli::RunExperiment(o, &g_cancel);
-    if (!rows.ok()) throw CLI::RuntimeError(Fail("experiment", rows.status()));
+    if (!rows.ok()) {
+      throw CLI::RuntimeError(Fail("experiment", rows.status()));
+    }
     const cli::ReportContext ctx{
         .work = o.work, .workers = o.workers, .run_duration = o.run_duration};
     std::cout << cli::FormatExperiment(*rows, format, ctx) << std::flush;
     if (!f.plot.empty()) {
       std::ofstream out(f.plot);
       out << cli::RenderQpsSvg(*rows, ctx);
-      if (!out)
+      if (!out) {
         throw CLI::RuntimeError(Fail("experiment", sw::UnavailableError("cannot write " + f.plot)));
+      }
       std::fprintf(stderr, "stallwatch experiment: plot written to %s\n", f.plot.c_str());
     }
     if (with_daemon) {
@@ -460,7 +486,9 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
                      daemon.started() ? "" : " (see: stallwatch stalls)");
       }
     }
-    if (g_cancel.load()) throw CLI::RuntimeError(130);
+    if (g_cancel.load()) {
+      throw CLI::RuntimeError(130);
+    }
   });
 }
 
@@ -500,7 +528,9 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
     const std::string url = cli::BaseUrl(f.url) + "/control/block?duration=" + to_ms(f.duration) +
                             "&period=" + to_ms(f.period) + "&kind=" + f.kind;
     auto r = cli::HttpGet(url);
-    if (!r.ok()) throw CLI::RuntimeError(Fail("block", r.status()));
+    if (!r.ok()) {
+      throw CLI::RuntimeError(Fail("block", r.status()));
+    }
     if (r->status != 200) {
       throw CLI::RuntimeError(Fail("block", sw::InvalidArgumentError(cli::Trimmed(r->body))));
     }
@@ -518,7 +548,9 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
       "http://127.0.0.1:8888");
   u->callback([&f]() {
     auto r = cli::HttpGet(cli::BaseUrl(f.url) + "/control/unblock");
-    if (!r.ok()) throw CLI::RuntimeError(Fail("unblock", r.status()));
+    if (!r.ok()) {
+      throw CLI::RuntimeError(Fail("unblock", r.status()));
+    }
     if (r->status != 200) {
       throw CLI::RuntimeError(Fail("unblock", sw::InvalidArgumentError(cli::Trimmed(r->body))));
     }
@@ -532,7 +564,9 @@ void AddBlockUnblock(CLI::App& app, ControlFlags& f) {
 const CLI::Validator kRefresh(
     [](std::string& s) -> std::string {
       auto d = sw::ParseDuration(s);
-      if (!d.ok()) return d.status().message();
+      if (!d.ok()) {
+        return d.status().message();
+      }
       if (*d < cli::kMinRefresh || *d > cli::kMaxRefresh) {
         return "refresh interval " + s + " is out of range; expected 100ms to 60m (e.g. 500ms, 2s)";
       }
@@ -601,13 +635,19 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
     o.limit = static_cast<size_t>(f.limit);
     o.filter.service = f.service;
     o.filter.loop = f.loop;
-    if (f.ongoing) o.filter.ongoing = true;
-    if (!f.since.empty()) o.since = Dur(f.since);
+    if (f.ongoing) {
+      o.filter.ongoing = true;
+    }
+    if (!f.since.empty()) {
+      o.since = Dur(f.since);
+    }
     o.format = {.stacks = !f.no_stacks, .full = f.full};
     o.json = f.json;
     o.follow = f.follow;
     o.interval = Dur(f.interval);
-    if (f.follow) InstallCancelHandler();
+    if (f.follow) {
+      InstallCancelHandler();
+    }
     if (sw::Status st = cli::RunStalls(o, &g_cancel); !st.ok()) {
       throw CLI::RuntimeError(Fail("stalls", st));
     }
@@ -699,10 +739,15 @@ void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command
       "  stallwatch run --service cache -- memcached & stallwatch top");
   r->callback([&o, &command]() {
     const int code = cli::RunUnderShim(o, command);
-    if (code != 0) throw CLI::RuntimeError(code);
+    if (code != 0) {
+      throw CLI::RuntimeError(code);
+    }
   });
 }
 
+// CLI11 reports its own errors through exceptions that app.exit() turns into the exit status;
+// anything else escaping ends the program with std::terminate's message, as it should.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"stallwatch: find what stalls your libevent loops"};

@@ -45,8 +45,12 @@ std::string ShortFunction(const std::string& function) {
   int depth = 0;
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    if (c == '<') ++depth;
-    if (c == '>') --depth;
+    if (c == '<') {
+      ++depth;
+    }
+    if (c == '>') {
+      --depth;
+    }
     if (c == '(' && depth == 0) {
       if (name.compare(i, 21, "(anonymous namespace)") == 0) {
         i += 20;
@@ -56,7 +60,9 @@ std::string ShortFunction(const std::string& function) {
       break;
     }
   }
-  if (const size_t at = name.find('@'); at != std::string::npos && at > 0) name.resize(at);
+  if (const size_t at = name.find('@'); at != std::string::npos && at > 0) {
+    name.resize(at);
+  }
   return name;
 }
 
@@ -65,7 +71,9 @@ bool IsPlumbing(const Frame& f) {
   const std::string base = Basename(f.module);
   for (const char* prefix : {"libc.so", "libc-", "ld-linux", "linux-vdso", "[vdso]", "libpthread",
                              "libevent", "libstallwatch", "libasan", "libubsan", "libtsan"}) {
-    if (base.rfind(prefix, 0) == 0) return true;
+    if (base.rfind(prefix, 0) == 0) {
+      return true;
+    }
   }
   return f.function.empty() && f.module.empty();
 }
@@ -74,7 +82,9 @@ bool IsPlumbing(const Frame& f) {
 bool IsSystemModule(const std::string& module) {
   for (const char* dir :
        {"/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/lib32/", "/usr/lib32/"}) {
-    if (module.rfind(dir, 0) == 0) return true;
+    if (module.rfind(dir, 0) == 0) {
+      return true;
+    }
   }
   return false;
 }
@@ -89,8 +99,9 @@ std::string FrameLabel(const Frame& f) {
     std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.offset));
     out = (f.module.empty() ? std::string("??") : Basename(f.module)) + off;
   }
-  if (!f.file.empty() && f.line > 0)
+  if (!f.file.empty() && f.line > 0) {
     out += " (" + Basename(f.file) + ":" + std::to_string(f.line) + ")";
+  }
   return out;
 }
 
@@ -100,20 +111,26 @@ std::string FrameText(const Frame& f) {
   char off[32];
   std::snprintf(off, sizeof off, "+0x%llx", static_cast<unsigned long long>(f.offset));
   std::string out = name + "  (" + Basename(f.module) + off + ")";
-  if (!f.file.empty()) out += "  " + Basename(f.file) + ":" + std::to_string(f.line);
+  if (!f.file.empty()) {
+    out += "  " + Basename(f.file) + ":" + std::to_string(f.line);
+  }
   return out;
 }
 
 // What makes two frames one entry on screen: the function and line, or the exact pc when the
 // function is unknown.
 std::string FrameKey(const Frame& f) {
-  if (f.function.empty()) return f.module + "+" + std::to_string(f.offset);
+  if (f.function.empty()) {
+    return f.module + "+" + std::to_string(f.offset);
+  }
   return f.function + '\x1f' + f.file + '\x1f' + std::to_string(f.line);
 }
 
 std::string StackKey(const Stack& s, size_t end = std::string::npos) {
   std::string key;
-  for (size_t i = 0; i < s.frames.size() && i < end; ++i) key += FrameKey(s.frames[i]) + '\x1e';
+  for (size_t i = 0; i < s.frames.size() && i < end; ++i) {
+    key += FrameKey(s.frames[i]) + '\x1e';
+  }
   return key;
 }
 
@@ -161,12 +178,16 @@ RepeatKey KeyForRepeat(const ShownStall& g) {
 
 // Whether `b` repeats `a` (either order).
 bool Repeats(const RepeatKey& a, const RepeatKey& b) {
-  if (a.ongoing || b.ongoing) return false;
+  if (a.ongoing || b.ongoing) {
+    return false;
+  }
   if (a.loop != b.loop || a.stall_class != b.stall_class || a.syscall != b.syscall ||
       a.fd_target != b.fd_target) {
     return false;
   }
-  if (!a.has_stacks || !b.has_stacks) return !a.top.empty() && a.top == b.top;
+  if (!a.has_stacks || !b.has_stacks) {
+    return !a.top.empty() && a.top == b.top;
+  }
   return a.signature == b.signature;
 }
 
@@ -176,8 +197,12 @@ void AppendFrames(const Stack& st, const StallsFormat& format, std::string* out)
   // The dispatch entry itself is shown; what called it is folded.
   const size_t end = format.full || entry == std::string::npos ? st.frames.size() : entry + 1;
   const size_t limit = format.full ? end : std::min(end, format.max_frames);
-  for (size_t i = 0; i < limit; ++i) *out += "    " + FrameText(st.frames[i]) + "\n";
-  if (limit < end) *out += "    … " + std::to_string(end - limit) + " more frames\n";
+  for (size_t i = 0; i < limit; ++i) {
+    *out += "    " + FrameText(st.frames[i]) + "\n";
+  }
+  if (limit < end) {
+    *out += "    … " + std::to_string(end - limit) + " more frames\n";
+  }
   if (end < st.frames.size()) {
     const size_t folded = st.frames.size() - end;
     *out += "    … " + std::to_string(folded) + " frame" + (folded == 1 ? "" : "s") + " below " +
@@ -202,7 +227,9 @@ std::string RenderStall(const ShownStall& g, const StallsFormat& format) {
                 HumanSeconds(s.duration_s).c_str(), s.estimated ? " (estimated)" : "",
                 StallClassName(s.stall_class));
   out += head;
-  if (!g.top.empty()) out += "  in " + g.top + (g.top_earlier ? " (as before)" : "");
+  if (!g.top.empty()) {
+    out += "  in " + g.top + (g.top_earlier ? " (as before)" : "");
+  }
   out += "\n";
   if (g.count > 1) {
     out += "  ×" + std::to_string(g.count) + ", same stack: from " + LocalTime(g.oldest_ns, false) +
@@ -213,13 +240,19 @@ std::string RenderStall(const ShownStall& g, const StallsFormat& format) {
            " each\n";
   }
   std::string detail;
-  if (!s.syscall.empty()) detail += "in " + s.syscall + "()";
-  if (!s.fd_target.empty()) detail += (detail.empty() ? "on " : " on ") + s.fd_target;
+  if (!s.syscall.empty()) {
+    detail += "in " + s.syscall + "()";
+  }
+  if (!s.fd_target.empty()) {
+    detail += (detail.empty() ? "on " : " on ") + s.fd_target;
+  }
   char ratio[64];
   std::snprintf(ratio, sizeof ratio, "cpu %.0f%%", s.cpu_ratio * 100);
   detail += (detail.empty() ? "" : ", ") + std::string(ratio);
   out += "  " + detail + "\n";
-  if (!s.hint.empty()) out += "  hint: " + s.hint + "\n";
+  if (!s.hint.empty()) {
+    out += "  hint: " + s.hint + "\n";
+  }
   if (format.stacks) {
     size_t shown = 0;
     for (const Stack& st : g.stacks) {
@@ -230,8 +263,12 @@ std::string RenderStall(const ShownStall& g, const StallsFormat& format) {
       AppendStack(st, format, &out);
     }
     if (g.stacks.empty()) {
-      if (!s.sampling_note.empty()) out += "  no stacks: " + s.sampling_note + "\n";
-      if (g.top_earlier) out += "  same stack as before: " + g.top + "\n";
+      if (!s.sampling_note.empty()) {
+        out += "  no stacks: " + s.sampling_note + "\n";
+      }
+      if (g.top_earlier) {
+        out += "  same stack as before: " + g.top + "\n";
+      }
     }
   }
   out += "\n";
@@ -242,15 +279,21 @@ std::string RenderStall(const ShownStall& g, const StallsFormat& format) {
 
 size_t DisplayWidth(const std::string& s) {
   size_t n = 0;
-  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
+  for (char c : s) {
+    n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
+  }
   return n;
 }
 
 StatusOr<std::vector<StallFinding>> ParseStallsBody(const std::string& body) {
   auto j = ParseJson(body, "stalls");
-  if (!j.ok()) return j.status();
+  if (!j.ok()) {
+    return j.status();
+  }
   auto arr = ArrayOf(*j, "stalls");
-  if (!arr.ok()) return arr.status();
+  if (!arr.ok()) {
+    return arr.status();
+  }
   std::vector<StallFinding> out;
   for (const json& item : *arr) {
     if (!item.is_object() || item.value("kind", "stall") != "stall") {
@@ -258,7 +301,9 @@ StatusOr<std::vector<StallFinding>> ParseStallsBody(const std::string& body) {
                                   item.dump().substr(0, 80));
     }
     auto f = StallFromJson(item);
-    if (!f.ok()) return InvalidArgumentError("bad stall from the daemon: " + f.status().message());
+    if (!f.ok()) {
+      return InvalidArgumentError("bad stall from the daemon: " + f.status().message());
+    }
     out.push_back(std::move(*f));
   }
   return out;
@@ -272,15 +317,23 @@ JsonLinesStalls ParseStallsJsonLines(const std::string& content) {
   size_t pos = 0;
   while (pos < content.size()) {
     size_t eol = content.find('\n', pos);
-    if (eol == std::string::npos) eol = content.size();
+    if (eol == std::string::npos) {
+      eol = content.size();
+    }
     std::string line = content.substr(pos, eol - pos);
     pos = eol + 1;
     ++line_no;
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (line.empty()) continue;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+      line.pop_back();
+    }
+    if (line.empty()) {
+      continue;
+    }
     ++out.lines;
     auto bad = [&] {
-      if (out.malformed++ == 0) out.first_malformed = line_no;
+      if (out.malformed++ == 0) {
+        out.first_malformed = line_no;
+      }
     };
     const json j = json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("kind") || !j["kind"].is_string()) {
@@ -297,7 +350,9 @@ JsonLinesStalls ParseStallsJsonLines(const std::string& content) {
       loops.insert({d->service, d->pid, d->loop});
       continue;
     }
-    if (kind != "stall") continue;  // other kinds of findings are not for this view
+    if (kind != "stall") {
+      continue;  // other kinds of findings are not for this view
+    }
     auto s = StallFromJson(j);
     if (!s.ok()) {
       bad();
@@ -313,12 +368,16 @@ JsonLinesStalls ParseStallsJsonLines(const std::string& content) {
       continue;
     }
     StallFinding& kept = out.stalls[it->second];
-    if (s->stacks.empty() && !kept.stacks.empty()) s->stacks = std::move(kept.stacks);
+    if (s->stacks.empty() && !kept.stacks.empty()) {
+      s->stacks = std::move(kept.stacks);
+    }
     kept = std::move(*s);
   }
   std::stable_sort(out.stalls.begin(), out.stalls.end(),
                    [](const StallFinding& a, const StallFinding& b) {
-                     if (a.ongoing != b.ongoing) return a.ongoing;
+                     if (a.ongoing != b.ongoing) {
+                       return a.ongoing;
+                     }
                      return a.start_ns > b.start_ns;
                    });
   out.loops.assign(loops.begin(), loops.end());
@@ -338,7 +397,9 @@ std::string NoMatchMessage(const StallFilter& f, const std::vector<LoopKey>& kno
                            const std::string& where) {
   constexpr size_t kMaxNames = 20;
   auto list = [](const std::set<std::string>& names) {
-    if (names.empty()) return std::string("none");
+    if (names.empty()) {
+      return std::string("none");
+    }
     std::string out;
     size_t n = 0;
     for (const std::string& name : names) {
@@ -365,8 +426,16 @@ std::string NoMatchMessage(const StallFilter& f, const std::vector<LoopKey>& kno
     std::set<std::string> loops;
     bool found = false;
     for (const auto& [service, pid, loop] : known) {
-      if (!f.service.empty() && service != f.service) continue;
-      loops.insert(f.service.empty() ? loop + " (" + service + ")" : loop);
+      if (!f.service.empty() && service != f.service) {
+        continue;
+      }
+      if (f.service.empty()) {
+        std::string shown = loop;
+        shown.append(" (").append(service).append(")");
+        loops.insert(std::move(shown));
+      } else {
+        loops.insert(loop);
+      }
       found |= loop == f.loop;
     }
     if (!found) {
@@ -391,7 +460,9 @@ std::vector<Stack> MergeStacksForDisplay(const std::vector<Stack>& stacks) {
     }
     Stack& kept = out[it->second];
     kept.samples += s.samples;
-    if (kept.method != s.method) kept.method.clear();  // both ways: say neither
+    if (kept.method != s.method) {
+      kept.method.clear();  // both ways: say neither
+    }
   }
   std::stable_sort(out.begin(), out.end(),
                    [](const Stack& a, const Stack& b) { return a.samples > b.samples; });
@@ -412,17 +483,25 @@ size_t DispatchEntryIndex(const Stack& stack) {
 
 std::string UserTopFrame(const Stack& stack) {
   const std::vector<Frame>& frames = stack.frames;
-  if (frames.empty()) return "";
+  if (frames.empty()) {
+    return "";
+  }
   const size_t entry = DispatchEntryIndex(stack);
   const size_t end = entry == std::string::npos ? frames.size() : entry;
   for (size_t i = 0; i < end; ++i) {
-    if (!IsPlumbing(frames[i]) && !IsSystemModule(frames[i].module)) return FrameLabel(frames[i]);
+    if (!IsPlumbing(frames[i]) && !IsSystemModule(frames[i].module)) {
+      return FrameLabel(frames[i]);
+    }
   }
   for (size_t i = 0; i < end; ++i) {
-    if (!IsPlumbing(frames[i])) return FrameLabel(frames[i]);
+    if (!IsPlumbing(frames[i])) {
+      return FrameLabel(frames[i]);
+    }
   }
   for (size_t i = 0; i < end; ++i) {
-    if (!frames[i].function.empty()) return FrameLabel(frames[i]);
+    if (!frames[i].function.empty()) {
+      return FrameLabel(frames[i]);
+    }
   }
   return FrameLabel(frames[end < frames.size() ? end : 0]);
 }
@@ -434,30 +513,43 @@ std::string StallTopFrame(const StallFinding& stall) {
 
 void LearnTopFrames(const std::vector<StallFinding>& stalls, KnownTopFrames* known) {
   for (const StallFinding& s : stalls) {
-    if (s.stacks.empty()) continue;
+    if (s.stacks.empty()) {
+      continue;
+    }
     const std::string top = StallTopFrame(s);
-    if (top.empty()) continue;
+    if (top.empty()) {
+      continue;
+    }
     auto& slot = (*known)[KeyOf(s)];
-    if (slot.second.empty() || slot.first <= s.start_ns) slot = {s.start_ns, top};
+    if (slot.second.empty() || slot.first <= s.start_ns) {
+      slot = {s.start_ns, top};
+    }
   }
 }
 
 std::string EarlierTopFrame(const StallFinding& stall, const KnownTopFrames& known) {
   auto it = known.find(KeyOf(stall));
-  if (it == known.end() || it->second.first > stall.start_ns) return "";
+  if (it == known.end() || it->second.first > stall.start_ns) {
+    return "";
+  }
   return it->second.second;
 }
 
 std::string FormatStalls(const std::vector<StallFinding>& stalls, const StallsFormat& format,
                          const KnownTopFrames& known_in) {
-  if (stalls.empty()) return "no stalls\n";
+  if (stalls.empty()) {
+    return "no stalls\n";
+  }
   // Stalls listed earlier than those without stacks are older: learn from all of them. A loop's
   // latest stack before each stall is what a stall without stacks repeats.
   KnownTopFrames known = known_in;
   std::vector<ShownStall> groups;
   {
     std::vector<const StallFinding*> by_age;
-    for (const StallFinding& s : stalls) by_age.push_back(&s);
+    by_age.reserve(stalls.size());
+    for (const StallFinding& s : stalls) {
+      by_age.push_back(&s);
+    }
     std::stable_sort(by_age.begin(), by_age.end(),
                      [](const auto* a, const auto* b) { return a->start_ns < b->start_ns; });
     // Oldest first: each stall without stacks gets the frame of the latest earlier one.
@@ -496,20 +588,26 @@ std::string FormatStalls(const std::vector<StallFinding>& stalls, const StallsFo
     }
   }
   std::string out;
-  for (const ShownStall& g : groups) out += RenderStall(g, format);
+  for (const ShownStall& g : groups) {
+    out += RenderStall(g, format);
+  }
   return out;
 }
 
 void StallFollower::Seen(const std::vector<StallFinding>& stalls) {
   LearnTopFrames(stalls, &known_);
-  for (const StallFinding& s : stalls) Mark(s);
+  for (const StallFinding& s : stalls) {
+    Mark(s);
+  }
 }
 
 bool StallFollower::Mark(const StallFinding& s) {
   const Id id{s.pid, s.loop, s.stall_id != 0 ? s.stall_id : static_cast<uint64_t>(s.start_ns)};
   auto it = closed_.find(id);
   if (it != closed_.end()) {
-    if (it->second || s.ongoing) return false;  // printed already, or still going on
+    if (it->second || s.ongoing) {
+      return false;  // printed already, or still going on
+    }
     it->second = true;
     return true;
   }
@@ -524,13 +622,18 @@ bool StallFollower::Mark(const StallFinding& s) {
 
 std::string StallFollower::Update(const std::vector<StallFinding>& stalls) {
   std::vector<const StallFinding*> by_age;
-  for (const StallFinding& s : stalls) by_age.push_back(&s);
+  by_age.reserve(stalls.size());
+  for (const StallFinding& s : stalls) {
+    by_age.push_back(&s);
+  }
   std::stable_sort(by_age.begin(), by_age.end(),
                    [](const auto* a, const auto* b) { return a->start_ns < b->start_ns; });
   std::string out;
   for (const StallFinding* s : by_age) {
     if (!Mark(*s)) {
-      if (!s->stacks.empty()) LearnTopFrames({*s}, &known_);
+      if (!s->stacks.empty()) {
+        LearnTopFrames({*s}, &known_);
+      }
       continue;
     }
     if (json_) {
@@ -538,7 +641,9 @@ std::string StallFollower::Update(const std::vector<StallFinding>& stalls) {
       continue;
     }
     ShownStall shown = Shown(*s, known_);
-    if (!s->stacks.empty()) LearnTopFrames({*s}, &known_);
+    if (!s->stacks.empty()) {
+      LearnTopFrames({*s}, &known_);
+    }
     const RepeatKey key = KeyForRepeat(shown);
     if (last_.has_value() && Repeats(*last_, key)) {
       ++repeats_;
@@ -556,9 +661,13 @@ std::string StallFollower::Update(const std::vector<StallFinding>& stalls) {
 
 StatusOr<std::string> FormatStacksBody(const std::string& body, bool full, size_t max_frames) {
   auto j = ParseJson(body, "stacks");
-  if (!j.ok()) return j.status();
+  if (!j.ok()) {
+    return j.status();
+  }
   auto arr = ArrayOf(*j, "stacks");
-  if (!arr.ok()) return arr.status();
+  if (!arr.ok()) {
+    return arr.status();
+  }
   // Merged by service and by function and line: the daemon merges by exact pc.
   std::map<std::string, std::vector<Stack>> by_service;
   uint64_t total = 0;
@@ -590,9 +699,13 @@ StatusOr<std::string> FormatStacksBody(const std::string& body, bool full, size_
   };
   std::vector<Item> items;
   for (auto& [service, stacks] : by_service) {
-    for (Stack& st : MergeStacksForDisplay(stacks)) items.push_back({service, std::move(st)});
+    for (Stack& st : MergeStacksForDisplay(stacks)) {
+      items.push_back({service, std::move(st)});
+    }
   }
-  if (items.empty()) return std::string("no stacks\n");
+  if (items.empty()) {
+    return std::string("no stacks\n");
+  }
   std::stable_sort(items.begin(), items.end(),
                    [](const Item& a, const Item& b) { return a.stack.samples > b.stack.samples; });
   std::string out;

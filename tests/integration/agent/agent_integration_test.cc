@@ -53,7 +53,9 @@ struct Collector {
     std::lock_guard<std::mutex> l(mu);
     std::vector<StallFinding> out;
     for (const auto& s : stalls) {
-      if (!s.ongoing) out.push_back(s);
+      if (!s.ongoing) {
+        out.push_back(s);
+      }
     }
     return out;
   }
@@ -62,7 +64,9 @@ struct Collector {
     std::unique_lock<std::mutex> l(mu);
     return cv.wait_for(l, timeout, [&] {
       size_t c = 0;
-      for (const auto& s : stalls) c += !s.ongoing;
+      for (const auto& s : stalls) {
+        c += !s.ongoing;
+      }
       return c >= n;
     });
   }
@@ -71,7 +75,9 @@ struct Collector {
 bool StackHas(const StallFinding& f, const std::string& fn) {
   for (const auto& s : f.stacks) {
     for (const auto& fr : s.frames) {
-      if (fr.function.find(fn) != std::string::npos) return true;
+      if (fr.function.find(fn) != std::string::npos) {
+        return true;
+      }
     }
   }
   return false;
@@ -84,7 +90,9 @@ std::string Describe(const StallFinding& f) {
                   " stacks:";
   for (const auto& st : f.stacks) {
     s += "\n  [" + st.method + " x" + std::to_string(st.samples) + "]";
-    for (const auto& fr : st.frames) s += " " + fr.function;
+    for (const auto& fr : st.frames) {
+      s += " " + fr.function;
+    }
   }
   return s;
 }
@@ -137,7 +145,9 @@ __attribute__((noinline)) void CrunchNumbersForAWhile(std::chrono::milliseconds 
   static thread_local volatile uint64_t sink;
   const int64_t end = MonotonicNanos() + std::chrono::nanoseconds(d).count();
   while (MonotonicNanos() < end) {
-    for (int i = 0; i < 1000; ++i) sink = sink * 6364136223846793005ull + 1442695040888963407ull;
+    for (int i = 0; i < 1000; ++i) {
+      sink = sink * 6364136223846793005ull + 1442695040888963407ull;
+    }
   }
 }
 
@@ -195,10 +205,14 @@ TEST(AgentIntegration, SleepIsBlockedInANamedSyscallAndIsNotShortened) {
   size_t ongoing = 0;
   {
     std::lock_guard<std::mutex> l(c.mu);
-    for (const auto& s : c.stalls) ongoing += s.ongoing;
+    for (const auto& s : c.stalls) {
+      ongoing += s.ongoing;
+    }
   }
   EXPECT_GE(ongoing, 2u);
-  for (const auto& s : f.stacks) EXPECT_EQ(s.method, "proc");
+  for (const auto& s : f.stacks) {
+    EXPECT_EQ(s.method, "proc");
+  }
 }
 
 TEST(AgentIntegration, BlockingReadOnAPipeNamesThePipe) {
@@ -258,13 +272,19 @@ std::chrono::nanoseconds SchedulingNoiseP99(std::chrono::milliseconds duration) 
   const int64_t end = MonotonicNanos() + std::chrono::nanoseconds(duration).count();
   while (MonotonicNanos() < end) {
     uint64_t n = 0;
-    if (read(fd, &n, sizeof(n)) != sizeof(n)) break;
+    if (read(fd, &n, sizeof(n)) != sizeof(n)) {
+      break;
+    }
     const int64_t now = MonotonicNanos();
-    for (uint64_t k = 0; k < n; ++k) late.push_back(now - (due + int64_t(k) * period));
+    for (uint64_t k = 0; k < n; ++k) {
+      late.push_back(now - (due + int64_t(k) * period));
+    }
     due += int64_t(n) * period;
   }
   close(fd);
-  if (late.empty()) return std::chrono::nanoseconds(0);
+  if (late.empty()) {
+    return std::chrono::nanoseconds(0);
+  }
   std::sort(late.begin(), late.end());
   return std::chrono::nanoseconds(late[late.size() * 99 / 100]);
 }
@@ -356,21 +376,25 @@ TEST(AgentIntegration, FourLoopsOnFourThreadsAreIndependent) {
   Collector c[kLoops];
   std::atomic<int64_t> wall_ns[kLoops] = {};
   std::vector<std::thread> threads;
+  threads.reserve(kLoops);
   for (int i = 0; i < kLoops; ++i) {
     threads.emplace_back([&, i] {
       Options o{.loop_name = "worker-" + std::to_string(i), .stall_threshold = 50ms};
       // Loop i stalls for 100 ms * (i + 1); loop 0 sleeps, the others burn CPU.
       RunOnce(c[i], o, [&, i] {
         const int64_t t0 = MonotonicNanos();
-        if (i == 0)
+        if (i == 0) {
           SleepLikeASyncDriver(100ms);
-        else
+        } else {
           CrunchNumbersForAWhile(std::chrono::milliseconds(100 * (i + 1)));
+        }
         wall_ns[i] = MonotonicNanos() - t0;
       });
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   for (int i = 0; i < kLoops; ++i) {
     ASSERT_TRUE(c[i].WaitClosed(1)) << i;
     auto closed = c[i].Closed();
@@ -391,7 +415,9 @@ TEST(AgentIntegration, FourLoopsOnFourThreadsAreIndependent) {
 int CountDir(const char* path) {
   int n = 0;
   if (DIR* d = opendir(path)) {
-    while (readdir(d)) ++n;
+    while (readdir(d)) {
+      ++n;
+    }
     closedir(d);
   }
   return n;
@@ -437,11 +463,15 @@ std::map<int, std::string> HostFds() {
   std::map<int, std::string> out;
   if (DIR* d = opendir("/proc/self/fd")) {
     while (dirent* e = readdir(d)) {
-      if (e->d_name[0] == '.') continue;
+      if (e->d_name[0] == '.') {
+        continue;
+      }
       char path[300], target[4096];
       std::snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
       const ssize_t n = readlink(path, target, sizeof(target) - 1);
-      if (n > 0) out[std::atoi(e->d_name)] = std::string(target, static_cast<size_t>(n));
+      if (n > 0) {
+        out[std::atoi(e->d_name)] = std::string(target, static_cast<size_t>(n));
+      }
     }
     closedir(d);
   }
@@ -491,7 +521,9 @@ TEST(AgentIntegration, TheHostSeesOnlyTheProbesFdAndHooksCanUseTheHostsFds) {
   std::vector<std::string> added;
   for (const auto& [fd, target] : HostFds()) {
     auto it = before.find(fd);
-    if (it == before.end() || it->second != target) added.push_back(target);
+    if (it == before.end() || it->second != target) {
+      added.push_back(target);
+    }
   }
   ASSERT_EQ(added.size(), 2u) << ::testing::PrintToString(added);  // + the listing's own fd
   EXPECT_EQ(std::count(added.begin(), added.end(), "anon_inode:[timerfd]"), 1)
@@ -503,7 +535,9 @@ TEST(AgentIntegration, TheHostSeesOnlyTheProbesFdAndHooksCanUseTheHostsFds) {
   if (FILE* f = std::fopen(out_path.c_str(), "r")) {
     char buf[4096];
     size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) findings.append(buf, n);
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) {
+      findings.append(buf, n);
+    }
     std::fclose(f);
   }
   EXPECT_NE(findings.find("\"kind\":\"stall\""), std::string::npos) << findings;
@@ -547,7 +581,9 @@ TEST(AgentIntegration, AHookCanAttachAndDetachALoopWithHooksOfItsOwn) {
       io.on_delay = [](const DelayFinding&) {};
       {
         auto a = Agent::Attach(inner, io);  // SetHooks, on the hook thread
-        if (a.ok()) inner_attached.fetch_add(1);
+        if (a.ok()) {
+          inner_attached.fetch_add(1);
+        }
       }  // detach: FlushAndRemoveHooks, on the hook thread
       event_base_free(inner);
       inner_done.store(true);
@@ -564,7 +600,9 @@ TEST(AgentIntegration, AHookCanAttachAndDetachALoopWithHooksOfItsOwn) {
   evtimer_add(ev, &tv);
   EXPECT_EQ(event_base_dispatch(base), 1);
   ASSERT_TRUE(c.WaitClosed(1)) << "the stall did not reach the hooks";
-  for (int i = 0; i < 100 && !inner_done.load(); ++i) std::this_thread::sleep_for(50ms);
+  for (int i = 0; i < 100 && !inner_done.load(); ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
   EXPECT_TRUE(inner_done.load()) << "the hook did not return: attaching from a hook deadlocked";
   EXPECT_EQ(inner_attached.load(), 1);
   event_free(ev);

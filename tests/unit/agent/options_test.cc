@@ -65,7 +65,9 @@ TEST_F(EnvTest, MalformedValuesKeepDefaultsAndSayWhyOnce) {
     EXPECT_NE(err.find(needle), std::string::npos) << needle << "\n" << err;
   }
   size_t lines = 0;
-  for (char c : err) lines += c == '\n';
+  for (char c : err) {
+    lines += c == '\n';
+  }
   EXPECT_EQ(lines, 6u) << err;
 }
 

@@ -101,7 +101,9 @@ TEST(ParseHttpResponse, TruncatedOrMalformedIsAClearError) {
   const auto error = [](const std::string& in) {
     auto r = ParseHttpResponse(in);
     EXPECT_FALSE(r.ok()) << in;
-    if (r.ok()) return std::string();
+    if (r.ok()) {
+      return std::string();
+    }
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
     return r.status().message();
   };

@@ -62,7 +62,9 @@ TEST(LoadResult, StatsAndJson) {
   r.url = "http://h/";
   r.concurrency = 2;
   r.threads = 1;
-  for (int i = 1; i <= 100; ++i) r.latency.Add(static_cast<uint64_t>(i) * 1'000'000);
+  for (int i = 1; i <= 100; ++i) {
+    r.latency.Add(static_cast<uint64_t>(i) * 1'000'000);
+  }
   r.completed = 100;
   r.ok = 99;
   r.err_status = 1;

@@ -161,7 +161,9 @@ TEST(FormatStalls, HeadlineGroupsRepeatsAndFoldsBelowTheDispatch) {
             std::string::npos)
       << text;
   size_t entries = 0;
-  for (const std::string& l : Lines(text)) entries += l.rfind("20", 0) == 0 ? 1 : 0;
+  for (const std::string& l : Lines(text)) {
+    entries += l.rfind("20", 0) == 0 ? 1 : 0;
+  }
   EXPECT_EQ(entries, 3u) << text;
 
   const std::string full = FormatStalls(stalls, {.full = true});
