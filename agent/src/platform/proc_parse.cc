@@ -206,67 +206,54 @@ std::vector<int> ParseEpollFdinfoTargets(std::string_view text) {
   return out;
 }
 
-std::optional<std::string> FindInetSocket(std::string_view table, uint64_t inode, bool v6) {
-  size_t start = 0;
-  bool header = true;
+namespace {
+
+// The fields of the first row of a /proc/net table (after its header line) whose field
+// `inode_field` is `inode` and that has at least `min_fields` fields; empty if none.
+std::vector<std::string_view> RowWithInode(std::string_view table, size_t inode_field,
+                                           size_t min_fields, uint64_t inode) {
+  size_t start = table.find('\n');  // the header
+  start = start == std::string_view::npos ? table.size() : start + 1;
   while (start < table.size()) {
     size_t nl = table.find('\n', start);
     if (nl == std::string_view::npos) {
       nl = table.size();
     }
-    std::string_view line = table.substr(start, nl - start);
+    auto f = SplitWs(table.substr(start, nl - start));
     start = nl + 1;
-    if (header) {
-      header = false;
-      continue;
-    }
-    auto f = SplitWs(line);
-    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-    if (f.size() < 10) {
-      continue;
-    }
     uint64_t ino = 0;
-    if (!ParseNum(f[9], &ino) || ino != inode) {
-      continue;
+    if (f.size() >= min_fields && ParseNum(f[inode_field], &ino) && ino == inode) {
+      return f;
     }
-    std::string local = DecodeInet(f[1], v6), remote = DecodeInet(f[2], v6);
-    const bool unconnected = remote.ends_with(":0");
-    if (unconnected) {
-      return local;
-    }
-    local += " -> ";
-    local += remote;
+  }
+  return {};
+}
+
+}  // namespace
+
+std::optional<std::string> FindInetSocket(std::string_view table, uint64_t inode, bool v6) {
+  // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+  const auto f = RowWithInode(table, 9, 10, inode);
+  if (f.empty()) {
+    return std::nullopt;
+  }
+  std::string local = DecodeInet(f[1], v6), remote = DecodeInet(f[2], v6);
+  const bool unconnected = remote.ends_with(":0");
+  if (unconnected) {
     return local;
   }
-  return std::nullopt;
+  local += " -> ";
+  local += remote;
+  return local;
 }
 
 std::optional<std::string> FindUnixSocket(std::string_view table, uint64_t inode) {
-  size_t start = 0;
-  bool header = true;
-  while (start < table.size()) {
-    size_t nl = table.find('\n', start);
-    if (nl == std::string_view::npos) {
-      nl = table.size();
-    }
-    std::string_view line = table.substr(start, nl - start);
-    start = nl + 1;
-    if (header) {
-      header = false;
-      continue;
-    }
-    auto f = SplitWs(line);
-    // Num RefCount Protocol Flags Type St Inode [Path]
-    if (f.size() < 7) {
-      continue;
-    }
-    uint64_t ino = 0;
-    if (!ParseNum(f[6], &ino) || ino != inode) {
-      continue;
-    }
-    return f.size() >= 8 ? std::string(f[7]) : std::string();
+  // Num RefCount Protocol Flags Type St Inode [Path]
+  const auto f = RowWithInode(table, 6, 7, inode);
+  if (f.empty()) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  return f.size() >= 8 ? std::string(f[7]) : std::string();
 }
 
 std::optional<uint64_t> ParseSocketLinkInode(std::string_view target) {

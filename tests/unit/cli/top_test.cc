@@ -7,26 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "fixture_text.h"
+
 namespace stallwatch::cli {
 namespace {
 
-std::string Fixture(const std::string& name) {
-  std::ifstream in(std::string(SW_CLI_FIXTURES) + "/" + name);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    const size_t eol = text.find('\n', pos);
-    out.push_back(text.substr(pos, eol - pos));
-    pos = eol == std::string::npos ? text.size() : eol + 1;
-  }
-  return out;
-}
+using testing::Fixture;
+using testing::Lines;
 
 TEST(Top, RowsFromLoopsAndStalls) {
   auto stalls = *ParseStallsBody(Fixture("stalls.json"));
