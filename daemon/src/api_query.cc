@@ -8,33 +8,14 @@
 #include <cstdio>
 
 #include "stallwatch/common/defaults.h"
+#include "stallwatch/common/log_text.h"
 
 namespace stallwatch::daemon {
 namespace {
 
-// Request text echoed in an error message: control characters escaped and at most 64 bytes
-// (cut at a UTF-8 character boundary), so that the message stays one bounded line whatever
-// the request held ("%0A" in a query value decodes to a newline).
-std::string Echo(std::string_view s) {
-  constexpr size_t kMax = 64;
-  size_t n = std::min(s.size(), kMax);
-  while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
-  std::string out;
-  for (const char ch : s.substr(0, n)) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c < 0x20 || c == 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof(b), "\\x%02x", c);
-      out += b;
-    } else {
-      out.push_back(ch);
-    }
-  }
-  if (n < s.size()) out += "...";
-  return out;
-}
+// Request text echoed in an error message is escaped and at most this long, so that the message
+// stays one bounded line whatever the request held ("%0A" in a query value decodes to a newline).
+constexpr size_t kMaxEchoBytes = 64;
 
 }  // namespace
 
@@ -54,7 +35,7 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
   Status status;
   for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
     if (std::find(accepted.begin(), accepted.end(), std::string_view(e->key)) == accepted.end()) {
-      status = InvalidArgumentError("unknown parameter '" + Echo(e->key) +
+      status = InvalidArgumentError("unknown parameter '" + EscapeForLog(e->key, kMaxEchoBytes) +
                                     "'; accepted: " + std::string(form));
       break;
     }
@@ -93,7 +74,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         const size_t first = v.find_first_not_of('0');
         if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
             first == std::string::npos) {
-          return InvalidArgumentError("bad limit '" + Echo(v) +
+          return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
                                       "': expected a positive integer (at most 1000 are returned)");
         }
         const std::string digits = v.substr(first);
@@ -108,7 +89,8 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         } else if (v == "false" || v == "0") {
           q.ongoing = false;
         } else {
-          return InvalidArgumentError("bad ongoing '" + Echo(v) + "': expected true or false");
+          return InvalidArgumentError("bad ongoing '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected true or false");
         }
       }
     }
@@ -124,11 +106,12 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     } else if (format == "folded") {
       r.kind = ApiRequest::Kind::kStacksFolded;
     } else {
-      return InvalidArgumentError("bad format '" + Echo(format) + "': expected folded or json");
+      return InvalidArgumentError("bad format '" + EscapeForLog(format, kMaxEchoBytes) +
+                                  "': expected folded or json");
     }
     return r;
   }
-  return NotFoundError("no such path '" + Echo(path) +
+  return NotFoundError("no such path '" + EscapeForLog(path, kMaxEchoBytes) +
                        "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, "
                        "/api/v1/stacks");
 }

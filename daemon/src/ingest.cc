@@ -246,7 +246,7 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
       if (!c->timer_armed || !c->handshake_done) self->ArmTimer(c, c->frame_started_ns);
     }
   } catch (const std::exception& e) {
-    spdlog::error("agent {}: {}; connection closed", c->peer, e.what());
+    spdlog::error("agent {}: {}; connection closed", EscapeForLog(c->peer), e.what());
     self->Close(c);
   }
 }
@@ -259,7 +259,7 @@ void Ingest::OnEvent(bufferevent*, short what, void* arg) noexcept {
       IngestEnd(self->registry_, c->decoder,
                 [&](const std::string& message) { self->LogReject(c->peer, message); });
     } catch (const std::exception& e) {
-      spdlog::error("agent {}: {}", c->peer, e.what());
+      spdlog::error("agent {}: {}", EscapeForLog(c->peer), e.what());
     }
     self->Close(c);
   }
@@ -295,7 +295,7 @@ bool Ingest::Admit(Connection* c, wire::Message* m) {
           spdlog::info(
               "agent {}: hello claims pid {}; reported under the connecting process's "
               "pid {}",
-              c->peer, hello->pid, c->cred.pid);
+              EscapeForLog(c->peer), hello->pid, c->cred.pid);
         }
       }
     }
@@ -363,7 +363,7 @@ void Ingest::OnTimer(int, short, void* arg) noexcept {
     }
     self->ArmTimer(c, now);
   } catch (const std::exception& e) {
-    spdlog::error("agent {}: {}; connection closed", c->peer, e.what());
+    spdlog::error("agent {}: {}; connection closed", EscapeForLog(c->peer), e.what());
     self->Close(c);
   }
 }
@@ -381,21 +381,11 @@ void Ingest::Close(Connection* c) {
 }
 
 void Ingest::LogReject(const std::string& peer, const std::string& message) {
-  const int64_t now = Now::FromClocks().mono_ns;
-  if (now - log_window_start_ns_ > 10'000'000'000) {
-    if (logs_suppressed_ > 0) {
-      spdlog::warn("{} more rejections not logged (see stallwatch_daemon_frames_rejected_total)",
-                   logs_suppressed_);
-    }
-    log_window_start_ns_ = now;
-    logs_in_window_ = 0;
-    logs_suppressed_ = 0;
+  if (!reject_log_limit_.Allow(Now::FromClocks().mono_ns)) return;
+  if (const uint64_t n = reject_log_limit_.TakeSuppressed(); n > 0) {
+    spdlog::warn("{} more rejections not logged (see stallwatch_daemon_frames_rejected_total)", n);
   }
-  if (++logs_in_window_ > 20) {
-    ++logs_suppressed_;
-    return;
-  }
-  spdlog::warn("agent {}: rejected: {}", peer, message);
+  spdlog::warn("agent {}: rejected: {}", EscapeForLog(peer), message);
 }
 
 }  // namespace stallwatch::daemon

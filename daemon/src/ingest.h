@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "registry.h"
+#include "stallwatch/common/log_text.h"
 
 struct event_base;
 struct evconnlistener;
@@ -22,6 +23,10 @@ struct sockaddr;
 struct event;
 
 namespace stallwatch::daemon {
+
+// Rejection log lines: at most kRejectLogBurst per kRejectLogWindow.
+inline constexpr std::chrono::nanoseconds kRejectLogWindow = std::chrono::seconds(10);
+inline constexpr int kRejectLogBurst = 20;
 
 // Admission limits and timeouts of agent connections (docs/daemon.md, docs/security.md).
 struct IngestOptions {
@@ -113,10 +118,9 @@ class Ingest {
   std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Connection>> conns_;
   std::map<uint32_t, size_t> conns_per_uid_;  // open Unix connections by peer uid
-  // Rate limit of rejection logs: the counter counts everything, the log shows a sample.
-  int64_t log_window_start_ns_ = 0;
-  int logs_in_window_ = 0;
-  uint64_t logs_suppressed_ = 0;
+  // Rate limit of rejection logs (20 lines per 10 s): the counter counts everything, the log
+  // shows a sample.
+  LogRateLimit reject_log_limit_{kRejectLogWindow.count(), kRejectLogBurst};
 };
 
 }  // namespace stallwatch::daemon

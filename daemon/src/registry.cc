@@ -18,30 +18,11 @@
 
 #include "stallwatch/common/finding_json.h"
 #include "stallwatch/common/histogram.h"
+#include "stallwatch/common/log_text.h"
 
 namespace stallwatch::daemon {
 
 constexpr size_t kMaxExpiriesPerSweep = 200;
-
-namespace {
-// An agent-chosen name inside a rejection message: control characters escaped, so that the
-// message (logged, one line per rejected frame) stays one line. Names are at most
-// wire::kMaxNameBytes long.
-std::string Shown(const std::string& name) {
-  std::string out;
-  for (const char ch : name) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof(b), "\\x%02x", c);
-      out += b;
-    } else {
-      out.push_back(ch);
-    }
-  }
-  return out;
-}
-}  // namespace
 
 using nlohmann::json;
 using wire::DecodeError;
@@ -433,8 +414,8 @@ void Registry::Disconnect(ConnId id, Now now) {
           l.series->SetOngoing(0);
         }
       }
-      spdlog::info("agent {} pid {} disconnected ({}); its series expire in {}s", key.first,
-                   key.second, it->second.peer,
+      spdlog::info("agent {} pid {} disconnected ({}); its series expire in {}s",
+                   EscapeForLog(key.first), key.second, EscapeForLog(it->second.peer),
                    std::chrono::duration_cast<std::chrono::seconds>(options_.expire_after).count());
     }
   }
@@ -465,7 +446,7 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
   }
   if (n >= options_.max_loops_per_process) {
     *err = DecodeError{RejectReason::kLimit,
-                       "agent " + Shown(service) + " pid " + std::to_string(pid) +
+                       "agent " + EscapeForLog(service) + " pid " + std::to_string(pid) +
                            " reports more than " + std::to_string(options_.max_loops_per_process) +
                            " loops; further loops are ignored (--max-loops-per-process)",
                        false};
@@ -476,8 +457,8 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
   if (loops_.size() >= options_.max_loops) {
     *err = DecodeError{RejectReason::kLimit,
                        "the daemon holds " + std::to_string(loops_.size()) +
-                           " loops (--max-loops); loop " + Shown(loop) + " of " + Shown(service) +
-                           " pid " + std::to_string(pid) + " is ignored",
+                           " loops (--max-loops); loop " + EscapeForLog(loop) + " of " +
+                           EscapeForLog(service) + " pid " + std::to_string(pid) + " is ignored",
                        false};
     return nullptr;
   }
@@ -498,15 +479,16 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
   c.last_frame_mono_ns = now.mono_ns;
   if (c.silent) {
     c.silent = false;
-    spdlog::info("agent {} pid {} is sending again", c.hello ? c.hello->service : "?",
+    spdlog::info("agent {} pid {} is sending again",
+                 c.hello ? EscapeForLog(c.hello->service) : std::string("?"),
                  c.hello ? c.hello->pid : 0);
   }
   if (auto* h = std::get_if<wire::Hello>(&m)) {
     if (c.hello && (c.hello->service != h->service || c.hello->pid != h->pid)) {
       return DecodeError{RejectReason::kIdentityMismatch,
                          "a second hello on one connection must repeat the first identity (" +
-                             Shown(c.hello->service) + ", pid " + std::to_string(c.hello->pid) +
-                             ")",
+                             EscapeForLog(c.hello->service) + ", pid " +
+                             std::to_string(c.hello->pid) + ")",
                          false};
     }
     const ProcKey key{h->service, h->pid};
@@ -517,7 +499,8 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
         return DecodeError{RejectReason::kLimit,
                            "the daemon holds " + std::to_string(procs_.size()) +
                                " connected processes (--max-processes); connection of " +
-                               h->service + " pid " + std::to_string(h->pid) + " closed",
+                               EscapeForLog(h->service) + " pid " + std::to_string(h->pid) +
+                               " closed",
                            true};
       }
     }
@@ -541,7 +524,8 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     }
     if (first) {
       spdlog::info("agent {} pid {} connected from {} (host {}, {}, agent {}, {} loops)",
-                   c.hello->service, c.hello->pid, c.peer, p.host, p.executable, p.agent_version,
+                   EscapeForLog(c.hello->service), c.hello->pid, EscapeForLog(c.peer),
+                   EscapeForLog(p.host), EscapeForLog(p.executable), EscapeForLog(p.agent_version),
                    c.hello->loops.size());
     }
     return std::nullopt;
@@ -555,8 +539,8 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
   auto identity = [&](const std::string& service, int64_t pid) -> std::optional<DecodeError> {
     if (service == c.hello->service && pid == c.hello->pid) return std::nullopt;
     return DecodeError{RejectReason::kIdentityMismatch,
-                       "finding of " + Shown(service) + " pid " + std::to_string(pid) +
-                           " on the connection of " + Shown(c.hello->service) + " pid " +
+                       "finding of " + EscapeForLog(service) + " pid " + std::to_string(pid) +
+                           " on the connection of " + EscapeForLog(c.hello->service) + " pid " +
                            std::to_string(c.hello->pid) + "; a connection carries one process",
                        false};
   };
@@ -656,17 +640,14 @@ bool Registry::EvictGoneProc() {
     }
   }
   if (oldest == procs_.end()) return false;
-  // One line per 10 s at most: a churn of short-lived agents would otherwise flood the log.
-  const int64_t now_ns = Now::FromClocks().mono_ns;
-  ++evictions_not_logged_;
-  if (last_eviction_log_ns_ == 0 || now_ns - last_eviction_log_ns_ >= 10'000'000'000) {
+  // One line per 10 s at most (eviction_log_limit_): a churn of short-lived agents would
+  // otherwise flood the log. The line counts this eviction and those not logged before it.
+  if (eviction_log_limit_.Allow(Now::FromClocks().mono_ns)) {
     spdlog::warn(
         "{} gone process(es) removed before --expire-after to make room (latest: {} pid {}); "
         "limits --max-processes {}, --max-loops {}",
-        evictions_not_logged_, oldest->first.first, oldest->first.second, options_.max_processes,
-        options_.max_loops);
-    last_eviction_log_ns_ = now_ns;
-    evictions_not_logged_ = 0;
+        eviction_log_limit_.TakeSuppressed() + 1, EscapeForLog(oldest->first.first),
+        oldest->first.second, options_.max_processes, options_.max_loops);
   }
   metrics_->procs_evicted.Increment();
   RemoveProc(ProcKey(oldest->first));
@@ -760,7 +741,8 @@ void Registry::Sweep(Now now) {
   // A mass departure is spread over sweeps so that no sweep holds the loop for long.
   if (expired.size() > kMaxExpiriesPerSweep) expired.resize(kMaxExpiriesPerSweep);
   for (const auto& key : expired) {
-    spdlog::info("agent {} pid {} gone for {}s: series removed", key.first, key.second,
+    spdlog::info("agent {} pid {} gone for {}s: series removed", EscapeForLog(key.first),
+                 key.second,
                  std::chrono::duration_cast<std::chrono::seconds>(options_.expire_after).count());
     RemoveProc(key);
   }
@@ -770,7 +752,8 @@ void Registry::Sweep(Now now) {
       spdlog::warn(
           "agent {} pid {} ({}) is connected but sent nothing for {:.1f}s: process frozen, "
           "stopped or its agent stuck",
-          c.hello ? c.hello->service : "(no hello)", c.hello ? c.hello->pid : 0, c.peer,
+          c.hello ? EscapeForLog(c.hello->service) : std::string("(no hello)"),
+          c.hello ? c.hello->pid : 0, EscapeForLog(c.peer),
           static_cast<double>(now.mono_ns - c.last_frame_mono_ns) / 1e9);
     }
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "stallwatch/common/defaults.h"
+#include "stallwatch/common/log_text.h"
 #include "stallwatch/findings.h"
 #include "stallwatch/status.h"
 #include "stallwatch/wire/codec.h"
@@ -206,8 +207,8 @@ class Registry {
   std::map<std::string, std::map<uint64_t, StackMap::iterator>>
       service_stacks_;  // same, per service
   uint64_t stack_seq_ = 0;
-  int64_t last_eviction_log_ns_ = 0;
-  uint64_t evictions_not_logged_ = 0;
+  // Eviction warnings: one line per 10 s at most.
+  LogRateLimit eviction_log_limit_{std::chrono::nanoseconds(std::chrono::seconds(10)).count()};
   size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
   // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.

@@ -42,5 +42,27 @@ TEST(LogRateLimit, FirstCallIsAllowedAtAnyTime) {
   EXPECT_TRUE(negative.Allow(-100));
 }
 
+TEST(LogRateLimit, BurstAllowsThatManyLinesPerWindow) {
+  LogRateLimit limit(10, 3);
+  EXPECT_TRUE(limit.Allow(100));
+  EXPECT_TRUE(limit.Allow(101));
+  EXPECT_TRUE(limit.Allow(102));
+  EXPECT_FALSE(limit.Allow(103));
+  EXPECT_FALSE(limit.Allow(109));
+  // The window opened at 100: a new one opens at 110 with the full budget again.
+  EXPECT_TRUE(limit.Allow(110));
+  EXPECT_EQ(limit.TakeSuppressed(), 2u);
+  EXPECT_TRUE(limit.Allow(111));
+  EXPECT_TRUE(limit.Allow(112));
+  EXPECT_FALSE(limit.Allow(113));
+  EXPECT_EQ(limit.TakeSuppressed(), 1u);
+}
+
+TEST(LogRateLimit, BurstBelowOneMeansOne) {
+  LogRateLimit limit(10, 0);
+  EXPECT_TRUE(limit.Allow(0));
+  EXPECT_FALSE(limit.Allow(1));
+}
+
 }  // namespace
 }  // namespace stallwatch

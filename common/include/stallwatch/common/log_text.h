@@ -13,19 +13,31 @@ namespace stallwatch {
 // bytes at a UTF-8 character boundary with "..." appended when cut.
 std::string EscapeForLog(std::string_view s, size_t max_bytes = 128);
 
-// At most one log line per `interval_ns` (Seastar's logger::rate_limit): a churn of agents or a
-// flood of bad frames cannot flood the log. Not thread-safe; each user owns one.
-//   if (auto skipped = limit.Allow(now_ns)) log("... ({} similar lines not logged)", *skipped - 1)
+// At most `burst` log lines per window of `interval_ns` (Seastar's logger::rate_limit): a churn
+// of agents or a flood of bad frames cannot flood the log. A window opens at the first line
+// allowed after the previous window ended. Not thread-safe; each user owns one.
+//   if (limit.Allow(now_ns)) {
+//     if (auto n = limit.TakeSuppressed()) log("... ({} similar lines not logged)", n);
+//     log(...);
+//   }
 class LogRateLimit {
  public:
-  explicit LogRateLimit(int64_t interval_ns) : interval_ns_(interval_ns) {}
+  // One line per `interval_ns`.
+  explicit LogRateLimit(int64_t interval_ns) : LogRateLimit(interval_ns, 1) {}
+  // Up to `burst` lines (at least one) per window of `interval_ns`.
+  LogRateLimit(int64_t interval_ns, int burst)
+      : interval_ns_(interval_ns), burst_(burst < 1 ? 1 : burst) {}
   // Whether a line may be logged at `now_ns` (monotonic). A refused call is counted;
-  // suppressed() is the number refused since the last allowed one (reset by an allowed call,
-  // after the caller read it through TakeSuppressed()).
+  // TakeSuppressed() returns the number refused since it was last called.
   bool Allow(int64_t now_ns) {
     if (!started_ || now_ns - last_ns_ >= interval_ns_) {
       started_ = true;
       last_ns_ = now_ns;
+      used_ = 1;
+      return true;
+    }
+    if (used_ < burst_) {
+      ++used_;
       return true;
     }
     ++suppressed_;
@@ -40,7 +52,9 @@ class LogRateLimit {
 
  private:
   int64_t interval_ns_;
-  int64_t last_ns_ = 0;
+  int burst_;
+  int64_t last_ns_ = 0;  // start of the current window
+  int used_ = 0;         // lines allowed in the current window
   bool started_ = false;
   uint64_t suppressed_ = 0;
 };
