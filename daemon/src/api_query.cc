@@ -22,11 +22,13 @@ constexpr size_t kMaxEchoBytes = 64;
 StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
     std::string_view query, const std::vector<std::string_view>& accepted, std::string_view form) {
   std::vector<std::pair<std::string, std::string>> out;
-  if (query.empty()) return out;
+  if (query.empty()) {
+    return out;
+  }
   // libevent's splitter wants a C string: a NUL inside the query ends it there, as it would
   // have in the request line.
   const std::string q(query.substr(0, query.find('\0')));
-  evkeyvalq kv;
+  evkeyvalq kv{};
   TAILQ_INIT(&kv);
   if (evhttp_parse_query_str(q.c_str(), &kv) != 0) {
     evhttp_clear_headers(&kv);
@@ -42,7 +44,9 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
     out.emplace_back(e->key, e->value);
   }
   evhttp_clear_headers(&kv);
-  if (!status.ok()) return status;
+  if (!status.ok()) {
+    return status;
+  }
   return out;
 }
 
@@ -50,13 +54,21 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
   ApiRequest r;
   auto no_parameters = [&](ApiRequest::Kind kind) -> StatusOr<ApiRequest> {
     auto params = ParseQueryString(query, {}, "no parameters");
-    if (!params.ok()) return params.status();
+    if (!params.ok()) {
+      return params.status();
+    }
     r.kind = kind;
     return r;
   };
-  if (path == "/metrics") return no_parameters(ApiRequest::Kind::kMetrics);
-  if (path == "/healthz") return no_parameters(ApiRequest::Kind::kHealthz);
-  if (path == "/api/v1/loops") return no_parameters(ApiRequest::Kind::kLoops);
+  if (path == "/metrics") {
+    return no_parameters(ApiRequest::Kind::kMetrics);
+  }
+  if (path == "/healthz") {
+    return no_parameters(ApiRequest::Kind::kHealthz);
+  }
+  if (path == "/api/v1/loops") {
+    return no_parameters(ApiRequest::Kind::kLoops);
+  }
   if (path == "/api/v1/stalls") {
     constexpr const char* kForm =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
@@ -64,7 +76,9 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
     static_assert(kMaxLimit == 1000, "kForm and the errors below name the cap");
     auto params = ParseQueryString(query, {"limit", "service", "ongoing"}, kForm);
-    if (!params.ok()) return params.status();
+    if (!params.ok()) {
+      return params.status();
+    }
     r.kind = ApiRequest::Kind::kStalls;
     StallQuery& q = r.stalls;
     for (const auto& [k, v] : *params) {
@@ -81,7 +95,9 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         q.limit = digits.size() > 4 ? kMaxLimit
                                     : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
       } else if (k == "service") {
-        if (v.empty()) return InvalidArgumentError("bad service '': expected a service name");
+        if (v.empty()) {
+          return InvalidArgumentError("bad service '': expected a service name");
+        }
         q.service = v;
       } else if (k == "ongoing") {
         if (v == "true" || v == "1") {
@@ -98,9 +114,13 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
   }
   if (path == "/api/v1/stacks") {
     auto params = ParseQueryString(query, {"format"}, "format=folded|json");
-    if (!params.ok()) return params.status();
+    if (!params.ok()) {
+      return params.status();
+    }
     std::string format = "json";
-    for (const auto& [k, v] : *params) format = v;
+    for (const auto& [k, v] : *params) {
+      format = v;
+    }
     if (format == "json") {
       r.kind = ApiRequest::Kind::kStacksJson;
     } else if (format == "folded") {

@@ -45,17 +45,29 @@ bool IngestBytes(Registry* registry, Registry::ConnId id, wire::FrameDecoder* de
   wire::DecodeError err;
   for (;;) {
     const auto r = decoder->Next(&m, &err);
-    if (r == wire::FrameDecoder::Result::kNeedMore) return true;
-    if (completed != nullptr) *completed = true;
+    if (r == wire::FrameDecoder::Result::kNeedMore) {
+      return true;
+    }
+    if (completed != nullptr) {
+      *completed = true;
+    }
     if (r == wire::FrameDecoder::Result::kMessage) {
-      if (cb.admit && !cb.admit(m)) return false;
+      if (cb.admit && !cb.admit(m)) {
+        return false;
+      }
       auto rejected = registry->Apply(id, std::move(m), now);
-      if (!rejected) continue;
+      if (!rejected) {
+        continue;
+      }
       err = *rejected;
     }
     registry->Reject(err.reason);
-    if (cb.on_reject) cb.on_reject(err.message);
-    if (err.fatal || (cb.close_on_reject && cb.close_on_reject())) return false;
+    if (cb.on_reject) {
+      cb.on_reject(err.message);
+    }
+    if (err.fatal || (cb.close_on_reject && cb.close_on_reject())) {
+      return false;
+    }
   }
 }
 
@@ -111,8 +123,12 @@ Ingest::Ingest(event_base* base, Registry* registry, IngestOptions options)
     : base_(base), registry_(registry), options_(std::move(options)) {}
 
 Ingest::~Ingest() {
-  while (!conns_.empty()) Close(conns_.back().get());
-  for (auto& l : listeners_) evconnlistener_free(l.listener);
+  while (!conns_.empty()) {
+    Close(conns_.back().get());
+  }
+  for (auto& l : listeners_) {
+    evconnlistener_free(l.listener);
+  }
 }
 
 Status Ingest::AddListener(int fd, std::string what, bool require_token) {
@@ -202,7 +218,7 @@ void Ingest::OnAccept(evconnlistener* l, int fd, sockaddr* sa, int, void* arg) n
     self->ArmTimer(c.get(), now.mono_ns);
     bufferevent_setcb(bev, &Ingest::OnRead, nullptr, &Ingest::OnEvent, c.get());
     // Bounded input: the read callback drains it into the decoder (itself bounded by one frame).
-    bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
+    bufferevent_setwatermark(bev, EV_READ, 0, size_t{256} * 1024);
     bufferevent_enable(bev, EV_READ);
     self->conns_.push_back(std::move(c));
   } catch (const std::exception& e) {
@@ -219,7 +235,9 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
     IngestCallbacks cb;
     cb.on_reject = [&](const std::string& message) { self->LogReject(c->peer, message); };
     cb.admit = [&](wire::Message& m) {
-      if (!c->handshake_done && !self->Admit(c, &m)) return false;
+      if (!c->handshake_done && !self->Admit(c, &m)) {
+        return false;
+      }
       self->ApplyPeerPid(c, &m);
       return true;
     };
@@ -229,7 +247,9 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
     bool completed = false;  // a frame ended in this read: a partial one left over is new
     while (open && evbuffer_get_length(in) > 0) {
       const int n = evbuffer_remove(in, chunk, sizeof(chunk));
-      if (n <= 0) break;
+      if (n <= 0) {
+        break;
+      }
       open = IngestBytes(self->registry_, c->id, &c->decoder, chunk, static_cast<size_t>(n),
                          Now::FromClocks(), cb, &completed);
     }
@@ -243,7 +263,9 @@ void Ingest::OnRead(bufferevent* bev, void* arg) noexcept {
     } else if (completed || c->frame_started_ns == 0) {
       c->frame_started_ns = MonoNowNs();
       // Armed already for a later handshake deadline only when the hello is still awaited.
-      if (!c->timer_armed || !c->handshake_done) self->ArmTimer(c, c->frame_started_ns);
+      if (!c->timer_armed || !c->handshake_done) {
+        self->ArmTimer(c, c->frame_started_ns);
+      }
     }
   } catch (const std::exception& e) {
     spdlog::error("agent {}: {}; connection closed", EscapeForLog(c->peer), e.what());
@@ -310,10 +332,14 @@ bool Ingest::Admit(Connection* c, wire::Message* m) {
 }
 
 void Ingest::ApplyPeerPid(Connection* c, wire::Message* m) {
-  if (!c->has_cred || c->claimed_pid == 0) return;
+  if (!c->has_cred || c->claimed_pid == 0) {
+    return;
+  }
   std::visit(
       [&](auto& x) {
-        if (x.pid == c->claimed_pid) x.pid = c->pid;
+        if (x.pid == c->claimed_pid) {
+          x.pid = c->pid;
+        }
       },
       *m);
 }
@@ -372,16 +398,24 @@ void Ingest::Close(Connection* c) {
   registry_->Disconnect(c->id, Now::FromClocks());
   if (c->has_cred) {
     auto it = conns_per_uid_.find(c->cred.uid);
-    if (it != conns_per_uid_.end() && --it->second == 0) conns_per_uid_.erase(it);
+    if (it != conns_per_uid_.end() && --it->second == 0) {
+      conns_per_uid_.erase(it);
+    }
   }
-  if (c->timer) event_free(c->timer);
+  if (c->timer) {
+    event_free(c->timer);
+  }
   bufferevent_free(c->bev);
   auto it = std::find_if(conns_.begin(), conns_.end(), [&](const auto& p) { return p.get() == c; });
-  if (it != conns_.end()) conns_.erase(it);
+  if (it != conns_.end()) {
+    conns_.erase(it);
+  }
 }
 
 void Ingest::LogReject(const std::string& peer, const std::string& message) {
-  if (!reject_log_limit_.Allow(Now::FromClocks().mono_ns)) return;
+  if (!reject_log_limit_.Allow(Now::FromClocks().mono_ns)) {
+    return;
+  }
   if (const uint64_t n = reject_log_limit_.TakeSuppressed(); n > 0) {
     spdlog::warn("{} more rejections not logged (see stallwatch_daemon_frames_rejected_total)", n);
   }

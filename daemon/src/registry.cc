@@ -69,10 +69,14 @@ std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<do
     bounds_ns[b] = static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9));
   }
   for (const auto& [index, count] : sparse) {
-    if (index >= kHistBuckets || count == 0) continue;
+    if (index >= kHistBuckets || count == 0) {
+      continue;
+    }
     const uint64_t largest_ns = HistBucketUpper(index) - 1;
     size_t b = 0;
-    while (b < bounds_ns.size() && bounds_ns[b] < largest_ns) ++b;
+    while (b < bounds_ns.size() && bounds_ns[b] < largest_ns) {
+      ++b;
+    }
     out[b] += static_cast<double>(count);
   }
   return out;
@@ -81,7 +85,9 @@ std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<do
 size_t TrimForStorage(StallFinding* f) {
   constexpr size_t kStacks = 16, kFrames = 64, kString = 512;
   auto cut = [&](std::string& str) {
-    if (str.size() > kString) str.resize(kString);
+    if (str.size() > kString) {
+      str.resize(kString);
+    }
     return str.size();
   };
   if (f->stacks.size() > kStacks) {
@@ -92,10 +98,13 @@ size_t TrimForStorage(StallFinding* f) {
   size_t bytes = sizeof(StallFinding) + cut(f->service) + cut(f->loop) + cut(f->syscall) +
                  cut(f->fd_target) + cut(f->hint) + cut(f->sampling_note);
   for (auto& s : f->stacks) {
-    if (s.frames.size() > kFrames) s.frames.resize(kFrames);
+    if (s.frames.size() > kFrames) {
+      s.frames.resize(kFrames);
+    }
     bytes += sizeof(Stack) + cut(s.method);
-    for (auto& fr : s.frames)
+    for (auto& fr : s.frames) {
       bytes += sizeof(Frame) + cut(fr.function) + cut(fr.module) + cut(fr.file);
+    }
   }
   return bytes;
 }
@@ -331,7 +340,9 @@ struct Registry::LoopSeries {
     m->stack_samples.Remove(stack_samples);
     m->suppressed.Remove(suppressed);
     for (prometheus::Counter* c : stalls) {
-      if (c) m->stalls.Remove(c);
+      if (c) {
+        m->stalls.Remove(c);
+      }
     }
     m->dirty = ProcMetrics::kAllDirty;
   }
@@ -361,7 +372,9 @@ struct Registry::LoopSeries {
     m->Touch(F::kStallDuration);
   }
   void SetOngoing(double age_s) {
-    if (ongoing->Value() == age_s) return;  // the sweep sets every loop's gauge each second
+    if (ongoing->Value() == age_s) {
+      return;  // the sweep sets every loop's gauge each second
+    }
     ongoing->Set(age_s);
     m->Touch(F::kOngoing);
   }
@@ -375,7 +388,9 @@ struct Registry::LoopSeries {
   }
   prometheus::Counter& Stalls(StallClass cls) {
     prometheus::Counter*& c = stalls.at(static_cast<size_t>(cls));
-    if (c) return *c;
+    if (c) {
+      return *c;
+    }
     prometheus::Labels l = Labels();
     l["class"] = StallClassName(cls);
     c = &m->stalls.Add(l);
@@ -400,7 +415,9 @@ Registry::ConnId Registry::Connect(std::string peer, Now now) {
 
 void Registry::Disconnect(ConnId id, Now now) {
   auto it = conns_.find(id);
-  if (it == conns_.end()) return;
+  if (it == conns_.end()) {
+    return;
+  }
   if (it->second.hello) {
     const ProcKey key{it->second.hello->service, it->second.hello->pid};
     auto p = procs_.find(key);
@@ -430,7 +447,9 @@ uint64_t Registry::rejected(RejectReason reason) const {
 
 size_t Registry::silent_agents() const {
   size_t n = 0;
-  for (const auto& [id, c] : conns_) n += c.silent ? 1 : 0;
+  for (const auto& [id, c] : conns_) {
+    n += c.silent ? 1 : 0;
+  }
   return n;
 }
 
@@ -438,7 +457,9 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
                                         const std::string& loop, DecodeError* err) {
   const LoopKey key{service, pid, loop};
   auto it = loops_.find(key);
-  if (it != loops_.end()) return &it->second;
+  if (it != loops_.end()) {
+    return &it->second;
+  }
   size_t n = 0;
   for (auto l = loops_.lower_bound(LoopKey{service, pid, ""});
        l != loops_.end() && std::get<0>(l->first) == service && std::get<1>(l->first) == pid; ++l) {
@@ -474,7 +495,9 @@ Registry::Loop* Registry::FindOrAddLoop(const std::string& service, int64_t pid,
 
 std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now) {
   auto cit = conns_.find(id);
-  if (cit == conns_.end()) return DecodeError{RejectReason::kNoHello, "unknown connection", false};
+  if (cit == conns_.end()) {
+    return DecodeError{RejectReason::kNoHello, "unknown connection", false};
+  }
   Conn& c = cit->second;
   c.last_frame_mono_ns = now.mono_ns;
   if (c.silent) {
@@ -505,12 +528,16 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
       }
     }
     Proc& p = procs_[key];
-    if (!c.hello) ++p.connections;
+    if (!c.hello) {
+      ++p.connections;
+    }
     p.gone_since_mono_ns = 0;
     p.host = h->host;
     p.executable = h->executable;
     p.agent_version = h->agent_version;
-    if (!p.metrics) p.metrics = std::make_shared<ProcMetrics>();
+    if (!p.metrics) {
+      p.metrics = std::make_shared<ProcMetrics>();
+    }
     if (!p.dropped_counter) {
       p.dropped_counter =
           &p.metrics->dropped.Add({{"service", h->service}, {"pid", std::to_string(h->pid)}});
@@ -520,7 +547,9 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     c.hello = std::move(*h);
     DecodeError err;
     for (const auto& loop : c.hello->loops) {
-      if (!FindOrAddLoop(c.hello->service, c.hello->pid, loop, &err)) return err;
+      if (!FindOrAddLoop(c.hello->service, c.hello->pid, loop, &err)) {
+        return err;
+      }
     }
     if (first) {
       spdlog::info("agent {} pid {} connected from {} (host {}, {}, agent {}, {} loops)",
@@ -537,7 +566,9 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
                        false};
   }
   auto identity = [&](const std::string& service, int64_t pid) -> std::optional<DecodeError> {
-    if (service == c.hello->service && pid == c.hello->pid) return std::nullopt;
+    if (service == c.hello->service && pid == c.hello->pid) {
+      return std::nullopt;
+    }
     return DecodeError{RejectReason::kIdentityMismatch,
                        "finding of " + EscapeForLog(service) + " pid " + std::to_string(pid) +
                            " on the connection of " + EscapeForLog(c.hello->service) + " pid " +
@@ -546,16 +577,24 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
   };
   DecodeError err;
   if (auto* s = std::get_if<StallFinding>(&m)) {
-    if (auto e = identity(s->service, s->pid)) return e;
+    if (auto e = identity(s->service, s->pid)) {
+      return e;
+    }
     Loop* l = FindOrAddLoop(s->service, s->pid, s->loop, &err);
-    if (!l) return err;
+    if (!l) {
+      return err;
+    }
     ApplyStall(c, std::move(*s), *l, now);
     return std::nullopt;
   }
   auto& d = std::get<DelayFinding>(m);
-  if (auto e = identity(d.service, d.pid)) return e;
+  if (auto e = identity(d.service, d.pid)) {
+    return e;
+  }
   Loop* l = FindOrAddLoop(d.service, d.pid, d.loop, &err);
-  if (!l) return err;
+  if (!l) {
+    return err;
+  }
   ApplyDelay(c, std::move(d), *l, now);
   return std::nullopt;
 }
@@ -565,12 +604,16 @@ void Registry::MergeStacks(const std::string& service, const StallFinding* befor
   // Stall updates carry the stall's stacks so far: merge only the new samples.
   std::map<std::string, uint64_t> seen;
   if (before) {
-    for (const auto& s : before->stacks) seen[internal::FoldedStack(service, s)] += s.samples;
+    for (const auto& s : before->stacks) {
+      seen[internal::FoldedStack(service, s)] += s.samples;
+    }
   }
   for (const auto& s : after.stacks) {
     const std::string key = internal::FoldedStack(service, s);
     const uint64_t old = seen.count(key) ? seen[key] : 0;
-    if (s.samples <= old) continue;
+    if (s.samples <= old) {
+      continue;
+    }
     const uint64_t add = s.samples - old;
     auto it = stacks_.find(key);
     if (it == stacks_.end()) {
@@ -624,7 +667,9 @@ void Registry::EvictStack(StackMap::iterator it) {
   stacks_lru_.erase(a.seq);
   if (auto mine = service_stacks_.find(a.service); mine != service_stacks_.end()) {
     mine->second.erase(a.seq);
-    if (mine->second.empty()) service_stacks_.erase(mine);
+    if (mine->second.empty()) {
+      service_stacks_.erase(mine);
+    }
   }
   stacks_.erase(it);
   metrics_->stacks_evicted.Increment();
@@ -634,12 +679,16 @@ bool Registry::EvictGoneProc() {
   auto oldest = procs_.end();
   for (auto it = procs_.begin(); it != procs_.end(); ++it) {
     const Proc& p = it->second;
-    if (p.connections != 0 || p.gone_since_mono_ns == 0) continue;
+    if (p.connections != 0 || p.gone_since_mono_ns == 0) {
+      continue;
+    }
     if (oldest == procs_.end() || p.gone_since_mono_ns < oldest->second.gone_since_mono_ns) {
       oldest = it;
     }
   }
-  if (oldest == procs_.end()) return false;
+  if (oldest == procs_.end()) {
+    return false;
+  }
   // One line per 10 s at most (eviction_log_limit_): a churn of short-lived agents would
   // otherwise flood the log. The line counts this eviction and those not logged before it.
   if (eviction_log_limit_.Allow(Now::FromClocks().mono_ns)) {
@@ -659,13 +708,17 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   const StallFinding* before =
       l.ongoing && l.ongoing->stall_id == f.stall_id ? &*l.ongoing : nullptr;
   if (f.ongoing) {
-    if (f.stall_id <= l.max_closed_id && l.max_closed_id != 0) return;  // stale update
+    if (f.stall_id <= l.max_closed_id && l.max_closed_id != 0) {
+      return;  // stale update
+    }
     MergeStacks(f.service, before, f);
     internal::TrimForStorage(&f);
     l.ongoing = std::make_unique<StallFinding>(std::move(f));
     return;
   }
-  if (f.stall_id != 0 && f.stall_id <= l.max_closed_id) return;  // already counted
+  if (f.stall_id != 0 && f.stall_id <= l.max_closed_id) {
+    return;  // already counted
+  }
   MergeStacks(f.service, before, f);
   l.max_closed_id = std::max(l.max_closed_id, f.stall_id);
   if (l.ongoing && l.ongoing->stall_id <= f.stall_id) {
@@ -675,7 +728,9 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   l.series->AddStalls(f.stall_class, 1);
   ++l.counted_stalls;
   l.series->ObserveStall(f.duration_s);
-  if (options_.max_recent_stalls == 0) return;
+  if (options_.max_recent_stalls == 0) {
+    return;
+  }
   const size_t bytes = internal::TrimForStorage(&f);
   recent_.emplace_back(std::move(f), bytes);
   recent_bytes_ += bytes;
@@ -721,7 +776,9 @@ void Registry::ApplyDelay(const Conn&, DelayFinding&& d, Loop& l, Now now) {
 
 void Registry::RemoveProc(const ProcKey& key) {
   auto p = procs_.find(key);
-  if (p == procs_.end()) return;
+  if (p == procs_.end()) {
+    return;
+  }
   for (auto it = loops_.lower_bound(LoopKey{key.first, key.second, ""});
        it != loops_.end() && std::get<0>(it->first) == key.first &&
        std::get<1>(it->first) == key.second;) {
@@ -739,7 +796,9 @@ void Registry::Sweep(Now now) {
     }
   }
   // A mass departure is spread over sweeps so that no sweep holds the loop for long.
-  if (expired.size() > kMaxExpiriesPerSweep) expired.resize(kMaxExpiriesPerSweep);
+  if (expired.size() > kMaxExpiriesPerSweep) {
+    expired.resize(kMaxExpiriesPerSweep);
+  }
   for (const auto& key : expired) {
     spdlog::info("agent {} pid {} gone for {}s: series removed", EscapeForLog(key.first),
                  key.second,
@@ -833,11 +892,15 @@ bool Registry::RefreshText(ProcMetrics& m) {
     // exposition has always had.
     for (const auto& fam : m.registry.Collect()) {
       for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
-        if (m.name(f) == fam.name) family_order_.push_back(f);
+        if (m.name(f) == fam.name) {
+          family_order_.push_back(f);
+        }
       }
     }
     family_headers_.resize(ProcMetrics::kFamilyCount);
-    if (family_order_.size() != ProcMetrics::kFamilyCount) return false;
+    if (family_order_.size() != ProcMetrics::kFamilyCount) {
+      return false;
+    }
   }
   std::array<std::string, ProcMetrics::kFamilyCount> fresh;
   std::array<std::string_view, ProcMetrics::kFamilyCount> texts = m.text;
@@ -845,7 +908,9 @@ bool Registry::RefreshText(ProcMetrics& m) {
   for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
     if (m.dirty & (1u << f)) {
       const std::vector<prometheus::MetricFamily> fams = m.family(f).Collect();
-      if (fams.size() != 1) return false;
+      if (fams.size() != 1) {
+        return false;
+      }
       TextPiece& header = family_headers_[f];
       if (!header.owner) {
         auto h = std::make_shared<std::string>();
@@ -856,7 +921,9 @@ bool Registry::RefreshText(ProcMetrics& m) {
       Serialize(fams, &fresh[f]);
       // The serializer writes a family as its header lines followed by one block per series:
       // keep the series, the header is written once for all processes.
-      if (!std::string_view(fresh[f]).starts_with(header.text)) return false;
+      if (!std::string_view(fresh[f]).starts_with(header.text)) {
+        return false;
+      }
       texts[f] = std::string_view(fresh[f]).substr(header.text.size());
     }
     total += texts[f].size();
@@ -864,7 +931,9 @@ bool Registry::RefreshText(ProcMetrics& m) {
   std::shared_ptr<char> block = NewTextBlock(total);
   char* at = block.get();
   for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
-    if (!texts[f].empty()) std::memcpy(at, texts[f].data(), texts[f].size());
+    if (!texts[f].empty()) {
+      std::memcpy(at, texts[f].data(), texts[f].size());
+    }
     m.text[f] = std::string_view(at, texts[f].size());
     at += texts[f].size();
   }
@@ -874,7 +943,9 @@ bool Registry::RefreshText(ProcMetrics& m) {
 }
 
 bool Registry::Refresh(ProcMetrics& m) {
-  if (!text_cache_ok_ || !m.dirty) return text_cache_ok_;
+  if (!text_cache_ok_ || !m.dirty) {
+    return text_cache_ok_;
+  }
   if (!RefreshText(m)) {
     text_cache_ok_ = false;
     spdlog::error(
@@ -887,9 +958,15 @@ bool Registry::Refresh(ProcMetrics& m) {
 bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
   const auto deadline = std::chrono::steady_clock::now() + budget;
   for (auto& [key, p] : procs_) {
-    if (!text_cache_ok_) return false;
-    if (!p.metrics || !p.metrics->dirty) continue;
-    if (std::chrono::steady_clock::now() >= deadline) return true;
+    if (!text_cache_ok_) {
+      return false;
+    }
+    if (!p.metrics || !p.metrics->dirty) {
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return true;
+    }
     Refresh(*p.metrics);
   }
   return false;
@@ -898,7 +975,9 @@ bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
 void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
   UpdateAges(now);
   for (auto& [key, p] : procs_) {
-    if (p.metrics && !Refresh(*p.metrics)) break;
+    if (p.metrics && !Refresh(*p.metrics)) {
+      break;
+    }
   }
   if (!text_cache_ok_) {
     std::ostringstream os;
@@ -928,8 +1007,9 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
 void Registry::WriteMetrics(std::ostream& out, Now now) {
   std::vector<TextPiece> pieces;
   MetricsPieces(now, &pieces);
-  for (const auto& p : pieces)
+  for (const auto& p : pieces) {
     out.write(p.text.data(), static_cast<std::streamsize>(p.text.size()));
+  }
 }
 
 std::string Registry::MetricsText(Now now) {
@@ -949,7 +1029,9 @@ void Registry::WriteUncached(std::ostream& out) {
   std::vector<prometheus::MetricFamily> families;
   std::map<std::string, size_t> index;
   for (const auto& [key, p] : procs_) {
-    if (!p.metrics) continue;
+    if (!p.metrics) {
+      continue;
+    }
     for (auto& f : p.metrics->registry.Collect()) {
       auto [it, added] = index.emplace(f.name, families.size());
       if (added) {
@@ -961,7 +1043,9 @@ void Registry::WriteUncached(std::ostream& out) {
       }
     }
   }
-  for (auto& f : metrics_->registry.Collect()) families.push_back(std::move(f));
+  for (auto& f : metrics_->registry.Collect()) {
+    families.push_back(std::move(f));
+  }
   prometheus::TextSerializer().Serialize(out, families);
 }
 
@@ -976,7 +1060,9 @@ json Registry::StallJsonAt(const StallFinding& f, Now now) const {
 json Registry::LoopsJson(Now now) const {
   std::set<ProcKey> silent_procs;
   for (const auto& [id, c] : conns_) {
-    if (c.hello && c.silent) silent_procs.emplace(c.hello->service, c.hello->pid);
+    if (c.hello && c.silent) {
+      silent_procs.emplace(c.hello->service, c.hello->pid);
+    }
   }
   json loops = json::array();
   for (const auto& [key, l] : loops_) {
@@ -1004,29 +1090,38 @@ json Registry::StallsJson(const StallQuery& q, Now now) const {
   std::vector<const StallFinding*> all;
   if (!q.ongoing.has_value() || *q.ongoing) {
     for (const auto& [key, l] : loops_) {
-      if (l.ongoing) all.push_back(&*l.ongoing);
+      if (l.ongoing) {
+        all.push_back(&*l.ongoing);
+      }
     }
   }
   if (!q.ongoing.has_value() || !*q.ongoing) {
-    for (const auto& [f, bytes] : recent_) all.push_back(&f);
+    for (const auto& [f, bytes] : recent_) {
+      all.push_back(&f);
+    }
   }
   if (q.service) {
     std::erase_if(all, [&](const StallFinding* f) { return f->service != *q.service; });
   }
   // Newest first: ongoing stalls lead (they started last or are still the news).
   std::stable_sort(all.begin(), all.end(), [](const StallFinding* a, const StallFinding* b) {
-    if (a->ongoing != b->ongoing) return a->ongoing;
+    if (a->ongoing != b->ongoing) {
+      return a->ongoing;
+    }
     return a->start_ns > b->start_ns;
   });
   json stalls = json::array();
-  for (size_t i = 0; i < all.size() && i < q.limit; ++i)
+  for (size_t i = 0; i < all.size() && i < q.limit; ++i) {
     stalls.push_back(StallJsonAt(*all[i], now));
+  }
   return json{{"stalls", std::move(stalls)}};
 }
 
 json Registry::StacksJson() const {
   std::vector<const StackAgg*> v;
-  for (const auto& [k, s] : stacks_) v.push_back(&s);
+  for (const auto& [k, s] : stacks_) {
+    v.push_back(&s);
+  }
   std::stable_sort(v.begin(), v.end(), [](const StackAgg* a, const StackAgg* b) {
     return a->stack.samples > b->stack.samples;
   });
