@@ -5,7 +5,8 @@
 // Interposed: event_base_new, event_base_new_with_config, event_init (creation → attach);
 // event_base_free, event_base_free_nofinalize (→ detach first). The agent's own interposers of
 // epoll_wait and the dispatch entry points come with the agent objects linked into this library.
-// Nothing here runs in a program that never calls libevent.
+// Loops that are not libevent's are found by how they wait: loading the shim turns discovery on
+// (src/epoll_loop.h). A program that never waits on an epoll fd twice gets no agent at all.
 #include <dlfcn.h>
 #include <event2/event.h>
 
@@ -14,6 +15,7 @@
 #include <memory>
 #include <mutex>
 
+#include "epoll_loop.h"
 #include "stallwatch/agent.h"
 
 namespace {
@@ -80,6 +82,10 @@ event_base* Created(Create create) {
   event_base* base = create();
   if (--g_depth == 0) AttachTo(base);
   return base;
+}
+
+__attribute__((constructor)) void TurnDiscoveryOn() {
+  stallwatch::agent::internal::EnableEpollDiscovery();
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 #include "stallwatch/agent.h"
 
 #include <event2/event.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -37,16 +40,13 @@ std::set<const Agent*>& Aliases() {
 }
 }  // namespace
 
-StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options) {
-  try {
-    if (base == nullptr) {
-      return InvalidArgumentError("event_base is null");
-    }
-    if (event_new == nullptr) {
-      return FailedPreconditionError("libevent is not loaded");
-    }
-    // Fields set in code, then the STALLWATCH_* environment, then the defaults.
-    options = Options::FromEnvironment(std::move(options));
+namespace {
+
+// Fields set in code, then the STALLWATCH_* environment, then the defaults; then the ranges.
+Status ResolveOptions(Options* o) {
+  Options& options = *o;
+  options = Options::FromEnvironment(std::move(options));
+  {
     if (*options.stall_threshold < std::chrono::milliseconds(1)) {
       return InvalidArgumentError("stall_threshold must be at least 1ms");
     }
@@ -65,6 +65,77 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
     if (*options.max_stack_reports_per_minute < 0) {
       return InvalidArgumentError("max_stack_reports_per_minute must be at least 0");
     }
+  }
+  return OkStatus();
+}
+
+// A new loop's context in this process's runtime (and its slot in the watchdog process's
+// mapping, if the watchdog runs as one), registered with the wait hook. `release` undoes it.
+// `base`: the libevent base, or nullptr for an epoll loop.
+StatusOr<std::shared_ptr<internal::LoopContext>> NewContext(event_base* base, Options options,
+                                                            std::function<void()>* release) {
+  auto rt = internal::Runtime::Acquire(options);
+  if (!rt.ok()) {
+    return rt.status();
+  }
+  internal::WatchdogProcess* wp = (*rt)->watchdog_process();
+  if (wp != nullptr && (options.on_stall || options.on_delay)) {
+    return FailedPreconditionError(
+        "hooks (on_stall, on_delay) run on an agent thread, but this program's watchdog runs "
+        "in a process of its own (it was single-threaded at the first attach); set "
+        "Options::watchdog = WatchdogMode::kThread or STALLWATCH_WATCHDOG=thread");
+  }
+  int slot = -1;
+  if (wp != nullptr) {
+    slot = wp->AllocateSlot();
+    if (slot < 0) {
+      return ResourceExhaustedError(
+          "too many loops attached in this process (at most " +
+          std::to_string(internal::kMaxProcessLoops) +
+          " with the watchdog in a process of its own; STALLWATCH_WATCHDOG=thread allows 256)");
+    }
+  }
+  auto ctx = std::make_shared<internal::LoopContext>(slot >= 0 ? wp->loop_state(slot) : nullptr);
+  ctx->slot = slot;
+  const uint64_t n = g_loop_counter.fetch_add(1);
+  ctx->snapshot.name = options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
+  ctx->state.kind =
+      base != nullptr ? agent::internal::LoopState::kLibevent : agent::internal::LoopState::kEpoll;
+  ctx->state.base = base;
+  ctx->state.threshold_ns = options.stall_threshold->count();
+  ctx->state.interval_ns = options.probe_interval->count();
+  ctx->options = std::move(options);
+  ctx->runtime = *rt;
+  ctx->service = ctx->runtime->service();
+  if (!agent::internal::RegisterLoop(&ctx->state)) {
+    if (slot >= 0) {
+      wp->ReleaseSlot(slot);
+    }
+    return ResourceExhaustedError("too many loops attached in this process (at most 256)");
+  }
+  internal::LoopContext* raw = ctx.get();
+  *release = [raw, wp, slot] {
+    agent::internal::UnregisterLoop(&raw->state);
+    if (slot >= 0) {
+      wp->ReleaseSlot(slot);
+    }
+  };
+  return ctx;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options) {
+  try {
+    if (base == nullptr) {
+      return InvalidArgumentError("event_base is null");
+    }
+    if (event_new == nullptr) {
+      return FailedPreconditionError("libevent is not loaded");
+    }
+    if (Status st = ResolveOptions(&options); !st.ok()) {
+      return st;
+    }
     {
       std::lock_guard<std::mutex> lock(g_bases_mu);
       auto it = Bases().find(base);
@@ -81,50 +152,14 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
         return alias;
       }
     }
-    auto rt = internal::Runtime::Acquire(options);
-    if (!rt.ok()) {
-      return rt.status();
+    std::function<void()> release;
+    auto made = NewContext(base, std::move(options), &release);
+    if (!made.ok()) {
+      return made.status();
     }
-    internal::WatchdogProcess* wp = (*rt)->watchdog_process();
-    if (wp != nullptr && (options.on_stall || options.on_delay)) {
-      return FailedPreconditionError(
-          "hooks (on_stall, on_delay) run on an agent thread, but this program's watchdog runs "
-          "in a process of its own (it was single-threaded at the first attach); set "
-          "Options::watchdog = WatchdogMode::kThread or STALLWATCH_WATCHDOG=thread");
-    }
-    int slot = -1;
-    if (wp != nullptr) {
-      slot = wp->AllocateSlot();
-      if (slot < 0) {
-        return ResourceExhaustedError(
-            "too many loops attached in this process (at most " +
-            std::to_string(internal::kMaxProcessLoops) +
-            " with the watchdog in a process of its own; STALLWATCH_WATCHDOG=thread allows 256)");
-      }
-    }
-    auto ctx = std::make_shared<internal::LoopContext>(slot >= 0 ? wp->loop_state(slot) : nullptr);
-    ctx->slot = slot;
-    auto release_slot = [&] {
-      if (slot >= 0) {
-        wp->ReleaseSlot(slot);
-      }
-    };
-    const uint64_t n = g_loop_counter.fetch_add(1);
-    ctx->snapshot.name =
-        options.loop_name.empty() ? "loop-" + std::to_string(n) : options.loop_name;
-    ctx->state.base = base;
-    ctx->state.threshold_ns = options.stall_threshold->count();
-    ctx->state.interval_ns = options.probe_interval->count();
-    ctx->options = std::move(options);
-    ctx->runtime = *rt;
-    ctx->service = ctx->runtime->service();
-    if (!agent::internal::RegisterLoop(&ctx->state)) {
-      release_slot();
-      return ResourceExhaustedError("too many loops attached in this process (at most 256)");
-    }
+    std::shared_ptr<internal::LoopContext> ctx = std::move(*made);
     if (Status st = ctx->probe.Start(&ctx->state); !st.ok()) {
-      agent::internal::UnregisterLoop(&ctx->state);
-      release_slot();
+      release();
       return st;
     }
     // Loop boundaries: with libevent >= 2.2 its prepare/check watchers give them; else from the
@@ -152,6 +187,53 @@ StatusOr<std::unique_ptr<Agent>> Agent::Attach(event_base* base, Options options
   }
 }
 
+StatusOr<std::unique_ptr<Agent>> Agent::AttachEpoll(int epfd, Options options) {
+  try {
+    char link[128] = {};
+    const std::string fd_path = "/proc/self/fd/" + std::to_string(epfd);
+    if (epfd < 0 || readlink(fd_path.c_str(), link, sizeof(link) - 1) < 0) {
+      return InvalidArgumentError("fd " + std::to_string(epfd) +
+                                  " is not open (AttachEpoll takes the loop's epoll fd)");
+    }
+    if (std::strcmp(link, "anon_inode:[eventpoll]") != 0) {
+      return InvalidArgumentError("fd " + std::to_string(epfd) + " is " + link +
+                                  ", not an epoll fd (anon_inode:[eventpoll])");
+    }
+    if (agent::internal::FindLoopByEpfd(epfd) != nullptr) {
+      return FailedPreconditionError("epoll fd " + std::to_string(epfd) + " is watched already");
+    }
+    if (Status st = ResolveOptions(&options); !st.ok()) {
+      return st;
+    }
+    std::function<void()> release;
+    auto made = NewContext(nullptr, std::move(options), &release);
+    if (!made.ok()) {
+      return made.status();
+    }
+    std::shared_ptr<internal::LoopContext> ctx = std::move(*made);
+    auto& s = ctx->state;
+    static const std::string runtime = agent::internal::ThisProcessRuntime();
+    std::snprintf(s.runtime, sizeof(s.runtime), "%s", runtime.c_str());
+    // On the loop thread, inside a wait or before one: its identity now, and the loop counts as
+    // running from here (epoll loops have no dispatch call to enter or leave).
+    agent::internal::EnsureLoopThread(&s);
+    const int64_t now = MonotonicNanos();
+    s.dispatch_entered_ns.store(now, std::memory_order_relaxed);
+    s.dispatch_hooked.store(true, std::memory_order_relaxed);
+    s.in_dispatch.store(true, std::memory_order_release);
+    if (Status st = ctx->epoll_probe.Start(&s, epfd); !st.ok()) {
+      release();
+      return st;
+    }
+    ctx->epfd_binding = internal::EpfdBinding::kNone;
+    agent::internal::BindEpollFd(&s, epfd);
+    ctx->runtime->Add(ctx);
+    return std::unique_ptr<Agent>(new Agent(std::move(ctx)));
+  } catch (const std::exception& e) {
+    return InternalError(std::string("attach failed: ") + e.what());
+  }
+}
+
 Agent::Agent(std::shared_ptr<internal::LoopContext> ctx) : ctx_(std::move(ctx)) {}
 
 Agent::~Agent() {
@@ -171,6 +253,7 @@ Agent::~Agent() {
   }
   ctx_->probe.Stop();
   ctx_->evwatch.Stop();
+  ctx_->epoll_probe.Stop();
   if (ctx_->runtime->forked_child()) {
     // Inherited from the parent: the runtime is abandoned, and so is this context (leaked on
     // purpose; if even that allocation fails the process ends, which is safer than destroying
@@ -202,6 +285,8 @@ LoopSnapshot Agent::Snapshot() const {
   out.service = ctx_->service;
   out.loop = ctx_->snapshot.Name();  // the watchdog may rename the loop after its thread
   out.tid = s.tid.load(std::memory_order_acquire);
+  out.kind = agent::internal::KindName(s);
+  out.runtime = s.runtime;
   out.boundary_source = agent::internal::BoundarySource(s);
   HistogramCounts h;
   s.delay_hist.Snapshot(&h);

@@ -40,8 +40,13 @@ struct RawSample {
 // Lives in the host's memory, or, when the watchdog runs in a process of its own, in a mapping
 // shared with it: no pointer in here is followed by the watchdog (docs/design.md).
 struct LoopState {
+  // What the loop is (immutable after attach).
+  enum Kind : int { kLibevent = 0, kEpoll = 1 };
   // Immutable after attach.
-  event_base* base = nullptr;
+  Kind kind = kLibevent;
+  event_base* base = nullptr;  // kLibevent only
+  char runtime[16] = {};       // what runs the loop, where it can be told ("python", …), or ""
+
   int64_t threshold_ns = 0;
   int64_t interval_ns = 0;
 
@@ -80,6 +85,15 @@ struct LoopState {
   std::atomic<uint64_t> probe_runs{0};
   std::atomic<int64_t> probe_busy_est_ns{0};  // sum of min(delay, interval): probe-only estimate
 
+  // kEpoll loops (epoll_loop.h): the agent's own epoll fd the loop thread blocks in (holding the
+  // host's epoll fd and the probe's timerfd), and whether the host closed its epoll fd (the loop
+  // ended) or one of the agent's fds (the probe is lost: busy periods only). Set on the loop
+  // thread, or by close() on any thread.
+  std::atomic<int> wait_fd{-1};
+  std::atomic<int> probe_fd{-1};
+  std::atomic<bool> closed{false};
+  std::atomic<bool> probe_lost{false};
+
   // Watchdog process only: an epoll fd it found for a loop whose fd attach could not bind; the
   // probe binds it on the loop thread.
   std::atomic<int> pending_epfd{-1};
@@ -91,6 +105,10 @@ struct LoopState {
   // Stack sampling.
   RawSample sample;
 };
+
+inline const char* KindName(const LoopState& s) {
+  return s.kind == LoopState::kEpoll ? "epoll" : "libevent";
+}
 
 inline const char* BoundarySource(const LoopState& s) {
   if (!s.boundaries_seen.load(std::memory_order_acquire)) {

@@ -34,16 +34,9 @@ Status Probe::Start(LoopState* state) {
     Stop();
     return UnavailableError("event_add failed for the probe");
   }
-  const int64_t first = MonotonicNanos() + state->interval_ns;
-  itimerspec its{};
-  its.it_value.tv_sec = first / 1'000'000'000;
-  its.it_value.tv_nsec = first % 1'000'000'000;
-  its.it_interval.tv_sec = state->interval_ns / 1'000'000'000;
-  its.it_interval.tv_nsec = state->interval_ns % 1'000'000'000;
-  state->probe_due_ns.store(first, std::memory_order_release);
-  if (timerfd_settime(tfd_, TFD_TIMER_ABSTIME, &its, nullptr) != 0) {
+  if (Status st = ArmProbeTimer(tfd_, state); !st.ok()) {
     Stop();
-    return UnavailableError(std::string("timerfd_settime: ") + std::strerror(errno));
+    return st;
   }
   return OkStatus();
 }
@@ -62,12 +55,28 @@ void Probe::Stop() {
 
 void Probe::OnTick(evutil_socket_t fd, short /*what*/, void* arg) noexcept {
   auto* self = static_cast<Probe*>(arg);
-  LoopState* s = self->state_;
   uint64_t expirations = 0;
   if (::read(fd, &expirations, sizeof(expirations)) != sizeof(expirations) || expirations == 0) {
     return;
   }
-  const int64_t now = MonotonicNanos();
+  OnProbeExpired(self->state_, expirations, MonotonicNanos());
+}
+
+Status ArmProbeTimer(int tfd, LoopState* state) {
+  const int64_t first = MonotonicNanos() + state->interval_ns;
+  itimerspec its{};
+  its.it_value.tv_sec = first / 1'000'000'000;
+  its.it_value.tv_nsec = first % 1'000'000'000;
+  its.it_interval.tv_sec = state->interval_ns / 1'000'000'000;
+  its.it_interval.tv_nsec = state->interval_ns % 1'000'000'000;
+  state->probe_due_ns.store(first, std::memory_order_release);
+  if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, nullptr) != 0) {
+    return UnavailableError(std::string("timerfd_settime: ") + std::strerror(errno));
+  }
+  return OkStatus();
+}
+
+void OnProbeExpired(LoopState* s, uint64_t expirations, int64_t now) noexcept {
   EnsureLoopThread(s);
   const int64_t period = s->interval_ns;
   int64_t due = s->probe_due_ns.load(std::memory_order_relaxed);

@@ -11,6 +11,15 @@
 
 namespace stallwatch::agent::internal {
 
+// Arms `tfd` (a CLOCK_MONOTONIC timerfd) to expire every state->interval_ns from one interval
+// from now, and sets state->probe_due_ns to the first expiry.
+[[nodiscard]] Status ArmProbeTimer(int tfd, LoopState* state);
+
+// Called on the loop thread when the probe's timerfd said `expirations` ticks expired, at `now`
+// (CLOCK_MONOTONIC): records the lateness of each. The libevent probe and the epoll loops'
+// probe (epoll_loop.h) share it. No allocation; one syscall at most (the binding of a found fd).
+void OnProbeExpired(LoopState* s, uint64_t expirations, int64_t now) noexcept;
+
 class Probe {
  public:
   Probe() = default;

@@ -3,10 +3,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <mutex>
 #include <new>
 
+#include "epoll_loop.h"
 #include "platform/proc.h"
 #include "stallwatch/common/clock.h"
 
@@ -23,6 +26,8 @@ std::mutex g_mu;
 
 using EpollWaitFn = int (*)(int, epoll_event*, int, int);
 using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
+using EpollPwait2Fn = int (*)(int, epoll_event*, int, const timespec*, const sigset_t*);
+using CloseFn = int (*)(int);
 using LoopFn = int (*)(event_base*, int);
 using DispatchFn = int (*)(event_base*);
 
@@ -33,12 +38,16 @@ Fn Next(const char* name) {
 
 EpollWaitFn g_real_epoll_wait = nullptr;
 EpollPwaitFn g_real_epoll_pwait = nullptr;
+EpollPwait2Fn g_real_epoll_pwait2 = nullptr;
+CloseFn g_real_close = nullptr;
 LoopFn g_real_loop = nullptr;
 DispatchFn g_real_dispatch = nullptr;
 
 __attribute__((constructor)) void ResolveNext() {
   g_real_epoll_wait = Next<EpollWaitFn>("epoll_wait");
   g_real_epoll_pwait = Next<EpollPwaitFn>("epoll_pwait");
+  g_real_epoll_pwait2 = Next<EpollPwait2Fn>("epoll_pwait2");
+  g_real_close = Next<CloseFn>("close");
   g_real_loop = Next<LoopFn>("event_base_loop");
   g_real_dispatch = Next<DispatchFn>("event_base_dispatch");
 }
@@ -75,6 +84,39 @@ inline void AfterWait(LoopState* s) {
   s->busy_since_ns.store(MonotonicNanos(), std::memory_order_release);
 }
 
+// Depth of watched libevent dispatches on this thread: their waits are never discovered as
+// epoll loops of their own.
+thread_local int t_dispatch_depth = 0;
+
+// The loop this wait is a boundary of, or nullptr: a loop bound to `epfd` and run by this
+// thread, else one that discovery attaches now.
+inline LoopState* LoopOfWait(int epfd) {
+  LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;
+  if (s == nullptr) {
+    return EpollDiscoveryEnabled() ? DiscoverLoop(epfd) : nullptr;
+  }
+  if (s->kind == LoopState::kEpoll && s->tid.load(std::memory_order_acquire) != 0 &&
+      !pthread_equal(s->thread, pthread_self())) {
+    return nullptr;  // an epoll fd shared by threads: the loop is the thread that found it
+  }
+  return s;
+}
+
+// An epoll loop's wait (epoll_loop.h), between its busy periods. timeout_ns < 0: none.
+int EpollLoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
+                  const sigset_t* sigmask, bool pwait2) {
+  BeforeWait(s);
+  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, pwait2);
+  const int saved = errno;
+  AfterWait(s);
+  errno = saved;
+  return r;
+}
+
+int64_t MillisToNanos(int timeout_ms) {
+  return timeout_ms < 0 ? -1 : int64_t{timeout_ms} * 1'000'000;
+}
+
 int RunLoop(event_base* base, int flags, bool dispatch) {
   LoopState* s = FindByBase(base);
   if (s == nullptr) {
@@ -82,7 +124,7 @@ int RunLoop(event_base* base, int flags, bool dispatch) {
     return g_real_loop ? g_real_loop(base, flags) : -1;
   }
   // event_base_dispatch may call event_base_loop through the PLT: only the outermost counts.
-  static thread_local int depth = 0;
+  int& depth = t_dispatch_depth;
   if (depth++ == 0) {
     EnsureLoopThread(s);
     s->dispatch_hooked.store(true, std::memory_order_relaxed);
@@ -134,11 +176,37 @@ void UnregisterLoop(LoopState* s) {
 void UnregisterAllLoops() {
   new (&g_mu) std::mutex();  // it may have been held by a thread that does not exist here
   for (int i = 0; i < kMaxLoops; ++i) {
+    // An epoll loop's own fds are the parent's (a timerfd shared with it would hand the parent's
+    // ticks to whichever process reads first): the child closes its copies.
+    if (LoopState* s = g_state[i].load(std::memory_order_relaxed);
+        s != nullptr && s->kind == LoopState::kEpoll) {
+      if (const int fd = s->wait_fd.exchange(-1); fd >= 0) syscall(SYS_close, fd);
+      if (const int fd = s->probe_fd.exchange(-1); fd >= 0) syscall(SYS_close, fd);
+    }
     g_epfd[i].store(-2, std::memory_order_relaxed);
     g_base[i].store(nullptr, std::memory_order_relaxed);
     g_state[i].store(nullptr, std::memory_order_release);
   }
   g_high.store(0, std::memory_order_release);
+  ForgetDiscoveredLoops();
+}
+
+LoopState* FindLoopByEpfd(int epfd) { return FindByEpfd(epfd); }
+
+bool InWatchedDispatch() { return t_dispatch_depth > 0; }
+
+void MarkLoopClosed(LoopState* s) {
+  s->in_dispatch.store(false, std::memory_order_release);
+  s->busy_since_ns.store(0, std::memory_order_release);
+  s->closed.store(true, std::memory_order_release);
+  // Its fd number may be reused for another loop: the table forgets it (no lock: an atomic
+  // store, as this may run in a signal handler's close()).
+  const int n = g_high.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    if (g_state[i].load(std::memory_order_acquire) == s) {
+      g_epfd[i].store(-2, std::memory_order_release);
+    }
+  }
 }
 
 void BindEpollFd(LoopState* s, int epfd) {
@@ -188,8 +256,11 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
                                                       int timeout) {
   using namespace stallwatch::agent::internal;
   if (__builtin_expect(g_real_epoll_wait == nullptr, 0)) ResolveNext();
-  LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;
+  LoopState* s = LoopOfWait(epfd);
   if (s == nullptr) return g_real_epoll_wait(epfd, events, maxevents, timeout);
+  if (s->kind == LoopState::kEpoll) {
+    return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), nullptr, false);
+  }
   BeforeWait(s);
   const int r = g_real_epoll_wait(epfd, events, maxevents, timeout);
   const int saved = errno;
@@ -202,14 +273,74 @@ __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* ev
                                                        int timeout, const sigset_t* sigmask) {
   using namespace stallwatch::agent::internal;
   if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) ResolveNext();
-  LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;
+  LoopState* s = LoopOfWait(epfd);
   if (s == nullptr) return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
+  if (s->kind == LoopState::kEpoll) {
+    return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), sigmask, false);
+  }
   BeforeWait(s);
   const int r = g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
   const int saved = errno;
   AfterWait(s);
   errno = saved;
   return r;
+}
+
+__attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* events,
+                                                        int maxevents, const timespec* timeout,
+                                                        const sigset_t* sigmask) {
+  using namespace stallwatch::agent::internal;
+  if (__builtin_expect(g_real_epoll_pwait2 == nullptr, 0)) ResolveNext();
+  if (g_real_epoll_pwait2 == nullptr) {
+    errno = ENOSYS;
+    return -1;
+  }
+  LoopState* s = LoopOfWait(epfd);
+  if (s == nullptr) return g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);
+  if (s->kind == LoopState::kEpoll) {
+    if (timeout != nullptr &&
+        (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000)) {
+      return g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);  // its EINVAL
+    }
+    const int64_t ns =
+        timeout == nullptr ? -1 : int64_t{timeout->tv_sec} * 1'000'000'000 + timeout->tv_nsec;
+    return EpollLoopWait(s, epfd, events, maxevents, ns, sigmask, true);
+  }
+  BeforeWait(s);
+  const int r = g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);
+  const int saved = errno;
+  AfterWait(s);
+  errno = saved;
+  return r;
+}
+
+// Interposes close(): an epoll loop whose epoll fd the host closes has ended; an agent fd the
+// host closes (programs that close every fd) loses the probe. Every call costs one relaxed load
+// while no loop is attached, and a short scan otherwise. Async-signal safe, as close() is.
+__attribute__((visibility("default"))) int close(int fd) {
+  using namespace stallwatch::agent::internal;
+  if (__builtin_expect(g_real_close == nullptr, 0)) ResolveNext();
+  // The agent's own threads have file tables of their own (platform::DetachFileTable): their fd
+  // numbers are not the host's.
+  if (g_high.load(std::memory_order_relaxed) != 0 && fd >= 0 &&
+      !stallwatch::agent::platform::HasPrivateFileTable()) {
+    const int n = g_high.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) {
+      LoopState* s = g_state[i].load(std::memory_order_acquire);
+      if (s == nullptr || s->kind != LoopState::kEpoll) continue;
+      if (g_epfd[i].load(std::memory_order_relaxed) == fd) {
+        MarkLoopClosed(s);
+      } else {
+        // Forgotten first: the number is the host's once closed, never to be read or closed.
+        int mine = fd;
+        if (s->wait_fd.compare_exchange_strong(mine, -1) ||
+            s->probe_fd.compare_exchange_strong(mine = fd, -1)) {
+          s->probe_lost.store(true, std::memory_order_relaxed);
+        }
+      }
+    }
+  }
+  return g_real_close != nullptr ? g_real_close(fd) : static_cast<int>(syscall(SYS_close, fd));
 }
 
 __attribute__((visibility("default"))) int event_base_loop(event_base* base, int flags) {

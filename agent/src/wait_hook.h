@@ -15,6 +15,10 @@ void UnregisterLoop(LoopState* s);
 void UnregisterAllLoops();
 // Binds the epoll fd of a registered loop (found by the watchdog or at attach).
 void BindEpollFd(LoopState* s, int epfd);
+// The loop bound to `epfd`, or nullptr. Any thread; lock-free.
+LoopState* FindLoopByEpfd(int epfd);
+// True on a thread inside the dispatch of a watched libevent base. Loop thread.
+bool InWatchedDispatch();
 // Async-signal safe: the sample a watchdog process requested from thread `tid`, or nullptr.
 RawSample* FindRequestedSample(pid_t tid);
 

@@ -117,6 +117,8 @@ struct LoopSnapshot {
   std::string service;
   std::string loop;
   int64_t tid = 0;              // 0 until the loop thread has run
+  std::string kind;             // "libevent" (Attach) or "epoll" (AttachEpoll)
+  std::string runtime;          // what runs the loop where it can be told ("python", …), or ""
   std::string boundary_source;  // "epoll_wait", "evwatch" or "probe"
   DelayStats since_attach;
   std::optional<DelayFinding> last_window;
@@ -146,6 +148,13 @@ class Agent {
   // is watched once: Attach logs a warning and returns an agent for the existing loop.
   STALLWATCH_EXPORT static StatusOr<std::unique_ptr<Agent>> Attach(event_base* base,
                                                                    Options options = {});
+  // Attaches to an event loop that is not libevent's: the calling thread's loop, which waits for
+  // its events on `epfd` (epoll_wait, epoll_pwait or epoll_pwait2 through libc). Called on that
+  // thread. The host's epoll set is not changed; the probe lives in the agent's own epoll fd
+  // (docs/design.md "Foreign loops"). The preload shim calls it for every loop it finds by how
+  // the loop waits. Fails as Attach does, and when `epfd` is not an epoll fd or is watched already.
+  STALLWATCH_EXPORT static StatusOr<std::unique_ptr<Agent>> AttachEpoll(int epfd,
+                                                                        Options options = {});
   STALLWATCH_EXPORT ~Agent();  // detaches; see the threading note above
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;

@@ -209,6 +209,13 @@ int FindEpollFdContaining(int target_fd, pid_t tid) {
   return found;
 }
 
+namespace {
+thread_local bool t_private_file_table = false;
+}  // namespace
+
+bool HasPrivateFileTable() { return t_private_file_table; }
+void SharesPrivateFileTable() { t_private_file_table = true; }
+
 bool DetachFileTable() {
 #if defined(__SANITIZE_THREAD__)
   // ThreadSanitizer models one fd table per process: the same number in two tables looks like a
@@ -221,6 +228,7 @@ bool DetachFileTable() {
   if (::syscall(SYS_close_range, 3U, ~0U, kUnshare) != 0) {
     return false;
   }
+  t_private_file_table = true;
   // Keep the host's stderr (the agent's warnings and the stderr sink go there); stdin and stdout
   // are never the agent's, and holding copies would keep a pipe the host closes open.
   const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);

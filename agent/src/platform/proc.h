@@ -54,6 +54,10 @@ int FindEpollFdContaining(int target_fd, pid_t tid = 0);
 // share its table. Every fd the agent opens on such a thread must be used and closed on a
 // thread of the same table. Returns false (and changes nothing) where the kernel refuses.
 bool DetachFileTable();
+// True on a thread whose DetachFileTable succeeded, or that was started by one and said so
+// (SharesPrivateFileTable): its fd numbers are not the host's.
+bool HasPrivateFileTable();
+void SharesPrivateFileTable();
 
 // A /proc file kept open and re-read with pread(): no path walk per read (the watchdog reads
 // its own schedstat on every tick). Not copyable.

@@ -189,17 +189,18 @@ void Watchdog::Run() {
   // The watchdog (and the warm-up thread it starts) leave the host's file table first: see
   // platform::DetachFileTable. Everything they open is used and closed on them. A watchdog
   // process has a table of its own already.
-  if (!target_->remote()) {
-    (void)platform::DetachFileTable();
-  }
+  const bool private_table = !target_->remote() && platform::DetachFileTable();
   t_watchdog_table = true;
   own_schedstat_ = std::make_unique<platform::ProcFile>("/proc/thread-self/schedstat");
   // Warm the unwinder up off the host's threads and off the watchdog's own loop (loading symbol
   // tables and DWARF indexes of large modules takes up to hundreds of ms; detection and
   // classification must not wait for it).
   if (config_.sampling != SamplingMode::kOff) {
-    warm_thread_ = std::thread([this] {
+    warm_thread_ = std::thread([this, private_table] {
       t_watchdog_table = true;
+      if (private_table) {
+        platform::SharesPrivateFileTable();  // the watchdog's table, inherited by this thread
+      }
       Status st = unwinder_.Init(&warm_cancel_);
       if (st.ok()) {
         unwinder_ok_.store(true, std::memory_order_release);
@@ -497,8 +498,12 @@ void Watchdog::OnBaseline(LoopWatch& w, const DetectorEvent& e, int64_t now) {
 void Watchdog::NoteSyscall(LoopWatch& w, StallTrack& t, pid_t tid,
                            const platform::SyscallInfo& sys) {
   const int loop_epfd = w.ctx->state.epfd.load(std::memory_order_relaxed);
-  const bool own_wait = sys.nr >= 0 && loop_epfd >= 0 &&
-                        static_cast<int>(sys.args[0]) == loop_epfd &&
+  // An epoll loop blocks in the agent's epoll fd holding its own (epoll_loop.h).
+  const int agent_wait_fd = w.ctx->state.wait_fd.load(std::memory_order_relaxed);
+  const int waited_fd = static_cast<int>(sys.args[0]);
+  const bool own_wait = sys.nr >= 0 &&
+                        ((loop_epfd >= 0 && waited_fd == loop_epfd) ||
+                         (agent_wait_fd >= 0 && waited_fd == agent_wait_fd)) &&
                         platform::SyscallName(sys.nr).rfind("epoll_", 0) == 0;
   if (sys.running || own_wait) {
     // In the loop's own epoll_wait while its probe is late: the loop is not blocked by a call,
@@ -840,6 +845,8 @@ void Watchdog::EmitWindow(LoopWatch& w, int64_t now) {
   d.loop = w.ctx->snapshot.Name();
   d.end_ns = now + config_.mono_to_real_ns;
   d.boundary_source = agent::internal::BoundarySource(s);
+  d.loop_kind = agent::internal::KindName(s);
+  d.runtime = s.runtime;
   w.window.Close(r, &d);
   d.stalls_total = w.stalls_total;
   d.stack_samples_total = w.stack_samples_total;

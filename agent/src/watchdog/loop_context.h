@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "epoll_loop.h"
 #include "evwatch_hook.h"
 #include "loop_state.h"
 #include "probe.h"
@@ -41,8 +42,9 @@ class LoopContext {
   RegionSlot* served = nullptr;  // watchdog process: the host's slot this context serves
   EpfdBinding epfd_binding = EpfdBinding::kSearch;
   // Loop thread (started and stopped by Agent).
-  agent::internal::Probe probe;
+  agent::internal::Probe probe;  // libevent loops
   agent::internal::EvwatchHook evwatch;
+  agent::internal::EpollProbe epoll_probe;  // epoll loops
   // Host: the process's runtime (nullptr in the watchdog process).
   std::shared_ptr<Runtime> runtime;
 

@@ -70,6 +70,8 @@ struct DelayFinding {
   double utilization = 0;
   bool utilization_estimated = false;  // true in probe-only mode (no loop boundaries)
   std::string boundary_source;         // "epoll_wait", "evwatch" or "probe"
+  std::string loop_kind;               // "libevent" or "epoll" ("" from older agents)
+  std::string runtime;                 // what runs the loop ("python", "node", "redis", …) or ""
   uint64_t iterations = 0;
   double iteration_sum_s = 0;
   SparseHistogram delay_buckets;

@@ -168,6 +168,8 @@ TEST(FindingSchema, DelayJsonNamesEachMemberAsDocumented) {
   EXPECT_EQ(j["utilization"], d.utilization);
   EXPECT_EQ(j["utilization_estimated"], d.utilization_estimated);
   EXPECT_EQ(j["boundary_source"], d.boundary_source);
+  EXPECT_EQ(j["loop_kind"], d.loop_kind);
+  EXPECT_EQ(j["runtime"], d.runtime);
   EXPECT_EQ(j["iterations"], d.iterations);
   EXPECT_EQ(j["iteration_sum_s"], d.iteration_sum_s);
   EXPECT_EQ(j["stalls_total"], d.stalls_total);

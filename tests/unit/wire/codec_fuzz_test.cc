@@ -179,7 +179,7 @@ TEST(WireSchema, ScannerReadsEveryFieldUnderItsDocumentedName) {
       R"({"kind":"delay","schema_version":1,"service":"s1","pid":2,"loop":"l3","end_ns":4,)"
       R"("window_s":5.5,"count":6,"p50_s":0.07,"p90_s":0.08,"p99_s":0.09,"p999_s":0.1,)"
       R"("max_s":0.11,"sum_s":0.12,"utilization":0.13,"utilization_estimated":true,)"
-      R"("boundary_source":"b14","iterations":15,"iteration_sum_s":0.16,"stalls_total":17,)"
+      R"("boundary_source":"b14","loop_kind":"k14a","runtime":"r14b","iterations":15,"iteration_sum_s":0.16,"stalls_total":17,)"
       R"("stack_samples_total":18,"reports_suppressed_total":19,"findings_dropped_total":20,)"
       R"("delay_buckets":[[21,22]],"iteration_buckets":[[23,24]]})";
   DelayFinding f;
@@ -199,6 +199,8 @@ TEST(WireSchema, ScannerReadsEveryFieldUnderItsDocumentedName) {
   EXPECT_EQ(f.utilization, 0.13);
   EXPECT_TRUE(f.utilization_estimated);
   EXPECT_EQ(f.boundary_source, "b14");
+  EXPECT_EQ(f.loop_kind, "k14a");
+  EXPECT_EQ(f.runtime, "r14b");
   EXPECT_EQ(f.iterations, 15u);
   EXPECT_EQ(f.iteration_sum_s, 0.16);
   EXPECT_EQ(f.stalls_total, 17u);

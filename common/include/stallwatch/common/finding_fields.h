@@ -72,6 +72,8 @@ inline constexpr auto kDelayFields = std::make_tuple(
     internal::Field("utilization", &DelayFinding::utilization),
     internal::Field("utilization_estimated", &DelayFinding::utilization_estimated),
     internal::Field("boundary_source", &DelayFinding::boundary_source),
+    internal::Field("loop_kind", &DelayFinding::loop_kind),
+    internal::Field("runtime", &DelayFinding::runtime),
     internal::Field("iterations", &DelayFinding::iterations),
     internal::Field("iteration_sum_s", &DelayFinding::iteration_sum_s),
     internal::Field("stalls_total", &DelayFinding::stalls_total),

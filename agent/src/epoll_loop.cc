@@ -1,0 +1,368 @@
+#include "epoll_loop.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <new>
+
+#include "log.h"
+#include "probe.h"
+#include "stallwatch/agent.h"
+#include "stallwatch/common/clock.h"
+#include "wait_hook.h"
+
+namespace stallwatch::agent::internal {
+
+bool WaitTracker::Observe(int epfd) {
+  if (gave_up_) return false;
+  for (int i = 0; i < kTracked; ++i) {
+    if (fds_[i] == epfd) {
+      return ++counts_[i] >= 2;
+    }
+    if (fds_[i] < 0) {
+      fds_[i] = epfd;
+      counts_[i] = 1;
+      return false;
+    }
+  }
+  gave_up_ = true;
+  return false;
+}
+
+namespace {
+
+std::string_view Basename(std::string_view p) {
+  const size_t slash = p.rfind('/');
+  return slash == std::string_view::npos ? p : p.substr(slash + 1);
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+}  // namespace
+
+std::string LoopRuntimeFrom(const std::vector<std::string>& program_names,
+                            const std::vector<std::string>& modules) {
+  for (const auto& name : program_names) {
+    const std::string_view exe = Basename(name);
+    if (StartsWith(exe, "python")) return "python";
+    if (exe == "node" || exe == "nodejs") return "node";
+    if (StartsWith(exe, "redis-server") || StartsWith(exe, "redis-sentinel")) return "redis";
+    if (exe == "nginx" || StartsWith(exe, "nginx:")) return "nginx";
+    if (exe == "memcached") return "memcached";
+  }
+  for (const auto& m : modules) {
+    const std::string_view b = Basename(m);
+    if (StartsWith(b, "libpython")) return "python";
+    if (StartsWith(b, "libnode")) return "node";
+  }
+  return "";
+}
+
+std::string ThisProcessRuntime() {
+  std::vector<std::string> names;
+  char buf[4096];
+  if (const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1); n > 0) {
+    names.emplace_back(buf, static_cast<size_t>(n));
+  }
+  std::string text;
+  if (std::ifstream cmdline("/proc/self/cmdline"); std::getline(cmdline, text, '\0')) {
+    names.push_back(text);
+  }
+  if (std::ifstream comm("/proc/self/comm"); std::getline(comm, text)) {
+    names.push_back(text);
+  }
+  std::vector<std::string> modules;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line) && modules.size() < 4096) {
+    const size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    std::string path = line.substr(slash);
+    if (modules.empty() || modules.back() != path) modules.push_back(std::move(path));
+  }
+  return LoopRuntimeFrom(names, modules);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The probe.
+
+namespace {
+
+// The agent's own fds are closed with the raw syscall: the interposed close() would take them
+// for the host closing them.
+void CloseOwn(int fd) {
+  if (fd >= 0) syscall(SYS_close, fd);
+}
+
+}  // namespace
+
+EpollProbe::~EpollProbe() { Stop(); }
+
+Status EpollProbe::Start(LoopState* state, int host_epfd) {
+  state_ = state;
+  const int wfd = epoll_create1(EPOLL_CLOEXEC);
+  if (wfd < 0) return UnavailableError(std::string("epoll_create1: ") + std::strerror(errno));
+  const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (tfd < 0) {
+    const int e = errno;
+    CloseOwn(wfd);
+    return UnavailableError(std::string("timerfd_create: ") + std::strerror(e));
+  }
+  epoll_event host{};
+  host.events = EPOLLIN;
+  host.data.u64 = kHostKey;
+  epoll_event probe{};
+  probe.events = EPOLLIN;
+  probe.data.u64 = kProbeKey;
+  if (epoll_ctl(wfd, EPOLL_CTL_ADD, host_epfd, &host) != 0 ||
+      epoll_ctl(wfd, EPOLL_CTL_ADD, tfd, &probe) != 0) {
+    const int e = errno;
+    CloseOwn(tfd);
+    CloseOwn(wfd);
+    return UnavailableError(std::string("epoll_ctl on the agent's epoll fd: ") + std::strerror(e));
+  }
+  if (Status st = ArmProbeTimer(tfd, state); !st.ok()) {
+    CloseOwn(tfd);
+    CloseOwn(wfd);
+    return st;
+  }
+  state->probe_fd.store(tfd, std::memory_order_release);
+  state->wait_fd.store(wfd, std::memory_order_release);
+  return OkStatus();
+}
+
+void EpollProbe::Stop() {
+  if (state_ == nullptr) return;
+  CloseOwn(state_->wait_fd.exchange(-1));
+  CloseOwn(state_->probe_fd.exchange(-1));
+  state_ = nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wait.
+
+namespace {
+
+using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
+using EpollPwait2Fn = int (*)(int, epoll_event*, int, const timespec*, const sigset_t*);
+
+EpollPwaitFn RealPwait() {
+  static auto* fn = reinterpret_cast<EpollPwaitFn>(dlsym(RTLD_NEXT, "epoll_pwait"));
+  return fn;
+}
+EpollPwait2Fn RealPwait2() {
+  static auto* fn = reinterpret_cast<EpollPwait2Fn>(dlsym(RTLD_NEXT, "epoll_pwait2"));
+  return fn;
+}
+
+// One real wait with a timeout in nanoseconds (< 0: none). epoll_wait is epoll_pwait with no mask
+// (glibc implements it so); the millisecond variants round a partial millisecond up, as the
+// kernel does not wait less than asked.
+int RealWait(int fd, epoll_event* ev, int max, int64_t timeout_ns, const sigset_t* mask,
+             bool pwait2) {
+  if (pwait2) {
+    if (timeout_ns < 0) return RealPwait2()(fd, ev, max, nullptr, mask);
+    timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000),
+                static_cast<long>(timeout_ns % 1'000'000'000)};
+    return RealPwait2()(fd, ev, max, &ts, mask);
+  }
+  int ms = -1;
+  if (timeout_ns >= 0) {
+    const int64_t up = (timeout_ns + 999'999) / 1'000'000;
+    ms = static_cast<int>(std::min<int64_t>(up, INT32_MAX));
+  }
+  return RealPwait()(fd, ev, max, ms, mask);
+}
+
+// False when the probe is gone (its timerfd closed by the host): the caller stops using it.
+bool ServiceProbe(LoopState* s, int64_t now) {
+  const int tfd = s->probe_fd.load(std::memory_order_relaxed);
+  if (tfd < 0) {
+    s->probe_lost.store(true, std::memory_order_relaxed);
+    return false;
+  }
+  uint64_t expirations = 0;
+  if (::read(tfd, &expirations, sizeof(expirations)) == static_cast<ssize_t>(sizeof(expirations)) &&
+      expirations > 0) {
+    OnProbeExpired(s, expirations, now);
+  }
+  return true;
+}
+
+}  // namespace
+
+int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
+             const sigset_t* sigmask, bool pwait2) {
+  const int wfd = s->wait_fd.load(std::memory_order_relaxed);
+  if (wfd < 0 || s->probe_lost.load(std::memory_order_relaxed)) {
+    return RealWait(epfd, events, maxevents, timeout_ns, sigmask, pwait2);
+  }
+  const int64_t start = MonotonicNanos();
+  if (start >= s->probe_due_ns.load(std::memory_order_relaxed)) {
+    ServiceProbe(s, start);  // a busy loop comes back here late: this is its lateness
+  }
+  // Events already there: exactly the call the host made, without blocking.
+  int r = RealWait(epfd, events, maxevents, 0, sigmask, pwait2);
+  if (r != 0 || timeout_ns == 0) return r;
+  const int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
+  for (;;) {
+    int64_t left = -1;
+    if (deadline >= 0) {
+      left = deadline - MonotonicNanos();
+      if (left <= 0) return 0;
+    }
+    epoll_event got[2];
+    const int n = RealWait(wfd, got, 2, left, sigmask, pwait2);
+    if (n < 0) {
+      if (errno == EBADF || errno == EINVAL) {
+        // The program closed the agent's fd (or put something else there): no probe from now.
+        s->probe_lost.store(true, std::memory_order_relaxed);
+        const int64_t rest = deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
+        return RealWait(epfd, events, maxevents, rest, sigmask, pwait2);
+      }
+      return n;  // EINTR as the host's own wait would have returned it
+    }
+    if (n == 0) return 0;  // the host's timeout
+    bool host_ready = false;
+    bool probe_gone = false;
+    for (int i = 0; i < n; ++i) {
+      if (got[i].data.u64 == kProbeKey) {
+        probe_gone = !ServiceProbe(s, MonotonicNanos());
+      } else {
+        host_ready = true;
+      }
+    }
+    if (probe_gone && !host_ready) {
+      const int64_t rest = deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
+      return RealWait(epfd, events, maxevents, rest, sigmask, pwait2);
+    }
+    if (host_ready) {
+      r = RealWait(epfd, events, maxevents, 0, sigmask, pwait2);
+      if (r != 0) return r;
+      // Another thread or process took the events first: wait again for the rest of the time.
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery.
+
+namespace {
+
+std::atomic<bool> g_discovery{false};
+std::atomic<uint64_t> g_generation{1};  // bumped in a forked child: every thread starts again
+
+struct Discovered {
+  std::unique_ptr<Agent> agent;
+  LoopState* state = nullptr;
+};
+
+std::mutex& DiscoveredMu() {
+  static auto* mu = new std::mutex();  // never destroyed: loops may end during exit
+  return *mu;
+}
+std::vector<Discovered>& DiscoveredLoops() {
+  static auto* v = new std::vector<Discovered>();
+  return *v;
+}
+
+struct ThreadWaits {
+  uint64_t generation = 0;
+  WaitTracker tracker;
+  LoopState* loop = nullptr;  // this thread's loop (may have been closed since)
+  bool refused = false;       // an attach failed here: the reason was logged, not tried again
+  bool attaching = false;
+  ~ThreadWaits() {
+    // The thread ends: so does its loop. Its slot is reaped at the next attach.
+    if (loop != nullptr) MarkLoopClosed(loop);
+  }
+};
+
+thread_local ThreadWaits t_waits;
+
+// Detaches the loops whose epoll fd was closed or whose thread ended. Not on a loop's own
+// thread's critical path: only when another loop attaches.
+void ReapClosed() {
+  std::vector<std::unique_ptr<Agent>> gone;
+  {
+    std::lock_guard<std::mutex> lock(DiscoveredMu());
+    auto& v = DiscoveredLoops();
+    for (auto it = v.begin(); it != v.end();) {
+      if (it->state->closed.load(std::memory_order_acquire)) {
+        gone.push_back(std::move(it->agent));
+        it = v.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  gone.clear();  // outside the lock: a detach flushes the loop's last window
+}
+
+}  // namespace
+
+void EnableEpollDiscovery() { g_discovery.store(true, std::memory_order_release); }
+bool EpollDiscoveryEnabled() { return g_discovery.load(std::memory_order_relaxed); }
+
+void ForgetDiscoveredLoops() {
+  g_generation.fetch_add(1, std::memory_order_relaxed);
+  // The parent's agents are abandoned, as the parent's runtime is (their locks may be held by
+  // threads that do not exist here): the list is replaced, never destroyed.
+  new (&DiscoveredMu()) std::mutex();
+  new (&DiscoveredLoops()) std::vector<Discovered>();
+}
+
+LoopState* DiscoverLoop(int epfd) {
+  ThreadWaits& t = t_waits;
+  const uint64_t gen = g_generation.load(std::memory_order_relaxed);
+  if (t.generation != gen) {
+    t.generation = gen;
+    t.tracker.Reset();
+    t.loop = nullptr;
+    t.refused = false;
+  }
+  if (t.refused || t.attaching || t.tracker.gave_up()) return nullptr;
+  if (t.loop != nullptr) {
+    if (!t.loop->closed.load(std::memory_order_acquire)) return nullptr;  // a nested wait
+    t.loop = nullptr;
+    t.tracker.Reset();
+  }
+  if (InWatchedDispatch()) return nullptr;  // a libevent loop of the agent's own
+  if (!t.tracker.Observe(epfd)) return nullptr;
+  t.attaching = true;
+  LoopState* out = nullptr;
+  try {
+    ReapClosed();
+    Options o = Options::FromEnvironment();
+    o.loop_name_from_thread = true;
+    auto agent = Agent::AttachEpoll(epfd, std::move(o));
+    if (agent.ok()) {
+      out = FindLoopByEpfd(epfd);
+      std::lock_guard<std::mutex> lock(DiscoveredMu());
+      DiscoveredLoops().push_back({std::move(*agent), out});
+      t.loop = out;
+    } else {
+      t.refused = true;
+      LogWarn("not watching the event loop on epoll fd {} of thread {}: {}", epfd,
+              static_cast<int>(syscall(SYS_gettid)), agent.status().ToString());
+    }
+  } catch (...) {
+    t.refused = true;
+  }
+  t.attaching = false;
+  return out;
+}
+
+}  // namespace stallwatch::agent::internal
