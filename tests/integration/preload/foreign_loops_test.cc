@@ -1,0 +1,279 @@
+// Event loops that are not libevent's, in unmodified programs from Debian (or on this machine),
+// under the preload shim: Tornado serving the seed article's handlers, a plain asyncio server,
+// redis-server, Node. Each must be found by how it waits, its stalls caught while they happen,
+// classified and timed, and the program must keep serving.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_support.h"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using stallwatch::testing::RunCommand;
+using stallwatch::testing::WaitFor;
+
+namespace {
+
+bool Have(const char* path) { return access(path, X_OK) == 0; }
+
+// A program under the shim, reporting to a file of its own; ended by SIGTERM at the end.
+class Watched {
+ public:
+  explicit Watched(std::vector<std::string> argv, std::vector<std::string> env = {}) {
+    char path[] = "/tmp/stallwatch-foreign-XXXXXX";
+    const int fd = mkstemp(path);
+    close(fd);
+    findings_ = path;
+    pid_ = fork();
+    if (pid_ == 0) {
+      setenv("LD_PRELOAD", SW_PRELOAD_LIB, 1);
+      setenv("STALLWATCH_ENDPOINT", ("file:" + findings_).c_str(), 1);
+      setenv("STALLWATCH_REPORT_INTERVAL", "500ms", 1);
+      setenv("STALLWATCH_THRESHOLD", "50ms", 1);
+      for (const auto& e : env) putenv(strdup(e.c_str()));
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Watched() {
+    Stop();
+    unlink(findings_.c_str());
+  }
+  Watched(const Watched&) = delete;
+  Watched& operator=(const Watched&) = delete;
+
+  bool Running() {
+    if (pid_ <= 0) return false;
+    int st = 0;
+    const pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = st;
+      pid_ = -1;
+    }
+    return r == 0;
+  }
+  int Stop() {
+    if (pid_ <= 0) return status_;
+    kill(pid_, SIGTERM);
+    waitpid(pid_, &status_, 0);
+    pid_ = -1;
+    return status_;
+  }
+  pid_t pid() const { return pid_; }
+
+  std::vector<json> Findings() const {
+    std::vector<json> out;
+    std::ifstream f(findings_);
+    std::string line;
+    while (std::getline(f, line)) {
+      if (!line.empty()) out.push_back(json::parse(line));
+    }
+    return out;
+  }
+  // Closed stalls, in order.
+  std::vector<json> Stalls() const {
+    std::vector<json> out;
+    for (auto& j : Findings()) {
+      if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) out.push_back(j);
+    }
+    return out;
+  }
+  std::vector<json> Windows() const {
+    std::vector<json> out;
+    for (auto& j : Findings()) {
+      if (j["kind"] == "delay") out.push_back(j);
+    }
+    return out;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+  std::string findings_;
+};
+
+std::string Frames(const json& stall) {
+  std::string s;
+  for (const auto& st : stall["stacks"]) {
+    for (const auto& f : st["frames"]) s += f.value("function", "") + " ";
+  }
+  return s;
+}
+
+std::string Get(int port, const std::string& path) {
+  return RunCommand("curl -s --max-time 10 'http://127.0.0.1:" + std::to_string(port) + path + "'")
+      .out;
+}
+
+// The loop's windows say what it is.
+void ExpectLoopOf(Watched& w, const std::string& runtime) {
+  const auto windows = w.Windows();
+  ASSERT_FALSE(windows.empty());
+  for (const auto& d : windows) {
+    EXPECT_EQ(d["loop_kind"], "epoll") << d.dump();
+    EXPECT_EQ(d["runtime"], runtime) << d.dump();
+    EXPECT_EQ(d["boundary_source"], "epoll_wait") << d.dump();
+  }
+}
+
+// Stalls whose duration is within max(0.5 ms, 2 %) of `ms` above it, plus a margin for the
+// host's own work around the injected block (request parsing, the response) on a loaded machine.
+bool Near(const json& stall, double ms) {
+  const double d = stall["duration_s"].get<double>() * 1000;
+  return d >= ms - 0.5 && d <= ms + std::max(0.5, 0.02 * ms) + 15;
+}
+
+TEST(ForeignLoops, TornadoSeedHandlersSleepBlocksTheLoopAsyncAndThePoolDoNot) {
+  if (!Have("/usr/bin/python3") ||
+      RunCommand("/usr/bin/python3 -c 'import tornado' 2>&1").code != 0) {
+    GTEST_SKIP() << "python3-tornado is not installed (scripts/install-deps.sh installs it)";
+  }
+  const int port = stallwatch::testing::FreeLoopbackPort();
+  Watched w({"/usr/bin/python3", SW_TORNADO_SEED, "--port", std::to_string(port)});
+  ASSERT_TRUE(WaitFor([&] { return Get(port, "/") == "hello world"; }, 20s))
+      << "the Tornado app did not start under the shim";
+  EXPECT_EQ(Get(port, "/sleep?ms=300"), "slept on the loop");
+  EXPECT_EQ(Get(port, "/async?ms=300"), "waited with asyncio.sleep");
+  EXPECT_EQ(Get(port, "/pool?ms=300"), "slept on a worker");
+  EXPECT_EQ(Get(port, "/fetch-async?ms=300"), "upstream answered after 300 ms");
+  EXPECT_EQ(Get(port, "/fetch-blocking?ms=300"), "upstream answered after 300 ms");
+  EXPECT_EQ(Get(port, "/cpu?ms=200").rfind("burned ", 0), 0u);
+  EXPECT_EQ(Get(port, "/"), "hello world");
+  ASSERT_TRUE(WaitFor([&] { return w.Stalls().size() >= 3; }, 10s));
+  std::this_thread::sleep_for(700ms);  // one more window
+  EXPECT_TRUE(w.Running()) << "the app died under the shim";
+  w.Stop();
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 3u) << "only time.sleep, the blocking fetch and the CPU burn stall";
+  EXPECT_EQ(stalls[0]["class"], "blocked");
+  EXPECT_EQ(stalls[0]["syscall"], "clock_nanosleep");
+  EXPECT_TRUE(Near(stalls[0], 300)) << stalls[0].dump();
+  EXPECT_NE(Frames(stalls[0]).find("PyObject_Vectorcall"), std::string::npos) << Frames(stalls[0]);
+  EXPECT_EQ(stalls[1]["class"], "blocked");
+  EXPECT_EQ(stalls[1]["syscall"], "poll");
+  EXPECT_NE(stalls[1]["fd_target"].get<std::string>().find("127.0.0.1:" + std::to_string(port + 1)),
+            std::string::npos)
+      << stalls[1].dump();
+  EXPECT_GE(stalls[1]["duration_s"].get<double>(), 0.2995);
+  EXPECT_EQ(stalls[2]["class"], "cpu");
+  EXPECT_TRUE(Near(stalls[2], 200)) << stalls[2].dump();
+  ExpectLoopOf(w, "python");
+}
+
+TEST(ForeignLoops, APlainAsyncioServerIsWatched) {
+  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  const int port = stallwatch::testing::FreeLoopbackPort();
+  const std::string server = R"(
+import asyncio, sys, time
+async def handle(r, w):
+    while line := await r.readline():
+        cmd, _, arg = line.decode().strip().partition(' ')
+        if cmd == 'block':
+            time.sleep(int(arg) / 1000)
+        w.write(b'ok ' + line)
+        await w.drain()
+    w.close()
+async def main():
+    s = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]))
+    async with s:
+        await s.serve_forever()
+asyncio.run(main())
+)";
+  Watched w({"/usr/bin/python3", "-c", server, std::to_string(port)});
+  const std::string client =
+      "/usr/bin/python3 -c \"import socket,sys\ns=socket.create_connection(('127.0.0.1'," +
+      std::to_string(port) +
+      "))\nf=s.makefile('rw')\nfor c in ['ping','block 250','ping']:\n f.write(c+'\\n');"
+      "f.flush();print(f.readline().strip())\"";
+  ASSERT_TRUE(WaitFor([&] { return RunCommand(client + " 2>/dev/null").code == 0; }, 20s));
+  ASSERT_TRUE(WaitFor([&] { return !w.Stalls().empty(); }, 10s));
+  const auto out = RunCommand(client);
+  EXPECT_EQ(out.out, "ok ping\nok block 250\nok ping\n");
+  std::this_thread::sleep_for(700ms);
+  w.Stop();
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 2u);
+  for (const auto& s : stalls) {
+    EXPECT_EQ(s["class"], "blocked") << s.dump();
+    EXPECT_EQ(s["syscall"], "clock_nanosleep") << s.dump();
+    EXPECT_TRUE(Near(s, 250)) << s.dump();
+  }
+  ExpectLoopOf(w, "python");
+}
+
+TEST(ForeignLoops, RedisDebugSleepAndABusyLuaScriptAreCaughtWithRedisOwnFunctions) {
+  if (!Have("/usr/bin/redis-server") || !Have("/usr/bin/redis-cli")) {
+    GTEST_SKIP() << "redis-server is not installed (scripts/install-deps.sh installs it)";
+  }
+  const int port = stallwatch::testing::FreeLoopbackPort();
+  Watched w({"/usr/bin/redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--enable-debug-command", "local", "--logfile",
+             "/dev/null"});
+  const std::string cli = "redis-cli -p " + std::to_string(port) + " ";
+  ASSERT_TRUE(WaitFor([&] { return RunCommand(cli + "ping").out == "PONG\n"; }, 20s));
+  EXPECT_EQ(RunCommand(cli + "set k v").out, "OK\n");
+  EXPECT_EQ(RunCommand(cli + "debug sleep 0.3").out, "OK\n");
+  const auto lua = RunCommand(cli + "eval 'local i=0 while i < 100000000 do i=i+1 end return i' 0");
+  EXPECT_EQ(lua.out, "100000000\n");
+  EXPECT_EQ(RunCommand(cli + "get k").out, "v\n");
+  ASSERT_TRUE(WaitFor([&] { return w.Stalls().size() >= 2; }, 10s));
+  std::this_thread::sleep_for(700ms);
+  EXPECT_TRUE(w.Running());
+  w.Stop();
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 2u);
+  EXPECT_EQ(stalls[0]["class"], "blocked");
+  EXPECT_EQ(stalls[0]["syscall"], "clock_nanosleep");
+  EXPECT_TRUE(Near(stalls[0], 300)) << stalls[0].dump();
+  EXPECT_NE(Frames(stalls[0]).find("debugCommand"), std::string::npos) << Frames(stalls[0]);
+  EXPECT_EQ(stalls[1]["class"], "cpu");
+  EXPECT_NE(Frames(stalls[1]).find("evalGenericCommand"), std::string::npos) << Frames(stalls[1]);
+  ExpectLoopOf(w, "redis");
+}
+
+TEST(ForeignLoops, NodeBusyLoopAndSynchronousCallsOnTheLoopThread) {
+  if (!Have("/usr/bin/node")) GTEST_SKIP() << "node is not installed";
+  const std::string script = R"(
+const { execSync } = require('child_process');
+const fs = require('fs');
+let n = 0;
+const t = setInterval(() => {
+  n++;
+  if (n === 10) { const e = Date.now() + 200; while (Date.now() < e) {} }
+  if (n === 20) { execSync('sleep 0.3'); }
+  if (n === 30) { fs.readFileSync('/proc/self/status'); }
+  if (n === 45) { clearInterval(t); }
+}, 20);
+)";
+  Watched w({"/usr/bin/node", "-e", script});
+  ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 30s)) << "node did not end by itself";
+  EXPECT_EQ(w.Stop(), 0);
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 2u);
+  EXPECT_EQ(stalls[0]["class"], "cpu");
+  EXPECT_TRUE(Near(stalls[0], 200)) << stalls[0].dump();
+  // execSync runs a loop of its own on the loop thread: the loop is blocked in that wait.
+  EXPECT_EQ(stalls[1]["class"], "blocked");
+  EXPECT_EQ(stalls[1]["syscall"], "epoll_pwait");
+  EXPECT_NE(Frames(stalls[1]).find("SyncProcessRunner"), std::string::npos) << Frames(stalls[1]);
+  EXPECT_GE(stalls[1]["duration_s"].get<double>(), 0.2995);
+  ExpectLoopOf(w, "node");
+}
+
+}  // namespace
