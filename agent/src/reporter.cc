@@ -29,9 +29,9 @@ namespace {
 constexpr size_t kMaxLoggedText = 1024;
 
 // Tells a `stallwatch run` parent that a loop of this process is watched: one datagram
-// "PID LOOP" to the abstract Unix socket it named. On the reporter thread, whose file table is
+// "PID LOOP\tWHAT" to the abstract Unix socket it named (cli/src/run.cc reads it). On the reporter thread, whose file table is
 // its own: the host never sees the socket. Best effort, never blocks.
-void NotifyRun(const std::string& name, const std::string& loop) {
+void NotifyRun(const std::string& name, const std::string& loop, const std::string& what) {
   sockaddr_un sa{};
   if (name.size() + 1 >= sizeof(sa.sun_path)) {
     return;
@@ -42,7 +42,7 @@ void NotifyRun(const std::string& name, const std::string& loop) {
   if (fd < 0) {
     return;
   }
-  const std::string msg = std::to_string(platform::TargetPid()) + " " + loop;
+  const std::string msg = std::to_string(platform::TargetPid()) + " " + loop + "\t" + what;
   (void)::sendto(fd, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                  reinterpret_cast<const sockaddr*>(&sa),
                  static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size()));
@@ -246,10 +246,10 @@ Reporter::Reporter(std::unique_ptr<Sink> sink, size_t capacity)
   thread_ = std::thread([this] { Run(); });
 }
 
-void Reporter::Announce(std::string service, std::string loop) {
+void Reporter::Announce(std::string service, std::string loop, std::string what) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    announced_.emplace_back(std::move(service), std::move(loop));
+    announced_.push_back({std::move(service), std::move(loop), std::move(what)});
   }
   cv_.notify_one();
 }
@@ -475,11 +475,11 @@ void Reporter::Run() {
       auto announced = std::move(announced_);
       announced_.clear();
       lock.unlock();
-      for (const auto& [service, loop] : announced) {
+      for (const auto& a : announced) {
         try {
-          sink_->Announce(service, loop);
+          sink_->Announce(a.service, a.loop);
           if (!run_notify_.empty()) {
-            NotifyRun(run_notify_, loop);
+            NotifyRun(run_notify_, a.loop, a.what);
           }
         } catch (...) {
           // Best effort; the loop's findings announce it anyway.

@@ -90,7 +90,8 @@ class Reporter {
   // Called on any thread (the watchdog). Never blocks on I/O: the sink hears of the loop on the
   // reporter thread (Sink::Announce), and so does `stallwatch run` when it started the program
   // (STALLWATCH_RUN_NOTIFY, cli/src/run.h).
-  void Announce(std::string service, std::string loop);
+  // `what`: what the loop is, for `stallwatch run`'s line ("libevent", "epoll, python").
+  void Announce(std::string service, std::string loop, std::string what = "");
   // Hooks run on the hook thread, in submission order; a loop's hooks are keyed by its name.
   // Call on a host thread (the hook thread is created here and shares the caller's file table).
   void SetHooks(const std::string& loop, ReporterHooks hooks);
@@ -117,7 +118,10 @@ class Reporter {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<uint64_t, Finding>> queue_;              // (sequence, finding)
-  std::vector<std::pair<std::string, std::string>> announced_;  // (service, loop), not yet told
+  struct Announced {
+    std::string service, loop, what;
+  };
+  std::vector<Announced> announced_;  // not yet told
   std::string run_notify_;  // abstract socket name of a `stallwatch run` parent, "" if none
   uint64_t next_seq_ = 0;
   uint64_t hooked_seq_ = 0;  // findings with a lower sequence number went through the hooks

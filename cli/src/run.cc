@@ -92,6 +92,24 @@ int NotifySocket(std::string* name) {
   return fd;
 }
 
+// One line per loop the agent of the program (or of a child it forked) attached to, from its
+// datagram "PID LOOP\tWHAT" (agent/src/reporter.cc). Control characters are not printed.
+void PrintAttached(const std::string& msg) {
+  std::string clean;
+  for (char c : msg) {
+    clean += (static_cast<unsigned char>(c) < 0x20 && c != '\t') ? '?' : c;
+  }
+  const size_t space = clean.find(' ');
+  if (space == std::string::npos) return;
+  const size_t tab = clean.find('\t', space);
+  const std::string pid = clean.substr(0, space);
+  const std::string loop = clean.substr(space + 1, tab == std::string::npos ? std::string::npos
+                                                                           : tab - space - 1);
+  const std::string what = tab == std::string::npos ? "" : clean.substr(tab + 1);
+  std::fprintf(stderr, "stallwatch run: watching loop '%s' of pid %s%s\n", loop.c_str(),
+               pid.c_str(), what.empty() ? "" : (" (" + what + ")").c_str());
+}
+
 std::string Quoted(const std::vector<std::string>& command) {
   std::string s;
   for (const auto& a : command) s += (s.empty() ? "" : " ") + a;
@@ -207,8 +225,8 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
         loop_seen = true;
         std::fprintf(stderr,
                      "stallwatch run: no event loop seen in '%s' after %.0f s: it may not have "
-                     "started one yet, or not use libevent, or be static or setuid "
-                     "(LD_PRELOAD does not reach those)\n",
+                     "started one yet, or not wait in epoll (libevent and epoll loops are "
+                     "watched), or be static or setuid (LD_PRELOAD does not reach those)\n",
                      command[0].c_str(), std::chrono::duration<double>(no_loop_after).count());
         continue;
       }
@@ -219,7 +237,11 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
     if (n < 0 && errno != EINTR) break;
     if (notify >= 0 && (fds[1].revents & POLLIN) != 0) {
       char buf[512];
-      while (recv(notify, buf, sizeof(buf), MSG_DONTWAIT) > 0) loop_seen = true;
+      ssize_t got_n = 0;
+      while ((got_n = recv(notify, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+        loop_seen = true;
+        PrintAttached(std::string(buf, static_cast<size_t>(got_n)));
+      }
     }
     if ((fds[0].revents & POLLIN) != 0) {
       signalfd_siginfo si{};

@@ -375,7 +375,11 @@ int64_t Watchdog::ProcessLoop(LoopWatch& w, int64_t now) {
                        now - w.attached_ns >= kAnnounceAfter.count())) {
     w.announced = true;
     w.emitted_finding = true;  // the daemon knows the loop by this name from now on
-    reporter_->Announce(config_.service, c.snapshot.Name());
+    std::string what = agent::internal::KindName(s);
+    if (s.runtime[0] != '\0') {
+      what += std::string(", ") + s.runtime;
+    }
+    reporter_->Announce(config_.service, c.snapshot.Name(), std::move(what));
   }
   o.running = tid != 0 && (!s.dispatch_hooked.load(std::memory_order_relaxed) ||
                            s.in_dispatch.load(std::memory_order_acquire));

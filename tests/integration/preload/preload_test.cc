@@ -273,14 +273,17 @@ TEST(Preload, ARefusedConnectionSaysWhyAndHowToFixAtOnce) {
 
 std::string Cli() { return SW_CLI; }
 
-TEST(StallwatchRun, SaysWhatItWatchesAndWhereFindingsGoAndNothingMoreWhenALoopRuns) {
+TEST(StallwatchRun, SaysWhatItWatchesWhereFindingsGoAndEachLoopItAttachedTo) {
   Outcome r = Sh("STALLWATCH_RUN_NO_LOOP_AFTER=1s",
                  Cli() + " run --endpoint off -- " + SW_LOOP_APP + " 2500");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("done"), std::string::npos);
-  EXPECT_EQ(Count(r.err, "\n"), 1u) << r.err;
+  // The start line, and one line for the loop the agent attached to.
+  EXPECT_EQ(Count(r.err, "\n"), 2u) << r.err;
   EXPECT_NE(r.err.find("stallwatch run: watching every event loop of '"), std::string::npos)
       << r.err;
+  EXPECT_NE(r.err.find("stallwatch run: watching loop 'main' of pid "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" (libevent)\n"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("findings go to nowhere (--endpoint off)"), std::string::npos) << r.err;
 
   Outcome daemon = Sh("STALLWATCH_RUN_NO_LOOP_AFTER=1s STALLWATCH_ENDPOINT=unix:/tmp/x.sock",
