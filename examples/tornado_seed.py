@@ -9,6 +9,8 @@
     /cpu?ms=N               burns CPU on the loop
 
 The upstream (/slow?ms=N answers after N ms) runs on threads of this process, on --port + 1.
+With --processes N the server pre-forks N workers on one listening socket (Tornado's
+fork_processes); each worker runs its own IOLoop, and the first one also the upstream.
 It knows nothing of stallwatch: run it under `stallwatch run -- python3 examples/tornado_seed.py`.
 """
 import argparse
@@ -20,7 +22,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import tornado.httpclient
+import tornado.httpserver
 import tornado.ioloop
+import tornado.netutil
+import tornado.process
 import tornado.web
 from tornado.concurrent import run_on_executor
 
@@ -98,17 +103,27 @@ class Slow(http.server.BaseHTTPRequestHandler):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--processes", type=int, default=1,
+                   help="pre-fork this many workers on one listening socket (default 1: none)")
     args = p.parse_args()
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", args.port + 1), Slow)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
+    task = 0
+    if args.processes > 1:
+        task = tornado.process.fork_processes(args.processes, max_restarts=0)
+    if task == 0:
+        upstream = http.server.ThreadingHTTPServer(("127.0.0.1", args.port + 1), Slow)
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
     app = tornado.web.Application([
         (r"/", Index), (r"/sleep", Sleep), (r"/async", Async), (r"/pool", Pool),
         (r"/fetch-blocking", FetchBlocking), (r"/fetch-async", FetchAsync), (r"/cpu", Cpu),
     ])
     app.upstream_port = args.port + 1
-    app.listen(args.port, address="127.0.0.1")
-    print("tornado_seed listening on 127.0.0.1:%d (upstream :%d)" % (args.port, args.port + 1),
-          flush=True)
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    if task == 0:
+        print("tornado_seed listening on 127.0.0.1:%d (upstream :%d, %d process%s)"
+              % (args.port, args.port + 1, args.processes, "" if args.processes == 1 else "es"),
+              flush=True)
     tornado.ioloop.IOLoop.current().start()
 
 

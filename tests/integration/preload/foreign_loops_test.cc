@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -174,6 +175,42 @@ TEST(ForeignLoops, TornadoSeedHandlersSleepBlocksTheLoopAsyncAndThePoolDoNot) {
   EXPECT_EQ(stalls[2]["class"], "cpu");
   EXPECT_TRUE(Near(stalls[2], 200)) << stalls[2].dump();
   ExpectLoopOf(w, "python");
+}
+
+TEST(ForeignLoops, PreForkedTornadoWorkersAreEachWatchedUnderTheirOwnPid) {
+  if (!Have("/usr/bin/python3") ||
+      RunCommand("/usr/bin/python3 -c 'import tornado' 2>&1").code != 0) {
+    GTEST_SKIP() << "python3-tornado is not installed (scripts/install-deps.sh installs it)";
+  }
+  const int port = stallwatch::testing::FreeLoopbackPort();
+  Watched w(
+      {"/usr/bin/python3", SW_TORNADO_SEED, "--port", std::to_string(port), "--processes", "4"});
+  ASSERT_TRUE(WaitFor([&] { return Get(port, "/") == "hello world"; }, 20s));
+  // Eight blocking requests at once: a worker blocked in one cannot accept the next, so the
+  // others serve them.
+  const auto out = RunCommand(
+      "for i in 1 2 3 4 5 6 7 8; do curl -s --max-time 10 "
+      "'http://127.0.0.1:" +
+      std::to_string(port) + "/sleep?ms=200' & done; wait");
+  EXPECT_EQ(out.out.size(), 8 * std::strlen("slept on the loop")) << out.out;
+  ASSERT_TRUE(WaitFor([&] { return w.Stalls().size() >= 2; }, 10s));
+  std::this_thread::sleep_for(700ms);
+  std::set<int64_t> pids;
+  for (const auto& s : w.Stalls()) {
+    EXPECT_EQ(s["class"], "blocked") << s.dump();
+    pids.insert(s["pid"].get<int64_t>());
+  }
+  std::set<int64_t> loops;
+  for (const auto& d : w.Windows()) loops.insert(d["pid"].get<int64_t>());
+  const pid_t parent = w.pid();
+  w.Stop();
+  for (int64_t pid : loops) {
+    if (pid != parent) kill(static_cast<pid_t>(pid), SIGTERM);  // the workers outlive the parent
+  }
+  EXPECT_EQ(loops.size(), 4u) << "every worker's loop reports, under its own pid";
+  EXPECT_EQ(loops.count(parent), 0u) << "the parent runs no loop";
+  EXPECT_GE(pids.size(), 2u);
+  for (int64_t pid : pids) EXPECT_EQ(loops.count(pid), 1u);
 }
 
 TEST(ForeignLoops, APlainAsyncioServerIsWatched) {
