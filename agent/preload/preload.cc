@@ -16,6 +16,7 @@
 #include <mutex>
 
 #include "epoll_loop.h"
+#include "wait_hook.h"
 #include "stallwatch/agent.h"
 
 namespace {
@@ -84,8 +85,11 @@ event_base* Created(Create create) {
   return base;
 }
 
+// A forked child that runs a base its parent created (daemonizing servers) attaches it again,
+// under its own pid, at its first dispatch (wait_hook.h).
 __attribute__((constructor)) void TurnDiscoveryOn() {
   stallwatch::agent::internal::EnableEpollDiscovery();
+  stallwatch::agent::internal::SetReattachHook(&AttachTo);
 }
 
 }  // namespace

@@ -23,6 +23,10 @@ std::atomic<int> g_epfd[kMaxLoops];
 std::atomic<LoopState*> g_state[kMaxLoops];
 std::atomic<event_base*> g_base[kMaxLoops];
 std::mutex g_mu;
+// Bases watched in the parent, forgotten by a forked child (UnregisterAllLoops); cleared as the
+// child re-attaches them.
+std::atomic<event_base*> g_forgotten[kMaxLoops];
+std::atomic<void (*)(event_base*)> g_reattach{nullptr};
 
 using EpollWaitFn = int (*)(int, epoll_event*, int, int);
 using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
@@ -117,8 +121,24 @@ int64_t MillisToNanos(int timeout_ms) {
   return timeout_ms < 0 ? -1 : int64_t{timeout_ms} * 1'000'000;
 }
 
+// A base the parent watched, run by a forked child: attached again, now, for the child.
+LoopState* Reattached(event_base* base) {
+  auto* hook = g_reattach.load(std::memory_order_acquire);
+  if (hook == nullptr || base == nullptr) return nullptr;
+  for (auto& f : g_forgotten) {
+    event_base* expected = base;
+    if (f.load(std::memory_order_relaxed) == base &&
+        f.compare_exchange_strong(expected, nullptr)) {
+      hook(base);
+      return FindByBase(base);
+    }
+  }
+  return nullptr;
+}
+
 int RunLoop(event_base* base, int flags, bool dispatch) {
   LoopState* s = FindByBase(base);
+  if (s == nullptr) s = Reattached(base);
   if (s == nullptr) {
     if (dispatch && g_real_dispatch) return g_real_dispatch(base);
     return g_real_loop ? g_real_loop(base, flags) : -1;
@@ -178,6 +198,7 @@ void UnregisterAllLoops() {
   for (int i = 0; i < kMaxLoops; ++i) {
     // An epoll loop's own fds are the parent's (a timerfd shared with it would hand the parent's
     // ticks to whichever process reads first): the child closes its copies.
+    g_forgotten[i].store(g_base[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
     if (LoopState* s = g_state[i].load(std::memory_order_relaxed);
         s != nullptr && s->kind == LoopState::kEpoll) {
       if (const int fd = s->wait_fd.exchange(-1); fd >= 0) syscall(SYS_close, fd);
@@ -192,6 +213,10 @@ void UnregisterAllLoops() {
 }
 
 LoopState* FindLoopByEpfd(int epfd) { return FindByEpfd(epfd); }
+
+void SetReattachHook(void (*hook)(event_base* base)) {
+  g_reattach.store(hook, std::memory_order_release);
+}
 
 bool InWatchedDispatch() { return t_dispatch_depth > 0; }
 

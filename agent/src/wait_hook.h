@@ -11,8 +11,12 @@ namespace stallwatch::agent::internal {
 // Called on any thread (under the runtime's lock). Returns false when the table is full.
 bool RegisterLoop(LoopState* s);
 void UnregisterLoop(LoopState* s);
-// In a child after fork(): forget every loop (no lock taken; the child is single-threaded).
+// In a child after fork(): forget every loop (no lock taken; the child is single-threaded). The
+// libevent bases among them are remembered: when the child runs one (a daemonizing server), the
+// re-attach hook, if set, attaches it again, for the child.
 void UnregisterAllLoops();
+// Set once by the preload shim: attaches `base` in a forked child. Any thread.
+void SetReattachHook(void (*hook)(event_base* base));
 // Binds the epoll fd of a registered loop (found by the watchdog or at attach).
 void BindEpollFd(LoopState* s, int epfd);
 // The loop bound to `epfd`, or nullptr. Any thread; lock-free.

@@ -1,6 +1,11 @@
 /* A single-loop libevent program for `stallwatch run` and the preload shim.
- *   loop_app RUN_MS [STALLS]        knows nothing of stallwatch: runs its loop RUN_MS, blocking
- *                                   it 150 ms STALLS times (default 0) at 300 ms intervals.
+ *   loop_app RUN_MS [STALLS] [daemonize]
+ *                                   knows nothing of stallwatch: runs its loop RUN_MS, blocking
+ *                                   it 150 ms STALLS times (default 0) at 300 ms intervals. With
+ *                                   "daemonize" it creates its base, then forks as a daemonizing
+ *                                   server does: the parent prints the child's pid and exits, the
+ *                                   child (a new session) runs the loop, after event_reinit
+ *                                   ("daemonize-keep": without it, on the inherited epoll fd).
  * Built twice: as linked_agent_app it also attaches its own agent (stallwatch_attach, loop
  * "app") as a program that links libstallwatch does, so that under the shim too the loop must
  * be watched once. */
@@ -8,6 +13,7 @@
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <unistd.h>
 #ifdef SW_LINK_AGENT
 #include <stallwatch/stallwatch.h>
@@ -51,6 +57,18 @@ int main(int argc, char** argv) {
   struct timeval end = {run_ms / 1000, (run_ms % 1000) * 1000};
   struct event* stop = evtimer_new(base, on_end, base);
   event_add(stop, &end);
+  if (argc > 3 && argv[3][0] == 'd') {
+    const pid_t child = fork();
+    if (child < 0) return 4;
+    if (child > 0) {
+      printf("%d\n", (int)child);
+      fflush(stdout);
+      _exit(0);
+    }
+    setsid();
+    /* "daemonize-keep": the child goes on with the parent's epoll fd, as some servers do. */
+    if (argv[3][9] != '-' && event_reinit(base) != 0) return 5;
+  }
   event_base_dispatch(base);
   event_free(tick);
   event_free(stop);

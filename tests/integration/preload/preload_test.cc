@@ -7,12 +7,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -329,6 +332,66 @@ TEST(StallwatchRun, TheProgramSeesNoExtraFileDescriptors) {
   Outcome run = Sh("", Cli() + " run --endpoint off -- ls /proc/self/fd");
   ASSERT_EQ(run.status, 0) << run.err;
   EXPECT_EQ(run.out, plain.out);
+}
+
+}  // namespace
+
+namespace {
+
+// A server that creates its base, then daemonizes (forks; the parent exits; the child runs the
+// loop): watched in the child, under the child's pid, as a libevent loop; with event_reinit (a
+// new epoll fd in the child) and without (the parent's).
+void ExpectDaemonizedChildIsWatched(const char* mode) {
+  char path[] = "/tmp/stallwatch-daemonized-XXXXXX";
+  close(mkstemp(path));
+  const std::string cmd = std::string("LD_PRELOAD=" SW_PRELOAD_LIB " STALLWATCH_ENDPOINT=file:") +
+                          path + " STALLWATCH_REPORT_INTERVAL=300ms " + SW_LOOP_APP +
+                          " 1500 2 " + mode;
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[64] = {};
+  ASSERT_NE(fgets(buf, sizeof(buf), p), nullptr);
+  EXPECT_EQ(pclose(p), 0);
+  const pid_t child = static_cast<pid_t>(std::atoi(buf));
+  ASSERT_GT(child, 0);
+  // The child ends by itself after 1.5 s.
+  for (int i = 0; i < 100 && kill(child, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(kill(child, 0), 0) << "the daemonized child did not end by itself";
+  std::ifstream f(path);
+  std::string line;
+  int stalls = 0;
+  int windows = 0;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["pid"].get<int64_t>() != child) {
+      // The parent's own loop, attached at event_base_new, never ran: empty windows only.
+      EXPECT_EQ(j["kind"], "delay") << line;
+      EXPECT_EQ(j["iterations"], 0) << line;
+      continue;
+    }
+    if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) {
+      ++stalls;
+      EXPECT_EQ(j["class"], "blocked") << line;
+    }
+    if (j["kind"] == "delay") {
+      ++windows;
+      EXPECT_EQ(j["loop_kind"], "libevent") << line;
+      EXPECT_EQ(j["boundary_source"], "epoll_wait") << line;
+    }
+  }
+  unlink(path);
+  EXPECT_EQ(stalls, 2);
+  EXPECT_GE(windows, 2);
+}
+
+TEST(PreloadFork, ADaemonizingServerIsWatchedInTheChildThatRunsItsBase) {
+  ExpectDaemonizedChildIsWatched("daemonize");
+}
+
+TEST(PreloadFork, ADaemonizedChildOnTheParentsEpollFdIsWatchedToo) {
+  ExpectDaemonizedChildIsWatched("daemonize-keep");
 }
 
 }  // namespace
