@@ -15,6 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -211,6 +212,45 @@ TEST(ForeignLoops, PreForkedTornadoWorkersAreEachWatchedUnderTheirOwnPid) {
   EXPECT_EQ(loops.count(parent), 0u) << "the parent runs no loop";
   EXPECT_GE(pids.size(), 2u);
   for (int64_t pid : pids) EXPECT_EQ(loops.count(pid), 1u);
+}
+
+// Workers that inherit the parent's epoll fd and all wait on it (one loop, shared): each worker
+// is a loop of its own, under its own pid; the parent, which only waits for them, is none.
+TEST(ForeignLoops, PreForkWorkersSharingTheParentsEpollFdAreEachWatched) {
+  const int port = stallwatch::testing::FreeLoopbackPort();
+  Watched w({SW_PREFORK_APP, std::to_string(port), "4", "4000"});
+  auto request = [&](int ms) {
+    return "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(port) + " && echo 'block " +
+           std::to_string(ms) + "' >&3 && cat <&3";
+  };
+  // Up, and every worker past its second wait (a loop from then on: epoll_loop.h).
+  ASSERT_TRUE(WaitFor(
+      [&] { return RunCommand("bash -c \"" + request(0) + "\" 2>/dev/null").code == 0; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  const std::string one = request(150);
+  const auto out = RunCommand("for i in 1 2 3 4 5 6 7 8; do bash -c \"" + one + "\" & done; wait");
+  std::set<std::string> answered_by;
+  std::istringstream lines(out.out);
+  for (std::string l; std::getline(lines, l);) answered_by.insert(l);
+  EXPECT_GE(answered_by.size(), 2u) << out.out;
+  ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 20s)) << "the server did not end by itself";
+  std::set<int64_t> stall_pids;
+  size_t stalls = 0;
+  for (const auto& s : w.Stalls()) {
+    ++stalls;
+    EXPECT_EQ(s["class"], "blocked") << s.dump();
+    EXPECT_EQ(s["syscall"], "clock_nanosleep") << s.dump();
+    EXPECT_NE(Frames(s).find("handle_block"), std::string::npos) << Frames(s);
+    stall_pids.insert(s["pid"].get<int64_t>());
+  }
+  std::set<int64_t> loops;
+  for (const auto& d : w.Windows()) loops.insert(d["pid"].get<int64_t>());
+  EXPECT_EQ(stalls, 8u) << "one per blocking request";
+  EXPECT_EQ(loops.size(), 4u) << "every worker reports its own loop";
+  EXPECT_GE(stall_pids.size(), 2u);
+  for (const auto& a : answered_by) {
+    EXPECT_EQ(loops.count(std::atoll(a.c_str() + 3)), 1u) << a << " answered but is not watched";
+  }
 }
 
 TEST(ForeignLoops, APlainAsyncioServerIsWatched) {
