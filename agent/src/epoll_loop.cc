@@ -155,35 +155,41 @@ void EpollProbe::Stop() {
 
 namespace {
 
+using EpollWaitFn = int (*)(int, epoll_event*, int, int);
 using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
 using EpollPwait2Fn = int (*)(int, epoll_event*, int, const timespec*, const sigset_t*);
 
-EpollPwaitFn RealPwait() {
+// The next definitions after the agent's (libc's, or another preloaded interposer's: chained).
+EpollWaitFn NextWait() {
+  static auto* fn = reinterpret_cast<EpollWaitFn>(dlsym(RTLD_NEXT, "epoll_wait"));
+  return fn;
+}
+EpollPwaitFn NextPwait() {
   static auto* fn = reinterpret_cast<EpollPwaitFn>(dlsym(RTLD_NEXT, "epoll_pwait"));
   return fn;
 }
-EpollPwait2Fn RealPwait2() {
+EpollPwait2Fn NextPwait2() {
   static auto* fn = reinterpret_cast<EpollPwait2Fn>(dlsym(RTLD_NEXT, "epoll_pwait2"));
   return fn;
 }
 
-// One real wait with a timeout in nanoseconds (< 0: none). epoll_wait is epoll_pwait with no mask
-// (glibc implements it so); the millisecond variants round a partial millisecond up, as the
-// kernel does not wait less than asked.
-int RealWait(int fd, epoll_event* ev, int max, int64_t timeout_ns, const sigset_t* mask,
-             bool pwait2) {
-  if (pwait2) {
-    if (timeout_ns < 0) return RealPwait2()(fd, ev, max, nullptr, mask);
-    timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000),
-                static_cast<long>(timeout_ns % 1'000'000'000)};
-    return RealPwait2()(fd, ev, max, &ts, mask);
+// One wait through the variant the host called, with a timeout in nanoseconds (< 0: none). The
+// millisecond variants round a partial millisecond up: the kernel does not wait less than asked.
+int NextWaitCall(WaitCall call, int fd, epoll_event* ev, int max, int64_t timeout_ns,
+                 const sigset_t* mask) {
+  if (call == WaitCall::kPwait2) {
+    if (timeout_ns < 0) return NextPwait2()(fd, ev, max, nullptr, mask);
+    const timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000),
+                      static_cast<long>(timeout_ns % 1'000'000'000)};
+    return NextPwait2()(fd, ev, max, &ts, mask);
   }
   int ms = -1;
   if (timeout_ns >= 0) {
     const int64_t up = (timeout_ns + 999'999) / 1'000'000;
     ms = static_cast<int>(std::min<int64_t>(up, INT32_MAX));
   }
-  return RealPwait()(fd, ev, max, ms, mask);
+  if (call == WaitCall::kWait) return NextWait()(fd, ev, max, ms);
+  return NextPwait()(fd, ev, max, ms, mask);
 }
 
 // False when the probe is gone (its timerfd closed by the host): the caller stops using it.
@@ -204,17 +210,17 @@ bool ServiceProbe(LoopState* s, int64_t now) {
 }  // namespace
 
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, bool pwait2) {
+             const sigset_t* sigmask, WaitCall call) {
   const int wfd = s->wait_fd.load(std::memory_order_relaxed);
   if (wfd < 0 || s->probe_lost.load(std::memory_order_relaxed)) {
-    return RealWait(epfd, events, maxevents, timeout_ns, sigmask, pwait2);
+    return NextWaitCall(call, epfd, events, maxevents, timeout_ns, sigmask);
   }
   const int64_t start = MonotonicNanos();
   if (start >= s->probe_due_ns.load(std::memory_order_relaxed)) {
     ServiceProbe(s, start);  // a busy loop comes back here late: this is its lateness
   }
   // Events already there: exactly the call the host made, without blocking.
-  int r = RealWait(epfd, events, maxevents, 0, sigmask, pwait2);
+  int r = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
   if (r != 0 || timeout_ns == 0) return r;
   const int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
   for (;;) {
@@ -224,13 +230,13 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
       if (left <= 0) return 0;
     }
     epoll_event got[2];
-    const int n = RealWait(wfd, got, 2, left, sigmask, pwait2);
+    const int n = NextWaitCall(call, wfd, got, 2, left, sigmask);
     if (n < 0) {
       if (errno == EBADF || errno == EINVAL) {
         // The program closed the agent's fd (or put something else there): no probe from now.
         s->probe_lost.store(true, std::memory_order_relaxed);
         const int64_t rest = deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
-        return RealWait(epfd, events, maxevents, rest, sigmask, pwait2);
+        return NextWaitCall(call, epfd, events, maxevents, rest, sigmask);
       }
       return n;  // EINTR as the host's own wait would have returned it
     }
@@ -246,10 +252,10 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
     }
     if (probe_gone && !host_ready) {
       const int64_t rest = deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
-      return RealWait(epfd, events, maxevents, rest, sigmask, pwait2);
+      return NextWaitCall(call, epfd, events, maxevents, rest, sigmask);
     }
     if (host_ready) {
-      r = RealWait(epfd, events, maxevents, 0, sigmask, pwait2);
+      r = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
       if (r != 0) return r;
       // Another thread or process took the events first: wait again for the rest of the time.
     }

@@ -76,11 +76,14 @@ class EpollProbe {
 inline constexpr uint64_t kProbeKey = 0x5357'5052'4f42'4531ULL;
 inline constexpr uint64_t kHostKey = 0x5357'484f'5354'0001ULL;
 
+// The libc variant a host called; the agent's waits on its behalf go through the same one.
+enum class WaitCall { kWait, kPwait, kPwait2 };
+
 // The interposed wait of an epoll loop's thread on its own epoll fd, for each libc variant:
 // same events, same timeout (timeout_ns < 0: none), same signal mask and EINTR as the call it
 // replaces; probe ticks serviced on the way. `sigmask` may be null.
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, bool pwait2);
+             const sigset_t* sigmask, WaitCall call);
 
 // Discovery, called by the interposers for a wait on an epoll fd that is no loop's. Returns the
 // loop this wait made (attached just now: this wait is its first boundary), or nullptr.

@@ -108,9 +108,9 @@ inline LoopState* LoopOfWait(int epfd) {
 
 // An epoll loop's wait (epoll_loop.h), between its busy periods. timeout_ns < 0: none.
 int EpollLoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-                  const sigset_t* sigmask, bool pwait2) {
+                  const sigset_t* sigmask, WaitCall call) {
   BeforeWait(s);
-  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, pwait2);
+  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, call);
   const int saved = errno;
   AfterWait(s);
   errno = saved;
@@ -127,8 +127,7 @@ LoopState* Reattached(event_base* base) {
   if (hook == nullptr || base == nullptr) return nullptr;
   for (auto& f : g_forgotten) {
     event_base* expected = base;
-    if (f.load(std::memory_order_relaxed) == base &&
-        f.compare_exchange_strong(expected, nullptr)) {
+    if (f.load(std::memory_order_relaxed) == base && f.compare_exchange_strong(expected, nullptr)) {
       hook(base);
       return FindByBase(base);
     }
@@ -284,7 +283,8 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
   LoopState* s = LoopOfWait(epfd);
   if (s == nullptr) return g_real_epoll_wait(epfd, events, maxevents, timeout);
   if (s->kind == LoopState::kEpoll) {
-    return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), nullptr, false);
+    return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), nullptr,
+                         WaitCall::kWait);
   }
   BeforeWait(s);
   const int r = g_real_epoll_wait(epfd, events, maxevents, timeout);
@@ -301,7 +301,8 @@ __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* ev
   LoopState* s = LoopOfWait(epfd);
   if (s == nullptr) return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
   if (s->kind == LoopState::kEpoll) {
-    return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), sigmask, false);
+    return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), sigmask,
+                         WaitCall::kPwait);
   }
   BeforeWait(s);
   const int r = g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
@@ -329,7 +330,7 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
     }
     const int64_t ns =
         timeout == nullptr ? -1 : int64_t{timeout->tv_sec} * 1'000'000'000 + timeout->tv_nsec;
-    return EpollLoopWait(s, epfd, events, maxevents, ns, sigmask, true);
+    return EpollLoopWait(s, epfd, events, maxevents, ns, sigmask, WaitCall::kPwait2);
   }
   BeforeWait(s);
   const int r = g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -300,6 +301,48 @@ TEST(EpollLoop, AfterTheHostClosesItsEpollFdTheThreadIsNoLongerALoop) {
   t.join();
   std::lock_guard<std::mutex> lock(caught.mu);
   EXPECT_TRUE(caught.closed.empty()) << caught.closed.size() << " stall(s) after the loop ended";
+}
+
+// Whatever libc answers to bad arguments, the interposed wait answers alike on a watched loop.
+TEST(EpollLoop, BadArgumentsGetLibcsOwnAnswers) {
+  auto answers = [](bool watched) {
+    std::vector<std::string> out;
+    std::thread([&] {
+      const int epfd = epoll_create1(EPOLL_CLOEXEC);
+      const int efd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);  // readable
+      epoll_event e{};
+      e.events = EPOLLIN;
+      epoll_ctl(epfd, EPOLL_CTL_ADD, efd, &e);
+      std::unique_ptr<stallwatch::Agent> agent;
+      if (watched) {
+        auto a = stallwatch::Agent::AttachEpoll(epfd, TestOptions());
+        ASSERT_TRUE(a.ok()) << a.status().ToString();
+        agent = std::move(*a);
+      }
+      auto record = [&](int r) { out.push_back(std::to_string(r) + "/" + std::to_string(errno)); };
+      // Through volatiles: the compiler rejects the bad arguments it can see.
+      epoll_event* volatile no_events = nullptr;
+      volatile int negative = -1;
+      errno = 0;
+      record(epoll_wait(epfd, no_events, 4, 0));  // EFAULT
+      errno = 0;
+      epoll_event ev[1];
+      record(epoll_wait(epfd, ev, 0, 0));  // EINVAL
+      errno = 0;
+      record(epoll_wait(epfd, ev, negative, 10));  // EINVAL
+      errno = 0;
+      record(epoll_wait(efd, ev, 1, 0));  // EINVAL: not an epoll fd
+      errno = 0;
+      record(epoll_wait(epfd, ev, 1, 0));  // the event
+      agent.reset();
+      close(efd);
+      close(epfd);
+    }).join();
+    return out;
+  };
+  const auto plain = answers(false);
+  EXPECT_EQ(answers(true), plain);
+  EXPECT_EQ(plain[0], "-1/" + std::to_string(EFAULT));
 }
 
 TEST(EpollLoop, BadFdsAreRefusedWithTheAcceptedForm) {

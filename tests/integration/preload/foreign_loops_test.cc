@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -332,7 +333,7 @@ const fs = require('fs');
 let n = 0;
 const t = setInterval(() => {
   n++;
-  if (n === 10) { const e = Date.now() + 200; while (Date.now() < e) {} }
+  if (n === 10) { const e = process.hrtime.bigint() + 200000000n; while (process.hrtime.bigint() < e) {} }
   if (n === 20) { execSync('sleep 0.3'); }
   if (n === 30) { fs.readFileSync('/proc/self/status'); }
   if (n === 45) { clearInterval(t); }
@@ -351,6 +352,80 @@ const t = setInterval(() => {
   EXPECT_NE(Frames(stalls[1]).find("SyncProcessRunner"), std::string::npos) << Frames(stalls[1]);
   EXPECT_GE(stalls[1]["duration_s"].get<double>(), 0.2995);
   ExpectLoopOf(w, "node");
+}
+
+}  // namespace
+
+namespace {
+
+const char* kTwoLoops = R"(
+import asyncio, time
+async def work():
+    await asyncio.sleep(0.1)
+    time.sleep(0.15)
+    await asyncio.sleep(0.1)
+asyncio.run(work())
+time.sleep(0.3)  # between the loops: no loop runs, so no stall
+asyncio.run(work())
+print("done")
+)";
+
+// asyncio.run twice: the first loop's epoll fd is closed and the second loop's gets the same
+// number. Two loops, one stall each; the thread's time between them is no stall.
+TEST(ForeignLoopsSafety, AnEpollFdClosedAndReusedIsANewLoop) {
+  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  Watched w({"/usr/bin/python3", "-c", kTwoLoops});
+  ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 20s));
+  EXPECT_EQ(w.Stop(), 0);
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 2u);
+  for (const auto& s : stalls) {
+    EXPECT_EQ(s["syscall"], "clock_nanosleep") << s.dump();
+    EXPECT_TRUE(Near(s, 150)) << s.dump();
+  }
+}
+
+// Another preloaded interposer of the wait calls, before or after the shim: both see the waits,
+// and the loop is watched.
+TEST(ForeignLoopsSafety, AnotherPreloadedInterposerIsChained) {
+  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  for (const bool shim_first : {true, false}) {
+    char path[] = "/tmp/stallwatch-chained-XXXXXX";
+    close(mkstemp(path));
+    const std::string preload = shim_first ? std::string(SW_PRELOAD_LIB) + " " + SW_COUNT_WAITS
+                                           : std::string(SW_COUNT_WAITS) + " " + SW_PRELOAD_LIB;
+    const std::string script = std::string(kTwoLoops);
+    const auto r = RunCommand("LD_PRELOAD='" + preload + "' STALLWATCH_ENDPOINT=file:" + path +
+                              " /usr/bin/python3 -c '" + script + "' 2>&1");
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("done\n"), std::string::npos) << r.out;
+    // The program's count (the agent's watchdog process, which inherits the environment, prints
+    // its own, 0).
+    long most = -1;
+    for (size_t at = r.out.find("count_waits: "); at != std::string::npos;
+         at = r.out.find("count_waits: ", at + 1)) {
+      most = std::max(most, std::atol(r.out.c_str() + at + 13));
+    }
+    EXPECT_GT(most, 4) << r.out;
+    std::ifstream f(path);
+    int stalls = 0;
+    for (std::string line; std::getline(f, line);) {
+      const auto j = json::parse(line);
+      if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) ++stalls;
+    }
+    unlink(path);
+    EXPECT_EQ(stalls, 2) << (shim_first ? "shim first" : "shim second");
+  }
+}
+
+// A program that never waits on an epoll fd gets nothing: no agent thread, no line.
+TEST(ForeignLoopsSafety, AProgramThatNeverWaitsIsLeftAlone) {
+  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  const auto r = RunCommand(std::string("LD_PRELOAD=") + SW_PRELOAD_LIB +
+                            " /usr/bin/python3 -c 'import os, time; time.sleep(0.3); "
+                            "print(len(os.listdir(\"/proc/self/task\")))' 2>&1");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.out, "1\n") << "one thread and no output but the program's";
 }
 
 }  // namespace
