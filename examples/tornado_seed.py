@@ -1,4 +1,4 @@
-"""The seed article's Tornado server, one route per way of waiting (docs/foreign-loops.md).
+"""The seed article's Tornado server, one route per way of waiting (docs/design.md "Foreign loops").
 
     /                       hello world
     /sleep?ms=N             time.sleep on the IOLoop: every request waits behind it
