@@ -45,6 +45,74 @@ const std::array<HintRule, 4> kRules = {{
      "it with an EV_WRITE event (or bufferevent_socket_connect())."},
 }};
 
+const std::array<RuntimeAdvice, 17> kAdvice = {{
+    {"python", "cpu",
+     "The loop thread was running Python code: move CPU-heavy work to a process pool (await "
+     "loop.run_in_executor(ProcessPoolExecutor(), fn)) or split it into chunks with await "
+     "asyncio.sleep(0) between them."},
+    {"python", "sleep",
+     "The loop thread slept in %s: in a coroutine use await asyncio.sleep() (Tornado: await "
+     "tornado.gen.sleep()) instead of time.sleep(), so other requests keep being served."},
+    {"python", "futex",
+     "The loop thread waited for a lock (futex): in Python often the GIL or a threading.Lock held "
+     "by another thread; keep CPU-heavy threads out of the loop's process, or use asyncio.Lock."},
+    {"python", "blocked",
+     "The loop thread waited in %s: a blocking call in a coroutine (requests, urllib, a database "
+     "driver); use an asyncio client (Tornado's AsyncHTTPClient, aiohttp, asyncpg, …) or run the "
+     "call with await loop.run_in_executor(None, fn)."},
+    {"python", "dns-udp",
+     "The loop thread waited in %s: a DNS lookup (socket.getaddrinfo) on the loop; use await "
+     "loop.getaddrinfo() or an asynchronous resolver (aiodns), or resolve once and cache."},
+    {"python", "dns-frames",
+     "The loop thread waited in %s: a DNS lookup (socket.getaddrinfo) on the loop; use await "
+     "loop.getaddrinfo() or an asynchronous resolver (aiodns), or resolve once and cache."},
+    {"python", "fsync",
+     "The loop thread waited in %s: flushing to disk blocks for as long as the device takes; "
+     "flush on a thread (await loop.run_in_executor(None, os.fsync, fd)) or batch the writes."},
+    {"python", "connect",
+     "The loop thread waited in %s: a blocking connect; use await asyncio.open_connection() (or "
+     "loop.sock_connect() on a non-blocking socket)."},
+    {"node", "cpu",
+     "The loop thread was running JavaScript: move the work to a worker_threads Worker, or split "
+     "it into chunks with setImmediate() between them."},
+    {"node", "sleep",
+     "The loop thread slept in %s: a synchronous sleep on the loop (child_process.execSync('sleep "
+     "…'), Atomics.wait, a native addon); use setTimeout or timers/promises."},
+    {"node", "futex",
+     "The loop thread waited for a lock (futex): a synchronous call waiting for another thread "
+     "(Atomics.wait, a native addon, a *Sync call served by the thread pool); use the asynchronous "
+     "API."},
+    {"node", "blocked",
+     "The loop thread waited in %s: a synchronous call on the loop (fs.*Sync, "
+     "child_process.*Sync, zlib.*Sync, a native addon); use the asynchronous API (fs.promises, "
+     "child_process.exec, zlib's callbacks)."},
+    {"redis", "cpu",
+     "Redis's main thread ran one slow command (a Lua script, KEYS, SORT, a big DEL): find it with "
+     "SLOWLOG GET and LATENCY DOCTOR; break the work up, use SCAN instead of KEYS and UNLINK "
+     "instead of DEL."},
+    {"redis", "sleep",
+     "Redis's main thread slept in %s (DEBUG SLEEP, a module): no client is served meanwhile; "
+     "remove the sleep."},
+    {"redis", "futex",
+     "Redis's main thread waited for a lock (futex): a module or I/O thread held it; check "
+     "LATENCY DOCTOR and the modules loaded."},
+    {"redis", "blocked",
+     "Redis's main thread waited in %s: a blocking call on the main thread (a module, a slow "
+     "disk); check LATENCY DOCTOR and SLOWLOG GET."},
+    {"redis", "fsync",
+     "Redis's main thread waited in %s: an fsync of the AOF or RDB on the main thread; use "
+     "appendfsync everysec and no-appendfsync-on-rewrite yes, or a faster disk."},
+}};
+
+// The runtime's wording of case `what`, or "" (then the default wording applies).
+std::string_view Advice(std::string_view runtime, std::string_view what) {
+  if (runtime.empty()) return {};
+  for (const RuntimeAdvice& a : kAdvice) {
+    if (a.runtime == runtime && a.what == what) return a.hint;
+  }
+  return {};
+}
+
 bool AnyGlob(std::span<const std::string_view> patterns, std::string_view text) {
   return std::any_of(patterns.begin(), patterns.end(),
                      [&](std::string_view p) { return !p.empty() && GlobMatch(p, text); });
@@ -74,6 +142,7 @@ std::string Fill(std::string_view hint, const std::string& what) {
 }  // namespace
 
 std::span<const HintRule> HintRules() { return kRules; }
+std::span<const RuntimeAdvice> RuntimeAdviceTable() { return kAdvice; }
 
 bool GlobMatch(std::string_view pattern, std::string_view text) {
   // Iterative glob with backtracking to the last '*' (linear in practice).
@@ -97,9 +166,10 @@ bool GlobMatch(std::string_view pattern, std::string_view text) {
 }
 
 std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target,
-                    const std::vector<std::string>& functions) {
+                    const std::vector<std::string>& functions, std::string_view runtime) {
   switch (c) {
     case StallClass::kCpu:
+      if (auto a = Advice(runtime, "cpu"); !a.empty()) return std::string(a);
       return "The loop thread was computing: move CPU-heavy work (parsing, hashing, compression, "
              "big loops) to a worker thread or process, or split it into chunks that yield to "
              "the loop.";
@@ -107,8 +177,15 @@ std::string HintFor(StallClass c, const std::string& syscall, const std::string&
       std::string what = syscall.empty() ? "a blocking call" : syscall + "()";
       if (!fd_target.empty()) what += " on " + fd_target;
       for (const HintRule& r : kRules) {
-        if (RuleMatches(r, syscall, fd_target, functions)) return Fill(r.hint, what);
+        if (RuleMatches(r, syscall, fd_target, functions)) {
+          const auto a = Advice(runtime, r.name);
+          return Fill(a.empty() ? r.hint : a, what);
+        }
       }
+      const std::string_view fallback = syscall == "futex"                           ? "futex"
+                                        : syscall.find("sleep") != std::string::npos ? "sleep"
+                                                                                     : "blocked";
+      if (auto a = Advice(runtime, fallback); !a.empty()) return Fill(a, what);
       if (syscall == "futex") {
         return "The loop thread waited for a lock (futex): do not take locks held by slow "
                "threads on the loop; hand the work to a thread pool and post the result back.";
@@ -158,7 +235,7 @@ Classification Classify(const ClassifierInput& in) {
   } else if (in.seen_running) {
     c.stall_class = StallClass::kStarved;
   }
-  c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions);
+  c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions, in.runtime);
   return c;
 }
 

@@ -25,6 +25,9 @@ struct ClassifierInput {
   // Function names of the sampled stacks (any order; "" for unknown frames): evidence for the
   // hint table, e.g. getaddrinfo under a blocked poll is a DNS lookup.
   std::vector<std::string> functions;
+  // What runs the loop ("python", "node", "redis", "" …: LoopState::runtime): the hint's remedy
+  // is said in that runtime's terms (RuntimeAdvice).
+  std::string runtime;
 };
 
 struct Classification {
@@ -51,8 +54,18 @@ std::span<const HintRule> HintRules();
 // Whether `text` matches the glob `pattern` ('*' only).
 bool GlobMatch(std::string_view pattern, std::string_view text);
 
+// A runtime's own wording of a hint: for `runtime`, the hint of case `what` — a rule's name
+// ("dns-udp", "dns-frames", "fsync", "connect") or a class's fallback ("cpu", "sleep", "futex",
+// "blocked") — is `hint` ("%s": the call, as in HintRule). Without a row, the libevent/C wording.
+struct RuntimeAdvice {
+  std::string_view runtime;
+  std::string_view what;
+  std::string_view hint;
+};
+std::span<const RuntimeAdvice> RuntimeAdviceTable();
+
 Classification Classify(const ClassifierInput& in);
 std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target,
-                    const std::vector<std::string>& functions = {});
+                    const std::vector<std::string>& functions = {}, std::string_view runtime = "");
 
 }  // namespace stallwatch::agent::internal

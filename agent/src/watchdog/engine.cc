@@ -779,6 +779,7 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
       in.functions.push_back(fr.function);
     }
   }
+  in.runtime = w.ctx->state.runtime;
   auto cls = agent::internal::Classify(in);
   f.stall_class = cls.stall_class;
   f.cpu_ratio = cls.cpu_ratio;
