@@ -16,6 +16,7 @@ api=(
   'stallwatch_detach'
   'stallwatch_snapshot_json'
   'stallwatch::Agent::Attach(event_base*, stallwatch::Options)'
+  'stallwatch::Agent::AttachEpoll(int, stallwatch::Options)'
   'stallwatch::Agent::~Agent()'
   'stallwatch::Agent::Snapshot() const'
   'stallwatch::Agent::loop_name[abi:cxx11]() const'
