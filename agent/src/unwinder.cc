@@ -16,6 +16,7 @@
 #include <string>
 
 #include "platform/proc.h"
+#include "stallwatch/common/clock.h"
 
 namespace stallwatch::agent::internal {
 namespace {
@@ -346,6 +347,20 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
     // file:line: LineResolver, on the reporter thread.
   } else {
     out.offset = f.pc;
+  }
+  // No symbol: JIT code, named from the process's perf map when it writes one (node
+  // --perf-basic-prof, python -X perf). Not only outside every module: a module's reported range
+  // can span JIT regions (Node maps its text a second time, high up, so libdw's range for
+  // /usr/bin/node covers the anonymous mappings in between).
+  if (out.function.empty()) {
+    if (perf_map_ == nullptr) {
+      perf_map_ = std::make_unique<PerfMap>(platform::TargetPid());
+    }
+    if (std::string jit = perf_map_->Lookup(pc, MonotonicNanos()); !jit.empty()) {
+      out.function = std::move(jit);
+      out.module = kJitModule;
+      out.offset = 0;
+    }
   }
   if (cache_.size() > 16384) cache_.clear();
   cache_.emplace(pc, out);

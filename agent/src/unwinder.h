@@ -21,12 +21,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "perf_map.h"
 #include "stallwatch/findings.h"
 #include "stallwatch/status.h"
 
 struct Dwfl;
 
 namespace stallwatch::agent::internal {
+
+// The module of a frame named from a perf map (JIT code, in no ELF object).
+inline constexpr const char* kJitModule = "[jit]";
 
 struct UnwindInput {
   pid_t tid = 0;
@@ -126,6 +130,7 @@ class Unwinder {
   bool attached_ = false;
   const UnwindInput* current_ = nullptr;
   std::unordered_map<uint64_t, Frame> cache_;
+  std::unique_ptr<PerfMap> perf_map_;  // created at the first pc in no module
   std::unordered_map<uint64_t, std::string> name_cache_;
 };
 

@@ -360,6 +360,37 @@ const t = setInterval(() => {
   ExpectLoopOf(w, "node");
 }
 
+// With a perf map (node --perf-basic-prof), the JavaScript functions of a stall are named.
+TEST(ForeignLoops, NodeJavaScriptFunctionsAreNamedFromThePerfMap) {
+  if (!Have("/usr/bin/node")) GTEST_SKIP() << "node is not installed";
+  const std::string script = R"(
+function busyLoopHere() {
+  const e = process.hrtime.bigint() + 250000000n;
+  while (process.hrtime.bigint() < e) {}
+}
+let n = 0;
+const t = setInterval(() => { if (++n === 10) busyLoopHere(); if (n === 20) clearInterval(t); }, 20);
+)";
+  Watched w(
+      {"/usr/bin/node", "--perf-basic-prof", "--interpreted-frames-native-stack", "-e", script});
+  const pid_t pid = w.pid();
+  ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 30s)) << "node did not end by itself";
+  unlink(("/tmp/perf-" + std::to_string(pid) + ".map").c_str());  // written by node
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 1u);
+  EXPECT_EQ(stalls[0]["class"], "cpu");
+  bool named = false;
+  for (const auto& st : stalls[0]["stacks"]) {
+    for (const auto& f : st["frames"]) {
+      if (f.value("function", "").rfind("busyLoopHere", 0) == 0) {
+        named = true;
+        EXPECT_EQ(f["module"], "[jit]") << f.dump();
+      }
+    }
+  }
+  EXPECT_TRUE(named) << Frames(stalls[0]);
+}
+
 }  // namespace
 
 namespace {
