@@ -16,8 +16,8 @@
 #include <mutex>
 
 #include "epoll_loop.h"
-#include "wait_hook.h"
 #include "stallwatch/agent.h"
+#include "wait_hook.h"
 
 namespace {
 

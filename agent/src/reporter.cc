@@ -29,8 +29,8 @@ namespace {
 constexpr size_t kMaxLoggedText = 1024;
 
 // Tells a `stallwatch run` parent that a loop of this process is watched: one datagram
-// "PID LOOP\tWHAT" to the abstract Unix socket it named (cli/src/run.cc reads it). On the reporter thread, whose file table is
-// its own: the host never sees the socket. Best effort, never blocks.
+// "PID LOOP\tWHAT" to the abstract Unix socket it named (cli/src/run.cc reads it). On the reporter
+// thread, whose file table is its own: the host never sees the socket. Best effort, never blocks.
 void NotifyRun(const std::string& name, const std::string& loop, const std::string& what) {
   sockaddr_un sa{};
   if (name.size() + 1 >= sizeof(sa.sun_path)) {

@@ -117,7 +117,7 @@ class Reporter {
   const size_t capacity_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<uint64_t, Finding>> queue_;              // (sequence, finding)
+  std::deque<std::pair<uint64_t, Finding>> queue_;  // (sequence, finding)
   struct Announced {
     std::string service, loop, what;
   };

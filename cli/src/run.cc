@@ -103,8 +103,8 @@ void PrintAttached(const std::string& msg) {
   if (space == std::string::npos) return;
   const size_t tab = clean.find('\t', space);
   const std::string pid = clean.substr(0, space);
-  const std::string loop = clean.substr(space + 1, tab == std::string::npos ? std::string::npos
-                                                                           : tab - space - 1);
+  const std::string loop =
+      clean.substr(space + 1, tab == std::string::npos ? std::string::npos : tab - space - 1);
   const std::string what = tab == std::string::npos ? "" : clean.substr(tab + 1);
   std::fprintf(stderr, "stallwatch run: watching loop '%s' of pid %s%s\n", loop.c_str(),
                pid.c_str(), what.empty() ? "" : (" (" + what + ")").c_str());

@@ -21,7 +21,7 @@ int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeout, const si
   static int (*next)(int, struct epoll_event*, int, int, const sigset_t*);
   if (!next) {
     next = (int (*)(int, struct epoll_event*, int, int, const sigset_t*))dlsym(RTLD_NEXT,
-                                                                                "epoll_pwait");
+                                                                               "epoll_pwait");
   }
   atomic_fetch_add(&calls, 1);
   return next(epfd, ev, max, timeout, mask);

@@ -345,8 +345,8 @@ void ExpectDaemonizedChildIsWatched(const char* mode) {
   char path[] = "/tmp/stallwatch-daemonized-XXXXXX";
   close(mkstemp(path));
   const std::string cmd = std::string("LD_PRELOAD=" SW_PRELOAD_LIB " STALLWATCH_ENDPOINT=file:") +
-                          path + " STALLWATCH_REPORT_INTERVAL=300ms " + SW_LOOP_APP +
-                          " 1500 2 " + mode;
+                          path + " STALLWATCH_REPORT_INTERVAL=300ms " + SW_LOOP_APP + " 1500 2 " +
+                          mode;
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   char buf[64] = {};
