@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 
 namespace stallwatch::agent::internal {
 
@@ -215,8 +216,10 @@ Classification Classify(const ClassifierInput& in) {
   Classification c;
   const double wall = static_cast<double>(std::max<int64_t>(in.wall_ns, 1));
   c.cpu_ratio = in.cpu_ns >= 0 ? std::clamp(static_cast<double>(in.cpu_ns) / wall, 0.0, 1.0) : 0;
-  c.wait_ratio =
-      in.run_delay_ns >= 0 ? std::clamp(static_cast<double>(in.run_delay_ns) / wall, 0.0, 1.0) : 0;
+  const bool wait_known = in.run_delay_ns >= 0 || in.steal_ns >= 0;
+  const int64_t steal = std::max<int64_t>(in.steal_ns, 0);
+  const int64_t waited = std::max<int64_t>(in.run_delay_ns, 0) + steal;
+  c.wait_ratio = wait_known ? std::clamp(static_cast<double>(waited) / wall, 0.0, 1.0) : 0;
   const double suspended = std::clamp(static_cast<double>(in.suspended_ns) / wall, 0.0, 1.0);
   if (suspended >= 0.5) {
     c.stall_class = StallClass::kSuspended;
@@ -226,7 +229,7 @@ Classification Classify(const ClassifierInput& in) {
     // Seen waiting in the same syscall most of the time: that is the cause, even if the thread
     // then queued for a CPU after the call returned.
     c.stall_class = StallClass::kBlocked;
-  } else if (in.run_delay_ns >= 0 && c.wait_ratio >= 0.3 && c.wait_ratio >= c.cpu_ratio) {
+  } else if (wait_known && c.wait_ratio >= 0.3 && c.wait_ratio >= c.cpu_ratio) {
     c.stall_class = StallClass::kStarved;
   } else if (!in.syscall.empty()) {
     c.stall_class = StallClass::kBlocked;
@@ -236,6 +239,14 @@ Classification Classify(const ClassifierInput& in) {
     c.stall_class = StallClass::kStarved;
   }
   c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions, in.runtime);
+  if (c.stall_class == StallClass::kStarved && 2 * steal >= std::max<int64_t>(waited, 1)) {
+    // Mostly stolen: the contention is outside this machine.
+    const int pct = static_cast<int>(std::lround(100.0 * std::min(1.0, steal / wall)));
+    c.hint = "The loop thread was ready to run but its virtual CPU was not (hypervisor steal " +
+             std::to_string(pct) +
+             "% of the stall): the host is overcommitted; move the VM, ask for dedicated "
+             "vCPUs, or check the hypervisor's load.";
+  }
   return c;
 }
 

@@ -16,6 +16,10 @@ struct ClassifierInput {
   int64_t wall_ns = 0;        // measured span (from the watchdog's baseline to now)
   int64_t cpu_ns = -1;        // loop thread CPU time over the span, -1 if unknown
   int64_t run_delay_ns = -1;  // loop thread run-queue wait over the span, -1 if unknown
+  // Hypervisor steal time of a CPU over the span (/proc/stat, per CPU on average), -1 if
+  // unknown: a thread that wanted a CPU lost it without queueing in this kernel's run queue, so
+  // it counts as waiting for a CPU too (wait_ratio), and a stall mostly stolen says so in its hint.
+  int64_t steal_ns = -1;
   int64_t suspended_ns = 0;   // time of the span during which the whole process was paused
   std::string syscall;        // most frequent syscall seen in samples ("" if none)
   std::string fd_target;
@@ -33,7 +37,7 @@ struct ClassifierInput {
 struct Classification {
   StallClass stall_class = StallClass::kUnknown;
   double cpu_ratio = 0;
-  double wait_ratio = 0;
+  double wait_ratio = 0;  // run-queue wait plus hypervisor steal, over the span
   std::string hint;
 };
 

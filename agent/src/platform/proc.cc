@@ -78,6 +78,30 @@ std::optional<SchedStat> ReadThreadSchedstat(pid_t tid) {
   return ParseSchedstat(s);
 }
 
+int64_t ReadStealPerCpuNs() {
+  const int fd = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return -1;
+  }
+  char buf[4096];
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, sizeof(buf));
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) {
+    return -1;
+  }
+  const auto steal = ParseStatSteal(std::string_view(buf, static_cast<size_t>(n)));
+  static const long kTicks = sysconf(_SC_CLK_TCK);
+  static const long kCpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (!steal || kTicks <= 0 || kCpus <= 0) {
+    return -1;
+  }
+  return static_cast<int64_t>(*steal * (1'000'000'000 / static_cast<uint64_t>(kTicks)) /
+                              static_cast<uint64_t>(kCpus));
+}
+
 std::optional<TaskStat> ReadThreadStat(pid_t tid) {
   std::string s;
   if (!ReadSmallFile(TaskPath(tid, "stat").c_str(), &s)) {

@@ -37,6 +37,10 @@ const char* ProcRoot();
 std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid);
 std::optional<SchedStat> ReadThreadSchedstat(pid_t tid);
 std::optional<TaskStat> ReadThreadStat(pid_t tid);
+// Hypervisor steal time of one CPU on average, in ns since boot (/proc/stat's steal over all
+// CPUs divided by the online CPUs): what a thread that wanted a CPU all along lost to it; -1
+// when unknown. Reads the first 4 KiB of /proc/stat only.
+int64_t ReadStealPerCpuNs();
 // What an fd of the host's file table refers to, as thread `tid` sees it (0: the thread group
 // leader's table): "/var/lib/x.db", "pipe:[123]",
 // "socket tcp 127.0.0.1:41000 -> 127.0.0.1:5432", "socket unix /run/x.sock", ...

@@ -165,6 +165,20 @@ std::optional<SchedStat> ParseSchedstat(std::string_view text) {
   return s;
 }
 
+std::optional<uint64_t> ParseStatSteal(std::string_view text) {
+  // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"
+  if (text.rfind("cpu ", 0) != 0) {
+    return std::nullopt;
+  }
+  const size_t eol = text.find('\n');
+  auto f = SplitWs(text.substr(4, eol == std::string_view::npos ? eol : eol - 4));
+  uint64_t steal = 0;
+  if (f.size() < 8 || !ParseNum(f[7], &steal)) {
+    return std::nullopt;
+  }
+  return steal;
+}
+
 std::optional<TaskStat> ParseTaskStat(std::string_view text) {
   // "pid (comm) S ..." where comm may contain spaces and parentheses: split after the last ')'.
   const size_t close = text.rfind(')');

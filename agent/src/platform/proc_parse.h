@@ -40,6 +40,11 @@ struct TaskStat {
 };
 std::optional<TaskStat> ParseTaskStat(std::string_view text);
 
+// /proc/stat: the steal time (8th value of the aggregate "cpu " line, in clock ticks, summed
+// over all CPUs): time a hypervisor ran something else while this machine's vCPUs wanted to
+// run. nullopt when the line is missing or has fewer than 8 values (kernels before 2.6.11).
+std::optional<uint64_t> ParseStatSteal(std::string_view text);
+
 // Whether the "SigBlk:" mask of a /proc/<pid>/task/<tid>/status text has `signo` set; nullopt
 // when the line is missing or malformed.
 std::optional<bool> StatusBlocksSignal(std::string_view status, int signo);

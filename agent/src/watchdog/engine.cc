@@ -427,6 +427,7 @@ int64_t Watchdog::ProcessLoop(LoopWatch& w, int64_t now) {
           OnBaseline(w, e, now);
           w.track->base_cpu_ns = w.last_tick_cpu_ns;
           w.track->base_run_delay_ns = -1;
+          w.track->base_steal_ns = -1;
           w.track->base_mono_ns = e.start_ns;
           w.track->reported = true;
           CloseStall(w, e.end_ns, false, now);
@@ -496,6 +497,7 @@ void Watchdog::OnBaseline(LoopWatch& w, const DetectorEvent& e, int64_t now) {
   t.base_cpu_ns = LoopCpu(w);
   const pid_t tid = w.ctx->state.tid.load(std::memory_order_acquire);
   t.base_run_delay_ns = tid != 0 ? target_->RunDelay(tid) : -1;
+  t.base_steal_ns = target_->StealPerCpu();
   w.track = std::move(t);
 }
 
@@ -731,6 +733,8 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
   const pid_t tid = w.ctx->state.tid.load(std::memory_order_acquire);
   const int64_t rd = tid != 0 ? target_->RunDelay(tid) : -1;
   in.run_delay_ns = (rd >= 0 && t.base_run_delay_ns >= 0) ? rd - t.base_run_delay_ns : -1;
+  const int64_t steal = t.base_steal_ns >= 0 ? target_->StealPerCpu() : -1;
+  in.steal_ns = steal >= 0 ? steal - t.base_steal_ns : -1;
   in.suspended_ns = self_clock_.Overlap(t.start_mono_ns, std::max(end_mono, now));
   // For the suspension share, compare with the whole stall, not only the measured span.
   in.suspended_ns = in.suspended_ns * std::max<int64_t>(in.wall_ns, 1) /

@@ -48,6 +48,7 @@ struct StallTrack {
   int64_t base_mono_ns = 0;
   int64_t base_cpu_ns = -1;
   int64_t base_run_delay_ns = -1;
+  int64_t base_steal_ns = -1;  // TargetThreads::StealPerCpu at the baseline
   std::map<std::string, int> syscalls;
   std::string last_syscall;
   std::string fd_target;

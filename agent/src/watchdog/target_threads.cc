@@ -132,6 +132,8 @@ int64_t TargetThreads::RunDelay(pid_t tid) const {
   return ss ? static_cast<int64_t>(ss->run_delay_ns) : -1;
 }
 
+int64_t TargetThreads::StealPerCpu() const { return platform::ReadStealPerCpuNs(); }
+
 std::optional<platform::SyscallInfo> TargetThreads::Syscall(pid_t tid) const {
   return platform::ReadThreadSyscall(tid);
 }

@@ -52,6 +52,8 @@ class TargetThreads {
   virtual int64_t LoopCpu(const LoopState& s, ThreadFiles* files) const = 0;
   // The thread's time queued for a CPU (ns), -1 if unknown.
   int64_t RunDelay(pid_t tid) const;
+  // Hypervisor steal time of one CPU on average since boot (ns), -1 if unknown.
+  int64_t StealPerCpu() const;
   std::optional<platform::SyscallInfo> Syscall(pid_t tid) const;
   // Whether the thread is stopped (SIGSTOP, a debugger) while the watchdog runs: only a remote
   // watchdog can see that (an own-process watchdog stops with it).

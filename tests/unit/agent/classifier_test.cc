@@ -39,6 +39,46 @@ TEST(Classify, RunnableButNotRunningIsStarved) {
   EXPECT_NEAR(c.wait_ratio, 0.65, 1e-9);
 }
 
+TEST(Classify, StealCountsAsWaitingForACpu) {
+  // A busy loop on a vCPU the hypervisor preempted a third of the time: its CPU clock stops
+  // while the vCPU is not running, and the guest's run queue does not see the wait.
+  auto c = Classify({.wall_ns = 100 * kMs,
+                     .cpu_ns = 62 * kMs,
+                     .run_delay_ns = 3 * kMs,
+                     .steal_ns = 33 * kMs,
+                     .seen_running = true});
+  EXPECT_EQ(c.stall_class, StallClass::kCpu);
+  EXPECT_NEAR(c.wait_ratio, 0.36, 1e-9);
+  EXPECT_NEAR(c.cpu_ratio + c.wait_ratio, 0.98, 1e-9);
+  EXPECT_EQ(c.hint.find("steal"), std::string::npos);  // computing was the cause
+}
+
+TEST(Classify, AStallMostlyStolenSaysSo) {
+  auto c = Classify({.wall_ns = 100 * kMs,
+                     .cpu_ns = 20 * kMs,
+                     .run_delay_ns = 5 * kMs,
+                     .steal_ns = 70 * kMs,
+                     .seen_running = true});
+  EXPECT_EQ(c.stall_class, StallClass::kStarved);
+  EXPECT_NEAR(c.wait_ratio, 0.75, 1e-9);
+  EXPECT_NE(c.hint.find("hypervisor steal 70%"), std::string::npos) << c.hint;
+  // Starved by this machine's own load: the ordinary hint.
+  auto local = Classify({.wall_ns = 100 * kMs,
+                         .cpu_ns = 20 * kMs,
+                         .run_delay_ns = 70 * kMs,
+                         .steal_ns = 5 * kMs,
+                         .seen_running = true});
+  EXPECT_EQ(local.stall_class, StallClass::kStarved);
+  EXPECT_EQ(local.hint.find("steal"), std::string::npos) << local.hint;
+  EXPECT_NE(local.hint.find("contention"), std::string::npos) << local.hint;
+}
+
+TEST(Classify, StealAloneMakesTheWaitKnown) {
+  auto c = Classify({.wall_ns = 100 * kMs, .cpu_ns = 10 * kMs, .steal_ns = 80 * kMs});
+  EXPECT_EQ(c.stall_class, StallClass::kStarved);
+  EXPECT_NEAR(c.wait_ratio, 0.8, 1e-9);
+}
+
 TEST(Classify, PausedProcessIsSuspendedEvenIfItWasComputing) {
   auto c = Classify({.wall_ns = 100 * kMs, .cpu_ns = 40 * kMs, .suspended_ns = 60 * kMs});
   EXPECT_EQ(c.stall_class, StallClass::kSuspended);

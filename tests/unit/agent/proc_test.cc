@@ -19,6 +19,13 @@ TEST(DescribeFd, PipeAndFile) {
   EXPECT_EQ(DescribeFd(0, -5), "fd -5");
 }
 
+TEST(ReadStealPerCpuNs, KnownAndNeverGoingBack) {
+  const int64_t a = ReadStealPerCpuNs();
+  ASSERT_GE(a, 0) << "/proc/stat has a steal column on every kernel since 2.6.11";
+  const int64_t b = ReadStealPerCpuNs();
+  EXPECT_GE(b, a);
+}
+
 // An agent thread's own file table: none of the host's fds (beyond 0-2) are in it, nothing it
 // opens is among the host's, and it holds no copy that would keep a host pipe open.
 TEST(DetachFileTable, TheThreadGetsATableOfItsOwnAndPinsNothing) {
