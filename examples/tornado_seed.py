@@ -3,7 +3,7 @@
     /                       hello world
     /sleep?ms=N             time.sleep on the IOLoop: every request waits behind it
     /async?ms=N             await asyncio.sleep: the loop serves others meanwhile
-    /pool?ms=N              time.sleep on a ThreadPoolExecutor(5) (run_on_executor)
+    /pool?ms=N              time.sleep on a ThreadPoolExecutor(--pool, 5) (run_on_executor)
     /fetch-blocking?ms=N    a blocking HTTP fetch (urllib) of the upstream, on the loop
     /fetch-async?ms=N       the same fetch with AsyncHTTPClient
     /cpu?ms=N               burns CPU on the loop
@@ -52,7 +52,7 @@ class Async(tornado.web.RequestHandler):
 
 
 class Pool(tornado.web.RequestHandler):
-    executor = ThreadPoolExecutor(5)
+    executor = None  # ThreadPoolExecutor(--pool), made in main()
 
     @run_on_executor
     def work(self, ms):
@@ -103,9 +103,12 @@ class Slow(http.server.BaseHTTPRequestHandler):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--pool", type=int, default=5,
+                   help="threads of the /pool executor (default 5, as in the seed article)")
     p.add_argument("--processes", type=int, default=1,
                    help="pre-fork this many workers on one listening socket (default 1: none)")
     args = p.parse_args()
+    Pool.executor = ThreadPoolExecutor(max(1, args.pool))
     sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
     task = 0
     if args.processes > 1:

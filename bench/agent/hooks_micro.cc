@@ -1,5 +1,5 @@
 // Google Benchmark microbenchmarks of the agent's per-iteration path on the loop thread: the
-// epoll_wait interposer (watched and unwatched epoll fds) and a whole non-blocking
+// epoll_wait interposer (watched and unwatched epoll fds, a foreign epoll loop's) and a whole non-blocking
 // event_base_loop iteration with and without the agent attached (no probe tick due).
 //
 //   sw_bench_hooks [--benchmark_repetitions=5 --benchmark_report_aggregates_only=true]
@@ -23,6 +23,7 @@ event_base* g_watched_base = nullptr;
 event_base* g_plain_base = nullptr;
 int g_watched_epfd = -1;
 int g_plain_epfd = -1;
+int g_foreign_epfd = -1;  // a plain epoll fd the agent watches as a foreign loop (AttachEpoll)
 
 // The most recently opened epoll fd of the process (event_base_new just created it).
 int NewestEpollFd() {
@@ -63,6 +64,22 @@ void BM_EpollWait0_Interposed_Watched(benchmark::State& state) {
 }
 BENCHMARK(BM_EpollWait0_Interposed_Watched);
 
+// A foreign (non-libevent) loop's wait: the agent waits on its own epoll fd holding the host's
+// and the probe's timerfd (docs/design.md "Foreign loops"), then reads the host's events.
+void BM_EpollWait0_Interposed_EpollLoop(benchmark::State& state) {
+  epoll_event ev[8];
+  for (auto _ : state) benchmark::DoNotOptimize(epoll_wait(g_foreign_epfd, ev, 8, 0));
+}
+BENCHMARK(BM_EpollWait0_Interposed_EpollLoop);
+
+void BM_EpollPwait0_Interposed_EpollLoop(benchmark::State& state) {
+  epoll_event ev[8];
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(epoll_pwait(g_foreign_epfd, ev, 8, 0, nullptr));
+  }
+}
+BENCHMARK(BM_EpollPwait0_Interposed_EpollLoop);
+
 void BM_LoopNonblock_NoAgent(benchmark::State& state) {
   for (auto _ : state) event_base_loop(g_plain_base, EVLOOP_NONBLOCK | EVLOOP_NO_EXIT_ON_EMPTY);
 }
@@ -86,10 +103,15 @@ int main(int argc, char** argv) {
   o.probe_interval = std::chrono::seconds(3600);  // no tick during the measurement
   auto agent = stallwatch::Agent::Attach(g_watched_base, o);
   if (!agent.ok()) return 1;
+  g_foreign_epfd = epoll_create1(EPOLL_CLOEXEC);
+  auto foreign = stallwatch::Agent::AttachEpoll(g_foreign_epfd, o);
+  if (!foreign.ok()) return 1;
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   agent->reset();
+  foreign->reset();
+  close(g_foreign_epfd);
   event_base_free(g_watched_base);
   event_base_free(g_plain_base);
   return 0;

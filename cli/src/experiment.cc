@@ -6,6 +6,7 @@
 #include <optional>
 #include <thread>
 
+#include "experiment_tornado.h"
 #include "load.h"
 #include "server.h"
 
@@ -21,10 +22,16 @@ std::string Basename(const std::string& path) {
 // Frames of these modules are plumbing, not the code that blocked the loop.
 bool IsPlumbing(const Frame& f) {
   const std::string base = Basename(f.module);
-  for (const char* prefix : {"libc.so", "libc-", "ld-linux", "linux-vdso", "libpthread", "libevent",
-                             "libstallwatch", "libasan", "libubsan", "libtsan"}) {
+  // The interpreter's own frames (a Python loop's) are plumbing too: the Python frames that run
+  // in them are the code.
+  for (const char* prefix :
+       {"libc.so", "libc-", "ld-linux", "linux-vdso", "[vdso]", "libpthread", "libevent",
+        "libstallwatch", "libasan", "libubsan", "libtsan", "python3", "libpython"}) {
     if (base.rfind(prefix, 0) == 0) return true;
   }
+  // The standard library's own extension modules (lib-dynload: _asyncio, select, _socket …)
+  // run the event loop, not the handler.
+  if (f.module.find("/lib-dynload/") != std::string::npos) return true;
   return f.function.empty() && f.module.empty();
 }
 
@@ -262,7 +269,8 @@ StatusOr<std::vector<ExperimentRow>> RunExperiment(const ExperimentOptions& o,
   for (Mode mode : o.modes) {
     for (int c : o.concurrency) {
       if (cancel != nullptr && cancel->load()) return rows;
-      auto row = RunOne(o, mode, c, cancel);
+      auto row = o.target == Target::kTornado ? RunOneTornado(o, mode, c, cancel)
+                                              : RunOne(o, mode, c, cancel);
       if (cancel != nullptr && cancel->load()) return rows;  // a cut-short run is not a result
       if (!row.ok()) return row.status();
       rows.push_back(*row);

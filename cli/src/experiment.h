@@ -68,7 +68,15 @@ struct ExperimentRow {
 std::chrono::nanoseconds RunLength(Mode mode, int c, std::chrono::milliseconds work,
                                    std::chrono::nanoseconds target);
 
+// What serves the requests: the bundled libevent server (in this process, agent attached), or
+// the bundled Tornado app (examples/tornado_seed.py, in /usr/bin/python3 under the preload shim,
+// one process per run; experiment_tornado.h).
+enum class Target { kLibevent, kTornado };
+
 struct ExperimentOptions {
+  Target target = Target::kLibevent;
+  std::string python = "/usr/bin/python3";  // kTornado: the interpreter
+  std::string tornado_app;                  // kTornado: the app; "" → found (FindTornadoApp)
   std::vector<Mode> modes = AllModes();
   std::vector<int> concurrency = {5, 10, 20};
   std::chrono::milliseconds work{500};

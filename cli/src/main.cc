@@ -15,6 +15,7 @@
 
 #include "experiment.h"
 #include "experiment_daemon.h"
+#include "experiment_tornado.h"
 #include "http_get.h"
 #include "live.h"
 #include "load.h"
@@ -326,6 +327,8 @@ struct ExperimentFlags {
   bool json = false;
   bool quick = false;
   bool no_daemon = false;
+  std::string target = "libevent";
+  std::string python = "/usr/bin/python3";
 };
 
 void AddExperiment(CLI::App& app, ExperimentFlags& f) {
@@ -336,6 +339,13 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
   for (cli::Mode m : cli::AllModes()) {
     mode_names += std::string(mode_names.empty() ? "" : ", ") + cli::ModeName(m);
   }
+  s->add_option("--target", f.target,
+                "What serves the requests: libevent (the bundled server, in this process) or "
+                "tornado (the bundled Tornado app in an unmodified python3 under the shim)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"libevent", "tornado"}));
+  s->add_option("--python", f.python, "--target tornado: the interpreter to run the app with")
+      ->capture_default_str();
   s->add_option("--modes", f.modes, "Modes to run (default: all): " + mode_names)
       ->delimiter(',')
       ->check([](const std::string& v) {
@@ -395,7 +405,15 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
       "Examples:\n"
       "  stallwatch experiment                      the seeds' table: 0.5 s work, c = 5,10,20\n"
       "  stallwatch experiment --quick --format markdown --plot qps.svg\n"
-      "  stallwatch experiment --modes block,async,offload -c 1,5,10,20 --workers 10 --json");
+      "  stallwatch experiment --modes block,async,offload -c 1,5,10,20 --workers 10 --json\n"
+      "  stallwatch experiment --target tornado     the same table on real Tornado "
+      "(python3-tornado):\n"
+      "                                             time.sleep vs asyncio.sleep vs a thread pool\n"
+      "With --target tornado each run starts examples/tornado_seed.py (or "
+      "$STALLWATCH_TORNADO_APP)\n"
+      "in its own python3 process under the preload shim; the agent's findings come from a file\n"
+      "(no stallwatchd is involved), and the routes are /sleep, /cpu, /async, /pool (--workers\n"
+      "threads), /fetch-blocking and /fetch-async.");
   s->callback([&f]() {
     cli::ExperimentOptions o;
     if (!f.modes.empty()) {
@@ -420,9 +438,23 @@ void AddExperiment(CLI::App& app, ExperimentFlags& f) {
     o.workers = f.workers;
     o.stall_threshold = Dur(f.threshold);
     o.endpoint = f.endpoint;
+    o.target = f.target == "tornado" ? cli::Target::kTornado : cli::Target::kLibevent;
+    o.python = f.python;
     // Bad options fail before anything is started.
     if (sw::Status st = cli::ValidateExperimentOptions(o); !st.ok()) {
       throw CLI::RuntimeError(Fail("experiment", st));
+    }
+    if (o.target == cli::Target::kTornado) {
+      if (sw::Status st = cli::CheckTornadoTarget(o); !st.ok()) {
+        throw CLI::RuntimeError(Fail("experiment", st));
+      }
+      if (!f.daemon.empty() || f.endpoint != "off") {
+        throw CLI::RuntimeError(
+            Fail("experiment", sw::InvalidArgumentError("--target tornado reads the agent's "
+                                                        "findings from a file: drop --daemon "
+                                                        "and --endpoint")));
+      }
+      f.no_daemon = true;
     }
     // Findings also go to stallwatchd: the one running with the default socket, or one started
     // here for the experiment (and stopped after it), unless --no-daemon or --endpoint.

@@ -87,6 +87,15 @@ TEST(TopBlockingFrame, SkipsLibcLibeventAndTheAgent) {
   EXPECT_EQ(TopBlockingFrame(unnamed), "app+0x10");
   const Stack plumbing = MakeStack(1, {{"epoll_wait", "/lib/libc.so.6"}});
   EXPECT_EQ(TopBlockingFrame(plumbing), "");
+  // A Python loop: the interpreter and the standard library's extension modules run the loop;
+  // a native extension outside lib-dynload is the code.
+  const Stack python = MakeStack(
+      1,
+      {{"clock_nanosleep", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
+       {"_PyEval_EvalFrameDefault", "/usr/bin/python3.11"},
+       {"", "/usr/lib/python3.11/lib-dynload/_asyncio.cpython-311-x86_64-linux-gnu.so"},
+       {"lz_compress", "/usr/lib/python3/dist-packages/fastlz.cpython-311-x86_64-linux-gnu.so"}});
+  EXPECT_EQ(TopBlockingFrame(python), "lz_compress");
 }
 
 TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
