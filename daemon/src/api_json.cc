@@ -46,7 +46,11 @@ json Registry::LoopsJson(Now now) const {
            {"connected", p != procs_.end() && p->second.connections > 0},
            {"silent", silent},
            {"stalls_total", l.counted_stalls},
-           {"last_seen_ns", l.last_seen_unix_ns}};
+           {"last_seen_ns", l.last_seen_unix_ns},
+           // What the loop is, as its latest delay window says: "" before the first window
+           // (and from agents that predate the fields).
+           {"kind", l.last_window ? l.last_window->loop_kind : ""},
+           {"runtime", l.last_window ? l.last_window->runtime : ""}};
     j["last_window"] = l.last_window ? ToJson(*l.last_window) : json(nullptr);
     j["ongoing"] = l.ongoing ? StallJsonAt(*l.ongoing, now) : json(nullptr);
     loops.push_back(std::move(j));

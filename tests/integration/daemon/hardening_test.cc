@@ -591,8 +591,8 @@ TEST(ApiExposure, NoEnvironmentOrCommandLineOfMonitoredPrograms) {
   const json loops = json::parse(HttpGet(d.http_port(), "/api/v1/loops").body)["loops"];
   ASSERT_FALSE(loops.empty());
   const std::set<std::string> documented = {
-      "service",   "pid",    "loop",         "host",         "executable",  "agent_version",
-      "connected", "silent", "stalls_total", "last_seen_ns", "last_window", "ongoing"};
+      "service", "pid",          "loop",         "host", "executable", "agent_version", "connected",
+      "silent",  "stalls_total", "last_seen_ns", "kind", "runtime",    "last_window",   "ongoing"};
   for (const auto& l : loops) {
     for (const auto& [k, v] : l.items()) EXPECT_TRUE(documented.count(k)) << "undocumented " << k;
   }

@@ -215,6 +215,35 @@ TEST(Registry, SilentAgentNoticedAndCleared) {
   EXPECT_EQ(r.silent_agents(), 0u);
 }
 
+TEST(Registry, LoopsShowTheKindAndRuntimeOfTheirLatestWindow) {
+  Registry r;
+  auto c = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(c, Hello(), At(0)).has_value());
+  // Before the first window a loop is known only by name.
+  json loop = r.LoopsJson(At(0))["loops"][0];
+  EXPECT_EQ(loop["kind"], "");
+  EXPECT_EQ(loop["runtime"], "");
+  DelayFinding d = Window(0);
+  d.loop_kind = "epoll";
+  d.runtime = "python";
+  ASSERT_FALSE(r.Apply(c, d, At(1)).has_value());
+  loop = r.LoopsJson(At(1))["loops"][0];
+  EXPECT_EQ(loop["kind"], "epoll");
+  EXPECT_EQ(loop["runtime"], "python");
+}
+
+TEST(Registry, LibeventLoopWithoutRuntimeShowsAnEmptyRuntime) {
+  Registry r;
+  auto c = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(c, Hello(), At(0)).has_value());
+  DelayFinding d = Window(0);
+  d.loop_kind = "libevent";
+  ASSERT_FALSE(r.Apply(c, d, At(1)).has_value());
+  const json loop = r.LoopsJson(At(1))["loops"][0];
+  EXPECT_EQ(loop["kind"], "libevent");
+  EXPECT_EQ(loop["runtime"], "");
+}
+
 TEST(Registry, StoredStallsAreTrimmed) {
   StallFinding f = Stall(1, false, 1);
   f.hint = std::string(10000, 'h');
