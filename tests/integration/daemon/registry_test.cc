@@ -247,12 +247,16 @@ TEST(Registry, LibeventLoopWithoutRuntimeShowsAnEmptyRuntime) {
 TEST(Registry, StoredStallsAreTrimmed) {
   StallFinding f = Stall(1, false, 1);
   f.hint = std::string(10000, 'h');
-  for (int i = 0; i < 40; ++i) f.stacks.push_back(f.stacks[0]);
+  for (int i = 0; i < 40; ++i) {
+    f.stacks.push_back(f.stacks[0]);
+  }
   f.stacks[0].frames.resize(200, Frame{"x", "y", 0, "", 0});
   const size_t bytes = internal::TrimForStorage(&f);
   EXPECT_EQ(f.hint.size(), 512u);
   EXPECT_EQ(f.stacks.size(), 16u);
-  for (const auto& s : f.stacks) EXPECT_LE(s.frames.size(), 64u);
+  for (const auto& s : f.stacks) {
+    EXPECT_LE(s.frames.size(), 64u);
+  }
   EXPECT_LT(bytes, 200'000u);
 }
 
@@ -311,7 +315,9 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
     } else if (op <= 8) {
       StallFinding f = Stall(ag.next_id, op == 6, 0.05 * (1 + rng() % 40), 1 + rng() % 3,
                              static_cast<StallClass>(rng() % 5));
-      if (op != 6) ++ag.next_id;
+      if (op != 6) {
+        ++ag.next_id;
+      }
       f.service = service(a);
       f.pid = pid;
       f.loop = loop(rng() % 2);
