@@ -2,6 +2,14 @@
 // The daemon's view of every agent on the host: connections, processes (service, pid), loops
 // (service, pid, loop), recent stalls, merged stacks, and the Prometheus series built from them.
 //
+// One class, defined across four files, each holding one responsibility:
+//   registry.cc          the model: connections, processes, loops, findings applied, sweep,
+//                        eviction of gone processes
+//   stack_store.cc       the merged stall stacks (/api/v1/stacks) and what is kept of a stall
+//   metrics_exporter.cc  the Prometheus series and their text cache (/metrics); the only file of
+//                        the daemon that includes prometheus-cpp
+//   api_json.cc          the JSON of /api/v1/loops and /api/v1/stalls
+//
 // Threading: not thread-safe; every method is called on the daemon's loop thread. Time comes in
 // as arguments (monotonic for timeouts, Unix for stall ages), so the logic runs without sleeps.
 
@@ -23,10 +31,6 @@
 #include "stallwatch/findings.h"
 #include "stallwatch/status.h"
 #include "stallwatch/wire/codec.h"
-
-namespace prometheus {
-class Counter;
-}
 
 namespace stallwatch::daemon {
 
@@ -67,7 +71,7 @@ struct StallQuery {
   std::optional<bool> ongoing;
 };
 
-// Prometheus bucket boundaries (seconds) of the exported histograms.
+// Prometheus bucket boundaries (seconds) of the exported histograms (metrics_exporter.cc).
 const std::vector<double>& DelayBucketsSeconds();
 const std::vector<double>& IterationBucketsSeconds();
 const std::vector<double>& StallBucketsSeconds();
@@ -78,7 +82,9 @@ namespace internal {
 // [lower, upper) counts in the first Prometheus bucket whose bound is ≥ its largest value
 // (upper − 1 ns), so a `le` bucket never holds a value above its bound; an agent bucket that
 // straddles a bound (it is narrower than 1/128 of the bound) counts in the next bucket up.
+// (metrics_exporter.cc)
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s);
+// stack_store.cc:
 // Bounds what the daemon keeps of a finding (see RegistryOptions); returns its approximate size.
 size_t TrimForStorage(StallFinding* f);
 // "service;outermost;…;innermost" (frames innermost first in the model).
@@ -100,7 +106,7 @@ class Registry {
   // Applies one decoded message. Returns the rejection when the message is refused by the
   // daemon's state (no hello, identity mismatch, limits); the caller counts it via Reject().
   std::optional<wire::DecodeError> Apply(ConnId id, wire::Message&& m, Now now);
-  // Counts a rejected frame.
+  // Counts a rejected frame (a series only: metrics_exporter.cc).
   void Reject(wire::RejectReason reason);
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
@@ -126,10 +132,10 @@ class Registry {
   std::string MetricsText(Now now);
   // Every series collected and serialized afresh, without the cache: what MetricsText equals.
   std::string MetricsTextUncachedForTest(Now now);
-  nlohmann::json LoopsJson(Now now) const;
-  nlohmann::json StallsJson(const StallQuery& q, Now now) const;
-  nlohmann::json StacksJson() const;
-  std::string StacksFolded() const;
+  nlohmann::json LoopsJson(Now now) const;                        // api_json.cc
+  nlohmann::json StallsJson(const StallQuery& q, Now now) const;  // api_json.cc
+  nlohmann::json StacksJson() const;                              // stack_store.cc
+  std::string StacksFolded() const;                               // stack_store.cc
 
   size_t connections() const { return conns_.size(); }
   size_t loops() const { return loops_.size(); }
@@ -137,9 +143,14 @@ class Registry {
   uint64_t rejected(wire::RejectReason reason) const;
 
  private:
-  struct Metrics;      // the daemon's own prometheus-cpp series (registry.cc only)
-  struct ProcMetrics;  // one process's series, in a registry of their own
-  struct LoopSeries;
+  // Complete in metrics_exporter.cc only, as is their deleter.
+  struct Metrics;      // the daemon's own series
+  struct ProcMetrics;  // one process's series, in a registry of their own, and their text cache
+  struct LoopSeries;   // one loop's series
+  struct SeriesDeleter {
+    void operator()(Metrics* m) const;
+    void operator()(LoopSeries* s) const;
+  };
   using ProcKey = std::pair<std::string, int64_t>;                // service, pid
   using LoopKey = std::tuple<std::string, int64_t, std::string>;  // service, pid, loop
 
@@ -154,8 +165,7 @@ class Registry {
     int connections = 0;
     int64_t gone_since_mono_ns = 0;  // 0 while connected
     uint64_t last_dropped = 0;
-    std::shared_ptr<ProcMetrics> metrics;
-    prometheus::Counter* dropped_counter = nullptr;
+    std::shared_ptr<ProcMetrics> metrics;  // null until the hello
   };
   struct Loop {
     int64_t last_seen_unix_ns = 0;
@@ -164,7 +174,7 @@ class Registry {
     uint64_t max_closed_id = 0;
     uint64_t counted_stalls = 0;
     uint64_t last_stack_samples = 0, last_suppressed = 0;
-    std::unique_ptr<LoopSeries> series;
+    std::unique_ptr<LoopSeries, SeriesDeleter> series;
   };
   struct StackAgg {
     std::string service;
@@ -173,28 +183,51 @@ class Registry {
     size_t bytes = 0;
   };
   using StackMap = std::map<std::string, StackAgg>;  // by folded stack
-  void TouchStack(StackMap::iterator it);
-  void EvictStack(StackMap::iterator it);
+
+  // The model (registry.cc).
   // Removes the process gone the longest (no connection left) to make room; false if none.
   bool EvictGoneProc();
-
   Loop* FindOrAddLoop(const std::string& service, int64_t pid, const std::string& loop,
                       wire::DecodeError* err);
   void ApplyStall(const Conn& c, StallFinding&& f, Loop& l, Now now);
   void ApplyDelay(const Conn& c, DelayFinding&& f, Loop& l, Now now);
+  void RemoveProc(const ProcKey& key);
+
+  // The stack store (stack_store.cc).
   void MergeStacks(const std::string& service, const StallFinding* before,
                    const StallFinding& after);
-  void RemoveProc(const ProcKey& key);
+  void TouchStack(StackMap::iterator it);
+  void EvictStack(StackMap::iterator it);
+
+  // The model's updates of its series (metrics_exporter.cc). Each goes through pointers the
+  // process and the loop keep from their creation: no lookup and no allocation per finding.
+  static std::unique_ptr<Metrics, SeriesDeleter> NewMetrics();
+  static void AddProcSeries(const ProcKey& key, Proc& p);  // at the hello, once per process
+  static void AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p);  // once per loop
+  static void ObserveWindow(Loop& l, const DelayFinding& d);  // delay, busy periods, utilization
+  static void AddStackSamples(Loop& l, uint64_t n);
+  static void AddSuppressed(Loop& l, uint64_t n);
+  static void AddStalls(Loop& l, StallClass cls, uint64_t n);
+  static void ObserveStall(Loop& l, double duration_s);
+  static void SetOngoing(Loop& l, double age_s);
+  static void AddDropped(Proc& p, uint64_t n);
+  void CountStackEvicted();
+  void CountProcEvicted();
+  void SetAgentGauges();  // agents connected and silent
+
+  // The exposition (metrics_exporter.cc).
   void UpdateAges(Now now);
   // Serializes the families of `m` marked dirty into its text cache; false when the serializer's
   // output does not have the expected layout (the cache is then given up).
   [[nodiscard]] bool RefreshText(ProcMetrics& m);
   bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
   void WriteUncached(std::ostream& out);
+
+  // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
 
   RegistryOptions options_;
-  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Metrics, SeriesDeleter> metrics_;
   ConnId next_conn_ = 1;
   std::map<ConnId, Conn> conns_;
   std::map<ProcKey, Proc> procs_;
@@ -202,13 +235,14 @@ class Registry {
   std::deque<std::pair<StallFinding, size_t>>
       recent_;  // closed stalls (and their size), oldest first
   size_t recent_bytes_ = 0;
+  // Eviction warnings: one line per 10 s at most.
+  LogRateLimit eviction_log_limit_{std::chrono::nanoseconds(std::chrono::seconds(10)).count()};
+  // The stack store.
   StackMap stacks_;
   std::map<uint64_t, StackMap::iterator> stacks_lru_;  // by seq: least recently sampled first
   std::map<std::string, std::map<uint64_t, StackMap::iterator>>
       service_stacks_;  // same, per service
   uint64_t stack_seq_ = 0;
-  // Eviction warnings: one line per 10 s at most.
-  LogRateLimit eviction_log_limit_{std::chrono::nanoseconds(std::chrono::seconds(10)).count()};
   size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
   // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.

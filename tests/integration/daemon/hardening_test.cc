@@ -110,7 +110,9 @@ TEST(Hardening, SlowLorisFrameIsClosedAfterTheFrameTimeout) {
   bool closed = false;
   while (!closed && sent < frame.size() && Clock::now() - start < 8s) {
     closed = !loris.Write(frame.substr(sent, 1)) || loris.ClosedByPeer(0ms);
-    if (!closed) ++sent;
+    if (!closed) {
+      ++sent;
+    }
     ASSERT_TRUE(busy.Send(Window("busy", 3002)));
     ++busy_frames;
     std::this_thread::sleep_for(50ms);
@@ -189,7 +191,9 @@ TEST(Hardening, ConnectionFloodIsRefusedAndCounted) {
   int closed = 0;
   ASSERT_TRUE(WaitFor([&] {
     closed = 0;
-    for (auto& c : flood) closed += c->ClosedByPeer(0ms) ? 1 : 0;
+    for (auto& c : flood) {
+      closed += c->ClosedByPeer(0ms) ? 1 : 0;
+    }
     return closed == static_cast<int>(refused);
   })) << closed;
   std::printf("%d connections in %.2f s: %d refused\n", kFlood, Seconds(Clock::now() - start),
@@ -264,7 +268,9 @@ TEST(Hardening, ProcessAndLoopTablesAreBoundedAndGoneProcessesMakeRoom) {
       MetricValue(d.Metrics(), "stallwatch_daemon_processes_evicted_total").value_or(-1);
   EXPECT_GE(evicted, 40) << "most of the 50 gone processes were removed early";
   std::set<std::string> services;
-  for (const auto& l : loops) services.insert(l["service"].get<std::string>());
+  for (const auto& l : loops) {
+    services.insert(l["service"].get<std::string>());
+  }
   EXPECT_TRUE(services.count("keeper")) << "a connected process is never evicted";
 
   // With every slot held by a connected process, a newcomer is refused, counted, closed.
@@ -421,7 +427,7 @@ TEST(Hardening, SlowHttpClientsTimeOut) {
 
 std::string WriteFile(const TempDir& dir, const std::string& name, const std::string& content,
                       mode_t mode) {
-  const std::string path = dir.path() + "/" + name;
+  std::string path = dir.path() + "/" + name;
   std::ofstream(path) << content;
   ::chmod(path.c_str(), mode);
   return path;
@@ -591,10 +597,12 @@ TEST(ApiExposure, NoEnvironmentOrCommandLineOfMonitoredPrograms) {
   const json loops = json::parse(HttpGet(d.http_port(), "/api/v1/loops").body)["loops"];
   ASSERT_FALSE(loops.empty());
   const std::set<std::string> documented = {
-      "service",   "pid",    "loop",         "host",         "executable",  "agent_version",
-      "connected", "silent", "stalls_total", "last_seen_ns", "last_window", "ongoing"};
+      "service", "pid",          "loop",         "host", "executable", "agent_version", "connected",
+      "silent",  "stalls_total", "last_seen_ns", "kind", "runtime",    "last_window",   "ongoing"};
   for (const auto& l : loops) {
-    for (const auto& [k, v] : l.items()) EXPECT_TRUE(documented.count(k)) << "undocumented " << k;
+    for (const auto& [k, v] : l.items()) {
+      EXPECT_TRUE(documented.count(k)) << "undocumented " << k;
+    }
   }
 }
 

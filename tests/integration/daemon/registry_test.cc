@@ -215,15 +215,48 @@ TEST(Registry, SilentAgentNoticedAndCleared) {
   EXPECT_EQ(r.silent_agents(), 0u);
 }
 
+TEST(Registry, LoopsShowTheKindAndRuntimeOfTheirLatestWindow) {
+  Registry r;
+  auto c = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(c, Hello(), At(0)).has_value());
+  // Before the first window a loop is known only by name.
+  json loop = r.LoopsJson(At(0))["loops"][0];
+  EXPECT_EQ(loop["kind"], "");
+  EXPECT_EQ(loop["runtime"], "");
+  DelayFinding d = Window(0);
+  d.loop_kind = "epoll";
+  d.runtime = "python";
+  ASSERT_FALSE(r.Apply(c, d, At(1)).has_value());
+  loop = r.LoopsJson(At(1))["loops"][0];
+  EXPECT_EQ(loop["kind"], "epoll");
+  EXPECT_EQ(loop["runtime"], "python");
+}
+
+TEST(Registry, LibeventLoopWithoutRuntimeShowsAnEmptyRuntime) {
+  Registry r;
+  auto c = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(c, Hello(), At(0)).has_value());
+  DelayFinding d = Window(0);
+  d.loop_kind = "libevent";
+  ASSERT_FALSE(r.Apply(c, d, At(1)).has_value());
+  const json loop = r.LoopsJson(At(1))["loops"][0];
+  EXPECT_EQ(loop["kind"], "libevent");
+  EXPECT_EQ(loop["runtime"], "");
+}
+
 TEST(Registry, StoredStallsAreTrimmed) {
   StallFinding f = Stall(1, false, 1);
   f.hint = std::string(10000, 'h');
-  for (int i = 0; i < 40; ++i) f.stacks.push_back(f.stacks[0]);
+  for (int i = 0; i < 40; ++i) {
+    f.stacks.push_back(f.stacks[0]);
+  }
   f.stacks[0].frames.resize(200, Frame{"x", "y", 0, "", 0});
   const size_t bytes = internal::TrimForStorage(&f);
   EXPECT_EQ(f.hint.size(), 512u);
   EXPECT_EQ(f.stacks.size(), 16u);
-  for (const auto& s : f.stacks) EXPECT_LE(s.frames.size(), 64u);
+  for (const auto& s : f.stacks) {
+    EXPECT_LE(s.frames.size(), 64u);
+  }
   EXPECT_LT(bytes, 200'000u);
 }
 
@@ -282,7 +315,9 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
     } else if (op <= 8) {
       StallFinding f = Stall(ag.next_id, op == 6, 0.05 * (1 + rng() % 40), 1 + rng() % 3,
                              static_cast<StallClass>(rng() % 5));
-      if (op != 6) ++ag.next_id;
+      if (op != 6) {
+        ++ag.next_id;
+      }
       f.service = service(a);
       f.pid = pid;
       f.loop = loop(rng() % 2);

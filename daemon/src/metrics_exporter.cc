@@ -1,0 +1,624 @@
+// The Registry's Prometheus exporter (registry.h): the series of every process and loop, the
+// daemon's own series, and the exposition of /metrics with its text cache. The only translation
+// unit of the daemon that includes prometheus-cpp: the model (registry.cc) changes its series
+// through the small member functions below, each a few stores through pointers kept in the
+// process's and the loop's entries.
+//
+// Threading: as the Registry, the daemon's loop thread only; nothing here locks. A TextPiece
+// handed out shares the ownership of its text: it stays valid after the cache has moved on.
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "registry.h"
+#include "stallwatch/common/histogram.h"
+
+namespace stallwatch::daemon {
+
+using wire::RejectReason;
+
+const std::vector<double>& DelayBucketsSeconds() {
+  // Sub-millisecond resolution where a healthy loop lives (a timerfd probe's noise floor is
+  // ~0.1 ms), then the conventional steps up to the seconds of a bad stall.
+  static const std::vector<double> b = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                        0.025,  0.05,    0.1,    0.25,  0.5,    1,     5};
+  return b;
+}
+
+const std::vector<double>& IterationBucketsSeconds() {
+  // Busy periods: coarser, it is their tail that matters.
+  static const std::vector<double> b = {0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+  return b;
+}
+
+const std::vector<double>& StallBucketsSeconds() {
+  static const std::vector<double> b = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  return b;
+}
+
+namespace internal {
+
+std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s) {
+  std::vector<double> out(bounds_s.size() + 1, 0.0);
+  // Compare in integer nanoseconds: bounds are decimal seconds, rounded to the nearest ns.
+  // Converted once per call, not once per agent bucket (this runs for every delay window).
+  std::vector<uint64_t> bounds_ns(bounds_s.size());
+  for (size_t b = 0; b < bounds_s.size(); ++b) {
+    bounds_ns[b] = static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9));
+  }
+  for (const auto& [index, count] : sparse) {
+    if (index >= kHistBuckets || count == 0) {
+      continue;
+    }
+    const uint64_t largest_ns = HistBucketUpper(index) - 1;
+    size_t b = 0;
+    while (b < bounds_ns.size() && bounds_ns[b] < largest_ns) {
+      ++b;
+    }
+    out[b] += static_cast<double>(count);
+  }
+  return out;
+}
+
+}  // namespace internal
+
+// The series of one process (service, pid) live in a registry of their own: prometheus-cpp's
+// Family::Remove scans the whole family, so with every process in one registry, expiring
+// 1000 agents × 4 loops would cost seconds of the daemon's loop; per process, a departure
+// costs only its own series. /metrics merges the registries' families by name.
+struct Registry::ProcMetrics {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Histogram>& delay =
+      prometheus::BuildHistogram()
+          .Name("stallwatch_loop_delay_seconds")
+          .Help("Lateness of the agent's probe timer: how long ready work waited for the loop")
+          .Register(registry);
+  prometheus::Family<prometheus::Histogram>& iteration =
+      prometheus::BuildHistogram()
+          .Name("stallwatch_loop_iteration_seconds")
+          .Help(
+              "Busy periods of the loop: from returning from the wait for events to the next wait")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& utilization =
+      prometheus::BuildGauge()
+          .Name("stallwatch_loop_utilization_ratio")
+          .Help("Fraction of the last report window the loop spent busy (not waiting for events)")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& stalls =
+      prometheus::BuildCounter()
+          .Name("stallwatch_stalls_total")
+          .Help(
+              "Stalls closed, by class (cpu, blocked, starved, suspended; unknown when only the "
+              "agent's counter says so)")
+          .Register(registry);
+  prometheus::Family<prometheus::Histogram>& stall_duration =
+      prometheus::BuildHistogram()
+          .Name("stallwatch_stall_duration_seconds")
+          .Help("Exact duration of closed stalls")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& ongoing =
+      prometheus::BuildGauge()
+          .Name("stallwatch_stall_ongoing_seconds")
+          .Help("Age of the loop's current stall; 0 when the loop is making progress")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& stack_samples =
+      prometheus::BuildCounter()
+          .Name("stallwatch_stack_samples_total")
+          .Help("Stacks sampled by the agent during stalls")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& suppressed =
+      prometheus::BuildCounter()
+          .Name("stallwatch_reports_suppressed_total")
+          .Help("Stack reports suppressed by the agent's rate limit")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& dropped =
+      prometheus::BuildCounter()
+          .Name("stallwatch_agent_findings_dropped_total")
+          .Help(
+              "Findings the agent dropped from its bounded queue while the daemon was away "
+              "(per process)")
+          .Register(registry);
+  prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
+
+  // The exposition of this process's series is cached per family: `text[f]` is what
+  // TextSerializer writes for the family's series of this process, without the family's
+  // # HELP / # TYPE lines (written once per scrape for all processes). A family is serialized
+  // again only after one of its series changed (its `dirty` bit): a scrape re-serializes what
+  // changed since the last one, not every series of every process.
+  enum FamilyId : unsigned {
+    kDelay,
+    kIteration,
+    kUtilization,
+    kStalls,
+    kStallDuration,
+    kOngoing,
+    kStackSamples,
+    kSuppressed,
+    kDropped,
+    kFamilyCount
+  };
+  static constexpr unsigned kAllDirty = (1u << kFamilyCount) - 1;
+  unsigned dirty = kAllDirty;
+  std::shared_ptr<const char> block;  // the texts of all families, one after the other
+  std::array<std::string_view, kFamilyCount> text;  // into `block`
+  void Touch(FamilyId f) { dirty |= 1u << f; }
+
+  prometheus::Collectable& family(unsigned f) {
+    switch (f) {
+      case kDelay:
+        return delay;
+      case kIteration:
+        return iteration;
+      case kUtilization:
+        return utilization;
+      case kStalls:
+        return stalls;
+      case kStallDuration:
+        return stall_duration;
+      case kOngoing:
+        return ongoing;
+      case kStackSamples:
+        return stack_samples;
+      case kSuppressed:
+        return suppressed;
+      default:
+        return dropped;
+    }
+  }
+  const std::string& name(unsigned f) const {
+    switch (f) {
+      case kDelay:
+        return delay.GetName();
+      case kIteration:
+        return iteration.GetName();
+      case kUtilization:
+        return utilization.GetName();
+      case kStalls:
+        return stalls.GetName();
+      case kStallDuration:
+        return stall_duration.GetName();
+      case kOngoing:
+        return ongoing.GetName();
+      case kStackSamples:
+        return stack_samples.GetName();
+      case kSuppressed:
+        return suppressed.GetName();
+      default:
+        return dropped.GetName();
+    }
+  }
+};
+
+struct Registry::Metrics {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Gauge>& agents_family = prometheus::BuildGauge()
+                                                             .Name("stallwatch_agents_connected")
+                                                             .Help("Agent connections open now")
+                                                             .Register(registry);
+  prometheus::Gauge& agents = agents_family.Add({});
+  prometheus::Family<prometheus::Gauge>& silent_family =
+      prometheus::BuildGauge()
+          .Name("stallwatch_agents_silent")
+          .Help("Connected agents that sent nothing for longer than --silent-after (frozen?)")
+          .Register(registry);
+  prometheus::Gauge& silent = silent_family.Add({});
+  prometheus::Family<prometheus::Counter>& rejected_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_frames_rejected_total")
+          .Help("Frames from agents the daemon refused, by reason (docs/protocol.md)")
+          .Register(registry);
+  std::map<RejectReason, prometheus::Counter*> rejected;
+  prometheus::Family<prometheus::Counter>& stacks_evicted_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_stacks_evicted_total")
+          .Help(
+              "Merged stacks removed from the daemon's stack table to make room (least "
+              "recently sampled first; --max-stacks, --max-stacks-per-service)")
+          .Register(registry);
+  prometheus::Counter& stacks_evicted = stacks_evicted_family.Add({});
+  prometheus::Family<prometheus::Counter>& procs_evicted_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_processes_evicted_total")
+          .Help(
+              "Gone processes whose series were removed before --expire-after to make room "
+              "for new ones (--max-processes, --max-loops)")
+          .Register(registry);
+  prometheus::Counter& procs_evicted = procs_evicted_family.Add({});
+
+  Metrics() {
+    for (RejectReason r : wire::kAllRejectReasons) {
+      rejected[r] = &rejected_family.Add({{"reason", wire::RejectReasonName(r)}});
+    }
+  }
+};
+
+// One loop's series. Every change goes through a method that marks the family dirty in the
+// process's text cache (ProcMetrics::Touch).
+struct Registry::LoopSeries {
+  using F = ProcMetrics::FamilyId;
+  ProcMetrics* m = nullptr;
+  const LoopKey* key = nullptr;  // of the loop's entry in loops_ (stable: std::map)
+  prometheus::Histogram* delay = nullptr;
+  prometheus::Histogram* iteration = nullptr;
+  prometheus::Histogram* stall_duration = nullptr;
+  prometheus::Gauge* utilization = nullptr;
+  prometheus::Gauge* ongoing = nullptr;
+  prometheus::Counter* stack_samples = nullptr;
+  prometheus::Counter* suppressed = nullptr;
+  // By StallClass; created on first use (the four real classes at once, see the constructor).
+  std::array<prometheus::Counter*, 5> stalls{};
+
+  LoopSeries(ProcMetrics* metrics, const LoopKey* k) : m(metrics), key(k) {
+    const prometheus::Labels labels = Labels();
+    delay = &m->delay.Add(labels, DelayBucketsSeconds());
+    iteration = &m->iteration.Add(labels, IterationBucketsSeconds());
+    stall_duration = &m->stall_duration.Add(labels, StallBucketsSeconds());
+    utilization = &m->utilization.Add(labels);
+    ongoing = &m->ongoing.Add(labels);
+    stack_samples = &m->stack_samples.Add(labels);
+    suppressed = &m->suppressed.Add(labels);
+    m->dirty = ProcMetrics::kAllDirty;
+    // The four classes exist from the start so rate() sees the first stall of each.
+    for (StallClass c :
+         {StallClass::kCpu, StallClass::kBlocked, StallClass::kStarved, StallClass::kSuspended}) {
+      Stalls(c);
+    }
+  }
+  ~LoopSeries() {
+    m->delay.Remove(delay);
+    m->iteration.Remove(iteration);
+    m->stall_duration.Remove(stall_duration);
+    m->utilization.Remove(utilization);
+    m->ongoing.Remove(ongoing);
+    m->stack_samples.Remove(stack_samples);
+    m->suppressed.Remove(suppressed);
+    for (prometheus::Counter* c : stalls) {
+      if (c) {
+        m->stalls.Remove(c);
+      }
+    }
+    m->dirty = ProcMetrics::kAllDirty;
+  }
+  void ObserveWindow(const DelayFinding& d) {
+    delay->ObserveMultiple(internal::Rebucket(d.delay_buckets, DelayBucketsSeconds()), d.sum_s);
+    iteration->ObserveMultiple(internal::Rebucket(d.iteration_buckets, IterationBucketsSeconds()),
+                               d.iteration_sum_s);
+    utilization->Set(d.utilization);
+    m->Touch(F::kDelay);
+    m->Touch(F::kIteration);
+    m->Touch(F::kUtilization);
+  }
+  void AddStackSamples(double n) {
+    stack_samples->Increment(n);
+    m->Touch(F::kStackSamples);
+  }
+  void AddSuppressed(double n) {
+    suppressed->Increment(n);
+    m->Touch(F::kSuppressed);
+  }
+  void AddStalls(StallClass cls, double n) {
+    Stalls(cls).Increment(n);
+    m->Touch(F::kStalls);
+  }
+  void ObserveStall(double duration_s) {
+    stall_duration->Observe(duration_s);
+    m->Touch(F::kStallDuration);
+  }
+  void SetOngoing(double age_s) {
+    if (ongoing->Value() == age_s) {
+      return;  // the sweep sets every loop's gauge each second
+    }
+    ongoing->Set(age_s);
+    m->Touch(F::kOngoing);
+  }
+
+ private:
+  // Built when a series is added, not kept: thousands of loops.
+  prometheus::Labels Labels() const {
+    return {{"service", std::get<0>(*key)},
+            {"pid", std::to_string(std::get<1>(*key))},
+            {"loop", std::get<2>(*key)}};
+  }
+  prometheus::Counter& Stalls(StallClass cls) {
+    prometheus::Counter*& c = stalls.at(static_cast<size_t>(cls));
+    if (c) {
+      return *c;
+    }
+    prometheus::Labels l = Labels();
+    l["class"] = StallClassName(cls);
+    c = &m->stalls.Add(l);
+    m->Touch(F::kStalls);
+    return *c;
+  }
+};
+
+void Registry::SeriesDeleter::operator()(Metrics* m) const { delete m; }
+void Registry::SeriesDeleter::operator()(LoopSeries* s) const { delete s; }
+
+std::unique_ptr<Registry::Metrics, Registry::SeriesDeleter> Registry::NewMetrics() {
+  return std::unique_ptr<Metrics, SeriesDeleter>(new Metrics());
+}
+
+void Registry::AddProcSeries(const ProcKey& key, Proc& p) {
+  p.metrics = std::make_shared<ProcMetrics>();
+  p.metrics->dropped_series =
+      &p.metrics->dropped.Add({{"service", key.first}, {"pid", std::to_string(key.second)}});
+  p.metrics->Touch(ProcMetrics::kDropped);
+}
+
+void Registry::AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p) {
+  l.series = std::unique_ptr<LoopSeries, SeriesDeleter>(new LoopSeries(p.metrics.get(), &key));
+}
+
+void Registry::ObserveWindow(Loop& l, const DelayFinding& d) { l.series->ObserveWindow(d); }
+
+void Registry::AddStackSamples(Loop& l, uint64_t n) {
+  l.series->AddStackSamples(static_cast<double>(n));
+}
+
+void Registry::AddSuppressed(Loop& l, uint64_t n) {
+  l.series->AddSuppressed(static_cast<double>(n));
+}
+
+void Registry::AddStalls(Loop& l, StallClass cls, uint64_t n) {
+  l.series->AddStalls(cls, static_cast<double>(n));
+}
+
+void Registry::ObserveStall(Loop& l, double duration_s) { l.series->ObserveStall(duration_s); }
+
+void Registry::SetOngoing(Loop& l, double age_s) { l.series->SetOngoing(age_s); }
+
+void Registry::AddDropped(Proc& p, uint64_t n) {
+  p.metrics->dropped_series->Increment(static_cast<double>(n));
+  p.metrics->Touch(ProcMetrics::kDropped);
+}
+
+void Registry::CountStackEvicted() { metrics_->stacks_evicted.Increment(); }
+
+void Registry::CountProcEvicted() { metrics_->procs_evicted.Increment(); }
+
+void Registry::SetAgentGauges() {
+  metrics_->agents.Set(static_cast<double>(conns_.size()));
+  metrics_->silent.Set(static_cast<double>(silent_agents()));
+}
+
+void Registry::Reject(RejectReason reason) { metrics_->rejected.at(reason)->Increment(); }
+
+uint64_t Registry::rejected(RejectReason reason) const {
+  return static_cast<uint64_t>(metrics_->rejected.at(reason)->Value());
+}
+
+namespace {
+
+// A streambuf that appends to a std::string. xsputn appends whole tokens: std::streambuf's
+// default copies through the put area, which costs more than the append for TextSerializer's
+// many one-character writes.
+class StringSink : public std::streambuf {
+ public:
+  explicit StringSink(std::string* out) : out_(out) {}
+
+ protected:
+  int_type overflow(int_type ch) override {
+    if (!traits_type::eq_int_type(ch, traits_type::eof())) {
+      out_->push_back(traits_type::to_char_type(ch));
+    }
+    return traits_type::not_eof(ch);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    out_->append(s, static_cast<size_t>(n));
+    return n;
+  }
+
+ private:
+  std::string* out_;
+};
+
+void Serialize(const std::vector<prometheus::MetricFamily>& families, std::string* out) {
+  StringSink sink(out);
+  std::ostream os(&sink);  // a fresh stream: the serializer sees default formatting state
+  prometheus::TextSerializer().Serialize(os, families);
+}
+
+// A process's cached text, in pages of its own (mmap) once it is a few pages long. Blocks are
+// replaced whenever a process's series change; in the malloc heap, interleaved with ingest's
+// short-lived allocations, they left ~15 MiB free but resident after a few rounds of scrapes
+// of 1000 agents, which munmap cannot.
+std::shared_ptr<char> NewTextBlock(size_t size) {
+  constexpr size_t kMapAtLeast = 8192;
+  if (size >= kMapAtLeast) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+      return std::shared_ptr<char>(static_cast<char*>(p), [size](char* q) { ::munmap(q, size); });
+    }
+  }
+  return std::shared_ptr<char>(new char[std::max<size_t>(size, 1)], std::default_delete<char[]>());
+}
+
+}  // namespace
+
+void Registry::UpdateAges(Now now) {
+  // Ages of ongoing stalls move between sweeps too.
+  for (auto& [key, l] : loops_) {
+    if (l.ongoing) {
+      l.series->SetOngoing(std::max(l.ongoing->duration_s,
+                                    static_cast<double>(now.unix_ns - l.ongoing->start_ns) / 1e9));
+    }
+  }
+  SetAgentGauges();
+}
+
+bool Registry::RefreshText(ProcMetrics& m) {
+  if (family_order_.empty()) {
+    // The order prometheus::Registry::Collect gives (by type, then registration): the order the
+    // exposition has always had.
+    for (const auto& fam : m.registry.Collect()) {
+      for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+        if (m.name(f) == fam.name) {
+          family_order_.push_back(f);
+        }
+      }
+    }
+    family_headers_.resize(ProcMetrics::kFamilyCount);
+    if (family_order_.size() != ProcMetrics::kFamilyCount) {
+      return false;
+    }
+  }
+  std::array<std::string, ProcMetrics::kFamilyCount> fresh;
+  std::array<std::string_view, ProcMetrics::kFamilyCount> texts = m.text;
+  size_t total = 0;
+  for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+    if (m.dirty & (1u << f)) {
+      const std::vector<prometheus::MetricFamily> fams = m.family(f).Collect();
+      if (fams.size() != 1) {
+        return false;
+      }
+      TextPiece& header = family_headers_[f];
+      if (!header.owner) {
+        auto h = std::make_shared<std::string>();
+        Serialize({prometheus::MetricFamily{fams[0].name, fams[0].help, fams[0].type, {}}},
+                  h.get());
+        header = TextPiece{h, *h};
+      }
+      Serialize(fams, &fresh[f]);
+      // The serializer writes a family as its header lines followed by one block per series:
+      // keep the series, the header is written once for all processes.
+      if (!std::string_view(fresh[f]).starts_with(header.text)) {
+        return false;
+      }
+      texts[f] = std::string_view(fresh[f]).substr(header.text.size());
+    }
+    total += texts[f].size();
+  }
+  std::shared_ptr<char> block = NewTextBlock(total);
+  char* at = block.get();
+  for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+    if (!texts[f].empty()) {
+      std::memcpy(at, texts[f].data(), texts[f].size());
+    }
+    m.text[f] = std::string_view(at, texts[f].size());
+    at += texts[f].size();
+  }
+  m.block = std::move(block);
+  m.dirty = 0;
+  return true;
+}
+
+bool Registry::Refresh(ProcMetrics& m) {
+  if (!text_cache_ok_ || !m.dirty) {
+    return text_cache_ok_;
+  }
+  if (!RefreshText(m)) {
+    text_cache_ok_ = false;
+    spdlog::error(
+        "prometheus-cpp's TextSerializer wrote a family in an unexpected layout: /metrics "
+        "serializes every series at each scrape from now on");
+  }
+  return text_cache_ok_;
+}
+
+bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (auto& [key, p] : procs_) {
+    if (!text_cache_ok_) {
+      return false;
+    }
+    if (!p.metrics || !p.metrics->dirty) {
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return true;
+    }
+    Refresh(*p.metrics);
+  }
+  return false;
+}
+
+void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
+  UpdateAges(now);
+  for (auto& [key, p] : procs_) {
+    if (p.metrics && !Refresh(*p.metrics)) {
+      break;
+    }
+  }
+  if (!text_cache_ok_) {
+    std::ostringstream os;
+    WriteUncached(os);
+    auto text = std::make_shared<const std::string>(std::move(os).str());
+    out->push_back(TextPiece{text, *text});
+    return;
+  }
+  const bool any = std::any_of(procs_.begin(), procs_.end(),
+                               [](const auto& kv) { return kv.second.metrics != nullptr; });
+  if (any) {
+    for (unsigned f : family_order_) {
+      out->push_back(family_headers_[f]);
+      for (const auto& [key, p] : procs_) {
+        if (p.metrics && !p.metrics->text[f].empty()) {
+          out->push_back(TextPiece{p.metrics->block, p.metrics->text[f]});
+        }
+      }
+    }
+  }
+  // The daemon's own few series change at every scrape: serialized each time.
+  auto own = std::make_shared<std::string>();
+  Serialize(metrics_->registry.Collect(), own.get());
+  out->push_back(TextPiece{own, *own});
+}
+
+void Registry::WriteMetrics(std::ostream& out, Now now) {
+  std::vector<TextPiece> pieces;
+  MetricsPieces(now, &pieces);
+  for (const auto& p : pieces) {
+    out.write(p.text.data(), static_cast<std::streamsize>(p.text.size()));
+  }
+}
+
+std::string Registry::MetricsText(Now now) {
+  std::ostringstream out;
+  WriteMetrics(out, now);
+  return std::move(out).str();
+}
+
+std::string Registry::MetricsTextUncachedForTest(Now now) {
+  UpdateAges(now);
+  std::ostringstream out;
+  WriteUncached(out);
+  return std::move(out).str();
+}
+
+void Registry::WriteUncached(std::ostream& out) {
+  std::vector<prometheus::MetricFamily> families;
+  std::map<std::string, size_t> index;
+  for (const auto& [key, p] : procs_) {
+    if (!p.metrics) {
+      continue;
+    }
+    for (auto& f : p.metrics->registry.Collect()) {
+      auto [it, added] = index.emplace(f.name, families.size());
+      if (added) {
+        families.push_back(std::move(f));
+      } else {
+        auto& into = families[it->second].metric;
+        into.insert(into.end(), std::make_move_iterator(f.metric.begin()),
+                    std::make_move_iterator(f.metric.end()));
+      }
+    }
+  }
+  for (auto& f : metrics_->registry.Collect()) {
+    families.push_back(std::move(f));
+  }
+  prometheus::TextSerializer().Serialize(out, families);
+}
+
+}  // namespace stallwatch::daemon
