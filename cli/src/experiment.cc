@@ -25,7 +25,7 @@ bool IsPlumbing(const Frame& f) {
   // The interpreter's own frames (a Python loop's) are plumbing too: the Python frames that run
   // in them are the code.
   for (const char* prefix :
-       {"libc.so", "libc-", "ld-linux", "linux-vdso", "[vdso]", "libpthread", "libevent",
+       {"libc.so", "libc-", "ld-linux", "linux-vdso", "[vdso", "libpthread", "libevent",
         "libstallwatch", "libasan", "libubsan", "libtsan", "python3", "libpython"}) {
     if (base.rfind(prefix, 0) == 0) return true;
   }

@@ -2,6 +2,8 @@
 // bounded, counted, and leaves other agents unaffected. The daemon's core runs in-process on its
 // own loop thread; clients use real Unix and TCP sockets on loopback.
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "ingest.h"
 #include "stallwatch/agent.h"
@@ -604,6 +607,45 @@ TEST(ApiExposure, NoEnvironmentOrCommandLineOfMonitoredPrograms) {
       EXPECT_TRUE(documented.count(k)) << "undocumented " << k;
     }
   }
+}
+
+// Names an agent chooses reach the daemon's log escaped: a service name carrying a newline (and
+// an escape sequence) cannot forge a log line or drive a terminal.
+TEST(Hardening, AgentChosenNamesAreEscapedInTheLog) {
+  auto captured = std::make_shared<std::ostringstream>();
+  struct RestoreLogger {
+    std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+    ~RestoreLogger() { spdlog::set_default_logger(previous); }
+  } restore;
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(*captured)));
+  spdlog::set_level(spdlog::level::info);
+  {
+    TempDir dir;
+    DaemonOptions o = DaemonOptionsIn(dir);
+    DaemonThread d(o);
+    ASSERT_TRUE(d.ok()) << d.error();
+    const std::string evil = "evil\n[error] FORGED line\x1b[2J";
+    RawClient c(o.agent_socket);
+    ASSERT_TRUE(c.Send(Hi(evil, 12001)));
+    ASSERT_TRUE(c.Send(Window(evil, 12001)));
+    ASSERT_TRUE(WaitFor([&] {
+      return captured->str().find("connected from") != std::string::npos;
+    })) << captured->str();
+    c.Close();
+    ASSERT_TRUE(WaitFor([&] { return captured->str().find("disconnected") != std::string::npos; }))
+        << captured->str();
+  }
+  const std::string log = captured->str();
+  size_t lines_naming_it = 0;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_NE(line.find("evil"), 0u) << "a line begins with the agent's text:\n" << log;
+    EXPECT_EQ(line.rfind("[error] FORGED", 0), std::string::npos) << log;
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << "raw escape in the log:\n" << log;
+    lines_naming_it += line.find("evil\\x0a[error] FORGED line") != std::string::npos;
+  }
+  EXPECT_GE(lines_naming_it, 2u) << "connected and disconnected, each on one line:\n" << log;
 }
 
 }  // namespace

@@ -93,6 +93,7 @@ TEST(TopBlockingFrame, SkipsLibcLibeventAndTheAgent) {
       1,
       {{"clock_nanosleep", "/usr/lib/x86_64-linux-gnu/libc.so.6"},
        {"_PyEval_EvalFrameDefault", "/usr/bin/python3.11"},
+       {"__vdso_clock_gettime", "[vdso: 7418]"},
        {"", "/usr/lib/python3.11/lib-dynload/_asyncio.cpython-311-x86_64-linux-gnu.so"},
        {"lz_compress", "/usr/lib/python3/dist-packages/fastlz.cpython-311-x86_64-linux-gnu.so"}});
   EXPECT_EQ(TopBlockingFrame(python), "lz_compress");
