@@ -210,12 +210,12 @@ bool ServiceProbe(LoopState* s, int64_t now) {
 }  // namespace
 
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, WaitCall call) {
+             const sigset_t* sigmask, WaitCall call, int64_t now_ns) {
   const int wfd = s->wait_fd.load(std::memory_order_relaxed);
   if (wfd < 0 || s->probe_lost.load(std::memory_order_relaxed)) {
     return NextWaitCall(call, epfd, events, maxevents, timeout_ns, sigmask);
   }
-  const int64_t start = MonotonicNanos();
+  const int64_t start = now_ns;
   if (start >= s->probe_due_ns.load(std::memory_order_relaxed)) {
     ServiceProbe(s, start);  // a busy loop comes back here late: this is its lateness
   }

@@ -81,9 +81,10 @@ enum class WaitCall { kWait, kPwait, kPwait2 };
 
 // The interposed wait of an epoll loop's thread on its own epoll fd, for each libc variant:
 // same events, same timeout (timeout_ns < 0: none), same signal mask and EINTR as the call it
-// replaces; probe ticks serviced on the way. `sigmask` may be null.
+// replaces; probe ticks serviced on the way. `sigmask` may be null. `now_ns`: the monotonic
+// time at the call (the caller has read it to close the busy period).
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, WaitCall call);
+             const sigset_t* sigmask, WaitCall call, int64_t now_ns);
 
 // Discovery, called by the interposers for a wait on an epoll fd that is no loop's. Returns the
 // loop this wait made (attached just now: this wait is its first boundary), or nullptr.

@@ -76,12 +76,15 @@ inline LoopState* FindByBase(event_base* base) {
   return nullptr;
 }
 
-inline void BeforeWait(LoopState* s) {
+// Returns the time it read (the end of the busy period, the start of the wait).
+inline int64_t BeforeWait(LoopState* s) {
   if (!s->boundaries_seen.load(std::memory_order_relaxed)) {
     EnsureLoopThread(s);
     s->boundaries_seen.store(true, std::memory_order_release);
   }
-  EndBusyPeriod(s, MonotonicNanos());
+  const int64_t now = MonotonicNanos();
+  EndBusyPeriod(s, now);
+  return now;
 }
 
 inline void AfterWait(LoopState* s) {
@@ -109,8 +112,8 @@ inline LoopState* LoopOfWait(int epfd) {
 // An epoll loop's wait (epoll_loop.h), between its busy periods. timeout_ns < 0: none.
 int EpollLoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
                   const sigset_t* sigmask, WaitCall call) {
-  BeforeWait(s);
-  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, call);
+  const int64_t now = BeforeWait(s);
+  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, call, now);
   const int saved = errno;
   AfterWait(s);
   errno = saved;

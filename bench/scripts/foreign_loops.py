@@ -2,6 +2,7 @@
 """Foreign event loops under the preload shim: cost and accuracy (docs/benchmarks.md).
 
   bench/scripts/foreign_loops.py [--build build] [--rounds 3] [--seconds 8] [--only cost|accuracy]
+                               [--targets tornado,redis,node]
 
 cost: for Tornado hello (examples/tornado_seed.py, /usr/bin/python3), redis-server (GET/SET from
   redis-benchmark) and a Node http hello, an agent-off and an agent-on server (LD_PRELOAD of the
@@ -135,7 +136,7 @@ def cost(args, shim):
     print("| target | round | req/s off | req/s on | CPU µs/request off | on | off/on |")
     print("|---|---|---|---|---|---|---|")
     summary = {}
-    for target in ("tornado", "redis", "node"):
+    for target in args.targets.split(","):
         ratios = []
         for r in range(1, args.rounds + 1):
             tmp = tempfile.mkdtemp(prefix="sw-foreign-")
@@ -349,6 +350,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--reps", type=int, default=10, help="blocks of each length (accuracy)")
     ap.add_argument("--only", choices=["cost", "accuracy"])
+    ap.add_argument("--targets", default="tornado,redis,node", help="cost: which hosts")
     args = ap.parse_args()
     shim = os.path.join(args.build, "agent", "preload", "libstallwatch_preload.so")
     if not os.path.exists(shim):

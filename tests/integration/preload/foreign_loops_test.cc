@@ -40,8 +40,13 @@ class Watched {
     const int fd = mkstemp(path);
     close(fd);
     findings_ = path;
+    // The program runs in a folder of its own: what it writes to its working directory (node's
+    // isolate-*.log with --perf-basic-prof) goes with the folder.
+    char dir[] = "/tmp/stallwatch-foreign-cwd-XXXXXX";
+    cwd_ = mkdtemp(dir) != nullptr ? dir : "/tmp";
     pid_ = fork();
     if (pid_ == 0) {
+      if (chdir(cwd_.c_str()) != 0) _exit(126);
       setenv("LD_PRELOAD", SW_PRELOAD_LIB, 1);
       setenv("STALLWATCH_ENDPOINT", ("file:" + findings_).c_str(), 1);
       setenv("STALLWATCH_REPORT_INTERVAL", "500ms", 1);
@@ -57,6 +62,7 @@ class Watched {
   ~Watched() {
     Stop();
     unlink(findings_.c_str());
+    if (cwd_ != "/tmp") std::system(("rm -rf '" + cwd_ + "'").c_str());
   }
   Watched(const Watched&) = delete;
   Watched& operator=(const Watched&) = delete;
@@ -109,6 +115,7 @@ class Watched {
   pid_t pid_ = -1;
   int status_ = 0;
   std::string findings_;
+  std::string cwd_;
 };
 
 std::string Frames(const json& stall) {
@@ -369,7 +376,7 @@ function busyLoopHere() {
   while (process.hrtime.bigint() < e) {}
 }
 let n = 0;
-const t = setInterval(() => { if (++n === 10) busyLoopHere(); if (n === 20) clearInterval(t); }, 20);
+const t = setInterval(() => { if (++n === 10) busyLoopHere(); if (n === 60) clearInterval(t); }, 20);
 )";
   Watched w(
       {"/usr/bin/node", "--perf-basic-prof", "--interpreted-frames-native-stack", "-e", script});
