@@ -20,8 +20,8 @@ struct ClassifierInput {
   // unknown: a thread that wanted a CPU lost it without queueing in this kernel's run queue, so
   // it counts as waiting for a CPU too (wait_ratio), and a stall mostly stolen says so in its hint.
   int64_t steal_ns = -1;
-  int64_t suspended_ns = 0;   // time of the span during which the whole process was paused
-  std::string syscall;        // most frequent syscall seen in samples ("" if none)
+  int64_t suspended_ns = 0;  // time of the span during which the whole process was paused
+  std::string syscall;       // most frequent syscall seen in samples ("" if none)
   std::string fd_target;
   bool seen_running = false;  // a sample saw the thread outside any syscall
   int samples = 0;            // /proc samples taken during the stall

@@ -1,6 +1,6 @@
 // Google Benchmark microbenchmarks of the agent's per-iteration path on the loop thread: the
-// epoll_wait interposer (watched and unwatched epoll fds, a foreign epoll loop's) and a whole non-blocking
-// event_base_loop iteration with and without the agent attached (no probe tick due).
+// epoll_wait interposer (watched and unwatched epoll fds, a foreign epoll loop's) and a whole
+// non-blocking event_base_loop iteration with and without the agent attached (no probe tick due).
 //
 //   sw_bench_hooks [--benchmark_repetitions=5 --benchmark_report_aggregates_only=true]
 

@@ -69,7 +69,7 @@ TEST(ParseStatSteal, EighthValueOfTheCpuLine) {
   EXPECT_EQ(ParseStatSteal("cpu  443239 1445045 131263 5614984 3062 0 4565 34554 0 0\n"
                            "cpu0 236960 721445 64984 2793903 1883 0 2226 16760 0 0\n"),
             34554u);
-  EXPECT_EQ(ParseStatSteal("cpu  1 2 3 4 5 6 7 8"), 8u);  // no guest fields, no newline
+  EXPECT_EQ(ParseStatSteal("cpu  1 2 3 4 5 6 7 8"), 8u);   // no guest fields, no newline
   EXPECT_FALSE(ParseStatSteal("cpu  1 2 3 4 5 6 7\n"));    // before steal existed
   EXPECT_FALSE(ParseStatSteal("cpu0 1 2 3 4 5 6 7 8\n"));  // not the aggregate line
   EXPECT_FALSE(ParseStatSteal("cpu  1 2 3 4 5 6 7 x\n"));
