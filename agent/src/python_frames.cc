@@ -44,10 +44,14 @@ bool ReadVarint(std::span<const uint8_t> t, size_t* i, uint32_t* out) {
   uint32_t val = 0;
   uint32_t shift = 0;
   while (true) {
-    if (*i >= t.size() || shift > 30) return false;
+    if (*i >= t.size() || shift > 30) {
+      return false;
+    }
     const uint8_t b = t[(*i)++];
     val |= static_cast<uint32_t>(b & 63) << shift;
-    if ((b & 64) == 0) break;
+    if ((b & 64) == 0) {
+      break;
+    }
     shift += 6;
   }
   *out = val;
@@ -56,7 +60,9 @@ bool ReadVarint(std::span<const uint8_t> t, size_t* i, uint32_t* out) {
 
 bool ReadSignedVarint(std::span<const uint8_t> t, size_t* i, int* out) {
   uint32_t u = 0;
-  if (!ReadVarint(t, i, &u)) return false;
+  if (!ReadVarint(t, i, &u)) {
+    return false;
+  }
   *out = (u & 1) != 0 ? -static_cast<int>(u >> 1) : static_cast<int>(u >> 1);
   return true;
 }
@@ -102,36 +108,52 @@ StrResult ReadPyString(const MemoryReader& mem, const PyLayout& l, const PythonR
       !mem.Read(addr, head.data(), l.ascii_data)) {
     return StrResult::kNotAString;
   }
-  if (Field<uint64_t>(head.data(), l.ob_type) != a.unicode_type) return StrResult::kNotAString;
+  if (Field<uint64_t>(head.data(), l.ob_type) != a.unicode_type) {
+    return StrResult::kNotAString;
+  }
   const auto length = Field<int64_t>(head.data(), l.unicode_length);
   const auto state = Field<uint32_t>(head.data(), l.unicode_state);
-  if (length < 0) return StrResult::kNotAString;
+  if (length < 0) {
+    return StrResult::kNotAString;
+  }
   if (static_cast<uint64_t>(length) > kMaxPyStringChars || (state & kStateCompact) == 0) {
     return StrResult::kUnreadable;
   }
   const uint32_t kind = (state >> kStateKindShift) & kStateKindMask;
-  if (kind != 1 && kind != 2 && kind != 4) return StrResult::kNotAString;
+  if (kind != 1 && kind != 2 && kind != 4) {
+    return StrResult::kNotAString;
+  }
   const size_t n = static_cast<size_t>(length);
   std::vector<uint8_t> chars(n * kind);
   const uint64_t data = addr + ((state & kStateAscii) != 0 ? l.ascii_data : l.compact_data);
-  if (!chars.empty() && !mem.Read(data, chars.data(), chars.size())) return StrResult::kNotAString;
+  if (!chars.empty() && !mem.Read(data, chars.data(), chars.size())) {
+    return StrResult::kNotAString;
+  }
   return PyCompactStringToUtf8(state, chars, n, out) ? StrResult::kOk : StrResult::kUnreadable;
 }
 
 // The line of a frame's instruction, or 0: a table that cannot be read costs the line only.
 int FrameLine(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAddrs& a,
               uint64_t linetable, int first_line, int code_unit) {
-  if (code_unit < 0) return first_line;
+  if (code_unit < 0) {
+    return first_line;
+  }
   std::array<uint8_t, 64> head{};
   if (linetable == 0 || l.bytes_sval > head.size() ||
       !mem.Read(linetable, head.data(), l.bytes_sval)) {
     return 0;
   }
-  if (a.bytes_type != 0 && Field<uint64_t>(head.data(), l.ob_type) != a.bytes_type) return 0;
+  if (a.bytes_type != 0 && Field<uint64_t>(head.data(), l.ob_type) != a.bytes_type) {
+    return 0;
+  }
   const auto size = Field<int64_t>(head.data(), l.var_ob_size);
-  if (size <= 0 || static_cast<uint64_t>(size) > kMaxLineTableBytes) return 0;
+  if (size <= 0 || static_cast<uint64_t>(size) > kMaxLineTableBytes) {
+    return 0;
+  }
   std::vector<uint8_t> table(static_cast<size_t>(size));
-  if (!mem.Read(linetable + l.bytes_sval, table.data(), table.size())) return 0;
+  if (!mem.Read(linetable + l.bytes_sval, table.data(), table.size())) {
+    return 0;
+  }
   const int line = PyLineForCodeUnit(table, first_line, code_unit);
   return line < 0 ? 0 : line;
 }
@@ -208,13 +230,17 @@ std::string Hex(uint64_t v) {
 }  // namespace
 
 int PyLineForCodeUnit(std::span<const uint8_t> table, int first_line, int code_unit) {
-  if (code_unit < 0) return first_line;
+  if (code_unit < 0) {
+    return first_line;
+  }
   int line = first_line;
   int64_t start = 0;
   size_t i = 0;
   while (i < table.size()) {
     const uint8_t b = table[i];
-    if ((b & 0x80) == 0) return -1;  // not at the start of an entry: not a location table
+    if ((b & 0x80) == 0) {
+      return -1;  // not at the start of an entry: not a location table
+    }
     const int code = (b >> 3) & 15;
     const int64_t units = (b & 7) + 1;
     size_t j = i + 1;
@@ -223,23 +249,31 @@ int PyLineForCodeUnit(std::span<const uint8_t> table, int first_line, int code_u
       has_line = false;
     } else if (code == kLocLong || code == kLocNoColumns) {
       int delta = 0;
-      if (!ReadSignedVarint(table, &j, &delta)) return -1;
+      if (!ReadSignedVarint(table, &j, &delta)) {
+        return -1;
+      }
       line += delta;
     } else if (code >= kLocOneLine0 && code <= kLocOneLine2) {
       line += code - kLocOneLine0;
     }  // codes 0-9: the short forms, same line
-    if (code_unit < start + units) return has_line ? line : -1;
+    if (code_unit < start + units) {
+      return has_line ? line : -1;
+    }
     start += units;
     // The rest of the entry (columns) has bit 7 clear; the next entry starts with it set.
     i = std::max(i + 1, j);
-    while (i < table.size() && (table[i] & 0x80) == 0) ++i;
+    while (i < table.size() && (table[i] & 0x80) == 0) {
+      ++i;
+    }
   }
   return -1;
 }
 
 bool PyCompactStringToUtf8(uint32_t state, std::span<const uint8_t> chars, size_t length,
                            std::string* out) {
-  if ((state & kStateCompact) == 0) return false;
+  if ((state & kStateCompact) == 0) {
+    return false;
+  }
   const uint32_t kind = (state >> kStateKindShift) & kStateKindMask;
   const bool ascii = (state & kStateAscii) != 0;
   if ((kind != 1 && kind != 2 && kind != 4) || (ascii && kind != 1) ||
@@ -268,8 +302,12 @@ bool PyCompactStringToUtf8(uint32_t state, std::span<const uint8_t> chars, size_
 }
 
 bool ProcessMemoryReader::Read(uint64_t addr, void* out, size_t len) const {
-  if (len == 0) return true;
-  if (addr == 0 || addr + len < addr) return false;
+  if (len == 0) {
+    return true;
+  }
+  if (addr == 0 || addr + len < addr) {
+    return false;
+  }
   iovec local{out, len};
   iovec remote{reinterpret_cast<void*>(addr), len};  // NOLINT: an address in pid_, not followed
   return ::process_vm_readv(pid_, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len);
@@ -293,7 +331,9 @@ StatusOr<std::vector<PyFrameInfo>> ReadPythonStack(const MemoryReader& mem, cons
   std::vector<PyFrameInfo> frames;
   std::vector<uint64_t> seen;
   while (frame != 0 && frames.size() < max_frames) {
-    if (std::find(seen.begin(), seen.end(), frame) != seen.end()) break;  // a cycle: torn
+    if (std::find(seen.begin(), seen.end(), frame) != seen.end()) {
+      break;  // a cycle: torn
+    }
     seen.push_back(frame);
     PyFrameInfo info;
     uint64_t previous = 0;
@@ -314,7 +354,9 @@ StatusOr<std::vector<PyFrameInfo>> ReadPythonStack(const MemoryReader& mem, cons
 StatusOr<PyLayout> PyLayoutForVersion(uint32_t version_hex) {
   const uint32_t major = (version_hex >> 24) & 0xFF;
   const uint32_t minor = (version_hex >> 16) & 0xFF;
-  if (major == 3 && minor == 11) return kPy311Layout;
+  if (major == 3 && minor == 11) {
+    return kPy311Layout;
+  }
   return FailedPreconditionError("Python " + std::to_string(major) + "." + std::to_string(minor) +
                                  " is not supported for Python frames (3.11 is)");
 }
@@ -322,7 +364,9 @@ StatusOr<PyLayout> PyLayoutForVersion(uint32_t version_hex) {
 bool ReadElfDynamicSymbols(const std::string& path, std::span<const char* const> names,
                            std::span<uint64_t> values, uint64_t* first_load_vaddr) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    return false;
+  }
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -338,7 +382,9 @@ bool ReadElfDynamicSymbols(const std::string& path, std::span<const char* const>
     return false;
   }
   std::vector<Elf64_Phdr> ph(eh.e_phnum);
-  if (!pread_all(ph.data(), ph.size() * sizeof(Elf64_Phdr), eh.e_phoff)) return false;
+  if (!pread_all(ph.data(), ph.size() * sizeof(Elf64_Phdr), eh.e_phoff)) {
+    return false;
+  }
   bool have_load = false;
   for (const auto& p : ph) {
     if (p.p_type == PT_LOAD) {
@@ -347,9 +393,13 @@ bool ReadElfDynamicSymbols(const std::string& path, std::span<const char* const>
       break;
     }
   }
-  if (!have_load) return false;
+  if (!have_load) {
+    return false;
+  }
   std::vector<Elf64_Shdr> sh(eh.e_shnum);
-  if (!pread_all(sh.data(), sh.size() * sizeof(Elf64_Shdr), eh.e_shoff)) return false;
+  if (!pread_all(sh.data(), sh.size() * sizeof(Elf64_Shdr), eh.e_shoff)) {
+    return false;
+  }
   constexpr uint64_t kMaxTableBytes = uint64_t{64} << 20;
   for (const auto& s : sh) {
     if (s.sh_type != SHT_DYNSYM || s.sh_link >= sh.size() || s.sh_entsize != sizeof(Elf64_Sym) ||
@@ -363,10 +413,14 @@ bool ReadElfDynamicSymbols(const std::string& path, std::span<const char* const>
       return false;
     }
     for (const auto& sym : syms) {
-      if (sym.st_name >= strtab.size() || sym.st_shndx == SHN_UNDEF || sym.st_value == 0) continue;
+      if (sym.st_name >= strtab.size() || sym.st_shndx == SHN_UNDEF || sym.st_value == 0) {
+        continue;
+      }
       const std::string_view name(strtab.c_str() + sym.st_name);
       for (size_t i = 0; i < names.size() && i < values.size(); ++i) {
-        if (name == names[i]) values[i] = sym.st_value;
+        if (name == names[i]) {
+          values[i] = sym.st_value;
+        }
       }
     }
     return true;
@@ -385,8 +439,12 @@ constexpr std::array<const char*, 4> kSymbols = {"Py_Version", "PyCode_Type", "P
 bool IsPythonModule(std::string_view path) {
   const size_t slash = path.rfind('/');
   std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
-  if (base.substr(0, 3) == "lib") base.remove_prefix(3);
-  if (base.substr(0, 7) != "python3") return false;
+  if (base.substr(0, 3) == "lib") {
+    base.remove_prefix(3);
+  }
+  if (base.substr(0, 7) != "python3") {
+    return false;
+  }
   base.remove_prefix(7);
   return base.empty() || base[0] == '.';
 }
@@ -402,7 +460,9 @@ Status FindRemoteSymbols(pid_t pid, std::array<uint64_t, kSymbols.size()>* out) 
   size_t pos = 0;
   while (pos < maps.size()) {
     size_t nl = maps.find('\n', pos);
-    if (nl == std::string::npos) nl = maps.size();
+    if (nl == std::string::npos) {
+      nl = maps.size();
+    }
     const std::string line = maps.substr(pos, nl - pos);
     pos = nl + 1;
     unsigned long long start = 0;
@@ -415,15 +475,25 @@ Status FindRemoteSymbols(pid_t pid, std::array<uint64_t, kSymbols.size()>* out) 
       continue;
     }
     const std::string path = line.substr(static_cast<size_t>(path_at));
-    if (path.empty() || path[0] != '/' || !IsPythonModule(path)) continue;
-    std::array<uint64_t, kSymbols.size()> values{};
-    uint64_t file_base = 0;
-    if (!internal::ReadElfDynamicSymbols(root + "/root" + path, kSymbols, values, &file_base)) {
+    if (path.empty() || path[0] != '/' || !IsPythonModule(path)) {
       continue;
     }
-    if (values[0] == 0) continue;  // not the module with the interpreter in it
+    std::array<uint64_t, kSymbols.size()> values{};
+    uint64_t file_base = 0;
+    // Through the process's root: the file as the process sees it (another mount namespace).
+    std::string file = root;
+    file += "/root";
+    file += path;
+    if (!internal::ReadElfDynamicSymbols(file, kSymbols, values, &file_base)) {
+      continue;
+    }
+    if (values[0] == 0) {
+      continue;  // not the module with the interpreter in it
+    }
     const uint64_t bias = start - (file_base & ~uint64_t{0xFFF});
-    for (size_t i = 0; i < values.size(); ++i) (*out)[i] = values[i] == 0 ? 0 : values[i] + bias;
+    for (size_t i = 0; i < values.size(); ++i) {
+      (*out)[i] = values[i] == 0 ? 0 : values[i] + bias;
+    }
     return OkStatus();
   }
   return NotFoundError("no CPython module (python3.X, libpython3.X.so) with Py_Version in " + root +
@@ -441,7 +511,9 @@ StatusOr<PythonFrameReader> PythonFrameReader::ForProcess(pid_t pid, PythonRunti
       for (size_t i = 0; i < kSymbols.size(); ++i) {
         found[i] = reinterpret_cast<uint64_t>(::dlsym(RTLD_DEFAULT, kSymbols[i]));
       }
-      if (found[0] == 0) return NotFoundError("no CPython in this process (Py_Version not found)");
+      if (found[0] == 0) {
+        return NotFoundError("no CPython in this process (Py_Version not found)");
+      }
     } else if (Status s = FindRemoteSymbols(pid, &found); !s.ok()) {
       return s;
     }
@@ -454,12 +526,20 @@ StatusOr<PythonFrameReader> PythonFrameReader::ForProcess(pid_t pid, PythonRunti
       }
       addrs.version_hex = static_cast<uint32_t>(v);
     }
-    if (addrs.code_type == 0) addrs.code_type = found[1];
-    if (addrs.unicode_type == 0) addrs.unicode_type = found[2];
-    if (addrs.bytes_type == 0) addrs.bytes_type = found[3];
+    if (addrs.code_type == 0) {
+      addrs.code_type = found[1];
+    }
+    if (addrs.unicode_type == 0) {
+      addrs.unicode_type = found[2];
+    }
+    if (addrs.bytes_type == 0) {
+      addrs.bytes_type = found[3];
+    }
   }
   StatusOr<internal::PyLayout> layout = internal::PyLayoutForVersion(addrs.version_hex);
-  if (!layout.ok()) return layout.status();
+  if (!layout.ok()) {
+    return layout.status();
+  }
   if (addrs.code_type == 0 || addrs.unicode_type == 0) {
     return NotFoundError("PyCode_Type or PyUnicode_Type not found in process " +
                          std::to_string(pid));

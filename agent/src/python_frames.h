@@ -97,7 +97,7 @@ inline constexpr uint8_t kFrameOwnedByGenerator = 1;
 // Longest qualname or filename accepted (in characters); longer is not a name.
 inline constexpr size_t kMaxPyStringChars = 4096;
 // Largest co_linetable read; a longer one leaves the frame's line 0.
-inline constexpr size_t kMaxLineTableBytes = 64 * 1024;
+inline constexpr size_t kMaxLineTableBytes = size_t{64} * 1024;
 
 // The line of the code unit at `code_unit` (index into co_code_adaptive, -1 for a frame that has
 // not started) from a 3.11 location table (Objects/locations.md), as PyCode_Addr2Line computes

@@ -126,7 +126,9 @@ TEST(PythonFramesOwnProcess, AChurningThreadOfThisProcessIsReadWithoutTheGil) {
       }
       ASSERT_GE(f.line, 0);
     }
-    if (!stack->empty() && stack->back().qualname == "Thread._bootstrap") ++whole;
+    if (!stack->empty() && stack->back().qualname == "Thread._bootstrap") {
+      ++whole;
+    }
     deepest = std::max(deepest, stack->size());
   }
   const auto ms =

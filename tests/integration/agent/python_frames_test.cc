@@ -97,7 +97,9 @@ struct Child {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
     }
-    if (!script.empty()) ::unlink(script.c_str());
+    if (!script.empty()) {
+      ::unlink(script.c_str());
+    }
   }
 };
 
@@ -105,12 +107,16 @@ struct Child {
 ::testing::AssertionResult Start(const std::string& body, Child* c) {
   char path[] = "/tmp/sw_pyframes_XXXXXX.py";
   const int fd = ::mkstemps(path, 3);
-  if (fd < 0) return ::testing::AssertionFailure() << "mkstemps";
+  if (fd < 0) {
+    return ::testing::AssertionFailure() << "mkstemps";
+  }
   ::close(fd);
   c->script = path;
   std::ofstream(c->script) << kPrologue << body;
   int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return ::testing::AssertionFailure() << "pipe";
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    return ::testing::AssertionFailure() << "pipe";
+  }
   c->pid = ::fork();
   if (c->pid == 0) {
     ::dup2(out[1], 1);
@@ -122,10 +128,14 @@ struct Child {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
     pollfd p{out[0], POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
+    if (::poll(&p, 1, 100) <= 0) {
+      continue;
+    }
     char buf[256];
     const ssize_t n = ::read(out[0], buf, sizeof(buf));
-    if (n <= 0) break;
+    if (n <= 0) {
+      break;
+    }
     line.append(buf, static_cast<size_t>(n));
   }
   ::close(out[0]);
@@ -144,7 +154,9 @@ int LineOf(const std::string& script, const std::string& needle) {
   std::ifstream in(script);
   std::string text;
   for (int n = 1; std::getline(in, text); ++n) {
-    if (text.find(needle) != std::string::npos) return n;
+    if (text.find(needle) != std::string::npos) {
+      return n;
+    }
   }
   return -1;
 }
@@ -215,7 +227,9 @@ TEST(PythonFramesRemote, ARunningThreadIsReadTornButNeverWrong) {
   int lines = 0;
   {
     std::ifstream in(c.script);
-    for (std::string l; std::getline(in, l);) ++lines;
+    for (std::string l; std::getline(in, l);) {
+      ++lines;
+    }
   }
   constexpr int kReads = 2000;
   int ok = 0;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -160,7 +161,7 @@ class FakeInterpreter {
     Put<uint64_t>(o, kL.ob_type, addrs_.unicode_type);
     Put<int64_t>(o, kL.unicode_length, static_cast<int64_t>(s.size()));
     Put<uint32_t>(o, kL.unicode_state, kAsciiState);
-    std::memcpy(o + kL.ascii_data, s.data(), s.size());
+    std::copy(s.begin(), s.end(), o + kL.ascii_data);
     return Addr(o);
   }
   uint64_t Bytes(const std::vector<uint8_t>& b) {
@@ -187,12 +188,23 @@ class FakeInterpreter {
     uint8_t* o = New(kL.frame_size + 8);
     Put<uint64_t>(o, kL.frame_f_code, code);
     Put<uint64_t>(o, kL.frame_previous, previous);
-    Put<uint64_t>(o, kL.frame_prev_instr, code + kL.code_code_adaptive + 2 * unit);
+    Put<uint64_t>(o, kL.frame_prev_instr, code + kL.code_code_adaptive + int64_t{2} * unit);
     Put<uint8_t>(o, kL.frame_owner, owner);
     return Addr(o);
   }
   void SetPrevious(uint64_t frame, uint64_t previous) {
-    Put<uint64_t>(reinterpret_cast<uint8_t*>(frame), kL.frame_previous, previous);
+    Put<uint64_t>(At(frame), kL.frame_previous, previous);
+  }
+  // The object made here at `addr`.
+  uint8_t* At(uint64_t addr) {
+    for (auto& s : storage_) {
+      auto* p = reinterpret_cast<uint8_t*>(s.data());
+      if (Addr(p) == addr) {
+        return p;
+      }
+    }
+    ADD_FAILURE() << "no object at " << addr;
+    return reinterpret_cast<uint8_t*>(storage_.front().data());
   }
   template <typename T>
   static void Put(uint8_t* o, size_t offset, T v) {
@@ -301,13 +313,12 @@ TEST(PythonFrames, ANameThatIsNotAStrIsATornFrameAndAnUndecodableStrIsAQuestionM
   FakeInterpreter py;
   const uint64_t code = py.Code("f", "/x.py");
   // co_qualname → a bytes object: torn.
-  FakeInterpreter::Put<uint64_t>(reinterpret_cast<uint8_t*>(code), kL.code_qualname,
-                                 py.Bytes({'f'}));
+  FakeInterpreter::Put<uint64_t>(py.At(code), kL.code_qualname, py.Bytes({'f'}));
   EXPECT_FALSE(Walk(py, py.ThreadState(py.Frame(code, 0, 0))).ok());
   // co_qualname → a str longer than any name: "?".
   const uint64_t code2 = py.Code("g", "/x.py");
   const uint64_t long_str = py.Str(std::string(kMaxPyStringChars + 1, 'x'));
-  FakeInterpreter::Put<uint64_t>(reinterpret_cast<uint8_t*>(code2), kL.code_qualname, long_str);
+  FakeInterpreter::Put<uint64_t>(py.At(code2), kL.code_qualname, long_str);
   const auto stack = Walk(py, py.ThreadState(py.Frame(code2, 0, 0)));
   ASSERT_TRUE(stack.ok());
   EXPECT_EQ((*stack)[0].qualname, "?");
