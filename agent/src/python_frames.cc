@@ -341,7 +341,8 @@ StatusOr<std::vector<PyFrameInfo>> ReadPythonStack(const MemoryReader& mem, cons
     if (!ReadFrame(mem, layout, addrs, frame, &info, &previous, &why)) {
       if (frames.empty()) {
         return UnavailableError("innermost Python frame at " + Hex(frame) +
-                                " does not check out (" + why + "): the thread changed it");
+                                " does not check out (" + why +
+                                "): torn by the running thread, or no thread state");
       }
       break;  // the outer part of the stack changed under the read: what was read holds
     }
