@@ -17,7 +17,9 @@
 // clang-format on
 
 // CPython leaves some of its own allocations at Py_FinalizeEx by design; LeakSanitizer (the
-// CI's ASan run) is told to ignore what libpython allocated, and only that.
+// CI's ASan run) is told to ignore what libpython allocated, and only that. The name is the
+// sanitizer runtime's hook.
+// NOLINTNEXTLINE(bugprone-reserved-identifier)
 extern "C" __attribute__((visibility("default"), used)) const char* __lsan_default_suppressions() {
   return "leak:libpython3.11.so\n";
 }
@@ -109,13 +111,18 @@ TEST(PythonFramesOwnProcess, AChurningThreadOfThisProcessIsReadWithoutTheGil) {
       "recurse", "leaf", "leaf.<locals>.<dictcomp>", "gen", "fail", "catch", "churn"};
   const std::set<std::string> threading_names = {"Thread._bootstrap", "Thread._bootstrap_inner",
                                                  "Thread.run"};
+  // 2000 reads, or as many as 5 s allow (sanitizer builds on two busy cores read ~10x slower).
   constexpr int kReads = 2000;
+  constexpr auto kReadBudget = std::chrono::seconds(5);
+  constexpr int kMinReads = 200;
   int ok = 0;
   int errors = 0;
   int whole = 0;  // ending in threading's Thread._bootstrap
   size_t deepest = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kReads; ++i) {
+  int reads = 0;
+  for (int i = 0; i < kReads && std::chrono::steady_clock::now() - t0 < kReadBudget; ++i) {
+    ++reads;
     const auto stack = reader->Read(tstate);
     if (!stack.ok()) {
       ++errors;
@@ -141,9 +148,11 @@ TEST(PythonFramesOwnProcess, AChurningThreadOfThisProcessIsReadWithoutTheGil) {
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count();
   std::printf(
-      "torn reads (own process): %d ok (%d whole, deepest %zu frames), %d errors, in %lld ms\n", ok,
-      whole, deepest, errors, static_cast<long long>(ms));
-  EXPECT_GE(ok, kReads / 2);
+      "torn reads (own process): %d of %d ok (%d whole, deepest %zu frames), %d errors, in %lld "
+      "ms\n",
+      ok, reads, whole, deepest, errors, static_cast<long long>(ms));
+  EXPECT_GE(reads, kMinReads);
+  EXPECT_GE(ok, reads / 2);
   EXPECT_GT(deepest, 50u);
 
   PyEval_RestoreThread(saved);
