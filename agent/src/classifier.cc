@@ -220,14 +220,7 @@ Classification Classify(const ClassifierInput& in) {
   const int64_t steal = std::max<int64_t>(in.steal_ns, 0);
   const int64_t waited = std::max<int64_t>(in.run_delay_ns, 0) + steal;
   c.wait_ratio = wait_known ? std::clamp(static_cast<double>(waited) / wall, 0.0, 1.0) : 0;
-  double suspended = std::clamp(static_cast<double>(in.suspended_ns) / wall, 0.0, 1.0);
-  // While the whole process is paused its loop thread neither runs nor waits for a CPU: the
-  // paused share cannot exceed what the thread's own clocks leave unaccounted. The watchdog's
-  // estimate can (it sees its own unaccounted time, e.g. page faults while it reads a large
-  // binary's symbols, as a pause); the thread's clocks are the better witness.
-  if (in.cpu_ns >= 0 && wait_known) {
-    suspended = std::min(suspended, std::max(0.0, 1.0 - c.cpu_ratio - c.wait_ratio));
-  }
+  const double suspended = std::clamp(static_cast<double>(in.suspended_ns) / wall, 0.0, 1.0);
   if (suspended >= 0.5) {
     c.stall_class = StallClass::kSuspended;
   } else if (in.cpu_ns >= 0 && c.cpu_ratio >= 0.5) {

@@ -207,10 +207,21 @@ bool ServiceProbe(LoopState* s, int64_t now) {
   return true;
 }
 
+// Once per loop, on its thread: a Python loop's thread state (LoopState::py_tstate).
+void NotePythonThread(LoopState* s) {
+  s->py_checked = true;
+  if (std::strcmp(s->runtime, "python") != 0) return;
+  using Fn = void* (*)();
+  static auto* get = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState"));
+  if (get == nullptr) return;
+  s->py_tstate.store(reinterpret_cast<uint64_t>(get()), std::memory_order_release);
+}
+
 }  // namespace
 
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
              const sigset_t* sigmask, WaitCall call, int64_t now_ns) {
+  if (!s->py_checked) NotePythonThread(s);
   const int wfd = s->wait_fd.load(std::memory_order_relaxed);
   if (wfd < 0 || s->probe_lost.load(std::memory_order_relaxed)) {
     return NextWaitCall(call, epfd, events, maxevents, timeout_ns, sigmask);

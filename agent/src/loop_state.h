@@ -93,6 +93,11 @@ struct LoopState {
   std::atomic<int> probe_fd{-1};
   std::atomic<bool> closed{false};
   std::atomic<bool> probe_lost{false};
+  // A Python loop (runtime "python"): its thread's PyThreadState, taken on the loop thread in its
+  // wait (PyGILState_GetThisThreadState reads thread-local storage; the GIL is not held there),
+  // for the watchdog's Python frames (python_frames.h); 0 when none. py_checked: loop thread only.
+  std::atomic<uint64_t> py_tstate{0};
+  bool py_checked = false;
 
   // Watchdog process only: an epoll fd it found for a loop whose fd attach could not bind; the
   // probe binds it on the loop thread.

@@ -172,6 +172,7 @@ bool ReadFrame(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAd
     *why = "frame owner " + std::to_string(owner);
     return false;
   }
+  info->entry = Field<uint8_t>(frame.data(), l.frame_is_entry) != 0;
   const auto code = Field<uint64_t>(frame.data(), l.frame_f_code);
   const auto prev_instr = Field<uint64_t>(frame.data(), l.frame_prev_instr);
   *previous = Field<uint64_t>(frame.data(), l.frame_previous);

@@ -29,6 +29,10 @@ struct PyFrameInfo {
   std::string qualname;  // co_qualname ("Handler.get", "<module>"); "?" if not a readable string
   std::string filename;  // co_filename; "?" likewise
   int line = 0;          // 0 if the location table has no line for the instruction
+  // _PyInterpreterFrame.is_entry: the outermost Python frame of one C call of the interpreter
+  // (_PyEval_EvalFrameDefault): a native stack shows one such call per run of frames up to an
+  // entry frame, which is how the two stacks are merged.
+  bool entry = false;
 };
 
 // Addresses in the process that is read: what a frame's objects are checked against. Zero means
@@ -55,6 +59,7 @@ struct PyLayout {
   size_t frame_f_code = 0;          // _PyInterpreterFrame.f_code
   size_t frame_previous = 0;
   size_t frame_prev_instr = 0;
+  size_t frame_is_entry = 0;
   size_t frame_owner = 0;
   size_t frame_size = 0;  // bytes read per frame: up to and including owner
   size_t code_firstlineno = 0;
@@ -76,6 +81,7 @@ inline constexpr PyLayout kPy311Layout = {
     .frame_f_code = 32,
     .frame_previous = 48,
     .frame_prev_instr = 56,
+    .frame_is_entry = 68,
     .frame_owner = 69,
     .frame_size = 70,
     .code_firstlineno = 72,

@@ -360,6 +360,7 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
       out.function = std::move(jit);
       out.module = kJitModule;
       out.offset = 0;
+      out.kind = "jit";
     }
   }
   if (cache_.size() > 16384) cache_.clear();

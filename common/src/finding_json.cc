@@ -40,11 +40,8 @@ bool ParseStallClass(const std::string& s, StallClass* out) {
 }
 
 json ToJson(const Frame& f) {
-  return json{{"function", f.function},
-              {"module", f.module},
-              {"offset", f.offset},
-              {"file", f.file},
-              {"line", f.line}};
+  return json{{"function", f.function}, {"module", f.module}, {"offset", f.offset},
+              {"file", f.file},         {"line", f.line},     {"kind", f.kind}};
 }
 
 json ToJson(const Stack& s) {
@@ -196,6 +193,14 @@ StatusOr<StallFinding> StallFromJson(const json& j) {
               !Get(fj, "offset", &fr.offset, &err) || !Get(fj, "file", &fr.file, &err) ||
               !Get(fj, "line", &fr.line, &err)) {
             return InvalidArgumentError(err);
+          }
+          // Absent in schema 1 (every frame native then).
+          if (auto kit = fj.find("kind"); kit != fj.end()) {
+            if (!kit->is_string() || (*kit != "native" && *kit != "python" && *kit != "jit")) {
+              return InvalidArgumentError(
+                  "field 'kind' of a frame must be \"native\", \"python\" or \"jit\"");
+            }
+            fr.kind = kit->get<std::string>();
           }
           s.frames.push_back(std::move(fr));
         }

@@ -1,6 +1,7 @@
 #include "watchdog/engine.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -276,6 +277,10 @@ OwnClocks Watchdog::ReadOwnClocks() const {
     ss = platform::ReadThreadSchedstat(watchdog_tid_);  // Remove(), on a host thread
   }
   c.run_delay_ns = ss ? static_cast<int64_t>(ss->run_delay_ns) : 0;
+  if (t_watchdog_table) {  // on the watchdog's own thread (RUSAGE_THREAD is the caller's)
+    rusage ru{};
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) c.voluntary_switches = ru.ru_nvcsw;
+  }
   return c;
 }
 
@@ -315,7 +320,15 @@ uint64_t Watchdog::StackSignature(const std::vector<agent::internal::RawFrame>& 
 
 void Watchdog::DecideStackBudget(LoopWatch& w, StallTrack& t, int64_t now) {
   std::string top;
-  const uint64_t sig = StackSignature(t.stacks.begin()->second.frames, &top);
+  const auto& first = t.stacks.begin()->second;
+  uint64_t sig = StackSignature(first.frames, &top);
+  // A Python loop's causes differ in their Python functions, not in the interpreter's frames.
+  for (const auto& p : first.python) {
+    sig = (sig ^ std::hash<std::string>{}(p.qualname + '\n' + p.filename)) * 1099511628211ull;
+  }
+  if (!first.python.empty()) {
+    top = first.python.front().qualname;
+  }
   auto d = w.stack_budget.Decide(sig, t.id, top, now);
   t.stacks_allowed = d.stacks_allowed;
   if (!d.stacks_allowed) {
@@ -700,17 +713,52 @@ void Watchdog::TakeStack(LoopWatch& w, StallTrack& t, const platform::SyscallInf
     method = "proc";
   }
   ++w.stack_samples_total;
+  // A Python loop's frames, read now: a blocked thread's hold still; a running thread's were
+  // sampled a moment ago and are read as they are now (a torn read gives fewer frames).
+  std::vector<agent::PyFrameInfo> python;
+  if (const uint64_t ts = state.py_tstate.load(std::memory_order_acquire); ts != 0) {
+    python = ReadPythonStack(ts, t);
+  }
   std::vector<uint64_t> key;
-  key.reserve(frames.size());
+  key.reserve(frames.size() + python.size());
   for (const auto& f : frames) {
     key.push_back(f.pc);
+  }
+  // The same native pcs run different Python functions: the Python frames are part of the key.
+  for (const auto& p : python) {
+    key.push_back(std::hash<std::string>{}(p.qualname) ^
+                  (std::hash<std::string>{}(p.filename) << 1) ^
+                  (static_cast<uint64_t>(p.line) << 40));
   }
   auto& agg = t.stacks[key];
   if (agg.count == 0) {
     agg.frames = std::move(frames);
+    agg.python = std::move(python);
     agg.method = method;
   }
   ++agg.count;
+}
+
+std::vector<agent::PyFrameInfo> Watchdog::ReadPythonStack(uint64_t tstate, StallTrack& t) {
+  if (!py_reader_tried_) {
+    py_reader_tried_ = true;
+    auto r = agent::PythonFrameReader::ForProcess(target_->pid());
+    if (r.ok()) {
+      py_reader_.emplace(std::move(*r));
+    } else {
+      py_reader_error_ = "Python frames unavailable: " + r.status().message();
+      agent::internal::LogWarn("{}", py_reader_error_);
+    }
+  }
+  if (!py_reader_) {
+    if (t.sampling_note.empty()) t.sampling_note = py_reader_error_;
+    return {};
+  }
+  auto stack = py_reader_->Read(tstate);
+  if (!stack.ok()) {
+    return {};  // a torn read of a running thread: this sample has its native frames only
+  }
+  return std::move(*stack);
 }
 
 StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t end_mono,
@@ -766,6 +814,23 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
     Stack st;
     st.samples = a->count;
     st.method = a->method;
+    // Python frames go just inside the interpreter's C call that runs them: each
+    // _PyEval_EvalFrameDefault on the native stack runs the Python frames up to and including
+    // the next entry frame (PyFrameInfo::entry). Frames left over (a native stack cut short)
+    // go last.
+    size_t py = 0;
+    auto python_run = [&] {
+      while (py < a->python.size()) {
+        const agent::PyFrameInfo& p = a->python[py++];
+        Frame pf;
+        pf.function = p.qualname;
+        pf.file = p.filename;
+        pf.line = p.line;
+        pf.kind = "python";
+        st.frames.push_back(std::move(pf));
+        if (p.entry) break;
+      }
+    };
     for (const auto& rf : a->frames) {
       Frame fr = unwinder_.Symbolize(rf);
       // The agent's own frames (its wrappers of the dispatch functions) say nothing about the
@@ -773,7 +838,13 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
       if (agent::internal::Unwinder::IsOwnModule(fr.module)) {
         continue;
       }
+      if (fr.function == "_PyEval_EvalFrameDefault") {
+        python_run();
+      }
       st.frames.push_back(std::move(fr));
+    }
+    while (py < a->python.size()) {
+      python_run();
     }
     f.stacks.push_back(std::move(st));
   }

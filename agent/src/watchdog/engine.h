@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "platform/proc.h"
+#include "python_frames.h"
 #include "reporter.h"
 #include "stall_detector.h"
 #include "stallwatch/agent.h"
@@ -61,6 +62,8 @@ struct StallTrack {
     uint64_t count = 0;
     std::string method;
     std::vector<agent::internal::RawFrame> frames;
+    std::vector<agent::PyFrameInfo>
+        python;  // a Python loop's frames at the sample, innermost first
   };
   std::map<std::vector<uint64_t>, StackAgg> stacks;
   int stack_attempts = 0;
@@ -198,6 +201,14 @@ class Watchdog {
   agent::internal::OwnClocks wait_start_;
   int64_t wait_tick_ns_ = 0;
   agent::internal::SelfClock self_clock_;
+  // Python frames (python_frames.h), made at the first sample of a Python loop; its error, once
+  // there was one, is the stalls' sampling note.
+  std::optional<agent::PythonFrameReader> py_reader_;
+  std::string py_reader_error_;
+  bool py_reader_tried_ = false;
+  // The Python stack of a sampled thread whose PyThreadState is `tstate`; empty (with a note in
+  // the stall) when there is none or it cannot be read.
+  std::vector<agent::PyFrameInfo> ReadPythonStack(uint64_t tstate, StallTrack& t);
 };
 
 }  // namespace stallwatch::internal

@@ -18,7 +18,7 @@
 namespace stallwatch::internal {
 
 inline constexpr uint32_t kRegionMagic = 0x53574450;  // "SWDP"
-inline constexpr uint32_t kRegionVersion = 3;         // bumped whenever the region layout changes
+inline constexpr uint32_t kRegionVersion = 4;         // bumped whenever the region layout changes
 inline constexpr int kMaxProcessLoops = 64;
 inline constexpr size_t kSnapshotBytes = size_t{256} * 1024;
 

@@ -20,6 +20,10 @@ struct OwnClocks {
   int64_t mono_ns = 0;
   int64_t cpu_ns = 0;
   int64_t run_delay_ns = 0;
+  // The thread's voluntary context switches so far (getrusage RUSAGE_THREAD), -1 if unknown:
+  // processing in which the watchdog blocked of its own accord (a lock, a read of a large
+  // binary's symbols, a page-in) is neither running nor queued, yet no pause of the process.
+  int64_t voluntary_switches = -1;
 };
 
 class SelfClock {
@@ -36,7 +40,9 @@ class SelfClock {
   void Account(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
 
   // Processing between two waits: sleeps inside it (waiting for a signal sample) were added with
-  // AddIntendedSleep; they are used here and forgotten.
+  // AddIntendedSleep; they are used here and forgotten. Processing in which the watchdog blocked
+  // (voluntary_switches grew) is no evidence of a pause: a pause is seen in the waits, which
+  // take nearly all of the watchdog's time.
   void AccountProcessing(const OwnClocks& from, const OwnClocks& to);
   void AddIntendedSleep(int64_t ns) { intended_sleep_ns_ += ns; }
 

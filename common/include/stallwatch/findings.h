@@ -13,7 +13,7 @@
 namespace stallwatch {
 
 // Version of the JSON finding schema (docs/findings.md).
-inline constexpr int kFindingSchemaVersion = 1;
+inline constexpr int kFindingSchemaVersion = 2;  // 2: frames carry "kind"
 
 enum class StallClass { kUnknown, kCpu, kBlocked, kStarved, kSuspended };
 STALLWATCH_EXPORT const char* StallClassName(
@@ -26,6 +26,9 @@ struct Frame {
   uint64_t offset = 0;   // pc relative to the module's load address
   std::string file;      // source file where debug info exists, else ""
   int line = 0;
+  // What the frame is: "native" (machine code of a module), "python" (a Python function: its
+  // qualified name, file and line; no module) or "jit" (JIT code named from a perf map).
+  std::string kind = "native";
 };
 
 struct Stack {

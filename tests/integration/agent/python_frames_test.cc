@@ -186,6 +186,11 @@ TEST(PythonFramesRemote, ABlockedThreadsStackIsReadInnermostFirst) {
   EXPECT_EQ((*stack)[2].qualname, "<module>");
   EXPECT_EQ((*stack)[2].line, LineOf(c.script, "Handler().get()"));
   EXPECT_EQ((*stack)[2].filename, c.script);
+  // 3.11 runs Python-to-Python calls in the same C call of the interpreter: only the module's
+  // frame, which the C code entered, is an entry frame.
+  EXPECT_FALSE((*stack)[0].entry);
+  EXPECT_FALSE((*stack)[1].entry);
+  EXPECT_TRUE((*stack)[2].entry);
 }
 
 TEST(PythonFramesRemote, TheRuntimesAddressesAreFoundFromItsElfSymbols) {

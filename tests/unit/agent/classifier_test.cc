@@ -79,19 +79,6 @@ TEST(Classify, StealAloneMakesTheWaitKnown) {
   EXPECT_NEAR(c.wait_ratio, 0.8, 1e-9);
 }
 
-TEST(Classify, ALoopThreadThatRanAllAlongWasNotPaused) {
-  // The watchdog blocked for most of the span (its own unaccounted time), but the loop thread's
-  // CPU clock advanced all along: the process was not paused.
-  auto c = Classify({.wall_ns = 100 * kMs,
-                     .cpu_ns = 96 * kMs,
-                     .run_delay_ns = 2 * kMs,
-                     .suspended_ns = 70 * kMs});
-  EXPECT_EQ(c.stall_class, StallClass::kCpu);
-  // Without the thread's clocks the watchdog's estimate stands.
-  auto unknown = Classify({.wall_ns = 100 * kMs, .cpu_ns = -1, .suspended_ns = 70 * kMs});
-  EXPECT_EQ(unknown.stall_class, StallClass::kSuspended);
-}
-
 TEST(Classify, PausedProcessIsSuspendedEvenIfItWasComputing) {
   auto c = Classify({.wall_ns = 100 * kMs, .cpu_ns = 40 * kMs, .suspended_ns = 60 * kMs});
   EXPECT_EQ(c.stall_class, StallClass::kSuspended);

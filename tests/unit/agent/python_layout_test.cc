@@ -27,6 +27,7 @@ TEST(PythonFrameLayout, The311TableMatchesTheHeaders) {
   EXPECT_EQ(l.frame_f_code, offsetof(_PyInterpreterFrame, f_code));
   EXPECT_EQ(l.frame_previous, offsetof(_PyInterpreterFrame, previous));
   EXPECT_EQ(l.frame_prev_instr, offsetof(_PyInterpreterFrame, prev_instr));
+  EXPECT_EQ(l.frame_is_entry, offsetof(_PyInterpreterFrame, is_entry));
   EXPECT_EQ(l.frame_owner, offsetof(_PyInterpreterFrame, owner));
   EXPECT_EQ(l.frame_size, offsetof(_PyInterpreterFrame, owner) + sizeof(char));
   EXPECT_EQ(l.code_firstlineno, offsetof(PyCodeObject, co_firstlineno));

@@ -46,7 +46,7 @@ TEST(FindingJson, StallHasTheContractFields) {
   EXPECT_EQ(j["kind"], "stall");
   EXPECT_EQ(j["class"], "blocked");
   EXPECT_EQ(j["stacks"][0]["frames"][1]["function"], "handler(int)");
-  for (const char* k : {"function", "module", "offset", "file", "line"}) {
+  for (const char* k : {"function", "module", "offset", "file", "line", "kind"}) {
     EXPECT_TRUE(j["stacks"][0]["frames"][0].contains(k)) << k;
   }
 }
@@ -61,6 +61,43 @@ TEST(FindingJson, StallRoundTrip) {
   ASSERT_EQ(back->stacks.size(), 1u);
   EXPECT_EQ(back->stacks[0].frames[1].line, 12);
   EXPECT_EQ(back->stacks[0].frames[0].offset, 0x1234u);
+}
+
+TEST(FindingJson, FramesSayWhatTheyAre) {
+  StallFinding f = Sample();
+  Frame py;
+  py.function = "Sleep.get";
+  py.file = "/srv/app.py";
+  py.line = 31;
+  py.kind = "python";
+  Frame jit{"busyLoopHere /srv/app.js:2:1", "[jit]", 0, "", 0};
+  jit.kind = "jit";
+  f.stacks[0].frames.insert(f.stacks[0].frames.begin() + 1, {py, jit});
+  auto j = ToJson(f);
+  EXPECT_EQ(j["stacks"][0]["frames"][0]["kind"], "native");
+  EXPECT_EQ(j["stacks"][0]["frames"][1]["kind"], "python");
+  EXPECT_EQ(j["stacks"][0]["frames"][2]["kind"], "jit");
+  auto back = StallFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->stacks[0].frames.size(), 4u);
+  EXPECT_EQ(back->stacks[0].frames[1].kind, "python");
+  EXPECT_EQ(back->stacks[0].frames[1].function, "Sleep.get");
+  EXPECT_EQ(back->stacks[0].frames[1].line, 31);
+  EXPECT_EQ(back->stacks[0].frames[2].kind, "jit");
+  EXPECT_EQ(back->stacks[0].frames[3].kind, "native");
+  // Schema 1 frames have no kind: native.
+  j["stacks"][0]["frames"][1].erase("kind");
+  back = StallFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->stacks[0].frames[1].kind, "native");
+  // Anything else is refused, naming the accepted values.
+  j["stacks"][0]["frames"][1]["kind"] = "ruby";
+  back = StallFromJson(j);
+  ASSERT_FALSE(back.ok());
+  EXPECT_NE(back.status().message().find("\"native\", \"python\" or \"jit\""), std::string::npos)
+      << back.status().message();
+  j["stacks"][0]["frames"][1]["kind"] = 7;
+  EXPECT_FALSE(StallFromJson(j).ok());
 }
 
 TEST(FindingJson, DelayRoundTripWithBuckets) {

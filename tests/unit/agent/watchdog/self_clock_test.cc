@@ -27,6 +27,30 @@ TEST(SelfClockTest, RunningOrQueuedTimeIsNotASuspension) {
   EXPECT_TRUE(c.windows().empty());
 }
 
+TEST(SelfClockTest, ProcessingInWhichTheWatchdogBlockedIsNotASuspension) {
+  // 300 ms unaccounted while the watchdog blocked of its own accord (a lock, reading a large
+  // binary's symbols): its own doing, not a pause of the process.
+  OwnClocks from = At(0, 0, 0);
+  OwnClocks to = At(400, 100, 0);
+  from.voluntary_switches = 10;
+  to.voluntary_switches = 14;
+  SelfClock c;
+  c.AccountProcessing(from, to);
+  EXPECT_TRUE(c.windows().empty());
+  // The same gap without a switch of its own is a pause; so is one whose counts are unknown.
+  to.voluntary_switches = 10;
+  c.AccountProcessing(from, to);
+  EXPECT_EQ(c.windows().size(), 1u);
+  from.voluntary_switches = -1;
+  to.voluntary_switches = 14;
+  c.AccountProcessing(from, to);
+  EXPECT_EQ(c.windows().size(), 2u);
+  // A wait is a switch of its own by nature: its overrun counts whatever the counts say.
+  from.voluntary_switches = 10;
+  c.AccountWait(from, to, 25 * kMs);
+  EXPECT_EQ(c.windows().size(), 3u);
+}
+
 TEST(SelfClockTest, AGapWithNeitherCpuNorRunQueueWaitIsASuspension) {
   SelfClock c;
   // 100 ms: 10 ms running, 5 ms queued, 10 ms chosen sleep: 75 ms unaccounted.
