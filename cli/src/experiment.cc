@@ -30,8 +30,13 @@ bool IsPlumbing(const Frame& f) {
     if (base.rfind(prefix, 0) == 0) return true;
   }
   // The standard library's own extension modules (lib-dynload: _asyncio, select, _socket …)
-  // run the event loop, not the handler.
+  // run the event loop, not the handler; so do its Python modules (asyncio, socket, urllib):
+  // the handler that called them is the code.
   if (f.module.find("/lib-dynload/") != std::string::npos) return true;
+  if (f.kind == "python" && f.file.rfind("/usr/lib/python3", 0) == 0 &&
+      f.file.find("-packages/") == std::string::npos) {
+    return true;
+  }
   return f.function.empty() && f.module.empty();
 }
 

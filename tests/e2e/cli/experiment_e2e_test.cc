@@ -155,6 +155,7 @@ TEST(ExperimentE2E, TornadoTargetReproducesTheSeedTable) {
       EXPECT_GE(f["stalls"].get<int>(), 1);
       EXPECT_EQ(f["class"], "blocked");
       EXPECT_EQ(f["syscall"], "clock_nanosleep");  // CPython 3.11's time.sleep
+      EXPECT_EQ(f["top_frame"], "Sleep.get");       // the Python handler, named while it slept
       // Tornado writes each reply as its handler finishes: every stall is about one work long.
       EXPECT_GT(f["max_stall_s"].get<double>(), 0.8 * work);
     } else {

@@ -97,6 +97,19 @@ TEST(TopBlockingFrame, SkipsLibcLibeventAndTheAgent) {
        {"", "/usr/lib/python3.11/lib-dynload/_asyncio.cpython-311-x86_64-linux-gnu.so"},
        {"lz_compress", "/usr/lib/python3/dist-packages/fastlz.cpython-311-x86_64-linux-gnu.so"}});
   EXPECT_EQ(TopBlockingFrame(python), "lz_compress");
+  // Python frames: the standard library's are plumbing; the handler (or a package) is the code.
+  Frame readinto{"SocketIO.readinto", "", 0, "/usr/lib/python3.11/socket.py", 706};
+  readinto.kind = "python";
+  Frame get{"FetchBlocking.get", "", 0, "/srv/tornado_seed.py", 70};
+  get.kind = "python";
+  Stack fetch = MakeStack(1, {{"poll", "/usr/lib/x86_64-linux-gnu/libc.so.6"}});
+  fetch.frames.push_back(readinto);
+  fetch.frames.push_back(get);
+  EXPECT_EQ(TopBlockingFrame(fetch), "FetchBlocking.get");
+  Frame pkg{"Client.fetch", "", 0, "/usr/lib/python3/dist-packages/requests/api.py", 59};
+  pkg.kind = "python";
+  fetch.frames.insert(fetch.frames.begin() + 2, pkg);
+  EXPECT_EQ(TopBlockingFrame(fetch), "Client.fetch");
 }
 
 TEST(SummarizeStalls, ClassByTimeFrameBySamples) {
