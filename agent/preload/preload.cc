@@ -45,7 +45,9 @@ std::map<event_base*, std::unique_ptr<stallwatch::Agent>>& Agents() {
 thread_local int g_depth = 0;
 
 void AttachTo(event_base* base) noexcept {
-  if (base == nullptr) return;
+  if (base == nullptr) {
+    return;
+  }
   try {
     stallwatch::Options o = stallwatch::Options::FromEnvironment();
     o.loop_name_from_thread = true;
@@ -67,7 +69,9 @@ void DetachFrom(event_base* base) noexcept {
   {
     std::lock_guard<std::mutex> lock(Mu());
     auto it = Agents().find(base);
-    if (it == Agents().end()) return;
+    if (it == Agents().end()) {
+      return;
+    }
     agent = std::move(it->second);
     Agents().erase(it);
   }
@@ -81,7 +85,9 @@ template <typename Create>
 event_base* Created(Create create) {
   ++g_depth;
   event_base* base = create();
-  if (--g_depth == 0) AttachTo(base);
+  if (--g_depth == 0) {
+    AttachTo(base);
+  }
   return base;
 }
 
@@ -115,13 +121,17 @@ __attribute__((visibility("default"))) event_base* event_init(void) {
 __attribute__((visibility("default"))) void event_base_free(event_base* base) {
   static FreeFn real = Next<FreeFn>("event_base_free");
   DetachFrom(base);
-  if (real) real(base);
+  if (real) {
+    real(base);
+  }
 }
 
 __attribute__((visibility("default"))) void event_base_free_nofinalize(event_base* base) {
   static FreeFn real = Next<FreeFn>("event_base_free_nofinalize");
   DetachFrom(base);
-  if (real) real(base);
+  if (real) {
+    real(base);
+  }
 }
 
 }  // extern "C"

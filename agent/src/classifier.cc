@@ -8,7 +8,7 @@ namespace stallwatch::agent::internal {
 
 namespace {
 
-using std::string_view_literals::operator""sv;
+using std::string_view_literals::operator""sv;  // NOLINT(misc-unused-using-decls): used below
 
 // A lookup waits for the resolver's answer in one of these (glibc: poll on a connected UDP
 // socket, then recvfrom/recvmsg; other resolvers read or select).
@@ -107,9 +107,13 @@ const std::array<RuntimeAdvice, 17> kAdvice = {{
 
 // The runtime's wording of case `what`, or "" (then the default wording applies).
 std::string_view Advice(std::string_view runtime, std::string_view what) {
-  if (runtime.empty()) return {};
+  if (runtime.empty()) {
+    return {};
+  }
   for (const RuntimeAdvice& a : kAdvice) {
-    if (a.runtime == runtime && a.what == what) return a.hint;
+    if (a.runtime == runtime && a.what == what) {
+      return a.hint;
+    }
   }
   return {};
 }
@@ -125,7 +129,9 @@ bool RuleMatches(const HintRule& r, const std::string& syscall, const std::strin
       std::find(r.syscalls.begin(), r.syscalls.end(), syscall) == r.syscalls.end()) {
     return false;
   }
-  if (!r.fd_target.empty() && !GlobMatch(r.fd_target, fd_target)) return false;
+  if (!r.fd_target.empty() && !GlobMatch(r.fd_target, fd_target)) {
+    return false;
+  }
   if (!r.frames.empty() &&
       std::none_of(functions.begin(), functions.end(),
                    [&](const std::string& f) { return !f.empty() && AnyGlob(r.frames, f); })) {
@@ -136,7 +142,9 @@ bool RuleMatches(const HintRule& r, const std::string& syscall, const std::strin
 
 std::string Fill(std::string_view hint, const std::string& what) {
   std::string out(hint);
-  if (const size_t at = out.find("%s"); at != std::string::npos) out.replace(at, 2, what);
+  if (const size_t at = out.find("%s"); at != std::string::npos) {
+    out.replace(at, 2, what);
+  }
   return out;
 }
 
@@ -162,7 +170,9 @@ bool GlobMatch(std::string_view pattern, std::string_view text) {
       return false;
     }
   }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
+  while (p < pattern.size() && pattern[p] == '*') {
+    ++p;
+  }
   return p == pattern.size();
 }
 
@@ -170,13 +180,17 @@ std::string HintFor(StallClass c, const std::string& syscall, const std::string&
                     const std::vector<std::string>& functions, std::string_view runtime) {
   switch (c) {
     case StallClass::kCpu:
-      if (auto a = Advice(runtime, "cpu"); !a.empty()) return std::string(a);
+      if (auto a = Advice(runtime, "cpu"); !a.empty()) {
+        return std::string(a);
+      }
       return "The loop thread was computing: move CPU-heavy work (parsing, hashing, compression, "
              "big loops) to a worker thread or process, or split it into chunks that yield to "
              "the loop.";
     case StallClass::kBlocked: {
       std::string what = syscall.empty() ? "a blocking call" : syscall + "()";
-      if (!fd_target.empty()) what += " on " + fd_target;
+      if (!fd_target.empty()) {
+        what += " on " + fd_target;
+      }
       for (const HintRule& r : kRules) {
         if (RuleMatches(r, syscall, fd_target, functions)) {
           const auto a = Advice(runtime, r.name);
@@ -186,7 +200,9 @@ std::string HintFor(StallClass c, const std::string& syscall, const std::string&
       const std::string_view fallback = syscall == "futex"                           ? "futex"
                                         : syscall.find("sleep") != std::string::npos ? "sleep"
                                                                                      : "blocked";
-      if (auto a = Advice(runtime, fallback); !a.empty()) return Fill(a, what);
+      if (auto a = Advice(runtime, fallback); !a.empty()) {
+        return Fill(a, what);
+      }
       if (syscall == "futex") {
         return "The loop thread waited for a lock (futex): do not take locks held by slow "
                "threads on the loop; hand the work to a thread pool and post the result back.";
@@ -221,6 +237,9 @@ Classification Classify(const ClassifierInput& in) {
   const int64_t waited = std::max<int64_t>(in.run_delay_ns, 0) + steal;
   c.wait_ratio = wait_known ? std::clamp(static_cast<double>(waited) / wall, 0.0, 1.0) : 0;
   const double suspended = std::clamp(static_cast<double>(in.suspended_ns) / wall, 0.0, 1.0);
+  // The order of the tests is the rule (docs/design.md "Classification"); some classes appear
+  // twice.
+  // NOLINTBEGIN(bugprone-branch-clone)
   if (suspended >= 0.5) {
     c.stall_class = StallClass::kSuspended;
   } else if (in.cpu_ns >= 0 && c.cpu_ratio >= 0.5) {
@@ -238,6 +257,7 @@ Classification Classify(const ClassifierInput& in) {
   } else if (in.seen_running) {
     c.stall_class = StallClass::kStarved;
   }
+  // NOLINTEND(bugprone-branch-clone)
   c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions, in.runtime);
   if (c.stall_class == StallClass::kStarved && 2 * steal >= std::max<int64_t>(waited, 1)) {
     // Mostly stolen: the contention is outside this machine.

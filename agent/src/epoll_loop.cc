@@ -24,7 +24,9 @@
 namespace stallwatch::agent::internal {
 
 bool WaitTracker::Observe(int epfd) {
-  if (gave_up_) return false;
+  if (gave_up_) {
+    return false;
+  }
   for (int i = 0; i < kTracked; ++i) {
     if (fds_[i] == epfd) {
       return ++counts_[i] >= 2;
@@ -56,16 +58,30 @@ std::string LoopRuntimeFrom(const std::vector<std::string>& program_names,
                             const std::vector<std::string>& modules) {
   for (const auto& name : program_names) {
     const std::string_view exe = Basename(name);
-    if (StartsWith(exe, "python")) return "python";
-    if (exe == "node" || exe == "nodejs") return "node";
-    if (StartsWith(exe, "redis-server") || StartsWith(exe, "redis-sentinel")) return "redis";
-    if (exe == "nginx" || StartsWith(exe, "nginx:")) return "nginx";
-    if (exe == "memcached") return "memcached";
+    if (StartsWith(exe, "python")) {
+      return "python";
+    }
+    if (exe == "node" || exe == "nodejs") {
+      return "node";
+    }
+    if (StartsWith(exe, "redis-server") || StartsWith(exe, "redis-sentinel")) {
+      return "redis";
+    }
+    if (exe == "nginx" || StartsWith(exe, "nginx:")) {
+      return "nginx";
+    }
+    if (exe == "memcached") {
+      return "memcached";
+    }
   }
   for (const auto& m : modules) {
     const std::string_view b = Basename(m);
-    if (StartsWith(b, "libpython")) return "python";
-    if (StartsWith(b, "libnode")) return "node";
+    if (StartsWith(b, "libpython")) {
+      return "python";
+    }
+    if (StartsWith(b, "libnode")) {
+      return "node";
+    }
   }
   return "";
 }
@@ -88,9 +104,13 @@ std::string ThisProcessRuntime() {
   std::string line;
   while (std::getline(maps, line) && modules.size() < 4096) {
     const size_t slash = line.find('/');
-    if (slash == std::string::npos) continue;
+    if (slash == std::string::npos) {
+      continue;
+    }
     std::string path = line.substr(slash);
-    if (modules.empty() || modules.back() != path) modules.push_back(std::move(path));
+    if (modules.empty() || modules.back() != path) {
+      modules.push_back(std::move(path));
+    }
   }
   return LoopRuntimeFrom(names, modules);
 }
@@ -103,7 +123,9 @@ namespace {
 // The agent's own fds are closed with the raw syscall: the interposed close() would take them
 // for the host closing them.
 void CloseOwn(int fd) {
-  if (fd >= 0) syscall(SYS_close, fd);
+  if (fd >= 0) {
+    syscall(SYS_close, fd);
+  }
 }
 
 }  // namespace
@@ -113,7 +135,9 @@ EpollProbe::~EpollProbe() { Stop(); }
 Status EpollProbe::Start(LoopState* state, int host_epfd) {
   state_ = state;
   const int wfd = epoll_create1(EPOLL_CLOEXEC);
-  if (wfd < 0) return UnavailableError(std::string("epoll_create1: ") + std::strerror(errno));
+  if (wfd < 0) {
+    return UnavailableError(std::string("epoll_create1: ") + std::strerror(errno));
+  }
   const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   if (tfd < 0) {
     const int e = errno;
@@ -144,7 +168,9 @@ Status EpollProbe::Start(LoopState* state, int host_epfd) {
 }
 
 void EpollProbe::Stop() {
-  if (state_ == nullptr) return;
+  if (state_ == nullptr) {
+    return;
+  }
   CloseOwn(state_->wait_fd.exchange(-1));
   CloseOwn(state_->probe_fd.exchange(-1));
   state_ = nullptr;
@@ -178,7 +204,9 @@ EpollPwait2Fn NextPwait2() {
 int NextWaitCall(WaitCall call, int fd, epoll_event* ev, int max, int64_t timeout_ns,
                  const sigset_t* mask) {
   if (call == WaitCall::kPwait2) {
-    if (timeout_ns < 0) return NextPwait2()(fd, ev, max, nullptr, mask);
+    if (timeout_ns < 0) {
+      return NextPwait2()(fd, ev, max, nullptr, mask);
+    }
     const timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000),
                       static_cast<long>(timeout_ns % 1'000'000'000)};
     return NextPwait2()(fd, ev, max, &ts, mask);
@@ -188,7 +216,9 @@ int NextWaitCall(WaitCall call, int fd, epoll_event* ev, int max, int64_t timeou
     const int64_t up = (timeout_ns + 999'999) / 1'000'000;
     ms = static_cast<int>(std::min<int64_t>(up, INT32_MAX));
   }
-  if (call == WaitCall::kWait) return NextWait()(fd, ev, max, ms);
+  if (call == WaitCall::kWait) {
+    return NextWait()(fd, ev, max, ms);
+  }
   return NextPwait()(fd, ev, max, ms, mask);
 }
 
@@ -210,10 +240,14 @@ bool ServiceProbe(LoopState* s, int64_t now) {
 // Once per loop, on its thread: a Python loop's thread state (LoopState::py_tstate).
 void NotePythonThread(LoopState* s) {
   s->py_checked = true;
-  if (std::strcmp(s->runtime, "python") != 0) return;
+  if (std::strcmp(s->runtime, "python") != 0) {
+    return;
+  }
   using Fn = void* (*)();
   static auto* get = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState"));
-  if (get == nullptr) return;
+  if (get == nullptr) {
+    return;
+  }
   s->py_tstate.store(reinterpret_cast<uint64_t>(get()), std::memory_order_release);
 }
 
@@ -221,7 +255,9 @@ void NotePythonThread(LoopState* s) {
 
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
              const sigset_t* sigmask, WaitCall call, int64_t now_ns) {
-  if (!s->py_checked) NotePythonThread(s);
+  if (!s->py_checked) {
+    NotePythonThread(s);
+  }
   const int wfd = s->wait_fd.load(std::memory_order_relaxed);
   if (wfd < 0 || s->probe_lost.load(std::memory_order_relaxed)) {
     return NextWaitCall(call, epfd, events, maxevents, timeout_ns, sigmask);
@@ -232,13 +268,17 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
   }
   // Events already there: exactly the call the host made, without blocking.
   int r = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
-  if (r != 0 || timeout_ns == 0) return r;
+  if (r != 0 || timeout_ns == 0) {
+    return r;
+  }
   const int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
   for (;;) {
     int64_t left = -1;
     if (deadline >= 0) {
       left = deadline - MonotonicNanos();
-      if (left <= 0) return 0;
+      if (left <= 0) {
+        return 0;
+      }
     }
     epoll_event got[2];
     const int n = NextWaitCall(call, wfd, got, 2, left, sigmask);
@@ -251,7 +291,9 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
       }
       return n;  // EINTR as the host's own wait would have returned it
     }
-    if (n == 0) return 0;  // the host's timeout
+    if (n == 0) {
+      return 0;  // the host's timeout
+    }
     bool host_ready = false;
     bool probe_gone = false;
     for (int i = 0; i < n; ++i) {
@@ -267,7 +309,9 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
     }
     if (host_ready) {
       r = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
-      if (r != 0) return r;
+      if (r != 0) {
+        return r;
+      }
       // Another thread or process took the events first: wait again for the rest of the time.
     }
   }
@@ -303,7 +347,9 @@ struct ThreadWaits {
   bool attaching = false;
   ~ThreadWaits() {
     // The thread ends: so does its loop. Its slot is reaped at the next attach.
-    if (loop != nullptr) MarkLoopClosed(loop);
+    if (loop != nullptr) {
+      MarkLoopClosed(loop);
+    }
   }
 };
 
@@ -350,14 +396,22 @@ LoopState* DiscoverLoop(int epfd) {
     t.loop = nullptr;
     t.refused = false;
   }
-  if (t.refused || t.attaching || t.tracker.gave_up()) return nullptr;
+  if (t.refused || t.attaching || t.tracker.gave_up()) {
+    return nullptr;
+  }
   if (t.loop != nullptr) {
-    if (!t.loop->closed.load(std::memory_order_acquire)) return nullptr;  // a nested wait
+    if (!t.loop->closed.load(std::memory_order_acquire)) {
+      return nullptr;  // a nested wait
+    }
     t.loop = nullptr;
     t.tracker.Reset();
   }
-  if (InWatchedDispatch()) return nullptr;  // a libevent loop of the agent's own
-  if (!t.tracker.Observe(epfd)) return nullptr;
+  if (InWatchedDispatch()) {
+    return nullptr;  // a libevent loop of the agent's own
+  }
+  if (!t.tracker.Observe(epfd)) {
+    return nullptr;
+  }
   t.attaching = true;
   LoopState* out = nullptr;
   try {

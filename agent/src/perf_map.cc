@@ -16,8 +16,12 @@ namespace {
 constexpr size_t kMaxMapBytes = size_t{64} << 20;
 
 bool ParseHex(std::string_view s, uint64_t* out) {
-  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.remove_prefix(2);
-  if (s.empty()) return false;
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+    s.remove_prefix(2);
+  }
+  if (s.empty()) {
+    return false;
+  }
   const auto r = std::from_chars(s.data(), s.data() + s.size(), *out, 16);
   return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
@@ -31,8 +35,12 @@ std::vector<PerfMapEntry> ParsePerfMap(std::string_view text, size_t* bad) {
     const size_t nl = text.find('\n');
     std::string_view line = text.substr(0, nl);
     text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) continue;
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
+    if (line.empty()) {
+      continue;
+    }
     const size_t a = line.find(' ');
     const size_t b = a == std::string_view::npos ? a : line.find(' ', a + 1);
     PerfMapEntry e;
@@ -57,14 +65,18 @@ std::vector<PerfMapEntry> ParsePerfMap(std::string_view text, size_t* bad) {
       unique.push_back(std::move(e));
     }
   }
-  if (bad != nullptr) *bad = skipped;
+  if (bad != nullptr) {
+    *bad = skipped;
+  }
   return unique;
 }
 
 const PerfMapEntry* FindPerfMapEntry(const std::vector<PerfMapEntry>& entries, uint64_t pc) {
   auto it = std::upper_bound(entries.begin(), entries.end(), pc,
                              [](uint64_t v, const PerfMapEntry& e) { return v < e.start; });
-  if (it == entries.begin()) return nullptr;
+  if (it == entries.begin()) {
+    return nullptr;
+  }
   --it;
   return pc - it->start < it->size ? &*it : nullptr;
 }
@@ -94,13 +106,17 @@ void PerfMap::Reload(int64_t now_ns) {
     return;
   }
   const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
-  if (st.st_size == last_size_ && mtime == last_mtime_ns_) return;
+  if (st.st_size == last_size_ && mtime == last_mtime_ns_) {
+    return;
+  }
   std::ifstream f(path_, std::ios::binary);
   std::string text(std::min<size_t>(static_cast<size_t>(st.st_size), kMaxMapBytes), '\0');
   f.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(f.gcount()));
   // A line being written is cut at the last newline.
-  if (const size_t nl = text.rfind('\n'); nl != std::string::npos) text.resize(nl + 1);
+  if (const size_t nl = text.rfind('\n'); nl != std::string::npos) {
+    text.resize(nl + 1);
+  }
   entries_ = ParsePerfMap(text);
   last_size_ = st.st_size;
   last_mtime_ns_ = mtime;

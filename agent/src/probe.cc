@@ -19,7 +19,9 @@ Probe::~Probe() { Stop(); }
 Status Probe::Start(LoopState* state) {
   state_ = state;
   tfd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (tfd_ < 0) return UnavailableError(std::string("timerfd_create: ") + std::strerror(errno));
+  if (tfd_ < 0) {
+    return UnavailableError(std::string("timerfd_create: ") + std::strerror(errno));
+  }
   ev_ = event_new(state->base, tfd_, EV_READ | EV_PERSIST, &Probe::OnTick, this);
   if (ev_ == nullptr) {
     Stop();
@@ -89,7 +91,9 @@ void OnProbeExpired(LoopState* s, uint64_t expirations, int64_t now) noexcept {
   const uint64_t records = expirations < kMaxRecords ? expirations : kMaxRecords;
   for (uint64_t k = 0; k < records; ++k) {
     const int64_t scheduled = due + static_cast<int64_t>(k) * period;
-    if (scheduled < entered) continue;
+    if (scheduled < entered) {
+      continue;
+    }
     const int64_t late = now > scheduled ? now - scheduled : 0;
     const uint64_t n = (k + 1 == records) ? expirations - records + 1 : 1;
     s->delay_hist.Record(static_cast<uint64_t>(late), n);

@@ -38,21 +38,29 @@ int FindDebuginfoLocally(Dwfl_Module* mod, void** /*userdata*/, const char* /*mo
     const char* v = std::getenv("STALLWATCH_DEBUGINFO");
     return v != nullptr && std::strcmp(v, "all") == 0;
   }();
-  if (!all) return -1;
+  if (!all) {
+    return -1;
+  }
   const unsigned char* bits = nullptr;
   GElf_Addr vaddr = 0;
   const int len = dwfl_module_build_id(mod, &bits, &vaddr);
-  if (len < 2) return -1;
+  if (len < 2) {
+    return -1;
+  }
   std::string path = "/usr/lib/debug/.build-id/";
   static const char kHex[] = "0123456789abcdef";
   for (int i = 0; i < len; ++i) {
     path += kHex[bits[i] >> 4];
     path += kHex[bits[i] & 15];
-    if (i == 0) path += '/';
+    if (i == 0) {
+      path += '/';
+    }
   }
   path += ".debug";
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) *debuginfo_file_name = strdup(path.c_str());
+  if (fd >= 0) {
+    *debuginfo_file_name = strdup(path.c_str());
+  }
   return fd;
 }
 
@@ -65,14 +73,18 @@ const Dwfl_Callbacks kCallbacks = {
 
 pid_t NextThread(Dwfl* /*dwfl*/, void* dwfl_arg, void** thread_argp) {
   auto* self = static_cast<Unwinder*>(dwfl_arg);
-  if (*thread_argp != nullptr || self->current() == nullptr) return 0;
+  if (*thread_argp != nullptr || self->current() == nullptr) {
+    return 0;
+  }
   *thread_argp = self;
   return self->current()->tid;
 }
 
 bool GetThread(Dwfl* /*dwfl*/, pid_t tid, void* dwfl_arg, void** thread_argp) {
   auto* self = static_cast<Unwinder*>(dwfl_arg);
-  if (self->current() == nullptr || self->current()->tid != tid) return false;
+  if (self->current() == nullptr || self->current()->tid != tid) {
+    return false;
+  }
   *thread_argp = self;
   return true;
 }
@@ -80,7 +92,9 @@ bool GetThread(Dwfl* /*dwfl*/, pid_t tid, void* dwfl_arg, void** thread_argp) {
 bool MemoryRead(Dwfl* /*dwfl*/, Dwarf_Addr addr, Dwarf_Word* result, void* dwfl_arg) {
   auto* self = static_cast<Unwinder*>(dwfl_arg);
   const UnwindInput* in = self->current();
-  if (in == nullptr) return false;
+  if (in == nullptr) {
+    return false;
+  }
   // In the copy of the stack? (Subtractions only: a garbage address near 2^64 must not wrap
   // around into the range.)
   if (in->stack != nullptr && addr >= in->stack_base && in->stack_len >= sizeof(Dwarf_Word) &&
@@ -89,6 +103,7 @@ bool MemoryRead(Dwfl* /*dwfl*/, Dwarf_Addr addr, Dwarf_Word* result, void* dwfl_
     return true;
   }
   iovec local{result, sizeof(Dwarf_Word)};
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): an address in the target, for process_vm_readv
   iovec remote{reinterpret_cast<void*>(addr), sizeof(Dwarf_Word)};
   return ::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) ==
          static_cast<ssize_t>(sizeof(Dwarf_Word));
@@ -97,17 +112,25 @@ bool MemoryRead(Dwfl* /*dwfl*/, Dwarf_Addr addr, Dwarf_Word* result, void* dwfl_
 bool SetInitialRegisters(Dwfl_Thread* thread, void* thread_arg) {
   auto* self = static_cast<Unwinder*>(thread_arg);
   const UnwindInput* in = self->current();
-  if (in == nullptr) return false;
+  if (in == nullptr) {
+    return false;
+  }
   if (in->regs != nullptr) {
     Dwarf_Word regs[17];
-    for (int i = 0; i < 17; ++i) regs[i] = in->regs[i];
+    for (int i = 0; i < 17; ++i) {
+      regs[i] = in->regs[i];
+    }
     return dwfl_thread_state_registers(thread, 0, 17, regs);
   }
   Dwarf_Word sp = in->sp;
-  if (!dwfl_thread_state_registers(thread, 7, 1, &sp)) return false;  // rsp
+  if (!dwfl_thread_state_registers(thread, 7, 1, &sp)) {
+    return false;  // rsp
+  }
   if (in->rbp != 0) {
     Dwarf_Word bp = in->rbp;
-    if (!dwfl_thread_state_registers(thread, 6, 1, &bp)) return false;  // rbp
+    if (!dwfl_thread_state_registers(thread, 6, 1, &bp)) {
+      return false;  // rbp
+    }
   }
   dwfl_thread_state_register_pc(thread, in->pc);
   return true;
@@ -131,14 +154,20 @@ int OnFrame(Dwfl_Frame* state, void* arg) {
   auto* c = static_cast<FrameCollector*>(arg);
   Dwarf_Addr pc = 0;
   bool activation = false;
-  if (!dwfl_frame_pc(state, &pc, &activation)) return DWARF_CB_ABORT;
-  if (pc == 0) return DWARF_CB_ABORT;
+  if (!dwfl_frame_pc(state, &pc, &activation)) {
+    return DWARF_CB_ABORT;
+  }
+  if (pc == 0) {
+    return DWARF_CB_ABORT;
+  }
   c->out->push_back(RawFrame{pc, activation});
   return c->out->size() >= c->max ? DWARF_CB_ABORT : DWARF_CB_OK;
 }
 
 std::string Demangle(const char* name) {
-  if (name == nullptr) return "";
+  if (name == nullptr) {
+    return "";
+  }
   int status = 0;
   char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
   if (status == 0 && d != nullptr) {
@@ -157,14 +186,20 @@ Unwinder::Unwinder() = default;
 Unwinder::~Unwinder() { Shutdown(); }
 
 void Unwinder::Shutdown() {
-  if (dwfl_ != nullptr) dwfl_end(dwfl_);
+  if (dwfl_ != nullptr) {
+    dwfl_end(dwfl_);
+  }
   dwfl_ = nullptr;
 }
 
 Status Unwinder::Init(const std::atomic<bool>* cancel) {
-  if (dwfl_ != nullptr) return OkStatus();
+  if (dwfl_ != nullptr) {
+    return OkStatus();
+  }
   dwfl_ = dwfl_begin(&kCallbacks);
-  if (dwfl_ == nullptr) return InternalError(std::string("dwfl_begin: ") + dwfl_errmsg(-1));
+  if (dwfl_ == nullptr) {
+    return InternalError(std::string("dwfl_begin: ") + dwfl_errmsg(-1));
+  }
   dwfl_report_begin(dwfl_);
   if (dwfl_linux_proc_report(dwfl_, platform::TargetPid()) != 0) {
     dwfl_report_end(dwfl_, nullptr, nullptr);
@@ -187,7 +222,9 @@ void Unwinder::Warm(const std::atomic<bool>* cancel) {
       dwfl_,
       [](Dwfl_Module* mod, void**, const char*, Dwarf_Addr start, void* arg) -> int {
         const auto* stop = static_cast<const std::atomic<bool>*>(arg);
-        if (stop != nullptr && stop->load(std::memory_order_relaxed)) return DWARF_CB_ABORT;
+        if (stop != nullptr && stop->load(std::memory_order_relaxed)) {
+          return DWARF_CB_ABORT;
+        }
         (void)start;
         dwfl_module_getsymtab(mod);
         Dwarf_Addr bias = 0;
@@ -198,19 +235,25 @@ void Unwinder::Warm(const std::atomic<bool>* cancel) {
 }
 
 std::string Unwinder::FunctionName(uint64_t pc) {
-  if (auto it = name_cache_.find(pc); it != name_cache_.end()) return it->second;
+  if (auto it = name_cache_.find(pc); it != name_cache_.end()) {
+    return it->second;
+  }
   Dwfl_Module* mod = dwfl_ != nullptr ? dwfl_addrmodule(dwfl_, pc) : nullptr;
   GElf_Off off = 0;
   GElf_Sym sym;
   const char* name = mod != nullptr
                          ? dwfl_module_addrinfo(mod, pc, &off, &sym, nullptr, nullptr, nullptr)
                          : nullptr;
-  if (name_cache_.size() > 16384) name_cache_.clear();
+  if (name_cache_.size() > 16384) {
+    name_cache_.clear();
+  }
   return name_cache_.emplace(pc, name != nullptr ? name : "").first->second;
 }
 
 void Unwinder::Refresh() {
-  if (dwfl_ == nullptr) return;
+  if (dwfl_ == nullptr) {
+    return;
+  }
   dwfl_report_begin_add(dwfl_);
   dwfl_linux_proc_report(dwfl_, platform::TargetPid());
   dwfl_report_end(dwfl_, nullptr, nullptr);
@@ -227,8 +270,12 @@ int Unwinder::UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<R
 }
 
 bool Unwinder::EndsAtRoot(const std::vector<RawFrame>& frames) {
-  if (frames.empty()) return false;
-  if (frames.size() >= 64) return true;  // as deep as we go: not truncated by a missing rbp
+  if (frames.empty()) {
+    return false;
+  }
+  if (frames.size() >= 64) {
+    return true;  // as deep as we go: not truncated by a missing rbp
+  }
   const RawFrame& f = frames.back();
   const std::string fn = FunctionName(f.activation ? f.pc : f.pc - 1);  // no DWARF needed
   return fn == "_start" || fn.find("__libc_start") != std::string::npos ||
@@ -237,21 +284,29 @@ bool Unwinder::EndsAtRoot(const std::vector<RawFrame>& frames) {
 
 bool Unwinder::AllInModules(const std::vector<RawFrame>& frames) {
   for (const auto& f : frames) {
-    if (dwfl_addrmodule(dwfl_, f.activation ? f.pc : f.pc - 1) == nullptr) return false;
+    if (dwfl_addrmodule(dwfl_, f.activation ? f.pc : f.pc - 1) == nullptr) {
+      return false;
+    }
   }
   return true;
 }
 
 StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t max_frames) {
-  if (!attached_) return UnavailableError("unwinder not initialised");
+  if (!attached_) {
+    return UnavailableError("unwinder not initialised");
+  }
   std::vector<RawFrame> frames;
   const int rc = UnwindOnce(in, max_frames, &frames);
-  if (frames.empty()) return InternalError(std::string("unwind failed: ") + dwfl_errmsg(-1));
+  if (frames.empty()) {
+    return InternalError(std::string("unwind failed: ") + dwfl_errmsg(-1));
+  }
   (void)rc;  // libdw also reports 0 when it stops for want of a register: check the root
-  if (in.regs != nullptr || in.rbp != 0 || EndsAtRoot(frames)) return frames;
+  if (in.regs != nullptr || in.rbp != 0 || EndsAtRoot(frames)) {
+    return frames;
+  }
 
   // Stopped with an error from sp/pc alone: look for frame records on the (stable) stack.
-  constexpr size_t kScanBytes = 64 * 1024;
+  constexpr size_t kScanBytes = size_t{64} * 1024;
   constexpr int kMaxCandidates = 12;
   std::vector<uint64_t> words(kScanBytes / 8);
   size_t got = 0;
@@ -259,7 +314,7 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
     const uint64_t addr = in.sp + off;
     const size_t len = std::min<size_t>(4096 - (addr % 4096), kScanBytes - off);
     iovec local{reinterpret_cast<char*>(words.data()) + off, len};
-    iovec remote{reinterpret_cast<void*>(addr), len};
+    iovec remote{reinterpret_cast<void*>(addr), len};  // NOLINT(performance-no-int-to-ptr)
     if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) !=
         static_cast<ssize_t>(len)) {
       break;
@@ -274,18 +329,26 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
   for (size_t i = 0; i + 1 < n && tried < kMaxCandidates; ++i) {
     const uint64_t a = in.sp + i * 8;
     const uint64_t next = words[i], ret = words[i + 1];
-    if (next <= a || next >= a + (1u << 20) || (next & 7) != 0) continue;
-    if (dwfl_addrmodule(dwfl_, ret - 1) == nullptr) continue;
+    if (next <= a || next >= a + (1u << 20) || (next & 7) != 0) {
+      continue;
+    }
+    if (dwfl_addrmodule(dwfl_, ret - 1) == nullptr) {
+      continue;
+    }
     ++tried;
     UnwindInput retry = in;
     retry.rbp = a;
     UnwindOnce(retry, max_frames, &attempt);
-    if (attempt.size() <= frames.size() || !AllInModules(attempt)) continue;
+    if (attempt.size() <= frames.size() || !AllInModules(attempt)) {
+      continue;
+    }
     const bool root = EndsAtRoot(attempt);
     if ((root && !best_root) || (root == best_root && attempt.size() > best.size())) {
       best = attempt;
       best_root = root;
-      if (best_root) break;
+      if (best_root) {
+        break;
+      }
     }
   }
   return best;
@@ -304,7 +367,9 @@ std::string Unwinder::OwnModulePath() {
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&Demangle), &info) != 0 && info.dli_fname != nullptr) {
     char real[4096];
-    if (realpath(info.dli_fname, real) != nullptr) return std::string(real);
+    if (realpath(info.dli_fname, real) != nullptr) {
+      return std::string(real);
+    }
     return std::string(info.dli_fname);
   }
   return std::string();
@@ -313,8 +378,12 @@ std::string Unwinder::OwnModulePath() {
 bool Unwinder::IsOwnModule(const std::string& path) {
   static const std::string own =
       g_own_module_override != nullptr ? *g_own_module_override : OwnModulePath();
-  if (own.empty() || path.empty()) return false;
-  if (path == own) return true;
+  if (own.empty() || path.empty()) {
+    return false;
+  }
+  if (path == own) {
+    return true;
+  }
   // Module paths from libdw are those of /proc/self/maps (already resolved); compare the file
   // names' identity only when the strings differ.
   struct stat a {
@@ -326,7 +395,9 @@ bool Unwinder::IsOwnModule(const std::string& path) {
 Frame Unwinder::Symbolize(const RawFrame& f) {
   // A return address points after the call; look up the call instruction itself.
   const uint64_t pc = f.activation ? f.pc : f.pc - 1;
-  if (auto it = cache_.find(pc); it != cache_.end()) return it->second;
+  if (auto it = cache_.find(pc); it != cache_.end()) {
+    return it->second;
+  }
   Frame out;
   Dwfl_Module* mod = dwfl_ != nullptr ? dwfl_addrmodule(dwfl_, pc) : nullptr;
   if (mod == nullptr && dwfl_ != nullptr) {
@@ -363,13 +434,17 @@ Frame Unwinder::Symbolize(const RawFrame& f) {
       out.kind = "jit";
     }
   }
-  if (cache_.size() > 16384) cache_.clear();
+  if (cache_.size() > 16384) {
+    cache_.clear();
+  }
   cache_.emplace(pc, out);
   return out;
 }
 
 uint64_t DirectCallTarget(const unsigned char (&code)[5], uint64_t return_address) {
-  if (code[0] != 0xE8) return 0;
+  if (code[0] != 0xE8) {
+    return 0;
+  }
   int32_t rel = 0;
   std::memcpy(&rel, code + 1, sizeof rel);  // little-endian, as the CPU reads it
   return return_address + static_cast<uint64_t>(static_cast<int64_t>(rel));
@@ -405,7 +480,7 @@ bool IsSystemRuntime(const std::string& module) {
 // error, not a crash).
 bool ReadTarget(uint64_t addr, void* out, size_t len) {
   iovec local{out, len};
-  iovec remote{reinterpret_cast<void*>(addr), len};
+  iovec remote{reinterpret_cast<void*>(addr), len};  // NOLINT(performance-no-int-to-ptr)
   return ::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) ==
          static_cast<ssize_t>(len);
 }
@@ -414,9 +489,13 @@ bool ReadTarget(uint64_t addr, void* out, size_t len) {
 // been made), or 0. Stubs are `jmp *rel32(%rip)` (FF 25), possibly after endbr64 and a bnd prefix.
 uint64_t PltStubDestination(uint64_t stub) {
   unsigned char code[16];
-  if (!ReadTarget(stub, code, sizeof code)) return 0;
+  if (!ReadTarget(stub, code, sizeof code)) {
+    return 0;
+  }
   for (size_t at = 0; at + 6 <= sizeof code; ++at) {
-    if (code[at] != 0xFF || code[at + 1] != 0x25) continue;
+    if (code[at] != 0xFF || code[at + 1] != 0x25) {
+      continue;
+    }
     int32_t rel = 0;
     std::memcpy(&rel, code + at + 2, sizeof rel);
     const uint64_t slot = stub + at + 6 + static_cast<uint64_t>(static_cast<int64_t>(rel));
@@ -429,12 +508,18 @@ uint64_t PltStubDestination(uint64_t stub) {
 }  // namespace
 
 bool Unwinder::JumpsTo(uint64_t function, uint64_t size, uint64_t target) {
-  constexpr uint64_t kMaxScan = 64 * 1024;
-  if (size == 0 || size > kMaxScan) return false;
+  constexpr uint64_t kMaxScan = uint64_t{64} * 1024;
+  if (size == 0 || size > kMaxScan) {
+    return false;
+  }
   std::vector<unsigned char> code(size);
-  if (!ReadTarget(function, code.data(), code.size())) return false;
+  if (!ReadTarget(function, code.data(), code.size())) {
+    return false;
+  }
   for (const uint64_t to : DirectJumpTargets(code.data(), code.size(), function)) {
-    if (to == target) return true;
+    if (to == target) {
+      return true;
+    }
     // A tail call into another library goes through this module's PLT stub for it.
     Dwfl_Module* mod = dwfl_addrmodule(dwfl_, to);
     if (mod != nullptr && SectionName(mod, to).rfind(".plt", 0) == 0 &&
@@ -461,7 +546,9 @@ std::vector<uint64_t> DirectJumpTargets(const unsigned char* code, size_t size, 
       return static_cast<uint64_t>(static_cast<int64_t>(rel));
     };
     const uint64_t pc = address + i;
-    if (code[i] == 0xE9 && i + 5 <= size) out.push_back(pc + 5 + rel32(i + 1));
+    if (code[i] == 0xE9 && i + 5 <= size) {
+      out.push_back(pc + 5 + rel32(i + 1));
+    }
     if (code[i] == 0xEB && i + 2 <= size) {
       out.push_back(pc + 2 +
                     static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(code[i + 1]))));
@@ -484,57 +571,82 @@ std::string WithoutParameters(const std::string& name) {
       n.resize(n.size() - sfx.size());
     }
   }
-  if (n.empty() || n.back() != ')') return n;
+  if (n.empty() || n.back() != ')') {
+    return n;
+  }
   int depth = 0;
   for (size_t i = n.size(); i-- > 0;) {
-    if (n[i] == ')') ++depth;
-    if (n[i] == '(' && --depth == 0) return i > 0 ? n.substr(0, i) : n;
+    if (n[i] == ')') {
+      ++depth;
+    }
+    if (n[i] == '(' && --depth == 0) {
+      return i > 0 ? n.substr(0, i) : n;
+    }
   }
   return n;
 }
 
 std::vector<TailCall> Unwinder::FindTailCalls(const std::vector<RawFrame>& frames) {
   std::vector<TailCall> out;
-  if (dwfl_ == nullptr) return out;
+  if (dwfl_ == nullptr) {
+    return out;
+  }
   for (size_t i = 0; i + 1 < frames.size(); ++i) {
     const RawFrame& callee = frames[i];
     const RawFrame& caller = frames[i + 1];
-    if (caller.activation || caller.pc < 5) continue;
+    if (caller.activation || caller.pc < 5) {
+      continue;
+    }
     // Where the callee's function starts.
     const uint64_t callee_pc = callee.activation ? callee.pc : callee.pc - 1;
     Dwfl_Module* callee_mod = dwfl_addrmodule(dwfl_, callee_pc);
-    if (callee_mod == nullptr) continue;
+    if (callee_mod == nullptr) {
+      continue;
+    }
     GElf_Off callee_off = 0;
     GElf_Sym callee_sym;
     const char* callee_name = dwfl_module_addrinfo(callee_mod, callee_pc, &callee_off, &callee_sym,
                                                    nullptr, nullptr, nullptr);
-    if (callee_name == nullptr) continue;
+    if (callee_name == nullptr) {
+      continue;
+    }
     const uint64_t callee_start = callee_pc - callee_off;
     // The call instruction before the return address, read as any other memory of the target
     // (a bad address is an error, not a crash).
     unsigned char code[5];
     iovec local{code, sizeof code};
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): an address in the target
     iovec remote{reinterpret_cast<void*>(caller.pc - 5), sizeof code};
     if (::process_vm_readv(platform::TargetPid(), &local, 1, &remote, 1, 0) !=
         static_cast<ssize_t>(sizeof code)) {
       continue;
     }
     const uint64_t target = DirectCallTarget(code, caller.pc);
-    if (target == 0 || target == callee_start) continue;
+    if (target == 0 || target == callee_start) {
+      continue;
+    }
     Dwfl_Module* target_mod = dwfl_addrmodule(dwfl_, target);
-    if (target_mod == nullptr || SectionName(target_mod, target).rfind(".plt", 0) == 0) continue;
+    if (target_mod == nullptr || SectionName(target_mod, target).rfind(".plt", 0) == 0) {
+      continue;
+    }
     GElf_Off target_off = 0;
     GElf_Sym target_sym;
     const char* target_name = dwfl_module_addrinfo(target_mod, target, &target_off, &target_sym,
                                                    nullptr, nullptr, nullptr);
-    if (target_name == nullptr || target_off != 0) continue;  // not a function's entry
+    if (target_name == nullptr || target_off != 0) {
+      continue;  // not a function's entry
+    }
     const std::string missing = target_name;
     const std::string callee_str = callee_name;
     // A function's split-off part (foo.cold, foo.part.0) is the same function.
-    if (callee_str == missing || callee_str.rfind(missing + ".", 0) == 0) continue;
+    if (callee_str == missing || callee_str.rfind(missing + ".", 0) == 0) {
+      continue;
+    }
     // Only what the code proves: the missing function jumps straight to the callee. (Five bytes
     // before a return address can look like a call by chance; an indirect jump is not judged.)
-    if (!JumpsTo(target, target_sym.st_size, callee_start)) continue;
+    if (!JumpsTo(target, target_sym.st_size, callee_start)) {
+      continue;
+    }
     TailCall t;
     t.callee_index = i;
     t.callee = Symbolize(callee).function;
@@ -548,7 +660,9 @@ std::vector<TailCall> Unwinder::FindTailCalls(const std::vector<RawFrame>& frame
 
 std::string Unwinder::TailCallNote(const std::vector<RawFrame>& frames) {
   for (const TailCall& t : FindTailCalls(frames)) {
-    if (IsSystemRuntime(t.missing_module)) continue;
+    if (IsSystemRuntime(t.missing_module)) {
+      continue;
+    }
     // "f()": the name without its parameter list (hints are short; the daemon caps them).
     const auto fn = [](const std::string& name) { return WithoutParameters(name) + "()"; };
     return "Note: " + fn(t.missing) + " is not on the stack: " + fn(t.caller) +
@@ -562,11 +676,15 @@ std::string Unwinder::TailCallNote(const std::vector<RawFrame>& frames) {
 LineResolver::LineResolver() = default;
 
 LineResolver::~LineResolver() {
-  if (dwfl_ != nullptr) dwfl_end(dwfl_);
+  if (dwfl_ != nullptr) {
+    dwfl_end(dwfl_);
+  }
 }
 
 bool LineResolver::Ensure() {
-  if (dwfl_ != nullptr || failed_) return dwfl_ != nullptr;
+  if (dwfl_ != nullptr || failed_) {
+    return dwfl_ != nullptr;
+  }
   dwfl_ = dwfl_begin(&kCallbacks);
   if (dwfl_ == nullptr) {
     failed_ = true;
@@ -579,10 +697,14 @@ bool LineResolver::Ensure() {
 }
 
 void LineResolver::AddLines(Stack* stack) {
-  if (!Ensure()) return;
+  if (!Ensure()) {
+    return;
+  }
   for (size_t i = 0; i < stack->frames.size(); ++i) {
     Frame& f = stack->frames[i];
-    if (!f.file.empty() || f.module.empty() || Unwinder::IsOwnModule(f.module)) continue;
+    if (!f.file.empty() || f.module.empty() || Unwinder::IsOwnModule(f.module)) {
+      continue;
+    }
     const uint64_t lookup = f.offset - (i == 0 ? 0 : 1);
     const std::string key = f.module + "@" + std::to_string(lookup);
     if (auto it = cache_.find(key); it != cache_.end()) {
@@ -597,7 +719,7 @@ void LineResolver::AddLines(Stack* stack) {
       dwfl_linux_proc_report(dwfl_, platform::TargetPid());
       dwfl_report_end(dwfl_, nullptr, nullptr);
       struct Find {
-        const std::string* path;
+        const std::string* path = nullptr;
         uint64_t start = 0;
         bool found = false;
       } find{&f.module};
@@ -623,11 +745,15 @@ void LineResolver::AddLines(Stack* stack) {
         if (Dwfl_Line* line = dwfl_module_getsrc(mod, addr)) {
           int lineno = 0;
           const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
-          if (file != nullptr) fl = {file, lineno};
+          if (file != nullptr) {
+            fl = {file, lineno};
+          }
         }
       }
     }
-    if (cache_.size() > 16384) cache_.clear();
+    if (cache_.size() > 16384) {
+      cache_.clear();
+    }
     cache_.emplace(key, fl);
     f.file = fl.first;
     f.line = fl.second;

@@ -127,7 +127,9 @@ int64_t MillisToNanos(int timeout_ms) {
 // A base the parent watched, run by a forked child: attached again, now, for the child.
 LoopState* Reattached(event_base* base) {
   auto* hook = g_reattach.load(std::memory_order_acquire);
-  if (hook == nullptr || base == nullptr) return nullptr;
+  if (hook == nullptr || base == nullptr) {
+    return nullptr;
+  }
   for (auto& f : g_forgotten) {
     event_base* expected = base;
     if (f.load(std::memory_order_relaxed) == base && f.compare_exchange_strong(expected, nullptr)) {
@@ -140,9 +142,13 @@ LoopState* Reattached(event_base* base) {
 
 int RunLoop(event_base* base, int flags, bool dispatch) {
   LoopState* s = FindByBase(base);
-  if (s == nullptr) s = Reattached(base);
   if (s == nullptr) {
-    if (dispatch && g_real_dispatch) return g_real_dispatch(base);
+    s = Reattached(base);
+  }
+  if (s == nullptr) {
+    if (dispatch && g_real_dispatch) {
+      return g_real_dispatch(base);
+    }
     return g_real_loop ? g_real_loop(base, flags) : -1;
   }
   // event_base_dispatch may call event_base_loop through the PLT: only the outermost counts.
@@ -203,8 +209,12 @@ void UnregisterAllLoops() {
     g_forgotten[i].store(g_base[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
     if (LoopState* s = g_state[i].load(std::memory_order_relaxed);
         s != nullptr && s->kind == LoopState::kEpoll) {
-      if (const int fd = s->wait_fd.exchange(-1); fd >= 0) syscall(SYS_close, fd);
-      if (const int fd = s->probe_fd.exchange(-1); fd >= 0) syscall(SYS_close, fd);
+      if (const int fd = s->wait_fd.exchange(-1); fd >= 0) {
+        syscall(SYS_close, fd);
+      }
+      if (const int fd = s->probe_fd.exchange(-1); fd >= 0) {
+        syscall(SYS_close, fd);
+      }
     }
     g_epfd[i].store(-2, std::memory_order_relaxed);
     g_base[i].store(nullptr, std::memory_order_relaxed);
@@ -259,7 +269,9 @@ RawSample* FindRequestedSample(pid_t tid) {
 }
 
 void EnsureLoopThread(LoopState* s) {
-  if (s->tid.load(std::memory_order_acquire) != 0) return;
+  if (s->tid.load(std::memory_order_acquire) != 0) {
+    return;
+  }
   s->thread = pthread_self();
   clockid_t id{};
   const bool ok = pthread_getcpuclockid(s->thread, &id) == 0;
@@ -273,7 +285,6 @@ void EnsureLoopThread(LoopState* s) {
 
 using stallwatch::agent::internal::AfterWait;
 using stallwatch::agent::internal::BeforeWait;
-using stallwatch::agent::internal::FindByEpfd;
 using stallwatch::agent::internal::LoopState;
 
 extern "C" {
@@ -282,9 +293,13 @@ extern "C" {
 __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* events, int maxevents,
                                                       int timeout) {
   using namespace stallwatch::agent::internal;
-  if (__builtin_expect(g_real_epoll_wait == nullptr, 0)) ResolveNext();
+  if (__builtin_expect(g_real_epoll_wait == nullptr, 0)) {
+    ResolveNext();
+  }
   LoopState* s = LoopOfWait(epfd);
-  if (s == nullptr) return g_real_epoll_wait(epfd, events, maxevents, timeout);
+  if (s == nullptr) {
+    return g_real_epoll_wait(epfd, events, maxevents, timeout);
+  }
   if (s->kind == LoopState::kEpoll) {
     return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), nullptr,
                          WaitCall::kWait);
@@ -300,9 +315,13 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
 __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* events, int maxevents,
                                                        int timeout, const sigset_t* sigmask) {
   using namespace stallwatch::agent::internal;
-  if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) ResolveNext();
+  if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) {
+    ResolveNext();
+  }
   LoopState* s = LoopOfWait(epfd);
-  if (s == nullptr) return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
+  if (s == nullptr) {
+    return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
+  }
   if (s->kind == LoopState::kEpoll) {
     return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), sigmask,
                          WaitCall::kPwait);
@@ -319,13 +338,17 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
                                                         int maxevents, const timespec* timeout,
                                                         const sigset_t* sigmask) {
   using namespace stallwatch::agent::internal;
-  if (__builtin_expect(g_real_epoll_pwait2 == nullptr, 0)) ResolveNext();
+  if (__builtin_expect(g_real_epoll_pwait2 == nullptr, 0)) {
+    ResolveNext();
+  }
   if (g_real_epoll_pwait2 == nullptr) {
     errno = ENOSYS;
     return -1;
   }
   LoopState* s = LoopOfWait(epfd);
-  if (s == nullptr) return g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);
+  if (s == nullptr) {
+    return g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);
+  }
   if (s->kind == LoopState::kEpoll) {
     if (timeout != nullptr &&
         (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000)) {
@@ -348,7 +371,9 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
 // while no loop is attached, and a short scan otherwise. Async-signal safe, as close() is.
 __attribute__((visibility("default"))) int close(int fd) {
   using namespace stallwatch::agent::internal;
-  if (__builtin_expect(g_real_close == nullptr, 0)) ResolveNext();
+  if (__builtin_expect(g_real_close == nullptr, 0)) {
+    ResolveNext();
+  }
   // The agent's own threads have file tables of their own (platform::DetachFileTable): their fd
   // numbers are not the host's.
   if (g_high.load(std::memory_order_relaxed) != 0 && fd >= 0 &&
@@ -356,7 +381,9 @@ __attribute__((visibility("default"))) int close(int fd) {
     const int n = g_high.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i) {
       LoopState* s = g_state[i].load(std::memory_order_acquire);
-      if (s == nullptr || s->kind != LoopState::kEpoll) continue;
+      if (s == nullptr || s->kind != LoopState::kEpoll) {
+        continue;
+      }
       if (g_epfd[i].load(std::memory_order_relaxed) == fd) {
         MarkLoopClosed(s);
       } else {
@@ -374,13 +401,17 @@ __attribute__((visibility("default"))) int close(int fd) {
 
 __attribute__((visibility("default"))) int event_base_loop(event_base* base, int flags) {
   using namespace stallwatch::agent::internal;
-  if (__builtin_expect(g_real_loop == nullptr, 0)) ResolveNext();
+  if (__builtin_expect(g_real_loop == nullptr, 0)) {
+    ResolveNext();
+  }
   return RunLoop(base, flags, false);
 }
 
 __attribute__((visibility("default"))) int event_base_dispatch(event_base* base) {
   using namespace stallwatch::agent::internal;
-  if (__builtin_expect(g_real_dispatch == nullptr, 0)) ResolveNext();
+  if (__builtin_expect(g_real_dispatch == nullptr, 0)) {
+    ResolveNext();
+  }
   return RunLoop(base, 0, true);
 }
 

@@ -40,14 +40,20 @@ inline std::string LoadAvgLine() {
 inline int64_t SpinFor(int64_t ns, int64_t* start_out = nullptr) {
   const int64_t start = MonotonicNanos();
   int64_t now = start;
-  while (now - start < ns) now = MonotonicNanos();
-  if (start_out) *start_out = start;
+  while (now - start < ns) {
+    now = MonotonicNanos();
+  }
+  if (start_out) {
+    *start_out = start;
+  }
   return now - start;
 }
 
 template <typename T>
 T Percentile(std::vector<T> v, double q) {
-  if (v.empty()) return T{};
+  if (v.empty()) {
+    return T{};
+  }
   std::sort(v.begin(), v.end());
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(std::llround(q * (v.size() - 1))));
   return v[i];
@@ -83,7 +89,9 @@ inline std::vector<pid_t> ThreadIds() {
   std::vector<pid_t> out;
   if (DIR* d = opendir("/proc/self/task")) {
     while (dirent* e = readdir(d)) {
-      if (e->d_name[0] != '.') out.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+      if (e->d_name[0] != '.') {
+        out.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+      }
     }
     closedir(d);
   }
@@ -96,8 +104,12 @@ inline std::string Flag(int argc, char** argv, const std::string& name, const st
   const std::string eq = "--" + name + "=";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a.compare(0, eq.size(), eq) == 0) return a.substr(eq.size());
-    if (a == "--" + name && i + 1 < argc) return argv[i + 1];
+    if (a.compare(0, eq.size(), eq) == 0) {
+      return a.substr(eq.size());
+    }
+    if (a == "--" + name && i + 1 < argc) {
+      return argv[i + 1];
+    }
   }
   return def;
 }
@@ -107,7 +119,9 @@ inline std::vector<double> ParseList(const std::string& s) {
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(std::atof(item.c_str()));
+    if (!item.empty()) {
+      out.push_back(std::atof(item.c_str()));
+    }
   }
   return out;
 }
@@ -128,14 +142,22 @@ namespace stallwatch::bench {
 // microseconds the read takes.
 inline int64_t TimerfdNextExpiry() {
   DIR* d = opendir("/proc/self/fd");
-  if (!d) return -1;
+  if (!d) {
+    return -1;
+  }
   int64_t result = -1;
   while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
+    if (e->d_name[0] == '.') {
+      continue;
+    }
     char link[256] = {};
     const std::string path = std::string("/proc/self/fd/") + e->d_name;
-    if (readlink(path.c_str(), link, sizeof link - 1) <= 0) continue;
-    if (std::strcmp(link, "anon_inode:[timerfd]") != 0) continue;
+    if (readlink(path.c_str(), link, sizeof link - 1) <= 0) {
+      continue;
+    }
+    if (std::strcmp(link, "anon_inode:[timerfd]") != 0) {
+      continue;
+    }
     const int64_t before = MonotonicNanos();
     std::ifstream f(std::string("/proc/self/fdinfo/") + e->d_name);
     std::string line;
@@ -147,7 +169,9 @@ inline int64_t TimerfdNextExpiry() {
         break;
       }
     }
-    if (result >= 0) break;
+    if (result >= 0) {
+      break;
+    }
   }
   closedir(d);
   return result;

@@ -40,7 +40,9 @@ int NewestEpollFd() {
 }
 
 void BM_MonotonicNanos(benchmark::State& state) {
-  for (auto _ : state) benchmark::DoNotOptimize(stallwatch::MonotonicNanos());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(stallwatch::MonotonicNanos());
+  }
 }
 BENCHMARK(BM_MonotonicNanos);
 
@@ -54,13 +56,17 @@ BENCHMARK(BM_EpollWait0_RawSyscall);
 
 void BM_EpollWait0_Interposed_Unwatched(benchmark::State& state) {
   epoll_event ev[8];
-  for (auto _ : state) benchmark::DoNotOptimize(epoll_wait(g_plain_epfd, ev, 8, 0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(epoll_wait(g_plain_epfd, ev, 8, 0));
+  }
 }
 BENCHMARK(BM_EpollWait0_Interposed_Unwatched);
 
 void BM_EpollWait0_Interposed_Watched(benchmark::State& state) {
   epoll_event ev[8];
-  for (auto _ : state) benchmark::DoNotOptimize(epoll_wait(g_watched_epfd, ev, 8, 0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(epoll_wait(g_watched_epfd, ev, 8, 0));
+  }
 }
 BENCHMARK(BM_EpollWait0_Interposed_Watched);
 
@@ -68,7 +74,9 @@ BENCHMARK(BM_EpollWait0_Interposed_Watched);
 // and the probe's timerfd (docs/design.md "Foreign loops"), then reads the host's events.
 void BM_EpollWait0_Interposed_EpollLoop(benchmark::State& state) {
   epoll_event ev[8];
-  for (auto _ : state) benchmark::DoNotOptimize(epoll_wait(g_foreign_epfd, ev, 8, 0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(epoll_wait(g_foreign_epfd, ev, 8, 0));
+  }
 }
 BENCHMARK(BM_EpollWait0_Interposed_EpollLoop);
 
@@ -81,12 +89,16 @@ void BM_EpollPwait0_Interposed_EpollLoop(benchmark::State& state) {
 BENCHMARK(BM_EpollPwait0_Interposed_EpollLoop);
 
 void BM_LoopNonblock_NoAgent(benchmark::State& state) {
-  for (auto _ : state) event_base_loop(g_plain_base, EVLOOP_NONBLOCK | EVLOOP_NO_EXIT_ON_EMPTY);
+  for (auto _ : state) {
+    event_base_loop(g_plain_base, EVLOOP_NONBLOCK | EVLOOP_NO_EXIT_ON_EMPTY);
+  }
 }
 BENCHMARK(BM_LoopNonblock_NoAgent);
 
 void BM_LoopNonblock_Agent(benchmark::State& state) {
-  for (auto _ : state) event_base_loop(g_watched_base, EVLOOP_NONBLOCK | EVLOOP_NO_EXIT_ON_EMPTY);
+  for (auto _ : state) {
+    event_base_loop(g_watched_base, EVLOOP_NONBLOCK | EVLOOP_NO_EXIT_ON_EMPTY);
+  }
 }
 BENCHMARK(BM_LoopNonblock_Agent);
 
@@ -102,10 +114,14 @@ int main(int argc, char** argv) {
   o.endpoint = "off";
   o.probe_interval = std::chrono::seconds(3600);  // no tick during the measurement
   auto agent = stallwatch::Agent::Attach(g_watched_base, o);
-  if (!agent.ok()) return 1;
+  if (!agent.ok()) {
+    return 1;
+  }
   g_foreign_epfd = epoll_create1(EPOLL_CLOEXEC);
   auto foreign = stallwatch::Agent::AttachEpoll(g_foreign_epfd, o);
-  if (!foreign.ok()) return 1;
+  if (!foreign.ok()) {
+    return 1;
+  }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

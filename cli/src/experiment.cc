@@ -27,12 +27,16 @@ bool IsPlumbing(const Frame& f) {
   for (const char* prefix :
        {"libc.so", "libc-", "ld-linux", "linux-vdso", "[vdso", "libpthread", "libevent",
         "libstallwatch", "libasan", "libubsan", "libtsan", "python3", "libpython"}) {
-    if (base.rfind(prefix, 0) == 0) return true;
+    if (base.rfind(prefix, 0) == 0) {
+      return true;
+    }
   }
   // The standard library's own extension modules (lib-dynload: _asyncio, select, _socket …)
   // run the event loop, not the handler; so do its Python modules (asyncio, socket, urllib):
   // the handler that called them is the code.
-  if (f.module.find("/lib-dynload/") != std::string::npos) return true;
+  if (f.module.find("/lib-dynload/") != std::string::npos) {
+    return true;
+  }
   if (f.kind == "python" && f.file.rfind("/usr/lib/python3", 0) == 0 &&
       f.file.find("-packages/") == std::string::npos) {
     return true;
@@ -45,8 +49,12 @@ std::string WithoutArguments(const std::string& function) {
   int depth = 0;
   for (size_t i = 0; i < function.size(); ++i) {
     const char c = function[i];
-    if (c == '<') ++depth;
-    if (c == '>') --depth;
+    if (c == '<') {
+      ++depth;
+    }
+    if (c == '>') {
+      --depth;
+    }
     if (c == '(' && depth == 0) {
       if (function.compare(i, 21, "(anonymous namespace)") == 0) {
         i += 20;
@@ -101,7 +109,9 @@ std::string ModeRoute(Mode m, std::chrono::milliseconds work) {
 
 double ExpectedQps(Mode m, int concurrency, std::chrono::milliseconds work, int workers) {
   const double w = static_cast<double>(work.count()) / 1000.0;
-  if (w <= 0) return 0;
+  if (w <= 0) {
+    return 0;
+  }
   switch (m) {
     case Mode::kBlock:
     case Mode::kCpu:
@@ -122,8 +132,12 @@ bool ModeKeepsLoopFree(Mode m) {
 
 std::string TopBlockingFrame(const Stack& stack) {
   for (const Frame& f : stack.frames) {
-    if (IsPlumbing(f)) continue;
-    if (!f.function.empty()) return WithoutArguments(f.function);
+    if (IsPlumbing(f)) {
+      continue;
+    }
+    if (!f.function.empty()) {
+      return WithoutArguments(f.function);
+    }
     char buf[64];
     std::snprintf(buf, sizeof buf, "+0x%llx", static_cast<unsigned long long>(f.offset));
     return Basename(f.module) + buf;
@@ -145,7 +159,9 @@ RunFindings SummarizeStalls(const std::vector<StallFinding>& stalls) {
     const bool own_work = s.syscall.rfind("epoll_", 0) != 0;
     for (const Stack& st : s.stacks) {
       const std::string top = own_work ? TopBlockingFrame(st) : "";
-      if (!top.empty()) frame_samples[top] += std::max<uint64_t>(st.samples, 1);
+      if (!top.empty()) {
+        frame_samples[top] += std::max<uint64_t>(st.samples, 1);
+      }
     }
     if (!s.syscall.empty() && s.duration_s > longest_blocked) {
       longest_blocked = s.duration_s;
@@ -170,16 +186,23 @@ RunFindings SummarizeStalls(const std::vector<StallFinding>& stalls) {
 }
 
 Status ValidateExperimentOptions(const ExperimentOptions& o) {
-  if (o.modes.empty()) return InvalidArgumentError("--modes: give at least one mode");
-  if (o.concurrency.empty()) return InvalidArgumentError("--concurrency: give at least one level");
+  if (o.modes.empty()) {
+    return InvalidArgumentError("--modes: give at least one mode");
+  }
+  if (o.concurrency.empty()) {
+    return InvalidArgumentError("--concurrency: give at least one level");
+  }
   for (int c : o.concurrency) {
-    if (c < 1 || c > 1000) return InvalidArgumentError("--concurrency levels must be in 1..1000");
+    if (c < 1 || c > 1000) {
+      return InvalidArgumentError("--concurrency levels must be in 1..1000");
+    }
   }
   if (o.work < std::chrono::milliseconds(1) || o.work > std::chrono::seconds(10)) {
     return InvalidArgumentError("--work must be in 1ms..10s, e.g. 500ms");
   }
-  if (o.workers < 1 || o.workers > 1024)
+  if (o.workers < 1 || o.workers > 1024) {
     return InvalidArgumentError("--workers must be in 1..1024");
+  }
   if (o.run_duration < std::chrono::milliseconds(200) || o.run_duration > std::chrono::hours(1)) {
     return InvalidArgumentError("--duration must be in 200ms..1h, e.g. 10s");
   }
@@ -215,7 +238,9 @@ StatusOr<ExperimentRow> RunOne(const ExperimentOptions& o, Mode mode, int c,
   so.endpoint = o.endpoint;
   so.loop_name = std::string("experiment-") + ModeName(mode) + "-c" + std::to_string(c);
   auto server = Server::Create(so);
-  if (!server.ok()) return server.status();
+  if (!server.ok()) {
+    return server.status();
+  }
   Server* srv = server->get();
   Status run_status;
   std::atomic<bool> finished{false};
@@ -240,8 +265,12 @@ StatusOr<ExperimentRow> RunOne(const ExperimentOptions& o, Mode mode, int c,
   std::optional<LoopSnapshot> snap = srv->Snapshot();
   srv->Stop();
   loop.join();
-  if (!run_status.ok()) return run_status;
-  if (!load.ok()) return load.status();
+  if (!run_status.ok()) {
+    return run_status;
+  }
+  if (!load.ok()) {
+    return load.status();
+  }
 
   ExperimentRow row;
   row.mode = mode;
@@ -256,7 +285,9 @@ StatusOr<ExperimentRow> RunOne(const ExperimentOptions& o, Mode mode, int c,
   row.elapsed_s = load->elapsed_s;
   if (snap) {
     std::vector<StallFinding> stalls = snap->recent_stalls;
-    if (snap->ongoing) stalls.push_back(*snap->ongoing);
+    if (snap->ongoing) {
+      stalls.push_back(*snap->ongoing);
+    }
     row.findings = SummarizeStalls(stalls);
     row.findings.delay_p99_s = std::chrono::duration<double>(snap->since_attach.p99).count();
     row.findings.delay_max_s = std::chrono::duration<double>(snap->since_attach.max).count();
@@ -268,18 +299,28 @@ StatusOr<ExperimentRow> RunOne(const ExperimentOptions& o, Mode mode, int c,
 
 StatusOr<std::vector<ExperimentRow>> RunExperiment(const ExperimentOptions& o,
                                                    const std::atomic<bool>* cancel) {
-  if (Status st = ValidateExperimentOptions(o); !st.ok()) return st;
+  if (Status st = ValidateExperimentOptions(o); !st.ok()) {
+    return st;
+  }
   std::vector<ExperimentRow> rows;
   const size_t total = o.modes.size() * o.concurrency.size();
   for (Mode mode : o.modes) {
     for (int c : o.concurrency) {
-      if (cancel != nullptr && cancel->load()) return rows;
+      if (cancel != nullptr && cancel->load()) {
+        return rows;
+      }
       auto row = o.target == Target::kTornado ? RunOneTornado(o, mode, c, cancel)
                                               : RunOne(o, mode, c, cancel);
-      if (cancel != nullptr && cancel->load()) return rows;  // a cut-short run is not a result
-      if (!row.ok()) return row.status();
+      if (cancel != nullptr && cancel->load()) {
+        return rows;  // a cut-short run is not a result
+      }
+      if (!row.ok()) {
+        return row.status();
+      }
       rows.push_back(*row);
-      if (o.progress) o.progress(rows.size(), total, rows.back());
+      if (o.progress) {
+        o.progress(rows.size(), total, rows.back());
+      }
     }
   }
   return rows;

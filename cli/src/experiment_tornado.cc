@@ -28,14 +28,18 @@ bool Readable(const std::string& p) { return !p.empty() && access(p.c_str(), R_O
 std::string ExeDir() {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return "";
+  if (n <= 0) {
+    return "";
+  }
   const std::string path(buf, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/'));
 }
 
 bool PortFree(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    return false;
+  }
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -49,7 +53,9 @@ bool PortFree(int port) {
 int FreePortPair() {
   for (int attempt = 0; attempt < 20; ++attempt) {
     const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
+    if (fd < 0) {
+      return 0;
+    }
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -60,7 +66,9 @@ int FreePortPair() {
       port = ntohs(sa.sin_port);
     }
     close(fd);
-    if (port > 0 && port < 65535 && PortFree(port) && PortFree(port + 1)) return port;
+    if (port > 0 && port < 65535 && PortFree(port) && PortFree(port + 1)) {
+      return port;
+    }
   }
   return 0;
 }
@@ -73,7 +81,9 @@ std::string Millis(std::chrono::nanoseconds d) {
 pid_t StartApp(const ExperimentOptions& o, const std::string& app, const std::string& shim,
                const std::string& findings, int port) {
   const pid_t pid = fork();
-  if (pid != 0) return pid;
+  if (pid != 0) {
+    return pid;
+  }
   setenv("LD_PRELOAD", shim.c_str(), 1);
   setenv("STALLWATCH_ENDPOINT", ("file:" + findings).c_str(), 1);
   setenv("STALLWATCH_THRESHOLD", Millis(o.stall_threshold).c_str(), 1);
@@ -92,10 +102,14 @@ pid_t StartApp(const ExperimentOptions& o, const std::string& app, const std::st
 }
 
 void StopApp(pid_t pid) {
-  if (pid <= 0) return;
+  if (pid <= 0) {
+    return;
+  }
   kill(pid, SIGTERM);
   for (int i = 0; i < 50; ++i) {
-    if (waitpid(pid, nullptr, WNOHANG) == pid) return;
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {
+      return;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   kill(pid, SIGKILL);
@@ -138,7 +152,9 @@ StatusOr<std::string> FindTornadoApp() {
   tried.emplace_back(SW_TORNADO_APP_SOURCE);
   std::string looked;
   for (const auto& p : tried) {
-    if (Readable(p)) return p;
+    if (Readable(p)) {
+      return p;
+    }
     looked += (looked.empty() ? "" : ", ") + p;
   }
   return NotFoundError("tornado_seed.py not found (looked at " + looked +
@@ -157,11 +173,15 @@ Status CheckTornadoTarget(const ExperimentOptions& o) {
                                    " (apt-get install python3-tornado)");
   }
   if (o.tornado_app.empty()) {
-    if (auto app = FindTornadoApp(); !app.ok()) return app.status();
+    if (auto app = FindTornadoApp(); !app.ok()) {
+      return app.status();
+    }
   } else if (!Readable(o.tornado_app)) {
     return NotFoundError(o.tornado_app + ": no such readable file");
   }
-  if (auto shim = FindPreload(RunOptions{}); !shim.ok()) return shim.status();
+  if (auto shim = FindPreload(RunOptions{}); !shim.ok()) {
+    return shim.status();
+  }
   return OkStatus();
 }
 
@@ -170,16 +190,24 @@ StatusOr<ExperimentRow> RunOneTornado(const ExperimentOptions& o, Mode mode, int
   std::string app = o.tornado_app;
   if (app.empty()) {
     auto found = FindTornadoApp();
-    if (!found.ok()) return found.status();
+    if (!found.ok()) {
+      return found.status();
+    }
     app = *found;
   }
   auto shim = FindPreload(RunOptions{});
-  if (!shim.ok()) return shim.status();
+  if (!shim.ok()) {
+    return shim.status();
+  }
   const int port = FreePortPair();
-  if (port == 0) return UnavailableError("no free pair of loopback ports for the Tornado app");
+  if (port == 0) {
+    return UnavailableError("no free pair of loopback ports for the Tornado app");
+  }
   char path[] = "/tmp/stallwatch-experiment-XXXXXX";
   const int fd = mkstemp(path);
-  if (fd < 0) return UnavailableError("cannot create a findings file in /tmp");
+  if (fd < 0) {
+    return UnavailableError("cannot create a findings file in /tmp");
+  }
   close(fd);
   const std::string findings = path;
   const pid_t pid = StartApp(o, app, *shim, findings, port);
@@ -190,10 +218,14 @@ StatusOr<ExperimentRow> RunOneTornado(const ExperimentOptions& o, Mode mode, int
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   bool up = false;
   for (int i = 0; i < 200 && !up; ++i) {
-    if (waitpid(pid, nullptr, WNOHANG) == pid) break;
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {
+      break;
+    }
     auto r = HttpGet(base + "/", std::chrono::milliseconds(500));
     up = r.ok() && r->status == 200;
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   if (!up) {
     StopApp(pid);
@@ -231,9 +263,13 @@ StatusOr<ExperimentRow> RunOneTornado(const ExperimentOptions& o, Mode mode, int
   std::ifstream in(findings);
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_object()) continue;
+    if (!j.is_object()) {
+      continue;
+    }
     if (j.value("kind", "") == "stall" && !j.value("ongoing", false)) {
-      if (auto s = StallFromJson(j); s.ok()) stalls.push_back(std::move(*s));
+      if (auto s = StallFromJson(j); s.ok()) {
+        stalls.push_back(std::move(*s));
+      }
     } else if (j.value("kind", "") == "delay") {
       // Windows of 0.5 s: the run's figure is the worst window's.
       row.findings.delay_p99_s = std::max(row.findings.delay_p99_s, j.value("p99_s", 0.0));

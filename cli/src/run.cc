@@ -28,7 +28,9 @@ bool Readable(const std::string& p) { return !p.empty() && access(p.c_str(), R_O
 std::string ExeDir() {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return "";
+  if (n <= 0) {
+    return "";
+  }
   std::string path(buf, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/'));
 }
@@ -37,7 +39,9 @@ std::string ExeDir() {
 
 StatusOr<std::string> FindPreload(const RunOptions& opts) {
   if (!opts.preload.empty()) {
-    if (Readable(opts.preload)) return opts.preload;
+    if (Readable(opts.preload)) {
+      return opts.preload;
+    }
     return NotFoundError("--preload " + opts.preload + ": no such readable file");
   }
   std::vector<std::string> tried;
@@ -49,7 +53,9 @@ StatusOr<std::string> FindPreload(const RunOptions& opts) {
   tried.push_back(SW_PRELOAD_BUILD_PATH);
   std::string looked;
   for (const auto& p : tried) {
-    if (Readable(p)) return p;
+    if (Readable(p)) {
+      return p;
+    }
     looked += (looked.empty() ? "" : ", ") + p;
   }
   return NotFoundError("libstallwatch_preload.so not found (looked at " + looked +
@@ -65,9 +71,15 @@ constexpr int kForwarded[] = {SIGTERM, SIGINT,  SIGHUP,   SIGQUIT,
                               SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
 std::string Where(const std::string& endpoint) {
-  if (endpoint == "off") return "nowhere (--endpoint off)";
-  if (endpoint == "stderr") return "stderr (JSON lines)";
-  if (endpoint.rfind("file:", 0) == 0) return endpoint + " (JSON lines; stallwatch stalls --file)";
+  if (endpoint == "off") {
+    return "nowhere (--endpoint off)";
+  }
+  if (endpoint == "stderr") {
+    return "stderr (JSON lines)";
+  }
+  if (endpoint.rfind("file:", 0) == 0) {
+    return endpoint + " (JSON lines; stallwatch stalls --file)";
+  }
   return "stallwatchd at " + endpoint + " (stallwatch top, stallwatch stalls)";
 }
 
@@ -75,7 +87,9 @@ std::string Where(const std::string& endpoint) {
 // run goes on without the "no loop seen" line).
 int NotifySocket(std::string* name) {
   const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  if (fd < 0) {
+    return -1;
+  }
   std::random_device rd;
   char buf[64];
   std::snprintf(buf, sizeof(buf), "stallwatch-run-%d-%08x%08x", static_cast<int>(getpid()), rd(),
@@ -100,7 +114,9 @@ void PrintAttached(const std::string& msg) {
     clean += (static_cast<unsigned char>(c) < 0x20 && c != '\t') ? '?' : c;
   }
   const size_t space = clean.find(' ');
-  if (space == std::string::npos) return;
+  if (space == std::string::npos) {
+    return;
+  }
   const size_t tab = clean.find('\t', space);
   const std::string pid = clean.substr(0, space);
   const std::string loop =
@@ -112,7 +128,9 @@ void PrintAttached(const std::string& msg) {
 
 std::string Quoted(const std::vector<std::string>& command) {
   std::string s;
-  for (const auto& a : command) s += (s.empty() ? "" : " ") + a;
+  for (const auto& a : command) {
+    s += (s.empty() ? "" : " ") + a;
+  }
   return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 
@@ -146,22 +164,30 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
   }
   setenv("LD_PRELOAD", ld.c_str(), 1);
   auto set = [](const char* var, const std::string& v) {
-    if (!v.empty()) setenv(var, v.c_str(), 1);
+    if (!v.empty()) {
+      setenv(var, v.c_str(), 1);
+    }
   };
   set("STALLWATCH_SERVICE", opts.service);
   set("STALLWATCH_THRESHOLD", opts.threshold);
   set("STALLWATCH_ENDPOINT", opts.endpoint);
   set("STALLWATCH_SAMPLING", opts.sampling);
   std::string endpoint{defaults::kAgentEndpoint};
-  if (const char* e = std::getenv("STALLWATCH_ENDPOINT"); e != nullptr && *e != '\0') endpoint = e;
+  if (const char* e = std::getenv("STALLWATCH_ENDPOINT"); e != nullptr && *e != '\0') {
+    endpoint = e;
+  }
   std::string notify_name;
   const int notify = NotifySocket(&notify_name);
-  if (notify >= 0) setenv(kRunNotifyEnv, notify_name.c_str(), 1);
+  if (notify >= 0) {
+    setenv(kRunNotifyEnv, notify_name.c_str(), 1);
+  }
 
   // Signals are taken through a signalfd from here on; the child gets the old mask back.
   sigset_t mask, old_mask;
   sigemptyset(&mask);
-  for (int sig : kForwarded) sigaddset(&mask, sig);
+  for (int sig : kForwarded) {
+    sigaddset(&mask, sig);
+  }
   sigaddset(&mask, SIGCHLD);
   sigprocmask(SIG_BLOCK, &mask, &old_mask);
   const int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -172,7 +198,10 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
     return 127;
   }
   std::vector<char*> argv;
-  for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.reserve(command.size() + 1);
+  for (const auto& a : command) {
+    argv.push_back(const_cast<char*>(a.c_str()));
+  }
   argv.push_back(nullptr);
   const pid_t child = fork();
   if (child < 0) {
@@ -211,10 +240,16 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
     int status = 0;
     const pid_t r = waitpid(child, &status, WNOHANG);
     if (r == child) {
-      if (notify >= 0) close(notify);
+      if (notify >= 0) {
+        close(notify);
+      }
       close(sfd);
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+      }
+      if (WIFSIGNALED(status)) {
+        return 128 + WTERMSIG(status);
+      }
       return 1;
     }
     int timeout_ms = -1;
@@ -234,7 +269,9 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
     }
     pollfd fds[2] = {{sfd, POLLIN, 0}, {notify, POLLIN, 0}};
     const int n = poll(fds, notify >= 0 ? 2 : 1, timeout_ms);
-    if (n < 0 && errno != EINTR) break;
+    if (n < 0 && errno != EINTR) {
+      break;
+    }
     if (notify >= 0 && (fds[1].revents & POLLIN) != 0) {
       char buf[512];
       ssize_t got_n = 0;
@@ -246,7 +283,9 @@ int RunUnderShim(const RunOptions& opts, const std::vector<std::string>& command
     if ((fds[0].revents & POLLIN) != 0) {
       signalfd_siginfo si{};
       while (read(sfd, &si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
-        if (si.ssi_signo == SIGCHLD) continue;
+        if (si.ssi_signo == SIGCHLD) {
+          continue;
+        }
         // A signal the terminal sent to the foreground process group reached the program too.
         const bool from_process =
             si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE || si.ssi_code == SI_TKILL;

@@ -46,13 +46,17 @@ json ToJson(const Frame& f) {
 
 json ToJson(const Stack& s) {
   json frames = json::array();
-  for (const auto& f : s.frames) frames.push_back(ToJson(f));
+  for (const auto& f : s.frames) {
+    frames.push_back(ToJson(f));
+  }
   return json{{"samples", s.samples}, {"method", s.method}, {"frames", std::move(frames)}};
 }
 
 static json SparseToJson(const SparseHistogram& h) {
   json a = json::array();
-  for (const auto& [i, n] : h) a.push_back(json::array({i, n}));
+  for (const auto& [i, n] : h) {
+    a.push_back(json::array({i, n}));
+  }
   return a;
 }
 
@@ -65,7 +69,9 @@ void PutFields(const Table& table, const Struct& f, bool include_buckets, json* 
     using T = typename std::decay_t<decltype(field)>::Type;
     const T& v = f.*field.member;
     if constexpr (std::is_same_v<T, SparseHistogram>) {
-      if (include_buckets) (*j)[std::string(field.name)] = SparseToJson(v);
+      if (include_buckets) {
+        (*j)[std::string(field.name)] = SparseToJson(v);
+      }
     } else if constexpr (std::is_same_v<T, StallClass>) {
       (*j)[std::string(field.name)] = StallClassName(v);
     } else {
@@ -78,7 +84,9 @@ void PutFields(const Table& table, const Struct& f, bool include_buckets, json* 
 
 json ToJson(const StallFinding& f) {
   json stacks = json::array();
-  for (const auto& s : f.stacks) stacks.push_back(ToJson(s));
+  for (const auto& s : f.stacks) {
+    stacks.push_back(ToJson(s));
+  }
   json j{{"kind", "stall"}, {"schema_version", kFindingSchemaVersion}};
   PutFields(kStallFields, f, /*include_buckets=*/false, &j);
   j["stacks"] = std::move(stacks);
@@ -104,7 +112,9 @@ namespace {
 template <typename T>
 bool Get(const json& j, std::string_view key, T* out, std::string* err) {
   auto it = j.find(key);
-  if (it == j.end()) return true;  // optional: defaults stay
+  if (it == j.end()) {
+    return true;  // optional: defaults stay
+  }
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     // Integer fields take integers in range only: converting a float such as 1e300 to an
     // integer is undefined behaviour, and a silently wrapped or truncated count is a lie.
@@ -131,7 +141,9 @@ bool Get(const json& j, std::string_view key, T* out, std::string* err) {
 
 bool Get(const json& j, std::string_view key, SparseHistogram* out, std::string* err) {
   auto it = j.find(key);
-  if (it == j.end()) return true;
+  if (it == j.end()) {
+    return true;
+  }
   if (!it->is_array()) {
     *err = "field '" + std::string(key) + "' must be an array of [index, count]";
     return false;
@@ -154,7 +166,9 @@ bool Get(const json& j, std::string_view key, SparseHistogram* out, std::string*
 // "class": one of the names of StallClassName.
 bool Get(const json& j, std::string_view key, StallClass* out, std::string* err) {
   std::string name = StallClassName(*out);
-  if (!Get(j, key, &name, err)) return false;
+  if (!Get(j, key, &name, err)) {
+    return false;
+  }
   if (!ParseStallClass(name, out)) {
     *err = "field '" + std::string(key) + "' must be cpu, blocked, starved, suspended or unknown";
     return false;
@@ -172,22 +186,34 @@ bool GetFields(const Table& table, const json& j, Struct* f, std::string* err) {
 }  // namespace
 
 StatusOr<StallFinding> StallFromJson(const json& j) {
-  if (!j.is_object()) return InvalidArgumentError("stall finding must be a JSON object");
+  if (!j.is_object()) {
+    return InvalidArgumentError("stall finding must be a JSON object");
+  }
   StallFinding f;
   std::string err;
-  if (!GetFields(kStallFields, j, &f, &err)) return InvalidArgumentError(err);
+  if (!GetFields(kStallFields, j, &f, &err)) {
+    return InvalidArgumentError(err);
+  }
   if (auto it = j.find("stacks"); it != j.end()) {
-    if (!it->is_array()) return InvalidArgumentError("field 'stacks' must be an array");
+    if (!it->is_array()) {
+      return InvalidArgumentError("field 'stacks' must be an array");
+    }
     for (const auto& sj : *it) {
-      if (!sj.is_object()) return InvalidArgumentError("each stack must be an object");
+      if (!sj.is_object()) {
+        return InvalidArgumentError("each stack must be an object");
+      }
       Stack s;
       if (!Get(sj, "samples", &s.samples, &err) || !Get(sj, "method", &s.method, &err)) {
         return InvalidArgumentError(err);
       }
       if (auto fit = sj.find("frames"); fit != sj.end()) {
-        if (!fit->is_array()) return InvalidArgumentError("field 'frames' must be an array");
+        if (!fit->is_array()) {
+          return InvalidArgumentError("field 'frames' must be an array");
+        }
         for (const auto& fj : *fit) {
-          if (!fj.is_object()) return InvalidArgumentError("each frame must be an object");
+          if (!fj.is_object()) {
+            return InvalidArgumentError("each frame must be an object");
+          }
           Frame fr;
           if (!Get(fj, "function", &fr.function, &err) || !Get(fj, "module", &fr.module, &err) ||
               !Get(fj, "offset", &fr.offset, &err) || !Get(fj, "file", &fr.file, &err) ||
@@ -212,10 +238,14 @@ StatusOr<StallFinding> StallFromJson(const json& j) {
 }
 
 StatusOr<DelayFinding> DelayFromJson(const json& j) {
-  if (!j.is_object()) return InvalidArgumentError("delay finding must be a JSON object");
+  if (!j.is_object()) {
+    return InvalidArgumentError("delay finding must be a JSON object");
+  }
   DelayFinding f;
   std::string err;
-  if (!GetFields(kDelayFields, j, &f, &err)) return InvalidArgumentError(err);
+  if (!GetFields(kDelayFields, j, &f, &err)) {
+    return InvalidArgumentError(err);
+  }
   return f;
 }
 

@@ -279,7 +279,9 @@ OwnClocks Watchdog::ReadOwnClocks() const {
   c.run_delay_ns = ss ? static_cast<int64_t>(ss->run_delay_ns) : 0;
   if (t_watchdog_table) {  // on the watchdog's own thread (RUSAGE_THREAD is the caller's)
     rusage ru{};
-    if (getrusage(RUSAGE_THREAD, &ru) == 0) c.voluntary_switches = ru.ru_nvcsw;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+      c.voluntary_switches = ru.ru_nvcsw;
+    }
   }
   return c;
 }
@@ -751,7 +753,9 @@ std::vector<agent::PyFrameInfo> Watchdog::ReadPythonStack(uint64_t tstate, Stall
     }
   }
   if (!py_reader_) {
-    if (t.sampling_note.empty()) t.sampling_note = py_reader_error_;
+    if (t.sampling_note.empty()) {
+      t.sampling_note = py_reader_error_;
+    }
     return {};
   }
   auto stack = py_reader_->Read(tstate);
@@ -828,7 +832,9 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
         pf.line = p.line;
         pf.kind = "python";
         st.frames.push_back(std::move(pf));
-        if (p.entry) break;
+        if (p.entry) {
+          break;
+        }
       }
     };
     for (const auto& rf : a->frames) {

@@ -16,7 +16,9 @@ void SelfClock::Account(const OwnClocks& from, const OwnClocks& to, int64_t inte
 void SelfClock::AccountProcessing(const OwnClocks& from, const OwnClocks& to) {
   const bool blocked = from.voluntary_switches >= 0 && to.voluntary_switches >= 0 &&
                        to.voluntary_switches > from.voluntary_switches;
-  if (!blocked) Account(from, to, intended_sleep_ns_);
+  if (!blocked) {
+    Account(from, to, intended_sleep_ns_);
+  }
   intended_sleep_ns_ = 0;
 }
 

@@ -28,7 +28,9 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
   std::string out;
   char buf[4096];
   size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) {
+    out.append(buf, n);
+  }
   const int status = pclose(p);
   const double wall_s = (stallwatch::MonotonicNanos() - t0) / 1e9;
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
@@ -49,7 +51,9 @@ TEST(ExperimentE2E, QuickJsonReproducesTheSeedRelations) {
   ASSERT_EQ(j["runs"].size(), 18u) << out;
   std::map<std::pair<std::string, int>, json> run;
   std::map<std::string, std::vector<double>> ratios;
-  for (const json& r : j["runs"]) run[{r["mode"], r["concurrency"]}] = r;
+  for (const json& r : j["runs"]) {
+    run[{r["mode"], r["concurrency"]}] = r;
+  }
 
   for (const json& r : j["runs"]) {
     const std::string mode = r["mode"];
@@ -130,7 +134,9 @@ TEST(ExperimentE2E, TornadoTargetReproducesTheSeedTable) {
   std::string out;
   char buf[4096];
   size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) {
+    out.append(buf, n);
+  }
   const int status = pclose(p);
   std::ifstream in(err);
   std::stringstream progress;
@@ -155,7 +161,7 @@ TEST(ExperimentE2E, TornadoTargetReproducesTheSeedTable) {
       EXPECT_GE(f["stalls"].get<int>(), 1);
       EXPECT_EQ(f["class"], "blocked");
       EXPECT_EQ(f["syscall"], "clock_nanosleep");  // CPython 3.11's time.sleep
-      EXPECT_EQ(f["top_frame"], "Sleep.get");       // the Python handler, named while it slept
+      EXPECT_EQ(f["top_frame"], "Sleep.get");      // the Python handler, named while it slept
       // Tornado writes each reply as its handler finishes: every stall is about one work long.
       EXPECT_GT(f["max_stall_s"].get<double>(), 0.8 * work);
     } else {

@@ -88,7 +88,9 @@ ScriptResult RunScript(int epfd, const std::function<void()>& idle_probe_time) {
     const int64_t t0 = NowMs();
     const int n = epoll_wait(epfd, ev, max, timeout_ms);
     ++r.waits;
-    if (timeout_ms > 0 && n == 0) r.timed_wait_ms.push_back(NowMs() - t0);
+    if (timeout_ms > 0 && n == 0) {
+      r.timed_wait_ms.push_back(NowMs() - t0);
+    }
     r.returns.push_back(Describe(n, ev));
   };
   wait(8, 0);  // nothing yet
@@ -185,7 +187,9 @@ TEST(EpollLoop, ASignalInterruptsTheWaitWithEintrAsLibcWould) {
     took = NowMs() - t0;
     close(epfd);
   });
-  while (!waiting) std::this_thread::sleep_for(1ms);
+  while (!waiting) {
+    std::this_thread::sleep_for(1ms);
+  }
   std::this_thread::sleep_for(100ms);  // several probe ticks inside the wait first
   pthread_kill(loop_thread.load(), SIGUSR2);
   t.join();
@@ -224,7 +228,9 @@ TEST(EpollLoop, PwaitKeepsTheHostsSignalMask) {
     err = errno;
     close(epfd);
   });
-  while (!waiting) std::this_thread::sleep_for(1ms);
+  while (!waiting) {
+    std::this_thread::sleep_for(1ms);
+  }
   std::this_thread::sleep_for(50ms);
   pthread_kill(loop_thread.load(), SIGUSR1);
   t.join();
@@ -251,7 +257,9 @@ TEST(EpollLoop, AStallOfTheLoopThreadIsCaughtTimedAndClassified) {
     auto o = TestOptions();
     o.loop_name = "scripted";
     o.on_stall = [&caught](const stallwatch::StallFinding& f) {
-      if (f.ongoing) return;
+      if (f.ongoing) {
+        return;
+      }
       std::lock_guard<std::mutex> lock(caught.mu);
       caught.closed.push_back(f);
       caught.cv.notify_all();
@@ -259,9 +267,13 @@ TEST(EpollLoop, AStallOfTheLoopThreadIsCaughtTimedAndClassified) {
     auto agent = stallwatch::Agent::AttachEpoll(epfd, o);
     ASSERT_TRUE(agent.ok()) << agent.status().ToString();
     epoll_event ev[4];
-    for (int i = 0; i < 5; ++i) epoll_wait(epfd, ev, 4, 10);
+    for (int i = 0; i < 5; ++i) {
+      epoll_wait(epfd, ev, 4, 10);
+    }
     std::this_thread::sleep_for(150ms);  // the loop is blocked: a stall
-    for (int i = 0; i < 5; ++i) epoll_wait(epfd, ev, 4, 10);
+    for (int i = 0; i < 5; ++i) {
+      epoll_wait(epfd, ev, 4, 10);
+    }
     std::unique_lock<std::mutex> lock(caught.mu);
     caught.cv.wait_for(lock, 5s, [&] { return !caught.closed.empty(); });
     lock.unlock();
@@ -292,7 +304,9 @@ TEST(EpollLoop, AfterTheHostClosesItsEpollFdTheThreadIsNoLongerALoop) {
     auto agent = stallwatch::Agent::AttachEpoll(epfd, o);
     ASSERT_TRUE(agent.ok()) << agent.status().ToString();
     epoll_event ev[4];
-    for (int i = 0; i < 3; ++i) epoll_wait(epfd, ev, 4, 5);
+    for (int i = 0; i < 3; ++i) {
+      epoll_wait(epfd, ev, 4, 5);
+    }
     close(epfd);                         // the loop ended
     std::this_thread::sleep_for(200ms);  // the thread does other things now: not a stall
     const auto snap = (*agent)->Snapshot();

@@ -35,7 +35,7 @@ bool Have(const char* path) { return access(path, X_OK) == 0; }
 // A program under the shim, reporting to a file of its own; ended by SIGTERM at the end.
 class Watched {
  public:
-  explicit Watched(std::vector<std::string> argv, std::vector<std::string> env = {}) {
+  explicit Watched(std::vector<std::string> argv, const std::vector<std::string>& env = {}) {
     char path[] = "/tmp/stallwatch-foreign-XXXXXX";
     const int fd = mkstemp(path);
     close(fd);
@@ -46,14 +46,21 @@ class Watched {
     cwd_ = mkdtemp(dir) != nullptr ? dir : "/tmp";
     pid_ = fork();
     if (pid_ == 0) {
-      if (chdir(cwd_.c_str()) != 0) _exit(126);
+      if (chdir(cwd_.c_str()) != 0) {
+        _exit(126);
+      }
       setenv("LD_PRELOAD", SW_PRELOAD_LIB, 1);
       setenv("STALLWATCH_ENDPOINT", ("file:" + findings_).c_str(), 1);
       setenv("STALLWATCH_REPORT_INTERVAL", "500ms", 1);
       setenv("STALLWATCH_THRESHOLD", "50ms", 1);
-      for (const auto& e : env) putenv(strdup(e.c_str()));
+      for (const auto& e : env) {
+        putenv(strdup(e.c_str()));
+      }
       std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
+      args.reserve(argv.size() + 1);
+      for (auto& a : argv) {
+        args.push_back(a.data());
+      }
       args.push_back(nullptr);
       execv(args[0], args.data());
       _exit(127);
@@ -62,13 +69,17 @@ class Watched {
   ~Watched() {
     Stop();
     unlink(findings_.c_str());
-    if (cwd_ != "/tmp") std::system(("rm -rf '" + cwd_ + "'").c_str());
+    if (cwd_ != "/tmp") {
+      std::system(("rm -rf '" + cwd_ + "'").c_str());
+    }
   }
   Watched(const Watched&) = delete;
   Watched& operator=(const Watched&) = delete;
 
   bool Running() {
-    if (pid_ <= 0) return false;
+    if (pid_ <= 0) {
+      return false;
+    }
     int st = 0;
     const pid_t r = waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
@@ -78,7 +89,9 @@ class Watched {
     return r == 0;
   }
   int Stop() {
-    if (pid_ <= 0) return status_;
+    if (pid_ <= 0) {
+      return status_;
+    }
     kill(pid_, SIGTERM);
     waitpid(pid_, &status_, 0);
     pid_ = -1;
@@ -91,7 +104,9 @@ class Watched {
     std::ifstream f(findings_);
     std::string line;
     while (std::getline(f, line)) {
-      if (!line.empty()) out.push_back(json::parse(line));
+      if (!line.empty()) {
+        out.push_back(json::parse(line));
+      }
     }
     return out;
   }
@@ -99,14 +114,18 @@ class Watched {
   std::vector<json> Stalls() const {
     std::vector<json> out;
     for (auto& j : Findings()) {
-      if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) out.push_back(j);
+      if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) {
+        out.push_back(j);
+      }
     }
     return out;
   }
   std::vector<json> Windows() const {
     std::vector<json> out;
     for (auto& j : Findings()) {
-      if (j["kind"] == "delay") out.push_back(j);
+      if (j["kind"] == "delay") {
+        out.push_back(j);
+      }
     }
     return out;
   }
@@ -121,7 +140,9 @@ class Watched {
 std::string Frames(const json& stall) {
   std::string s;
   for (const auto& st : stall["stacks"]) {
-    for (const auto& f : st["frames"]) s += f.value("function", "") + " ";
+    for (const auto& f : st["frames"]) {
+      s += f.value("function", "") + " ";
+    }
   }
   return s;
 }
@@ -148,7 +169,9 @@ int LineOf(const std::string& path, const std::string& text) {
   int n = 0;
   for (std::string line; std::getline(in, line);) {
     ++n;
-    if (line.find(text) != std::string::npos) return n;
+    if (line.find(text) != std::string::npos) {
+      return n;
+    }
   }
   return 0;
 }
@@ -251,16 +274,22 @@ TEST(ForeignLoops, PreForkedTornadoWorkersAreEachWatchedUnderTheirOwnPid) {
     pids.insert(s["pid"].get<int64_t>());
   }
   std::set<int64_t> loops;
-  for (const auto& d : w.Windows()) loops.insert(d["pid"].get<int64_t>());
+  for (const auto& d : w.Windows()) {
+    loops.insert(d["pid"].get<int64_t>());
+  }
   const pid_t parent = w.pid();
   w.Stop();
   for (int64_t pid : loops) {
-    if (pid != parent) kill(static_cast<pid_t>(pid), SIGTERM);  // the workers outlive the parent
+    if (pid != parent) {
+      kill(static_cast<pid_t>(pid), SIGTERM);  // the workers outlive the parent
+    }
   }
   EXPECT_EQ(loops.size(), 4u) << "every worker's loop reports, under its own pid";
   EXPECT_EQ(loops.count(parent), 0u) << "the parent runs no loop";
   EXPECT_GE(pids.size(), 2u);
-  for (int64_t pid : pids) EXPECT_EQ(loops.count(pid), 1u);
+  for (int64_t pid : pids) {
+    EXPECT_EQ(loops.count(pid), 1u);
+  }
 }
 
 // Workers that inherit the parent's epoll fd and all wait on it (one loop, shared): each worker
@@ -280,7 +309,9 @@ TEST(ForeignLoops, PreForkWorkersSharingTheParentsEpollFdAreEachWatched) {
   const auto out = RunCommand("for i in 1 2 3 4 5 6 7 8; do bash -c \"" + one + "\" & done; wait");
   std::set<std::string> answered_by;
   std::istringstream lines(out.out);
-  for (std::string l; std::getline(lines, l);) answered_by.insert(l);
+  for (std::string l; std::getline(lines, l);) {
+    answered_by.insert(l);
+  }
   EXPECT_GE(answered_by.size(), 2u) << out.out;
   ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 20s)) << "the server did not end by itself";
   std::set<int64_t> stall_pids;
@@ -300,7 +331,9 @@ TEST(ForeignLoops, PreForkWorkersSharingTheParentsEpollFdAreEachWatched) {
     stall_pids.insert(s["pid"].get<int64_t>());
   }
   std::set<int64_t> loops;
-  for (const auto& d : w.Windows()) loops.insert(d["pid"].get<int64_t>());
+  for (const auto& d : w.Windows()) {
+    loops.insert(d["pid"].get<int64_t>());
+  }
   EXPECT_EQ(stalls, 8u) << "one per blocking request";
   EXPECT_EQ(loops.size(), 4u) << "every worker reports its own loop";
   EXPECT_GE(stall_pids.size(), 2u);
@@ -310,7 +343,9 @@ TEST(ForeignLoops, PreForkWorkersSharingTheParentsEpollFdAreEachWatched) {
 }
 
 TEST(ForeignLoops, APlainAsyncioServerIsWatched) {
-  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  if (!Have("/usr/bin/python3")) {
+    GTEST_SKIP() << "no /usr/bin/python3";
+  }
   const int port = stallwatch::testing::FreeLoopbackPort();
   const std::string server = R"(
 import asyncio, sys, time
@@ -383,7 +418,9 @@ TEST(ForeignLoops, RedisDebugSleepAndABusyLuaScriptAreCaughtWithRedisOwnFunction
 }
 
 TEST(ForeignLoops, NodeBusyLoopAndSynchronousCallsOnTheLoopThread) {
-  if (!Have("/usr/bin/node")) GTEST_SKIP() << "node is not installed";
+  if (!Have("/usr/bin/node")) {
+    GTEST_SKIP() << "node is not installed";
+  }
   const std::string script = R"(
 const { execSync } = require('child_process');
 const fs = require('fs');
@@ -415,7 +452,9 @@ const t = setInterval(() => {
 
 // With a perf map (node --perf-basic-prof), the JavaScript functions of a stall are named.
 TEST(ForeignLoops, NodeJavaScriptFunctionsAreNamedFromThePerfMap) {
-  if (!Have("/usr/bin/node")) GTEST_SKIP() << "node is not installed";
+  if (!Have("/usr/bin/node")) {
+    GTEST_SKIP() << "node is not installed";
+  }
   const std::string script = R"(
 function busyLoopHere() {
   const e = process.hrtime.bigint() + 250000000n;
@@ -463,7 +502,9 @@ print("done")
 // asyncio.run twice: the first loop's epoll fd is closed and the second loop's gets the same
 // number. Two loops, one stall each; the thread's time between them is no stall.
 TEST(ForeignLoopsSafety, AnEpollFdClosedAndReusedIsANewLoop) {
-  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  if (!Have("/usr/bin/python3")) {
+    GTEST_SKIP() << "no /usr/bin/python3";
+  }
   Watched w({"/usr/bin/python3", "-c", kTwoLoops});
   ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 20s));
   EXPECT_EQ(w.Stop(), 0);
@@ -478,15 +519,19 @@ TEST(ForeignLoopsSafety, AnEpollFdClosedAndReusedIsANewLoop) {
 // Another preloaded interposer of the wait calls, before or after the shim: both see the waits,
 // and the loop is watched.
 TEST(ForeignLoopsSafety, AnotherPreloadedInterposerIsChained) {
-  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  if (!Have("/usr/bin/python3")) {
+    GTEST_SKIP() << "no /usr/bin/python3";
+  }
   for (const bool shim_first : {true, false}) {
     char path[] = "/tmp/stallwatch-chained-XXXXXX";
     close(mkstemp(path));
     const std::string preload = shim_first ? std::string(SW_PRELOAD_LIB) + " " + SW_COUNT_WAITS
                                            : std::string(SW_COUNT_WAITS) + " " + SW_PRELOAD_LIB;
     const std::string script = std::string(kTwoLoops);
-    const auto r = RunCommand("LD_PRELOAD='" + preload + "' STALLWATCH_ENDPOINT=file:" + path +
-                              " /usr/bin/python3 -c '" + script + "' 2>&1");
+    std::string cmd = "LD_PRELOAD='" + preload + "' STALLWATCH_ENDPOINT=file:";
+    cmd += path;
+    cmd += " /usr/bin/python3 -c '" + script + "' 2>&1";
+    const auto r = RunCommand(cmd);
     EXPECT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find("done\n"), std::string::npos) << r.out;
     // The program's count (the agent's watchdog process, which inherits the environment, prints
@@ -501,7 +546,9 @@ TEST(ForeignLoopsSafety, AnotherPreloadedInterposerIsChained) {
     int stalls = 0;
     for (std::string line; std::getline(f, line);) {
       const auto j = json::parse(line);
-      if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) ++stalls;
+      if (j["kind"] == "stall" && !j["ongoing"].get<bool>()) {
+        ++stalls;
+      }
     }
     unlink(path);
     EXPECT_EQ(stalls, 2) << (shim_first ? "shim first" : "shim second");
@@ -510,7 +557,9 @@ TEST(ForeignLoopsSafety, AnotherPreloadedInterposerIsChained) {
 
 // A program that never waits on an epoll fd gets nothing: no agent thread, no line.
 TEST(ForeignLoopsSafety, AProgramThatNeverWaitsIsLeftAlone) {
-  if (!Have("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  if (!Have("/usr/bin/python3")) {
+    GTEST_SKIP() << "no /usr/bin/python3";
+  }
   const auto r = RunCommand(std::string("LD_PRELOAD=") + SW_PRELOAD_LIB +
                             " /usr/bin/python3 -c 'import os, time; time.sleep(0.3); "
                             "print(len(os.listdir(\"/proc/self/task\")))' 2>&1");

@@ -58,7 +58,9 @@ std::vector<nlohmann::json> Findings(const std::string& path) {
   std::ifstream f(path);
   std::string line;
   while (std::getline(f, line)) {
-    if (!line.empty()) v.push_back(nlohmann::json::parse(line));
+    if (!line.empty()) {
+      v.push_back(nlohmann::json::parse(line));
+    }
   }
   return v;
 }
@@ -66,7 +68,9 @@ std::vector<nlohmann::json> Findings(const std::string& path) {
 bool HasFrame(const nlohmann::json& stall, const std::string& fn) {
   for (const auto& s : stall["stacks"]) {
     for (const auto& fr : s["frames"]) {
-      if (fr["function"].get<std::string>().find(fn) != std::string::npos) return true;
+      if (fr["function"].get<std::string>().find(fn) != std::string::npos) {
+        return true;
+      }
     }
   }
   return false;
@@ -89,9 +93,13 @@ TEST(Preload, EveryLoopOfAPlainProgramIsWatchedAndNamedAndItsStallsCaught) {
   int cpu = 0, blocked = 0;
   for (const auto& f : findings) {
     loops.insert(f["loop"].get<std::string>());
-    if (f["kind"] != "stall" || f["ongoing"].get<bool>()) continue;
+    if (f["kind"] != "stall" || f["ongoing"].get<bool>()) {
+      continue;
+    }
     const std::string cls = f["class"];
-    if ((cls == "cpu" || cls == "starved") && HasFrame(f, "compute_report")) ++cpu;
+    if ((cls == "cpu" || cls == "starved") && HasFrame(f, "compute_report")) {
+      ++cpu;
+    }
     if (cls == "blocked" && f["syscall"] == "clock_nanosleep" && HasFrame(f, "fetch_from_disk")) {
       ++blocked;
     }
@@ -143,7 +151,9 @@ TEST(Preload, AMalformedVariableGetsOneLineAndTheDefault) {
   EXPECT_NE(r.err.find("STALLWATCH_THRESHOLD='soon' ignored"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("using 50ms"), std::string::npos) << r.err;
   size_t lines = 0;
-  for (char c : r.err) lines += c == '\n';
+  for (char c : r.err) {
+    lines += c == '\n';
+  }
   EXPECT_EQ(lines, 1u) << r.err;
 }
 
@@ -157,7 +167,9 @@ TEST(StallwatchRun, RunsAProgramUnderTheShimWithItsExitStatus) {
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("done"), std::string::npos);
   std::set<std::string> loops;
-  for (const auto& f : Findings(file)) loops.insert(f["loop"].get<std::string>());
+  for (const auto& f : Findings(file)) {
+    loops.insert(f["loop"].get<std::string>());
+  }
   unlink(file.c_str());
   EXPECT_EQ(loops, (std::set<std::string>{"main", "worker", "worker-2"}));
 
@@ -206,7 +218,9 @@ namespace {
 
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
   return n;
 }
 
@@ -260,7 +274,9 @@ TEST(Preload, ARefusedConnectionSaysWhyAndHowToFixAtOnce) {
   ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
   ASSERT_EQ(listen(fd, 16), 0);
   chmod(sock.c_str(), 0600);  // the owner (root) only, as a group-less daemon socket
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the program as another user";
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root to run the program as another user";
+  }
   Outcome r = Sh(
       Preload() + " STALLWATCH_ENDPOINT=unix:" + sock,
       "setpriv --reuid=65534 --regid=65534 --clear-groups " + std::string(SW_LOOP_APP) + " 1500");
@@ -317,7 +333,9 @@ TEST(StallwatchRun, ForwardsSignalsAndReportsTheSignalThatEndedTheProgram) {
   usleep(700 * 1000);
   kill(run, SIGTERM);
   int status = 0;
-  for (int i = 0; i < 100 && waitpid(run, &status, WNOHANG) == 0; ++i) usleep(50 * 1000);
+  for (int i = 0; i < 100 && waitpid(run, &status, WNOHANG) == 0; ++i) {
+    usleep(50 * 1000);
+  }
   if (waitpid(run, &status, WNOHANG) == 0) {
     kill(run, SIGKILL);
     waitpid(run, &status, 0);

@@ -169,7 +169,9 @@ TEST(HintTable, ConnectRowABlockingConnect) {
 
 TEST(HintTable, EveryRowIsTestedAndRowsOnlyApplyToBlockedStalls) {
   std::vector<std::string> names;
-  for (const HintRule& r : HintRules()) names.emplace_back(r.name);
+  for (const HintRule& r : HintRules()) {
+    names.emplace_back(r.name);
+  }
   EXPECT_EQ(names, (std::vector<std::string>{"dns-udp", "dns-frames", "fsync", "connect"}));
   ClassifierInput cpu = Blocked("poll", "socket udp 127.0.0.1:41234 -> 127.0.0.1:53");
   cpu.cpu_ns = 95 * kMs;

@@ -29,7 +29,9 @@ TEST(PerfMap, ParsesNodesLinesAndSkipsTheMalformedOnes) {
   EXPECT_EQ(e[0].start, 0x18c4000u);
   EXPECT_EQ(e[0].size, 0x300u);
   EXPECT_EQ(e[0].name, "Builtin:DeoptimizationEntry_Eager");
-  for (size_t i = 1; i < e.size(); ++i) EXPECT_LT(e[i - 1].start, e[i].start);
+  for (size_t i = 1; i < e.size(); ++i) {
+    EXPECT_LT(e[i - 1].start, e[i].start);
+  }
 }
 
 TEST(PerfMap, FindsThePcInsideARangeOnly) {

@@ -52,7 +52,9 @@ TEST(RuntimeHints, AnUnknownRuntimeGetsTheDefaultWording) {
 
 TEST(RuntimeHints, EveryRowNamesAKnownCaseAndHasAtMostOnePlaceholder) {
   std::set<std::string> cases = {"cpu", "sleep", "futex", "blocked"};
-  for (const auto& r : HintRules()) cases.insert(std::string(r.name));
+  for (const auto& r : HintRules()) {
+    cases.insert(std::string(r.name));
+  }
   std::set<std::string> seen;
   for (const auto& a : RuntimeAdviceTable()) {
     EXPECT_EQ(cases.count(std::string(a.what)), 1u) << a.runtime << "/" << a.what;

@@ -64,10 +64,12 @@ TEST(ValidateExperimentOptions, Rejects) {
   EXPECT_NE(ValidateExperimentOptions(o).message().find("--modes"), std::string::npos);
 }
 
-Stack MakeStack(uint64_t samples, std::vector<std::pair<std::string, std::string>> frames) {
+Stack MakeStack(uint64_t samples, const std::vector<std::pair<std::string, std::string>>& frames) {
   Stack s;
   s.samples = samples;
-  for (auto& [fn, mod] : frames) s.frames.push_back(Frame{fn, mod, 0x10, "", 0});
+  for (auto& [fn, mod] : frames) {
+    s.frames.push_back(Frame{fn, mod, 0x10, "", 0});
+  }
   return s;
 }
 

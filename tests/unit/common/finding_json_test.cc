@@ -154,13 +154,17 @@ TEST(FindingSchema, TestFindingsSetEveryFieldToADistinctValue) {
     const auto v = Rendered(table, distinct), d = Rendered(table, defaults);
     std::set<std::string> seen;
     for (size_t i = 0; i < v.size(); ++i) {
-      if (v[i] == "true" || v[i] == "false") continue;
+      if (v[i] == "true" || v[i] == "false") {
+        continue;
+      }
       EXPECT_NE(v[i], d[i]) << "field " << i << " is at its default";
       EXPECT_TRUE(seen.insert(v[i]).second) << "field " << i << " repeats " << v[i];
     }
     std::vector<std::string> bools;
     for (size_t i = 0; i < v.size(); ++i) {
-      if (v[i] == "true" || v[i] == "false") bools.push_back(v[i]);
+      if (v[i] == "true" || v[i] == "false") {
+        bools.push_back(v[i]);
+      }
     }
     for (size_t k = 1; k < bools.size(); ++k) {
       EXPECT_NE(bools[k], bools[k - 1]);
@@ -179,7 +183,9 @@ TEST(FindingSchema, TestFindingsSetEveryFieldToADistinctValue) {
 
 nlohmann::json Pairs(const SparseHistogram& h) {
   nlohmann::json a = nlohmann::json::array();
-  for (const auto& [i, n] : h) a.push_back(nlohmann::json::array({i, n}));
+  for (const auto& [i, n] : h) {
+    a.push_back(nlohmann::json::array({i, n}));
+  }
   return a;
 }
 

@@ -53,7 +53,9 @@ TEST(WireFuzz, MutatedFramesNeverCrash) {
           in += seeds[rng() % 3];
           break;
       }
-      if (in.empty()) in = "S";
+      if (in.empty()) {
+        in = "S";
+      }
     }
     FrameDecoder d;
     d.Feed(in.data(), in.size());
@@ -61,9 +63,13 @@ TEST(WireFuzz, MutatedFramesNeverCrash) {
     DecodeError err;
     for (int i = 0; i < 100; ++i) {
       auto r = d.Next(&m, &err);
-      if (r == FrameDecoder::Result::kMessage) ++decoded;
-      if (r == FrameDecoder::Result::kNeedMore || (r == FrameDecoder::Result::kError && err.fatal))
+      if (r == FrameDecoder::Result::kMessage) {
+        ++decoded;
+      }
+      if (r == FrameDecoder::Result::kNeedMore ||
+          (r == FrameDecoder::Result::kError && err.fatal)) {
         break;
+      }
     }
     EXPECT_LE(d.pending(), in.size());
     SwFuzzWireCodec(reinterpret_cast<const uint8_t*>(in.data()), in.size());
@@ -140,7 +146,9 @@ TEST(WireFuzz, DelayFastPathAgreesWithDomPath) {
           body.insert(pos, kInserts[rng() % std::size(kInserts)]);
           break;
       }
-      if (body.empty()) body = "{}";
+      if (body.empty()) {
+        body = "{}";
+      }
     }
     Message fast_m, slow_m;
     DecodeError fast_e, slow_e;
