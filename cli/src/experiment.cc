@@ -185,6 +185,21 @@ RunFindings SummarizeStalls(const std::vector<StallFinding>& stalls) {
   return r;
 }
 
+ExperimentRow RowFromLoad(const ExperimentOptions& o, Mode mode, int c, const LoadResult& load) {
+  ExperimentRow row;
+  row.mode = mode;
+  row.concurrency = c;
+  row.requests = load.completed;
+  row.qps = load.qps;
+  row.expected_qps = ExpectedQps(mode, c, o.work, o.workers);
+  row.mean_s = load.mean_s();
+  row.p95_s = load.quantile_s(0.95);
+  row.max_s = load.max_s();
+  row.errors = load.errors();
+  row.elapsed_s = load.elapsed_s;
+  return row;
+}
+
 Status ValidateExperimentOptions(const ExperimentOptions& o) {
   if (o.modes.empty()) {
     return InvalidArgumentError("--modes: give at least one mode");
@@ -272,17 +287,7 @@ StatusOr<ExperimentRow> RunOne(const ExperimentOptions& o, Mode mode, int c,
     return load.status();
   }
 
-  ExperimentRow row;
-  row.mode = mode;
-  row.concurrency = c;
-  row.requests = load->completed;
-  row.qps = load->qps;
-  row.expected_qps = ExpectedQps(mode, c, o.work, o.workers);
-  row.mean_s = load->mean_s();
-  row.p95_s = load->quantile_s(0.95);
-  row.max_s = load->max_s();
-  row.errors = load->errors();
-  row.elapsed_s = load->elapsed_s;
+  ExperimentRow row = RowFromLoad(o, mode, c, *load);
   if (snap) {
     std::vector<StallFinding> stalls = snap->recent_stalls;
     if (snap->ongoing) {

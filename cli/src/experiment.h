@@ -79,6 +79,7 @@ struct ExperimentOptions {
   std::string tornado_app;                  // kTornado: the app; "" → found (FindTornadoApp)
   std::vector<Mode> modes = AllModes();
   std::vector<int> concurrency = {5, 10, 20};
+
   std::chrono::milliseconds work{500};
   int workers = 5;
   std::chrono::nanoseconds run_duration = std::chrono::seconds(10);
@@ -87,6 +88,10 @@ struct ExperimentOptions {
   // Called after each run (on the calling thread) with its index (from 1), count and row.
   std::function<void(size_t, size_t, const ExperimentRow&)> progress;
 };
+
+struct LoadResult;
+// A run's row from its load figures (findings left empty): both targets fill it alike.
+ExperimentRow RowFromLoad(const ExperimentOptions& o, Mode mode, int c, const LoadResult& load);
 
 Status ValidateExperimentOptions(const ExperimentOptions& o);
 StatusOr<std::vector<ExperimentRow>> RunExperiment(const ExperimentOptions& options,

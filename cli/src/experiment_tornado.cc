@@ -23,18 +23,6 @@ namespace stallwatch::cli {
 
 namespace {
 
-bool Readable(const std::string& p) { return !p.empty() && access(p.c_str(), R_OK) == 0; }
-
-std::string ExeDir() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) {
-    return "";
-  }
-  const std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
-}
-
 bool PortFree(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -248,17 +236,7 @@ StatusOr<ExperimentRow> RunOneTornado(const ExperimentOptions& o, Mode mode, int
     unlink(path);
     return load.status();
   }
-  ExperimentRow row;
-  row.mode = mode;
-  row.concurrency = c;
-  row.requests = load->completed;
-  row.qps = load->qps;
-  row.expected_qps = ExpectedQps(mode, c, o.work, o.workers);
-  row.mean_s = load->mean_s();
-  row.p95_s = load->quantile_s(0.95);
-  row.max_s = load->max_s();
-  row.errors = load->errors();
-  row.elapsed_s = load->elapsed_s;
+  ExperimentRow row = RowFromLoad(o, mode, c, *load);
   std::vector<StallFinding> stalls;
   std::ifstream in(findings);
   for (std::string line; std::getline(in, line);) {

@@ -21,7 +21,6 @@
 #include "stallwatch/common/duration.h"
 
 namespace stallwatch::cli {
-namespace {
 
 bool Readable(const std::string& p) { return !p.empty() && access(p.c_str(), R_OK) == 0; }
 
@@ -34,8 +33,6 @@ std::string ExeDir() {
   std::string path(buf, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/'));
 }
-
-}  // namespace
 
 StatusOr<std::string> FindPreload(const RunOptions& opts) {
   if (!opts.preload.empty()) {

@@ -22,6 +22,9 @@ struct RunOptions {
 // Where the shim is: opts.preload, $STALLWATCH_PRELOAD, ../lib*/ next to this executable (the
 // installed layout), or the build tree. NotFound names the places looked at.
 StatusOr<std::string> FindPreload(const RunOptions& opts);
+// Whether `p` names a readable file; the folder of this executable ("" if unknown).
+bool Readable(const std::string& p);
+std::string ExeDir();
 
 // Runs the program under the shim and returns the exit code to leave with: the program's own,
 // 128 + N when signal N ended it, 127 when it could not be started (with one line on stderr).
