@@ -8,7 +8,7 @@ PACKAGES=(
   libevent-dev prometheus-cpp-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
   prometheus wrk tmux python3 python3-yaml curl systemd memcached libmemcached-tools
-  redis-server python3-tornado nodejs libpython3.11-dev
+  redis-server python3-tornado nodejs libpython3.11-dev valgrind
 )
 # CI also checks formatting (clang-format) and runs the fuzzers (clang, libFuzzer).
 if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev clang-format); fi

@@ -349,6 +349,7 @@ struct ThreadWaits {
     // The thread ends: so does its loop. Its slot is reaped at the next attach.
     if (loop != nullptr) {
       MarkLoopClosed(loop);
+      loop->released.store(true, std::memory_order_release);
     }
   }
 };
@@ -363,7 +364,9 @@ void ReapClosed() {
     std::lock_guard<std::mutex> lock(DiscoveredMu());
     auto& v = DiscoveredLoops();
     for (auto it = v.begin(); it != v.end();) {
-      if (it->state->closed.load(std::memory_order_acquire)) {
+      // Closed, and its thread no longer refers to it: the state may be freed.
+      if (it->state->closed.load(std::memory_order_acquire) &&
+          it->state->released.load(std::memory_order_acquire)) {
         gone.push_back(std::move(it->agent));
         it = v.erase(it);
       } else {
@@ -403,6 +406,7 @@ LoopState* DiscoverLoop(int epfd) {
     if (!t.loop->closed.load(std::memory_order_acquire)) {
       return nullptr;  // a nested wait
     }
+    t.loop->released.store(true, std::memory_order_release);
     t.loop = nullptr;
     t.tracker.Reset();
   }

@@ -93,6 +93,9 @@ struct LoopState {
   std::atomic<int> probe_fd{-1};
   std::atomic<bool> closed{false};
   std::atomic<bool> probe_lost{false};
+  // A discovered loop's thread no longer refers to this state (it saw the loop closed, or it
+  // ended): only then may the loop be detached and this state freed (epoll_loop.cc).
+  std::atomic<bool> released{false};
   // A Python loop (runtime "python"): its thread's PyThreadState, taken on the loop thread in its
   // wait (PyGILState_GetThisThreadState reads thread-local storage; the GIL is not held there),
   // for the watchdog's Python frames (python_frames.h); 0 when none. py_checked: loop thread only.

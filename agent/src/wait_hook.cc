@@ -28,6 +28,21 @@ std::mutex g_mu;
 std::atomic<event_base*> g_forgotten[kMaxLoops];
 std::atomic<void (*)(event_base*)> g_reattach{nullptr};
 
+// Threads that read states they do not own from the table (close() on any thread, a wait on an
+// epoll fd another thread's loop is bound to, the sampling signal's handler) count themselves in
+// while they do; UnregisterLoop waits for the count to drain, so its caller frees a state no one
+// is reading. Sequentially consistent: either a scan counts itself in before UnregisterLoop
+// reads the count, or it reads the slot after UnregisterLoop emptied it. Async-signal safe.
+std::atomic<int> g_scanners{0};
+
+class ScanGuard {
+ public:
+  ScanGuard() { g_scanners.fetch_add(1, std::memory_order_seq_cst); }
+  ~ScanGuard() { g_scanners.fetch_sub(1, std::memory_order_release); }
+  ScanGuard(const ScanGuard&) = delete;
+  ScanGuard& operator=(const ScanGuard&) = delete;
+};
+
 using EpollWaitFn = int (*)(int, epoll_event*, int, int);
 using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
 using EpollPwait2Fn = int (*)(int, epoll_event*, int, const timespec*, const sigset_t*);
@@ -60,7 +75,7 @@ inline LoopState* FindByEpfd(int epfd) {
   const int n = g_high.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) {
     if (g_epfd[i].load(std::memory_order_relaxed) == epfd) {
-      return g_state[i].load(std::memory_order_acquire);
+      return g_state[i].load(std::memory_order_seq_cst);
     }
   }
   return nullptr;
@@ -98,13 +113,17 @@ thread_local int t_dispatch_depth = 0;
 // The loop this wait is a boundary of, or nullptr: a loop bound to `epfd` and run by this
 // thread, else one that discovery attaches now.
 inline LoopState* LoopOfWait(int epfd) {
-  LoopState* s = g_high.load(std::memory_order_relaxed) ? FindByEpfd(epfd) : nullptr;
+  LoopState* s = nullptr;
+  if (g_high.load(std::memory_order_relaxed) != 0) {
+    const ScanGuard guard;  // the state may be another thread's loop, detaching now
+    s = FindByEpfd(epfd);
+    if (s != nullptr && s->kind == LoopState::kEpoll &&
+        s->tid.load(std::memory_order_acquire) != 0 && !pthread_equal(s->thread, pthread_self())) {
+      return nullptr;  // an epoll fd shared by threads: the loop is the thread that found it
+    }
+  }
   if (s == nullptr) {
     return EpollDiscoveryEnabled() ? DiscoverLoop(epfd) : nullptr;
-  }
-  if (s->kind == LoopState::kEpoll && s->tid.load(std::memory_order_acquire) != 0 &&
-      !pthread_equal(s->thread, pthread_self())) {
-    return nullptr;  // an epoll fd shared by threads: the loop is the thread that found it
   }
   return s;
 }
@@ -196,8 +215,11 @@ void UnregisterLoop(LoopState* s) {
     if (g_state[i].load(std::memory_order_relaxed) == s) {
       g_epfd[i].store(-2, std::memory_order_relaxed);
       g_base[i].store(nullptr, std::memory_order_relaxed);
-      g_state[i].store(nullptr, std::memory_order_release);
+      g_state[i].store(nullptr, std::memory_order_seq_cst);
     }
+  }
+  while (g_scanners.load(std::memory_order_seq_cst) != 0) {
+    sched_yield();  // a scan is short: no blocking call in it
   }
 }
 
@@ -221,10 +243,14 @@ void UnregisterAllLoops() {
     g_state[i].store(nullptr, std::memory_order_release);
   }
   g_high.store(0, std::memory_order_release);
+  g_scanners.store(0, std::memory_order_seq_cst);  // counted in by threads that do not exist here
   ForgetDiscoveredLoops();
 }
 
-LoopState* FindLoopByEpfd(int epfd) { return FindByEpfd(epfd); }
+LoopState* FindLoopByEpfd(int epfd) {
+  const ScanGuard guard;
+  return FindByEpfd(epfd);
+}
 
 void SetReattachHook(void (*hook)(event_base* base)) {
   g_reattach.store(hook, std::memory_order_release);
@@ -257,9 +283,10 @@ void BindEpollFd(LoopState* s, int epfd) {
 }
 
 RawSample* FindRequestedSample(pid_t tid) {
+  const ScanGuard guard;
   const int n = g_high.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) {
-    LoopState* s = g_state[i].load(std::memory_order_acquire);
+    LoopState* s = g_state[i].load(std::memory_order_seq_cst);
     if (s != nullptr && s->sample.tid == tid &&
         s->sample.state.load(std::memory_order_acquire) == RawSample::kRequested) {
       return &s->sample;
@@ -378,9 +405,10 @@ __attribute__((visibility("default"))) int close(int fd) {
   // numbers are not the host's.
   if (g_high.load(std::memory_order_relaxed) != 0 && fd >= 0 &&
       !stallwatch::agent::platform::HasPrivateFileTable()) {
+    const ScanGuard guard;  // the states may be other threads' loops, detaching now
     const int n = g_high.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i) {
-      LoopState* s = g_state[i].load(std::memory_order_acquire);
+      LoopState* s = g_state[i].load(std::memory_order_seq_cst);
       if (s == nullptr || s->kind != LoopState::kEpoll) {
         continue;
       }

@@ -2,7 +2,7 @@
 // bounded, counted, and leaves other agents unaffected. The daemon's core runs in-process on its
 // own loop thread; clients use real Unix and TCP sockets on loopback.
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -609,16 +609,35 @@ TEST(ApiExposure, NoEnvironmentOrCommandLineOfMonitoredPrograms) {
   }
 }
 
+// The daemon's log, as its thread writes it, read by the test's thread under the sink's lock.
+class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::string str() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return text_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    text_.append(line.data(), line.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::string text_;
+};
+
 // Names an agent chooses reach the daemon's log escaped: a service name carrying a newline (and
 // an escape sequence) cannot forge a log line or drive a terminal.
 TEST(Hardening, AgentChosenNamesAreEscapedInTheLog) {
-  auto captured = std::make_shared<std::ostringstream>();
+  auto captured = std::make_shared<CaptureSink>();
   struct RestoreLogger {
     std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
     ~RestoreLogger() { spdlog::set_default_logger(previous); }
   } restore;
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(*captured)));
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", captured));
   spdlog::set_level(spdlog::level::info);
   {
     TempDir dir;

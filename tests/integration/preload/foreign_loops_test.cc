@@ -555,6 +555,23 @@ TEST(ForeignLoopsSafety, AnotherPreloadedInterposerIsChained) {
   }
 }
 
+// A loop closed on one thread is detached when another thread's loop attaches, but its state is
+// freed only once its own thread is done with it: under valgrind's memcheck, a thread that
+// starts a new loop after that never reads freed memory (it did, before the state said so).
+TEST(ForeignLoopsSafety, AClosedLoopIsFreedOnlyWhenItsThreadIsDoneWithIt) {
+  if (!Have("/usr/bin/valgrind")) {
+    GTEST_SKIP() << "no /usr/bin/valgrind (Debian package valgrind)";
+  }
+  const auto r = RunCommand(std::string("LD_PRELOAD=") + SW_PRELOAD_LIB +
+                                " STALLWATCH_ENDPOINT=file:/dev/null /usr/bin/valgrind -q "
+                                "--error-exitcode=9 " +
+                                SW_CLOSED_LOOPS_APP + " 2>&1",
+                            120s);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.find("Invalid read"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("done\n"), std::string::npos) << r.out;
+}
+
 // A program that never waits on an epoll fd gets nothing: no agent thread, no line.
 TEST(ForeignLoopsSafety, AProgramThatNeverWaitsIsLeftAlone) {
   if (!Have("/usr/bin/python3")) {
