@@ -315,6 +315,15 @@ void Reporter::RunHooks() {
   }
 }
 
+bool Reporter::Drain(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t last = next_seq_;  // findings with seq < last
+  return sent_cv_.wait_until(lock, deadline, [&] {
+    return sink_refusing_ || stop_ || queue_.empty() || queue_.front().first >= last;
+  }) && !sink_refusing_;
+}
+
 bool Reporter::FlushAndRemoveHooks(const std::string& loop, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   bool done = true;
@@ -504,6 +513,8 @@ void Reporter::Run() {
         sent = false;
       }
       lock.lock();
+      sink_refusing_ = !sent;
+      sent_cv_.notify_all();
       if (sent) {
         if (!queue_.empty() && queue_.front().first == seq) {
           queue_.pop_front();

@@ -101,6 +101,10 @@ class Reporter {
   // timeout (the hooks are removed all the same). On the hook thread (inside a hook) it does not
   // wait.
   bool FlushAndRemoveHooks(const std::string& loop, std::chrono::milliseconds timeout);
+  // Waits (at most `timeout`) until the sink took every finding submitted so far; returns at
+  // once (false) while the sink refuses them (an absent daemon does not hold up the caller).
+  // Any thread but the reporter's. Returns whether everything was delivered.
+  bool Drain(std::chrono::milliseconds timeout);
   // Runs on the reporter thread on every finding before the hooks and the sink (e.g. to add
   // file:line to stack frames). Set before the first Submit(), on the submitting thread or one
   // ordered before it (the reporter thread reads it without a lock); destroyed on the reporter
@@ -135,6 +139,8 @@ class Reporter {
   std::mutex hooks_mu_;
   bool stop_ = false;
   std::atomic<uint64_t> dropped_{0};
+  bool sink_refusing_ = false;       // with mu_: the sink's last Send failed
+  std::condition_variable sent_cv_;  // with mu_: a finding was delivered, or the sink refused
   std::thread thread_;
   // The hook thread: findings after enrichment, bounded like the queue (overflow is dropped and
   // counted in dropped_).

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
 #include <utility>
 
@@ -80,9 +81,40 @@ void ChildAfterFork() {
   g_runtime_mu.unlock();
 }
 
+namespace {
+
+// exit(): a program that ends without detaching its loops (every program under the shim) would
+// lose the stalls not yet delivered and the windows since the last report. Runs before the
+// static destructors; threads of the program may still run, so the runtime is only flushed,
+// not destroyed. Bounded: an endpoint that takes nothing is not waited for.
+void FlushAtExit() {
+  std::shared_ptr<Runtime> rt;
+  if (g_runtime_mu.try_lock()) {  // a thread of the program may hold it forever now
+    rt = g_runtime.lock();
+    g_runtime_mu.unlock();
+  }
+  if (rt) {
+    rt->FlushForExit(std::chrono::milliseconds(500));
+  }
+}
+
+}  // namespace
+
+void Runtime::FlushForExit(std::chrono::milliseconds timeout) {
+  if (forked_child()) {
+    return;  // the parent's runtime: its threads do not exist here
+  }
+  try {
+    watchdog_->FlushForExit(timeout);
+  } catch (...) {
+    // Best effort at exit.
+  }
+}
+
 StatusOr<std::shared_ptr<Runtime>> Runtime::Acquire(const Options& options) {
   static const bool atfork = [] {
     pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
+    std::atexit(FlushAtExit);
     return true;
   }();
   (void)atfork;

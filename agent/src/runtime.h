@@ -5,6 +5,7 @@
 // restored) with the last.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,6 +41,9 @@ class Runtime {
   // Any thread: brings the loop's published snapshot (name, recent and ongoing stalls, last
   // window) up to date (from the watchdog process's region; nothing to do for the thread).
   void PullSnapshot(LoopContext& c) const { watchdog_->PullSnapshot(c); }
+  // At the process's exit (an atexit handler, registered with the first runtime): the loops'
+  // stalls and windows so far reach the endpoint, within `timeout`. Nothing in a forked child.
+  void FlushForExit(std::chrono::milliseconds timeout);
   // In a child after fork(): the watchdog and reporter threads do not exist there and the locks
   // may be held forever, so this runtime is abandoned (never destroyed, never locked).
   void MarkForkedChild() { forked_child_.store(true); }

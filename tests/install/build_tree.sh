@@ -11,9 +11,9 @@ export PKG_CONFIG_PATH="$build/pkgconfig"
 flags=$(pkg-config --cflags --libs stallwatch) || { echo "pkg-config found no stallwatch in $PKG_CONFIG_PATH"; exit 1; }
 cc -O2 -o "$work/consumer_c" "$here/consumer_c/main.c" $flags
 out=$(STALLWATCH_ENDPOINT=stderr "$work/consumer_c" 2>&1) || { echo "consumer failed:"; echo "$out"; exit 1; }
-echo "$out" | grep -q '"kind":"stall"' || { echo "no stall finding"; echo "$out"; exit 1; }
-echo "$out" | grep -q 'busy_in_c' || { echo "function not on the stack"; echo "$out"; exit 1; }
-if echo "$out" | grep -q 'watchdog process unavailable'; then
+grep -q '"kind":"stall"' <<<"$out" || { echo "no stall finding"; echo "$out"; exit 1; }
+grep -q 'busy_in_c' <<<"$out" || { echo "function not on the stack"; echo "$out"; exit 1; }
+if grep -q 'watchdog process unavailable' <<<"$out"; then
   echo "the build tree's library did not start its watchdog process"; echo "$out"; exit 1
 fi
 echo "build-tree test: a C program linked through stallwatch-uninstalled.pc caught its stall"

@@ -10,7 +10,9 @@ line=$(grep -E '^cmake --build ' "$src/scripts/demo.sh") || { echo "demo.sh has 
 targets=${line##*--target }
 cmds=$(ninja -C "$build" -t commands $targets)
 for needed in stallwatchd stallwatch libstallwatch.so libstallwatch_preload.so stallwatch-watchdog; do
-  echo "$cmds" | grep -qE -- "-o ([^ ]*/)?${needed//./\\.}[.0-9]*( |$)" || { echo "demo does not build $needed"; exit 1; }
+  # A here-string, not a pipe: grep -q leaves at the first match, and a writer still writing
+  # would die of SIGPIPE and fail the pipeline (pipefail).
+  grep -qE -- "-o ([^ ]*/)?${needed//./\\.}[.0-9]*( |$)" <<<"$cmds" || { echo "demo does not build $needed"; exit 1; }
 done
 extra=$(echo "$cmds" | grep -oE -- "-o [^ ]*(tests|bench|examples)/[^ ]*" | head -5 || true)
 [ -z "$extra" ] || { echo "demo builds more than it runs:"; echo "$extra"; exit 1; }

@@ -31,7 +31,7 @@ test -f "$prefix/etc/stallwatch/stallwatchd.conf" || fail "daemon config not in 
 # The binaries start from the prefix alone (no LD_LIBRARY_PATH, no path into the build tree).
 for exe in bin/stallwatch bin/stallwatchd libexec/stallwatch/stallwatch-watchdog; do
   test -x "$prefix/$exe" || fail "$exe not installed"
-  if readelf -d "$prefix/$exe" | grep -E 'R(UN)?PATH' | grep -qF "$build"; then
+  if readelf -d "$prefix/$exe" | grep -E 'R(UN)?PATH' | grep -F "$build" >/dev/null; then
     fail "$exe has a RUNPATH into the build tree"
   fi
 done
@@ -63,10 +63,10 @@ fi
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc -O2 -o "$work/consumer_c" "$here/consumer_c/main.c" $(pkg-config --cflags --libs stallwatch)
 out_c=$(LD_LIBRARY_PATH="$libdir" STALLWATCH_ENDPOINT=stderr "$work/consumer_c" 2>&1)
-echo "$out_c" | grep -q '"kind":"stall"' || { echo "C consumer: no stall finding"; echo "$out_c"; exit 1; }
-echo "$out_c" | grep -q 'busy_in_c' || { echo "C consumer: function not on the stack"; echo "$out_c"; exit 1; }
+grep -q '"kind":"stall"' <<<"$out_c" || { echo "C consumer: no stall finding"; echo "$out_c"; exit 1; }
+grep -q 'busy_in_c' <<<"$out_c" || { echo "C consumer: function not on the stack"; echo "$out_c"; exit 1; }
 # The C consumer is single-threaded: its watchdog runs as the installed stallwatch-watchdog.
-if echo "$out_c" | grep -q 'watchdog process unavailable'; then
+if grep -q 'watchdog process unavailable' <<<"$out_c"; then
   echo "C consumer: the installed library did not start its watchdog process"; echo "$out_c"; exit 1
 fi
 
@@ -74,6 +74,6 @@ fi
 cmake -S "$here/consumer_cpp" -B "$work/cpp-build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/cpp-build" >/dev/null
 out_cpp=$(LD_LIBRARY_PATH="$libdir" "$work/cpp-build/consumer_cpp" 2>&1)
-echo "$out_cpp" | grep -q 'caught cpu stall' || { echo "C++ consumer failed"; echo "$out_cpp"; exit 1; }
+grep -q 'caught cpu stall' <<<"$out_cpp" || { echo "C++ consumer failed"; echo "$out_cpp"; exit 1; }
 echo "install test: binaries run from $prefix without LD_LIBRARY_PATH, nothing outside it," \
   "unit rendered for it; C (pkg-config) and C++ (find_package) consumers caught their stalls"

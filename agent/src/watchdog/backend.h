@@ -4,6 +4,7 @@
 // makes one with StartWatchdog (runtime.cc), which falls back from the process to the thread and
 // logs why.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,6 +25,10 @@ class WatchdogBackend {
   // Any thread (Agent's destructor). Closes an ongoing stall and emits the loop's last delay
   // window; the loop's hooks have run for all of them when it returns.
   virtual void Remove(LoopContext* ctx) = 0;
+  // Any thread, at the process's exit (runtime.cc): the loops' stalls and windows so far go to
+  // the endpoint, waiting at most `timeout` while it takes them. A watchdog process does this
+  // by itself when its host is gone: nothing to do here.
+  virtual void FlushForExit(std::chrono::milliseconds /*timeout*/) {}
   // Any thread, never waiting for the watchdog's sampling: "ok" or why stacks are unavailable.
   virtual std::string sampling_status() const = 0;
   // Any thread: findings this process's reporter dropped (0 with a watchdog process: its

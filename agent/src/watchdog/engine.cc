@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -100,7 +101,14 @@ Watchdog::Watchdog(WatchdogConfig config, std::unique_ptr<agent::internal::Targe
     : config_(std::move(config)),
       target_(std::move(target)),
       reporter_(reporter),
-      status_(config_.status) {}
+      status_(config_.status) {
+  // The machine's steal, summed over its CPUs (the target's reading is the average per CPU).
+  self_clock_.SetStealReader([target = target_.get()] {
+    static const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const int64_t per_cpu = target->StealPerCpu();
+    return per_cpu < 0 || cpus <= 0 ? int64_t{-1} : per_cpu * cpus;
+  });
+}
 
 Watchdog::~Watchdog() {
   warm_cancel_.store(true);
@@ -175,6 +183,31 @@ void Watchdog::Remove(LoopContext* ctx) {
   w.track.reset();
   EmitWindow(w, now);
   loops_.erase(it);
+}
+
+void Watchdog::FlushForExit() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = MonotonicNanos();
+  if (waiting_) {
+    const OwnClocks at = ReadOwnClocks();
+    self_clock_.AccountWait(wait_start_, at, wait_tick_ns_);
+    waiting_ = false;
+  }
+  for (auto& wp : loops_) {
+    LoopWatch& w = *wp;
+    if (w.ctx->options.on_stall || w.ctx->options.on_delay) {
+      continue;
+    }
+    try {
+      ProcessLoop(w, now);
+    } catch (...) {
+    }
+    if (w.track && w.track->reported) {
+      CloseStall(w, now, true, now);
+    }
+    w.track.reset();
+    EmitWindow(w, now);
+  }
 }
 
 void Watchdog::Stop() {

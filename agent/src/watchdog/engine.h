@@ -122,6 +122,10 @@ class Watchdog {
   // Any thread. Closes an ongoing stall and emits the last delay window of the loop, then
   // forgets it.
   void Remove(LoopContext* ctx);
+  // Any thread (the process exits: ExitFlush, runtime.cc). As Remove, for every loop without
+  // hooks, which stays watched: a stall it reported is closed (estimated), its window so far
+  // is emitted. Hooks are the host's code, which is exiting: their loops are left as they are.
+  void FlushForExit();
   // Any thread; never waits for the watchdog's look at a loop.
   std::string sampling_status() const;
   // The watchdog thread: looks at the loops until Stop().

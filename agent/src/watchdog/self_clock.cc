@@ -3,11 +3,25 @@
 #include <algorithm>
 
 namespace stallwatch::agent::internal {
+namespace {
+constexpr int64_t kSecond = 1'000'000'000;
+}  // namespace
 
 void SelfClock::Account(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns) {
   const int64_t span = to.mono_ns - from.mono_ns;
-  const int64_t unaccounted =
+  int64_t unaccounted =
       span - (to.cpu_ns - from.cpu_ns) - (to.run_delay_ns - from.run_delay_ns) - intended_sleep_ns;
+  if (read_steal_ &&
+      (unaccounted > kSuspendedAtLeast.count() || to.mono_ns - steal_read_at_ >= kSecond)) {
+    // The last reading was taken at the end of an earlier span: the steal since covers this one
+    // (and perhaps a little before it, which errs towards "not suspended").
+    const int64_t steal = read_steal_();
+    if (unaccounted > kSuspendedAtLeast.count() && steal >= 0 && steal_ns_ >= 0) {
+      unaccounted -= std::max<int64_t>(steal - steal_ns_, 0);
+    }
+    steal_ns_ = steal;
+    steal_read_at_ = to.mono_ns;
+  }
   if (unaccounted > kSuspendedAtLeast.count()) {
     AddSuspension(to.mono_ns - unaccounted, to.mono_ns);
   }

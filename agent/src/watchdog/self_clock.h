@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <limits>
 #include <utility>
 
 namespace stallwatch::agent::internal {
@@ -34,9 +36,15 @@ class SelfClock {
   // Suspension windows remembered (the oldest is forgotten first).
   static constexpr size_t kMaxWindows = 32;
 
+  // The machine's hypervisor steal time so far, summed over its CPUs (ns; -1 unknown). Time a
+  // virtual CPU spent running another guest is invisible to the thread's clocks and run queue,
+  // yet it is waiting for a CPU, not a pause of the process: it is taken off a gap that looks
+  // like one. Read only when a gap is found (and once a second otherwise, for the next one).
+  void SetStealReader(std::function<int64_t()> read) { read_steal_ = std::move(read); }
+
   // Records a suspension when, between `from` and `to`, the watchdog was neither running, nor
-  // queued for a CPU, nor in a sleep it chose (`intended_sleep_ns`) for more than
-  // kSuspendedAtLeast. The window recorded ends at `to`.
+  // queued for a CPU (steal included), nor in a sleep it chose (`intended_sleep_ns`) for more
+  // than kSuspendedAtLeast. The window recorded ends at `to`.
   void Account(const OwnClocks& from, const OwnClocks& to, int64_t intended_sleep_ns);
 
   // Processing between two waits: sleeps inside it (waiting for a signal sample) were added with
@@ -62,6 +70,9 @@ class SelfClock {
  private:
   std::deque<std::pair<int64_t, int64_t>> windows_;
   int64_t intended_sleep_ns_ = 0;
+  std::function<int64_t()> read_steal_;
+  int64_t steal_ns_ = -1;  // the last reading (taken at the end of an earlier span)
+  int64_t steal_read_at_ = std::numeric_limits<int64_t>::min() / 2;  // its monotonic time
 };
 
 }  // namespace stallwatch::agent::internal

@@ -54,4 +54,9 @@ void ThreadWatchdog::Remove(LoopContext* ctx) {
   }
 }
 
+void ThreadWatchdog::FlushForExit(std::chrono::milliseconds timeout) {
+  engine_->FlushForExit();
+  reporter_->Drain(timeout);
+}
+
 }  // namespace stallwatch::internal

@@ -28,6 +28,7 @@ class ThreadWatchdog final : public WatchdogBackend {
   // Add: on a host thread when the loop has hooks (the hook thread is created there).
   void Add(const std::shared_ptr<LoopContext>& ctx) override;
   void Remove(LoopContext* ctx) override;
+  void FlushForExit(std::chrono::milliseconds timeout) override;
   std::string sampling_status() const override { return engine_->sampling_status(); }
   uint64_t findings_dropped() const override { return reporter_->dropped(); }
   void PullSnapshot(LoopContext& /*c*/) const override {}

@@ -60,6 +60,39 @@ TEST(SelfClockTest, AGapWithNeitherCpuNorRunQueueWaitIsASuspension) {
   EXPECT_EQ(c.windows()[0].second, 1100 * kMs);
 }
 
+// A virtual CPU that ran another guest (hypervisor steal) leaves a gap in the watchdog's clocks
+// and run queue: that time was spent waiting for a CPU, not paused. The reader is asked only
+// when a gap is found, and at most once a second otherwise.
+TEST(SelfClockTest, HypervisorStealIsNotASuspension) {
+  int64_t steal = 0;
+  int reads = 0;
+  SelfClock c;
+  c.SetStealReader([&] {
+    ++reads;
+    return steal;
+  });
+  c.Account(At(0), At(10, 10), 0);  // nothing unaccounted: the first reading (no earlier one)
+  EXPECT_EQ(reads, 1);
+  c.Account(At(10), At(20, 10), 0);  // within the second, nothing unaccounted: not read
+  EXPECT_EQ(reads, 1);
+  steal = 90 * kMs;  // 90 ms of steal while the watchdog woke 100 ms late
+  c.Account(At(20), At(120, 10), 0);
+  EXPECT_EQ(reads, 2);
+  EXPECT_TRUE(c.windows().empty());
+  // A gap with no steal behind it is a pause, as before.
+  c.Account(At(120), At(220, 10), 0);
+  ASSERT_EQ(c.windows().size(), 1u);
+  EXPECT_EQ(c.windows()[0], std::make_pair(130 * kMs, 220 * kMs));
+  // Steal covering only part of a gap leaves the rest a pause; an unknown reading takes nothing.
+  steal += 30 * kMs;
+  c.Account(At(220), At(320, 10), 0);
+  ASSERT_EQ(c.windows().size(), 2u);
+  EXPECT_EQ(c.windows()[1], std::make_pair(260 * kMs, 320 * kMs));
+  steal = -1;
+  c.Account(At(320), At(420, 10), 0);
+  EXPECT_EQ(c.windows().size(), 3u);
+}
+
 TEST(SelfClockTest, TwentyMillisecondsIsTheThreshold) {
   SelfClock c;
   c.Account(At(0), At(20), 0);  // exactly 20 ms: not above
