@@ -112,9 +112,21 @@ thread_local int t_dispatch_depth = 0;
 
 // The loop this wait is a boundary of, or nullptr: a loop bound to `epfd` and run by this
 // thread, else one that discovery attaches now.
+// True when a slot holds `epfd`; reads fd numbers only, never a state, so it needs no guard:
+// the wait of a thread that is no loop's costs no atomic read-modify-write.
+inline bool AnySlotHolds(int epfd) {
+  const int n = g_high.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    if (g_epfd[i].load(std::memory_order_relaxed) == epfd) {
+      return true;
+    }
+  }
+  return false;
+}
+
 inline LoopState* LoopOfWait(int epfd) {
   LoopState* s = nullptr;
-  if (g_high.load(std::memory_order_relaxed) != 0) {
+  if (g_high.load(std::memory_order_relaxed) != 0 && AnySlotHolds(epfd)) {
     const ScanGuard guard;  // the state may be another thread's loop, detaching now
     s = FindByEpfd(epfd);
     if (s != nullptr && s->kind == LoopState::kEpoll &&
