@@ -71,14 +71,21 @@ __attribute__((constructor)) void ResolveNext() {
   g_real_dispatch = Next<DispatchFn>("event_base_dispatch");
 }
 
-inline LoopState* FindByEpfd(int epfd) {
+// The slot holding `epfd`, or -1. Reads fd numbers only, never a state: it needs no ScanGuard.
+inline int SlotOfEpfd(int epfd) {
   const int n = g_high.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) {
     if (g_epfd[i].load(std::memory_order_relaxed) == epfd) {
-      return g_state[i].load(std::memory_order_seq_cst);
+      return i;
     }
   }
-  return nullptr;
+  return -1;
+}
+
+// Under a ScanGuard when the state may be another thread's.
+inline LoopState* FindByEpfd(int epfd) {
+  const int i = SlotOfEpfd(epfd);
+  return i < 0 ? nullptr : g_state[i].load(std::memory_order_seq_cst);
 }
 
 inline LoopState* FindByBase(event_base* base) {
@@ -111,22 +118,11 @@ inline void AfterWait(LoopState* s) {
 thread_local int t_dispatch_depth = 0;
 
 // The loop this wait is a boundary of, or nullptr: a loop bound to `epfd` and run by this
-// thread, else one that discovery attaches now.
-// True when a slot holds `epfd`; reads fd numbers only, never a state, so it needs no guard:
-// the wait of a thread that is no loop's costs no atomic read-modify-write.
-inline bool AnySlotHolds(int epfd) {
-  const int n = g_high.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) {
-    if (g_epfd[i].load(std::memory_order_relaxed) == epfd) {
-      return true;
-    }
-  }
-  return false;
-}
-
+// thread, else one that discovery attaches now. A wait on an fd no slot holds (any thread that
+// is not a loop) takes no ScanGuard: no atomic read-modify-write on that path.
 inline LoopState* LoopOfWait(int epfd) {
   LoopState* s = nullptr;
-  if (g_high.load(std::memory_order_relaxed) != 0 && AnySlotHolds(epfd)) {
+  if (g_high.load(std::memory_order_relaxed) != 0 && SlotOfEpfd(epfd) >= 0) {
     const ScanGuard guard;  // the state may be another thread's loop, detaching now
     s = FindByEpfd(epfd);
     if (s != nullptr && s->kind == LoopState::kEpoll &&
