@@ -122,9 +122,12 @@ thread_local int t_dispatch_depth = 0;
 // is not a loop) takes no ScanGuard: no atomic read-modify-write on that path.
 inline LoopState* LoopOfWait(int epfd) {
   LoopState* s = nullptr;
-  if (g_high.load(std::memory_order_relaxed) != 0 && SlotOfEpfd(epfd) >= 0) {
+  if (const int slot = SlotOfEpfd(epfd); slot >= 0) {
     const ScanGuard guard;  // the state may be another thread's loop, detaching now
-    s = FindByEpfd(epfd);
+    // The slot is read again under the guard: it may have been emptied or reused meanwhile.
+    s = g_epfd[slot].load(std::memory_order_relaxed) == epfd
+            ? g_state[slot].load(std::memory_order_seq_cst)
+            : FindByEpfd(epfd);
     if (s != nullptr && s->kind == LoopState::kEpoll &&
         s->tid.load(std::memory_order_acquire) != 0 && !pthread_equal(s->thread, pthread_self())) {
       return nullptr;  // an epoll fd shared by threads: the loop is the thread that found it

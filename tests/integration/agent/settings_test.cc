@@ -12,6 +12,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -202,9 +203,10 @@ TEST(StackBudget, CApiTakesTheBudgetFromTheEnvironment) {
   EXPECT_GE(Count(json, "\"kind\":\"stall\""), 4u) << json;
   // The first stall of the stack is not always stall 1: a slow start (sanitizers) may stall the
   // warm-up loop first. The repeats name whichever stall carried the stack.
-  const size_t first = json.find("stack repeats stall ");
+  const std::string_view note = "stack repeats stall ";
+  const size_t first = json.find(note);
   ASSERT_NE(first, std::string::npos) << json;
-  const size_t id_end = json.find(' ', first + 20);
+  const size_t id_end = json.find(' ', first + note.size());
   const std::string repeats = json.substr(first, id_end - first) + " (in";
   EXPECT_EQ(Count(json, "PeriodicHousekeepingSleeps"), Count(json, repeats) + 1)
       << "one stall with the stack, the rest naming it (" << repeats << "):\n"
