@@ -3,17 +3,20 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 
 #include "log.h"
 #include "probe.h"
@@ -128,21 +131,21 @@ void CloseOwn(int fd) {
   }
 }
 
-}  // namespace
+// STALLWATCH_EPOLL_PROBE=own-fd keeps every probe out of the hosts' sets (docs/design.md
+// "Foreign loops": for comparison, and for a host that enumerates its own set).
+bool InlineProbeAllowed() {
+  static const bool allowed = [] {
+    const char* v = std::getenv("STALLWATCH_EPOLL_PROBE");
+    return v == nullptr || std::strcmp(v, "own-fd") != 0;
+  }();
+  return allowed;
+}
 
-EpollProbe::~EpollProbe() { Stop(); }
-
-Status EpollProbe::Start(LoopState* state, int host_epfd) {
-  state_ = state;
+// An epoll fd of the agent's holding the host's epoll fd and the probe's timerfd, or -errno.
+int MakeOwnWaitFd(int host_epfd, int tfd) {
   const int wfd = epoll_create1(EPOLL_CLOEXEC);
   if (wfd < 0) {
-    return UnavailableError(std::string("epoll_create1: ") + std::strerror(errno));
-  }
-  const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (tfd < 0) {
-    const int e = errno;
-    CloseOwn(wfd);
-    return UnavailableError(std::string("timerfd_create: ") + std::strerror(e));
+    return -errno;
   }
   epoll_event host{};
   host.events = EPOLLIN;
@@ -153,17 +156,60 @@ Status EpollProbe::Start(LoopState* state, int host_epfd) {
   if (epoll_ctl(wfd, EPOLL_CTL_ADD, host_epfd, &host) != 0 ||
       epoll_ctl(wfd, EPOLL_CTL_ADD, tfd, &probe) != 0) {
     const int e = errno;
-    CloseOwn(tfd);
     CloseOwn(wfd);
-    return UnavailableError(std::string("epoll_ctl on the agent's epoll fd: ") + std::strerror(e));
+    return -e;
+  }
+  return wfd;
+}
+
+std::atomic<uint32_t> g_probe_serial{0};
+
+}  // namespace
+
+uint64_t NewProbeKey() {
+  const uint32_t serial = g_probe_serial.fetch_add(1, std::memory_order_relaxed);
+  const auto pid = static_cast<uint32_t>(getpid()) & 0x3F'FFFFu;
+  const uint64_t high = (kProbeKeyTag << 12) | ((serial >> 8) & 0xFFFu);
+  const uint64_t low = 0xC000'0000u | (pid << 8) | (serial & 0xFFu);
+  return (high << 32) | low;
+}
+
+EpollProbe::~EpollProbe() { Stop(); }
+
+Status EpollProbe::Start(LoopState* state, int host_epfd) {
+  state_ = state;
+  const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (tfd < 0) {
+    return UnavailableError(std::string("timerfd_create: ") + std::strerror(errno));
+  }
+  bool in_host_set = false;
+  if (InlineProbeAllowed() && EpfdCreatedHere(host_epfd)) {
+    const uint64_t key = NewProbeKey();
+    epoll_event probe{};
+    probe.events = EPOLLIN | EPOLLET;  // one event per tick, to one waiter: never a busy wake
+    probe.data.u64 = key;
+    if (epoll_ctl(host_epfd, EPOLL_CTL_ADD, tfd, &probe) == 0) {
+      state->probe_key = key;
+      SetProbeKey(state, key);
+      state->probe_inline.store(true, std::memory_order_relaxed);
+      in_host_set = true;
+    }
+  }
+  if (!in_host_set) {
+    const int wfd = MakeOwnWaitFd(host_epfd, tfd);
+    if (wfd < 0) {
+      CloseOwn(tfd);
+      return UnavailableError(std::string("epoll_ctl on the agent's epoll fd: ") +
+                              std::strerror(-wfd));
+    }
+    state->wait_fd.store(wfd, std::memory_order_release);
   }
   if (Status st = ArmProbeTimer(tfd, state); !st.ok()) {
-    CloseOwn(tfd);
-    CloseOwn(wfd);
+    CloseOwn(state->wait_fd.exchange(-1));
+    CloseOwn(tfd);  // out of the host's set with it
     return st;
   }
   state->probe_fd.store(tfd, std::memory_order_release);
-  state->wait_fd.store(wfd, std::memory_order_release);
   return OkStatus();
 }
 
@@ -172,7 +218,8 @@ void EpollProbe::Stop() {
     return;
   }
   CloseOwn(state_->wait_fd.exchange(-1));
-  CloseOwn(state_->probe_fd.exchange(-1));
+  CloseOwn(state_->probe_fd.exchange(-1));  // a timerfd closed leaves every epoll set
+  state_->probe_inline.store(false, std::memory_order_relaxed);
   state_ = nullptr;
 }
 
@@ -222,6 +269,45 @@ int NextWaitCall(WaitCall call, int fd, epoll_event* ev, int max, int64_t timeou
   return NextPwait()(fd, ev, max, ms, mask);
 }
 
+// Between two waits that the host sees as one call, every signal is held: one that comes then
+// stays pending and interrupts the next wait, which runs with the mask the host's call had, so
+// the host gets EINTR as if it had come during its wait. Loop thread; only after a wake the
+// host does not see (once per probe tick at most).
+class SignalsHeld {
+ public:
+  SignalsHeld() {
+    sigset_t all;
+    sigfillset(&all);
+    held_ = pthread_sigmask(SIG_BLOCK, &all, &before_) == 0;
+  }
+  ~SignalsHeld() {
+    if (held_) {
+      const int saved = errno;
+      pthread_sigmask(SIG_SETMASK, &before_, nullptr);
+      errno = saved;
+    }
+  }
+  SignalsHeld(const SignalsHeld&) = delete;
+  SignalsHeld& operator=(const SignalsHeld&) = delete;
+
+  // The next wait: the host's variant with its mask; epoll_wait becomes epoll_pwait with the
+  // mask the thread had.
+  int Wait(WaitCall call, int fd, epoll_event* ev, int max, int64_t timeout_ns,
+           const sigset_t* host_mask) const {
+    if (!held_) {
+      return NextWaitCall(call, fd, ev, max, timeout_ns, host_mask);
+    }
+    if (call == WaitCall::kWait) {
+      return NextWaitCall(WaitCall::kPwait, fd, ev, max, timeout_ns, &before_);
+    }
+    return NextWaitCall(call, fd, ev, max, timeout_ns, host_mask != nullptr ? host_mask : &before_);
+  }
+
+ private:
+  sigset_t before_{};
+  bool held_ = false;
+};
+
 // False when the probe is gone (its timerfd closed by the host): the caller stops using it.
 bool ServiceProbe(LoopState* s, int64_t now) {
   const int tfd = s->probe_fd.load(std::memory_order_relaxed);
@@ -235,6 +321,48 @@ bool ServiceProbe(LoopState* s, int64_t now) {
     OnProbeExpired(s, expirations, now);
   }
   return true;
+}
+
+// A blocking wait from `began` to `now` that returned `r` events without the probe's, though a
+// tick was due inside it (`due`) and there was room for it: another waiter of the set took the
+// tick. Its lateness is unknown (the loop was idle): it is skipped, not recorded. A tick due in
+// the last kMissSlackNs may have expired after the kernel collected the events: not a miss.
+void NoteMissedTick(LoopState* s, int64_t due, int64_t began, int64_t now, int r, int maxevents) {
+  constexpr int64_t kMissSlackNs = 2'000'000;
+  if (r >= maxevents || due <= began || now - due < kMissSlackNs) {
+    return;
+  }
+  const int tfd = s->probe_fd.load(std::memory_order_relaxed);
+  uint64_t expirations = 0;
+  if (tfd >= 0 &&
+      ::read(tfd, &expirations, sizeof(expirations)) == static_cast<ssize_t>(sizeof(expirations))) {
+    SkipProbeTicks(s, expirations);
+  }
+  if (++s->probe_misses >= kMissesToMoveOut) {
+    s->probe_shared.store(true, std::memory_order_relaxed);
+  }
+}
+
+// The probe leaves the host's set for an epoll fd of the agent's (see the top of epoll_loop.h).
+// Loop thread, between waits.
+void MoveProbeOut(LoopState* s, int epfd) {
+  s->probe_inline.store(false, std::memory_order_relaxed);
+  const int tfd = s->probe_fd.load(std::memory_order_relaxed);
+  if (tfd < 0) {
+    return;
+  }
+  (void)epoll_ctl(epfd, EPOLL_CTL_DEL, tfd, nullptr);
+  const int wfd = MakeOwnWaitFd(epfd, tfd);
+  if (wfd < 0) {
+    s->probe_lost.store(true, std::memory_order_relaxed);
+    LogWarn("the delay probe of the loop on epoll fd {} is lost: {}", epfd, std::strerror(-wfd));
+    return;
+  }
+  s->wait_fd.store(wfd, std::memory_order_release);
+  LogInfo(
+      "epoll fd {} has other waiters (another thread, or a forked process): its loop's probe "
+      "now waits beside it, in an epoll fd of the agent's",
+      epfd);
 }
 
 // Once per loop, on its thread: a Python loop's thread state (LoopState::py_tstate).
@@ -251,27 +379,78 @@ void NotePythonThread(LoopState* s) {
   s->py_tstate.store(reinterpret_cast<uint64_t>(get()), std::memory_order_release);
 }
 
-}  // namespace
+int64_t Left(int64_t deadline) {
+  return deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
+}
 
-int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, WaitCall call, int64_t now_ns) {
-  if (!s->py_checked) {
-    NotePythonThread(s);
+// The probe in the host's set: the host's own call, its probe events dropped; a wake by the
+// probe alone is serviced and the wait goes on for the rest of the host's timeout.
+int WaitInHostSet(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
+                  const sigset_t* sigmask, WaitCall call, int64_t start) {
+  const int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
+  int64_t left = timeout_ns;
+  int64_t began = start;
+  std::optional<SignalsHeld> held;  // from the first wake the host does not see
+  for (;;) {
+    const int64_t due = s->probe_due_ns.load(std::memory_order_relaxed);
+    const int r = held ? held->Wait(call, epfd, events, maxevents, left, sigmask)
+                       : NextWaitCall(call, epfd, events, maxevents, left, sigmask);
+    if (r < 0) {
+      return r;  // EINTR as the host's own wait would have returned it
+    }
+    bool fired = false;
+    const int kept = r == 0 ? 0 : DropProbeEvents(events, r, s->probe_key, &fired);
+    if (left == 0) {
+      if (!fired) {
+        return kept;
+      }
+      ServiceProbe(s, MonotonicNanos());
+      if (kept > 0 || r < maxevents) {
+        return kept;
+      }
+      // The probe took the only room there was (maxevents 1): the host's events are asked for
+      // again (the tick is read: it is not among them).
+      const int again = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
+      return again <= 0 ? again : DropProbeEvents(events, again, s->probe_key, &fired);
+    }
+    const int64_t now = MonotonicNanos();
+    if (!fired) {
+      NoteMissedTick(s, due, began, now, r, maxevents);
+      return kept;
+    }
+    s->probe_misses = 0;
+    if (kept > 0) {
+      ServiceProbe(s, now);
+      return kept;
+    }
+    if (!held) {
+      held.emplace();  // before the tick is serviced: a signal from here on interrupts the wait
+    }
+    ServiceProbe(s, now);
+    if (deadline >= 0) {
+      left = deadline - MonotonicNanos();
+      if (left <= 0) {
+        return 0;  // the host's timeout
+      }
+    }
+    began = now;
   }
-  const int wfd = s->wait_fd.load(std::memory_order_relaxed);
-  if (wfd < 0 || s->probe_lost.load(std::memory_order_relaxed)) {
-    return NextWaitCall(call, epfd, events, maxevents, timeout_ns, sigmask);
-  }
-  const int64_t start = now_ns;
-  if (start >= s->probe_due_ns.load(std::memory_order_relaxed)) {
-    ServiceProbe(s, start);  // a busy loop comes back here late: this is its lateness
-  }
+}
+
+// The probe beside the host's set, in the agent's epoll fd.
+int WaitBesideHostSet(LoopState* s, int wfd, int epfd, epoll_event* events, int maxevents,
+                      int64_t timeout_ns, const sigset_t* sigmask, WaitCall call, int64_t start) {
   // Events already there: exactly the call the host made, without blocking.
+  bool fired = false;
   int r = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
+  if (r > 0) {
+    r = DropProbeEvents(events, r, 0, &fired);  // a parent's probe in an inherited set
+  }
   if (r != 0 || timeout_ns == 0) {
     return r;
   }
   const int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
+  std::optional<SignalsHeld> held;
   for (;;) {
     int64_t left = -1;
     if (deadline >= 0) {
@@ -281,13 +460,13 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
       }
     }
     epoll_event got[2];
-    const int n = NextWaitCall(call, wfd, got, 2, left, sigmask);
+    const int n = held ? held->Wait(call, wfd, got, 2, left, sigmask)
+                       : NextWaitCall(call, wfd, got, 2, left, sigmask);
     if (n < 0) {
       if (errno == EBADF || errno == EINVAL) {
         // The program closed the agent's fd (or put something else there): no probe from now.
         s->probe_lost.store(true, std::memory_order_relaxed);
-        const int64_t rest = deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
-        return NextWaitCall(call, epfd, events, maxevents, rest, sigmask);
+        return PassThroughWait(epfd, events, maxevents, Left(deadline), sigmask, call, 0);
       }
       return n;  // EINTR as the host's own wait would have returned it
     }
@@ -298,23 +477,109 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
     bool probe_gone = false;
     for (int i = 0; i < n; ++i) {
       if (got[i].data.u64 == kProbeKey) {
+        if (!held) {
+          held.emplace();
+        }
         probe_gone = !ServiceProbe(s, MonotonicNanos());
       } else {
         host_ready = true;
       }
     }
     if (probe_gone && !host_ready) {
-      const int64_t rest = deadline < 0 ? -1 : std::max<int64_t>(0, deadline - MonotonicNanos());
-      return NextWaitCall(call, epfd, events, maxevents, rest, sigmask);
+      return PassThroughWait(epfd, events, maxevents, Left(deadline), sigmask, call, 0);
     }
     if (host_ready) {
       r = NextWaitCall(call, epfd, events, maxevents, 0, sigmask);
+      if (r > 0) {
+        r = DropProbeEvents(events, r, 0, &fired);
+      }
       if (r != 0) {
         return r;
       }
       // Another thread or process took the events first: wait again for the rest of the time.
+      if (!held) {
+        held.emplace();
+      }
     }
   }
+}
+
+}  // namespace
+
+int DropProbeEvents(epoll_event* events, int n, uint64_t key, bool* own_fired) {
+  const bool inherited = HaveInheritedProbeKeys();
+  int out = 0;
+  for (int i = 0; i < n; ++i) {
+    const uint64_t d = events[i].data.u64;
+    if ((d >> 44) == kProbeKeyTag) {
+      if (key != 0 && d == key) {
+        *own_fired = true;
+        continue;
+      }
+      if (inherited && IsInheritedProbeKey(d)) {
+        continue;
+      }
+    }
+    if (out != i) {
+      events[out] = events[i];
+    }
+    ++out;
+  }
+  return out;
+}
+
+int PassThroughWait(int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
+                    const sigset_t* sigmask, WaitCall call, uint64_t key) {
+  const int64_t deadline = timeout_ns < 0 ? -1 : MonotonicNanos() + timeout_ns;
+  int64_t left = timeout_ns;
+  std::optional<SignalsHeld> held;
+  for (;;) {
+    const int r = held ? held->Wait(call, epfd, events, maxevents, left, sigmask)
+                       : NextWaitCall(call, epfd, events, maxevents, left, sigmask);
+    if (r <= 0) {
+      return r;
+    }
+    bool fired = false;
+    const int kept = DropProbeEvents(events, r, key, &fired);
+    if (kept > 0 || left == 0) {
+      return kept;
+    }
+    if (!held) {
+      held.emplace();
+    }
+    if (deadline >= 0) {
+      left = deadline - MonotonicNanos();
+      if (left <= 0) {
+        return 0;
+      }
+    }
+  }
+}
+
+int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
+             const sigset_t* sigmask, WaitCall call, int64_t now_ns) {
+  if (!s->py_checked) {
+    NotePythonThread(s);
+  }
+  if (s->probe_lost.load(std::memory_order_relaxed)) {
+    return PassThroughWait(epfd, events, maxevents, timeout_ns, sigmask, call, s->probe_key);
+  }
+  if (s->probe_shared.load(std::memory_order_relaxed) &&
+      s->probe_inline.load(std::memory_order_relaxed)) {
+    MoveProbeOut(s, epfd);
+  }
+  const int64_t start = now_ns;
+  if (start >= s->probe_due_ns.load(std::memory_order_relaxed)) {
+    ServiceProbe(s, start);  // a busy loop comes back here late: this is its lateness
+  }
+  if (s->probe_inline.load(std::memory_order_relaxed)) {
+    return WaitInHostSet(s, epfd, events, maxevents, timeout_ns, sigmask, call, start);
+  }
+  const int wfd = s->wait_fd.load(std::memory_order_relaxed);
+  if (wfd < 0) {
+    return PassThroughWait(epfd, events, maxevents, timeout_ns, sigmask, call, s->probe_key);
+  }
+  return WaitBesideHostSet(s, wfd, epfd, events, maxevents, timeout_ns, sigmask, call, start);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,9 +9,14 @@
 // calls its loop makes (a nested loop, a blocking client) and count as time the loop is blocked.
 // An epoll fd is the loop of one thread: waits of other threads on it are passed through.
 //
-// The probe: the host's epoll set is never touched. The agent makes an epoll fd of its own
-// holding the host's epoll fd and a timerfd; the loop thread blocks in that one, so a probe tick
-// is serviced inside the interposed wait and the host never sees it (LoopWait). Busy periods come
+// The probe: a timerfd in the host's own epoll set, edge-triggered, under a key no host event
+// carries (kProbeKeyTag); the interposed wait drops its events from what the host sees and, when
+// only the probe woke it, waits again for the rest of the host's timeout (LoopWait): one call per
+// wait, as without the agent. Only in sets this process created (EpfdCreatedHere): in a set that
+// other threads or processes wait on too, they would take its ticks, so there the agent makes an
+// epoll fd of its own holding the host's epoll fd and the timerfd, and the loop blocks in that
+// one (three calls per blocking wait). A loop moves from the first to the second when another
+// thread waits on its set or when it misses kMissesToMoveOut ticks in a row. Busy periods come
 // from the wait calls as for libevent.
 //
 // Closing the host's epoll fd ends the loop (close() is interposed: the loop is no longer
@@ -75,6 +80,15 @@ class EpollProbe {
 // The key of the probe's timerfd in the agent's epoll fd.
 inline constexpr uint64_t kProbeKey = 0x5357'5052'4f42'4531ULL;
 inline constexpr uint64_t kHostKey = 0x5357'484f'5354'0001ULL;
+// Keys of probes in hosts' epoll sets: the top 20 bits are kProbeKeyTag (never a user-space
+// pointer), the low 32 bits have their top two bits set (never an fd a host stores in data.fd),
+// the rest tell the process (22 bits of its pid) and the probe apart. Matched exactly, never by
+// mask: a host event whose data is garbage in its upper half still reaches the host.
+inline constexpr uint64_t kProbeKeyTag = 0x53575;
+uint64_t NewProbeKey();
+// Ticks in a row that expired inside a blocking wait of the loop without waking it (another
+// waiter of a shared set took them) before the probe leaves the host's set.
+inline constexpr int kMissesToMoveOut = 3;
 
 // The libc variant a host called; the agent's waits on its behalf go through the same one.
 enum class WaitCall { kWait, kPwait, kPwait2 };
@@ -85,6 +99,16 @@ enum class WaitCall { kWait, kPwait, kPwait2 };
 // time at the call (the caller has read it to close the busy period).
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
              const sigset_t* sigmask, WaitCall call, int64_t now_ns);
+
+// Removes from events[0, n) the probe events of `key` (sets *own_fired) and those of probes
+// inherited from a parent process, keeping the others in order; returns how many are left.
+int DropProbeEvents(epoll_event* events, int n, uint64_t key, bool* own_fired);
+
+// A wait of a thread that is not the set's loop on an epoll set holding a probe (`key`, or a
+// parent's): the host's call, without the probe's events; if only they came, waits again for
+// the rest of the timeout.
+int PassThroughWait(int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
+                    const sigset_t* sigmask, WaitCall call, uint64_t key);
 
 // Discovery, called by the interposers for a wait on an epoll fd that is no loop's. Returns the
 // loop this wait made (attached just now: this wait is its first boundary), or nullptr.

@@ -85,12 +85,19 @@ struct LoopState {
   std::atomic<uint64_t> probe_runs{0};
   std::atomic<int64_t> probe_busy_est_ns{0};  // sum of min(delay, interval): probe-only estimate
 
-  // kEpoll loops (epoll_loop.h): the agent's own epoll fd the loop thread blocks in (holding the
-  // host's epoll fd and the probe's timerfd), and whether the host closed its epoll fd (the loop
-  // ended) or one of the agent's fds (the probe is lost: busy periods only). Set on the loop
-  // thread, or by close() on any thread.
+  // kEpoll loops (epoll_loop.h). The probe's timerfd sits in the host's own epoll set under
+  // probe_key (probe_inline), or, where that set is shared with other waiters, in an epoll fd of
+  // the agent's (wait_fd) that holds the host's epoll fd beside it. probe_shared: another thread
+  // waits on the host's set, or the loop missed kMissesToMoveOut ticks in a row (a forked
+  // process waits on it): the loop thread moves the probe to wait_fd at its next wait. Whether
+  // the host closed its epoll fd (the loop ended) or one of the agent's fds (the probe is lost:
+  // busy periods only). Set on the loop thread, or by close() on any thread.
   std::atomic<int> wait_fd{-1};
   std::atomic<int> probe_fd{-1};
+  uint64_t probe_key = 0;  // immutable once the probe started
+  std::atomic<bool> probe_inline{false};
+  std::atomic<bool> probe_shared{false};
+  int probe_misses = 0;  // loop thread only
   std::atomic<bool> closed{false};
   std::atomic<bool> probe_lost{false};
   // A discovered loop's thread no longer refers to this state (it saw the loop closed, or it

@@ -78,6 +78,12 @@ Status ArmProbeTimer(int tfd, LoopState* state) {
   return OkStatus();
 }
 
+void SkipProbeTicks(LoopState* s, uint64_t expirations) noexcept {
+  const int64_t due = s->probe_due_ns.load(std::memory_order_relaxed);
+  s->probe_due_ns.store(due + static_cast<int64_t>(expirations) * s->interval_ns,
+                        std::memory_order_release);
+}
+
 void OnProbeExpired(LoopState* s, uint64_t expirations, int64_t now) noexcept {
   EnsureLoopThread(s);
   const int64_t period = s->interval_ns;

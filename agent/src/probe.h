@@ -19,6 +19,9 @@ namespace stallwatch::agent::internal {
 // (CLOCK_MONOTONIC): records the lateness of each. The libevent probe and the epoll loops'
 // probe (epoll_loop.h) share it. No allocation; one syscall at most (the binding of a found fd).
 void OnProbeExpired(LoopState* s, uint64_t expirations, int64_t now) noexcept;
+// The same ticks when their lateness is unknown (an epoll loop's tick taken by another waiter
+// of its set while the loop was idle): the next tick is due later, nothing is recorded.
+void SkipProbeTicks(LoopState* s, uint64_t expirations) noexcept;
 
 class Probe {
  public:

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -27,6 +28,31 @@ std::mutex g_mu;
 // child re-attaches them.
 std::atomic<event_base*> g_forgotten[kMaxLoops];
 std::atomic<void (*)(event_base*)> g_reattach{nullptr};
+// Each slot's probe key while its probe is in the host's epoll set (0: none), read without a
+// ScanGuard (a number, never a state).
+std::atomic<uint64_t> g_probe_key[kMaxLoops];
+// A forked child's inherited keys (UnregisterAllLoops); the oldest is replaced when full.
+constexpr int kMaxInheritedKeys = 256;
+std::atomic<uint64_t> g_inherited_keys[kMaxInheritedKeys];
+std::atomic<int> g_inherited_n{0};
+std::atomic<int> g_inherited_next{0};
+// Epoll fds this process created (one bit per fd number below kBornFds), cleared on close() and
+// in a forked child.
+constexpr int kBornFds = 1 << 16;
+std::atomic<uint64_t> g_born[kBornFds / 64];
+
+void MarkBorn(int fd, bool born) {
+  // The agent's own threads have file tables of their own: their fd numbers are not the host's.
+  if (fd < 0 || fd >= kBornFds || platform::HasPrivateFileTable()) {
+    return;
+  }
+  const uint64_t bit = uint64_t{1} << (fd % 64);
+  if (born) {
+    g_born[fd / 64].fetch_or(bit, std::memory_order_relaxed);
+  } else if ((g_born[fd / 64].load(std::memory_order_relaxed) & bit) != 0) {
+    g_born[fd / 64].fetch_and(~bit, std::memory_order_relaxed);
+  }
+}
 
 // Threads that read states they do not own from the table (close() on any thread, a wait on an
 // epoll fd another thread's loop is bound to, the sampling signal's handler) count themselves in
@@ -47,6 +73,7 @@ using EpollWaitFn = int (*)(int, epoll_event*, int, int);
 using EpollPwaitFn = int (*)(int, epoll_event*, int, int, const sigset_t*);
 using EpollPwait2Fn = int (*)(int, epoll_event*, int, const timespec*, const sigset_t*);
 using CloseFn = int (*)(int);
+using EpollCreateFn = int (*)(int);
 using LoopFn = int (*)(event_base*, int);
 using DispatchFn = int (*)(event_base*);
 
@@ -59,14 +86,28 @@ EpollWaitFn g_real_epoll_wait = nullptr;
 EpollPwaitFn g_real_epoll_pwait = nullptr;
 EpollPwait2Fn g_real_epoll_pwait2 = nullptr;
 CloseFn g_real_close = nullptr;
+EpollCreateFn g_real_epoll_create = nullptr;
+EpollCreateFn g_real_epoll_create1 = nullptr;
 LoopFn g_real_loop = nullptr;
 DispatchFn g_real_dispatch = nullptr;
 
+// In a forked child every epoll set open is the parent's too: none was created here. Registered
+// at load, whether or not a loop was ever attached (a parent that only forks has no runtime).
+void ForgetBornFds() {
+  for (auto& word : g_born) {
+    word.store(0, std::memory_order_relaxed);
+  }
+}
+
 __attribute__((constructor)) void ResolveNext() {
+  static const bool atfork = pthread_atfork(nullptr, nullptr, ForgetBornFds) == 0;
+  (void)atfork;
   g_real_epoll_wait = Next<EpollWaitFn>("epoll_wait");
   g_real_epoll_pwait = Next<EpollPwaitFn>("epoll_pwait");
   g_real_epoll_pwait2 = Next<EpollPwait2Fn>("epoll_pwait2");
   g_real_close = Next<CloseFn>("close");
+  g_real_epoll_create = Next<EpollCreateFn>("epoll_create");
+  g_real_epoll_create1 = Next<EpollCreateFn>("epoll_create1");
   g_real_loop = Next<LoopFn>("event_base_loop");
   g_real_dispatch = Next<DispatchFn>("event_base_dispatch");
 }
@@ -119,10 +160,12 @@ thread_local int t_dispatch_depth = 0;
 
 // The loop this wait is a boundary of, or nullptr: a loop bound to `epfd` and run by this
 // thread, else one that discovery attaches now. A wait on an fd no slot holds (any thread that
-// is not a loop) takes no ScanGuard: no atomic read-modify-write on that path.
-inline LoopState* LoopOfWait(int epfd) {
+// is not a loop) takes no ScanGuard: no atomic read-modify-write on that path. `*probe_key`:
+// the key of a probe in that epoll set, whose events a wait passed through must drop (0: none).
+inline LoopState* LoopOfWait(int epfd, uint64_t* probe_key) {
   LoopState* s = nullptr;
   if (const int slot = SlotOfEpfd(epfd); slot >= 0) {
+    *probe_key = g_probe_key[slot].load(std::memory_order_acquire);
     const ScanGuard guard;  // the state may be another thread's loop, detaching now
     // The slot is read again under the guard: it may have been emptied or reused meanwhile.
     s = g_epfd[slot].load(std::memory_order_relaxed) == epfd
@@ -130,7 +173,12 @@ inline LoopState* LoopOfWait(int epfd) {
             : FindByEpfd(epfd);
     if (s != nullptr && s->kind == LoopState::kEpoll &&
         s->tid.load(std::memory_order_acquire) != 0 && !pthread_equal(s->thread, pthread_self())) {
-      return nullptr;  // an epoll fd shared by threads: the loop is the thread that found it
+      // An epoll fd shared by threads: the loop is the thread that found it, and its probe
+      // leaves the shared set at the loop's next wait (this thread would take its ticks).
+      if (s->probe_inline.load(std::memory_order_relaxed)) {
+        s->probe_shared.store(true, std::memory_order_relaxed);
+      }
+      return nullptr;
     }
   }
   if (s == nullptr) {
@@ -210,6 +258,7 @@ bool RegisterLoop(LoopState* s) {
     if (g_state[i].load(std::memory_order_relaxed) == nullptr) {
       g_epfd[i].store(-2, std::memory_order_relaxed);
       g_base[i].store(s->base, std::memory_order_relaxed);
+      g_probe_key[i].store(0, std::memory_order_relaxed);
       g_state[i].store(s, std::memory_order_release);
       if (i >= g_high.load(std::memory_order_relaxed)) {
         g_high.store(i + 1, std::memory_order_release);
@@ -226,6 +275,7 @@ void UnregisterLoop(LoopState* s) {
     if (g_state[i].load(std::memory_order_relaxed) == s) {
       g_epfd[i].store(-2, std::memory_order_relaxed);
       g_base[i].store(nullptr, std::memory_order_relaxed);
+      g_probe_key[i].store(0, std::memory_order_relaxed);
       g_state[i].store(nullptr, std::memory_order_seq_cst);
     }
   }
@@ -236,6 +286,18 @@ void UnregisterLoop(LoopState* s) {
 
 void UnregisterAllLoops() {
   new (&g_mu) std::mutex();  // it may have been held by a thread that does not exist here
+  // Every epoll fd open now is the parent's too; the parent's probes in them stay there (the
+  // parent holds their timerfds) and are dropped from this process's waits.
+  ForgetBornFds();
+  for (int i = 0; i < kMaxLoops; ++i) {
+    if (const uint64_t key = g_probe_key[i].exchange(0, std::memory_order_relaxed); key != 0) {
+      const int at = g_inherited_next.fetch_add(1, std::memory_order_relaxed) % kMaxInheritedKeys;
+      g_inherited_keys[at].store(key, std::memory_order_relaxed);
+      if (g_inherited_n.load(std::memory_order_relaxed) < kMaxInheritedKeys) {
+        g_inherited_n.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
   for (int i = 0; i < kMaxLoops; ++i) {
     // An epoll loop's own fds are the parent's (a timerfd shared with it would hand the parent's
     // ticks to whichever process reads first): the child closes its copies.
@@ -261,6 +323,34 @@ void UnregisterAllLoops() {
 LoopState* FindLoopByEpfd(int epfd) {
   const ScanGuard guard;
   return FindByEpfd(epfd);
+}
+
+void SetProbeKey(LoopState* s, uint64_t key) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  for (int i = 0; i < kMaxLoops; ++i) {
+    if (g_state[i].load(std::memory_order_relaxed) == s) {
+      g_probe_key[i].store(key, std::memory_order_release);
+    }
+  }
+}
+
+bool HaveInheritedProbeKeys() { return g_inherited_n.load(std::memory_order_relaxed) != 0; }
+
+bool IsInheritedProbeKey(uint64_t data) {
+  const int n = g_inherited_n.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    if (g_inherited_keys[i].load(std::memory_order_relaxed) == data) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool EpfdCreatedHere(int epfd) {
+  if (epfd < 0 || epfd >= kBornFds) {
+    return false;
+  }
+  return (g_born[epfd / 64].load(std::memory_order_relaxed) & (uint64_t{1} << (epfd % 64))) != 0;
 }
 
 void SetReattachHook(void (*hook)(event_base* base)) {
@@ -334,9 +424,14 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
   if (__builtin_expect(g_real_epoll_wait == nullptr, 0)) {
     ResolveNext();
   }
-  LoopState* s = LoopOfWait(epfd);
+  uint64_t key = 0;
+  LoopState* s = LoopOfWait(epfd, &key);
   if (s == nullptr) {
-    return g_real_epoll_wait(epfd, events, maxevents, timeout);
+    if (__builtin_expect(key == 0 && !HaveInheritedProbeKeys(), 1)) {
+      return g_real_epoll_wait(epfd, events, maxevents, timeout);
+    }
+    return PassThroughWait(epfd, events, maxevents, MillisToNanos(timeout), nullptr,
+                           WaitCall::kWait, key);
   }
   if (s->kind == LoopState::kEpoll) {
     return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), nullptr,
@@ -356,9 +451,14 @@ __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* ev
   if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) {
     ResolveNext();
   }
-  LoopState* s = LoopOfWait(epfd);
+  uint64_t key = 0;
+  LoopState* s = LoopOfWait(epfd, &key);
   if (s == nullptr) {
-    return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
+    if (__builtin_expect(key == 0 && !HaveInheritedProbeKeys(), 1)) {
+      return g_real_epoll_pwait(epfd, events, maxevents, timeout, sigmask);
+    }
+    return PassThroughWait(epfd, events, maxevents, MillisToNanos(timeout), sigmask,
+                           WaitCall::kPwait, key);
   }
   if (s->kind == LoopState::kEpoll) {
     return EpollLoopWait(s, epfd, events, maxevents, MillisToNanos(timeout), sigmask,
@@ -383,17 +483,22 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
     errno = ENOSYS;
     return -1;
   }
-  LoopState* s = LoopOfWait(epfd);
-  if (s == nullptr) {
+  uint64_t key = 0;
+  LoopState* s = LoopOfWait(epfd, &key);
+  const bool filter = key != 0 || HaveInheritedProbeKeys();
+  if (s == nullptr && !filter) {
     return g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);
   }
-  if (s->kind == LoopState::kEpoll) {
+  if (s == nullptr || s->kind == LoopState::kEpoll) {
     if (timeout != nullptr &&
         (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000)) {
       return g_real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask);  // its EINVAL
     }
     const int64_t ns =
         timeout == nullptr ? -1 : int64_t{timeout->tv_sec} * 1'000'000'000 + timeout->tv_nsec;
+    if (s == nullptr) {
+      return PassThroughWait(epfd, events, maxevents, ns, sigmask, WaitCall::kPwait2, key);
+    }
     return EpollLoopWait(s, epfd, events, maxevents, ns, sigmask, WaitCall::kPwait2);
   }
   BeforeWait(s);
@@ -425,6 +530,7 @@ __attribute__((visibility("default"))) int close(int fd) {
       }
       if (g_epfd[i].load(std::memory_order_relaxed) == fd) {
         MarkLoopClosed(s);
+        g_probe_key[i].store(0, std::memory_order_release);  // the set is gone with the fd
       } else {
         // Forgotten first: the number is the host's once closed, never to be read or closed.
         int mine = fd;
@@ -435,7 +541,33 @@ __attribute__((visibility("default"))) int close(int fd) {
       }
     }
   }
+  MarkBorn(fd, false);
   return g_real_close != nullptr ? g_real_close(fd) : static_cast<int>(syscall(SYS_close, fd));
+}
+
+// Interpose epoll_create and epoll_create1: the agent learns which epoll sets are this
+// process's own (EpfdCreatedHere), the only ones its probe may join.
+__attribute__((visibility("default"))) int epoll_create(int size) {
+  using namespace stallwatch::agent::internal;
+  if (__builtin_expect(g_real_epoll_create == nullptr, 0)) {
+    ResolveNext();
+  }
+  const int fd = g_real_epoll_create != nullptr ? g_real_epoll_create(size)
+                                                : static_cast<int>(syscall(SYS_epoll_create, size));
+  MarkBorn(fd, true);
+  return fd;
+}
+
+__attribute__((visibility("default"))) int epoll_create1(int flags) {
+  using namespace stallwatch::agent::internal;
+  if (__builtin_expect(g_real_epoll_create1 == nullptr, 0)) {
+    ResolveNext();
+  }
+  const int fd = g_real_epoll_create1 != nullptr
+                     ? g_real_epoll_create1(flags)
+                     : static_cast<int>(syscall(SYS_epoll_create1, flags));
+  MarkBorn(fd, true);
+  return fd;
 }
 
 __attribute__((visibility("default"))) int event_base_loop(event_base* base, int flags) {

@@ -26,4 +26,17 @@ bool InWatchedDispatch();
 // Async-signal safe: the sample a watchdog process requested from thread `tid`, or nullptr.
 RawSample* FindRequestedSample(pid_t tid);
 
+// Probe keys (epoll_loop.h): the data of an epoll loop's timerfd in the host's own epoll set.
+// Set on the loop's thread when its probe goes into that set; kept while the loop is registered
+// (a key in flight to another waiter is still recognised), forgotten with the slot.
+void SetProbeKey(LoopState* s, uint64_t key);
+// In a forked child: the keys the parent (and its ancestors) had in epoll sets this process may
+// have inherited. Their events are never the host's. Any thread; lock-free.
+bool HaveInheritedProbeKeys();
+bool IsInheritedProbeKey(uint64_t data);
+// Whether this process created `epfd` since it started or last forked (epoll_create and
+// epoll_create1 are interposed): false for a set inherited from a parent, which other processes
+// may wait on too. Any thread; lock-free.
+bool EpfdCreatedHere(int epfd);
+
 }  // namespace stallwatch::agent::internal

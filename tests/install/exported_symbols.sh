@@ -28,7 +28,7 @@ api=(
   'stallwatch::ParseStallClass(std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > const&, stallwatch::StallClass*)'
 )
 # Interposed by the agent (agent/src/wait_hook.cc): loop boundaries.
-agent_hooks=(epoll_wait epoll_pwait epoll_pwait2 close event_base_loop event_base_dispatch)
+agent_hooks=(epoll_wait epoll_pwait epoll_pwait2 epoll_create epoll_create1 close event_base_loop event_base_dispatch)
 # Interposed by the shim (agent/preload/preload.cc): base creation and destruction.
 preload_hooks=(event_base_new event_base_new_with_config event_init event_base_free
                event_base_free_nofinalize)
