@@ -60,7 +60,8 @@ std::string LoopRuntimeFrom(const std::vector<std::string>& program_names,
 // The same for this process (/proc/self/exe, cmdline, comm, maps). Any thread; reads /proc.
 std::string ThisProcessRuntime();
 
-// The probe of an epoll loop: the agent's epoll fd and timerfd (see the top of this file).
+// The probe of an epoll loop: its timerfd, in the host's set or beside it in an epoll fd of the
+// agent's (see the top of this file).
 class EpollProbe {
  public:
   EpollProbe() = default;
@@ -77,7 +78,7 @@ class EpollProbe {
   LoopState* state_ = nullptr;
 };
 
-// The key of the probe's timerfd in the agent's epoll fd.
+// The keys of the probe's timerfd and of the host's epoll fd in the agent's epoll fd.
 inline constexpr uint64_t kProbeKey = 0x5357'5052'4f42'4531ULL;
 inline constexpr uint64_t kHostKey = 0x5357'484f'5354'0001ULL;
 // Keys of probes in hosts' epoll sets: the top 20 bits are kProbeKeyTag (never a user-space

@@ -12,9 +12,11 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -382,3 +384,64 @@ TEST(EpollLoop, BadFdsAreRefusedWithTheAcceptedForm) {
 }
 
 }  // namespace
+
+// How many of the epoll set's registrations carry a probe key (docs/design.md "Foreign loops":
+// their data starts with the tag 0x53575).
+int ProbesInSet(int epfd) {
+  std::ifstream f("/proc/self/fdinfo/" + std::to_string(epfd));
+  int n = 0;
+  for (std::string line; std::getline(f, line);) {
+    if (line.find("data: 53575") != std::string::npos) {
+      ++n;
+    }
+  }
+  return n;
+}
+
+TEST(EpollLoop, TheProbeJoinsTheHostsOwnSetAndLeavesItWhenAnotherThreadWaitsThere) {
+  std::atomic<bool> stop{false};
+  std::atomic<int> epfd_seen{-1};
+  std::atomic<uint64_t> ticks_before{0};
+  int in_set_at_first = -1;
+  int in_set_after = -1;
+  uint64_t ticks_after = 0;
+  std::atomic<bool> other_waited{false};
+  std::thread loop([&] {
+    const int epfd = epoll_create1(EPOLL_CLOEXEC);
+    auto agent = stallwatch::Agent::AttachEpoll(epfd, TestOptions());
+    ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+    in_set_at_first = ProbesInSet(epfd);
+    epoll_event ev[4];
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_EQ(epoll_wait(epfd, ev, 4, 10), 0) << Describe(1, ev);
+    }
+    ticks_before = (*agent)->Snapshot().since_attach.count;
+    epfd_seen = epfd;
+    while (!other_waited) {
+      EXPECT_EQ(epoll_wait(epfd, ev, 4, 10), 0) << Describe(1, ev);
+    }
+    for (int i = 0; i < 20; ++i) {  // the probe moves out at the next wait, and goes on ticking
+      EXPECT_EQ(epoll_wait(epfd, ev, 4, 10), 0) << Describe(1, ev);
+    }
+    in_set_after = ProbesInSet(epfd);
+    ticks_after = (*agent)->Snapshot().since_attach.count;
+    stop = true;
+    close(epfd);
+  });
+  while (epfd_seen < 0) {
+    std::this_thread::sleep_for(1ms);
+  }
+  // Another thread of the process waits on the loop's set: it never sees the probe's events.
+  epoll_event ev[4];
+  int returned = 0;
+  for (int i = 0; i < 10 && !stop; ++i) {
+    returned += std::max(0, epoll_wait(epfd_seen, ev, 4, 5));
+    other_waited = true;
+  }
+  loop.join();
+  EXPECT_EQ(returned, 0) << "a probe event reached another thread's wait";
+  EXPECT_EQ(in_set_at_first, 1) << "the probe is not in the host's own set";
+  EXPECT_EQ(in_set_after, 0) << "the probe stayed in a set another thread waits on";
+  EXPECT_GT(ticks_before, 20u);
+  EXPECT_GT(ticks_after, ticks_before + 20) << "the probe stopped ticking once moved out";
+}
