@@ -406,6 +406,7 @@ TEST(EpollLoop, TheProbeJoinsTheHostsOwnSetAndLeavesItWhenAnotherThreadWaitsTher
   int in_set_after = -1;
   uint64_t ticks_after = 0;
   std::atomic<bool> other_waited{false};
+  std::atomic<bool> other_done{false};
   std::thread loop([&] {
     const int epfd = epoll_create1(EPOLL_CLOEXEC);
     auto agent = stallwatch::Agent::AttachEpoll(epfd, TestOptions());
@@ -426,6 +427,11 @@ TEST(EpollLoop, TheProbeJoinsTheHostsOwnSetAndLeavesItWhenAnotherThreadWaitsTher
     in_set_after = ProbesInSet(epfd);
     ticks_after = (*agent)->Snapshot().since_attach.count;
     stop = true;
+    // The set is closed only once the other thread is out of its waits: closing an fd another
+    // thread waits on is the program's race, not the agent's.
+    while (!other_done) {
+      std::this_thread::sleep_for(1ms);
+    }
     close(epfd);
   });
   while (epfd_seen < 0) {
@@ -438,6 +444,7 @@ TEST(EpollLoop, TheProbeJoinsTheHostsOwnSetAndLeavesItWhenAnotherThreadWaitsTher
     returned += std::max(0, epoll_wait(epfd_seen, ev, 4, 5));
     other_waited = true;
   }
+  other_done = true;
   loop.join();
   EXPECT_EQ(returned, 0) << "a probe event reached another thread's wait";
   EXPECT_EQ(in_set_at_first, 1) << "the probe is not in the host's own set";
