@@ -386,7 +386,7 @@ int64_t Left(int64_t deadline) {
 // The probe in the host's set: the host's own call, its probe events dropped; a wake by the
 // probe alone is serviced and the wait goes on for the rest of the host's timeout.
 int WaitInHostSet(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-                  const sigset_t* sigmask, WaitCall call, int64_t start) {
+                  const sigset_t* sigmask, WaitCall call, int64_t start, int64_t* woke_ns) {
   const int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
   int64_t left = timeout_ns;
   int64_t began = start;
@@ -414,6 +414,7 @@ int WaitInHostSet(LoopState* s, int epfd, epoll_event* events, int maxevents, in
       return again <= 0 ? again : DropProbeEvents(events, again, s->probe_key, &fired);
     }
     const int64_t now = MonotonicNanos();
+    *woke_ns = now;
     if (!fired) {
       NoteMissedTick(s, due, began, now, r, maxevents);
       return kept;
@@ -557,7 +558,8 @@ int PassThroughWait(int epfd, epoll_event* events, int maxevents, int64_t timeou
 }
 
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, WaitCall call, int64_t now_ns) {
+             const sigset_t* sigmask, WaitCall call, int64_t now_ns, int64_t* woke_ns) {
+  *woke_ns = 0;
   if (!s->py_checked) {
     NotePythonThread(s);
   }
@@ -573,7 +575,7 @@ int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t
     ServiceProbe(s, start);  // a busy loop comes back here late: this is its lateness
   }
   if (s->probe_inline.load(std::memory_order_relaxed)) {
-    return WaitInHostSet(s, epfd, events, maxevents, timeout_ns, sigmask, call, start);
+    return WaitInHostSet(s, epfd, events, maxevents, timeout_ns, sigmask, call, start, woke_ns);
   }
   const int wfd = s->wait_fd.load(std::memory_order_relaxed);
   if (wfd < 0) {
@@ -653,6 +655,17 @@ void ForgetDiscoveredLoops() {
   // threads that do not exist here): the list is replaced, never destroyed.
   new (&DiscoveredMu()) std::mutex();
   new (&DiscoveredLoops()) std::vector<Discovered>();
+}
+
+LoopState* ThisThreadsLoop(int epfd) {
+  const ThreadWaits& t = t_waits;
+  LoopState* loop = t.loop;
+  if (loop == nullptr || t.generation != g_generation.load(std::memory_order_relaxed) ||
+      loop->epfd.load(std::memory_order_relaxed) != epfd ||
+      loop->closed.load(std::memory_order_acquire)) {
+    return nullptr;
+  }
+  return loop;
 }
 
 LoopState* DiscoverLoop(int epfd) {

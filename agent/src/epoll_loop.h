@@ -97,9 +97,11 @@ enum class WaitCall { kWait, kPwait, kPwait2 };
 // The interposed wait of an epoll loop's thread on its own epoll fd, for each libc variant:
 // same events, same timeout (timeout_ns < 0: none), same signal mask and EINTR as the call it
 // replaces; probe ticks serviced on the way. `sigmask` may be null. `now_ns`: the monotonic
-// time at the call (the caller has read it to close the busy period).
+// time at the call (the caller has read it to close the busy period). `*woke_ns`: the monotonic
+// time read after the last wait, when one was read (the start of the next busy period, so the
+// caller need not read the clock again), else 0.
 int LoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
-             const sigset_t* sigmask, WaitCall call, int64_t now_ns);
+             const sigset_t* sigmask, WaitCall call, int64_t now_ns, int64_t* woke_ns);
 
 // Removes from events[0, n) the probe events of `key` (sets *own_fired) and those of probes
 // inherited from a parent process, keeping the others in order; returns how many are left.
@@ -114,6 +116,10 @@ int PassThroughWait(int epfd, epoll_event* events, int maxevents, int64_t timeou
 // Discovery, called by the interposers for a wait on an epoll fd that is no loop's. Returns the
 // loop this wait made (attached just now: this wait is its first boundary), or nullptr.
 LoopState* DiscoverLoop(int epfd);
+// The loop discovery attached on this thread, when `epfd` is its epoll fd and it is still open:
+// the common wait of a discovered loop, found without the loop table. Only this thread frees
+// that state (after it saw the loop closed), so no ScanGuard is needed. Else nullptr.
+LoopState* ThisThreadsLoop(int epfd);
 // Turned on by the preload shim at load. Any thread.
 void EnableEpollDiscovery();
 bool EpollDiscoveryEnabled();

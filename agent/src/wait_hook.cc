@@ -150,8 +150,9 @@ inline int64_t BeforeWait(LoopState* s) {
   return now;
 }
 
-inline void AfterWait(LoopState* s) {
-  s->busy_since_ns.store(MonotonicNanos(), std::memory_order_release);
+// `woke_ns`: the time read after the wait returned, or 0 when none was read.
+inline void AfterWait(LoopState* s, int64_t woke_ns = 0) {
+  s->busy_since_ns.store(woke_ns != 0 ? woke_ns : MonotonicNanos(), std::memory_order_release);
 }
 
 // Depth of watched libevent dispatches on this thread: their waits are never discovered as
@@ -165,6 +166,9 @@ thread_local int t_dispatch_depth = 0;
 inline LoopState* LoopOfWait(int epfd, uint64_t* probe_key) {
   LoopState* s = nullptr;
   if (const int slot = SlotOfEpfd(epfd); slot >= 0) {
+    if (LoopState* own = ThisThreadsLoop(epfd); own != nullptr) {
+      return own;  // the common case: a discovered loop's own wait, no table read, no guard
+    }
     *probe_key = g_probe_key[slot].load(std::memory_order_acquire);
     const ScanGuard guard;  // the state may be another thread's loop, detaching now
     // The slot is read again under the guard: it may have been emptied or reused meanwhile.
@@ -191,9 +195,10 @@ inline LoopState* LoopOfWait(int epfd, uint64_t* probe_key) {
 int EpollLoopWait(LoopState* s, int epfd, epoll_event* events, int maxevents, int64_t timeout_ns,
                   const sigset_t* sigmask, WaitCall call) {
   const int64_t now = BeforeWait(s);
-  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, call, now);
+  int64_t woke = 0;
+  const int r = LoopWait(s, epfd, events, maxevents, timeout_ns, sigmask, call, now, &woke);
   const int saved = errno;
-  AfterWait(s);
+  AfterWait(s, woke);
   errno = saved;
   return r;
 }

@@ -150,7 +150,8 @@ class Agent {
                                                                    Options options = {});
   // Attaches to an event loop that is not libevent's: the calling thread's loop, which waits for
   // its events on `epfd` (epoll_wait, epoll_pwait or epoll_pwait2 through libc). Called on that
-  // thread. The host's epoll set is not changed; the probe lives in the agent's own epoll fd
+  // thread. The probe's timerfd joins the host's epoll set when this process created it (its
+  // events never reach the host), else it waits beside it in an epoll fd of the agent's
   // (docs/design.md "Foreign loops"). The preload shim calls it for every loop it finds by how
   // the loop waits. Fails as Attach does, and when `epfd` is not an epoll fd or is watched already.
   STALLWATCH_EXPORT static StatusOr<std::unique_ptr<Agent>> AttachEpoll(int epfd,

@@ -44,6 +44,10 @@ constexpr std::chrono::nanoseconds kMaxResample = std::chrono::seconds(2);
 // The watchdog's first look after it starts, and the bounds of each of its sleeps.
 constexpr std::chrono::nanoseconds kFirstLook = std::chrono::milliseconds(10);
 constexpr std::chrono::nanoseconds kMinSleep = std::chrono::milliseconds(1);
+// The watchdog's thread clocks (CPU time, run queue, context switches: three syscalls) are read
+// where a span may hold a pause, and at least this often, so that the readings a later span
+// starts from are never older (SelfClock: stale readings only shorten what looks like a pause).
+constexpr std::chrono::nanoseconds kFreshClocks = std::chrono::milliseconds(100);
 constexpr std::chrono::nanoseconds kMaxSleep = std::chrono::seconds(1);
 // Looking for a loop's epoll fd again (attach could not bind it): every this long, and never
 // sooner than kMinSleep from now.
@@ -247,11 +251,18 @@ void Watchdog::Run() {
   watchdog_tid_ = platform::GetTid();
   watchdog_cpu_clock_ok_ = pthread_getcpuclockid(pthread_self(), &watchdog_cpu_clock_) == 0;
   OwnClocks woke = ReadOwnClocks();
+  clocks_read_ns_ = woke.mono_ns;
   int64_t next_look = woke.mono_ns + kFirstLook.count();
+  bool full = false;
   while (!stop_) {
     // Processing since the last wake-up: running, queued, or waiting for a signal sample.
-    wait_start_ = ReadOwnClocks();
-    self_clock_.AccountProcessing(woke, wait_start_);
+    wait_start_ =
+        ReadOwnClocksIfUseful(woke, MonotonicNanos(), self_clock_.processing_sleep_ns(), &full);
+    if (full) {
+      self_clock_.AccountProcessing(woke, wait_start_);
+    } else {
+      self_clock_.SkipProcessing();
+    }
     // Sleep until the earliest time a loop needs a look (half the threshold when all are idle:
     // 25 ms at the default 50 ms), at least 1 ms and at most 1 s. Add() and Remove() wake it.
     const int64_t wait =
@@ -266,8 +277,12 @@ void Watchdog::Run() {
     if (stop_) {
       break;
     }
-    woke = ReadOwnClocks();
-    self_clock_.AccountWait(wait_start_, woke, wait_tick_ns_);
+    const int64_t mono = MonotonicNanos();
+    woke = ReadOwnClocksIfUseful(wait_start_, mono,
+                                 std::min(wait_tick_ns_, mono - wait_start_.mono_ns), &full);
+    if (full) {
+      self_clock_.AccountWait(wait_start_, woke, wait_tick_ns_);
+    }
     const int64_t now = woke.mono_ns;
     next_look = Tick(now);
   }
@@ -297,6 +312,22 @@ int64_t Watchdog::Tick(int64_t now) {
     }
   }
   return next;
+}
+
+OwnClocks Watchdog::ReadOwnClocksIfUseful(const OwnClocks& last, int64_t mono_ns,
+                                          int64_t intended_ns, bool* full) {
+  *full = agent::internal::SelfClock::MayHoldPause(mono_ns - last.mono_ns, intended_ns) ||
+          mono_ns - clocks_read_ns_ >= kFreshClocks.count();
+  if (*full) {
+    OwnClocks c = ReadOwnClocks();
+    clocks_read_ns_ = c.mono_ns;
+    return c;
+  }
+  // Its CPU time and queueing since `last` are counted in the next span that reads them: that
+  // span's unaccounted time can only come out shorter, never a pause that was not there.
+  OwnClocks c = last;
+  c.mono_ns = mono_ns;
+  return c;
 }
 
 OwnClocks Watchdog::ReadOwnClocks() const {

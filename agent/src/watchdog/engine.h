@@ -172,6 +172,12 @@ class Watchdog {
   int64_t LoopCpu(LoopWatch& w) const;
   // The watchdog's own clocks: wall, CPU and run-queue wait.
   agent::internal::OwnClocks ReadOwnClocks() const;
+  // At the watchdog's own wake-up or wait (watchdog thread, under the lock): a full reading where
+  // the span since `last` (`intended_ns` of it a chosen sleep) may hold a pause or the last full
+  // reading is kFreshClocks old, else `last` with the monotonic time `mono_ns` (*full = false).
+  agent::internal::OwnClocks ReadOwnClocksIfUseful(const agent::internal::OwnClocks& last,
+                                                   int64_t mono_ns, int64_t intended_ns,
+                                                   bool* full);
   agent::internal::SamplingStatus status() const;
   void set_status(agent::internal::SamplingStatus s);
 
@@ -204,6 +210,8 @@ class Watchdog {
   bool waiting_ = false;
   agent::internal::OwnClocks wait_start_;
   int64_t wait_tick_ns_ = 0;
+  // The monotonic time of the last full reading of the watchdog's clocks (ReadOwnClocks).
+  int64_t clocks_read_ns_ = 0;
   agent::internal::SelfClock self_clock_;
   // Python frames (python_frames.h), made at the first sample of a Python loop; its error, once
   // there was one, is the stalls' sampling note.

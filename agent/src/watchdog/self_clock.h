@@ -54,6 +54,18 @@ class SelfClock {
   void AccountProcessing(const OwnClocks& from, const OwnClocks& to);
   void AddIntendedSleep(int64_t ns) { intended_sleep_ns_ += ns; }
 
+  // Whether a span of `span_ns` on the monotonic clock, of which the watchdog meant to sleep
+  // `intended_ns`, can hold a pause at all: the other clocks only take time off the span. Where
+  // it cannot, the caller may leave its thread clocks unread (three syscalls a reading) and call
+  // SkipProcessing, or no AccountWait, for that span.
+  static bool MayHoldPause(int64_t span_ns, int64_t intended_ns) {
+    return span_ns - intended_ns > kSuspendedAtLeast.count();
+  }
+  // The intended sleeps of the processing span so far (AddIntendedSleep).
+  int64_t processing_sleep_ns() const { return intended_sleep_ns_; }
+  // A processing span that MayHoldPause said no to: its intended sleeps are forgotten.
+  void SkipProcessing() { intended_sleep_ns_ = 0; }
+
   // A wait for at most `tick_ns` that started at `from` and ended (or is looked at) at `to`:
   // the sleep was chosen up to the tick; longer, the watchdog should have woken up.
   void AccountWait(const OwnClocks& from, const OwnClocks& to, int64_t tick_ns);

@@ -281,6 +281,9 @@ TEST(ForeignLoops, PreForkedTornadoWorkersAreEachWatchedUnderTheirOwnPid) {
   std::this_thread::sleep_for(700ms);
   std::set<int64_t> pids;
   for (const auto& s : w.Stalls()) {
+    if (s["duration_s"].get<double>() < 0.19) {
+      continue;  // not a 200 ms sleep: a worker kept from a CPU by the other three on a busy host
+    }
     EXPECT_EQ(s["class"], "blocked") << s.dump();
     pids.insert(s["pid"].get<int64_t>());
   }

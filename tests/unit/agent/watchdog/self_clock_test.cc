@@ -21,6 +21,29 @@ TEST(SelfClockTest, ASleepItChoseIsNotASuspension) {
   EXPECT_EQ(c.Overlap(0, 3000 * kMs), 0);
 }
 
+// The watchdog leaves its thread clocks unread over a span MayHoldPause says no to: that must
+// be exactly the spans in which Account could find no pause, whatever the other clocks say.
+TEST(SelfClockTest, ASpanMayHoldAPauseOnlyWhenAccountCouldFindOne) {
+  const int64_t least = SelfClock::kSuspendedAtLeast.count();
+  for (const int64_t intended : {int64_t{0}, 25 * kMs, 500 * kMs}) {
+    for (const int64_t over : {-5 * kMs, int64_t{0}, least - 1, least, least + 1, 60 * kMs}) {
+      const int64_t span = intended + over;
+      if (span < 0) {
+        continue;
+      }
+      SelfClock c;  // the other clocks idle: as much of the span as can ever be unaccounted
+      c.Account(OwnClocks{0, 0, 0}, OwnClocks{span, 0, 0}, intended);
+      EXPECT_EQ(SelfClock::MayHoldPause(span, intended), !c.windows().empty())
+          << "span " << span << " ns, intended " << intended << " ns";
+    }
+  }
+  SelfClock c;
+  c.AddIntendedSleep(30 * kMs);
+  EXPECT_EQ(c.processing_sleep_ns(), 30 * kMs);
+  c.SkipProcessing();
+  EXPECT_EQ(c.processing_sleep_ns(), 0);
+}
+
 TEST(SelfClockTest, RunningOrQueuedTimeIsNotASuspension) {
   SelfClock c;
   c.Account(At(0, 0, 0), At(100, 60, 40), 0);  // 60 ms on a CPU, 40 ms queued
