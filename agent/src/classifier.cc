@@ -21,32 +21,61 @@ constexpr std::array kResolverFrames = {"*getaddrinfo*"sv, "*gethostbyname*"sv, 
                                         "__libc_res_*"sv,  "_nss_dns_*"sv};
 constexpr std::array kFileWrites = {"fsync"sv, "fdatasync"sv, "sync_file_range"sv, "msync"sv};
 constexpr std::array kConnects = {"connect"sv};
+// Blocking HTTP clients: Python's standard library and the common packages (their files), and
+// libcurl's easy interface in native programs (its module).
+constexpr std::array kHttpClients = {"*/http/client.py"sv, "*/urllib/request.py"sv,
+                                     "*/urllib3/*"sv,      "*/requests/*"sv,
+                                     "*/httpx/*"sv,        "*/libcurl*.so*"sv};
+// Synchronous database clients: the C libraries and the Python drivers over them.
+constexpr std::array kDbDrivers = {"*/libsqlite3.so*"sv, "*/_sqlite3.*"sv,      "*/sqlite3/*"sv,
+                                   "*/libpq.so*"sv,      "*/_psycopg*"sv,       "*/psycopg2/*"sv,
+                                   "*/psycopg/*"sv,      "*/libmysqlclient*"sv, "*/libmariadb*"sv,
+                                   "*/pymysql/*"sv,      "*/MySQLdb/*"sv,       "*/_mysql*"sv};
 
 constexpr std::string_view kDnsHint =
     "The loop thread waited in %s: a DNS lookup (getaddrinfo) on the loop; resolve "
     "asynchronously with libevent's evdns_getaddrinfo() (event2/dns.h), or cache the address "
     "and resolve off the loop.";
 
-const std::array<HintRule, 4> kRules = {{
+const std::array<HintRule, 6> kRules = {{
     // A UDP socket to port 53 (udp or udp6) is a DNS server, whichever library asked.
-    {"dns-udp", kResolverWaits, "socket udp* -> *:53", {}, kDnsHint},
+    {"dns-udp", kResolverWaits, "socket udp* -> *:53", {}, {}, kDnsHint},
     // The resolver's frames on the stack (a TCP fallback, a local cache over a unix socket …).
-    {"dns-frames", {}, "", kResolverFrames, kDnsHint},
+    {"dns-frames", {}, "", kResolverFrames, {}, kDnsHint},
     {"fsync",
      kFileWrites,
      "",
      {},
+     {},
      "The loop thread waited in %s: flushing to disk blocks for as long as the device takes; "
      "batch the writes and flush on a worker thread, or drop the sync where durability allows."},
+    // Before "connect": a client's connect is the client's, and so is its DNS lookup (above).
+    {"http-client",
+     {},
+     "",
+     {},
+     kHttpClients,
+     "The loop thread waited in %s inside a blocking HTTP client (libcurl's easy interface): "
+     "drive the transfer from the loop with curl's multi interface (curl_multi_socket_action) or "
+     "use libevent's evhttp client."},
+    {"db-driver",
+     {},
+     "",
+     {},
+     kDbDrivers,
+     "The loop thread waited in %s inside a synchronous database client (libpq, SQLite, MySQL): "
+     "use the client's asynchronous API with its socket watched by the loop (libpq's "
+     "PQsendQuery and PQsocket), or run the queries on a thread pool and answer from the loop."},
     {"connect",
      kConnects,
      "",
+     {},
      {},
      "The loop thread waited in %s: a blocking connect; make the socket non-blocking and wait for "
      "it with an EV_WRITE event (or bufferevent_socket_connect())."},
 }};
 
-const std::array<RuntimeAdvice, 17> kAdvice = {{
+const std::array<RuntimeAdvice, 19> kAdvice = {{
     {"python", "cpu",
      "The loop thread was running Python code: move CPU-heavy work to a process pool (await "
      "loop.run_in_executor(ProcessPoolExecutor(), fn)) or split it into chunks with await "
@@ -70,6 +99,14 @@ const std::array<RuntimeAdvice, 17> kAdvice = {{
     {"python", "fsync",
      "The loop thread waited in %s: flushing to disk blocks for as long as the device takes; "
      "flush on a thread (await loop.run_in_executor(None, os.fsync, fd)) or batch the writes."},
+    {"python", "http-client",
+     "The loop thread waited in %s inside a blocking HTTP client (requests, urllib, http.client): "
+     "use an asynchronous one (Tornado's AsyncHTTPClient, aiohttp, httpx.AsyncClient), or run the "
+     "call with await loop.run_in_executor(None, fn)."},
+    {"python", "db-driver",
+     "The loop thread waited in %s inside a synchronous database driver (sqlite3, psycopg2, "
+     "PyMySQL): use an asyncio driver (asyncpg, aiosqlite, aiomysql), or run the query with await "
+     "loop.run_in_executor(None, fn) on a thread pool."},
     {"python", "connect",
      "The loop thread waited in %s: a blocking connect; use await asyncio.open_connection() (or "
      "loop.sock_connect() on a non-blocking socket)."},
@@ -123,8 +160,15 @@ bool AnyGlob(std::span<const std::string_view> patterns, std::string_view text) 
                      [&](std::string_view p) { return !p.empty() && GlobMatch(p, text); });
 }
 
+// Some non-empty entry of `texts` matches one of `patterns`.
+bool AnyMatches(std::span<const std::string_view> patterns, const std::vector<std::string>& texts) {
+  return std::any_of(texts.begin(), texts.end(),
+                     [&](const std::string& t) { return !t.empty() && AnyGlob(patterns, t); });
+}
+
 bool RuleMatches(const HintRule& r, const std::string& syscall, const std::string& fd_target,
-                 const std::vector<std::string>& functions) {
+                 const std::vector<std::string>& functions,
+                 const std::vector<std::string>& places) {
   if (!r.syscalls.empty() &&
       std::find(r.syscalls.begin(), r.syscalls.end(), syscall) == r.syscalls.end()) {
     return false;
@@ -132,9 +176,10 @@ bool RuleMatches(const HintRule& r, const std::string& syscall, const std::strin
   if (!r.fd_target.empty() && !GlobMatch(r.fd_target, fd_target)) {
     return false;
   }
-  if (!r.frames.empty() &&
-      std::none_of(functions.begin(), functions.end(),
-                   [&](const std::string& f) { return !f.empty() && AnyGlob(r.frames, f); })) {
+  if (!r.frames.empty() && !AnyMatches(r.frames, functions)) {
+    return false;
+  }
+  if (!r.places.empty() && !AnyMatches(r.places, places)) {
     return false;
   }
   return true;
@@ -177,7 +222,8 @@ bool GlobMatch(std::string_view pattern, std::string_view text) {
 }
 
 std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target,
-                    const std::vector<std::string>& functions, std::string_view runtime) {
+                    const std::vector<std::string>& functions, std::string_view runtime,
+                    const std::vector<std::string>& places) {
   switch (c) {
     case StallClass::kCpu:
       if (auto a = Advice(runtime, "cpu"); !a.empty()) {
@@ -192,7 +238,7 @@ std::string HintFor(StallClass c, const std::string& syscall, const std::string&
         what += " on " + fd_target;
       }
       for (const HintRule& r : kRules) {
-        if (RuleMatches(r, syscall, fd_target, functions)) {
+        if (RuleMatches(r, syscall, fd_target, functions, places)) {
           const auto a = Advice(runtime, r.name);
           return Fill(a.empty() ? r.hint : a, what);
         }
@@ -258,7 +304,7 @@ Classification Classify(const ClassifierInput& in) {
     c.stall_class = StallClass::kStarved;
   }
   // NOLINTEND(bugprone-branch-clone)
-  c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions, in.runtime);
+  c.hint = HintFor(c.stall_class, in.syscall, in.fd_target, in.functions, in.runtime, in.places);
   if (c.stall_class == StallClass::kStarved && 2 * steal >= std::max<int64_t>(waited, 1)) {
     // Mostly stolen: the contention is outside this machine.
     const int pct = static_cast<int>(std::lround(100.0 * std::min(1.0, steal / wall)));

@@ -29,6 +29,9 @@ struct ClassifierInput {
   // Function names of the sampled stacks (any order; "" for unknown frames): evidence for the
   // hint table, e.g. getaddrinfo under a blocked poll is a DNS lookup.
   std::vector<std::string> functions;
+  // Where those frames are (any order): native frames' module paths and Python frames' files —
+  // evidence for the hint table too, e.g. http/client.py under a poll is a blocking HTTP client.
+  std::vector<std::string> places;
   // What runs the loop ("python", "node", "redis", "" …: LoopState::runtime): the hint's remedy
   // is said in that runtime's terms (RuntimeAdvice).
   std::string runtime;
@@ -49,6 +52,7 @@ struct HintRule {
   std::span<const std::string_view> syscalls;  // the syscall is one of these (empty: any)
   std::string_view fd_target;                  // glob on the fd's target ("": not used)
   std::span<const std::string_view> frames;    // some stack function matches one ("": not used)
+  std::span<const std::string_view> places;    // some frame's module or Python file matches one
   std::string_view hint;                       // "%s" is replaced by "poll() on socket udp …"
 };
 
@@ -59,8 +63,9 @@ std::span<const HintRule> HintRules();
 bool GlobMatch(std::string_view pattern, std::string_view text);
 
 // A runtime's own wording of a hint: for `runtime`, the hint of case `what` — a rule's name
-// ("dns-udp", "dns-frames", "fsync", "connect") or a class's fallback ("cpu", "sleep", "futex",
-// "blocked") — is `hint` ("%s": the call, as in HintRule). Without a row, the libevent/C wording.
+// ("dns-udp", "dns-frames", "fsync", "http-client", "db-driver", "connect") or a class's fallback
+// ("cpu", "sleep", "futex", "blocked") — is `hint` ("%s": the call, as in HintRule). Without a row,
+// the libevent/C wording.
 struct RuntimeAdvice {
   std::string_view runtime;
   std::string_view what;
@@ -70,6 +75,7 @@ std::span<const RuntimeAdvice> RuntimeAdviceTable();
 
 Classification Classify(const ClassifierInput& in);
 std::string HintFor(StallClass c, const std::string& syscall, const std::string& fd_target,
-                    const std::vector<std::string>& functions = {}, std::string_view runtime = "");
+                    const std::vector<std::string>& functions = {}, std::string_view runtime = "",
+                    const std::vector<std::string>& places = {});
 
 }  // namespace stallwatch::agent::internal

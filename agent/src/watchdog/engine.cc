@@ -918,10 +918,12 @@ StallFinding Watchdog::BuildFinding(LoopWatch& w, const StallTrack& t, int64_t e
     }
     f.stacks.push_back(std::move(st));
   }
-  // The stacks' functions are evidence for the hint (getaddrinfo under a poll: DNS).
+  // The stacks' functions and places are evidence for the hint (getaddrinfo under a poll: DNS;
+  // http/client.py under it: a blocking HTTP client).
   for (const Stack& st : f.stacks) {
     for (const Frame& fr : st.frames) {
       in.functions.push_back(fr.function);
+      in.places.push_back(fr.kind == "python" ? fr.file : fr.module);
     }
   }
   in.runtime = w.ctx->state.runtime;

@@ -251,8 +251,13 @@ TEST(ForeignLoops, TornadoSeedHandlersSleepBlocksTheLoopAsyncAndThePoolDoNot) {
             std::string::npos)
       << stalls[1].dump();
   EXPECT_GE(stalls[1]["duration_s"].get<double>(), 0.2995);
-  // Blocked deep in the standard library (socket reads of urllib): the handler is on the stack.
+  // Blocked deep in the standard library (socket reads of urllib): the handler is on the stack,
+  // and the hint names the blocking HTTP client it used (http/client.py among the frames).
   EXPECT_NE(Frames(stalls[1]).find("FetchBlocking.get"), std::string::npos) << Frames(stalls[1]);
+  EXPECT_NE(stalls[1]["hint"].get<std::string>().find("blocking HTTP client"), std::string::npos)
+      << stalls[1]["hint"];
+  EXPECT_NE(stalls[1]["hint"].get<std::string>().find("AsyncHTTPClient"), std::string::npos)
+      << stalls[1]["hint"];
   ExpectBusy(stalls[2]);
   EXPECT_TRUE(Near(stalls[2], 200)) << stalls[2].dump();
   // A running thread: its Python frames are read just after the native sample, so a sample may
@@ -397,6 +402,44 @@ asyncio.run(main())
     EXPECT_TRUE(Near(s, 250)) << s.dump();
   }
   ExpectLoopOf(w, "python");
+}
+
+// A synchronous database driver on the loop: sqlite3 waiting for a lock another connection holds
+// (SQLite's busy handler sleeps inside libsqlite3 for up to the connection's timeout).
+TEST(ForeignLoops, ASqliteQueryWaitingOnTheLoopIsBlamedOnTheDatabaseDriver) {
+  if (!Have("/usr/bin/python3") || RunCommand("/usr/bin/python3 -c 'import sqlite3'").code != 0) {
+    GTEST_SKIP() << "no /usr/bin/python3 with sqlite3";
+  }
+  const std::string app = R"(
+import asyncio, os, sqlite3, tempfile
+db = os.path.join(tempfile.mkdtemp(), 'app.db')
+holder = sqlite3.connect(db, isolation_level=None)
+holder.execute('create table t (x)')
+holder.execute('begin exclusive')
+def lookup(conn):
+    try:
+        return conn.execute('select count(*) from t').fetchone()
+    except sqlite3.OperationalError as e:
+        return str(e)
+async def main():
+    await asyncio.sleep(0.3)
+    print(lookup(sqlite3.connect(db, timeout=0.3)), flush=True)
+    await asyncio.sleep(0.5)
+asyncio.run(main())
+)";
+  Watched w({"/usr/bin/python3", "-c", app});
+  ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 20s));
+  const auto stalls = w.Stalls();
+  ASSERT_EQ(stalls.size(), 1u);
+  const json& s = stalls[0];
+  EXPECT_EQ(s["class"], "blocked") << s.dump();
+  // SQLite's busy handler sleeps 1, 2, 5, 10 … ms until the 300 ms timeout is used up.
+  EXPECT_GE(s["duration_s"].get<double>(), 0.25) << s.dump();
+  EXPECT_LT(s["duration_s"].get<double>(), 1.0) << s.dump();
+  const std::string hint = s["hint"];
+  EXPECT_NE(hint.find("synchronous database driver"), std::string::npos) << hint;
+  EXPECT_NE(hint.find("aiosqlite"), std::string::npos) << hint;
+  EXPECT_NE(Frames(s).find("lookup"), std::string::npos) << "the Python caller: " << Frames(s);
 }
 
 TEST(ForeignLoops, RedisDebugSleepAndABusyLuaScriptAreCaughtWithRedisOwnFunctions) {

@@ -167,12 +167,61 @@ TEST(HintTable, ConnectRowABlockingConnect) {
   EXPECT_NE(c.hint.find("EV_WRITE"), std::string::npos) << c.hint;
 }
 
+// Evidence from where the frames are: a module's path or a Python frame's file.
+ClassifierInput BlockedIn(const std::string& syscall, const std::string& fd_target,
+                          std::vector<std::string> places, std::string runtime = "") {
+  ClassifierInput in = Blocked(syscall, fd_target);
+  in.places = std::move(places);
+  in.runtime = std::move(runtime);
+  return in;
+}
+
+TEST(HintTable, HttpClientRowABlockingHttpClientOfAnyLanguage) {
+  const std::string up = "socket tcp 127.0.0.1:4 -> 127.0.0.1:8080";
+  for (const char* file :
+       {"/usr/lib/python3.11/http/client.py", "/usr/lib/python3.11/urllib/request.py",
+        "/usr/lib/python3/dist-packages/requests/sessions.py",
+        "/usr/lib/python3/dist-packages/urllib3/connectionpool.py"}) {
+    auto c = Classify(
+        BlockedIn("poll", up, {"/usr/bin/python3.11", file, "/app/handlers.py"}, "python"));
+    EXPECT_NE(c.hint.find("blocking HTTP client"), std::string::npos) << file << ": " << c.hint;
+    EXPECT_NE(c.hint.find("AsyncHTTPClient"), std::string::npos) << file << ": " << c.hint;
+    EXPECT_NE(c.hint.find("poll() on " + up), std::string::npos) << c.hint;
+  }
+  // A native program in libcurl's easy interface, connecting: the client's, not a bare connect.
+  auto curl = Classify(
+      BlockedIn("connect", up, {"/usr/lib/x86_64-linux-gnu/libcurl.so.4.8.0", "/usr/bin/app"}));
+  EXPECT_NE(curl.hint.find("curl_multi_socket_action"), std::string::npos) << curl.hint;
+  // The same poll with no client on the stack keeps the runtime's generic wording.
+  auto plain = Classify(BlockedIn("poll", up, {"/usr/bin/python3.11", "/app/x.py"}, "python"));
+  EXPECT_EQ(plain.hint.find("HTTP client"), std::string::npos) << plain.hint;
+}
+
+TEST(HintTable, DbDriverRowASynchronousDatabaseDriver) {
+  auto py = Classify(BlockedIn(
+      "clock_nanosleep", "",
+      {"/usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6",
+       "/usr/lib/python3.11/lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so", "/app/db.py"},
+      "python"));
+  EXPECT_NE(py.hint.find("synchronous database driver"), std::string::npos) << py.hint;
+  EXPECT_NE(py.hint.find("aiosqlite"), std::string::npos) << py.hint;
+  EXPECT_NE(py.hint.find("clock_nanosleep()"), std::string::npos) << py.hint;
+  auto c = Classify(BlockedIn("poll", "socket tcp 10.0.0.1:4 -> 10.0.0.2:5432",
+                              {"/usr/lib/x86_64-linux-gnu/libpq.so.5.15", "/usr/sbin/app"}));
+  EXPECT_NE(c.hint.find("PQsendQuery"), std::string::npos) << c.hint;
+  // A CPU-bound query is a CPU stall: the table is for blocked stalls only.
+  ClassifierInput cpu = BlockedIn("poll", "", {"/usr/lib/x86_64-linux-gnu/libpq.so.5.15"});
+  cpu.cpu_ns = 95 * kMs;
+  EXPECT_EQ(Classify(cpu).hint.find("PQsendQuery"), std::string::npos);
+}
+
 TEST(HintTable, EveryRowIsTestedAndRowsOnlyApplyToBlockedStalls) {
   std::vector<std::string> names;
   for (const HintRule& r : HintRules()) {
     names.emplace_back(r.name);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"dns-udp", "dns-frames", "fsync", "connect"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"dns-udp", "dns-frames", "fsync", "http-client",
+                                             "db-driver", "connect"}));
   ClassifierInput cpu = Blocked("poll", "socket udp 127.0.0.1:41234 -> 127.0.0.1:53");
   cpu.cpu_ns = 95 * kMs;
   EXPECT_EQ(Classify(cpu).hint.find("evdns"), std::string::npos);
