@@ -37,7 +37,17 @@ constexpr std::string_view kDnsHint =
     "asynchronously with libevent's evdns_getaddrinfo() (event2/dns.h), or cache the address "
     "and resolve off the loop.";
 
-const std::array<HintRule, 6> kRules = {{
+constexpr std::array kFutex = {"futex"sv};
+
+const std::array<HintRule, 7> kRules = {{
+    // A Python loop waiting for the GIL another thread holds (its fd_target names that thread).
+    {"gil",
+     kFutex,
+     "GIL held by *",
+     {},
+     {},
+     "The loop thread waited in %s: another thread of the interpreter kept the GIL; move that "
+     "work to a process (ProcessPoolExecutor) or use calls that release the GIL."},
     // A UDP socket to port 53 (udp or udp6) is a DNS server, whichever library asked.
     {"dns-udp", kResolverWaits, "socket udp* -> *:53", {}, {}, kDnsHint},
     // The resolver's frames on the stack (a TCP fallback, a local cache over a unix socket …).
@@ -75,7 +85,11 @@ const std::array<HintRule, 6> kRules = {{
      "it with an EV_WRITE event (or bufferevent_socket_connect())."},
 }};
 
-const std::array<RuntimeAdvice, 19> kAdvice = {{
+const std::array<RuntimeAdvice, 20> kAdvice = {{
+    {"python", "gil",
+     "The loop thread waited for the GIL (%s): that thread ran Python or a C call without "
+     "releasing it, and the loop could not run; move that work to a process "
+     "(loop.run_in_executor(ProcessPoolExecutor(), fn)), or use libraries that release the GIL."},
     {"python", "cpu",
      "The loop thread was running Python code: move CPU-heavy work to a process pool (await "
      "loop.run_in_executor(ProcessPoolExecutor(), fn)) or split it into chunks with await "

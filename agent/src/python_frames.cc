@@ -434,8 +434,8 @@ bool ReadElfDynamicSymbols(const std::string& path, std::span<const char* const>
 
 namespace {
 
-constexpr std::array<const char*, 4> kSymbols = {"Py_Version", "PyCode_Type", "PyUnicode_Type",
-                                                 "PyBytes_Type"};
+constexpr std::array<const char*, 5> kSymbols = {"Py_Version", "PyCode_Type", "PyUnicode_Type",
+                                                 "PyBytes_Type", "_PyRuntime"};
 
 // A mapped file that is CPython's: python3.11, python3.11d, libpython3.11.so.1.0, ...
 bool IsPythonModule(std::string_view path) {
@@ -537,6 +537,9 @@ StatusOr<PythonFrameReader> PythonFrameReader::ForProcess(pid_t pid, PythonRunti
     if (addrs.bytes_type == 0) {
       addrs.bytes_type = found[3];
     }
+    if (addrs.runtime == 0) {
+      addrs.runtime = found[4];
+    }
   }
   StatusOr<internal::PyLayout> layout = internal::PyLayoutForVersion(addrs.version_hex);
   if (!layout.ok()) {
@@ -552,6 +555,35 @@ StatusOr<PythonFrameReader> PythonFrameReader::ForProcess(pid_t pid, PythonRunti
 StatusOr<std::vector<PyFrameInfo>> PythonFrameReader::Read(uint64_t tstate_addr,
                                                            size_t max_frames) const {
   return internal::ReadPythonStack(mem_, layout_, addrs_, tstate_addr, max_frames);
+}
+
+StatusOr<PyGilState> PythonFrameReader::ReadGil() const {
+  if (addrs_.runtime == 0) {
+    return NotFoundError("_PyRuntime not found: the GIL's holder is not known");
+  }
+  const uint64_t gil = addrs_.runtime + layout_.runtime_gil;
+  uint64_t holder = 0;
+  int32_t locked = 0;
+  if (!mem_.Read(gil + layout_.gil_last_holder, &holder, sizeof(holder)) ||
+      !mem_.Read(gil + layout_.gil_locked, &locked, sizeof(locked))) {
+    return UnavailableError("the GIL's state is not readable");
+  }
+  return PyGilState{.locked = locked == 1, .holder_tstate = holder};
+}
+
+StatusOr<pid_t> PythonFrameReader::NativeThreadId(uint64_t tstate, uint64_t same_interp_as) const {
+  uint64_t interp = 0;
+  uint64_t expected = 0;
+  uint64_t tid = 0;
+  if (tstate == 0 || !mem_.Read(tstate + layout_.tstate_interp, &interp, sizeof(interp)) ||
+      !mem_.Read(same_interp_as + layout_.tstate_interp, &expected, sizeof(expected)) ||
+      !mem_.Read(tstate + layout_.tstate_native_thread_id, &tid, sizeof(tid))) {
+    return UnavailableError("the thread state is not readable");
+  }
+  if (interp == 0 || interp != expected || tid == 0 || tid > 0x3FFFFFFF) {
+    return FailedPreconditionError("not a thread state of the loop's interpreter");
+  }
+  return static_cast<pid_t>(tid);
 }
 
 }  // namespace stallwatch::agent

@@ -43,6 +43,14 @@ struct PythonRuntimeAddrs {
   uint64_t code_type = 0;     // &PyCode_Type
   uint64_t unicode_type = 0;  // &PyUnicode_Type
   uint64_t bytes_type = 0;    // &PyBytes_Type (co_linetable)
+  uint64_t runtime = 0;       // &_PyRuntime (the GIL's state); 0: the GIL is not read
+};
+
+// The GIL as the runtime state had it when read: whether it was taken and by which thread state
+// (the last holder, the holder while it is taken).
+struct PyGilState {
+  bool locked = false;
+  uint64_t holder_tstate = 0;
 };
 
 namespace internal {
@@ -66,12 +74,18 @@ struct PyLayout {
   size_t code_filename = 0;
   size_t code_qualname = 0;
   size_t code_linetable = 0;
-  size_t code_code_adaptive = 0;  // _PyCode_CODE(co): the first code unit
-  size_t unicode_length = 0;      // PyASCIIObject.length
-  size_t unicode_state = 0;       // PyASCIIObject.state (the bit-field word)
-  size_t ascii_data = 0;          // sizeof(PyASCIIObject): compact ASCII characters
-  size_t compact_data = 0;        // sizeof(PyCompactUnicodeObject): other compact characters
-  size_t bytes_sval = 0;          // PyBytesObject.ob_sval
+  size_t code_code_adaptive = 0;       // _PyCode_CODE(co): the first code unit
+  size_t unicode_length = 0;           // PyASCIIObject.length
+  size_t unicode_state = 0;            // PyASCIIObject.state (the bit-field word)
+  size_t ascii_data = 0;               // sizeof(PyASCIIObject): compact ASCII characters
+  size_t compact_data = 0;             // sizeof(PyCompactUnicodeObject): other compact characters
+  size_t bytes_sval = 0;               // PyBytesObject.ob_sval
+  size_t tstate_interp = 0;            // PyThreadState.interp
+  size_t tstate_native_thread_id = 0;  // PyThreadState.native_thread_id (the kernel's tid)
+  size_t runtime_gil = 0;              // _PyRuntimeState.ceval.gil (struct _gil_runtime_state)
+  size_t gil_last_holder = 0;
+  size_t gil_locked = 0;
+  size_t gil_size = 0;  // sizeof(struct _gil_runtime_state): its mutex and condition variables
 };
 
 // CPython 3.11 (Include/internal/pycore_frame.h, cpython/{pystate,code,unicodeobject}.h).
@@ -94,6 +108,12 @@ inline constexpr PyLayout kPy311Layout = {
     .ascii_data = 48,
     .compact_data = 72,
     .bytes_sval = 32,
+    .tstate_interp = 16,
+    .tstate_native_thread_id = 160,
+    .runtime_gil = 360,
+    .gil_last_holder = 8,
+    .gil_locked = 16,
+    .gil_size = 208,
 };
 
 // enum _frameowner of 3.11 (3.11 has no FRAME_OWNED_BY_CSTACK shim frames; 3.12 does).
@@ -167,6 +187,19 @@ class PythonFrameReader {
   // innermost first, at most max_frames. Errors: the thread state is gone or not one, the
   // innermost frame does not check out (a torn read). Any thread, concurrently.
   StatusOr<std::vector<PyFrameInfo>> Read(uint64_t tstate_addr, size_t max_frames = 128) const;
+
+  // Whether a thread of that process blocked in futex(uaddr, …) waits for the GIL: uaddr lies in
+  // the GIL's state (its mutex or condition variables). Pure.
+  bool IsGilFutex(uint64_t uaddr) const {
+    const uint64_t gil = addrs_.runtime + layout_.runtime_gil;
+    return addrs_.runtime != 0 && uaddr >= gil && uaddr < gil + layout_.gil_size;
+  }
+  // The GIL now. Errors: _PyRuntime not found, or not readable. Any thread.
+  StatusOr<PyGilState> ReadGil() const;
+  // The kernel's id of the thread whose PyThreadState is at `tstate`, checked to belong to the
+  // same interpreter as `same_interp_as` (another thread state known to be good). Errors: not
+  // readable, or not a thread state of that interpreter. Any thread.
+  StatusOr<pid_t> NativeThreadId(uint64_t tstate, uint64_t same_interp_as) const;
 
   const PythonRuntimeAddrs& addrs() const { return addrs_; }
 

@@ -607,7 +607,7 @@ void Watchdog::NoteSyscall(LoopWatch& w, StallTrack& t, pid_t tid,
     if (fd >= 0) {
       t.fd_target = target_->DescribeFd(tid, fd);
     } else if (name == "futex") {
-      t.fd_target = "";
+      t.fd_target = GilTarget(w, t, sys.args[0]);
     }
   }
 }
@@ -805,7 +805,7 @@ void Watchdog::TakeStack(LoopWatch& w, StallTrack& t, const platform::SyscallInf
   ++agg.count;
 }
 
-std::vector<agent::PyFrameInfo> Watchdog::ReadPythonStack(uint64_t tstate, StallTrack& t) {
+const agent::PythonFrameReader* Watchdog::PyReader(StallTrack& t) {
   if (!py_reader_tried_) {
     py_reader_tried_ = true;
     auto r = agent::PythonFrameReader::ForProcess(target_->pid());
@@ -820,9 +820,46 @@ std::vector<agent::PyFrameInfo> Watchdog::ReadPythonStack(uint64_t tstate, Stall
     if (t.sampling_note.empty()) {
       t.sampling_note = py_reader_error_;
     }
+    return nullptr;
+  }
+  return &*py_reader_;
+}
+
+std::string Watchdog::GilTarget(LoopWatch& w, StallTrack& t, uint64_t uaddr) {
+  const uint64_t own = w.ctx->state.py_tstate.load(std::memory_order_acquire);
+  const agent::PythonFrameReader* py = own != 0 ? PyReader(t) : nullptr;
+  if (py == nullptr || !py->IsGilFutex(uaddr)) {
+    return "";
+  }
+  auto gil = py->ReadGil();
+  if (!gil.ok() || !gil->locked || gil->holder_tstate == own) {
+    return "";  // being handed over: the loop thread is about to run
+  }
+  auto holder = py->NativeThreadId(gil->holder_tstate, own);
+  if (!holder.ok()) {
+    return "";
+  }
+  std::string out = "GIL held by thread " + std::to_string(*holder);
+  if (const std::string name = target_->ThreadName(*holder); !name.empty()) {
+    out += " (" + name + ")";
+  }
+  // Where the holder is: its innermost Python frame (it may be running: a torn read gives none).
+  if (auto stack = py->Read(gil->holder_tstate, 1); stack.ok() && !stack->empty()) {
+    const agent::PyFrameInfo& f = stack->front();
+    const size_t slash = f.filename.rfind('/');
+    out += " in " + f.qualname + " (" +
+           (slash == std::string::npos ? f.filename : f.filename.substr(slash + 1)) + ":" +
+           std::to_string(f.line) + ")";
+  }
+  return out;
+}
+
+std::vector<agent::PyFrameInfo> Watchdog::ReadPythonStack(uint64_t tstate, StallTrack& t) {
+  const agent::PythonFrameReader* py = PyReader(t);
+  if (py == nullptr) {
     return {};
   }
-  auto stack = py_reader_->Read(tstate);
+  auto stack = py->Read(tstate);
   if (!stack.ok()) {
     return {};  // a torn read of a running thread: this sample has its native frames only
   }

@@ -221,6 +221,12 @@ class Watchdog {
   // The Python stack of a sampled thread whose PyThreadState is `tstate`; empty (with a note in
   // the stall) when there is none or it cannot be read.
   std::vector<agent::PyFrameInfo> ReadPythonStack(uint64_t tstate, StallTrack& t);
+  // The Python frame reader of the watched process, made at its first use (a Python loop's first
+  // sample); nullptr when there is none (the reason is in the stall's sampling note).
+  const agent::PythonFrameReader* PyReader(StallTrack& t);
+  // For a Python loop blocked in futex(uaddr): "GIL held by thread N (name) in fn (file:line)"
+  // when uaddr is the GIL's and another thread holds it, else "".
+  std::string GilTarget(LoopWatch& w, StallTrack& t, uint64_t uaddr);
 };
 
 }  // namespace stallwatch::internal

@@ -442,6 +442,46 @@ asyncio.run(main())
   EXPECT_NE(Frames(s).find("lookup"), std::string::npos) << "the Python caller: " << Frames(s);
 }
 
+// A loop thread that cannot run because another thread keeps the GIL (a long C call that never
+// releases it): its own cause, naming that thread and where it is.
+TEST(ForeignLoops, APythonLoopWaitingForTheGilNamesTheThreadThatHoldsIt) {
+  if (!Have("/usr/bin/python3")) {
+    GTEST_SKIP() << "no /usr/bin/python3";
+  }
+  const std::string app = R"(
+import asyncio, threading, time
+def crunch():
+    time.sleep(0.3)
+    return sum(range(40_000_000))
+async def main():
+    worker = threading.Thread(target=crunch)
+    worker.start()
+    while worker.is_alive():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+asyncio.run(main())
+)";
+  Watched w({"/usr/bin/python3", "-c", app});
+  ASSERT_TRUE(WaitFor([&] { return !w.Running(); }, 30s));
+  std::vector<json> gil;
+  for (const auto& s : w.Stalls()) {
+    if (s["fd_target"].get<std::string>().rfind("GIL held by thread ", 0) == 0) {
+      gil.push_back(s);
+    }
+  }
+  ASSERT_FALSE(gil.empty()) << "no stall waiting for the GIL among " << w.Stalls().size();
+  const json& s = gil.front();
+  EXPECT_EQ(s["class"], "blocked") << s.dump();
+  EXPECT_EQ(s["syscall"], "futex") << s.dump();
+  const std::string target = s["fd_target"];
+  EXPECT_NE(target.find(" in crunch (<string>:5)"), std::string::npos) << target;
+  const pid_t holder = std::stoi(target.substr(std::strlen("GIL held by thread ")));
+  EXPECT_NE(holder, s["pid"].get<int>()) << "the holder is the worker, not the loop thread";
+  const std::string hint = s["hint"];
+  EXPECT_NE(hint.find("waited for the GIL"), std::string::npos) << hint;
+  EXPECT_NE(hint.find("ProcessPoolExecutor"), std::string::npos) << hint;
+}
+
 TEST(ForeignLoops, RedisDebugSleepAndABusyLuaScriptAreCaughtWithRedisOwnFunctions) {
   if (!Have("/usr/bin/redis-server") || !Have("/usr/bin/redis-cli")) {
     GTEST_SKIP() << "redis-server is not installed (scripts/install-deps.sh installs it)";

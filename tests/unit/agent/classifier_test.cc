@@ -176,6 +176,18 @@ ClassifierInput BlockedIn(const std::string& syscall, const std::string& fd_targ
   return in;
 }
 
+TEST(HintTable, GilRowAPythonLoopWaitingForTheGil) {
+  const std::string holder = "GIL held by thread 4242 (cruncher) in crunch (app.py:7)";
+  auto py = Classify(BlockedIn("futex", holder, {"/usr/bin/python3.11"}, "python"));
+  EXPECT_NE(py.hint.find("waited for the GIL (futex() on " + holder + ")"), std::string::npos)
+      << py.hint;
+  EXPECT_NE(py.hint.find("ProcessPoolExecutor"), std::string::npos) << py.hint;
+  // Any other futex wait of a Python loop (a threading.Lock) keeps the lock hint.
+  auto lock = Classify(BlockedIn("futex", "", {"/usr/bin/python3.11"}, "python"));
+  EXPECT_EQ(lock.hint.find("waited for the GIL"), std::string::npos) << lock.hint;
+  EXPECT_NE(lock.hint.find("lock (futex)"), std::string::npos) << lock.hint;
+}
+
 TEST(HintTable, HttpClientRowABlockingHttpClientOfAnyLanguage) {
   const std::string up = "socket tcp 127.0.0.1:4 -> 127.0.0.1:8080";
   for (const char* file :
@@ -220,7 +232,7 @@ TEST(HintTable, EveryRowIsTestedAndRowsOnlyApplyToBlockedStalls) {
   for (const HintRule& r : HintRules()) {
     names.emplace_back(r.name);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"dns-udp", "dns-frames", "fsync", "http-client",
+  EXPECT_EQ(names, (std::vector<std::string>{"gil", "dns-udp", "dns-frames", "fsync", "http-client",
                                              "db-driver", "connect"}));
   ClassifierInput cpu = Blocked("poll", "socket udp 127.0.0.1:41234 -> 127.0.0.1:53");
   cpu.cpu_ns = 95 * kMs;

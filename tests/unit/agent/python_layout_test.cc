@@ -13,6 +13,14 @@
 #include "python_frames.h"
 // clang-format on
 
+// python_gil_layout.c: the GIL's internal header is C11 only.
+extern "C" {
+extern const size_t sw_py311_runtime_gil;
+extern const size_t sw_py311_gil_last_holder;
+extern const size_t sw_py311_gil_locked;
+extern const size_t sw_py311_gil_size;
+}
+
 namespace stallwatch::agent::internal {
 namespace {
 
@@ -40,6 +48,12 @@ TEST(PythonFrameLayout, The311TableMatchesTheHeaders) {
   EXPECT_EQ(l.ascii_data, sizeof(PyASCIIObject));
   EXPECT_EQ(l.compact_data, sizeof(PyCompactUnicodeObject));
   EXPECT_EQ(l.bytes_sval, offsetof(PyBytesObject, ob_sval));
+  EXPECT_EQ(l.tstate_interp, offsetof(PyThreadState, interp));
+  EXPECT_EQ(l.tstate_native_thread_id, offsetof(PyThreadState, native_thread_id));
+  EXPECT_EQ(l.runtime_gil, sw_py311_runtime_gil);
+  EXPECT_EQ(l.gil_last_holder, sw_py311_gil_last_holder);
+  EXPECT_EQ(l.gil_locked, sw_py311_gil_locked);
+  EXPECT_EQ(l.gil_size, sw_py311_gil_size);
   EXPECT_EQ(kFrameOwnedByThread, FRAME_OWNED_BY_THREAD);
   EXPECT_EQ(kFrameOwnedByGenerator, FRAME_OWNED_BY_GENERATOR);
   EXPECT_EQ(sizeof(_Py_CODEUNIT), 2u);
