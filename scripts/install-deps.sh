@@ -4,7 +4,7 @@
 #   --fuzz   also clang and its libFuzzer runtime (tests/fuzz/run.sh, CI)
 set -euo pipefail
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config git ccache
   libevent-dev prometheus-cpp-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
   prometheus wrk tmux python3 python3-yaml curl systemd memcached libmemcached-tools

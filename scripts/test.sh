@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
 scripts/install-deps.sh
+# ccache (cmake/ccache.cmake) keys on paths relative to the clone, so another clone of the same
+# commit hits the cache; the objects' debug info keeps relative source paths.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
 cmake -S . -B "$BUILD" -G Ninja -DSW_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >/dev/null
 cmake --build "$BUILD" -j2
