@@ -142,11 +142,24 @@ void HttpServer::Handle(evhttp_request* req) {
       Json(req, registry_->StallsJson(r->stalls, now));
       break;
     case ApiRequest::Kind::kStacksJson:
-      Json(req, registry_->StacksJson());
+      Json(req, registry_->StacksJson(r->stacks, now));
       break;
     case ApiRequest::Kind::kStacksFolded:
-      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded());
+      Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded(r->stacks, now));
       break;
+    case ApiRequest::Kind::kStacksPprof: {
+      auto profile = registry_->StacksPprof(r->stacks, now);
+      if (!profile.ok()) {
+        Reply(req, 500, "Internal Server Error", "text/plain; charset=utf-8",
+              profile.status().message() + "\n");
+        break;
+      }
+      // A gzipped profile.proto, as Go's net/http/pprof serves it: `go tool pprof URL` reads it.
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Disposition",
+                        "attachment; filename=\"stallwatch-stacks.pb.gz\"");
+      Reply(req, 200, "OK", "application/octet-stream", *profile);
+      break;
+    }
   }
 }
 
