@@ -215,7 +215,7 @@ struct LeafValues {
   int64_t samples = 0, stall_ns = 0;
   std::map<std::string, std::string> labels;
 };
-std::map<std::string, LeafValues> LeavesOf(const perftools::profiles::Profile& p) {
+std::map<std::string, LeafValues> ProfileLeaves(const perftools::profiles::Profile& p) {
   std::map<std::string, LeafValues> out;
   auto str = [&](int64_t i) { return p.string_table(static_cast<int>(i)); };
   for (const auto& s : p.sample()) {
@@ -245,7 +245,7 @@ TEST_F(StacksApi, PprofCarriesSamplesStallTimeFilesLinesAndModules) {
   EXPECT_EQ(str(p.sample_type(1).type()), "stall_time");
   EXPECT_EQ(str(p.sample_type(1).unit()), "nanoseconds");
   EXPECT_EQ(str(p.default_sample_type()), "stall_time");
-  const auto leaves = LeavesOf(p);
+  const auto leaves = ProfileLeaves(p);
   ASSERT_EQ(leaves.size(), 2u);
   // The blocked stall's 1 s: 0.2 s with its samples, 0.8 s from its closing report.
   EXPECT_EQ(leaves.at("beta_blocked").samples, 2);
@@ -274,7 +274,8 @@ TEST_F(StacksApi, PprofCarriesSamplesStallTimeFilesLinesAndModules) {
                                             "/usr/lib/x86_64-linux-gnu/libevent-2.1.so.7"}));
 
   // Unfiltered: the merged table, with its stall time too.
-  const auto all = LeavesOf(Decode(HttpGet(d_.http_port(), "/api/v1/stacks?format=pprof").body));
+  const auto all =
+      ProfileLeaves(Decode(HttpGet(d_.http_port(), "/api/v1/stacks?format=pprof").body));
   EXPECT_EQ(all.size(), 5u);
   EXPECT_EQ(all.at("beta_blocked").stall_ns, kSecond);
   EXPECT_EQ(all.at("alpha_old_cpu").stall_ns, kSecond / 2);
