@@ -7,6 +7,7 @@
 #include <tuple>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "profile.pb.h"
 
@@ -49,6 +50,26 @@ class Builder {
       line->set_line(f.line);
     }
     return it->second;
+  }
+
+  // Registers first the mapping of the first module (outermost frames first) whose name does
+  // not say it is a shared object: the program, as a rule, whichever thread the loop ran on.
+  void MainMappingFirst(const std::vector<StackTotal>& stacks) {
+    for (const StackTotal& t : stacks) {
+      if (t.stack == nullptr) {
+        continue;
+      }
+      for (auto it = t.stack->frames.rbegin(); it != t.stack->frames.rend(); ++it) {
+        const size_t slash = it->module.rfind('/');
+        const std::string base =
+            slash == std::string::npos ? it->module : it->module.substr(slash + 1);
+        if (it->kind != "python" && !base.empty() && base.find(".so") == std::string::npos &&
+            base.front() != '[') {
+          MappingOf(*it);
+          return;
+        }
+      }
+    }
   }
 
   pb::Profile& profile() { return p_; }
@@ -152,6 +173,9 @@ StatusOr<std::string> EncodePprof(const std::vector<StackTotal>& stacks,
     l->set_key(b.Str(key));
     l->set_str(b.Str(value));
   };
+  // Readers take the first mapping for the main binary ("File:" in `go tool pprof`): the first
+  // module that is not a shared object, searched from the outermost frames in, comes first.
+  b.MainMappingFirst(stacks);
   for (const StackTotal& t : stacks) {
     if (t.stack == nullptr || t.stack->frames.empty()) {
       continue;

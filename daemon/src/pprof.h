@@ -26,6 +26,8 @@ struct PprofOptions {
 // of functions named as demangled (or `module+0xOFFSET` when unnamed) with their source file
 // and line; native and JIT frames belong to a mapping named after their module, at a synthetic
 // address (the mapping's start plus the frame's module offset); Python frames have no mapping.
+// The first mapping (the "main binary" of pprof readers) is the first module, outermost frames
+// first, that is not a shared object.
 // Internal only if protobuf or zlib fail.
 StatusOr<std::string> EncodePprof(const std::vector<StackTotal>& stacks,
                                   const PprofOptions& options);

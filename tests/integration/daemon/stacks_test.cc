@@ -386,6 +386,8 @@ TEST(PprofGoTool, TopNamesTheFunctionARealLoopStalledIn) {
   EXPECT_EQ(top.code, 0) << top.out;
   EXPECT_NE(top.out.find("StallwatchPprofTestSpin"), std::string::npos) << top.out;
   EXPECT_NE(top.out.find("Type: stall_time"), std::string::npos) << top.out;
+  EXPECT_NE(top.out.find("File: daemon_integration_test"), std::string::npos)
+      << "the program's own module is the main binary: " << top.out;
   // The samples view, source lines, and the daemon's URL read directly.
   const auto lines = stallwatch::testing::RunCommand(
       env + go + " tool pprof -top -lines -sample_index=samples " + file, 60s);
