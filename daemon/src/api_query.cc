@@ -277,7 +277,8 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         format = v;
       } else if (k == "service" || k == "loop") {
         if (v.empty()) {
-          return InvalidArgumentError("bad " + k + " '': expected a " + k + " name");
+          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
+                                                     : "bad loop '': expected a loop name");
         }
         (k == "service" ? q.service : q.loop) = v;
       } else if (k == "class") {

@@ -58,8 +58,9 @@ const Registry& Sample() {
       h.loops = {"main"};
       const int64_t pid = h.pid;
       SW_FUZZ_CHECK(!reg->Apply(conn, h, At(1)));
-      for (int i = 0; i < 3; ++i)
+      for (int i = 0; i < 3; ++i) {
         SW_FUZZ_CHECK(!reg->Apply(conn, Stall(service, pid, id++, false), At(2)));
+      }
       SW_FUZZ_CHECK(!reg->Apply(conn, Stall(service, pid, id++, true), At(3)));
     }
     return reg;
@@ -95,8 +96,12 @@ void Route(std::string_view path, std::string_view query) {
       const auto& stalls = j.at("stalls");
       SW_FUZZ_CHECK(stalls.size() <= q.limit);
       for (const auto& s : stalls) {
-        if (q.service) SW_FUZZ_CHECK(s.at("service") == *q.service);
-        if (q.ongoing) SW_FUZZ_CHECK(s.at("ongoing") == *q.ongoing);
+        if (q.service) {
+          SW_FUZZ_CHECK(s.at("service") == *q.service);
+        }
+        if (q.ongoing) {
+          SW_FUZZ_CHECK(s.at("ongoing") == *q.ongoing);
+        }
       }
       (void)j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       break;
@@ -113,7 +118,9 @@ void Route(std::string_view path, std::string_view query) {
       const nlohmann::json j = reg.StacksJson(q, now);
       SW_FUZZ_CHECK(q.filtered() || !j.at("stacks").empty());
       for (const auto& s : j.at("stacks")) {
-        if (q.service) SW_FUZZ_CHECK(s.at("service") == *q.service);
+        if (q.service) {
+          SW_FUZZ_CHECK(s.at("service") == *q.service);
+        }
       }
       break;
     }

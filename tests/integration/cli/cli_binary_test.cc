@@ -57,7 +57,6 @@ TEST(StallwatchBinary, BadFlagsGiveOneLineAndExit2) {
       {"experiment --format html", "table, markdown, csv or json"},
       {"block --kind gpu", "--kind"},
       {"stacks --format svg", "--format"},
-      {"stacks --class sleepy", "--class"},
       {"frobnicate", "frobnicate"},
   };
   for (const auto& c : cases) {

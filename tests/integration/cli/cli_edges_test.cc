@@ -28,12 +28,16 @@ Result Stallwatch(const std::string& args) {
 
 size_t Count(const std::string& s, const std::string& what) {
   size_t n = 0;
-  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
+  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) {
+    ++n;
+  }
   return n;
 }
 
 std::string LastLine(std::string s) {
-  while (!s.empty() && s.back() == '\n') s.pop_back();
+  while (!s.empty() && s.back() == '\n') {
+    s.pop_back();
+  }
   const size_t nl = s.rfind('\n');
   return nl == std::string::npos ? s : s.substr(nl + 1);
 }
@@ -186,6 +190,8 @@ TEST(CliEdges, StacksFiltersAndWritesPprofToAFileNeverToATerminal) {
   EXPECT_NE(section("bad").find("bad since 'soon': expected Unix nanoseconds"), std::string::npos)
       << r.out;
   EXPECT_NE(section("bad").find("bad_exit=1"), std::string::npos) << r.out;
+  ExpectUsageError({"stacks --class sleepy", "--class"});
+  ExpectUsageError({"stacks --format svg", "--format"});
 }
 
 TEST(CliEdges, ExperimentWithADaemonThatDoesNotAnswerSaysSo) {

@@ -109,7 +109,7 @@ TEST(ApiQuery, StackQueriesParseEveryFilter) {
 
 TEST(ApiQuery, TimeBoundsTakeUnixNanosecondsRfc3339AndDurationsAgo) {
   struct Case {
-    const char* text;
+    const char* text = "";
     TimeBound want;
   };
   for (const Case& c : {
