@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 namespace stallwatch::daemon {
@@ -74,7 +75,7 @@ TEST(StackRecords, SelectsByServiceLoopClassAndOverlappingSpan) {
 
 TEST(StackRecords, OldestAreDroppedAtTheCountAndByteBoundsAndCounted) {
   StackRecords r(3, 1 << 20);
-  for (int i = 0; i < 5; ++i) {
+  for (int64_t i = 0; i < 5; ++i) {
     Add(r, "a", "main", StallClass::kCpu, "f" + std::to_string(i), i * 10, i * 10 + 5, 2);
   }
   EXPECT_EQ(r.size(), 3u);
