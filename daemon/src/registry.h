@@ -5,7 +5,9 @@
 // One class, defined across four files, each holding one responsibility:
 //   registry.cc          the model: connections, processes, loops, findings applied, sweep,
 //                        eviction of gone processes
-//   stack_store.cc       the merged stall stacks (/api/v1/stacks) and what is kept of a stall
+//   stack_store.cc       the merged stall stacks (/api/v1/stacks) and what is kept of a stall;
+//                        the per-stall stack records of filtered queries (stack_records.h) and
+//                        the pprof profile (pprof.h) are fed and read from there
 //   metrics_exporter.cc  the Prometheus series and their text cache (/metrics); the only file of
 //                        the daemon that includes prometheus-cpp
 //   api_json.cc          the JSON of /api/v1/loops and /api/v1/stalls
