@@ -21,6 +21,52 @@ namespace pb = perftools::profiles;
 // mapping without the process's real layout (agents send module offsets only).
 constexpr int kMappingShift = 36;
 
+// `s` with every byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD:
+// profile.proto's strings are proto3 `string`s, which protobuf refuses (with an error log per
+// field) to serialize unless valid, and agents send names as the programs have them.
+std::string ValidUtf8(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    unsigned min = 0;
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+      min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      min = 0x10000;
+    }
+    unsigned cp = c & (0x3f >> n);
+    size_t k = 1;
+    for (; n > 0 && k <= n && i + k < s.size(); ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) {
+        break;
+      }
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (n == 0 || k != n + 1 || cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      out += "\xEF\xBF\xBD";  // U+FFFD for the first byte; the rest is looked at again
+      ++i;
+      continue;
+    }
+    out.append(s, i, n + 1);
+    i += n + 1;
+  }
+  return out;
+}
+
 class Builder {
  public:
   Builder() { Str(""); }
@@ -28,7 +74,7 @@ class Builder {
   int64_t Str(const std::string& s) {
     auto [it, added] = strings_.try_emplace(s, static_cast<int64_t>(strings_.size()));
     if (added) {
-      p_.add_string_table(s);
+      p_.add_string_table(ValidUtf8(s));
     }
     return it->second;
   }

@@ -282,6 +282,24 @@ TEST_F(StacksApi, PprofCarriesSamplesStallTimeFilesLinesAndModules) {
   EXPECT_EQ(all.at("alpha_old_cpu").samples, 5);
 }
 
+// Names are proto3 strings in the profile: bytes that are not UTF-8 become U+FFFD, the rest stays.
+TEST(Pprof, NamesThatAreNotUtf8AreMendedNotDropped) {
+  Stack s;
+  s.frames = {
+      Frame{"caf\xc3\xa9_\xff\xfe_\xe2\x82", "/bin/\xc0\xafx", 1, "a\xed\xa0\x80.py", 3, "native"},
+      Frame{"main", "/bin/x", 2, "", 0, "native"}};
+  auto gz = EncodePprof({StackTotal{"svc", "", "", &s, 1, 5}}, {});
+  ASSERT_TRUE(gz.ok()) << gz.status().message();
+  const auto p = Decode(*gz);
+  std::set<std::string> strings(p.string_table().begin(), p.string_table().end());
+  // One U+FFFD per byte that is not part of a well-formed sequence (a cut-short one: two).
+  EXPECT_TRUE(strings.count("caf\xc3\xa9_\xef\xbf\xbd\xef\xbf\xbd_\xef\xbf\xbd\xef\xbf\xbd"))
+      << ::testing::PrintToString(strings);
+  EXPECT_TRUE(strings.count("/bin/\xef\xbf\xbd\xef\xbf\xbdx"));
+  EXPECT_TRUE(strings.count("a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd.py"));
+  EXPECT_TRUE(strings.count("main"));
+}
+
 TEST(StackRecords, FilteredQueriesReachBackAsFarAsTheBoundedRecords) {
   TempDir dir;
   DaemonOptions o = DaemonOptionsIn(dir);
