@@ -476,25 +476,57 @@ Status RunStalls(const StallsOptions& o, const std::atomic<bool>* cancel) {
   return OkStatus();
 }
 
-Status RunStacks(const std::string& daemon, const std::string& format, bool full) {
-  const bool folded = format == "folded";
-  auto body =
-      DaemonGet(daemon, std::string("/api/v1/stacks?format=") + (folded ? "folded" : "json"));
+std::string StacksPath(const StacksOptions& o) {
+  const std::string wire_format = o.format == "text" ? "json" : o.format;
+  std::string path = "/api/v1/stacks?format=" + UrlEncode(wire_format);
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"service", &o.service},
+        {"loop", &o.loop},
+        {"class", &o.stall_class},
+        {"since", &o.since},
+        {"until", &o.until}}) {
+    if (!value->empty()) {
+      path += std::string("&") + name + "=" + UrlEncode(*value);
+    }
+  }
+  return path;
+}
+
+Status RunStacks(const StacksOptions& o) {
+  const bool to_stdout = o.output.empty() || o.output == "-";
+  if (o.format == "pprof" && to_stdout && isatty(STDOUT_FILENO) != 0) {
+    return FailedPreconditionError(
+        "refusing to write a binary pprof profile to a terminal; use -o FILE (e.g. -o "
+        "stalls.pb.gz) or redirect stdout");
+  }
+  auto body = DaemonGet(o.daemon, StacksPath(o));
   if (!body.ok()) {
     return body.status();
   }
-  if (format != "text") {
-    std::fputs(body->c_str(), stdout);
-    if (!body->empty() && body->back() != '\n') {
-      std::fputs("\n", stdout);
+  std::string out;
+  if (o.format == "text") {
+    auto text = FormatStacksBody(*body, o.full);
+    if (!text.ok()) {
+      return text.status();
     }
+    out = std::move(*text);
+  } else {
+    out = std::move(*body);
+    if (o.format != "pprof" && !out.empty() && out.back() != '\n') {
+      out.push_back('\n');
+    }
+  }
+  if (to_stdout) {
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fflush(stdout);
     return OkStatus();
   }
-  auto text = FormatStacksBody(*body, full);
-  if (!text.ok()) {
-    return text.status();
+  std::ofstream f(o.output, std::ios::binary | std::ios::trunc);
+  f.write(out.data(), static_cast<std::streamsize>(out.size()));
+  f.close();
+  if (!f) {
+    return UnavailableError("cannot write " + o.output + ": " + std::strerror(errno));
   }
-  std::fputs(text->c_str(), stdout);
   return OkStatus();
 }
 

@@ -48,8 +48,21 @@ struct StallsOptions {
 // matches nothing known fails with the known names.
 [[nodiscard]] Status RunStalls(const StallsOptions& options, const std::atomic<bool>* cancel);
 
-// Prints the daemon's merged stacks: "text" (merged by function and line, callers of the
-// dispatch folded unless `full`), "folded" or "json".
-[[nodiscard]] Status RunStacks(const std::string& daemon, const std::string& format, bool full);
+struct StacksOptions {
+  std::string daemon{defaults::kDaemonUrl};
+  // "text" (merged by function and line, callers of the dispatch folded unless `full`),
+  // "folded", "json" or "pprof" (a gzipped profile.proto).
+  std::string format = "text";
+  bool full = false;
+  // The daemon's filters (docs/daemon.md); "" = any. since/until are passed as given (Unix ns,
+  // RFC 3339 or a duration ago such as 10m): the daemon checks them.
+  std::string service, loop, stall_class, since, until;
+  std::string output;  // a file instead of stdout ("" or "-": stdout)
+};
+// The daemon path of a stacks query: /api/v1/stacks?format=…&service=…
+std::string StacksPath(const StacksOptions& options);
+// Prints (or writes to `output`) the daemon's stacks. A pprof profile is binary: it is refused
+// on a terminal (FailedPrecondition naming -o) and written to a file or a pipe only.
+[[nodiscard]] Status RunStacks(const StacksOptions& options);
 
 }  // namespace stallwatch::cli

@@ -618,7 +618,7 @@ struct ViewFlags {
   bool full = false;
   bool follow = false;
   bool json = false;
-  std::string stacks_format = "text";
+  cli::StacksOptions stacks;
   std::string interval = "1s";
   int iterations = 0;
 };
@@ -686,24 +686,42 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   });
 
   CLI::App* k = app.add_subcommand(
-      "stacks", "Merged stall stacks from stallwatchd (folded for flame graphs)");
+      "stacks", "Stall stacks from stallwatchd (flame graphs, pprof), filtered or merged");
   k->add_option("--daemon", f.daemon, "The daemon's HTTP address")
       ->capture_default_str()
       ->check(UrlOf(cli::kDaemonUrlExample));
-  k->add_option("--format", f.stacks_format, "text, folded (flamegraph.pl / speedscope) or json")
+  k->add_option("--format", f.stacks.format,
+                "text, folded (flamegraph.pl / speedscope), json or pprof (go tool pprof; binary: "
+                "-o FILE or a pipe)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"text", "folded", "json"}));
+      ->check(CLI::IsMember({"text", "folded", "json", "pprof"}));
+  k->add_option("--service", f.stacks.service, "Only this service");
+  k->add_option("--loop", f.stacks.loop, "Only this loop");
+  k->add_option("--class", f.stacks.stall_class, "Only stalls of this class")
+      ->check(CLI::IsMember({"cpu", "blocked", "starved", "suspended", "unknown"}));
+  k->add_option("--since", f.stacks.since,
+                "Only samples taken since: a duration ago (10m, 2h, 1d), RFC 3339 "
+                "(2026-12-07T15:04:05Z) or Unix ns");
+  k->add_option("--until", f.stacks.until, "Only samples taken until (same forms as --since)");
+  k->add_option("-o,--output", f.stacks.output, "Write to this file instead of stdout");
   k->add_flag("--full", f.full, "text: also the callers of the loop's dispatch (main, set-up)");
   k->footer(
+      "Without filters: every stack the daemon merged since it started. With --service, --loop,\n"
+      "--class, --since or --until: the stacks of the stall reports kept (docs/daemon.md).\n"
       "text merges the daemon's stacks by function and line (one entry per source line, not per\n"
       "exact pc), sorts them by samples and folds what called the loop's dispatch (--full shows\n"
-      "it); folded and json are the daemon's, as served.\n"
+      "it); folded, json and pprof are the daemon's, as served.\n"
       "Examples:\n"
       "  stallwatch stacks\n"
       "  stallwatch stacks --format folded | flamegraph.pl > stalls.svg\n"
-      "  stallwatch stacks --format json");
+      "  stallwatch stacks --service api --class blocked --since 10m\n"
+      "  stallwatch stacks --format pprof --since 1h -o stalls.pb.gz && go tool pprof -top "
+      "stalls.pb.gz\n"
+      "  stallwatch stacks --format json --loop main");
   k->callback([&f]() {
-    if (sw::Status st = cli::RunStacks(f.daemon, f.stacks_format, f.full); !st.ok()) {
+    f.stacks.daemon = f.daemon;
+    f.stacks.full = f.full;
+    if (sw::Status st = cli::RunStacks(f.stacks); !st.ok()) {
       throw CLI::RuntimeError(Fail("stacks", st));
     }
   });

@@ -5,10 +5,15 @@
 #include <sys/queue.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/log_text.h"
+#include "stallwatch/findings.h"
 
 namespace stallwatch::daemon {
 namespace {
@@ -17,7 +22,150 @@ namespace {
 // stays one bounded line whatever the request held ("%0A" in a query value decodes to a newline).
 constexpr size_t kMaxEchoBytes = 64;
 
+constexpr const char* kTimeForm =
+    "expected Unix nanoseconds (1765119845000000000), RFC 3339 (2026-12-07T15:04:05Z) or a "
+    "duration ago (90s, 10m, 2h, 1d)";
+
+// Exactly `n` decimal digits at `*pos` as a number (advancing `*pos`); false otherwise.
+bool Digits(std::string_view s, size_t* pos, size_t n, int64_t* out) {
+  if (*pos + n > s.size()) {
+    return false;
+  }
+  int64_t v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const char c = s[*pos + i];
+    if (c < '0' || c > '9') {
+      return false;
+    }
+    v = v * 10 + (c - '0');
+  }
+  *pos += n;
+  *out = v;
+  return true;
+}
+
+// RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM).
+std::optional<int64_t> ParseRfc3339(std::string_view s) {
+  size_t pos = 0;
+  int64_t year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  auto sep = [&](std::string_view allowed) {
+    if (pos < s.size() && allowed.find(s[pos]) != std::string_view::npos) {
+      ++pos;
+      return true;
+    }
+    return false;
+  };
+  if (!Digits(s, &pos, 4, &year) || !sep("-") || !Digits(s, &pos, 2, &month) || !sep("-") ||
+      !Digits(s, &pos, 2, &day) || !sep("Tt ") || !Digits(s, &pos, 2, &hour) || !sep(":") ||
+      !Digits(s, &pos, 2, &minute) || !sep(":") || !Digits(s, &pos, 2, &second)) {
+    return std::nullopt;
+  }
+  int64_t frac_ns = 0;
+  if (sep(".")) {
+    int64_t scale = 100'000'000;
+    const size_t first = pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      frac_ns += (s[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (pos == first) {
+      return std::nullopt;
+    }
+  }
+  int64_t offset_s = 0;
+  if (sep("Zz")) {
+  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-' || s[pos] == ' ')) {
+    const int64_t sign = s[pos] == '-' ? -1 : 1;
+    ++pos;
+    int64_t oh = 0, om = 0;
+    if (!Digits(s, &pos, 2, &oh) || !sep(":") || !Digits(s, &pos, 2, &om) || oh > 23 || om > 59) {
+      return std::nullopt;
+    }
+    offset_s = sign * (oh * 3600 + om * 60);
+  } else {
+    return std::nullopt;
+  }
+  if (pos != s.size() || hour > 23 || minute > 59 || second > 60) {
+    return std::nullopt;
+  }
+  const std::chrono::year_month_day ymd{std::chrono::year(static_cast<int>(year)),
+                                        std::chrono::month(static_cast<unsigned>(month)),
+                                        std::chrono::day(static_cast<unsigned>(day))};
+  if (!ymd.ok()) {
+    return std::nullopt;
+  }
+  // Unix ns reach from 1677 to 2262.
+  if (year < 1678 || year > 2261) {
+    return std::nullopt;
+  }
+  const int64_t days = std::chrono::sys_days(ymd).time_since_epoch().count();
+  const int64_t seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_s;
+  return seconds * 1'000'000'000 + frac_ns;
+}
+
+// A duration ago: a non-negative decimal number and a unit ms, s, m, h or d.
+std::optional<int64_t> ParseAgo(std::string_view s) {
+  const size_t unit_at = s.find_first_not_of("0123456789.");
+  if (unit_at == 0 || unit_at == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string_view number = s.substr(0, unit_at), unit = s.substr(unit_at);
+  if (number.find('.') != number.rfind('.') || number.front() == '.' || number.back() == '.') {
+    return std::nullopt;
+  }
+  double scale = 0;
+  if (unit == "ms") {
+    scale = 1e6;
+  } else if (unit == "s") {
+    scale = 1e9;
+  } else if (unit == "m") {
+    scale = 60e9;
+  } else if (unit == "h") {
+    scale = 3600e9;
+  } else if (unit == "d") {
+    scale = 86400e9;
+  } else {
+    return std::nullopt;
+  }
+  const double v = std::strtod(std::string(number).c_str(), nullptr) * scale;
+  if (!std::isfinite(v) || v > 1e18) {
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(std::llround(v));
+}
+
 }  // namespace
+
+StatusOr<TimeBound> ParseTimeBound(std::string_view name, std::string_view text) {
+  auto bad = [&] {
+    return InvalidArgumentError("bad " + std::string(name) + " '" +
+                                EscapeForLog(std::string(text), kMaxEchoBytes) + "': " + kTimeForm);
+  };
+  if (text.empty()) {
+    return bad();
+  }
+  if (text.find_first_not_of("0123456789") == std::string_view::npos) {
+    // Unix ns: at most 19 digits and within int64.
+    const size_t first = std::min(text.find_first_not_of('0'), text.size());
+    const std::string_view digits = text.substr(first);
+    if (digits.size() > 19 || (digits.size() == 19 && digits > "9223372036854775807")) {
+      return bad();
+    }
+    int64_t v = 0;
+    for (const char c : digits) {
+      v = v * 10 + (c - '0');
+    }
+    return TimeBound{v, false};
+  }
+  if (auto ago = ParseAgo(text)) {
+    return TimeBound{*ago, true};
+  }
+  if (auto at = ParseRfc3339(text)) {
+    return TimeBound{*at, false};
+  }
+  return bad();
+}
 
 StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
     std::string_view query, const std::vector<std::string_view>& accepted, std::string_view form) {
@@ -113,21 +261,54 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     return r;
   }
   if (path == "/api/v1/stacks") {
-    auto params = ParseQueryString(query, {"format"}, "format=folded|json");
+    constexpr const char* kForm =
+        "format=json|folded|pprof, service=NAME, loop=NAME, "
+        "class=cpu|blocked|starved|suspended|unknown, since=TIME, until=TIME (TIME: Unix ns, RFC "
+        "3339 or a duration ago such as 10m)";
+    auto params =
+        ParseQueryString(query, {"format", "service", "loop", "class", "since", "until"}, kForm);
     if (!params.ok()) {
       return params.status();
     }
     std::string format = "json";
+    StackQuery& q = r.stacks;
     for (const auto& [k, v] : *params) {
-      format = v;
+      if (k == "format") {
+        format = v;
+      } else if (k == "service" || k == "loop") {
+        if (v.empty()) {
+          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
+                                                     : "bad loop '': expected a loop name");
+        }
+        (k == "service" ? q.service : q.loop) = v;
+      } else if (k == "class") {
+        StallClass c = StallClass::kUnknown;
+        if (!ParseStallClass(v, &c)) {
+          return InvalidArgumentError("bad class '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected cpu, blocked, starved, suspended or unknown");
+        }
+        q.stall_class = c;
+      } else {
+        auto t = ParseTimeBound(k, v);
+        if (!t.ok()) {
+          return t.status();
+        }
+        (k == "since" ? q.since : q.until) = *t;
+      }
+    }
+    // Bounds of one kind compare now; a Unix time and a duration ago only at the request.
+    if (q.since && q.until && q.since->ago == q.until->ago && q.since->At(0) > q.until->At(0)) {
+      return InvalidArgumentError("since is after until; expected since <= until");
     }
     if (format == "json") {
       r.kind = ApiRequest::Kind::kStacksJson;
     } else if (format == "folded") {
       r.kind = ApiRequest::Kind::kStacksFolded;
+    } else if (format == "pprof") {
+      r.kind = ApiRequest::Kind::kStacksPprof;
     } else {
       return InvalidArgumentError("bad format '" + EscapeForLog(format, kMaxEchoBytes) +
-                                  "': expected folded or json");
+                                  "': expected folded, json or pprof");
     }
     return r;
   }

@@ -15,15 +15,23 @@
 namespace stallwatch::daemon {
 
 struct ApiRequest {
-  enum class Kind { kMetrics, kHealthz, kLoops, kStalls, kStacksJson, kStacksFolded };
+  enum class Kind { kMetrics, kHealthz, kLoops, kStalls, kStacksJson, kStacksFolded, kStacksPprof };
   Kind kind = Kind::kHealthz;
   StallQuery stalls;  // kStalls only
+  StackQuery stacks;  // kStacks* only
 };
 
 // The query string's (name, value) pairs, names checked against `accepted`. `query` is what
 // follows '?' (percent-encoded, may be empty). InvalidArgument names the accepted `form`.
 StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
     std::string_view query, const std::vector<std::string_view>& accepted, std::string_view form);
+
+// A time bound of /api/v1/stacks (`since`, `until`): Unix nanoseconds ("1765119845000000000"),
+// RFC 3339 ("2026-12-07T15:04:05Z", "2026-12-07T16:04:05.250+01:00"; a space in place of the
+// offset's '+', as an unencoded '+' in a query string decodes, is taken as '+'), or a duration
+// before the request ("90s", "10m", "2h", "1d"; units ms, s, m, h, d). InvalidArgument names
+// the accepted forms.
+StatusOr<TimeBound> ParseTimeBound(std::string_view name, std::string_view text);
 
 // Routes a GET/HEAD request. NotFound: no such path (HTTP 404); InvalidArgument: a bad query
 // (HTTP 400). Both messages are one line naming the accepted forms.

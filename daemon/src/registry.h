@@ -5,7 +5,9 @@
 // One class, defined across four files, each holding one responsibility:
 //   registry.cc          the model: connections, processes, loops, findings applied, sweep,
 //                        eviction of gone processes
-//   stack_store.cc       the merged stall stacks (/api/v1/stacks) and what is kept of a stall
+//   stack_store.cc       the merged stall stacks (/api/v1/stacks) and what is kept of a stall;
+//                        the per-stall stack records of filtered queries (stack_records.h) and
+//                        the pprof profile (pprof.h) are fed and read from there
 //   metrics_exporter.cc  the Prometheus series and their text cache (/metrics); the only file of
 //                        the daemon that includes prometheus-cpp
 //   api_json.cc          the JSON of /api/v1/loops and /api/v1/stalls
@@ -26,6 +28,7 @@
 #include <tuple>
 #include <vector>
 
+#include "stack_records.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/log_text.h"
 #include "stallwatch/findings.h"
@@ -57,6 +60,12 @@ struct RegistryOptions {
   size_t max_stacks = 4096;
   size_t max_stacks_per_service = 1024;
   size_t max_stacks_bytes = 32 << 20;
+  // Per-stall stack records for filtered /api/v1/stacks queries (stack_records.h): what each
+  // report of a stall added to each stack, oldest dropped first (their samples in
+  // samples_not_kept of a filtered reply). A record is ~150 bytes plus its names; each distinct
+  // stack is counted once, as in the merged table.
+  size_t max_stack_records = 50000;
+  size_t max_stack_records_bytes = 16 << 20;
 };
 
 struct Now {
@@ -136,6 +145,11 @@ class Registry {
   nlohmann::json StallsJson(const StallQuery& q, Now now) const;  // api_json.cc
   nlohmann::json StacksJson() const;                              // stack_store.cc
   std::string StacksFolded() const;                               // stack_store.cc
+  // /api/v1/stacks with a query (stack_store.cc): without filters the merged table as above;
+  // with any, the stack records the query selects. The pprof profile is gzipped profile.proto.
+  nlohmann::json StacksJson(const StackQuery& q, Now now) const;
+  std::string StacksFolded(const StackQuery& q, Now now) const;
+  StatusOr<std::string> StacksPprof(const StackQuery& q, Now now) const;
 
   size_t connections() const { return conns_.size(); }
   size_t loops() const { return loops_.size(); }
@@ -181,6 +195,7 @@ class Registry {
     Stack stack;       // samples = merged count
     uint64_t seq = 0;  // order of the last update (least recently sampled evicted first)
     size_t bytes = 0;
+    int64_t stall_ns = 0;  // its share of stall time (MergeStacks)
   };
   using StackMap = std::map<std::string, StackAgg>;  // by folded stack
 
@@ -245,6 +260,7 @@ class Registry {
   uint64_t stack_seq_ = 0;
   size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
+  StackRecords stack_records_{options_.max_stack_records, options_.max_stack_records_bytes};
   // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.
   std::vector<unsigned> family_order_;
   std::vector<TextPiece> family_headers_;  // by ProcMetrics::FamilyId

@@ -58,8 +58,9 @@ const Registry& Sample() {
       h.loops = {"main"};
       const int64_t pid = h.pid;
       SW_FUZZ_CHECK(!reg->Apply(conn, h, At(1)));
-      for (int i = 0; i < 3; ++i)
+      for (int i = 0; i < 3; ++i) {
         SW_FUZZ_CHECK(!reg->Apply(conn, Stall(service, pid, id++, false), At(2)));
+      }
       SW_FUZZ_CHECK(!reg->Apply(conn, Stall(service, pid, id++, true), At(3)));
     }
     return reg;
@@ -95,8 +96,12 @@ void Route(std::string_view path, std::string_view query) {
       const auto& stalls = j.at("stalls");
       SW_FUZZ_CHECK(stalls.size() <= q.limit);
       for (const auto& s : stalls) {
-        if (q.service) SW_FUZZ_CHECK(s.at("service") == *q.service);
-        if (q.ongoing) SW_FUZZ_CHECK(s.at("ongoing") == *q.ongoing);
+        if (q.service) {
+          SW_FUZZ_CHECK(s.at("service") == *q.service);
+        }
+        if (q.ongoing) {
+          SW_FUZZ_CHECK(s.at("ongoing") == *q.ongoing);
+        }
       }
       (void)j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       break;
@@ -105,14 +110,32 @@ void Route(std::string_view path, std::string_view query) {
       SW_FUZZ_CHECK(path == "/api/v1/loops");
       SW_FUZZ_CHECK(reg.LoopsJson(now).at("loops").size() == 2);
       break;
-    case ApiRequest::Kind::kStacksJson:
+    case ApiRequest::Kind::kStacksJson: {
       SW_FUZZ_CHECK(path == "/api/v1/stacks");
-      SW_FUZZ_CHECK(!reg.StacksJson().at("stacks").empty());
+      const StackQuery& q = r->stacks;
+      SW_FUZZ_CHECK(!q.service || !q.service->empty());
+      SW_FUZZ_CHECK(!q.loop || !q.loop->empty());
+      const nlohmann::json j = reg.StacksJson(q, now);
+      SW_FUZZ_CHECK(q.filtered() || !j.at("stacks").empty());
+      for (const auto& s : j.at("stacks")) {
+        if (q.service) {
+          SW_FUZZ_CHECK(s.at("service") == *q.service);
+        }
+      }
       break;
+    }
     case ApiRequest::Kind::kStacksFolded:
       SW_FUZZ_CHECK(path == "/api/v1/stacks");
-      SW_FUZZ_CHECK(!reg.StacksFolded().empty());
+      SW_FUZZ_CHECK(r->stacks.filtered() || !reg.StacksFolded(r->stacks, now).empty());
       break;
+    case ApiRequest::Kind::kStacksPprof: {
+      SW_FUZZ_CHECK(path == "/api/v1/stacks");
+      const auto profile = reg.StacksPprof(r->stacks, now);
+      // Always a gzip stream, even of no stacks.
+      SW_FUZZ_CHECK(profile.ok() && profile->size() > 2 &&
+                    static_cast<unsigned char>((*profile)[0]) == 0x1f);
+      break;
+    }
     case ApiRequest::Kind::kMetrics:
       SW_FUZZ_CHECK(path == "/metrics");
       break;

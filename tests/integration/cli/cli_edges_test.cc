@@ -28,12 +28,16 @@ Result Stallwatch(const std::string& args) {
 
 size_t Count(const std::string& s, const std::string& what) {
   size_t n = 0;
-  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
+  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) {
+    ++n;
+  }
   return n;
 }
 
 std::string LastLine(std::string s) {
-  while (!s.empty() && s.back() == '\n') s.pop_back();
+  while (!s.empty() && s.back() == '\n') {
+    s.pop_back();
+  }
   const size_t nl = s.rfind('\n');
   return nl == std::string::npos ? s : s.substr(nl + 1);
 }
@@ -132,6 +136,62 @@ TEST(CliEdges, ExperimentWithAGivenDaemonCountsOnlyItsOwnStalls) {
   EXPECT_GE(own, 1) << r.out;
   // The daemon holds the serve process's stall too; the experiment's count leaves it out.
   EXPECT_EQ(all, own + 1) << r.out;
+}
+
+// `stallwatch stacks` against a real daemon that holds a real blocked stall of `serve`: the
+// filters reach the daemon (the class narrows, an unknown service empties), a pprof profile goes
+// to -o FILE but never to a terminal, and the daemon's refusal of a bad --since is printed.
+TEST(CliEdges, StacksFiltersAndWritesPprofToAFileNeverToATerminal) {
+  const std::string bin = SW_STALLWATCH_BIN;
+  const std::string daemon = SW_STALLWATCHD_BIN;
+  const std::string hport = std::to_string(ClosedPort());
+  const std::string stacks = bin + " stacks --daemon http://127.0.0.1:" + hport;
+  const Result r = RunCommand(
+      "sh -c 'dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
+      "127.0.0.1:" + hport +
+      " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
+      "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
+      bin +
+      " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
+      "spid=$!; "
+      "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
+      "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
+      bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
+      "for i in $(seq 100); do curl -s http://127.0.0.1:" + hport +
+      "/api/v1/stalls?ongoing=false | grep -q stall_id && break; sleep 0.1; done; "
+      "echo == blocked; " +
+      stacks + " --format folded --class blocked --since 10m; echo == cpu; " + stacks +
+      " --format folded --class cpu; echo == nobody; " + stacks +
+      " --format json --service nobody; echo == pprof; " + stacks +
+      " --format pprof --since 1h -o $dir/p.pb.gz; echo pprof_exit=$?; "
+      "echo magic=$(od -An -tx1 -N2 $dir/p.pb.gz | tr -d \" \"); echo == tty; "
+      "script -qec \"" +
+      stacks + " --format pprof\" /dev/null; echo tty_exit=$?; echo == bad; " + stacks +
+      " --since soon; echo bad_exit=$?; echo == end; "
+      "kill -TERM $spid; wait $spid; kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  auto section = [&](const std::string& name) {
+    const size_t from = r.out.find("== " + name + "\n");
+    if (from == std::string::npos) {
+      return std::string();
+    }
+    const size_t to = r.out.find("== ", from + 3);
+    return r.out.substr(from, to == std::string::npos ? std::string::npos : to - from);
+  };
+  EXPECT_NE(section("blocked").find("BlockingSleepOnLoop"), std::string::npos) << r.out;
+  EXPECT_EQ(section("cpu").find("BlockingSleepOnLoop"), std::string::npos) << r.out;
+  EXPECT_NE(section("nobody").find("\"stacks\":[]"), std::string::npos) << r.out;
+  EXPECT_NE(section("pprof").find("pprof_exit=0"), std::string::npos) << r.out;
+  EXPECT_NE(section("pprof").find("magic=1f8b"), std::string::npos) << r.out;
+  EXPECT_NE(section("tty").find("refusing to write a binary pprof profile to a terminal; use -o "
+                                "FILE"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(section("tty").find("tty_exit=1"), std::string::npos) << r.out;
+  EXPECT_NE(section("bad").find("bad since 'soon': expected Unix nanoseconds"), std::string::npos)
+      << r.out;
+  EXPECT_NE(section("bad").find("bad_exit=1"), std::string::npos) << r.out;
+  ExpectUsageError({"stacks --class sleepy", "--class"});
+  ExpectUsageError({"stacks --format svg", "--format"});
 }
 
 TEST(CliEdges, ExperimentWithADaemonThatDoesNotAnswerSaysSo) {

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <string>
+
 namespace stallwatch::daemon {
 namespace {
 
@@ -43,7 +46,7 @@ TEST(ApiQuery, BadRequestsNameTheAcceptedForm) {
         Case{"/api/v1/stalls", "ongoing=maybe", StatusCode::kInvalidArgument,
              "expected true or false"},
         Case{"/api/v1/stacks", "format=svg", StatusCode::kInvalidArgument,
-             "expected folded or json"},
+             "expected folded, json or pprof"},
         Case{"/metrics", "x=1", StatusCode::kInvalidArgument, "no parameters"}}) {
     auto r = ParseApiRequest(c.path, c.query);
     ASSERT_FALSE(r.ok()) << c.path << "?" << c.query;
@@ -70,6 +73,133 @@ TEST(ApiQuery, EchoedRequestTextStaysOneBoundedLine) {
   auto r = ParseApiRequest("/api/v1/stalls", "limit=%0Aboom");
   EXPECT_NE(r.status().message().find("bad limit '\\x0aboom'"), std::string::npos)
       << r.status().message();
+}
+
+TEST(ApiQuery, StackQueriesParseEveryFilter) {
+  auto r = ParseApiRequest("/api/v1/stacks",
+                           "format=pprof&service=api&loop=main&class=blocked&since=10m&until="
+                           "2026-12-07T15:04:05Z");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->kind, ApiRequest::Kind::kStacksPprof);
+  EXPECT_EQ(r->stacks.service, "api");
+  EXPECT_EQ(r->stacks.loop, "main");
+  EXPECT_EQ(r->stacks.stall_class, StallClass::kBlocked);
+  EXPECT_EQ(r->stacks.since, (TimeBound{600'000'000'000, true}));
+  EXPECT_EQ(r->stacks.until, (TimeBound{1'796'655'845'000'000'000, false}));
+  EXPECT_TRUE(r->stacks.filtered());
+  // No filter: the merged table, as before.
+  for (const char* q : {"", "format=json", "format=folded", "format=pprof"}) {
+    auto plain = ParseApiRequest("/api/v1/stacks", q);
+    ASSERT_TRUE(plain.ok()) << q;
+    EXPECT_FALSE(plain->stacks.filtered()) << q;
+  }
+  EXPECT_EQ(ParseApiRequest("/api/v1/stacks", "service=a%20b")->stacks.service, "a b");
+  // An offset's '+' percent-encoded or not (a query string may decode '+' to a space).
+  for (const char* q : {"until=2026-12-07T16:04:05%2B01:00", "until=2026-12-07T16:04:05+01:00"}) {
+    auto t = ParseApiRequest("/api/v1/stacks", q);
+    ASSERT_TRUE(t.ok()) << q << ": " << t.status().message();
+    EXPECT_EQ(t->stacks.until, (TimeBound{1'796'655'845'000'000'000, false})) << q;
+  }
+  for (const char* c : {"cpu", "blocked", "starved", "suspended", "unknown"}) {
+    auto k = ParseApiRequest("/api/v1/stacks", std::string("class=") + c);
+    ASSERT_TRUE(k.ok()) << c;
+    EXPECT_STREQ(StallClassName(*k->stacks.stall_class), c);
+  }
+}
+
+TEST(ApiQuery, TimeBoundsTakeUnixNanosecondsRfc3339AndDurationsAgo) {
+  struct Case {
+    const char* text = "";
+    TimeBound want;
+  };
+  for (const Case& c : {
+           Case{"0", {0, false}},
+           Case{"1765119845000000000", {1'765'119'845'000'000'000, false}},
+           Case{"9223372036854775807", {INT64_MAX, false}},
+           Case{"1970-01-01T00:00:00Z", {0, false}},
+           Case{"2026-12-07T15:04:05Z", {1'796'655'845'000'000'000, false}},
+           Case{"2026-12-07t15:04:05z", {1'796'655'845'000'000'000, false}},
+           Case{"2026-12-07T15:04:05.25Z", {1'796'655'845'250'000'000, false}},
+           Case{"2026-12-07T15:04:05.123456789Z", {1'796'655'845'123'456'789, false}},
+           Case{"2026-12-07T16:04:05+01:00", {1'796'655'845'000'000'000, false}},
+           Case{"2026-12-07T16:04:05 01:00", {1'796'655'845'000'000'000, false}},  // '+' decoded
+           Case{"2026-12-07T10:04:05-05:00", {1'796'655'845'000'000'000, false}},
+           Case{"2024-02-29T00:00:00Z", {1'709'164'800'000'000'000, false}},
+           Case{"500ms", {500'000'000, true}},
+           Case{"90s", {90'000'000'000, true}},
+           Case{"10m", {600'000'000'000, true}},
+           Case{"1.5h", {5'400'000'000'000, true}},
+           Case{"2d", {172'800'000'000'000, true}},
+           Case{"0s", {0, true}},
+       }) {
+    auto t = ParseTimeBound("since", c.text);
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status().message();
+    EXPECT_EQ(t->ns, c.want.ns) << c.text;
+    EXPECT_EQ(t->ago, c.want.ago) << c.text;
+  }
+  EXPECT_EQ((TimeBound{600, true}).At(1000), 400);
+  EXPECT_EQ((TimeBound{600, false}).At(1000), 600);
+}
+
+TEST(ApiQuery, BadStackQueriesNameTheAcceptedForm) {
+  for (const char* bad : {"",
+                          "-5",
+                          "10x",
+                          "10 m",
+                          "m",
+                          ".5m",
+                          "5.m",
+                          "1.2.3s",
+                          "1e3s",
+                          "10M",
+                          "99999999999d",
+                          "92233720368547758070",
+                          "9223372036854775808",
+                          "2026-12-07",
+                          "2026-12-07T15:04:05",
+                          "2026-13-07T15:04:05Z",
+                          "2026-02-30T15:04:05Z",
+                          "2026-12-07T24:04:05Z",
+                          "2026-12-07T15:04:05+1:00",
+                          "2026-12-07T15:04:05.Z",
+                          "2026-12-07T15:04:05Zjunk",
+                          "1500-01-01T00:00:00Z",
+                          "yesterday"}) {
+    auto t = ParseTimeBound("until", bad);
+    ASSERT_FALSE(t.ok()) << bad;
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(t.status().message().find("bad until '"), std::string::npos) << t.status().message();
+    EXPECT_NE(t.status().message().find("expected Unix nanoseconds"), std::string::npos)
+        << t.status().message();
+    EXPECT_NE(t.status().message().find("RFC 3339 (2026-12-07T15:04:05Z)"), std::string::npos);
+    EXPECT_NE(t.status().message().find("duration ago (90s, 10m, 2h, 1d)"), std::string::npos);
+  }
+  struct Case {
+    const char* query;
+    const char* says;
+  };
+  for (const Case& c : {
+           Case{"class=sleepy", "bad class 'sleepy': expected cpu, blocked, starved, suspended"},
+           Case{"class=", "bad class ''"},
+           Case{"service=", "bad service '': expected a service name"},
+           Case{"loop=", "bad loop '': expected a loop name"},
+           Case{"since=soon", "bad since 'soon': expected Unix nanoseconds"},
+           Case{"until=%0Ax", "bad until '\\x0ax'"},
+           Case{"since=5m&until=10m", "since is after until"},
+           Case{"since=2000&until=1000", "since is after until"},
+           Case{"pid=3", "unknown parameter 'pid'; accepted: format=json|folded|pprof, service="},
+           Case{"format=svg", "expected folded, json or pprof"},
+       }) {
+    auto r = ParseApiRequest("/api/v1/stacks", c.query);
+    ASSERT_FALSE(r.ok()) << c.query;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << c.query;
+    const std::string m = r.status().message();
+    EXPECT_NE(m.find(c.says), std::string::npos) << c.query << ": " << m;
+    EXPECT_EQ(m.find_first_of("\r\n"), std::string::npos) << m;
+  }
+  // A Unix time and a duration ago are compared only when the request is served.
+  EXPECT_TRUE(ParseApiRequest("/api/v1/stacks", "since=5m&until=1000").ok());
+  EXPECT_TRUE(ParseApiRequest("/api/v1/stacks", "since=10m&until=5m").ok());
 }
 
 }  // namespace
