@@ -37,7 +37,7 @@ TEST(ApiQuery, BadRequestsNameTheAcceptedForm) {
     const char* says;
   };
   for (const Case& c :
-       {Case{"/nope", "", StatusCode::kNotFound, "served: /metrics"},
+       {Case{"/nope", "", StatusCode::kNotFound, "served: / (web UI), /metrics"},
         Case{"/api/v1/stalls", "limit=0", StatusCode::kInvalidArgument, "a positive integer"},
         Case{"/api/v1/stalls", "limit=-3", StatusCode::kInvalidArgument, "a positive integer"},
         Case{"/api/v1/stalls", "verbose=1", StatusCode::kInvalidArgument,
