@@ -4,8 +4,8 @@
 # on purpose — sleeps (BlockingSleepOnLoop, class blocked) in range A, then CPU burns
 # (BurnCpuOnLoop, class cpu) in range B — and Debian's headless Chromium loading each view from
 # the daemon and dumping the DOM it built from the live API. Asserts: the loops table lists the
-# loop, the timeline has its stalls, the flame graph's frames name the stalling function (and the
-# class filter narrows them), the diff view marks BurnCpuOnLoop grown and BlockingSleepOnLoop
+# loop, the timeline has a bar of the right class for every stall, the flame graph's frames name
+# the stalling function (and the class filter narrows them), the diff view marks BurnCpuOnLoop grown and BlockingSleepOnLoop
 # shrunk, the stall page shows the hint and a frame's file:line; the page's headers; one
 # screenshot. Chromium missing fails the test (scripts/install-deps.sh installs it).
 # Loopback only; every process started here is ended by its PID; bounded to about a minute.
@@ -22,7 +22,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
+  if [ -n "${SW_UI_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -76,21 +76,31 @@ grep -qi '^content-type: text/javascript' "$work/h_js" || fail "app.js content t
 code=$(curl -s -o "$work/404" -w '%{http_code}' "$base/ui/nope.js")
 [ "$code" = 404 ] && [ "$(wc -l <"$work/404")" = 1 ] || fail "/ui/nope.js: $code $(cat "$work/404")"
 
-browse() {  # URL OUT: the DOM after the page's scripts ran against the live daemon
+# Chromium runs for every view at once (each start-up takes seconds on a busy machine), each
+# with a profile of its own; `finish` waits for them all.
+bpids=(); bnames=(); burls=()
+chrome() {  # NAME URL ARGS…: one headless Chromium in the background, output in $work/NAME.*
+  local name=$1 url=$2; shift 2
   timeout 40 "$chromium" --headless=new --no-sandbox --disable-gpu --no-first-run \
     --disable-extensions --disable-background-networking --disable-sync \
-    --disable-component-update --user-data-dir="$work/profile" \
-    --virtual-time-budget=8000 --dump-dom "$1" >"$2" 2>"$work/chromium.log" ||
-    { tail -20 "$work/chromium.log"; fail "chromium failed on $1"; }
-  grep -q 'data-state="ready"' "$2" ||
-    { grep -o '<div class="error">[^<]*' "$2" || true; fail "$1 did not render (state not ready)"; }
+    --disable-component-update --user-data-dir="$work/profile-$name" \
+    --virtual-time-budget=8000 "$@" "$url" >"$work/$name.html" 2>"$work/$name.log" &
+  pids+=($!); bpids+=($!); bnames+=("$name"); burls+=("$url")
 }
-shot() {  # URL PNG
-  timeout 40 "$chromium" --headless=new --no-sandbox --disable-gpu --no-first-run \
-    --disable-extensions --disable-background-networking --disable-sync \
-    --disable-component-update --user-data-dir="$work/profile" --hide-scrollbars \
-    --virtual-time-budget=8000 --window-size=1280,900 --screenshot="$2" "$1" \
-    >/dev/null 2>"$work/chromium.log" || { tail -20 "$work/chromium.log"; fail "screenshot of $1"; }
+browse() { chrome "$1" "$2" --dump-dom; }  # NAME URL: the DOM the page's script built
+shot() { chrome "$1" "$2" --hide-scrollbars --window-size=1280,900 --screenshot="$3"; }  # NAME URL PNG
+finish() {
+  for i in "${!bpids[@]}"; do
+    wait "${bpids[$i]}" || { tail -20 "$work/${bnames[$i]}.log"; fail "chromium failed on ${burls[$i]}"; }
+  done
+  for i in "${!bpids[@]}"; do
+    case "${bnames[$i]}" in shot*) continue ;; esac
+    grep -q 'data-state="ready"' "$work/${bnames[$i]}.html" || {
+      grep -o '<div class="error">[^<]*' "$work/${bnames[$i]}.html" || true
+      fail "${burls[$i]} did not render (state not ready)"
+    }
+  done
+  bpids=(); bnames=(); burls=()
 }
 # Frames of a dumped flame graph: "function<TAB>delta<TAB>where" per frame.
 frames() {
@@ -106,30 +116,62 @@ P().feed(open(sys.argv[1], encoding="utf-8").read())
 PY
 }
 
-# Loops view: the table lists the loop, the timeline has both classes of stall.
+# What the views should show, from the API.
 loop=$(curl -fs "$base/api/v1/loops" | python3 -c 'import json,sys; print(json.load(sys.stdin)["loops"][0]["loop"])')
-browse "$base/" "$work/loops.html"
+curl -fs "$base/api/v1/stalls?service=uidemo&limit=1000" >"$work/stalls.json"
+# The burns' class: cpu, or starved when the machine is busy (sleeps are always blocked).
+burn_class=$(python3 -c '
+import json, sys
+print([s["class"] for s in json.load(open(sys.argv[1]))["stalls"]
+       if any("BurnCpuOnLoop" in f["function"] for st in s["stacks"] for f in st["frames"])][0])' \
+  "$work/stalls.json")
+read -r pid id hint < <(python3 -c '
+import json, sys
+s = [s for s in json.load(open(sys.argv[1]))["stalls"] if s["class"] == "blocked" and s["stacks"]][0]
+print(s["pid"], s["stall_id"], s["hint"])' "$work/stalls.json")
+[ -n "$hint" ] || fail "the blocked stall has no hint in the API"
+diff_url="$base/?view=diff&service=uidemo&a_since=$a_since&a_until=$mid&b_since=$mid&b_until=$b_until"
+stall_url="$base/?view=stall&service=uidemo&pid=$pid&loop=$loop&id=$id"
+flame_url="$base/?view=flame&service=uidemo&loop=$loop&since=10m"
+browse loops "$base/"
+browse flame "$flame_url"
+browse flame_cls "$base/?view=flame&service=uidemo&class=$burn_class"
+browse diff "$diff_url"
+browse stall "$stall_url"
+shot shot "$flame_url" "$work/page.png"
+finish
+
+# Loops view: the table lists the loop; every stall of the API is a bar of its class.
 grep -q "<table id=\"loops\"" "$work/loops.html" || fail "no loops table"
 grep -q "<tr class=\"connected\" data-service=\"uidemo\" data-pid=\"[0-9]*\" data-loop=\"$loop\"" \
   "$work/loops.html" || fail "the loops table has no row for uidemo/$loop"
-grep -q 'class="bar cls-blocked"' "$work/loops.html" || fail "no blocked stall on the timeline"
-grep -q 'class="bar cls-cpu"' "$work/loops.html" || fail "no cpu stall on the timeline"
+python3 - "$work/loops.html" "$work/stalls.json" <<'PY' || fail "timeline"
+import json, sys
+from html.parser import HTMLParser
+bars = set()
+class P(HTMLParser):
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "bar" in (a.get("class") or "").split():
+            bars.add((a.get("data-stall-id"), a.get("data-class")))
+P().feed(open(sys.argv[1], encoding="utf-8").read())
+want = {(str(s["stall_id"]), s["class"]) for s in json.load(open(sys.argv[2]))["stalls"]}
+assert len(want) >= 6, want
+assert want <= bars, f"stalls of the API missing on the timeline: {want - bars}"
+print("timeline:", len(bars), "bars, classes", sorted({c for _, c in bars}))
+PY
 
-# Flame graph, filtered by service and loop: the stalling functions are frames; with class=cpu
-# only the CPU burn is left.
-browse "$base/?view=flame&service=uidemo&loop=$loop&since=10m" "$work/flame.html"
+# Flame graph, filtered by service and loop: the stalling functions are frames; with the burns'
+# class only the burn is left.
 frames "$work/flame.html" >"$work/flame.tsv"
 grep -q $'^stallwatch::cli::[^\t]*BlockingSleepOnLoop' "$work/flame.tsv" ||
   { cat "$work/flame.tsv"; fail "flame graph lacks BlockingSleepOnLoop"; }
 grep -q $'^stallwatch::cli::[^\t]*BurnCpuOnLoop' "$work/flame.tsv" || fail "flame graph lacks BurnCpuOnLoop"
-browse "$base/?view=flame&service=uidemo&class=cpu" "$work/flame_cpu.html"
-frames "$work/flame_cpu.html" >"$work/flame_cpu.tsv"
-grep -q 'BurnCpuOnLoop' "$work/flame_cpu.tsv" || fail "class=cpu flame graph lacks BurnCpuOnLoop"
-if grep -q 'BlockingSleepOnLoop' "$work/flame_cpu.tsv"; then fail "class=cpu shows the sleeps"; fi
+frames "$work/flame_cls.html" >"$work/flame_cls.tsv"
+grep -q 'BurnCpuOnLoop' "$work/flame_cls.tsv" || fail "class=$burn_class flame graph lacks BurnCpuOnLoop"
+if grep -q 'BlockingSleepOnLoop' "$work/flame_cls.tsv"; then fail "class=$burn_class shows the sleeps"; fi
 
 # Differential flame graph: A has only the sleeps, B only the burns.
-diff_url="$base/?view=diff&service=uidemo&a_since=$a_since&a_until=$mid&b_since=$mid&b_until=$b_until"
-browse "$diff_url" "$work/diff.html"
 frames "$work/diff.html" >"$work/diff.tsv"
 grep -q $'BurnCpuOnLoop[^\t]*\tgrew\t' "$work/diff.tsv" ||
   { cat "$work/diff.tsv"; fail "diff does not mark BurnCpuOnLoop grew"; }
@@ -137,12 +179,6 @@ grep -q $'BlockingSleepOnLoop[^\t]*\tshrank\t' "$work/diff.tsv" ||
   { cat "$work/diff.tsv"; fail "diff does not mark BlockingSleepOnLoop shrank"; }
 
 # Stall page of one blocked stall: its hint, its stack's function and file:line.
-read -r pid id hint < <(curl -fs "$base/api/v1/stalls?service=uidemo&limit=1000" | python3 -c '
-import json, sys
-s = [s for s in json.load(sys.stdin)["stalls"] if s["class"] == "blocked" and s["stacks"]][0]
-print(s["pid"], s["stall_id"], s["hint"])')
-[ -n "$hint" ] || fail "the blocked stall has no hint in the API"
-browse "$base/?view=stall&service=uidemo&pid=$pid&loop=$loop&id=$id" "$work/stall.html"
 python3 - "$work/stall.html" "$hint" <<'PY' || fail "stall page"
 import re, sys
 from html.parser import HTMLParser
@@ -167,7 +203,6 @@ print("stall page: hint", repr(hint), "and", len(where), "frames with file:line,
 PY
 
 # One screenshot (the flame graph), a real PNG of some size.
-shot "$base/?view=flame&service=uidemo&since=10m" "$work/page.png"
 size=$(stat -c %s "$work/page.png" 2>/dev/null || echo 0)
 [ "$(head -c 8 "$work/page.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
   fail "page.png is not a PNG"
@@ -175,8 +210,9 @@ size=$(stat -c %s "$work/page.png" 2>/dev/null || echo 0)
 if [ -n "${SW_UI_SCREENSHOTS:-}" ]; then
   mkdir -p "$SW_UI_SCREENSHOTS"
   cp "$work/page.png" "$SW_UI_SCREENSHOTS/flame.png"
-  shot "$base/" "$SW_UI_SCREENSHOTS/loops.png"
-  shot "$diff_url" "$SW_UI_SCREENSHOTS/diff.png"
-  shot "$base/?view=stall&service=uidemo&pid=$pid&loop=$loop&id=$id" "$SW_UI_SCREENSHOTS/stall.png"
+  shot shot_loops "$base/" "$SW_UI_SCREENSHOTS/loops.png"
+  shot shot_diff "$diff_url" "$SW_UI_SCREENSHOTS/diff.png"
+  shot shot_stall "$stall_url" "$SW_UI_SCREENSHOTS/stall.png"
+  finish
 fi
-echo "PASS: loops table, timeline, flame graph (+class filter), diff, stall page; screenshot $size bytes"
+echo "PASS: loops table, timeline, flame graph (+class=$burn_class filter), diff, stall page; screenshot $size bytes"
