@@ -373,10 +373,13 @@
     const spanText = params.get('span') || '15m';
     const spanMs = parseSpan(spanText) || 15 * 60e3;
     const timelineBox = el('div', {id: 'timeline-box'});
+    const spans = el('span', {class: 'spans'}, 'last: ', ...['5m', '15m', '1h', '6h'].map((t) =>
+      t === spanText ? el('b', {text: t}) : el('a', {href: '/?' + q({view: 'loops', span: t}),
+        text: t})));
     main.append(title, tableBox, el('h2', {text: 'Stall timeline, last ' + spanText}),
         el('div', {class: 'legend'}, ...kClasses.map((c) => el('span', {},
             el('span', {class: 'swatch cls-' + c}), c)),
-        el('span', {text: 'click a bar for the stall'})),
+        el('span', {text: 'click a bar for the stall'}), spans),
         timelineBox);
     async function refresh() {
       const [lr, sr] = await Promise.all([getJson('/api/v1/loops'),
