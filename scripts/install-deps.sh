@@ -9,7 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libdw-dev libelf-dev libbenchmark-dev
   prometheus wrk tmux python3 python3-yaml curl systemd memcached libmemcached-tools
   redis-server python3-tornado nodejs libpython3.11-dev valgrind
-  libprotobuf-dev protobuf-compiler zlib1g-dev golang-go
+  libprotobuf-dev protobuf-compiler zlib1g-dev golang-go chromium
 )
 # CI also checks formatting (clang-format) and runs the fuzzers (clang, libFuzzer).
 if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev clang-format); fi

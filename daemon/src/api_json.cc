@@ -72,9 +72,10 @@ json Registry::StallsJson(const StallQuery& q, Now now) const {
       all.push_back(&f);
     }
   }
-  if (q.service) {
-    std::erase_if(all, [&](const StallFinding* f) { return f->service != *q.service; });
-  }
+  std::erase_if(all, [&](const StallFinding* f) {
+    return (q.service && f->service != *q.service) || (q.pid && f->pid != *q.pid) ||
+           (q.loop && f->loop != *q.loop) || (q.stall_id && f->stall_id != *q.stall_id);
+  });
   // Newest first: ongoing stalls lead (they started last or are still the news).
   std::stable_sort(all.begin(), all.end(), [](const StallFinding* a, const StallFinding* b) {
     if (a->ongoing != b->ongoing) {

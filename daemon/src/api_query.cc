@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 
 #include "stallwatch/common/defaults.h"
@@ -135,7 +136,35 @@ std::optional<int64_t> ParseAgo(std::string_view s) {
   return static_cast<int64_t>(std::llround(v));
 }
 
+// A decimal integer of at most 19 digits (leading zeros aside) within [min, max]; else nullopt.
+std::optional<int64_t> ParseInteger(std::string_view s, int64_t min, int64_t max) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string_view digits = s.substr(std::min(s.find_first_not_of('0'), s.size()));
+  if (digits.size() > 19 || (digits.size() == 19 && digits > "9223372036854775807")) {
+    return std::nullopt;
+  }
+  int64_t v = 0;
+  for (const char c : digits) {
+    v = v * 10 + (c - '0');
+  }
+  if (v < min || v > max) {
+    return std::nullopt;
+  }
+  return v;
+}
+
 }  // namespace
+
+const WebAsset* FindWebAsset(std::string_view name) {
+  for (const WebAsset& a : WebAssets()) {
+    if (a.name == name) {
+      return &a;
+    }
+  }
+  return nullptr;
+}
 
 StatusOr<TimeBound> ParseTimeBound(std::string_view name, std::string_view text) {
   auto bad = [&] {
@@ -220,10 +249,11 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
   if (path == "/api/v1/stalls") {
     constexpr const char* kForm =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
-        "ongoing=true|false";
+        "ongoing=true|false, pid=PID, loop=NAME, id=STALL_ID";
     constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
     static_assert(kMaxLimit == 1000, "kForm and the errors below name the cap");
-    auto params = ParseQueryString(query, {"limit", "service", "ongoing"}, kForm);
+    auto params =
+        ParseQueryString(query, {"limit", "service", "ongoing", "pid", "loop", "id"}, kForm);
     if (!params.ok()) {
       return params.status();
     }
@@ -242,11 +272,26 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         const std::string digits = v.substr(first);
         q.limit = digits.size() > 4 ? kMaxLimit
                                     : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
-      } else if (k == "service") {
+      } else if (k == "service" || k == "loop") {
         if (v.empty()) {
-          return InvalidArgumentError("bad service '': expected a service name");
+          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
+                                                     : "bad loop '': expected a loop name");
         }
-        q.service = v;
+        (k == "service" ? q.service : q.loop) = v;
+      } else if (k == "pid") {
+        const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
+        if (!pid) {
+          return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected a process id (a positive integer)");
+        }
+        q.pid = *pid;
+      } else if (k == "id") {
+        const auto id = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
+        if (!id) {
+          return InvalidArgumentError("bad id '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected a stall id (a positive integer)");
+        }
+        q.stall_id = static_cast<uint64_t>(*id);
       } else if (k == "ongoing") {
         if (v == "true" || v == "1") {
           q.ongoing = true;
@@ -312,8 +357,42 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     }
     return r;
   }
+  if (path == "/") {
+    // The page's state is its query string, read by app.js (docs/daemon.md, "Web UI"); the
+    // names are checked here so that a mistyped link says what the page understands.
+    constexpr const char* kForm =
+        "view=loops|flame|diff|stall, service=NAME, pid=PID, loop=NAME, class=CLASS, id=STALL_ID, "
+        "since=TIME, until=TIME, a_since=TIME, a_until=TIME, b_since=TIME, b_until=TIME, span=TIME";
+    auto params = ParseQueryString(query,
+                                   {"view", "service", "pid", "loop", "class", "id", "since",
+                                    "until", "a_since", "a_until", "b_since", "b_until", "span"},
+                                   kForm);
+    if (!params.ok()) {
+      return params.status();
+    }
+    for (const auto& [k, v] : *params) {
+      if (k == "view" && v != "loops" && v != "flame" && v != "diff" && v != "stall") {
+        return InvalidArgumentError("bad view '" + EscapeForLog(v, kMaxEchoBytes) +
+                                    "': expected loops, flame, diff or stall");
+      }
+    }
+    r.kind = ApiRequest::Kind::kWebUi;
+    r.asset = FindWebAsset("index.html");
+    return r;
+  }
+  if (path.starts_with("/ui/")) {
+    r.asset = FindWebAsset(path.substr(4));
+    if (r.asset && r.asset->name != "index.html") {
+      auto params = ParseQueryString(query, {}, "no parameters");
+      if (!params.ok()) {
+        return params.status();
+      }
+      r.kind = ApiRequest::Kind::kWebUi;
+      return r;
+    }
+  }
   return NotFoundError("no such path '" + EscapeForLog(path, kMaxEchoBytes) +
-                       "'; served: /metrics, /healthz, /api/v1/loops, /api/v1/stalls, "
+                       "'; served: / (web UI), /metrics, /healthz, /api/v1/loops, /api/v1/stalls, "
                        "/api/v1/stacks");
 }
 

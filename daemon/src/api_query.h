@@ -11,14 +11,25 @@
 #include <vector>
 
 #include "registry.h"
+#include "web_assets.h"
 
 namespace stallwatch::daemon {
 
 struct ApiRequest {
-  enum class Kind { kMetrics, kHealthz, kLoops, kStalls, kStacksJson, kStacksFolded, kStacksPprof };
+  enum class Kind {
+    kMetrics,
+    kHealthz,
+    kLoops,
+    kStalls,
+    kStacksJson,
+    kStacksFolded,
+    kStacksPprof,
+    kWebUi,  // "/" (the page) and "/ui/FILE" (its script and style sheet)
+  };
   Kind kind = Kind::kHealthz;
-  StallQuery stalls;  // kStalls only
-  StackQuery stacks;  // kStacks* only
+  StallQuery stalls;                // kStalls only
+  StackQuery stacks;                // kStacks* only
+  const WebAsset* asset = nullptr;  // kWebUi only
 };
 
 // The query string's (name, value) pairs, names checked against `accepted`. `query` is what

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <streambuf>
+#include <string_view>
 
 #include "api_query.h"
 
@@ -20,16 +21,31 @@ namespace stallwatch::daemon {
 namespace {
 
 void Reply(evhttp_request* req, int code, const char* reason, const std::string& content_type,
-           const std::string& body) {
+           std::string_view body, const char* cache_control = "no-store") {
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
   evhttp_add_header(headers, "Content-Type", content_type.c_str());
-  evhttp_add_header(headers, "Cache-Control", "no-store");
+  evhttp_add_header(headers, "Cache-Control", cache_control);
   evbuffer* out = evbuffer_new();
   if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
     evbuffer_add(out, body.data(), body.size());
   }
   evhttp_send_reply(req, code, reason, out);
   evbuffer_free(out);
+}
+
+// The web UI's page, script and style sheet (web_assets.h). The policy admits only the daemon's
+// own script, style sheet and API (no inline script or style, nothing from elsewhere), so a
+// finding's text (function names, paths, hints) can never run as code in the page.
+void ReplyWebAsset(evhttp_request* req, const WebAsset& asset) {
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Security-Policy",
+                    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                    "img-src 'self' data:; form-action 'self'; base-uri 'none'; "
+                    "frame-ancestors 'none'");
+  evhttp_add_header(headers, "X-Content-Type-Options", "nosniff");
+  evhttp_add_header(headers, "Referrer-Policy", "no-referrer");
+  // Revalidated on every load: the files change with the daemon's binary, and they are small.
+  Reply(req, 200, "OK", std::string(asset.content_type), asset.body, "no-cache");
 }
 
 void ReleasePiece(const void*, size_t, void* arg) { delete static_cast<Registry::TextPiece*>(arg); }
@@ -151,6 +167,9 @@ void HttpServer::Handle(evhttp_request* req) {
       break;
     case ApiRequest::Kind::kStacksFolded:
       Reply(req, 200, "OK", "text/plain; charset=utf-8", registry_->StacksFolded(r->stacks, now));
+      break;
+    case ApiRequest::Kind::kWebUi:
+      ReplyWebAsset(req, *r->asset);
       break;
     case ApiRequest::Kind::kStacksPprof: {
       auto profile = registry_->StacksPprof(r->stacks, now);

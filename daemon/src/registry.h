@@ -78,6 +78,10 @@ struct StallQuery {
   size_t limit = 100;
   std::optional<std::string> service;
   std::optional<bool> ongoing;
+  // One process, loop or stall (a stall id is unique per pid and loop): the web UI's stall page.
+  std::optional<int64_t> pid;
+  std::optional<std::string> loop;
+  std::optional<uint64_t> stall_id;
 };
 
 // Prometheus bucket boundaries (seconds) of the exported histograms (metrics_exporter.cc).

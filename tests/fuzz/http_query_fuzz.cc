@@ -76,9 +76,11 @@ void Route(std::string_view path, std::string_view query) {
     const std::string& m = status.message();
     SW_FUZZ_CHECK(r.status().code() == StatusCode::kNotFound ||
                   r.status().code() == StatusCode::kInvalidArgument);
-    SW_FUZZ_CHECK(r.status().code() != StatusCode::kNotFound ||
-                  (path != "/metrics" && path != "/healthz" && path != "/api/v1/loops" &&
-                   path != "/api/v1/stalls" && path != "/api/v1/stacks"));
+    SW_FUZZ_CHECK(
+        r.status().code() != StatusCode::kNotFound ||
+        (path != "/metrics" && path != "/healthz" && path != "/api/v1/loops" &&
+         path != "/api/v1/stalls" && path != "/api/v1/stacks" && path != "/" &&
+         !(path.starts_with("/ui/") && FindWebAsset(path.substr(4)) && path != "/ui/index.html")));
     // One clear line, whatever the request held; bounded even for a huge request.
     SW_FUZZ_CHECK(!m.empty() && m.find_first_of("\r\n") == std::string::npos);
     SW_FUZZ_CHECK(m.size() <= 512);
@@ -101,6 +103,15 @@ void Route(std::string_view path, std::string_view query) {
         }
         if (q.ongoing) {
           SW_FUZZ_CHECK(s.at("ongoing") == *q.ongoing);
+        }
+        if (q.pid) {
+          SW_FUZZ_CHECK(s.at("pid") == *q.pid);
+        }
+        if (q.loop) {
+          SW_FUZZ_CHECK(s.at("loop") == *q.loop);
+        }
+        if (q.stall_id) {
+          SW_FUZZ_CHECK(s.at("stall_id") == *q.stall_id);
         }
       }
       (void)j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -141,6 +152,10 @@ void Route(std::string_view path, std::string_view query) {
       break;
     case ApiRequest::Kind::kHealthz:
       SW_FUZZ_CHECK(path == "/healthz");
+      break;
+    case ApiRequest::Kind::kWebUi:
+      SW_FUZZ_CHECK(r->asset != nullptr && !r->asset->body.empty());
+      SW_FUZZ_CHECK(path == "/" || path == "/ui/" + std::string(r->asset->name));
       break;
   }
 }

@@ -37,7 +37,7 @@ TEST(ApiQuery, BadRequestsNameTheAcceptedForm) {
     const char* says;
   };
   for (const Case& c :
-       {Case{"/nope", "", StatusCode::kNotFound, "served: /metrics"},
+       {Case{"/nope", "", StatusCode::kNotFound, "served: / (web UI), /metrics"},
         Case{"/api/v1/stalls", "limit=0", StatusCode::kInvalidArgument, "a positive integer"},
         Case{"/api/v1/stalls", "limit=-3", StatusCode::kInvalidArgument, "a positive integer"},
         Case{"/api/v1/stalls", "verbose=1", StatusCode::kInvalidArgument,
@@ -200,6 +200,87 @@ TEST(ApiQuery, BadStackQueriesNameTheAcceptedForm) {
   // A Unix time and a duration ago are compared only when the request is served.
   EXPECT_TRUE(ParseApiRequest("/api/v1/stacks", "since=5m&until=1000").ok());
   EXPECT_TRUE(ParseApiRequest("/api/v1/stacks", "since=10m&until=5m").ok());
+}
+
+// The web UI's stall page looks one stall up by service, pid, loop and id.
+TEST(ApiQuery, StallQueriesSelectOneStall) {
+  auto r = ParseApiRequest("/api/v1/stalls", "service=api&pid=4242&loop=main&id=17&limit=1");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->stalls.service, "api");
+  EXPECT_EQ(r->stalls.pid, int64_t{4242});
+  EXPECT_EQ(r->stalls.loop, "main");
+  EXPECT_EQ(r->stalls.stall_id, uint64_t{17});
+  EXPECT_EQ(r->stalls.limit, 1u);
+  EXPECT_EQ(ParseApiRequest("/api/v1/stalls", "id=007")->stalls.stall_id, uint64_t{7});
+  const auto plain = ParseApiRequest("/api/v1/stalls", "");
+  EXPECT_FALSE(plain->stalls.pid || plain->stalls.loop || plain->stalls.stall_id);
+  struct Case {
+    const char* query;
+    const char* says;
+  };
+  for (const Case& c : {Case{"pid=0", "bad pid '0': expected a process id (a positive integer)"},
+                        Case{"pid=-1", "bad pid '-1'"}, Case{"pid=12a", "bad pid '12a'"},
+                        Case{"pid=99999999999999999999", "bad pid"},
+                        Case{"id=", "bad id '': expected a stall id (a positive integer)"},
+                        Case{"id=0", "bad id '0'"}, Case{"id=1.5", "bad id '1.5'"},
+                        Case{"loop=", "bad loop '': expected a loop name"},
+                        Case{"stall=3",
+                             "accepted: limit=1..1000 (default 100; larger values are "
+                             "capped at 1000), service=NAME, ongoing=true|false, "
+                             "pid=PID, loop=NAME, id=STALL_ID"}}) {
+    auto bad = ParseApiRequest("/api/v1/stalls", c.query);
+    ASSERT_FALSE(bad.ok()) << c.query;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << c.query;
+    EXPECT_NE(bad.status().message().find(c.says), std::string::npos) << bad.status().message();
+  }
+}
+
+TEST(ApiQuery, RoutesTheWebUiAndItsFiles) {
+  auto page = ParseApiRequest("/", "");
+  ASSERT_TRUE(page.ok()) << page.status().message();
+  EXPECT_EQ(page->kind, ApiRequest::Kind::kWebUi);
+  ASSERT_NE(page->asset, nullptr);
+  EXPECT_EQ(page->asset->name, "index.html");
+  EXPECT_EQ(page->asset->content_type, "text/html; charset=utf-8");
+  // The page's script and style sheet are separate files (the page admits no inline script).
+  EXPECT_NE(page->asset->body.find("src=\"/ui/app.js\""), std::string_view::npos);
+  EXPECT_EQ(page->asset->body.find("<script>"), std::string_view::npos);
+  for (const char* query :
+       {"view=flame&service=api&loop=main&class=cpu&since=10m&until=2026-12-07T15:04:05Z",
+        "view=diff&a_since=2h&a_until=1h&b_since=1h&b_until=0s&service=api",
+        "view=stall&service=api&pid=42&loop=main&id=7", "view=loops&span=15m"}) {
+    auto r = ParseApiRequest("/", query);
+    ASSERT_TRUE(r.ok()) << query << ": " << r.status().message();
+    EXPECT_EQ(r->asset->name, "index.html");
+  }
+  auto js = ParseApiRequest("/ui/app.js", "");
+  ASSERT_TRUE(js.ok()) << js.status().message();
+  EXPECT_EQ(js->kind, ApiRequest::Kind::kWebUi);
+  EXPECT_EQ(js->asset->content_type, "text/javascript; charset=utf-8");
+  EXPECT_FALSE(js->asset->body.empty());
+  EXPECT_EQ(ParseApiRequest("/ui/app.css", "")->asset->content_type, "text/css; charset=utf-8");
+
+  struct Case {
+    const char* path;
+    const char* query;
+    StatusCode code;
+    const char* says;
+  };
+  for (const Case& c :
+       {Case{"/", "view=graph", StatusCode::kInvalidArgument,
+             "bad view 'graph': expected loops, flame, diff or stall"},
+        Case{"/", "zoom=1", StatusCode::kInvalidArgument,
+             "unknown parameter 'zoom'; accepted: view=loops|flame|diff|stall"},
+        Case{"/ui/app.js", "v=1", StatusCode::kInvalidArgument, "no parameters"},
+        Case{"/ui/index.html", "", StatusCode::kNotFound, "served: / (web UI), /metrics"},
+        Case{"/ui/", "", StatusCode::kNotFound, "no such path '/ui/'"},
+        Case{"/ui/../api/v1/loops", "", StatusCode::kNotFound, "no such path"},
+        Case{"/index.html", "", StatusCode::kNotFound, "no such path '/index.html'"}}) {
+    auto r = ParseApiRequest(c.path, c.query);
+    ASSERT_FALSE(r.ok()) << c.path << "?" << c.query;
+    EXPECT_EQ(r.status().code(), c.code) << c.path << "?" << c.query;
+    EXPECT_NE(r.status().message().find(c.says), std::string::npos) << r.status().message();
+  }
 }
 
 }  // namespace
