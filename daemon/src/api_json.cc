@@ -39,6 +39,7 @@ json Registry::LoopsJson(Now now) const {
     const bool silent = silent_procs.count(ProcKey{service, pid}) > 0;
     json j{{"service", service},
            {"pid", pid},
+           {"process", p != procs_.end() ? p->second.slot : 0},
            {"loop", loop},
            {"host", p != procs_.end() ? p->second.host : ""},
            {"executable", p != procs_.end() ? p->second.executable : ""},

@@ -181,6 +181,12 @@ int main(int argc, char** argv) {
                  "Most processes kept, connected or gone but not yet expired")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-processes-per-service", o.registry.max_processes_per_service,
+                 "Process slots per service (the `process` label, 0..N-1): a new process takes "
+                 "the lowest slot no connected process of its service holds; with all held, it "
+                 "is refused and counted")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--max-stacks", o.registry.max_stacks,
                  "Most merged stacks kept for /api/v1/stacks (least recently sampled evicted)")
       ->capture_default_str()

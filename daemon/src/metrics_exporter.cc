@@ -73,11 +73,13 @@ std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<do
 
 }  // namespace internal
 
-// The series of one process (service, pid) live in a registry of their own: prometheus-cpp's
+// The series of one process (service, pid) live in a registry of their own, labelled with the
+// process's slot in its service (`process`), not its pid: prometheus-cpp's
 // Family::Remove scans the whole family, so with every process in one registry, expiring
 // 1000 agents × 4 loops would cost seconds of the daemon's loop; per process, a departure
 // costs only its own series. /metrics merges the registries' families by name.
 struct Registry::ProcMetrics {
+  std::string process;  // the `process` label: the slot's number
   prometheus::Registry registry;
   prometheus::Family<prometheus::Histogram>& delay =
       prometheus::BuildHistogram()
@@ -130,6 +132,14 @@ struct Registry::ProcMetrics {
               "(per process)")
           .Register(registry);
   prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
+  prometheus::Family<prometheus::Gauge>& info =
+      prometheus::BuildGauge()
+          .Name("stallwatch_process_info")
+          .Help(
+              "1 for each process the daemon holds (connected, or gone and not yet expired): "
+              "its pid and executable behind its process slot")
+          .Register(registry);
+  prometheus::Gauge* info_series = nullptr;  // the process's one series of `info`
 
   // The exposition of this process's series is cached per family: `text[f]` is what
   // TextSerializer writes for the family's series of this process, without the family's
@@ -146,6 +156,7 @@ struct Registry::ProcMetrics {
     kStackSamples,
     kSuppressed,
     kDropped,
+    kInfo,
     kFamilyCount
   };
   static constexpr unsigned kAllDirty = (1u << kFamilyCount) - 1;
@@ -172,8 +183,10 @@ struct Registry::ProcMetrics {
         return stack_samples;
       case kSuppressed:
         return suppressed;
-      default:
+      case kDropped:
         return dropped;
+      default:
+        return info;
     }
   }
   const std::string& name(unsigned f) const {
@@ -194,8 +207,10 @@ struct Registry::ProcMetrics {
         return stack_samples.GetName();
       case kSuppressed:
         return suppressed.GetName();
-      default:
+      case kDropped:
         return dropped.GetName();
+      default:
+        return info.GetName();
     }
   }
 };
@@ -326,9 +341,7 @@ struct Registry::LoopSeries {
  private:
   // Built when a series is added, not kept: thousands of loops.
   prometheus::Labels Labels() const {
-    return {{"service", std::get<0>(*key)},
-            {"pid", std::to_string(std::get<1>(*key))},
-            {"loop", std::get<2>(*key)}};
+    return {{"service", std::get<0>(*key)}, {"process", m->process}, {"loop", std::get<2>(*key)}};
   }
   prometheus::Counter& Stalls(StallClass cls) {
     prometheus::Counter*& c = stalls.at(static_cast<size_t>(cls));
@@ -352,9 +365,27 @@ std::unique_ptr<Registry::Metrics, Registry::SeriesDeleter> Registry::NewMetrics
 
 void Registry::AddProcSeries(const ProcKey& key, Proc& p) {
   p.metrics = std::make_shared<ProcMetrics>();
+  p.metrics->process = std::to_string(p.slot);
   p.metrics->dropped_series =
-      &p.metrics->dropped.Add({{"service", key.first}, {"pid", std::to_string(key.second)}});
+      &p.metrics->dropped.Add({{"service", key.first}, {"process", p.metrics->process}});
   p.metrics->Touch(ProcMetrics::kDropped);
+  SetProcInfo(key, p);
+}
+
+void Registry::SetProcInfo(const ProcKey& key, Proc& p) {
+  ProcMetrics& m = *p.metrics;
+  if (m.info_series) {
+    m.info.Remove(m.info_series);
+  }
+  // The only series with the pid: one per process held, bounded as the processes are.
+  m.info_series = &m.info.Add({{"service", key.first},
+                               {"process", m.process},
+                               {"pid", std::to_string(key.second)},
+                               {"executable", p.executable},
+                               {"host", p.host},
+                               {"agent_version", p.agent_version}});
+  m.info_series->Set(1);
+  m.Touch(ProcMetrics::kInfo);
 }
 
 void Registry::AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p) {

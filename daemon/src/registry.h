@@ -1,6 +1,9 @@
 #pragma once
 // The daemon's view of every agent on the host: connections, processes (service, pid), loops
 // (service, pid, loop), recent stalls, merged stacks, and the Prometheus series built from them.
+// Series are labelled with a process's slot in its service (`process`, see RegistryOptions::
+// max_processes_per_service), not its pid, so that a restarted process continues the series of
+// the one it replaces; the pid is a label of stallwatch_process_info only.
 //
 // One class, defined across four files, each holding one responsibility:
 //   registry.cc          the model: connections, processes, loops, findings applied, sweep,
@@ -47,6 +50,13 @@ struct RegistryOptions {
   // (reason="limit").
   size_t max_loops = 16384;
   size_t max_processes = 8192;
+  // Process slots per service: the values "0" … "N-1" of the `process` label. A process of a
+  // service, at its hello, takes the lowest slot not held by a connected process of that
+  // service; a gone process (connection closed, series not yet expired) holding that slot is
+  // removed then, its series replaced by the newcomer's (a counter reset, which rate() handles).
+  // Two connected processes never share a slot. With all N slots held by connected processes,
+  // a further process is refused (reason="limit", the connection closed).
+  size_t max_processes_per_service = 64;
   size_t max_recent_stalls = 1000;
   // What is kept of a stall for the API (the metrics need none of it): its 16 largest stacks,
   // 64 frames each, strings cut at 512 bytes; recent stalls together at most this many bytes.
@@ -162,6 +172,7 @@ class Registry {
   };
   struct Proc {
     std::string host, executable, agent_version;
+    uint32_t slot = 0;  // the `process` label; slots_[service][slot] is this process's pid
     int connections = 0;
     int64_t gone_since_mono_ns = 0;  // 0 while connected
     uint64_t last_dropped = 0;
@@ -192,6 +203,11 @@ class Registry {
   void ApplyStall(const Conn& c, StallFinding&& f, Loop& l, Now now);
   void ApplyDelay(const Conn& c, DelayFinding&& f, Loop& l, Now now);
   void RemoveProc(const ProcKey& key);
+  // Process slots (registry.cc): the lowest slot of `service` not held by a connected process,
+  // or none when all max_processes_per_service slots are; holding and releasing one.
+  std::optional<uint32_t> FreeSlot(const std::string& service) const;
+  void HoldSlot(const ProcKey& key, uint32_t slot);
+  void ReleaseSlot(const ProcKey& key, uint32_t slot);
 
   // The stack store (stack_store.cc).
   void MergeStacks(const std::string& service, const StallFinding* before,
@@ -203,6 +219,7 @@ class Registry {
   // process and the loop keep from their creation: no lookup and no allocation per finding.
   static std::unique_ptr<Metrics, SeriesDeleter> NewMetrics();
   static void AddProcSeries(const ProcKey& key, Proc& p);  // at the hello, once per process
+  static void SetProcInfo(const ProcKey& key, Proc& p);    // stallwatch_process_info, at hellos
   static void AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p);  // once per loop
   static void ObserveWindow(Loop& l, const DelayFinding& d);  // delay, busy periods, utilization
   static void AddStackSamples(Loop& l, uint64_t n);
@@ -232,6 +249,9 @@ class Registry {
   std::map<ConnId, Conn> conns_;
   std::map<ProcKey, Proc> procs_;
   std::map<LoopKey, Loop> loops_;
+  // By service: the pid of the process (in procs_) holding each slot, 0 for a free slot (pids
+  // are positive). No trailing free slots; a service without slots has no entry.
+  std::map<std::string, std::vector<int64_t>> slots_;
   std::deque<std::pair<StallFinding, size_t>>
       recent_;  // closed stalls (and their size), oldest first
   size_t recent_bytes_ = 0;
