@@ -106,6 +106,19 @@ int ConnectUnix(const std::string& path) {
   return fd;
 }
 
+int ConnectTcp(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 bool WriteAll(int fd, const std::string& s) {
   size_t off = 0;
   while (off < s.size()) {
@@ -204,15 +217,18 @@ stallwatch::StallFinding Stall(const std::string& service, int64_t pid, const st
 
 class Daemon {
  public:
-  explicit Daemon(const std::string& dir) : sock_(dir + "/agent.sock"), port_(FreePort()) {
+  explicit Daemon(const std::string& dir)
+      : sock_(dir + "/agent.sock"), port_(FreePort()), agent_port_(FreePort()) {
     pid_ = ::fork();
     if (pid_ == 0) {
       const int fd = ::open((dir + "/stallwatchd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
       const std::string http = "127.0.0.1:" + std::to_string(port_);
-      ::execl(SW_STALLWATCHD, SW_STALLWATCHD, "--agent-socket", sock_.c_str(), "--http-listen",
-              http.c_str(), "--log-level", "warn", "--max-agents", "100000", nullptr);
+      const std::string agents = "127.0.0.1:" + std::to_string(agent_port_);
+      ::execl(SW_STALLWATCHD, SW_STALLWATCHD, "--agent-socket", sock_.c_str(), "--agent-listen",
+              agents.c_str(), "--http-listen", http.c_str(), "--log-level", "warn", "--max-agents",
+              "100000", nullptr);
       ::_exit(127);
     }
     for (int i = 0; i < 200 && HttpGet(port_, "/healthz") != "ok\n"; ++i) {
@@ -225,11 +241,13 @@ class Daemon {
   }
   const std::string& sock() const { return sock_; }
   int port() const { return port_; }
+  int agent_port() const { return agent_port_; }
   pid_t pid() const { return pid_; }
 
  private:
   std::string sock_;
   int port_;
+  int agent_port_;  // TCP agents: their hello's pid is taken as sent
   pid_t pid_ = -1;
 };
 
@@ -297,7 +315,9 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
   const int64_t rss_idle = RssKiB(d.pid());
   std::vector<int> fds;
   for (int a = 0; a < agents; ++a) {
-    const int fd = ConnectUnix(d.sock());
+    // Over TCP: on the Unix socket the daemon reports every connection of this one process under
+    // its pid (SO_PEERCRED), and the 1000 agents would be 50 processes, one per service.
+    const int fd = ConnectTcp(d.agent_port());
     if (fd < 0) {
       std::fprintf(stderr, "connect %d failed: %s\n", a, std::strerror(errno));
       break;
