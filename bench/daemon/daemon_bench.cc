@@ -346,6 +346,8 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
   }
   const double fill_ms = Ms(Clock::now() - fill_start);
   const int64_t rss_steady = RssKiB(d.pid());
+  // Where the peak is reached: VmHWM after each step.
+  const int64_t hwm_fill = StatusKiB(d.pid(), "VmHWM:");
   std::vector<double> ms;
   size_t size = 0, lines = 0;
   const double scrape_cpu0 = CpuSeconds(d.pid());
@@ -357,11 +359,13 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
     lines = static_cast<size_t>(std::count(m.begin(), m.end(), '\n'));
   }
   const double scrape_cpu_ms = (CpuSeconds(d.pid()) - scrape_cpu0) * 1000 / 20;
+  const int64_t hwm_scrapes = StatusKiB(d.pid(), "VmHWM:");
   std::sort(ms.begin(), ms.end());
   const auto t0 = Clock::now();
   const size_t loops_json = HttpGet(d.port(), "/api/v1/loops").size();
   const double loops_ms = Ms(Clock::now() - t0);
   const int64_t rss = RssKiB(d.pid());
+  const int64_t hwm_loops = StatusKiB(d.pid(), "VmHWM:");
   std::printf(
       "scale: %zu agents x %d loops (applied within %.0f ms): /metrics %.2f MiB (%zu lines), "
       "p50 %.1f ms, max %.1f ms, daemon CPU per scrape %.1f ms; /api/v1/loops %.2f MiB in "
@@ -370,6 +374,10 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
       fds.size(), loops, fill_ms, size / 1048576.0, lines, ms[ms.size() / 2], ms.back(),
       scrape_cpu_ms, loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0,
       rss / 1024.0);
+  std::printf(
+      "scale: peak RSS (VmHWM) after the fill %.1f MiB, after the 20 scrapes %.1f MiB, after "
+      "/api/v1/loops %.1f MiB\n",
+      hwm_fill / 1024.0, hwm_scrapes / 1024.0, hwm_loops / 1024.0);
   // Churn: before each scrape every loop of every agent sends a new delay window, so every
   // process's series changed since the previous scrape (agents report every 10 s, Prometheus
   // typically scrapes every 15-60 s: in production most series change between two scrapes).
@@ -419,9 +427,10 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
     std::printf(
         "scale, churn (%s): every loop sent a new window before each of %d scrapes: /metrics "
         "p50 %.1f ms, min %.1f ms, max %.1f ms; daemon CPU during the scrape p50 %.0f ms; new "
-        "windows counted by the scrape: median %.0f %%, min %.0f %%\n",
+        "windows counted by the scrape: median %.0f %%, min %.0f %%; peak RSS (VmHWM) so far "
+        "%.1f MiB\n",
         mode, churn_rounds, Median(wall), wall.front(), wall.back(), Median(cpu), Median(counted),
-        *std::min_element(counted.begin(), counted.end()));
+        *std::min_element(counted.begin(), counted.end()), StatusKiB(d.pid(), "VmHWM:") / 1024.0);
   }
   std::printf("scale: daemon RSS at the end %.1f MiB, peak (VmHWM) over the whole run %.1f MiB\n",
               RssKiB(d.pid()) / 1024.0, StatusKiB(d.pid(), "VmHWM:") / 1024.0);

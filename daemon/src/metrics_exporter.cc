@@ -132,14 +132,34 @@ struct Registry::ProcMetrics {
               "(per process)")
           .Register(registry);
   prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
-  prometheus::Family<prometheus::Gauge>& info =
-      prometheus::BuildGauge()
-          .Name("stallwatch_process_info")
-          .Help(
-              "1 for each process the daemon holds (connected, or gone and not yet expired): "
-              "its pid and executable behind its process slot")
-          .Register(registry);
-  prometheus::Gauge* info_series = nullptr;  // the process's one series of `info`
+  // stallwatch_process_info is no prometheus-cpp family: its one series is written from the
+  // process's entry, which holds every label already. A family of its own in each process's
+  // registry cost ~1.4 KiB per process (1.4 MiB of the daemon's 64 with 1000 processes).
+  const ProcKey* key = nullptr;  // of the process's entry in procs_ (stable: std::map)
+  const Proc* proc = nullptr;
+  static const std::string& InfoName() {
+    static const std::string name = "stallwatch_process_info";
+    return name;
+  }
+  prometheus::MetricFamily InfoFamily() const {
+    prometheus::MetricFamily fam;
+    fam.name = InfoName();
+    fam.help =
+        "1 for each process the daemon holds (connected, or gone and not yet expired nor "
+        "replaced): the pid and executable behind its process slot";
+    fam.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric m;
+    // By name, as prometheus-cpp's families order labels.
+    m.label = {{"agent_version", proc->agent_version},
+               {"executable", proc->executable},
+               {"host", proc->host},
+               {"pid", std::to_string(key->second)},
+               {"process", process},
+               {"service", key->first}};
+    m.gauge.value = 1;
+    fam.metric.push_back(std::move(m));
+    return fam;
+  }
 
   // The exposition of this process's series is cached per family: `text[f]` is what
   // TextSerializer writes for the family's series of this process, without the family's
@@ -165,6 +185,20 @@ struct Registry::ProcMetrics {
   std::array<std::string_view, kFamilyCount> text;  // into `block`
   void Touch(FamilyId f) { dirty |= 1u << f; }
 
+  // What a scrape shows of family `f` for this process.
+  std::vector<prometheus::MetricFamily> Collect(unsigned f) {
+    if (f == kInfo) {
+      return {InfoFamily()};
+    }
+    return family(f).Collect();
+  }
+  // Every family of this process, in the exposition's order.
+  std::vector<prometheus::MetricFamily> CollectAll() {
+    std::vector<prometheus::MetricFamily> all = registry.Collect();
+    all.push_back(InfoFamily());
+    return all;
+  }
+
   prometheus::Collectable& family(unsigned f) {
     switch (f) {
       case kDelay:
@@ -183,10 +217,8 @@ struct Registry::ProcMetrics {
         return stack_samples;
       case kSuppressed:
         return suppressed;
-      case kDropped:
-        return dropped;
       default:
-        return info;
+        return dropped;
     }
   }
   const std::string& name(unsigned f) const {
@@ -210,7 +242,7 @@ struct Registry::ProcMetrics {
       case kDropped:
         return dropped.GetName();
       default:
-        return info.GetName();
+        return InfoName();
     }
   }
 };
@@ -365,27 +397,18 @@ std::unique_ptr<Registry::Metrics, Registry::SeriesDeleter> Registry::NewMetrics
 
 void Registry::AddProcSeries(const ProcKey& key, Proc& p) {
   p.metrics = std::make_shared<ProcMetrics>();
+  p.metrics->key = &key;
+  p.metrics->proc = &p;
   p.metrics->process = std::to_string(p.slot);
   p.metrics->dropped_series =
       &p.metrics->dropped.Add({{"service", key.first}, {"process", p.metrics->process}});
   p.metrics->Touch(ProcMetrics::kDropped);
-  SetProcInfo(key, p);
+  SetProcInfo(p);
 }
 
-void Registry::SetProcInfo(const ProcKey& key, Proc& p) {
-  ProcMetrics& m = *p.metrics;
-  if (m.info_series) {
-    m.info.Remove(m.info_series);
-  }
-  // The only series with the pid: one per process held, bounded as the processes are.
-  m.info_series = &m.info.Add({{"service", key.first},
-                               {"process", m.process},
-                               {"pid", std::to_string(key.second)},
-                               {"executable", p.executable},
-                               {"host", p.host},
-                               {"agent_version", p.agent_version}});
-  m.info_series->Set(1);
-  m.Touch(ProcMetrics::kInfo);
+void Registry::SetProcInfo(Proc& p) {
+  // Written from the process's entry at the next serialization (ProcMetrics::InfoFamily).
+  p.metrics->Touch(ProcMetrics::kInfo);
 }
 
 void Registry::AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p) {
@@ -493,7 +516,7 @@ bool Registry::RefreshText(ProcMetrics& m) {
   if (family_order_.empty()) {
     // The order prometheus::Registry::Collect gives (by type, then registration): the order the
     // exposition has always had.
-    for (const auto& fam : m.registry.Collect()) {
+    for (const auto& fam : m.CollectAll()) {
       for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
         if (m.name(f) == fam.name) {
           family_order_.push_back(f);
@@ -510,7 +533,7 @@ bool Registry::RefreshText(ProcMetrics& m) {
   size_t total = 0;
   for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
     if (m.dirty & (1u << f)) {
-      const std::vector<prometheus::MetricFamily> fams = m.family(f).Collect();
+      const std::vector<prometheus::MetricFamily> fams = m.Collect(f);
       if (fams.size() != 1) {
         return false;
       }
@@ -635,7 +658,7 @@ void Registry::WriteUncached(std::ostream& out) {
     if (!p.metrics) {
       continue;
     }
-    for (auto& f : p.metrics->registry.Collect()) {
+    for (auto& f : p.metrics->CollectAll()) {
       auto [it, added] = index.emplace(f.name, families.size());
       if (added) {
         families.push_back(std::move(f));

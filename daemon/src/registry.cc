@@ -177,7 +177,8 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
       procs_[key].slot = *slot;
       HoldSlot(key, *slot);
     }
-    Proc& p = procs_[key];
+    const auto entry = procs_.try_emplace(key).first;  // its key outlives `key`: series keep it
+    Proc& p = entry->second;
     if (!c.hello) {
       ++p.connections;
     }
@@ -188,9 +189,9 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     p.executable = h->executable;
     p.agent_version = h->agent_version;
     if (!p.metrics) {
-      AddProcSeries(key, p);
+      AddProcSeries(entry->first, p);
     } else if (info_changed) {
-      SetProcInfo(key, p);
+      SetProcInfo(p);
     }
     const bool first = !c.hello;
     c.hello = std::move(*h);

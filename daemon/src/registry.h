@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -142,7 +143,10 @@ class Registry {
   std::string MetricsText(Now now);
   // Every series collected and serialized afresh, without the cache: what MetricsText equals.
   std::string MetricsTextUncachedForTest(Now now);
-  nlohmann::json LoopsJson(Now now) const;                        // api_json.cc
+  nlohmann::json LoopsJson(Now now) const;  // api_json.cc
+  // The text of LoopsJson(now) and a newline, built one loop at a time: thousands of loops as
+  // JSON values are the daemon's largest transient memory (api_json.cc).
+  std::string LoopsJsonText(Now now) const;
   nlohmann::json StallsJson(const StallQuery& q, Now now) const;  // api_json.cc
   nlohmann::json StacksJson() const;                              // stack_store.cc
   std::string StacksFolded() const;                               // stack_store.cc
@@ -218,8 +222,9 @@ class Registry {
   // The model's updates of its series (metrics_exporter.cc). Each goes through pointers the
   // process and the loop keep from their creation: no lookup and no allocation per finding.
   static std::unique_ptr<Metrics, SeriesDeleter> NewMetrics();
-  static void AddProcSeries(const ProcKey& key, Proc& p);  // at the hello, once per process
-  static void SetProcInfo(const ProcKey& key, Proc& p);    // stallwatch_process_info, at hellos
+  // At the hello, once per process; `key` is the process's key in procs_ (kept).
+  static void AddProcSeries(const ProcKey& key, Proc& p);
+  static void SetProcInfo(Proc& p);  // stallwatch_process_info changed (a hello)
   static void AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p);  // once per loop
   static void ObserveWindow(Loop& l, const DelayFinding& d);  // delay, busy periods, utilization
   static void AddStackSamples(Loop& l, uint64_t n);
@@ -242,6 +247,7 @@ class Registry {
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
+  void EachLoopJson(Now now, const std::function<void(nlohmann::json&&)>& f) const;
 
   RegistryOptions options_;
   std::unique_ptr<Metrics, SeriesDeleter> metrics_;

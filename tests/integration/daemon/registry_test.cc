@@ -236,6 +236,23 @@ TEST(Registry, LoopsShowTheKindAndRuntimeOfTheirLatestWindow) {
   EXPECT_EQ(loop["runtime"], "python");
 }
 
+// /api/v1/loops is written loop by loop (LoopsJsonText): the same document as LoopsJson's.
+TEST(Registry, LoopsTextIsTheLoopsDocument) {
+  Registry r;
+  EXPECT_EQ(r.LoopsJsonText(At(0)), r.LoopsJson(At(0)).dump() + "\n");
+  auto c = r.Connect("test", At(0));
+  wire::Hello h = Hello();
+  h.loops = {"main", "second"};
+  ASSERT_FALSE(r.Apply(c, std::move(h), At(0)).has_value());
+  ASSERT_FALSE(r.Apply(c, Window(2), At(1)).has_value());
+  ASSERT_FALSE(r.Apply(c, Stall(3, true, 0.4), At(2)).has_value());
+  auto c2 = r.Connect("test", At(2));
+  ASSERT_FALSE(r.Apply(c2, Hello("other", 7), At(2)).has_value());
+  const std::string text = r.LoopsJsonText(At(3));
+  EXPECT_EQ(text, r.LoopsJson(At(3)).dump() + "\n");
+  EXPECT_EQ(json::parse(text)["loops"].size(), 3u);
+}
+
 TEST(Registry, LibeventLoopWithoutRuntimeShowsAnEmptyRuntime) {
   Registry r;
   auto c = r.Connect("test", At(0));
@@ -352,7 +369,8 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
 // The slot of (service, pid) as /api/v1/loops shows it, or -1 when the daemon holds no such
 // process.
 int SlotOf(const Registry& r, const std::string& service, int64_t pid, Now now) {
-  for (const auto& l : r.LoopsJson(now)["loops"]) {
+  const json loops = r.LoopsJson(now)["loops"];  // (not a temporary's member: range-for)
+  for (const auto& l : loops) {
     if (l["service"] == service && l["pid"].get<int64_t>() == pid) {
       return l["process"].get<int>();
     }
@@ -550,7 +568,8 @@ TEST(RegistrySlots, TwoConnectedProcessesNeverShareASlot) {
       }
     }
     std::map<std::pair<std::string, int>, int64_t> holders;
-    for (const auto& l : r.LoopsJson(At(t))["loops"]) {
+    const json loops = r.LoopsJson(At(t))["loops"];
+    for (const auto& l : loops) {
       const int slot = l["process"].get<int>();
       EXPECT_GE(slot, 0);
       EXPECT_LT(slot, static_cast<int>(o.max_processes_per_service));
