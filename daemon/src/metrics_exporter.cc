@@ -590,6 +590,12 @@ bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
     if (!p.metrics || !p.metrics->dirty) {
       continue;
     }
+    // A reply being sent still holds this process's text: a new text now would double it in
+    // memory until the reply is done (with a scrape in flight while every agent reports, up to
+    // the whole 18 MiB). Left to a later call, or to the next scrape, which needs it anyway.
+    if (p.metrics->block.use_count() > 1) {
+      continue;
+    }
     if (std::chrono::steady_clock::now() >= deadline) {
       return true;
     }

@@ -122,9 +122,10 @@ class Registry {
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
   // Serializes the text of processes whose series changed, ahead of the next scrape, for about
-  // `budget` of the caller's time; returns false once nothing is left to serialize. Called
-  // between scrapes (agents report at different times), it leaves a scrape only what changed
-  // since the last call, instead of every process that reported since the last scrape.
+  // `budget` of the caller's time; returns false once nothing is left to serialize (but the
+  // processes whose text a reply is still sending: they wait for the reply or the next scrape).
+  // Called between scrapes (agents report at different times), it leaves a scrape only what
+  // changed since the last call, instead of every process that reported since the last scrape.
   bool PrepareMetrics(std::chrono::nanoseconds budget);
 
   // A piece of the exposition text, shared with the registry's cache: `owner` keeps `text`
