@@ -25,8 +25,9 @@ void Reply(evhttp_request* req, int code, const char* reason, const std::string&
   evhttp_add_header(headers, "Content-Type", content_type.c_str());
   evhttp_add_header(headers, "Cache-Control", "no-store");
   evbuffer* out = evbuffer_new();
-  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
     evbuffer_add(out, body.data(), body.size());
+  }
   evhttp_send_reply(req, code, reason, out);
   evbuffer_free(out);
 }
@@ -44,7 +45,9 @@ void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
     // The reply references the registry's cached text (tens of MiB with thousands of loops)
     // instead of copying it; each piece stays alive until the connection has sent it.
     for (auto& piece : pieces) {
-      if (piece.text.empty()) continue;
+      if (piece.text.empty()) {
+        continue;
+      }
       auto* hold = new Registry::TextPiece(std::move(piece));
       if (evbuffer_add_reference(out, hold->text.data(), hold->text.size(), &ReleasePiece, hold) !=
           0) {
@@ -72,7 +75,9 @@ HttpServer::HttpServer(event_base* base, Registry* registry, std::chrono::nanose
     : http_(evhttp_new(base)), registry_(registry), timeout_(timeout) {}
 
 HttpServer::~HttpServer() {
-  if (http_) evhttp_free(http_);
+  if (http_) {
+    evhttp_free(http_);
+  }
 }
 
 Status HttpServer::Start(int fd) {
@@ -84,7 +89,7 @@ Status HttpServer::Start(int fd) {
   const timeval tv{static_cast<time_t>(timeout_.count() / 1'000'000'000),
                    static_cast<suseconds_t>((timeout_.count() % 1'000'000'000) / 1000)};
   evhttp_set_timeout_tv(http_, &tv);
-  evhttp_set_max_headers_size(http_, 16 * 1024);
+  evhttp_set_max_headers_size(http_, ssize_t{16} * 1024);
   evhttp_set_max_body_size(http_, 4096);
   evhttp_set_gencb(http_, &HttpServer::OnRequest, this);
   if (!evhttp_accept_socket_with_handle(http_, fd)) {

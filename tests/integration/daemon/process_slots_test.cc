@@ -133,7 +133,9 @@ TEST(ProcessSlots, AServiceRestartedTenTimesKeepsTheSameSeries) {
     std::set<std::string> now(series.begin(), series.end()), before(first.begin(), first.end());
     std::vector<std::string> added;
     for (const auto& s : now) {
-      if (!before.count(s)) added.push_back(s);
+      if (!before.count(s)) {
+        added.push_back(s);
+      }
     }
     ASSERT_EQ(added.size(), 1u) << "after restart " << run << ": "
                                 << ::testing::PrintToString(added);
