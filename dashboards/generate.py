@@ -17,11 +17,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 # Label selectors built from the template variables.
-LOOP_SEL = 'instance=~"$instance", service=~"$service", pid=~"$pid", loop=~"$loop"'
-PROC_SEL = 'instance=~"$instance", service=~"$service", pid=~"$pid"'
+LOOP_SEL = 'instance=~"$instance", service=~"$service", process=~"$process", loop=~"$loop"'
+PROC_SEL = 'instance=~"$instance", service=~"$service", process=~"$process"'
 DAEMON_SEL = 'instance=~"$instance"'
-BY_LOOP = "instance, service, pid, loop"
-LOOP_LEGEND = "{{service}}/{{loop}} (pid {{pid}}, {{instance}})"
+BY_LOOP = "instance, service, process, loop"
+LOOP_LEGEND = "{{service}}/{{loop}} (process {{process}}, {{instance}})"
 
 
 def q(expr, legend="", ref="A", instant=False, fmt="time_series"):
@@ -137,14 +137,15 @@ def variables(single_loop):
               'label_values(stallwatch_loop_utilization_ratio{instance=~"$instance"}, service)',
               "STALLWATCH_SERVICE of the process (default: its program name).",
               multi=not single_loop)
-    pid = var("pid", "PID",
-              'label_values(stallwatch_loop_utilization_ratio{instance=~"$instance", '
-              'service=~"$service"}, pid)',
-              "Process id. Keep All to follow a service across restarts (each restart is a new "
-              "pid).")
+    proc = var("process", "Process",
+               'label_values(stallwatch_loop_utilization_ratio{instance=~"$instance", '
+               'service=~"$service"}, process)',
+               "Process slot of the service (0 ... N-1): one per process running at once, kept "
+               "across restarts (a restarted process continues its slot's series). The pid is in "
+               "stallwatch_process_info.")
     loop = var("loop", "Loop",
                'label_values(stallwatch_loop_utilization_ratio{instance=~"$instance", '
-               'service=~"$service", pid=~"$pid"}, loop)',
+               'service=~"$service", process=~"$process"}, loop)',
                "The loop name given to stallwatch_attach (with the preload shim: the thread's "
                "name).", multi=not single_loop)
     if single_loop:
@@ -152,7 +153,7 @@ def variables(single_loop):
         for v in (svc, loop):
             v["includeAll"] = False
             v["current"] = {}
-    return {"list": [ds, inst, svc, pid, loop]}
+    return {"list": [ds, inst, svc, proc, loop]}
 
 
 def dashboard(uid, title, description, panels, single_loop):
@@ -276,7 +277,7 @@ def overview():
             {"id": "merge", "options": {}},
             {"id": "organize", "options": {
                 "excludeByName": {"Time": True},
-                "indexByName": {"service": 0, "loop": 1, "pid": 2, "instance": 3,
+                "indexByName": {"service": 0, "loop": 1, "process": 2, "instance": 3,
                                 "Value #A": 4, "Value #B": 5, "Value #C": 6, "Value #D": 7,
                                 "Value #E": 8, "Value #F": 9},
                 "renameByName": {"Value #A": "delay p50", "Value #B": "delay p99",
@@ -309,7 +310,7 @@ def overview():
                                 "&var-datasource=${datasource}"
                                 "&var-instance=${__data.fields.instance}"
                                 "&var-service=${__data.fields.service}"
-                                "&var-pid=${__data.fields.pid}"
+                                "&var-process=${__data.fields.process}"
                                 "&var-loop=${__data.fields.loop}")}]}]},
             ]},
         "options": {"showHeader": True, "cellHeight": "sm",
@@ -376,8 +377,9 @@ def overview():
         "Findings per second an agent dropped from its bounded queue because the daemon did not "
         "take them (down, restarting, too slow). The host is never blocked; the details are "
         "lost. The alert StallwatchFindingsDropped fires when this lasts 5 minutes.",
-        [q(f"sum by (instance, service, pid) (rate(stallwatch_agent_findings_dropped_total"
-           f"{{{PROC_SEL}}}[$__rate_interval]))", "{{service}} (pid {{pid}}, {{instance}})")],
+        [q(f"sum by (instance, service, process) (rate(stallwatch_agent_findings_dropped_total"
+           f"{{{PROC_SEL}}}[$__rate_interval]))",
+           "{{service}} (process {{process}}, {{instance}})")],
         "cps"), 8, 8))
     P.append(L.place(timeseries(
         "Frames rejected by the daemon",
@@ -386,6 +388,33 @@ def overview():
         "daemon, a misbehaving client on the socket, or --max-agents reached.",
         [q(f"sum by (instance, reason) (rate(stallwatch_daemon_frames_rejected_total"
            f"{{{DAEMON_SEL}}}[$__rate_interval]))", "{{reason}} ({{instance}})")], "cps"), 8, 8))
+    P.append(L.place({
+        "type": "table", "title": "Processes",
+        "description": (
+            "One line per process of the selected services, connected or gone but not yet "
+            "expired (stallwatch_process_info): its slot in the service (the `process` label of "
+            "every series, kept across restarts), its pid and executable, the agent's version "
+            "and the host name it reported. A restarted process takes over the slot of the one "
+            "it replaces, so its pid changes here while its series continue. Join the pid onto "
+            "any series with `* on (instance, service, process) group_left (pid) "
+            "stallwatch_process_info`."),
+        "datasource": DS,
+        "targets": [q(f"max by (instance, service, process, pid, executable, agent_version, "
+                      f"host) (stallwatch_process_info{{{PROC_SEL}}})", instant=True,
+                      fmt="table")],
+        "transformations": [
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True, "Value": True},
+                "indexByName": {"service": 0, "process": 1, "pid": 2, "executable": 3,
+                                "agent_version": 4, "host": 5, "instance": 6}}},
+        ],
+        "fieldConfig": {"defaults": {"unit": "none",
+                                     "custom": {"align": "auto", "filterable": True}},
+                        "overrides": []},
+        "options": {"showHeader": True, "cellHeight": "sm",
+                    "sortBy": [{"displayName": "service", "desc": False}],
+                    "footer": {"show": False, "reducer": ["sum"], "fields": ""}},
+    }, 24, 8))
     return dashboard(
         "stallwatch-overview", "stallwatch / Overview",
         "Event-loop delay, utilization and stalls of every service with the stallwatch agent.",
@@ -395,9 +424,8 @@ def overview():
 def drilldown():
     L = Layout()
     P = []
-    by_pid = "pid, le"
-    P.append(L.row("$service / $loop", "One event loop of one service. Keep PID on All to follow "
-                   "the service across restarts."))
+    P.append(L.row("$service / $loop", "One event loop of one service. Keep Process on All to see "
+                   "every process of the service (pre-forked workers: one slot each)."))
     P.append(L.place(stat(
         "p99 loop delay (5m)", D_DELAY,
         [q(delay_q(0.99, by="", window="5m"), instant=True)], "s",
@@ -438,13 +466,15 @@ def drilldown():
            f"{{{LOOP_SEL}}}[$__rate_interval]))", "{{le}}", fmt="heatmap")], "s"), 12, 9))
     P.append(L.place(timeseries(
         "Mean loop delay by process",
-        "Average probe lateness per pid (sum/count of the histogram). A new pid is a restart.",
-        [q(f"sum by (pid) (rate(stallwatch_loop_delay_seconds_sum{{{LOOP_SEL}}}"
-           f"[$__rate_interval])) / sum by (pid) (rate(stallwatch_loop_delay_seconds_count"
-           f"{{{LOOP_SEL}}}[$__rate_interval]))", "pid {{pid}}")], "s"), 12, 8))
+        "Average probe lateness per process slot (sum/count of the histogram). A restarted "
+        "process continues its slot's line; its pid is in stallwatch_process_info.",
+        [q(f"sum by (process) (rate(stallwatch_loop_delay_seconds_sum{{{LOOP_SEL}}}"
+           f"[$__rate_interval])) / sum by (process) (rate(stallwatch_loop_delay_seconds_count"
+           f"{{{LOOP_SEL}}}[$__rate_interval]))", "process {{process}}")], "s"), 12, 8))
     P.append(L.place(timeseries(
         "Utilization", D_UTIL,
-        [q(f"max by (pid) (stallwatch_loop_utilization_ratio{{{LOOP_SEL}}})", "pid {{pid}}")],
+        [q(f"max by (process) (stallwatch_loop_utilization_ratio{{{LOOP_SEL}}})",
+           "process {{process}}")],
         "percentunit", max1=True), 12, 8))
 
     P.append(L.row("Busy periods", "How long each loop iteration ran callbacks before going back "
@@ -462,8 +492,8 @@ def drilldown():
     P.append(L.place(timeseries(
         "Iterations per second",
         "Loop iterations (busy periods) per second: how often the loop woke up to do work.",
-        [q(f"sum by (pid) (rate(stallwatch_loop_iteration_seconds_count{{{LOOP_SEL}}}"
-           f"[$__rate_interval]))", "pid {{pid}}")], "ops"), 12, 8))
+        [q(f"sum by (process) (rate(stallwatch_loop_iteration_seconds_count{{{LOOP_SEL}}}"
+           f"[$__rate_interval]))", "process {{process}}")], "ops"), 12, 8))
 
     P.append(L.row("Stalls", D_STALLS))
     P.append(L.place(timeseries(
@@ -487,7 +517,8 @@ def drilldown():
            "C")], "s"), 12, 8))
     P.append(L.place(timeseries(
         "Ongoing stall age", D_ONGOING,
-        [q(f"max by (pid) (stallwatch_stall_ongoing_seconds{{{LOOP_SEL}}})", "pid {{pid}}")],
+        [q(f"max by (process) (stallwatch_stall_ongoing_seconds{{{LOOP_SEL}}})",
+           "process {{process}}")],
         "s", thr=thresholds((30, "red"))), 12, 8))
 
     P.append(L.row("Agent", "The agent inside the process: sampling and its queue."))
@@ -503,8 +534,8 @@ def drilldown():
         "Findings dropped (whole process)",
         "Findings this process's agent dropped because the daemon did not take them. Per "
         "process, not per loop: all loops of a process share one queue and one connection.",
-        [q(f"sum by (pid) (rate(stallwatch_agent_findings_dropped_total{{{PROC_SEL}}}"
-           f"[$__rate_interval]))", "pid {{pid}}")], "cps"), 12, 8))
+        [q(f"sum by (process) (rate(stallwatch_agent_findings_dropped_total{{{PROC_SEL}}}"
+           f"[$__rate_interval]))", "process {{process}}")], "cps"), 12, 8))
     return dashboard(
         "stallwatch-loop", "stallwatch / Loop",
         "One event loop in depth: delay, busy periods, stalls by class and duration, agent.",

@@ -53,7 +53,7 @@ int FreePort() {
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  (void)::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
   socklen_t len = sizeof(sa);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
   ::close(fd);
@@ -73,7 +73,9 @@ std::string HttpGet(int port, const std::string& path) {
     const std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
     ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
     char buf[1 << 16];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) all.append(buf, n);
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) {
+      all.append(buf, n);
+    }
   }
   ::close(fd);
   const size_t end = all.find("\r\n\r\n");
@@ -86,9 +88,12 @@ double SumMetric(const std::string& text, const std::string& name) {
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.compare(0, name.size(), name) != 0) continue;
-    if (line.size() <= name.size() || (line[name.size()] != '{' && line[name.size()] != ' '))
+    if (line.compare(0, name.size(), name) != 0) {
       continue;
+    }
+    if (line.size() <= name.size() || (line[name.size()] != '{' && line[name.size()] != ' ')) {
+      continue;
+    }
     sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
   }
   return sum;
@@ -106,11 +111,26 @@ int ConnectUnix(const std::string& path) {
   return fd;
 }
 
+int ConnectTcp(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 bool WriteAll(int fd, const std::string& s) {
   size_t off = 0;
   while (off < s.size()) {
     const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
+    if (n <= 0) {
+      return false;
+    }
     off += static_cast<size_t>(n);
   }
   return true;
@@ -124,7 +144,9 @@ double CpuSeconds(pid_t pid) {
   std::string field;
   double ticks = 0;
   for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::atof(field.c_str());
+    if (i == 14 || i == 15) {
+      ticks += std::atof(field.c_str());
+    }
   }
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
@@ -134,7 +156,9 @@ int64_t StatusKiB(pid_t pid, const std::string& field = "VmRSS:") {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + field.size());
+    if (line.rfind(field, 0) == 0) {
+      return std::atoll(line.c_str() + field.size());
+    }
   }
   return -1;
 }
@@ -172,7 +196,9 @@ stallwatch::DelayFinding Window(const std::string& service, int64_t pid, const s
     d.iteration_buckets.emplace_back(static_cast<uint32_t>(stallwatch::HistBucketIndex(v / 2)), 33);
   }
   d.count = 0;
-  for (const auto& b : d.delay_buckets) d.count += b.second;
+  for (const auto& b : d.delay_buckets) {
+    d.count += b.second;
+  }
   d.iterations = d.count;
   d.iteration_sum_s = 0.1;
   return d;
@@ -204,15 +230,18 @@ stallwatch::StallFinding Stall(const std::string& service, int64_t pid, const st
 
 class Daemon {
  public:
-  explicit Daemon(const std::string& dir) : sock_(dir + "/agent.sock"), port_(FreePort()) {
+  explicit Daemon(const std::string& dir)
+      : sock_(dir + "/agent.sock"), port_(FreePort()), agent_port_(FreePort()) {
     pid_ = ::fork();
     if (pid_ == 0) {
       const int fd = ::open((dir + "/stallwatchd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
       const std::string http = "127.0.0.1:" + std::to_string(port_);
-      ::execl(SW_STALLWATCHD, SW_STALLWATCHD, "--agent-socket", sock_.c_str(), "--http-listen",
-              http.c_str(), "--log-level", "warn", "--max-agents", "100000", nullptr);
+      const std::string agents = "127.0.0.1:" + std::to_string(agent_port_);
+      ::execl(SW_STALLWATCHD, SW_STALLWATCHD, "--agent-socket", sock_.c_str(), "--agent-listen",
+              agents.c_str(), "--http-listen", http.c_str(), "--log-level", "warn", "--max-agents",
+              "100000", nullptr);
       ::_exit(127);
     }
     for (int i = 0; i < 200 && HttpGet(port_, "/healthz") != "ok\n"; ++i) {
@@ -225,11 +254,13 @@ class Daemon {
   }
   const std::string& sock() const { return sock_; }
   int port() const { return port_; }
+  int agent_port() const { return agent_port_; }
   pid_t pid() const { return pid_; }
 
  private:
   std::string sock_;
   int port_;
+  int agent_port_;  // TCP agents: their hello's pid is taken as sent
   pid_t pid_ = -1;
 };
 
@@ -257,10 +288,13 @@ void BenchIngest(const std::string& dir, int findings, int conns) {
   const double cpu_start = CpuSeconds(d.pid());
   const auto start = Clock::now();
   std::vector<std::thread> senders;
+  senders.reserve(conns);
   for (int c = 0; c < conns; ++c) {
     senders.emplace_back([&, c] {
       const int fd = ConnectUnix(d.sock());
-      if (fd < 0 || !WriteAll(fd, payloads[c])) std::fprintf(stderr, "send failed\n");
+      if (fd < 0 || !WriteAll(fd, payloads[c])) {
+        std::fprintf(stderr, "send failed\n");
+      }
       // Keep the connection until the daemon has read everything.
       std::this_thread::sleep_for(1ms);
       char b;
@@ -277,12 +311,16 @@ void BenchIngest(const std::string& dir, int findings, int conns) {
   double counted = 0;
   while (Clock::now() - start < 120s) {
     counted = SumMetric(HttpGet(d.port(), "/metrics"), "stallwatch_loop_delay_seconds_count");
-    if (counted >= per_window * windows_expected) break;
+    if (counted >= per_window * windows_expected) {
+      break;
+    }
     std::this_thread::sleep_for(20ms);
   }
   const auto elapsed = Clock::now() - start;
   const double cpu = CpuSeconds(d.pid()) - cpu_start;
-  for (auto& t : senders) t.join();
+  for (auto& t : senders) {
+    t.join();
+  }
   std::printf(
       "ingest: %d findings (%d conns, %.1f MiB, 90%% delay windows with ~30 buckets, 10%% "
       "stalls with a 10-frame stack) in %.1f ms = %.0f findings/s; daemon CPU %.2f s = %.0f "
@@ -297,7 +335,9 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
   const int64_t rss_idle = RssKiB(d.pid());
   std::vector<int> fds;
   for (int a = 0; a < agents; ++a) {
-    const int fd = ConnectUnix(d.sock());
+    // Over TCP: on the Unix socket the daemon reports every connection of this one process under
+    // its pid (SO_PEERCRED), and the 1000 agents would be 50 processes, one per service.
+    const int fd = ConnectTcp(d.agent_port());
     if (fd < 0) {
       std::fprintf(stderr, "connect %d failed: %s\n", a, std::strerror(errno));
       break;
@@ -308,11 +348,15 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
     h.service = service;
     h.pid = pid;
     std::string p;
-    for (int l = 0; l < loops; ++l) h.loops.push_back("loop-" + std::to_string(l));
+    for (int l = 0; l < loops; ++l) {
+      h.loops.push_back("loop-" + std::to_string(l));
+    }
     p = EncodeFrame(h);
     for (int l = 0; l < loops; ++l) {
       p += EncodeFrame(Window(service, pid, "loop-" + std::to_string(l)));
-      if (a % 10 == 0) p += EncodeFrame(Stall(service, pid, "loop-" + std::to_string(l), 1));
+      if (a % 10 == 0) {
+        p += EncodeFrame(Stall(service, pid, "loop-" + std::to_string(l), 1));
+      }
     }
     WriteAll(fd, p);
     fds.push_back(fd);
@@ -320,12 +364,16 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
   const double expected = static_cast<double>(Window("x", 1, "main").count) * agents * loops;
   const auto fill_start = Clock::now();
   for (int i = 0; i < 600; ++i) {
-    if (SumMetric(HttpGet(d.port(), "/metrics"), "stallwatch_loop_delay_seconds_count") >= expected)
+    if (SumMetric(HttpGet(d.port(), "/metrics"), "stallwatch_loop_delay_seconds_count") >=
+        expected) {
       break;
+    }
     std::this_thread::sleep_for(50ms);
   }
   const double fill_ms = Ms(Clock::now() - fill_start);
   const int64_t rss_steady = RssKiB(d.pid());
+  // Where the peak is reached: VmHWM after each step.
+  const int64_t hwm_fill = StatusKiB(d.pid(), "VmHWM:");
   std::vector<double> ms;
   size_t size = 0, lines = 0;
   const double scrape_cpu0 = CpuSeconds(d.pid());
@@ -337,11 +385,13 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
     lines = static_cast<size_t>(std::count(m.begin(), m.end(), '\n'));
   }
   const double scrape_cpu_ms = (CpuSeconds(d.pid()) - scrape_cpu0) * 1000 / 20;
+  const int64_t hwm_scrapes = StatusKiB(d.pid(), "VmHWM:");
   std::sort(ms.begin(), ms.end());
   const auto t0 = Clock::now();
   const size_t loops_json = HttpGet(d.port(), "/api/v1/loops").size();
   const double loops_ms = Ms(Clock::now() - t0);
   const int64_t rss = RssKiB(d.pid());
+  const int64_t hwm_loops = StatusKiB(d.pid(), "VmHWM:");
   std::printf(
       "scale: %zu agents x %d loops (applied within %.0f ms): /metrics %.2f MiB (%zu lines), "
       "p50 %.1f ms, max %.1f ms, daemon CPU per scrape %.1f ms; /api/v1/loops %.2f MiB in "
@@ -350,6 +400,10 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
       fds.size(), loops, fill_ms, size / 1048576.0, lines, ms[ms.size() / 2], ms.back(),
       scrape_cpu_ms, loops_json / 1048576.0, loops_ms, rss_idle / 1024.0, rss_steady / 1024.0,
       rss / 1024.0);
+  std::printf(
+      "scale: peak RSS (VmHWM) after the fill %.1f MiB, after the 20 scrapes %.1f MiB, after "
+      "/api/v1/loops %.1f MiB\n",
+      hwm_fill / 1024.0, hwm_scrapes / 1024.0, hwm_loops / 1024.0);
   // Churn: before each scrape every loop of every agent sends a new delay window, so every
   // process's series changed since the previous scrape (agents report every 10 s, Prometheus
   // typically scrapes every 15-60 s: in production most series change between two scrapes).
@@ -373,19 +427,25 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
   };
   const int n = static_cast<int>(fds.size());
   for (const char* mode : {"idle", "spread", "burst"}) {
-    if (churn_rounds == 0) break;
+    if (churn_rounds == 0) {
+      break;
+    }
     std::vector<double> wall, cpu, counted;
     for (int round = 0; round < churn_rounds; ++round) {
       const double before = sent;
       if (std::string(mode) == "spread") {
         for (int b = 0; b < 20; ++b) {
-          if (b > 0) std::this_thread::sleep_for(500ms);
+          if (b > 0) {
+            std::this_thread::sleep_for(500ms);
+          }
           send(n * b / 20, n * (b + 1) / 20);
         }
       } else {
         send(0, n);
       }
-      if (std::string(mode) == "idle") WaitIdle(d.pid());
+      if (std::string(mode) == "idle") {
+        WaitIdle(d.pid());
+      }
       const double cpu0 = CpuSeconds(d.pid());
       const auto c0 = Clock::now();
       const std::string m = HttpGet(d.port(), "/metrics");
@@ -393,19 +453,24 @@ void BenchScale(const std::string& dir, int agents, int loops, int churn_rounds)
       cpu.push_back((CpuSeconds(d.pid()) - cpu0) * 1000);
       counted.push_back(100 * (SumMetric(m, "stallwatch_loop_delay_seconds_count") - before) /
                         (sent - before));
-      if (std::string(mode) != "idle") WaitIdle(d.pid());  // the next round starts calm
+      if (std::string(mode) != "idle") {
+        WaitIdle(d.pid());  // the next round starts calm
+      }
     }
     std::sort(wall.begin(), wall.end());
     std::printf(
         "scale, churn (%s): every loop sent a new window before each of %d scrapes: /metrics "
         "p50 %.1f ms, min %.1f ms, max %.1f ms; daemon CPU during the scrape p50 %.0f ms; new "
-        "windows counted by the scrape: median %.0f %%, min %.0f %%\n",
+        "windows counted by the scrape: median %.0f %%, min %.0f %%; peak RSS (VmHWM) so far "
+        "%.1f MiB\n",
         mode, churn_rounds, Median(wall), wall.front(), wall.back(), Median(cpu), Median(counted),
-        *std::min_element(counted.begin(), counted.end()));
+        *std::min_element(counted.begin(), counted.end()), StatusKiB(d.pid(), "VmHWM:") / 1024.0);
   }
   std::printf("scale: daemon RSS at the end %.1f MiB, peak (VmHWM) over the whole run %.1f MiB\n",
               RssKiB(d.pid()) / 1024.0, StatusKiB(d.pid(), "VmHWM:") / 1024.0);
-  for (int fd : fds) ::close(fd);
+  for (int fd : fds) {
+    ::close(fd);
+  }
 }
 
 void Noop(evutil_socket_t, short, void*) {}
@@ -440,7 +505,9 @@ void BenchLatency(const std::string& dir) {
     std::atomic<int64_t> started{0};
     const timeval zero{0, 0};
     event_base_once(base, -1, EV_TIMEOUT, &Block, &started, &zero);
-    while (started.load() == 0) std::this_thread::sleep_for(100us);
+    while (started.load() == 0) {
+      std::this_thread::sleep_for(100us);
+    }
     const int64_t s = started.load();
     for (;;) {
       const std::string m = HttpGet(d.port(), "/metrics");
@@ -480,17 +547,17 @@ int main(int argc, char** argv) {
       only = argv[i + 1];
       continue;
     }
-    if (a == "--agents")
+    if (a == "--agents") {
       agents = v;
-    else if (a == "--loops")
+    } else if (a == "--loops") {
       loops = v;
-    else if (a == "--ingest-findings")
+    } else if (a == "--ingest-findings") {
       findings = v;
-    else if (a == "--ingest-conns")
+    } else if (a == "--ingest-conns") {
       conns = v;
-    else if (a == "--churn-rounds")
+    } else if (a == "--churn-rounds") {
       churn = v;
-    else {
+    } else {
       std::fprintf(stderr,
                    "usage: daemon_bench [--agents N] [--loops L] [--ingest-findings F] "
                    "[--ingest-conns C] [--churn-rounds R] [--only ingest|scale|latency]\n");
@@ -503,9 +570,15 @@ int main(int argc, char** argv) {
   for (const char* sub : {"/ingest", "/scale", "/latency"}) {
     std::filesystem::create_directories(dir + sub);
   }
-  if (only.empty() || only == "ingest") BenchIngest(dir, findings, conns);
-  if (only.empty() || only == "scale") BenchScale(dir, agents, loops, churn);
-  if (only.empty() || only == "latency") BenchLatency(dir);
+  if (only.empty() || only == "ingest") {
+    BenchIngest(dir, findings, conns);
+  }
+  if (only.empty() || only == "scale") {
+    BenchScale(dir, agents, loops, churn);
+  }
+  if (only.empty() || only == "latency") {
+    BenchLatency(dir);
+  }
   std::filesystem::remove_all(dir);
   return 0;
 }

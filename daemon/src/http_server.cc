@@ -157,7 +157,7 @@ void HttpServer::Handle(evhttp_request* req) {
       Reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
       break;
     case ApiRequest::Kind::kLoops:
-      Json(req, registry_->LoopsJson(now));
+      Reply(req, 200, "OK", "application/json", registry_->LoopsJsonText(now));
       break;
     case ApiRequest::Kind::kStalls:
       Json(req, registry_->StallsJson(r->stalls, now));

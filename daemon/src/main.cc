@@ -34,7 +34,9 @@ CLI::Validator PositiveDurationValidator() {
   return CLI::Validator(
       [](std::string& s) -> std::string {
         auto d = stallwatch::ParseDuration(s);
-        if (!d.ok()) return d.status().message();
+        if (!d.ok()) {
+          return d.status().message();
+        }
         return d->count() > 0 ? std::string()
                               : "'" + s + "' must be more than zero, e.g. 10s or 500ms";
       },
@@ -44,7 +46,9 @@ CLI::Validator PositiveDurationValidator() {
 // Edit distance of two short keys, for "did you mean".
 size_t EditDistance(const std::string& a, const std::string& b) {
   std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t j = 0; j <= b.size(); ++j) {
+    row[j] = j;
+  }
   for (size_t i = 1; i <= a.size(); ++i) {
     size_t diagonal = row[0];
     row[0] = i;
@@ -65,26 +69,41 @@ std::string CheckConfigKeys(const CLI::App& app, const std::string& path) {
   std::vector<std::string> known;
   for (const CLI::Option* opt : app.get_options()) {
     for (const std::string& name : opt->get_lnames()) {
-      if (name != "help" && name != "version" && name != "config") known.push_back(name);
+      if (name != "help" && name != "version" && name != "config") {
+        known.push_back(name);
+      }
     }
   }
   std::sort(known.begin(), known.end());
   std::string known_list;
-  for (const auto& k : known) known_list += (known_list.empty() ? "" : ", ") + k;
+  for (const auto& k : known) {
+    known_list += (known_list.empty() ? "" : ", ") + k;
+  }
 
   std::ifstream in(path);
-  if (!in) return "";  // CLI11 has already refused a file it cannot read
+  if (!in) {
+    return "";  // CLI11 has already refused a file it cannot read
+  }
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
     const std::string where = "stallwatchd: config " + path + ":" + std::to_string(number) + ": ";
     const auto first = line.find_first_not_of(" \t\r");
-    if (first == std::string::npos) continue;
+    if (first == std::string::npos) {
+      continue;
+    }
     line = line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
-    if (line.front() == '#' || line.front() == ';') continue;
+    if (line.front() == '#' || line.front() == ';') {
+      continue;
+    }
     if (line.front() == '[') {
-      if (line == "[default]") continue;
-      return where + "unknown section '" + line +
-             "': stallwatchd reads keys at the top of the file, one `key = value` a line";
+      if (line == "[default]") {
+        continue;
+      }
+      std::string problem = where;
+      problem += "unknown section '";
+      problem += line;
+      problem += "': stallwatchd reads keys at the top of the file, one `key = value` a line";
+      return problem;
     }
     std::string key = line.substr(0, line.find_first_of("=#"));
     key.erase(key.find_last_not_of(" \t") + 1);
@@ -92,23 +111,33 @@ std::string CheckConfigKeys(const CLI::App& app, const std::string& path) {
         key.back() == key.front()) {
       key = key.substr(1, key.size() - 2);
     }
-    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    if (std::find(known.begin(), known.end(), key) != known.end()) {
+      continue;
+    }
     std::string hint;
     size_t best = 3;  // suggest only a near miss
     for (const auto& k : known) {
       if (const size_t d = EditDistance(key, k); d < best) {
         best = d;
-        hint = "did you mean '" + k + "'? ";
+        hint = "did you mean '";
+        hint += k;
+        hint += "'? ";
       }
     }
-    return where + "unknown key '" + key + "' (" + hint + "known: " + known_list + ")";
+    std::string problem = where;
+    problem += "unknown key '";
+    problem += key;
+    problem += "' (";
+    problem += hint;
+    problem += "known: ";
+    problem += known_list;
+    problem += ")";
+    return problem;
   }
   return "";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   DaemonOptions o;
   std::string log_level = "info";
   std::string expire_after = std::to_string(stallwatch::defaults::kSeriesExpiry.count()) + "m";
@@ -181,6 +210,12 @@ int main(int argc, char** argv) {
                  "Most processes kept, connected or gone but not yet expired")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-processes-per-service", o.registry.max_processes_per_service,
+                 "Process slots per service (the `process` label, 0..N-1): a new process takes "
+                 "the lowest slot no connected process of its service holds; with all held, it "
+                 "is refused and counted")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--max-stacks", o.registry.max_stacks,
                  "Most merged stacks kept for /api/v1/stacks (least recently sampled evicted)")
       ->capture_default_str()
@@ -249,4 +284,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Start-up may throw (CLI11's set-up, logging); a clear line and an exit code, never a crash.
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stallwatchd: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "stallwatchd: unexpected error at start-up\n");
+  }
+  return 1;
 }

@@ -73,11 +73,13 @@ std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<do
 
 }  // namespace internal
 
-// The series of one process (service, pid) live in a registry of their own: prometheus-cpp's
+// The series of one process (service, pid) live in a registry of their own, labelled with the
+// process's slot in its service (`process`), not its pid: prometheus-cpp's
 // Family::Remove scans the whole family, so with every process in one registry, expiring
 // 1000 agents × 4 loops would cost seconds of the daemon's loop; per process, a departure
 // costs only its own series. /metrics merges the registries' families by name.
 struct Registry::ProcMetrics {
+  std::string process;  // the `process` label: the slot's number
   prometheus::Registry registry;
   prometheus::Family<prometheus::Histogram>& delay =
       prometheus::BuildHistogram()
@@ -130,6 +132,34 @@ struct Registry::ProcMetrics {
               "(per process)")
           .Register(registry);
   prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
+  // stallwatch_process_info is no prometheus-cpp family: its one series is written from the
+  // process's entry, which holds every label already. A family of its own in each process's
+  // registry cost ~1.4 KiB per process (1.4 MiB of the daemon's 64 with 1000 processes).
+  const ProcKey* key = nullptr;  // of the process's entry in procs_ (stable: std::map)
+  const Proc* proc = nullptr;
+  static const std::string& InfoName() {
+    static const std::string name = "stallwatch_process_info";
+    return name;
+  }
+  prometheus::MetricFamily InfoFamily() const {
+    prometheus::MetricFamily fam;
+    fam.name = InfoName();
+    fam.help =
+        "1 for each process the daemon holds (connected, or gone and not yet expired nor "
+        "replaced): the pid and executable behind its process slot";
+    fam.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric m;
+    // By name, as prometheus-cpp's families order labels.
+    m.label = {{"agent_version", proc->agent_version},
+               {"executable", proc->executable},
+               {"host", proc->host},
+               {"pid", std::to_string(key->second)},
+               {"process", process},
+               {"service", key->first}};
+    m.gauge.value = 1;
+    fam.metric.push_back(std::move(m));
+    return fam;
+  }
 
   // The exposition of this process's series is cached per family: `text[f]` is what
   // TextSerializer writes for the family's series of this process, without the family's
@@ -146,6 +176,7 @@ struct Registry::ProcMetrics {
     kStackSamples,
     kSuppressed,
     kDropped,
+    kInfo,
     kFamilyCount
   };
   static constexpr unsigned kAllDirty = (1u << kFamilyCount) - 1;
@@ -153,6 +184,20 @@ struct Registry::ProcMetrics {
   std::shared_ptr<const char> block;  // the texts of all families, one after the other
   std::array<std::string_view, kFamilyCount> text;  // into `block`
   void Touch(FamilyId f) { dirty |= 1u << f; }
+
+  // What a scrape shows of family `f` for this process.
+  std::vector<prometheus::MetricFamily> Collect(unsigned f) {
+    if (f == kInfo) {
+      return {InfoFamily()};
+    }
+    return family(f).Collect();
+  }
+  // Every family of this process, in the exposition's order.
+  std::vector<prometheus::MetricFamily> CollectAll() {
+    std::vector<prometheus::MetricFamily> all = registry.Collect();
+    all.push_back(InfoFamily());
+    return all;
+  }
 
   prometheus::Collectable& family(unsigned f) {
     switch (f) {
@@ -194,8 +239,10 @@ struct Registry::ProcMetrics {
         return stack_samples.GetName();
       case kSuppressed:
         return suppressed.GetName();
-      default:
+      case kDropped:
         return dropped.GetName();
+      default:
+        return InfoName();
     }
   }
 };
@@ -326,9 +373,7 @@ struct Registry::LoopSeries {
  private:
   // Built when a series is added, not kept: thousands of loops.
   prometheus::Labels Labels() const {
-    return {{"service", std::get<0>(*key)},
-            {"pid", std::to_string(std::get<1>(*key))},
-            {"loop", std::get<2>(*key)}};
+    return {{"service", std::get<0>(*key)}, {"process", m->process}, {"loop", std::get<2>(*key)}};
   }
   prometheus::Counter& Stalls(StallClass cls) {
     prometheus::Counter*& c = stalls.at(static_cast<size_t>(cls));
@@ -352,9 +397,18 @@ std::unique_ptr<Registry::Metrics, Registry::SeriesDeleter> Registry::NewMetrics
 
 void Registry::AddProcSeries(const ProcKey& key, Proc& p) {
   p.metrics = std::make_shared<ProcMetrics>();
+  p.metrics->key = &key;
+  p.metrics->proc = &p;
+  p.metrics->process = std::to_string(p.slot);
   p.metrics->dropped_series =
-      &p.metrics->dropped.Add({{"service", key.first}, {"pid", std::to_string(key.second)}});
+      &p.metrics->dropped.Add({{"service", key.first}, {"process", p.metrics->process}});
   p.metrics->Touch(ProcMetrics::kDropped);
+  SetProcInfo(p);
+}
+
+void Registry::SetProcInfo(Proc& p) {
+  // Written from the process's entry at the next serialization (ProcMetrics::InfoFamily).
+  p.metrics->Touch(ProcMetrics::kInfo);
 }
 
 void Registry::AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p) {
@@ -462,7 +516,7 @@ bool Registry::RefreshText(ProcMetrics& m) {
   if (family_order_.empty()) {
     // The order prometheus::Registry::Collect gives (by type, then registration): the order the
     // exposition has always had.
-    for (const auto& fam : m.registry.Collect()) {
+    for (const auto& fam : m.CollectAll()) {
       for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
         if (m.name(f) == fam.name) {
           family_order_.push_back(f);
@@ -479,7 +533,7 @@ bool Registry::RefreshText(ProcMetrics& m) {
   size_t total = 0;
   for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
     if (m.dirty & (1u << f)) {
-      const std::vector<prometheus::MetricFamily> fams = m.family(f).Collect();
+      const std::vector<prometheus::MetricFamily> fams = m.Collect(f);
       if (fams.size() != 1) {
         return false;
       }
@@ -534,6 +588,12 @@ bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
       return false;
     }
     if (!p.metrics || !p.metrics->dirty) {
+      continue;
+    }
+    // A reply being sent still holds this process's text: a new text now would double it in
+    // memory until the reply is done (with a scrape in flight while every agent reports, up to
+    // the whole 18 MiB). Left to a later call, or to the next scrape, which needs it anyway.
+    if (p.metrics->block.use_count() > 1) {
       continue;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -604,7 +664,7 @@ void Registry::WriteUncached(std::ostream& out) {
     if (!p.metrics) {
       continue;
     }
-    for (auto& f : p.metrics->registry.Collect()) {
+    for (auto& f : p.metrics->CollectAll()) {
       auto [it, added] = index.emplace(f.name, families.size());
       if (added) {
         families.push_back(std::move(f));

@@ -1,8 +1,8 @@
 // The model of the Registry (registry.h): agent connections, processes (service, pid) and their
-// loops, the findings applied to them (Apply, ApplyStall, ApplyDelay), the sweep (expiry, silent
-// agents, ongoing-stall ages) and the eviction of gone processes at the limits. The series it
-// updates live in metrics_exporter.cc, the merged stacks in stack_store.cc, the API's JSON in
-// api_json.cc.
+// loops, the process slots of each service, the findings applied to them (Apply, ApplyStall,
+// ApplyDelay), the sweep (expiry, silent agents, ongoing-stall ages) and the eviction of gone
+// processes at the limits. The series it updates live in metrics_exporter.cc, the merged stacks
+// in stack_store.cc, the API's JSON in api_json.cc.
 //
 // Threading: as the Registry, the daemon's loop thread only; nothing here locks.
 #include "registry.h"
@@ -143,27 +143,55 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     }
     const ProcKey key{h->service, h->pid};
     if (!procs_.count(key)) {
-      while (procs_.size() >= options_.max_processes && EvictGoneProc()) {
-      }
-      if (procs_.size() >= options_.max_processes) {
+      // A new process: it takes the lowest slot of its service that no connected process holds.
+      const std::optional<uint32_t> slot = FreeSlot(h->service);
+      if (!slot) {
         return DecodeError{RejectReason::kLimit,
-                           "the daemon holds " + std::to_string(procs_.size()) +
-                               " connected processes (--max-processes); connection of " +
-                               EscapeForLog(h->service) + " pid " + std::to_string(h->pid) +
-                               " closed",
+                           "service " + EscapeForLog(h->service) + " has " +
+                               std::to_string(options_.max_processes_per_service) +
+                               " connected processes (--max-processes-per-service); connection "
+                               "of pid " +
+                               std::to_string(h->pid) + " closed",
                            true};
       }
+      const auto held = slots_.find(h->service);
+      const int64_t gone_pid =
+          held != slots_.end() && *slot < held->second.size() ? held->second[*slot] : 0;
+      if (gone_pid != 0) {
+        // The slot's gone process makes room: its series are replaced by the newcomer's.
+        spdlog::info("agent {} pid {} takes process slot {} of pid {}, gone: its series restart",
+                     EscapeForLog(h->service), h->pid, *slot, gone_pid);
+        RemoveProc(ProcKey{h->service, gone_pid});
+      } else {
+        while (procs_.size() >= options_.max_processes && EvictGoneProc()) {
+        }
+        if (procs_.size() >= options_.max_processes) {
+          return DecodeError{RejectReason::kLimit,
+                             "the daemon holds " + std::to_string(procs_.size()) +
+                                 " connected processes (--max-processes); connection of " +
+                                 EscapeForLog(h->service) + " pid " + std::to_string(h->pid) +
+                                 " closed",
+                             true};
+        }
+      }
+      procs_[key].slot = *slot;
+      HoldSlot(key, *slot);
     }
-    Proc& p = procs_[key];
+    const auto entry = procs_.try_emplace(key).first;  // its key outlives `key`: series keep it
+    Proc& p = entry->second;
     if (!c.hello) {
       ++p.connections;
     }
     p.gone_since_mono_ns = 0;
+    const bool info_changed =
+        p.host != h->host || p.executable != h->executable || p.agent_version != h->agent_version;
     p.host = h->host;
     p.executable = h->executable;
     p.agent_version = h->agent_version;
     if (!p.metrics) {
-      AddProcSeries(key, p);
+      AddProcSeries(entry->first, p);
+    } else if (info_changed) {
+      SetProcInfo(p);
     }
     const bool first = !c.hello;
     c.hello = std::move(*h);
@@ -174,10 +202,11 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
       }
     }
     if (first) {
-      spdlog::info("agent {} pid {} connected from {} (host {}, {}, agent {}, {} loops)",
-                   EscapeForLog(c.hello->service), c.hello->pid, EscapeForLog(c.peer),
-                   EscapeForLog(p.host), EscapeForLog(p.executable), EscapeForLog(p.agent_version),
-                   c.hello->loops.size());
+      spdlog::info(
+          "agent {} pid {} connected from {} (process slot {}, host {}, {}, agent {}, {} loops)",
+          EscapeForLog(c.hello->service), c.hello->pid, EscapeForLog(c.peer), p.slot,
+          EscapeForLog(p.host), EscapeForLog(p.executable), EscapeForLog(p.agent_version),
+          c.hello->loops.size());
     }
     return std::nullopt;
   }
@@ -327,7 +356,54 @@ void Registry::RemoveProc(const ProcKey& key) {
        std::get<1>(it->first) == key.second;) {
     it = loops_.erase(it);
   }
+  ReleaseSlot(key, p->second.slot);
   procs_.erase(p);
+}
+
+std::optional<uint32_t> Registry::FreeSlot(const std::string& service) const {
+  auto s = slots_.find(service);
+  if (s == slots_.end()) {
+    return options_.max_processes_per_service > 0 ? std::optional<uint32_t>(0) : std::nullopt;
+  }
+  const std::vector<int64_t>& held = s->second;
+  for (size_t i = 0; i < held.size(); ++i) {
+    if (held[i] == 0) {
+      return static_cast<uint32_t>(i);
+    }
+    auto p = procs_.find(ProcKey{service, held[i]});
+    if (p == procs_.end() || p->second.connections == 0) {
+      return static_cast<uint32_t>(i);
+    }
+  }
+  if (held.size() < options_.max_processes_per_service) {
+    return static_cast<uint32_t>(held.size());
+  }
+  return std::nullopt;
+}
+
+void Registry::HoldSlot(const ProcKey& key, uint32_t slot) {
+  std::vector<int64_t>& held = slots_[key.first];
+  if (held.size() <= slot) {
+    held.resize(size_t{slot} + 1, 0);
+  }
+  held[slot] = key.second;
+}
+
+void Registry::ReleaseSlot(const ProcKey& key, uint32_t slot) {
+  auto s = slots_.find(key.first);
+  if (s == slots_.end()) {
+    return;
+  }
+  std::vector<int64_t>& held = s->second;
+  if (slot < held.size() && held[slot] == key.second) {
+    held[slot] = 0;
+  }
+  while (!held.empty() && held.back() == 0) {
+    held.pop_back();
+  }
+  if (held.empty()) {
+    slots_.erase(s);
+  }
 }
 
 void Registry::Sweep(Now now) {

@@ -1,6 +1,9 @@
 #pragma once
 // The daemon's view of every agent on the host: connections, processes (service, pid), loops
 // (service, pid, loop), recent stalls, merged stacks, and the Prometheus series built from them.
+// Series are labelled with a process's slot in its service (`process`, see RegistryOptions::
+// max_processes_per_service), not its pid, so that a restarted process continues the series of
+// the one it replaces; the pid is a label of stallwatch_process_info only.
 //
 // One class, defined across four files, each holding one responsibility:
 //   registry.cc          the model: connections, processes, loops, findings applied, sweep,
@@ -18,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -50,6 +54,13 @@ struct RegistryOptions {
   // (reason="limit").
   size_t max_loops = 16384;
   size_t max_processes = 8192;
+  // Process slots per service: the values "0" … "N-1" of the `process` label. A process of a
+  // service, at its hello, takes the lowest slot not held by a connected process of that
+  // service; a gone process (connection closed, series not yet expired) holding that slot is
+  // removed then, its series replaced by the newcomer's (a counter reset, which rate() handles).
+  // Two connected processes never share a slot. With all N slots held by connected processes,
+  // a further process is refused (reason="limit", the connection closed).
+  size_t max_processes_per_service = 64;
   size_t max_recent_stalls = 1000;
   // What is kept of a stall for the API (the metrics need none of it): its 16 largest stacks,
   // 64 frames each, strings cut at 512 bytes; recent stalls together at most this many bytes.
@@ -124,9 +135,10 @@ class Registry {
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
   // Serializes the text of processes whose series changed, ahead of the next scrape, for about
-  // `budget` of the caller's time; returns false once nothing is left to serialize. Called
-  // between scrapes (agents report at different times), it leaves a scrape only what changed
-  // since the last call, instead of every process that reported since the last scrape.
+  // `budget` of the caller's time; returns false once nothing is left to serialize (but the
+  // processes whose text a reply is still sending: they wait for the reply or the next scrape).
+  // Called between scrapes (agents report at different times), it leaves a scrape only what
+  // changed since the last call, instead of every process that reported since the last scrape.
   bool PrepareMetrics(std::chrono::nanoseconds budget);
 
   // A piece of the exposition text, shared with the registry's cache: `owner` keeps `text`
@@ -145,7 +157,10 @@ class Registry {
   std::string MetricsText(Now now);
   // Every series collected and serialized afresh, without the cache: what MetricsText equals.
   std::string MetricsTextUncachedForTest(Now now);
-  nlohmann::json LoopsJson(Now now) const;                        // api_json.cc
+  nlohmann::json LoopsJson(Now now) const;  // api_json.cc
+  // The text of LoopsJson(now) and a newline, built one loop at a time: thousands of loops as
+  // JSON values are the daemon's largest transient memory (api_json.cc).
+  std::string LoopsJsonText(Now now) const;
   nlohmann::json StallsJson(const StallQuery& q, Now now) const;  // api_json.cc
   nlohmann::json StacksJson() const;                              // stack_store.cc
   std::string StacksFolded() const;                               // stack_store.cc
@@ -180,6 +195,7 @@ class Registry {
   };
   struct Proc {
     std::string host, executable, agent_version;
+    uint32_t slot = 0;  // the `process` label; slots_[service][slot] is this process's pid
     int connections = 0;
     int64_t gone_since_mono_ns = 0;  // 0 while connected
     uint64_t last_dropped = 0;
@@ -211,6 +227,11 @@ class Registry {
   void ApplyStall(const Conn& c, StallFinding&& f, Loop& l, Now now);
   void ApplyDelay(const Conn& c, DelayFinding&& f, Loop& l, Now now);
   void RemoveProc(const ProcKey& key);
+  // Process slots (registry.cc): the lowest slot of `service` not held by a connected process,
+  // or none when all max_processes_per_service slots are; holding and releasing one.
+  std::optional<uint32_t> FreeSlot(const std::string& service) const;
+  void HoldSlot(const ProcKey& key, uint32_t slot);
+  void ReleaseSlot(const ProcKey& key, uint32_t slot);
 
   // The stack store (stack_store.cc).
   void MergeStacks(const std::string& service, const StallFinding* before,
@@ -221,7 +242,9 @@ class Registry {
   // The model's updates of its series (metrics_exporter.cc). Each goes through pointers the
   // process and the loop keep from their creation: no lookup and no allocation per finding.
   static std::unique_ptr<Metrics, SeriesDeleter> NewMetrics();
-  static void AddProcSeries(const ProcKey& key, Proc& p);  // at the hello, once per process
+  // At the hello, once per process; `key` is the process's key in procs_ (kept).
+  static void AddProcSeries(const ProcKey& key, Proc& p);
+  static void SetProcInfo(Proc& p);  // stallwatch_process_info changed (a hello)
   static void AddLoopSeries(const LoopKey& key, Loop& l, const Proc& p);  // once per loop
   static void ObserveWindow(Loop& l, const DelayFinding& d);  // delay, busy periods, utilization
   static void AddStackSamples(Loop& l, uint64_t n);
@@ -244,6 +267,7 @@ class Registry {
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
+  void EachLoopJson(Now now, const std::function<void(nlohmann::json&&)>& f) const;
 
   RegistryOptions options_;
   std::unique_ptr<Metrics, SeriesDeleter> metrics_;
@@ -251,6 +275,9 @@ class Registry {
   std::map<ConnId, Conn> conns_;
   std::map<ProcKey, Proc> procs_;
   std::map<LoopKey, Loop> loops_;
+  // By service: the pid of the process (in procs_) holding each slot, 0 for a free slot (pids
+  // are positive). No trailing free slots; a service without slots has no entry.
+  std::map<std::string, std::vector<int64_t>> slots_;
   std::deque<std::pair<StallFinding, size_t>>
       recent_;  // closed stalls (and their size), oldest first
   size_t recent_bytes_ = 0;

@@ -6,7 +6,8 @@
 - the six alerts the product promises exist (loop delay high, stalls frequent, stall ongoing for
   long, agent silent, findings dropped, daemon down), each with severity critical or warning;
 - summary and description annotations; a per-loop alert's summary names service and loop, a
-  per-process one service and pid, a daemon one the instance;
+  per-process one service and process (its slot: the series carry no pid), a daemon one the
+  instance;
 - runbook_url points into docs/runbooks.md at a heading that exists there;
 - every rule has a unit test in deploy/prometheus/tests that expects it to fire.
 """
@@ -28,7 +29,7 @@ REQUIRED = {
 }
 # Alerts beyond the required ones, and what their summary can name.
 OPTIONAL = {"StallwatchDaemonTargetMissing": "fleet"}  # absent(): no target, so no labels
-NAMES = {"loop": ["service", "loop"], "process": ["service", "pid"], "daemon": ["instance"],
+NAMES = {"loop": ["service", "loop"], "process": ["service", "process"], "daemon": ["instance"],
          "fleet": []}
 
 

@@ -5,7 +5,10 @@
 
 - valid JSON, generated from dashboards/generate.py (no hand edits that the generator would undo);
 - a stable, unique uid (the one links and provisioning rely on) and a title;
-- template variables datasource, instance, service, pid and loop, the query ones on ${datasource};
+- template variables datasource, instance, service, process and loop, the query ones on
+  ${datasource};
+- no query, legend or variable uses a `pid` label: the series carry the process slot
+  (`process`), the pid is a label of stallwatch_process_info only;
 - every panel has a title and a description; every non-row panel its datasource set to the
   ${datasource} variable, at least one query, a unit; every query a refId (unique per panel) and
   an expression that uses the variables it should;
@@ -25,8 +28,11 @@ import promql_names as pn  # noqa: E402
 
 EXPECTED_UIDS = {"stallwatch-overview.json": "stallwatch-overview",
                  "stallwatch-loop.json": "stallwatch-loop"}
-REQUIRED_VARS = ["datasource", "instance", "service", "pid", "loop"]
+REQUIRED_VARS = ["datasource", "instance", "service", "process", "loop"]
 DS_VAR = "${datasource}"
+# A pid label in a selector, a grouping, a legend or a variable: {pid=…}, by (…pid…), {{pid}},
+# $pid, label_values(…, pid).
+PID_RE = re.compile(r"\bpid\s*(?:=|!=|=~|!~)|[(,]\s*pid\s*[,)]|\{\{\s*pid\s*\}\}|\$\{?pid\b")
 # Hosts: URLs with a host part, IPv4 addresses, host:port pairs, localhost.
 HOST_RE = re.compile(r"https?://|\b\d{1,3}(?:\.\d{1,3}){3}\b|\blocalhost\b|"
                      r"\b[a-z][\w.-]*\.[a-z]{2,}:\d{2,5}\b", re.I)
@@ -65,6 +71,8 @@ def check_dashboard(path, problems):
     if dsv and (dsv.get("type") != "datasource" or dsv.get("query") != "prometheus"):
         bad("variable datasource is not a Prometheus data source variable")
     for v in variables.values():
+        if v.get("name") == "pid" or PID_RE.search(v.get("query") or ""):
+            bad(f"variable {v.get('name')!r} uses a pid label (the series carry `process`)")
         if not v.get("description"):
             bad(f"variable {v.get('name')!r} has no description")
         if v.get("type") == "query" and (v.get("datasource") or {}).get("uid") != DS_VAR:
@@ -113,19 +121,24 @@ def check_dashboard(path, problems):
             if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
                 bad(f"{where} {t.get('refId')}: unbalanced brackets")
             names = pn.metric_names(expr)
-            # Per-loop metrics must honour every loop variable; per-process ones service/pid;
+            # Per-loop metrics must honour every loop variable; per-process ones service/process;
             # daemon-wide ones at least the instance.
             needs = ["$instance"]
             if names & (pn.ALLOWED - {"stallwatch_agents_connected", "up",
                                       "stallwatch_daemon_frames_rejected_total"}):
-                needs += ["$service", "$pid"]
+                needs += ["$service", "$process"]
             if names - {"stallwatch_agents_connected", "up",
                         "stallwatch_daemon_frames_rejected_total",
-                        "stallwatch_agent_findings_dropped_total"}:
+                        "stallwatch_agent_findings_dropped_total", "stallwatch_process_info"}:
                 needs += ["$loop"]
             for var in needs:
                 if var not in expr:
                     bad(f"{where} {t.get('refId')}: does not filter on {var}")
+            if "stallwatch_process_info" not in names:
+                for field in ("expr", "legendFormat"):
+                    if PID_RE.search(t.get(field) or ""):
+                        bad(f"{where} {t.get('refId')}: {field} uses a pid label (the series "
+                            "carry `process`; the pid is in stallwatch_process_info)")
     return d
 
 

@@ -20,7 +20,7 @@ def self_test():
         'histogram_quantile(0.99, sum by (le) (rate(stallwatch_loop_delay_seconds_bucket[5m])))':
             {"stallwatch_loop_delay_seconds_bucket"},
         'up{job="stallwatchd"} == 0': {"up"},
-        'a_metric * on (pid) group_left(x) other_metric{class="cpu"} > bool 1e-3':
+        'a_metric * on (process) group_left(pid) other_metric{class="cpu"} > bool 1e-3':
             {"a_metric", "other_metric"},
         '(changes(x_count[6m]) == 0 and on (a, b) x_count) unless on (a) (y > 0)':
             {"x_count", "y"},

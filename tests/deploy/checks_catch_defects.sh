@@ -43,13 +43,27 @@ fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace(") > 0.
 expect_reject "rule test notices a delay threshold raised above the test's 496ms" \
   "StallwatchLoopDelayHigh" "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
 
-fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on (instance, service, pid, loop) stallwatch_loop_delay_seconds_count\n", "")'
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on (instance, service, process, loop) stallwatch_loop_delay_seconds_count\n", "")'
 expect_reject "rule test notices agent-silent firing for an exited process" \
   'loop="gone"' "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
 
-fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on (instance, service, pid, loop) (stallwatch_loop_delay_seconds_count offset 6m)\n", "")'
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on (instance, service, process, loop) (stallwatch_loop_delay_seconds_count offset 6m)\n", "")'
 expect_reject "rule test notices agent-silent firing for a process that lived seconds" \
-  'loop="main", pid="505"' "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
+  'loop="main", process="0", service="cron"' "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
+
+# The series carry the process slot, not the pid (the pid is in stallwatch_process_info only).
+fresh; edit "$dash" 's.replace("(process {{process}}, {{instance}})", "(pid {{pid}}, {{instance}})", 1)'
+expect_reject "dashboard legend naming a pid label" "legendFormat uses a pid label" \
+  "$py" "$here/check_dashboards.py" "$T"
+
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("max by (instance, service, process, loop) (stallwatch_stall_ongoing_seconds)", "max by (instance, service, pid, loop) (stallwatch_stall_ongoing_seconds)", 1)'
+expect_reject "rule grouping by a pid label" "StallwatchStallOngoingLong" \
+  "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
+
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("summary: \"{{ $labels.service }} (process {{ $labels.process }})", "summary: \"{{ $labels.service }} (pid {{ $labels.pid }})", 1)'
+expect_reject "per-process alert summary without the process slot" \
+  "StallwatchFindingsDropped: summary does not name the process" \
+  "$py" "$here/check_alert_metadata.py" "$T"
 
 fresh; edit "$dash" 's.replace("\"description\": \"Event loops with an agent", "\"description\": \"\", \"x\": \"", 1)'
 expect_reject "panel without a description" 'panel "Loops observed" has no description' \

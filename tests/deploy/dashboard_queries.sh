@@ -4,7 +4,7 @@
 #
 #   dashboard_queries.sh PROMETHEUS_URL [DASHBOARD_DIR]
 #
-# Template variables are substituted: $instance, $service, $pid, $loop by SW_VAR_<name> (a regex,
+# Template variables are substituted: $instance, $service, $process, $loop by SW_VAR_<name> (a regex,
 # default ".*"); Grafana's $__rate_interval, $__interval, $__range by SW_RATE_INTERVAL (1m),
 # SW_INTERVAL (15s), SW_RANGE (5m). SW_WAIT (seconds, default 0): keep retrying queries that are
 # still empty for this long (data may still be arriving). Each query's HTTP call times out after
@@ -32,7 +32,7 @@ subst = {
     "__interval": os.environ.get("SW_INTERVAL", "15s"),
     "__range": os.environ.get("SW_RANGE", "5m"),
 }
-for var in ("instance", "service", "pid", "loop"):
+for var in ("instance", "service", "process", "loop"):
     subst[var] = os.environ.get("SW_VAR_" + var, ".*")
 wait_s = float(os.environ.get("SW_WAIT", "0"))
 

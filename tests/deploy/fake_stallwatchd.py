@@ -17,7 +17,7 @@ START = time.monotonic()
 DELAY = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
 ITER = [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]
 STALL = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-LOOPS = [("demo", "4242", "main"), ("demo", "4242", "worker-1")]
+LOOPS = [("demo", "0", "main"), ("demo", "0", "worker-1")]  # service, process slot, loop
 REASONS = ["bad_magic", "bad_version", "bad_length", "bad_json", "not_object", "unknown_kind",
            "bad_field", "no_hello", "identity_mismatch", "truncated", "limit", "handshake_timeout",
            "frame_timeout", "auth"]
@@ -45,8 +45,8 @@ def render():
                        ("counter", "stallwatch_stack_samples_total"),
                        ("counter", "stallwatch_reports_suppressed_total")):
         out.append(f"# TYPE {name} {kind}")
-        for i, (svc, pid, loop) in enumerate(LOOPS):
-            lab = f'loop="{loop}",pid="{pid}",service="{svc}"'
+        for i, (svc, process, loop) in enumerate(LOOPS):
+            lab = f'loop="{loop}",process="{process}",service="{svc}"'
             if name == "stallwatch_loop_delay_seconds":
                 histogram(out, name, lab, DELAY, t, 100, 3 + i)
             elif name == "stallwatch_loop_iteration_seconds":
@@ -66,7 +66,10 @@ def render():
             else:
                 out.append(f"{name}{{{lab}}} {int(t * 0.1)}")
     out.append("# TYPE stallwatch_agent_findings_dropped_total counter")
-    out.append('stallwatch_agent_findings_dropped_total{pid="4242",service="demo"} 0')
+    out.append('stallwatch_agent_findings_dropped_total{process="0",service="demo"} 0')
+    out.append("# TYPE stallwatch_process_info gauge")
+    out.append('stallwatch_process_info{agent_version="0.1.0",executable="/usr/bin/demo",'
+               'host="demo-host",pid="4242",process="0",service="demo"} 1')
     out.append("# TYPE stallwatch_daemon_frames_rejected_total counter")
     for r in REASONS:
         out.append(f'stallwatch_daemon_frames_rejected_total{{reason="{r}"}} 0')

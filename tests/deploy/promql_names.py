@@ -18,6 +18,7 @@ PLAIN = {
     "stallwatch_stack_samples_total",
     "stallwatch_reports_suppressed_total",
     "stallwatch_agent_findings_dropped_total",
+    "stallwatch_process_info",
     "stallwatch_agents_connected",
     "stallwatch_daemon_frames_rejected_total",
     "up",

@@ -41,3 +41,19 @@ start_prometheus "$prom" "$work" "127.0.0.1:$daemon_port" "$prom_port"
 
 # rate() needs two samples; the script retries empty results for up to 40 s.
 SW_WAIT=40 SW_RATE_INTERVAL=10s SW_RANGE=1m timeout 150 bash "$queries" "http://127.0.0.1:$prom_port"
+
+# The series carry the process slot (`process`), never the pid: the pid is a label of
+# stallwatch_process_info only, one series per process.
+metrics=$(curl -fs --max-time 10 "http://127.0.0.1:$daemon_port/metrics")
+with_pid=$(grep -v '^#' <<<"$metrics" | grep -v '^stallwatch_process_info{' | grep 'pid="' || true)
+if [ -n "$with_pid" ]; then
+  echo "FAIL: series with a pid label other than stallwatch_process_info:"
+  head -5 <<<"$with_pid"
+  exit 1
+fi
+info=$(grep '^stallwatch_process_info{' <<<"$metrics" || true)
+if ! grep -q 'process="0",service="dashdemo"} 1' <<<"$info"; then
+  echo "FAIL: no stallwatch_process_info of dashdemo's process 0: $info"
+  exit 1
+fi
+echo "ok: no pid label on the series; stallwatch_process_info names the pid"

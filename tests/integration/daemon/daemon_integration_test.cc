@@ -128,7 +128,9 @@ TEST(Daemon, AgentStallsReachMetricsAndApi) {
   auto agent = Agent::Attach(loop.base(), AgentOptions(o.agent_socket, "itest"));
   ASSERT_TRUE(agent.ok()) << agent.status().message();
   loop.Start();
-  const std::string pid = "pid=\"" + std::to_string(::getpid()) + "\"";
+  // The series carry the process's slot in its service (the first: "0"); its pid is in
+  // stallwatch_process_info.
+  const std::string process = "process=\"0\"";
 
   // A long blocking stall: the ongoing gauge must move while it lasts.
   loop.Post([] { ::usleep(1'500'000); });
@@ -148,10 +150,15 @@ TEST(Daemon, AgentStallsReachMetricsAndApi) {
   // Closed: counted by class, duration histogram, API entry, gauge back to 0.
   ASSERT_TRUE(WaitFor([&] {
     auto v = MetricValue(d.Metrics(), "stallwatch_stalls_total",
-                         {"service=\"itest\"", "class=\"blocked\"", pid, "loop=\"main\""});
+                         {"service=\"itest\"", "class=\"blocked\"", process, "loop=\"main\""});
     return v && *v == 1;
   })) << d.Metrics();
   const std::string m = d.Metrics();
+  EXPECT_EQ(
+      MetricValue(m, "stallwatch_process_info",
+                  {"service=\"itest\"", process, "pid=\"" + std::to_string(::getpid()) + "\""}),
+      1.0)
+      << m;
   EXPECT_EQ(MetricValue(m, "stallwatch_stall_ongoing_seconds", {"service=\"itest\""}), 0.0);
   EXPECT_EQ(MetricValue(m, "stallwatch_stall_duration_seconds_count", {"service=\"itest\""}), 1.0);
   EXPECT_EQ(

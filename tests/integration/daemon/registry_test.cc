@@ -3,8 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
+#include <sstream>
 
 #include "stallwatch/common/histogram.h"
 #include "test_util.h"
@@ -62,7 +66,7 @@ DelayFinding Window(uint64_t stalls_total, uint64_t dropped = 0) {
   return d;
 }
 
-const std::vector<std::string> kLoop = {"service=\"svc\"", "pid=\"42\"", "loop=\"main\""};
+const std::vector<std::string> kLoop = {"service=\"svc\"", "process=\"0\"", "loop=\"main\""};
 
 std::vector<std::string> With(std::string label) {
   auto v = kLoop;
@@ -232,6 +236,23 @@ TEST(Registry, LoopsShowTheKindAndRuntimeOfTheirLatestWindow) {
   EXPECT_EQ(loop["runtime"], "python");
 }
 
+// /api/v1/loops is written loop by loop (LoopsJsonText): the same document as LoopsJson's.
+TEST(Registry, LoopsTextIsTheLoopsDocument) {
+  Registry r;
+  EXPECT_EQ(r.LoopsJsonText(At(0)), r.LoopsJson(At(0)).dump() + "\n");
+  auto c = r.Connect("test", At(0));
+  wire::Hello h = Hello();
+  h.loops = {"main", "second"};
+  ASSERT_FALSE(r.Apply(c, std::move(h), At(0)).has_value());
+  ASSERT_FALSE(r.Apply(c, Window(2), At(1)).has_value());
+  ASSERT_FALSE(r.Apply(c, Stall(3, true, 0.4), At(2)).has_value());
+  auto c2 = r.Connect("test", At(2));
+  ASSERT_FALSE(r.Apply(c2, Hello("other", 7), At(2)).has_value());
+  const std::string text = r.LoopsJsonText(At(3));
+  EXPECT_EQ(text, r.LoopsJson(At(3)).dump() + "\n");
+  EXPECT_EQ(json::parse(text)["loops"].size(), 3u);
+}
+
 TEST(Registry, LibeventLoopWithoutRuntimeShowsAnEmptyRuntime) {
   Registry r;
   auto c = r.Connect("test", At(0));
@@ -341,6 +362,267 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
   EXPECT_FALSE(r.PrepareMetrics(1s)) << "nothing left to serialize after a scrape";
   // Processes came and went: series were removed from the cache too.
   EXPECT_NE(r.MetricsText(At(t)).find("stallwatch_loop_delay_seconds_bucket"), std::string::npos);
+}
+
+// --- Process slots: the `process` label ------------------------------------------------------
+
+// The slot of (service, pid) as /api/v1/loops shows it, or -1 when the daemon holds no such
+// process.
+int SlotOf(const Registry& r, const std::string& service, int64_t pid, Now now) {
+  const json loops = r.LoopsJson(now)["loops"];  // (not a temporary's member: range-for)
+  for (const auto& l : loops) {
+    if (l["service"] == service && l["pid"].get<int64_t>() == pid) {
+      return l["process"].get<int>();
+    }
+  }
+  return -1;
+}
+
+// The sample lines of an exposition (one per series).
+std::vector<std::string> SeriesLines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] != '#') {
+      out.push_back(line.substr(0, line.rfind(' ')));
+    }
+  }
+  return out;
+}
+
+std::optional<double> Info(const std::string& m, const std::string& service, int slot,
+                           int64_t pid) {
+  return MetricValue(m, "stallwatch_process_info",
+                     {"service=\"" + service + "\"", "process=\"" + std::to_string(slot) + "\"",
+                      "pid=\"" + std::to_string(pid) + "\""});
+}
+
+TEST(RegistrySlots, ANewProcessTakesTheLowestSlotNoConnectedProcessHolds) {
+  RegistryOptions o;
+  o.expire_after = 100s;
+  Registry r(o);
+  std::map<int64_t, Registry::ConnId> conn;
+  auto start = [&](const std::string& service, int64_t pid, int64_t t) {
+    conn[pid] = r.Connect("test", At(t));
+    ASSERT_FALSE(r.Apply(conn[pid], Hello(service, pid), At(t)).has_value()) << pid;
+  };
+  start("svc", 101, 0);
+  start("svc", 102, 0);
+  start("svc", 103, 0);
+  EXPECT_EQ(SlotOf(r, "svc", 101, At(0)), 0);
+  EXPECT_EQ(SlotOf(r, "svc", 102, At(0)), 1);
+  EXPECT_EQ(SlotOf(r, "svc", 103, At(0)), 2);
+  std::string m = r.MetricsText(At(0));
+  EXPECT_EQ(Info(m, "svc", 1, 102), 1.0) << m;
+  EXPECT_EQ(MetricValue(m, "stallwatch_loop_utilization_ratio",
+                        {"service=\"svc\"", "process=\"2\"", "loop=\"main\""}),
+            0.0);
+  for (const auto& line : SeriesLines(m)) {
+    EXPECT_TRUE(line.find("pid=") == line.npos || line.starts_with("stallwatch_process_info{"))
+        << "a pid label beyond stallwatch_process_info: " << line;
+  }
+
+  // The middle one exits; a new process takes its slot at once (its series replace the gone
+  // one's), not slot 3, although the gone one's series have not expired.
+  r.Disconnect(conn[102], At(5));
+  start("svc", 104, 6);
+  EXPECT_EQ(SlotOf(r, "svc", 104, At(6)), 1);
+  EXPECT_EQ(SlotOf(r, "svc", 102, At(6)), -1) << "the gone holder of the slot is removed";
+  EXPECT_EQ(r.loops(), 3u);
+  m = r.MetricsText(At(6));
+  EXPECT_FALSE(Info(m, "svc", 1, 102).has_value()) << m;
+  EXPECT_EQ(Info(m, "svc", 1, 104), 1.0) << m;
+
+  // Two gone (slots 0 and 2): the lowest first.
+  r.Disconnect(conn[101], At(7));
+  r.Disconnect(conn[103], At(7));
+  start("svc", 105, 8);
+  start("svc", 106, 8);
+  EXPECT_EQ(SlotOf(r, "svc", 105, At(8)), 0);
+  EXPECT_EQ(SlotOf(r, "svc", 106, At(8)), 2);
+  // Slots are per service.
+  start("other", 107, 8);
+  EXPECT_EQ(SlotOf(r, "other", 107, At(8)), 0);
+  // A slot whose gone process expired is free again, as is the end of the table.
+  r.Disconnect(conn[106], At(9));
+  r.Sweep(At(200));
+  EXPECT_EQ(SlotOf(r, "svc", 106, At(200)), -1);
+  start("svc", 108, 201);
+  start("svc", 109, 201);
+  EXPECT_EQ(SlotOf(r, "svc", 108, At(201)), 2);
+  EXPECT_EQ(SlotOf(r, "svc", 109, At(201)), 3);
+}
+
+TEST(RegistrySlots, AReconnectingProcessKeepsItsSlotAndCountersUnlessItWasTaken) {
+  RegistryOptions o;
+  o.expire_after = 100s;
+  Registry r(o);
+  auto a = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(a, Hello("svc", 101), At(0)).has_value());
+  auto b = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(b, Hello("svc", 42), At(0)).has_value());
+  ASSERT_FALSE(r.Apply(b, Stall(1, false, 0.2), At(1)).has_value());
+  const std::vector<std::string> cpu = {"service=\"svc\"", "process=\"1\"", "class=\"cpu\""};
+  EXPECT_EQ(MetricValue(r.MetricsText(At(1)), "stallwatch_stalls_total", cpu), 1.0);
+  // pid 42 loses its connection and comes back: its own slot, its series go on.
+  r.Disconnect(b, At(2));
+  b = r.Connect("test", At(3));
+  ASSERT_FALSE(r.Apply(b, Hello("svc", 42), At(3)).has_value());
+  EXPECT_EQ(SlotOf(r, "svc", 42, At(3)), 1);
+  EXPECT_EQ(MetricValue(r.MetricsText(At(3)), "stallwatch_stalls_total", cpu), 1.0);
+  // Gone again, and a new process takes slot 1: the slot's counters start again from 0 (a
+  // counter reset for Prometheus), never the sum of two processes.
+  r.Disconnect(b, At(4));
+  auto c = r.Connect("test", At(5));
+  ASSERT_FALSE(r.Apply(c, Hello("svc", 77), At(5)).has_value());
+  EXPECT_EQ(SlotOf(r, "svc", 77, At(5)), 1);
+  EXPECT_EQ(MetricValue(r.MetricsText(At(5)), "stallwatch_stalls_total", cpu), 0.0);
+  // pid 42 is back after all: it is a new process to the daemon now, in the next free slot.
+  b = r.Connect("test", At(6));
+  ASSERT_FALSE(r.Apply(b, Hello("svc", 42), At(6)).has_value());
+  EXPECT_EQ(SlotOf(r, "svc", 42, At(6)), 2);
+  EXPECT_EQ(SlotOf(r, "svc", 77, At(6)), 1);
+}
+
+TEST(RegistrySlots, PastTheBoundANewProcessIsRefusedAndTheOthersAreKept) {
+  RegistryOptions o;
+  o.max_processes_per_service = 2;
+  Registry r(o);
+  auto a = r.Connect("test", At(0));
+  auto b = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(a, Hello("svc", 101), At(0)).has_value());
+  ASSERT_FALSE(r.Apply(b, Hello("svc", 102), At(0)).has_value());
+  auto c = r.Connect("test", At(1));
+  auto e = r.Apply(c, Hello("svc", 103), At(1));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->reason, wire::RejectReason::kLimit);
+  EXPECT_TRUE(e->fatal) << "the connection is closed";
+  EXPECT_NE(e->message.find("--max-processes-per-service"), std::string::npos) << e->message;
+  r.Disconnect(c, At(1));
+  EXPECT_EQ(r.loops(), 2u);
+  EXPECT_EQ(SlotOf(r, "svc", 103, At(1)), -1);
+  const auto lines = SeriesLines(r.MetricsText(At(1)));
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
+                          [](const std::string& l) { return l.find("process=\"2\"") != l.npos; }),
+            0);
+  // Another service is not affected.
+  auto d = r.Connect("test", At(1));
+  ASSERT_FALSE(r.Apply(d, Hello("other", 103), At(1)).has_value());
+  // Once a process of the service is gone, the newcomer gets its slot.
+  r.Disconnect(a, At(2));
+  c = r.Connect("test", At(3));
+  ASSERT_FALSE(r.Apply(c, Hello("svc", 103), At(3)).has_value());
+  EXPECT_EQ(SlotOf(r, "svc", 103, At(3)), 0);
+}
+
+// Connections come and go at random (restarts, reconnects, forks, expiries): at every step no
+// two connected processes of a service hold one slot, no slot is beyond the bound, a process is
+// refused exactly when every slot of its service is held by a connected process, and no series
+// appears twice in the exposition.
+TEST(RegistrySlots, TwoConnectedProcessesNeverShareASlot) {
+  RegistryOptions o;
+  o.expire_after = 4s;
+  o.max_processes_per_service = 4;
+  Registry r(o);
+  std::mt19937 rng(16);
+  struct Proc {
+    std::string service;
+    Registry::ConnId conn = 0;
+    bool connected = false;
+  };
+  std::map<int64_t, Proc> procs;
+  for (int64_t pid = 1000; pid < 1018; ++pid) {
+    procs[pid].service = "svc" + std::to_string(pid % 3);
+  }
+  int64_t t = 0;
+  size_t refused = 0, taken_over = 0;
+  for (int step = 0; step < 1500; ++step) {
+    t += static_cast<int64_t>(rng() % 2);
+    auto it = procs.begin();
+    std::advance(it, rng() % procs.size());
+    const int64_t pid = it->first;
+    Proc& p = it->second;
+    if (p.connected) {
+      r.Disconnect(p.conn, At(t));
+      p.connected = false;
+    } else if (rng() % 8 == 0) {
+      r.Sweep(At(t));
+    } else {
+      size_t connected = 0;
+      for (const auto& [q, other] : procs) {
+        connected += other.service == p.service && other.connected ? 1 : 0;
+      }
+      const bool held = SlotOf(r, p.service, pid, At(t)) >= 0;
+      const int before = static_cast<int>(r.loops());
+      p.conn = r.Connect("test", At(t));
+      auto e = r.Apply(p.conn, Hello(p.service, pid), At(t));
+      if (e) {
+        EXPECT_EQ(e->reason, wire::RejectReason::kLimit);
+        EXPECT_TRUE(!held && connected == o.max_processes_per_service) << "step " << step;
+        r.Disconnect(p.conn, At(t));
+        ++refused;
+      } else {
+        EXPECT_TRUE(held || connected < o.max_processes_per_service) << "step " << step;
+        p.connected = true;
+        taken_over += !held && static_cast<int>(r.loops()) == before ? 1 : 0;
+      }
+    }
+    std::map<std::pair<std::string, int>, int64_t> holders;
+    const json loops = r.LoopsJson(At(t))["loops"];
+    for (const auto& l : loops) {
+      const int slot = l["process"].get<int>();
+      EXPECT_GE(slot, 0);
+      EXPECT_LT(slot, static_cast<int>(o.max_processes_per_service));
+      const auto [h, added] = holders.emplace(std::pair(l["service"].get<std::string>(), slot),
+                                              l["pid"].get<int64_t>());
+      EXPECT_TRUE(added) << "step " << step << ": slot " << slot << " of "
+                         << l["service"].get<std::string>() << " held by " << h->second << " and "
+                         << l["pid"].get<int64_t>();
+    }
+    for (const auto& [pid2, q] : procs) {
+      EXPECT_EQ(SlotOf(r, q.service, pid2, At(t)) >= 0 || !q.connected, true)
+          << "step " << step << ": connected pid " << pid2 << " holds no slot";
+    }
+    if (step % 10 == 0) {
+      const auto lines = SeriesLines(r.MetricsText(At(t)));
+      EXPECT_EQ(std::set<std::string>(lines.begin(), lines.end()).size(), lines.size())
+          << "step " << step << ": a series appears twice";
+    }
+    if (HasFailure()) {
+      break;
+    }
+  }
+  EXPECT_GT(refused, 10u);
+  EXPECT_GT(taken_over, 10u);
+}
+
+// What the slots are for: a service restarted 10 times (a new pid each time) keeps one set of
+// series, where a pid label made ~51 new series per loop at every restart.
+TEST(RegistrySlots, RestartsKeepTheNumberOfSeries) {
+  Registry r;
+  size_t first = 0;
+  for (int64_t run = 0; run < 11; ++run) {
+    const int64_t pid = 500 + run;
+    auto c = r.Connect("test", At(run * 10));
+    wire::Hello h = Hello("svc", pid);
+    h.loops = {"main", "worker"};
+    ASSERT_FALSE(r.Apply(c, std::move(h), At(run * 10)).has_value());
+    DelayFinding d = Window(3, 1);
+    d.pid = pid;
+    ASSERT_FALSE(r.Apply(c, d, At(run * 10 + 1)).has_value());
+    StallFinding s = Stall(1, false, 0.3);
+    s.pid = pid;
+    ASSERT_FALSE(r.Apply(c, std::move(s), At(run * 10 + 2)).has_value());
+    const std::string m = r.MetricsText(At(run * 10 + 3));
+    const size_t n = SeriesLines(m).size();
+    if (run == 0) {
+      first = n;
+      EXPECT_GT(n, 100u);
+    }
+    EXPECT_EQ(n, first) << "after restart " << run << ":\n" << m;
+    EXPECT_EQ(Info(m, "svc", 0, pid), 1.0);
+    r.Disconnect(c, At(run * 10 + 4));
+  }
 }
 
 }  // namespace
