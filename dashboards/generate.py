@@ -116,6 +116,22 @@ def heatmap(title, description, targets, y_unit):
                         "exemplars": {"color": "rgba(255,0,255,0.7)"}}}
 
 
+# The daemon's own web page (docs/daemon.md "Web UI"): stallwatchd serves it on the address
+# Prometheus scrapes it at, the `instance` label. Times go from Grafana's Unix ms to the page's ns.
+DAEMON_PAGE = "http://{instance}/?view={view}&service={service}&loop={loop}" \
+              "&since=${{__from}}000000&until=${{__to}}000000"
+
+
+def daemon_link(title, view, instance="${instance}", service="${service}", loop="${loop}"):
+    return {"title": title, "targetBlank": True,
+            "url": DAEMON_PAGE.format(instance=instance, view=view, service=service, loop=loop)}
+
+
+def with_links(panel, *links):
+    panel["links"] = list(links)
+    return panel
+
+
 def variables(single_loop):
     def var(name, label, query, description, multi=True):
         v = {"type": "query", "name": name, "label": label, "description": description,
@@ -154,6 +170,16 @@ def variables(single_loop):
             v["includeAll"] = False
             v["current"] = {}
     return {"list": [ds, inst, svc, proc, loop]}
+
+
+# Stalls as annotations on every time panel of the loop dashboard: a mark in each slot in which
+# stalls of a class closed (the counter rose).
+STALL_ANNOTATION = {
+    "name": "Stalls", "enable": True, "hide": False, "iconColor": "red", "datasource": DS,
+    "expr": f"sum by (class) (increase(stallwatch_stalls_total{{{LOOP_SEL}}}[1m])) > 0",
+    "step": "60s", "titleFormat": "stall", "textFormat": "{{class}}: {{value}} closed",
+    "tagKeys": "class", "useValueForTime": False,
+}
 
 
 def dashboard(uid, title, description, panels, single_loop):
@@ -311,7 +337,11 @@ def overview():
                                 "&var-instance=${__data.fields.instance}"
                                 "&var-service=${__data.fields.service}"
                                 "&var-process=${__data.fields.process}"
-                                "&var-loop=${__data.fields.loop}")}]}]},
+                                "&var-loop=${__data.fields.loop}")},
+                        daemon_link("Flame graph of its stalls (stallwatchd)", "flame",
+                                    instance="${__data.fields.instance}",
+                                    service="${__data.fields.service}",
+                                    loop="${__data.fields.loop}")]}]},
             ]},
         "options": {"showHeader": True, "cellHeight": "sm",
                     "sortBy": [{"displayName": "delay p99", "desc": True}],
@@ -496,13 +526,18 @@ def drilldown():
            f"[$__rate_interval]))", "process {{process}}")], "ops"), 12, 8))
 
     P.append(L.row("Stalls", D_STALLS))
-    P.append(L.place(timeseries(
-        "Stalls by class", D_STALLS,
+    flame = daemon_link("Flame graph of these stalls (stallwatchd)", "flame")
+    timeline = daemon_link("Each stall: class, syscall, hint, stack (stallwatchd)", "loops")
+    P.append(L.place(with_links(timeseries(
+        "Stalls by class", D_STALLS + " The panel's links open the stalls' flame graph and "
+        "each stall on stallwatchd's own page.",
         [q(f"sum by (class) (rate(stallwatch_stalls_total{{{LOOP_SEL}}}[$__rate_interval]))"
-           " * 60", "{{class}}")], STALLS_PER_MIN, stack=True, bars=True), 12, 8))
-    P.append(L.place(heatmap("Stall durations", D_STALL_HEAT,
+           " * 60", "{{class}}")], STALLS_PER_MIN, stack=True, bars=True), flame, timeline),
+        12, 8))
+    P.append(L.place(with_links(heatmap("Stall durations", D_STALL_HEAT,
         [q("sum by (le) (increase(stallwatch_stall_duration_seconds_bucket"
-           f"{{{LOOP_SEL}}}[$__rate_interval]))", "{{le}}", fmt="heatmap")], "s"), 12, 8))
+           f"{{{LOOP_SEL}}}[$__rate_interval]))", "{{le}}", fmt="heatmap")], "s"), flame,
+        timeline), 12, 8))
     P.append(L.place(timeseries(
         "Stall duration percentiles",
         "p50 and p99 of the durations of stalls that closed in each slot, and the mean. Empty "
@@ -536,10 +571,13 @@ def drilldown():
         "process, not per loop: all loops of a process share one queue and one connection.",
         [q(f"sum by (process) (rate(stallwatch_agent_findings_dropped_total{{{PROC_SEL}}}"
            f"[$__rate_interval]))", "process {{process}}")], "cps"), 12, 8))
-    return dashboard(
+    d = dashboard(
         "stallwatch-loop", "stallwatch / Loop",
         "One event loop in depth: delay, busy periods, stalls by class and duration, agent.",
         P, single_loop=True)
+    d["annotations"]["list"].append(STALL_ANNOTATION)
+    d["links"].append(daemon_link("Flame graph of this loop's stalls (stallwatchd)", "flame"))
+    return d
 
 
 def configmap(files):

@@ -33,8 +33,9 @@ DS_VAR = "${datasource}"
 # A pid label in a selector, a grouping, a legend or a variable: {pid=…}, by (…pid…), {{pid}},
 # $pid, label_values(…, pid).
 PID_RE = re.compile(r"\bpid\s*(?:=|!=|=~|!~)|[(,]\s*pid\s*[,)]|\{\{\s*pid\s*\}\}|\$\{?pid\b")
-# Hosts: URLs with a host part, IPv4 addresses, host:port pairs, localhost.
-HOST_RE = re.compile(r"https?://|\b\d{1,3}(?:\.\d{1,3}){3}\b|\blocalhost\b|"
+# Hosts: URLs with a host part, IPv4 addresses, host:port pairs, localhost. A URL whose host is a
+# template variable (the daemon's page at http://${instance}/) names no host.
+HOST_RE = re.compile(r"https?://(?!\$\{)|\b\d{1,3}(?:\.\d{1,3}){3}\b|\blocalhost\b|"
                      r"\b[a-z][\w.-]*\.[a-z]{2,}:\d{2,5}\b", re.I)
 
 

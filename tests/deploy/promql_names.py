@@ -62,7 +62,8 @@ def label_values_metric(query):
 
 
 def dashboard_exprs(dash):
-    """(where, expr) for every panel target and every query variable of a dashboard."""
+    """(where, expr) for every panel target, annotation query and query variable of a
+    dashboard."""
     out = []
 
     def walk(panels):
@@ -73,6 +74,9 @@ def dashboard_exprs(dash):
             walk(p.get("panels", []))
 
     walk(dash.get("panels", []))
+    for a in dash.get("annotations", {}).get("list", []):
+        if a.get("expr"):
+            out.append((f'annotation "{a.get("name")}"', a["expr"]))
     for v in dash.get("templating", {}).get("list", []):
         if v.get("type") == "query":
             query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
