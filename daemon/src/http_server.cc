@@ -141,7 +141,9 @@ void HttpServer::Handle(evhttp_request* req) {
   const char* q = uri ? evhttp_uri_get_query(uri) : nullptr;
   const auto r = ParseApiRequest(p ? p : "", q ? q : "");
   if (!r.ok()) {
-    if (r.status().code() == StatusCode::kNotFound) {
+    const bool not_found = r.status().code() == StatusCode::kNotFound;
+    registry_->RejectRequest(not_found);
+    if (not_found) {
       Reply(req, 404, "Not Found", "text/plain; charset=utf-8", r.status().message() + "\n");
     } else {
       BadRequest(req, r.status().message());

@@ -266,6 +266,15 @@ struct Registry::Metrics {
           .Help("Frames from agents the daemon refused, by reason (docs/protocol.md)")
           .Register(registry);
   std::map<RejectReason, prometheus::Counter*> rejected;
+  prometheus::Family<prometheus::Counter>& http_rejected_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_http_requests_rejected_total")
+          .Help(
+              "HTTP requests the daemon answered with a one-line error: not_found (no such "
+              "path, 404) or bad_query (a parameter or value it does not accept, 400)")
+          .Register(registry);
+  prometheus::Counter& http_not_found = http_rejected_family.Add({{"reason", "not_found"}});
+  prometheus::Counter& http_bad_query = http_rejected_family.Add({{"reason", "bad_query"}});
   prometheus::Family<prometheus::Counter>& stacks_evicted_family =
       prometheus::BuildCounter()
           .Name("stallwatch_daemon_stacks_evicted_total")
@@ -448,6 +457,15 @@ void Registry::SetAgentGauges() {
 }
 
 void Registry::Reject(RejectReason reason) { metrics_->rejected.at(reason)->Increment(); }
+
+void Registry::RejectRequest(bool not_found) {
+  (not_found ? metrics_->http_not_found : metrics_->http_bad_query).Increment();
+}
+
+uint64_t Registry::requests_rejected(bool not_found) const {
+  return static_cast<uint64_t>(
+      (not_found ? metrics_->http_not_found : metrics_->http_bad_query).Value());
+}
 
 uint64_t Registry::rejected(RejectReason reason) const {
   return static_cast<uint64_t>(metrics_->rejected.at(reason)->Value());

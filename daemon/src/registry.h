@@ -132,6 +132,9 @@ class Registry {
   std::optional<wire::DecodeError> Apply(ConnId id, wire::Message&& m, Now now);
   // Counts a rejected frame (a series only: metrics_exporter.cc).
   void Reject(wire::RejectReason reason);
+  // Counts an HTTP request refused with a one-line error: no such path (404), or a bad query
+  // (400). A series only (stallwatch_daemon_http_requests_rejected_total{reason}).
+  void RejectRequest(bool not_found);
   // Expires gone processes, notices silent agents, moves ongoing-stall ages. Call every second.
   void Sweep(Now now);
   // Serializes the text of processes whose series changed, ahead of the next scrape, for about
@@ -174,6 +177,7 @@ class Registry {
   size_t loops() const { return loops_.size(); }
   size_t silent_agents() const;
   uint64_t rejected(wire::RejectReason reason) const;
+  uint64_t requests_rejected(bool not_found) const;
 
  private:
   // Complete in metrics_exporter.cc only, as is their deleter.

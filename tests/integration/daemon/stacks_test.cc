@@ -198,6 +198,15 @@ TEST_F(StacksApi, BadFiltersGet400WithOneLineNamingTheForm) {
                         "(2026-12-07T15:04:05Z) or a duration ago (90s, 10m, 2h, 1d)"),
             std::string::npos)
       << r.body;
+  EXPECT_EQ(HttpGet(d_.http_port(), "/api/v1/stackz").status, 404);
+  // Every refusal is counted: the 7 bad queries above, and the unknown path.
+  const std::string metrics = HttpGet(d_.http_port(), "/metrics").body;
+  EXPECT_NE(metrics.find("stallwatch_daemon_http_requests_rejected_total{reason=\"bad_query\"} 7"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("stallwatch_daemon_http_requests_rejected_total{reason=\"not_found\"} 1"),
+            std::string::npos)
+      << metrics;
 }
 
 perftools::profiles::Profile Decode(const std::string& body) {
