@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -19,6 +20,8 @@ namespace stallwatch::cli {
 namespace {
 
 using nlohmann::json;
+
+constexpr const char* kWatchdogEnv = "STALLWATCH_WATCHDOG";
 
 std::string AcceptedNames() {
   std::string out;
@@ -277,6 +280,12 @@ int RunCheck(const CheckOptions& opts, const std::vector<std::string>& command) 
   run.threshold = FormatDuration(opts.criteria.max_stall);
   if (run.service.empty() && !command.empty()) {
     run.service = command[0].substr(command[0].rfind('/') + 1);
+  }
+  // The watchdog as a thread of the program: its last findings are written before the program
+  // exits (a watchdog process, the default for single-threaded programs, may still be writing
+  // them when the program's exit status arrives here).
+  if (const char* w = std::getenv(kWatchdogEnv); w == nullptr || *w == '\0') {
+    setenv(kWatchdogEnv, "thread", 1);
   }
   const int program_exit = RunUnderShim(run, command);
   if (program_exit == 127) {

@@ -50,7 +50,7 @@ class Findings {
   // Runs `args` under the shim with findings to this file; returns its exit code.
   CommandResult Run(const std::string& args) {
     return RunCommand(std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
-                          " STALLWATCH_ENDPOINT=file:" + path_ + " STALLWATCH_THRESHOLD=200ms " +
+                          " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path_ + " STALLWATCH_THRESHOLD=200ms " +
                           args + " 2>&1",
                       30s);
   }
