@@ -3,18 +3,23 @@
 // (one initial-exec thread-local load) and on a loop thread between two waits (two clock reads
 // and a table update), against the same system call made directly. The call is fsync(-1): a
 // real system call that fails at once (EBADF), so the figures are the interposer's own cost
-// plus one cheap syscall. Runs under the shim, which a plain epoll loop here attaches to:
+// plus one cheap syscall; and pthread_join(pthread_self()), which glibc answers (EDEADLK) without
+// a syscall, so the interposer's cost is most of what is measured (its libc row calls libc's
+// function through a pointer, as the interposer does). Runs under the shim, which a plain epoll
+// loop here attaches to:
 //
-//   LD_PRELOAD=build/agent/preload/libstallwatch_preload.so STALLWATCH_ENDPOINT=off \
+//   LD_PRELOAD=build/agent/preload/libstallwatch_preload.so STALLWATCH_ENDPOINT=off
 //     build/bench/sw_bench_ledger --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// (one command line)
 //
 // Without the shim the interposed rows measure libc's fsync (a baseline too).
 
 #include <benchmark/benchmark.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
 
 namespace {
 
@@ -29,6 +34,34 @@ void BecomeLoop() {
     epoll_wait(ep, ev, 4, 0);
   }
 }
+
+using JoinFn = int (*)(pthread_t, void**);
+
+// libc's own pthread_join (RTLD_NEXT from here would find the shim's).
+JoinFn LibcJoin() {
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  return libc != nullptr ? reinterpret_cast<JoinFn>(dlsym(libc, "pthread_join")) : nullptr;
+}
+
+void BM_JoinSelf_Libc(benchmark::State& state) {
+  const JoinFn join = LibcJoin();
+  if (join == nullptr) {
+    state.SkipWithError("libc.so.6 not found");
+    return;
+  }
+  JoinFn volatile fn = join;  // called through a pointer, as the interposer calls it
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(fn(pthread_self(), nullptr));
+  }
+}
+BENCHMARK(BM_JoinSelf_Libc);
+
+void BM_JoinSelf_Interposed_NotALoop(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pthread_join(pthread_self(), nullptr));
+  }
+}
+BENCHMARK(BM_JoinSelf_Interposed_NotALoop);
 
 void BM_Fsync_RawSyscall(benchmark::State& state) {
   for (auto _ : state) {
@@ -55,6 +88,14 @@ void BM_Fsync_Interposed_LoopThread(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_Fsync_Interposed_LoopThread);
+
+void BM_JoinSelf_Interposed_LoopThread(benchmark::State& state) {
+  BecomeLoop();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pthread_join(pthread_self(), nullptr));
+  }
+}
+BENCHMARK(BM_JoinSelf_Interposed_LoopThread);
 
 }  // namespace
 

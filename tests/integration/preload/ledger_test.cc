@@ -50,8 +50,8 @@ class Findings {
   // Runs `args` under the shim with findings to this file; returns its exit code.
   CommandResult Run(const std::string& args) {
     return RunCommand(std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
-                          " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path_ + " STALLWATCH_THRESHOLD=200ms " +
-                          args + " 2>&1",
+                          " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path_ +
+                          " STALLWATCH_THRESHOLD=200ms " + args + " 2>&1",
                       30s);
   }
 
@@ -222,7 +222,11 @@ TEST(Check, JsonForCi) {
       30s);
   EXPECT_EQ(r.code, 3) << r.out;
   // The verdict is the last line (the program's own output comes first).
-  const std::string last = r.out.substr(r.out.rfind('{'));
+  std::string last = r.out;
+  while (!last.empty() && last.back() == '\n') {
+    last.pop_back();
+  }
+  last = last.substr(last.rfind('\n') + 1);
   const json j = json::parse(last, nullptr, false);
   ASSERT_TRUE(j.is_object()) << r.out;
   EXPECT_FALSE(j["ok"].get<bool>());

@@ -18,7 +18,7 @@ TEST(LedgerBucket, HalfOctavesAndBounds) {
   EXPECT_EQ(LedgerBucket(384), 2);  // upper half of [256, 512)
   EXPECT_EQ(LedgerBucket(512), 3);
   EXPECT_EQ(LedgerBucket(uint64_t{1} << 40), kLedgerBuckets - 1);
-  for (uint64_t v : {300ull, 1000ull, 2 * kMs, 7 * kMs, 3'000 * kMs}) {
+  for (const uint64_t v : {uint64_t{300}, uint64_t{1000}, 2 * kMs, 7 * kMs, 3'000 * kMs}) {
     const double mid = static_cast<double>(LedgerBucketValue(LedgerBucket(v)));
     EXPECT_NEAR(mid / static_cast<double>(v), 1.0, 0.35) << v;
   }
