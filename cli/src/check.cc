@@ -57,6 +57,7 @@ json FrameJson(const Frame& f) { return ToJson(f); }
 
 std::vector<std::string> ForbiddableNames() {
   std::vector<std::string> names;
+  names.reserve(kBlockingCalls.size() + kBlockingCallFamilies.size());
   for (const auto& c : kBlockingCalls) {
     names.emplace_back(c.name);
   }
@@ -77,12 +78,12 @@ StatusOr<std::set<std::string>> ParseForbidList(std::string_view text) {
     const std::string_view item =
         text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
     if (item.empty()) {
-      return InvalidArgumentError("--forbid '" + std::string(text) +
+      return InvalidArgumentError("'" + std::string(text) +
                                   "' has an empty name; expected a comma-separated list of " +
                                   AcceptedNames());
     }
     if (std::find(accepted.begin(), accepted.end(), item) == accepted.end()) {
-      return InvalidArgumentError("--forbid: unknown call '" + std::string(item) +
+      return InvalidArgumentError("unknown call '" + std::string(item) +
                                   "'; expected a comma-separated list of " + AcceptedNames());
     }
     out.emplace(item);
