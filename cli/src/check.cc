@@ -53,6 +53,13 @@ std::string Where(const Frame& f) {
 
 json FrameJson(const Frame& f) { return ToJson(f); }
 
+// Whether a module is the C library itself (libc.so.6, and libpthread/ld.so beside it).
+bool IsLibc(const std::string& module) {
+  const std::string base = module.substr(module.rfind('/') + 1);
+  return base.rfind("libc.so", 0) == 0 || base.rfind("libc-", 0) == 0 ||
+         base.rfind("libpthread", 0) == 0 || base.rfind("ld-linux", 0) == 0;
+}
+
 }  // namespace
 
 std::vector<std::string> ForbiddableNames() {
@@ -192,7 +199,16 @@ CheckReport Evaluate(const std::vector<std::string>& lines, const CheckCriteria&
           top = &st;
         }
       }
-      for (size_t i = 0; i < top->frames.size() && i < kTopFrames; ++i) {
+      // From the first frame outside libc (the syscall's wrappers say less than their caller),
+      // unless the stack is libc's alone.
+      size_t first = 0;
+      while (first < top->frames.size() && IsLibc(top->frames[first].module)) {
+        ++first;
+      }
+      if (first == top->frames.size()) {
+        first = 0;
+      }
+      for (size_t i = first; i < top->frames.size() && o.top_frames.size() < kTopFrames; ++i) {
         o.top_frames.push_back(top->frames[i]);
       }
     }

@@ -59,7 +59,8 @@ struct StallOffence {
   double duration_s = 0;
   std::string stall_class;
   std::string syscall;
-  std::vector<Frame> top_frames;  // innermost first, at most kTopFrames
+  // Innermost first, at most kTopFrames, from the first frame outside libc.
+  std::vector<Frame> top_frames;
 };
 
 struct CheckReport {
