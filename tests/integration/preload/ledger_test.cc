@@ -184,6 +184,17 @@ TEST(Check, FailsOnADirtyProgramListingTheCallSite) {
   EXPECT_EQ(r.out.find("usleep from nap"), std::string::npos) << r.out;  // not forbidden
 }
 
+// A libevent loop (event_base_dispatch, not a discovered epoll loop): loop_app's callback sleeps
+// 150 ms twice. Its slow_call ends in a tail jump to usleep, so the site is libevent's code that
+// called the callback (docs/design.md "Blocking-call ledger").
+TEST(Check, ALibeventLoopsSleepIsCaught) {
+  const CommandResult r =
+      RunCommand(Check("--max-stall 2s --forbid sleep", std::string(SW_LOOP_APP) + " 800 2"), 30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("usleep from "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": 2 calls, max "), std::string::npos) << r.out;
+}
+
 TEST(Check, MaxBlockingCatchesTheLongCallsOnly) {
   const CommandResult r =
       RunCommand(Check("--max-blocking 1ms", std::string(SW_LEDGER_APP) + " dirty"), 30s);
