@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ledger.h"
 #include "stallwatch/common/histogram.h"
 
 struct event_base;
@@ -116,6 +117,10 @@ struct LoopState {
   // handler than the agent's installed for it (the watchdog then never sends it).
   std::atomic<int> sample_signo{0};
   std::atomic<bool> handler_lost{false};
+
+  // Blocking calls made on the loop thread between its waits (ledger.h): loop thread writes,
+  // the watchdog reads.
+  LedgerTable ledger;
 
   // Stack sampling.
   RawSample sample;

@@ -32,7 +32,7 @@
 
 namespace stallwatch::agent::internal {
 
-using Finding = std::variant<StallFinding, DelayFinding>;
+using Finding = std::variant<StallFinding, DelayFinding, CallsFinding>;
 
 // Set by `stallwatch run` for the program it starts: the abstract Unix socket name it listens
 // on for "a loop is watched" datagrams (cli/src/run.cc uses the same name).

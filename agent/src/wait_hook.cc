@@ -11,6 +11,7 @@
 #include <new>
 
 #include "epoll_loop.h"
+#include "ledger.h"
 #include "platform/proc.h"
 #include "stallwatch/common/clock.h"
 
@@ -153,6 +154,7 @@ inline int64_t BeforeWait(LoopState* s) {
 // `woke_ns`: the time read after the wait returned, or 0 when none was read.
 inline void AfterWait(LoopState* s, int64_t woke_ns = 0) {
   s->busy_since_ns.store(woke_ns != 0 ? woke_ns : MonotonicNanos(), std::memory_order_release);
+  t_ledger.loop = s;  // busy again: its blocking calls go to its ledger
 }
 
 // Depth of watched libevent dispatches on this thread: their waits are never discovered as
@@ -243,6 +245,7 @@ int RunLoop(event_base* base, int flags, bool dispatch) {
     s->dispatch_entered_ns.store(now, std::memory_order_relaxed);
     s->busy_since_ns.store(now, std::memory_order_release);
     s->in_dispatch.store(true, std::memory_order_release);
+    t_ledger.loop = s;
   }
   int r = dispatch && g_real_dispatch ? g_real_dispatch(base)
                                       : (g_real_loop ? g_real_loop(base, flags) : -1);
@@ -250,6 +253,7 @@ int RunLoop(event_base* base, int flags, bool dispatch) {
     const int saved = errno;
     EndBusyPeriod(s, MonotonicNanos());
     s->in_dispatch.store(false, std::memory_order_release);
+    t_ledger.loop = nullptr;
     errno = saved;
   }
   return r;
@@ -283,6 +287,9 @@ void UnregisterLoop(LoopState* s) {
       g_probe_key[i].store(0, std::memory_order_relaxed);
       g_state[i].store(nullptr, std::memory_order_seq_cst);
     }
+  }
+  if (t_ledger.loop == s) {
+    t_ledger.loop = nullptr;  // detached on its own thread: nothing is recorded into it again
   }
   while (g_scanners.load(std::memory_order_seq_cst) != 0) {
     sched_yield();  // a scan is short: no blocking call in it
@@ -365,6 +372,9 @@ void SetReattachHook(void (*hook)(event_base* base)) {
 bool InWatchedDispatch() { return t_dispatch_depth > 0; }
 
 void MarkLoopClosed(LoopState* s) {
+  if (t_ledger.loop == s) {
+    t_ledger.loop = nullptr;  // the loop ended on its own thread: later calls are not its
+  }
   s->in_dispatch.store(false, std::memory_order_release);
   s->busy_since_ns.store(0, std::memory_order_release);
   s->closed.store(true, std::memory_order_release);
@@ -429,6 +439,7 @@ __attribute__((visibility("default"))) int epoll_wait(int epfd, epoll_event* eve
   if (__builtin_expect(g_real_epoll_wait == nullptr, 0)) {
     ResolveNext();
   }
+  t_ledger.loop = nullptr;  // waiting: not busy in a loop (AfterWait sets it again)
   uint64_t key = 0;
   LoopState* s = LoopOfWait(epfd, &key);
   if (s == nullptr) {
@@ -456,6 +467,7 @@ __attribute__((visibility("default"))) int epoll_pwait(int epfd, epoll_event* ev
   if (__builtin_expect(g_real_epoll_pwait == nullptr, 0)) {
     ResolveNext();
   }
+  t_ledger.loop = nullptr;  // waiting: not busy in a loop (AfterWait sets it again)
   uint64_t key = 0;
   LoopState* s = LoopOfWait(epfd, &key);
   if (s == nullptr) {
@@ -484,6 +496,7 @@ __attribute__((visibility("default"))) int epoll_pwait2(int epfd, epoll_event* e
   if (__builtin_expect(g_real_epoll_pwait2 == nullptr, 0)) {
     ResolveNext();
   }
+  t_ledger.loop = nullptr;  // waiting: not busy in a loop (AfterWait sets it again)
   if (g_real_epoll_pwait2 == nullptr) {
     errno = ENOSYS;
     return -1;

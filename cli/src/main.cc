@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "check.h"
 #include "experiment.h"
 #include "experiment_daemon.h"
 #include "experiment_tornado.h"
@@ -795,6 +796,73 @@ void AddRun(CLI::App& app, cli::RunOptions& o, std::vector<std::string>& command
   });
 }
 
+struct CheckFlags {
+  cli::CheckOptions options;
+  std::string max_stall = "50ms";
+  std::string max_blocking;
+  std::string forbid;
+  std::vector<std::string> command;
+};
+
+void AddCheck(CLI::App& app, CheckFlags& f) {
+  CLI::App* c = app.add_subcommand(
+      "check", "CI gate: run a program under the shim and fail when a loop blocked or stalled");
+  c->add_option("--max-stall", f.max_stall,
+                "Longest stall allowed on a watched loop (also the agent's stall threshold)")
+      ->capture_default_str()
+      ->check(kPositiveDuration);
+  c->add_option("--forbid", f.forbid,
+                "Calls no loop may make at all, comma-separated: call names (getaddrinfo, fsync, "
+                "…) or families (dns, sleep, sync, connect, wait, lock)")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            auto parsed = cli::ParseForbidList(s);
+            return parsed.ok() ? std::string() : parsed.status().message();
+          },
+          "CALL[,CALL...]", "blocking calls"));
+  c->add_option("--max-blocking", f.max_blocking,
+                "Longest single blocking call allowed on a loop, e.g. 5ms (default: no limit)")
+      ->check(kPositiveDuration);
+  c->add_flag("--json", f.options.json, "Print the verdict as one JSON object (for CI systems)");
+  c->add_flag("--exit-status", f.options.exit_status,
+              "Exit with the program's own status when it failed (default: the check's verdict)");
+  c->add_option("--service", f.options.run.service,
+                "Service name in findings (default: program name)");
+  c->add_option("--preload", f.options.run.preload,
+                "Path of libstallwatch_preload.so (found by default)");
+  c->add_option("command", f.command, "The program and its arguments, after --")->required();
+  c->footer(
+      "Runs the program to its end with every event loop watched (as 'stallwatch run'), its\n"
+      "findings in a private file, then lists each offence: a call site on a loop thread that\n"
+      "made a forbidden call (--forbid) or a call longer than --max-blocking (call, function,\n"
+      "file:line, count, longest), and each stall longer than --max-stall with its top frames.\n"
+      "Exit status: 0 clean, 3 offences found, the program's own with --exit-status when it\n"
+      "failed, 127 when it could not be started, 2 on bad flags. 'sleep' in --forbid is the\n"
+      "family (nanosleep, clock_nanosleep, usleep, sleep); known calls: getaddrinfo,\n"
+      "gethostbyname, gethostbyname_r, getnameinfo, nanosleep, clock_nanosleep, usleep, sleep,\n"
+      "fsync, fdatasync, sync_file_range, syncfs, connect (blocking socket), waitpid, system,\n"
+      "pthread_join, flock.\n"
+      "Examples:\n"
+      "  stallwatch check -- ./server_integration_test\n"
+      "  stallwatch check --forbid dns,sleep,fsync -- ./my_libevent_server --self-test\n"
+      "  stallwatch check --max-stall 20ms --max-blocking 2ms --json -- python3 -m pytest tests/\n"
+      "  stallwatch check --exit-status --forbid sleep -- python3 app_test.py");
+  c->callback([&f]() {
+    auto stall = sw::ParseDuration(f.max_stall);
+    f.options.criteria.max_stall = *stall;  // checked by the validator
+    if (!f.max_blocking.empty()) {
+      f.options.criteria.max_blocking = *sw::ParseDuration(f.max_blocking);
+    }
+    if (!f.forbid.empty()) {
+      f.options.criteria.forbid = *cli::ParseForbidList(f.forbid);
+    }
+    const int code = cli::RunCheck(f.options, f.command);
+    if (code != 0) {
+      throw CLI::RuntimeError(code);
+    }
+  });
+}
+
 // CLI11 reports its own errors through exceptions that app.exit() turns into the exit status;
 // anything else escaping ends the program with std::terminate's message, as it should.
 // NOLINTNEXTLINE(bugprone-exception-escape)
@@ -813,6 +881,7 @@ int main(int argc, char** argv) {
       "  stallwatch stacks --format folded         merged stacks for flame graphs\n"
       "  stallwatch top                            live per-loop view (q quits)\n"
       "  stallwatch run -- memcached -t 4          watch an unmodified libevent program\n"
+      "  stallwatch check --forbid dns -- ./test   CI gate: fail on blocking calls and stalls\n"
       "Run 'stallwatch <command> --help' for a command's flags and examples.");
   ServeFlags serve;
   LoadFlags load;
@@ -828,6 +897,8 @@ int main(int argc, char** argv) {
   cli::RunOptions run;
   std::vector<std::string> run_command;
   AddRun(app, run, run_command);
+  CheckFlags check;
+  AddCheck(app, check);
   if (argc > 1 && argv[1][0] != '-') {
     std::string names;
     bool known = false;

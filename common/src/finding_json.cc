@@ -99,11 +99,28 @@ json ToJson(const DelayFinding& f, JsonOptions options) {
   return j;
 }
 
+json ToJson(const CallsFinding& f) {
+  json calls = json::array();
+  for (const auto& c : f.calls) {
+    json e = json::object();
+    PutFields(kCallSiteFields, c, /*include_buckets=*/false, &e);
+    e["site"] = ToJson(c.site);
+    calls.push_back(std::move(e));
+  }
+  json j{{"kind", "calls"}, {"schema_version", kFindingSchemaVersion}};
+  PutFields(kCallsFields, f, /*include_buckets=*/false, &j);
+  j["calls"] = std::move(calls);
+  return j;
+}
+
 std::string ToJsonLine(const StallFinding& f) {
   return ToJson(f).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 std::string ToJsonLine(const DelayFinding& f, JsonOptions o) {
   return ToJson(f, o).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+std::string ToJsonLine(const CallsFinding& f) {
+  return ToJson(f).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 namespace {
@@ -232,6 +249,44 @@ StatusOr<StallFinding> StallFromJson(const json& j) {
         }
       }
       f.stacks.push_back(std::move(s));
+    }
+  }
+  return f;
+}
+
+StatusOr<CallsFinding> CallsFromJson(const json& j) {
+  if (!j.is_object()) {
+    return InvalidArgumentError("calls finding must be a JSON object");
+  }
+  CallsFinding f;
+  std::string err;
+  if (!GetFields(kCallsFields, j, &f, &err)) {
+    return InvalidArgumentError(err);
+  }
+  if (auto it = j.find("calls"); it != j.end()) {
+    if (!it->is_array()) {
+      return InvalidArgumentError("field 'calls' must be an array");
+    }
+    for (const auto& cj : *it) {
+      if (!cj.is_object()) {
+        return InvalidArgumentError("each entry of 'calls' must be an object");
+      }
+      CallSiteStats c;
+      if (!GetFields(kCallSiteFields, cj, &c, &err)) {
+        return InvalidArgumentError(err);
+      }
+      if (auto sit = cj.find("site"); sit != cj.end()) {
+        if (!sit->is_object()) {
+          return InvalidArgumentError("field 'site' must be an object");
+        }
+        Frame& fr = c.site;
+        if (!Get(*sit, "function", &fr.function, &err) || !Get(*sit, "module", &fr.module, &err) ||
+            !Get(*sit, "offset", &fr.offset, &err) || !Get(*sit, "file", &fr.file, &err) ||
+            !Get(*sit, "line", &fr.line, &err) || !Get(*sit, "kind", &fr.kind, &err)) {
+          return InvalidArgumentError(err);
+        }
+      }
+      f.calls.push_back(std::move(c));
     }
   }
   return f;

@@ -32,12 +32,16 @@ agent_hooks=(epoll_wait epoll_pwait epoll_pwait2 epoll_create epoll_create1 clos
 # Interposed by the shim (agent/preload/preload.cc): base creation and destruction.
 preload_hooks=(event_base_new event_base_new_with_config event_init event_base_free
                event_base_free_nofinalize)
+# Interposed by the shim (agent/preload/ledger_hooks.cc): the blocking-call ledger.
+ledger_hooks=(getaddrinfo gethostbyname gethostbyname_r getnameinfo nanosleep clock_nanosleep
+              usleep sleep fsync fdatasync sync_file_range syncfs connect waitpid system
+              pthread_join flock)
 # Added by the linker; allowed, not required.
 linker=(_init _fini _edata _end __bss_start)
 
 case "$kind" in
   agent) required=("${api[@]}" "${agent_hooks[@]}") ;;
-  preload) required=("${api[@]}" "${agent_hooks[@]}" "${preload_hooks[@]}") ;;
+  preload) required=("${api[@]}" "${agent_hooks[@]}" "${preload_hooks[@]}" "${ledger_hooks[@]}") ;;
   *) echo "usage: $0 agent|preload <library.so>" >&2; exit 2 ;;
 esac
 [[ -f "$lib" ]] || { echo "no such library: $lib" >&2; exit 1; }

@@ -1047,7 +1047,47 @@ void Watchdog::EmitWindow(LoopWatch& w, int64_t now) {
   }
   Publish(*w.ctx);
   w.emitted_finding = true;
+  const double window_s = d.window_s;
   reporter_->Submit(std::move(d));
+  EmitCalls(w, now, window_s);
+}
+
+void Watchdog::EmitCalls(LoopWatch& w, int64_t now, double window_s) {
+  uint64_t overflow = 0;
+  std::vector<agent::internal::LedgerRow> rows =
+      w.ledger_cursor.Take(w.ctx->state.ledger, &overflow);
+  if (rows.empty() && overflow == 0) {
+    return;
+  }
+  constexpr double kNsPerSecond = 1e9;
+  CallsFinding c;
+  c.service = config_.service;
+  c.pid = target_->pid();
+  c.loop = w.ctx->snapshot.Name();
+  c.end_ns = now + config_.mono_to_real_ns;
+  c.window_s = window_s;
+  c.overflow = overflow;
+  const bool symbolize = unwinder_ok_.load(std::memory_order_acquire);
+  for (const auto& row : rows) {
+    CallSiteStats e;
+    e.call = agent::internal::BlockingCallName(row.call);
+    if (auto it = w.ledger_sites.find(row.site); it != w.ledger_sites.end()) {
+      e.site = it->second;
+    } else if (symbolize) {
+      // The return address into the caller: symbolized as a return address (pc - 1), file:line
+      // added on the reporter thread.
+      e.site = unwinder_.Symbolize(agent::internal::RawFrame{row.site, false});
+      w.ledger_sites.emplace(row.site, e.site);
+    } else {
+      e.site.offset = row.site;  // not symbolized yet: the raw address
+    }
+    e.count = row.count;
+    e.total_s = static_cast<double>(row.total_ns) / kNsPerSecond;
+    e.max_s = static_cast<double>(row.max_ns) / kNsPerSecond;
+    e.p99_s = static_cast<double>(row.p99_ns) / kNsPerSecond;
+    c.calls.push_back(std::move(e));
+  }
+  reporter_->Submit(std::move(c));
 }
 
 void Watchdog::Publish(const LoopContext& c) {

@@ -23,8 +23,10 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
+#include "ledger.h"
 #include "platform/proc.h"
 #include "python_frames.h"
 #include "reporter.h"
@@ -99,6 +101,10 @@ struct LoopWatch {
   int epfd_searches = 0;           // epoll fd searches so far (EpfdBinding::kSearch)
   int64_t epfd_next_search_ns = 0;
   agent::internal::ThreadFiles thread_files;  // the loop thread's, kept open
+  // The blocking-call ledger read so far, and its call sites once symbolized (at most
+  // kLedgerSlots of them: a site keeps its table entry for the loop's life).
+  agent::internal::LedgerCursor ledger_cursor;
+  std::unordered_map<uint64_t, Frame> ledger_sites;
 };
 
 struct WatchdogConfig {
@@ -160,6 +166,8 @@ class Watchdog {
                             int64_t now);
   void CloseStall(LoopWatch& w, int64_t end_mono, bool estimated, int64_t now);
   void EmitWindow(LoopWatch& w, int64_t now);
+  // The loop's blocking calls since the previous window (kind "calls"), when it made any.
+  void EmitCalls(LoopWatch& w, int64_t now, double window_s);
   // Once the stall's first stack is in: whether its stacks are reported (a new signature
   // always; a known one within the budget) or only counted.
   void DecideStackBudget(LoopWatch& w, StallTrack& t, int64_t now);

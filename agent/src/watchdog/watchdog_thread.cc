@@ -21,6 +21,18 @@ ThreadWatchdog::ThreadWatchdog(const Options& options, const agent::internal::En
         for (auto& st : s->stacks) {
           lines->AddLines(&st);
         }
+      } else if (auto* c = std::get_if<CallsFinding>(&f)) {
+        // Call sites as one stack of frames, so they get file:line the same way; an empty
+        // first frame (the innermost is looked up at its pc, the others as return addresses).
+        Stack sites;
+        sites.frames.emplace_back();
+        for (const auto& e : c->calls) {
+          sites.frames.push_back(e.site);
+        }
+        lines->AddLines(&sites);
+        for (size_t i = 0; i < c->calls.size() && i + 1 < sites.frames.size(); ++i) {
+          c->calls[i].site = std::move(sites.frames[i + 1]);
+        }
       }
     });
   }

@@ -86,4 +86,25 @@ struct DelayFinding {
   uint64_t findings_dropped_total = 0;  // process-wide: dropped by the reporter's queue
 };
 
+// The blocking-call ledger of one loop over a window (docs/findings.md, kind "calls"): the
+// known-blocking calls its thread made between waits, by call site, most total time first.
+struct CallSiteStats {
+  std::string call;  // "getaddrinfo", "usleep", … (a fixed list: docs/findings.md)
+  Frame site;        // the caller: where the call returns to
+  uint64_t count = 0;
+  double total_s = 0;
+  double max_s = 0;
+  double p99_s = 0;  // within a factor of 2^(1/2) (the ledger's buckets), at most max_s
+};
+
+struct CallsFinding {
+  std::string service;
+  int64_t pid = 0;
+  std::string loop;
+  int64_t end_ns = 0;  // Unix ns at the end of the window
+  double window_s = 0;
+  uint64_t overflow = 0;  // calls in the window whose (site, call) found no room in the table
+  std::vector<CallSiteStats> calls;
+};
+
 }  // namespace stallwatch

@@ -283,6 +283,52 @@ TEST(FindingSchema, UnknownKeysAreIgnored) {
   }
 }
 
+// The ledger's kind (docs/findings.md "calls"): its documented names, nested sites, and a round
+// trip through the decoder.
+TEST(FindingJson, CallsHaveTheDocumentedFieldsAndRoundTrip) {
+  CallsFinding c;
+  c.service = "svc";
+  c.pid = 42;
+  c.loop = "main";
+  c.end_ns = 1'700'000'000'000'000'000;
+  c.window_s = 10.0;
+  c.overflow = 3;
+  c.calls.push_back({.call = "getaddrinfo",
+                     .site = Frame{"resolve_backend", "/usr/bin/app", 0x1234, "app.c", 20},
+                     .count = 100,
+                     .total_s = 0.012,
+                     .max_s = 0.0004,
+                     .p99_s = 0.0003});
+  const nlohmann::json j = ToJson(c);
+  EXPECT_EQ(j["kind"], "calls");
+  EXPECT_EQ(j["schema_version"], kFindingSchemaVersion);
+  for (const char* k : {"service", "pid", "loop", "end_ns", "window_s", "overflow", "calls"}) {
+    EXPECT_TRUE(j.contains(k)) << k;
+  }
+  EXPECT_EQ(j["overflow"], 3);
+  const auto& e = j["calls"][0];
+  EXPECT_EQ(e["call"], "getaddrinfo");
+  EXPECT_EQ(e["count"], 100);
+  EXPECT_DOUBLE_EQ(e["total_s"].get<double>(), 0.012);
+  EXPECT_DOUBLE_EQ(e["max_s"].get<double>(), 0.0004);
+  EXPECT_DOUBLE_EQ(e["p99_s"].get<double>(), 0.0003);
+  EXPECT_EQ(e["site"]["function"], "resolve_backend");
+  EXPECT_EQ(e["site"]["file"], "app.c");
+  EXPECT_EQ(e["site"]["line"], 20);
+  EXPECT_EQ(e["site"]["offset"], 0x1234);
+
+  auto back = CallsFromJson(nlohmann::json::parse(ToJsonLine(c)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(ToJsonLine(*back), ToJsonLine(c));
+
+  nlohmann::json bad = j;
+  bad["calls"][0]["count"] = "many";
+  EXPECT_NE(CallsFromJson(bad).status().message().find("'count'"), std::string::npos);
+  bad = j;
+  bad["calls"] = 1;
+  EXPECT_FALSE(CallsFromJson(bad).ok());
+}
+
 TEST(FindingSchema, ClassMustBeAKnownName) {
   nlohmann::json j = ToJson(testing::DistinctStall());
   j["class"] = "sleepy";

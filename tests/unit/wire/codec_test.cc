@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "stallwatch/common/finding_json.h"
 #include "stallwatch/common/histogram.h"
 
 namespace stallwatch::wire {
@@ -258,6 +259,27 @@ TEST(WireReject, BodyErrorsAreNotFatal) {
   DecodeError err;
   ASSERT_EQ(d.Next(&m, &err), FrameDecoder::Result::kError);
   EXPECT_EQ(err.reason, RejectReason::kBadJson);
+  EXPECT_FALSE(err.fatal);
+  EXPECT_EQ(d.Next(&m, &err), FrameDecoder::Result::kMessage);
+  EXPECT_TRUE(std::holds_alternative<Hello>(m));
+}
+
+// A kind this daemon does not know, such as the ledger's "calls" (docs/findings.md; the agent
+// does not send it to the daemon yet): that frame alone is rejected, counted as unknown_kind, and
+// the connection goes on.
+TEST(WireReject, ACallsFindingIsAnUnknownKindThatLeavesTheConnectionUp) {
+  CallsFinding c;
+  c.service = "s";
+  c.pid = 7;
+  c.loop = "main";
+  c.calls.push_back({.call = "getaddrinfo", .site = {}, .count = 3});
+  const std::string both = Frame(ToJsonLine(c)) + EncodeFrame(SampleHello());
+  FrameDecoder d;
+  d.Feed(both.data(), both.size());
+  Message m;
+  DecodeError err;
+  ASSERT_EQ(d.Next(&m, &err), FrameDecoder::Result::kError);
+  EXPECT_EQ(err.reason, RejectReason::kUnknownKind);
   EXPECT_FALSE(err.fatal);
   EXPECT_EQ(d.Next(&m, &err), FrameDecoder::Result::kMessage);
   EXPECT_TRUE(std::holds_alternative<Hello>(m));

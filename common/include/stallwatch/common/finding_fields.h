@@ -7,7 +7,8 @@
 // (the static_asserts below count the struct's members).
 //
 // Not in the tables: "kind" and "schema_version" (the envelope, written by the encoder) and
-// StallFinding::stacks (nested objects, encoded by hand).
+// StallFinding::stacks, CallsFinding::calls and CallSiteStats::site (nested objects, encoded by
+// hand).
 //
 // Pure constexpr data and templates; thread-safe.
 
@@ -102,6 +103,24 @@ inline constexpr auto kStallFields = std::make_tuple(
     internal::Field("samples_failed", &StallFinding::samples_failed),
     internal::Field("reports_suppressed", &StallFinding::reports_suppressed),
     internal::Field("sampling_note", &StallFinding::sampling_note));
+
+// The fields of a calls finding other than `calls`, in the order the decoder checks them.
+inline constexpr auto kCallsFields = std::make_tuple(
+    internal::Field("service", &CallsFinding::service), internal::Field("pid", &CallsFinding::pid),
+    internal::Field("loop", &CallsFinding::loop), internal::Field("end_ns", &CallsFinding::end_ns),
+    internal::Field("window_s", &CallsFinding::window_s),
+    internal::Field("overflow", &CallsFinding::overflow));
+
+// The fields of one entry of `calls` other than `site`.
+inline constexpr auto kCallSiteFields = std::make_tuple(
+    internal::Field("call", &CallSiteStats::call), internal::Field("count", &CallSiteStats::count),
+    internal::Field("total_s", &CallSiteStats::total_s),
+    internal::Field("max_s", &CallSiteStats::max_s),
+    internal::Field("p99_s", &CallSiteStats::p99_s));
+
+static_assert(internal::MemberCount<CallsFinding>() ==
+                  std::tuple_size_v<decltype(kCallsFields)> + 1,  // + calls
+              "a CallsFinding member is missing from kCallsFields");
 
 static_assert(internal::MemberCount<DelayFinding>() == std::tuple_size_v<decltype(kDelayFields)>,
               "a DelayFinding member is missing from kDelayFields");

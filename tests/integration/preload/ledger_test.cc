@@ -1,0 +1,276 @@
+// The blocking-call ledger in real programs under the preload shim: a plain epoll loop in C
+// (ledger_app.c) whose loop thread resolves names, sleeps, syncs a file and connects on a
+// blocking socket, beside a worker thread making the same calls; a Python asyncio loop calling
+// time.sleep; and `stallwatch check`, the CI gate built on it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "test_support.h"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using stallwatch::testing::CommandResult;
+using stallwatch::testing::RunCommand;
+
+namespace {
+
+constexpr const char* kPython = "/usr/bin/python3";
+
+// A call site summed over a run's "calls" findings.
+struct Site {
+  uint64_t count = 0;
+  double total_s = 0;
+  double max_s = 0;
+  std::string file;
+  int line = 0;
+};
+
+class Findings {
+ public:
+  Findings() {
+    char path[] = "/tmp/stallwatch-ledger-XXXXXX";
+    const int fd = mkstemp(path);
+    close(fd);
+    path_ = path;
+  }
+  ~Findings() { unlink(path_.c_str()); }
+  Findings(const Findings&) = delete;
+  Findings& operator=(const Findings&) = delete;
+
+  // Runs `args` under the shim with findings to this file; returns its exit code.
+  CommandResult Run(const std::string& args) {
+    return RunCommand(std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
+                          " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path_ +
+                          " STALLWATCH_THRESHOLD=200ms " + args + " 2>&1",
+                      30s);
+  }
+
+  std::vector<json> Read(const std::string& kind) const {
+    std::vector<json> out;
+    std::ifstream in(path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("kind", "") == kind) {
+        out.push_back(std::move(j));
+      }
+    }
+    return out;
+  }
+
+  // (call, function) → totals, over every calls finding.
+  std::map<std::pair<std::string, std::string>, Site> Sites() const {
+    std::map<std::pair<std::string, std::string>, Site> sites;
+    for (const auto& f : Read("calls")) {
+      for (const auto& c : f["calls"]) {
+        Site& s = sites[{c["call"].get<std::string>(), c["site"]["function"].get<std::string>()}];
+        s.count += c["count"].get<uint64_t>();
+        s.total_s += c["total_s"].get<double>();
+        s.max_s = std::max(s.max_s, c["max_s"].get<double>());
+        s.file = c["site"]["file"].get<std::string>();
+        s.line = c["site"]["line"].get<int>();
+      }
+    }
+    return sites;
+  }
+
+  std::string Dump() const {
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::string path_;
+};
+
+std::string Check(const std::string& flags, const std::string& program) {
+  return std::string(SW_CLI) + " check " + flags + " -- " + program + " 2>&1";
+}
+
+TEST(Ledger, CountsAndTimesEachCallFamilyOnTheLoopThreadByCaller) {
+  Findings f;
+  const CommandResult r = f.Run(std::string(SW_LEDGER_APP) + " dirty 5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto sites = f.Sites();
+  std::string all;
+  for (const auto& [k, s] : sites) {
+    all += k.first + " from " + k.second + ": " + std::to_string(s.count) + "\n";
+  }
+  SCOPED_TRACE(all + f.Dump());
+
+  // Name resolution: the count is exact and the caller named, with its file and line.
+  const auto dns = sites.find({"getaddrinfo", "resolve_backend"});
+  ASSERT_NE(dns, sites.end());
+  EXPECT_EQ(dns->second.count, 100u);
+  EXPECT_GT(dns->second.total_s, 0);
+  EXPECT_NE(dns->second.file.find("ledger_app.c"), std::string::npos);
+  EXPECT_GT(dns->second.line, 0);
+
+  // Sleeps: 5 × usleep(2000), each at least 2 ms.
+  const auto nap = sites.find({"usleep", "nap"});
+  ASSERT_NE(nap, sites.end());
+  EXPECT_EQ(nap->second.count, 5u);
+  EXPECT_GE(nap->second.max_s, 0.002);
+  EXPECT_GE(nap->second.total_s, 5 * 0.002);
+  EXPECT_LT(nap->second.total_s, 5.0);
+
+  // A disk sync, a blocking connect, a join.
+  const auto sync = sites.find({"fsync", "sync_file"});
+  ASSERT_NE(sync, sites.end());
+  EXPECT_EQ(sync->second.count, 1u);
+  const auto dial = sites.find({"connect", "dial"});
+  ASSERT_NE(dial, sites.end());
+  EXPECT_EQ(dial->second.count, 1u);
+  const auto join = sites.find({"pthread_join", "main"});
+  ASSERT_NE(join, sites.end());
+  EXPECT_EQ(join->second.count, 1u);
+
+  // The worker thread made the same calls: none is the loop's.
+  for (const auto& [k, s] : sites) {
+    EXPECT_NE(k.second, "worker_calls") << k.first;
+  }
+}
+
+TEST(Ledger, ALoopThatOnlyWaitsHasNoCallsEvenWhenOtherThreadsMakeThem) {
+  Findings f;
+  const CommandResult r = f.Run(std::string(SW_LEDGER_APP) + " clean");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(f.Read("delay").empty()) << f.Dump();  // the loop was watched
+  EXPECT_TRUE(f.Sites().empty()) << f.Dump();
+}
+
+TEST(Ledger, PythonAsyncioTimeSleepOnTheLoopIsCounted) {
+  if (access(kPython, X_OK) != 0) {
+    GTEST_SKIP() << kPython << " is not installed";
+  }
+  Findings f;
+  const CommandResult r = f.Run(std::string(kPython) +
+                                " -c 'import asyncio, time\n"
+                                "async def main():\n"
+                                "    for _ in range(20):\n"
+                                "        time.sleep(0.002)\n"
+                                "        await asyncio.sleep(0.001)\n"
+                                "asyncio.run(main())'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  uint64_t sleeps = 0;
+  for (const auto& [k, s] : f.Sites()) {
+    if (k.first == "clock_nanosleep" || k.first == "nanosleep") {
+      sleeps += s.count;
+    }
+  }
+  EXPECT_GE(sleeps, 19u) << f.Dump();  // the first may come before the loop is found
+}
+
+TEST(Check, FailsOnADirtyProgramListingTheCallSite) {
+  const CommandResult r =
+      RunCommand(Check("--forbid getaddrinfo,fsync", std::string(SW_LEDGER_APP) + " dirty"), 30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("getaddrinfo from resolve_backend ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ledger_app.c:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("100 calls"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fsync from sync_file"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("usleep from nap"), std::string::npos) << r.out;  // not forbidden
+}
+
+// A libevent loop (event_base_dispatch, not a discovered epoll loop): loop_app's callback sleeps
+// 150 ms twice. Its slow_call ends in a tail jump to usleep, so the site is libevent's code that
+// called the callback (docs/design.md "Blocking-call ledger").
+TEST(Check, ALibeventLoopsSleepIsCaught) {
+  const CommandResult r =
+      RunCommand(Check("--max-stall 2s --forbid sleep", std::string(SW_LOOP_APP) + " 800 2"), 30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("usleep from "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": 2 calls, max "), std::string::npos) << r.out;
+}
+
+TEST(Check, MaxBlockingCatchesTheLongCallsOnly) {
+  const CommandResult r =
+      RunCommand(Check("--max-blocking 1ms", std::string(SW_LEDGER_APP) + " dirty"), 30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("usleep from nap"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("longer than 1ms"), std::string::npos) << r.out;
+}
+
+TEST(Check, PassesACleanProgram) {
+  const CommandResult r = RunCommand(
+      Check("--max-stall 2s --forbid dns,sleep,sync,connect,wait,lock --max-blocking 1ms",
+            std::string(SW_LEDGER_APP) + " clean"),
+      30s);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("stallwatch check: clean"), std::string::npos) << r.out;
+}
+
+TEST(Check, PassesThroughTheProgramsExitStatusWithTheFlag) {
+  const std::string app = std::string(SW_LEDGER_APP) + " clean 5 7";
+  // A long --max-stall: a loaded machine may starve the loop, which is not what this tests.
+  EXPECT_EQ(RunCommand(Check("--max-stall 2s --exit-status", app), 30s).code, 7);
+  EXPECT_EQ(RunCommand(Check("--max-stall 2s", app), 30s).code, 0);  // the verdict alone
+}
+
+TEST(Check, StallsOverMaxStallFailWithTheirFrames) {
+  // 40 naps of 2 ms in one busy period: an 80 ms stall, over a 30 ms limit.
+  const CommandResult r =
+      RunCommand(Check("--max-stall 30ms", std::string(SW_LEDGER_APP) + " dirty 40"), 30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("stall of"), std::string::npos) << r.out;
+}
+
+TEST(Check, JsonForCi) {
+  const CommandResult r = RunCommand(
+      std::string(SW_CLI) + " check --json --forbid dns -- " + SW_LEDGER_APP + " dirty 2>/dev/null",
+      30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  // The verdict is the last line (the program's own output comes first).
+  std::string last = r.out;
+  while (!last.empty() && last.back() == '\n') {
+    last.pop_back();
+  }
+  last = last.substr(last.rfind('\n') + 1);
+  const json j = json::parse(last, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_FALSE(j["ok"].get<bool>());
+  ASSERT_FALSE(j["calls"].empty());
+  EXPECT_EQ(j["calls"][0]["call"], "getaddrinfo");
+  EXPECT_EQ(j["calls"][0]["site"]["function"], "resolve_backend");
+  EXPECT_EQ(j["calls"][0]["count"], 100);
+}
+
+TEST(Check, PythonTimeSleepOnAnAsyncioLoopIsCaught) {
+  if (access(kPython, X_OK) != 0) {
+    GTEST_SKIP() << kPython << " is not installed";
+  }
+  const CommandResult r = RunCommand(
+      Check("--forbid sleep", std::string(kPython) + " -c 'import asyncio, time\n"
+                                                     "async def main():\n"
+                                                     "    for _ in range(20):\n"
+                                                     "        time.sleep(0.002)\n"
+                                                     "        await asyncio.sleep(0.001)\n"
+                                                     "asyncio.run(main())'"),
+      30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("nanosleep from "), std::string::npos) << r.out;
+}
+
+TEST(Check, BadFlagsGetOneLineNamingTheAcceptedForm) {
+  const CommandResult r =
+      RunCommand(std::string(SW_CLI) + " check --forbid dns,bogus -- true 2>&1");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown call 'bogus'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("getaddrinfo"), std::string::npos) << r.out;
+  const CommandResult d = RunCommand(std::string(SW_CLI) + " check --max-stall soon -- true 2>&1");
+  EXPECT_EQ(d.code, 2) << d.out;
+}
+
+}  // namespace

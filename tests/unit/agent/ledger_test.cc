@@ -1,0 +1,89 @@
+// The blocking-call ledger's table (agent/src/ledger.h): keyed by (site, call), bounded, read in
+// windows by a cursor.
+#include "ledger.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+namespace stallwatch::agent::internal {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+
+TEST(LedgerBucket, HalfOctavesAndBounds) {
+  EXPECT_EQ(LedgerBucket(0), 0);
+  EXPECT_EQ(LedgerBucket(255), 0);
+  EXPECT_EQ(LedgerBucket(256), 1);
+  EXPECT_EQ(LedgerBucket(384), 2);  // upper half of [256, 512)
+  EXPECT_EQ(LedgerBucket(512), 3);
+  EXPECT_EQ(LedgerBucket(uint64_t{1} << 40), kLedgerBuckets - 1);
+  for (const uint64_t v : {uint64_t{300}, uint64_t{1000}, 2 * kMs, 7 * kMs, 3'000 * kMs}) {
+    const double mid = static_cast<double>(LedgerBucketValue(LedgerBucket(v)));
+    EXPECT_NEAR(mid / static_cast<double>(v), 1.0, 0.35) << v;
+  }
+}
+
+TEST(LedgerTable, CountsBySiteAndCallAndTakesWindows) {
+  auto t = std::make_unique<LedgerTable>();
+  LedgerCursor cursor;
+  for (int i = 0; i < 100; ++i) {
+    t->Record(0x1000, BlockingCall::kGetaddrinfo, 100'000);
+  }
+  t->Record(0x1000, BlockingCall::kUsleep, 2 * kMs);  // same site, other call: its own row
+  t->Record(0x2000, BlockingCall::kUsleep, 3 * kMs);
+  uint64_t overflow = 1;
+  auto rows = cursor.Take(*t, &overflow);
+  EXPECT_EQ(overflow, 0u);
+  ASSERT_EQ(rows.size(), 3u);
+  // Most total time first: getaddrinfo (10 ms), usleep at 0x2000 (3 ms), usleep at 0x1000.
+  EXPECT_EQ(rows[0].call, BlockingCall::kGetaddrinfo);
+  EXPECT_EQ(rows[0].site, 0x1000u);
+  EXPECT_EQ(rows[0].count, 100u);
+  EXPECT_EQ(rows[0].total_ns, 100 * 100'000u);
+  EXPECT_EQ(rows[0].max_ns, 100'000u);
+  EXPECT_LE(rows[0].p99_ns, rows[0].max_ns);
+  EXPECT_GT(rows[0].p99_ns, 60'000u);
+  EXPECT_EQ(rows[1].site, 0x2000u);
+  EXPECT_EQ(rows[2].call, BlockingCall::kUsleep);
+
+  // The next window holds only what came since.
+  EXPECT_TRUE(cursor.Take(*t, &overflow).empty());
+  t->Record(0x2000, BlockingCall::kUsleep, 1 * kMs);
+  rows = cursor.Take(*t, &overflow);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].count, 1u);
+  EXPECT_EQ(rows[0].total_ns, 1 * kMs);
+  EXPECT_EQ(rows[0].max_ns, 1 * kMs);  // the window's, not the 3 ms of the first
+}
+
+TEST(LedgerTable, FullTableCountsOverflowAndKeepsWhatItHas) {
+  auto t = std::make_unique<LedgerTable>();
+  LedgerCursor cursor;
+  constexpr int kSites = 4 * kLedgerSlots;
+  for (int i = 0; i < kSites; ++i) {
+    t->Record(0x400000 + 16 * static_cast<uint64_t>(i), BlockingCall::kFsync, 1000);
+  }
+  uint64_t overflow = 0;
+  const auto rows = cursor.Take(*t, &overflow);
+  EXPECT_LE(rows.size(), static_cast<size_t>(kLedgerSlots));
+  uint64_t counted = 0;
+  for (const auto& r : rows) {
+    counted += r.count;
+  }
+  EXPECT_EQ(counted + overflow, static_cast<uint64_t>(kSites));
+  EXPECT_GT(overflow, 0u);
+  EXPECT_EQ(t->overflow(), overflow);
+}
+
+TEST(BlockingCalls, NamesRoundTrip) {
+  for (int i = 0; i < kBlockingCallCount; ++i) {
+    const auto c = static_cast<BlockingCall>(i);
+    EXPECT_EQ(ParseBlockingCall(BlockingCallName(c)), c);
+    EXPECT_STRNE(BlockingCallFamily(c), "");
+  }
+  EXPECT_EQ(ParseBlockingCall("read"), BlockingCall::kCount);
+}
+
+}  // namespace
+}  // namespace stallwatch::agent::internal
