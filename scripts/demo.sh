@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
-scripts/install-deps.sh
+scripts/install-deps.sh --demo
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 # Only the two binaries; they pull in the agent library, the preload shim and the watchdog
 # executable. The tests, benchmarks and fuzz targets are built by scripts/test.sh.
