@@ -7,7 +7,8 @@
 
 named: an asyncio program (/usr/bin/python3 under the preload shim, threshold 20 ms, no stack
   budget) alternates `blocked_step` (time.sleep 50 ms on the loop) and `running_step` (50 ms of
-  Python: recursion, a generator, exceptions, dict building), --stalls of each, 10 ms apart. For
+  Python: recursion, a generator, exceptions, dict building), --stalls of each, --gap-ms apart
+  (the watchdog unwinds, reads and symbolizes each stall between them). For
   every closed stall: is the step's function (or, running, a function it calls) among the Python
   frames of its stacks (named), do
   its stacks have Python frames that do not include it (other), native frames only (native), or
@@ -72,18 +73,18 @@ def blocked_step(ms):
 '''
 
 NAMED = CHURN + r'''
-async def main(n):
+async def main(n, gap):
     for _ in range(n):
         print("blocked_step", time.time_ns())
         blocked_step(50)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(gap)
         print("running_step", time.time_ns())
         running_step(50)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(gap)
     sys.stdout.flush()
     await asyncio.sleep(0.6)
 
-asyncio.run(main(int(sys.argv[1])))
+asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
 '''
 
 STRESS = CHURN + r'''
@@ -95,7 +96,7 @@ async def main(seconds):
     end = time.monotonic() + seconds
     chunks = 0
     while time.monotonic() < end:
-        for _ in range(200):  # ~30 ms of churn
+        for _ in range(3000):  # ~30 ms of churn (~10 us an iteration)
             crc = zlib.crc32(str(recurse(30) + sum(gen(30)) + catch()).encode(), crc)
         chunks += 1
         await asyncio.sleep(0.001)
@@ -153,9 +154,9 @@ def named(args):
     with tempfile.TemporaryDirectory() as tmp:
         findings = os.path.join(tmp, "findings.jsonl")
         t0 = time.monotonic()
-        p = subprocess.run([PY, "-c", NAMED, str(args.stalls)],
+        p = subprocess.run([PY, "-c", NAMED, str(args.stalls), str(args.gap_ms / 1000)],
                            env=agent_env(args.build, findings, "20ms"), capture_output=True,
-                           text=True, timeout=60 + args.stalls * 0.3)
+                           text=True, timeout=60 + args.stalls * (0.2 + 2 * args.gap_ms / 1000))
         took = time.monotonic() - t0
         stalls = closed_stalls(findings)
     steps = [(int(t), name) for name, t in (l.split() for l in p.stdout.splitlines())]
@@ -167,7 +168,7 @@ def named(args):
             nearest = min(steps, key=lambda st: abs(st[0] - s["start_ns"]))
             by_step.setdefault(nearest, []).append(s)
     print(f"## named: {args.stalls} blocked + {args.stalls} running steps of 50 ms, "
-          f"threshold 20 ms ({took:.0f} s, host exit {p.returncode})\n")
+          f"{args.gap_ms} ms apart, threshold 20 ms ({took:.0f} s, host exit {p.returncode})\n")
     print("| step | steps | stalls | classes | named | other Python frames | native only |"
           " no stack | named % |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -225,7 +226,7 @@ def verify_chunks(off, on):
     # Each chunk folds the same 200 values into the CRC: recompute the expected CRC for the chunk
     # count each run reported and compare with what the host printed.
     code = CHURN + ("\nimport zlib, sys\ncrc = 0\nfor _ in range(int(sys.argv[1])):\n"
-                    "    for _ in range(200):\n"
+                    "    for _ in range(3000):\n"
                     "        crc = zlib.crc32(str(recurse(30) + sum(gen(30)) + catch()).encode(),"
                     " crc)\nprint(crc)\n")
     for r in (off, on):
@@ -256,6 +257,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--stalls", type=int, default=1000)
+    ap.add_argument("--gap-ms", type=int, default=100, help="named: the loop's wait between steps")
     ap.add_argument("--stress-seconds", type=float, default=120)
     ap.add_argument("--only", choices=["named", "stress", "reads"])
     args = ap.parse_args()
