@@ -223,7 +223,9 @@ TEST(Daemon, AgentReconnectsAfterDaemonRestart) {
     auto ran = std::make_shared<std::atomic<int64_t>>(0);
     const int64_t posted = stallwatch::MonotonicNanos();
     loop.Post([ran] { ran->store(stallwatch::MonotonicNanos()); });
-    while (ran->load() == 0) std::this_thread::sleep_for(1ms);
+    while (ran->load() == 0) {
+      std::this_thread::sleep_for(1ms);
+    }
     worst_ns = std::max(worst_ns, ran->load() - posted);
     std::this_thread::sleep_for(10ms);
   }
@@ -403,7 +405,9 @@ TEST(Daemon, StoppedDaemonDoesNotAffectTheHostLoop) {
     LoopSnapshot s = a->Snapshot();
     stalls += s.stalls_total;
     for (const auto& st : s.recent_stalls) {
-      if (st.stall_class != StallClass::kBlocked) continue;
+      if (st.stall_class != StallClass::kBlocked) {
+        continue;
+      }
       ++blocked;
       std::printf("blocked stall: %.3f s in %s (%s)\n", st.duration_s, st.syscall.c_str(),
                   st.stacks.empty() || st.stacks[0].frames.empty()
@@ -414,7 +418,9 @@ TEST(Daemon, StoppedDaemonDoesNotAffectTheHostLoop) {
     worst_max = std::max(worst_max, s.since_attach.max);
   }
   snap = agents[0]->Snapshot();
-  for (auto& l : loops) l->Stop();
+  for (auto& l : loops) {
+    l->Stop();
+  }
   agents.clear();
   ::close(lfd);
 

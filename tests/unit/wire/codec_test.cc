@@ -187,7 +187,9 @@ TEST(WireCodec, ByteByByteFeedAndSeveralFrames) {
     for (;;) {
       auto r = d.Next(&m, &err);
       ASSERT_NE(r, FrameDecoder::Result::kError) << err.message;
-      if (r == FrameDecoder::Result::kNeedMore) break;
+      if (r == FrameDecoder::Result::kNeedMore) {
+        break;
+      }
       got.push_back(m);
     }
   }
@@ -339,7 +341,9 @@ TEST(WireReject, BadFields) {
 
 TEST(WireReject, ReasonNamesAreDistinctLabelValues) {
   std::set<std::string> names;
-  for (RejectReason r : kAllRejectReasons) names.insert(RejectReasonName(r));
+  for (RejectReason r : kAllRejectReasons) {
+    names.insert(RejectReasonName(r));
+  }
   EXPECT_EQ(names.size(), std::size(kAllRejectReasons));
   EXPECT_TRUE(names.count("bad_magic"));
 }
