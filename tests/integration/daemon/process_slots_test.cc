@@ -21,6 +21,7 @@ using testing::DaemonOptionsIn;
 using testing::DaemonThread;
 using testing::MetricValue;
 using testing::RawClient;
+using testing::SeriesLines;
 using testing::TempDir;
 using testing::WaitFor;
 
@@ -45,22 +46,10 @@ bool Exited0(pid_t pid) {
   return ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-// The sample lines of an exposition, values cut off: one per series.
-std::vector<std::string> Series(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line[0] != '#') {
-      out.push_back(line.substr(0, line.rfind(' ')));
-    }
-  }
-  return out;
-}
-
 // The `process` label values of the series of `service`.
 std::set<std::string> SlotsOf(const std::string& text, const std::string& service) {
   std::set<std::string> slots;
-  for (const auto& s : Series(text)) {
+  for (const auto& s : SeriesLines(text)) {
     if (s.find("service=\"" + service + "\"") == std::string::npos) {
       continue;
     }
@@ -85,7 +74,7 @@ bool RunArrived(const DaemonThread& d, const std::string& service, pid_t pid) {
   }
   // The slot this run holds, from its info series.
   std::string slot;
-  for (const auto& s : Series(m)) {
+  for (const auto& s : SeriesLines(m)) {
     if (s.starts_with("stallwatch_process_info{") && s.find(p) != s.npos && s.find(svc) != s.npos) {
       const size_t from = s.find("process=\"") + 9;
       slot = "process=\"" + s.substr(from, s.find('"', from) - from) + "\"";
@@ -121,7 +110,7 @@ TEST(ProcessSlots, AServiceRestartedTenTimesKeepsTheSameSeries) {
     ASSERT_TRUE(WaitFor([&] { return RunArrived(d, "restarted", pid); })) << "run " << run << "\n"
                                                                           << d.Metrics();
     const std::string m = d.Metrics();
-    const std::vector<std::string> series = Series(m);
+    const std::vector<std::string> series = SeriesLines(m);
     if (run == 0) {
       first = series;
       EXPECT_GT(first.size(), 50u);
@@ -178,7 +167,7 @@ TEST(ProcessSlots, ConcurrentProcessesHoldOneSlotEachAndTheirSuccessorsTakeThemO
     }
     const std::string m = d.Metrics();
     EXPECT_EQ(SlotsOf(m, "workers"), (std::set<std::string>{"0", "1", "2"})) << m;
-    const size_t series = Series(m).size();
+    const size_t series = SeriesLines(m).size();
     if (generation == 0) {
       series_first = series;
     } else {

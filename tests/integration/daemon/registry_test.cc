@@ -19,6 +19,7 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 using testing::MetricValue;
+using testing::SeriesLines;
 
 Now At(int64_t seconds) {
   Now n;
@@ -376,18 +377,6 @@ int SlotOf(const Registry& r, const std::string& service, int64_t pid, Now now) 
     }
   }
   return -1;
-}
-
-// The sample lines of an exposition (one per series).
-std::vector<std::string> SeriesLines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line[0] != '#') {
-      out.push_back(line.substr(0, line.rfind(' ')));
-    }
-  }
-  return out;
 }
 
 std::optional<double> Info(const std::string& m, const std::string& service, int slot,

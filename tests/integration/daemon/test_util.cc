@@ -32,6 +32,17 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeou
   return stallwatch::testing::WaitFor(pred, timeout);
 }
 
+std::vector<std::string> SeriesLines(const std::string& exposition) {
+  std::vector<std::string> out;
+  std::istringstream in(exposition);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] != '#') {
+      out.push_back(line.substr(0, line.rfind(' ')));
+    }
+  }
+  return out;
+}
+
 std::optional<double> MetricValue(const std::string& exposition, const std::string& name,
                                   const std::vector<std::string>& labels) {
   std::istringstream in(exposition);

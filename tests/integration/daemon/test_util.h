@@ -33,6 +33,9 @@ bool WaitFor(const std::function<bool()>& pred,
 std::optional<double> MetricValue(const std::string& exposition, const std::string& name,
                                   const std::vector<std::string>& labels = {});
 
+// The sample lines of an exposition with their values cut off: one per series.
+std::vector<std::string> SeriesLines(const std::string& exposition);
+
 // A fresh private directory under /tmp; removed by the destructor.
 class TempDir {
  public:
