@@ -24,7 +24,9 @@ namespace stallwatch::daemon::testing {
 
 HttpResponse HttpGet(int port, const std::string& path) {
   auto r = cli::HttpGet("http://127.0.0.1:" + std::to_string(port) + path, std::chrono::seconds(5));
-  if (!r.ok()) return {};
+  if (!r.ok()) {
+    return {};
+  }
   return {r->status, std::move(r->body)};
 }
 
@@ -48,13 +50,23 @@ std::optional<double> MetricValue(const std::string& exposition, const std::stri
   std::istringstream in(exposition);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    if (line.compare(0, name.size(), name) != 0) continue;
+    if (line.empty() || line[0] == '#') {
+      continue;
+    }
+    if (line.compare(0, name.size(), name) != 0) {
+      continue;
+    }
     const char next = line.size() > name.size() ? line[name.size()] : '\0';
-    if (next != '{' && next != ' ') continue;
+    if (next != '{' && next != ' ') {
+      continue;
+    }
     bool all = true;
-    for (const auto& l : labels) all = all && line.find(l) != std::string::npos;
-    if (!all) continue;
+    for (const auto& l : labels) {
+      all = all && line.find(l) != std::string::npos;
+    }
+    if (!all) {
+      continue;
+    }
     const size_t sp = line.rfind(' ');
     return std::strtod(line.c_str() + sp + 1, nullptr);
   }
@@ -80,7 +92,9 @@ TempDir::~TempDir() {
 
 DaemonThread::DaemonThread(DaemonOptions options) {
   options.handle_signals = false;
-  if (options.http_listen == kDefaultHttpListen) options.http_listen = "127.0.0.1:0";
+  if (options.http_listen == kDefaultHttpListen) {
+    options.http_listen = "127.0.0.1:0";
+  }
   std::promise<void> ready;
   auto started = ready.get_future();
   thread_ = std::thread([this, options, &ready] {
@@ -102,7 +116,9 @@ DaemonThread::DaemonThread(DaemonOptions options) {
 }
 
 DaemonThread::~DaemonThread() {
-  if (daemon_) daemon_->Stop();
+  if (daemon_) {
+    daemon_->Stop();
+  }
   thread_.join();
 }
 
@@ -134,7 +150,9 @@ void LoopThread::Start() {
 }
 
 void LoopThread::Stop() {
-  if (!thread_.joinable()) return;
+  if (!thread_.joinable()) {
+    return;
+  }
   event_base_loopbreak(base_);
   thread_.join();
 }
@@ -150,7 +168,9 @@ RawClient::RawClient(const std::string& socket_path) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   std::strncpy(sa.sun_path, socket_path.c_str(), sizeof(sa.sun_path) - 1);
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) Close();
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    Close();
+  }
 }
 
 RawClient::RawClient(int tcp_port) {
@@ -159,33 +179,45 @@ RawClient::RawClient(int tcp_port) {
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(tcp_port));
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) Close();
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    Close();
+  }
 }
 
 RawClient::~RawClient() { Close(); }
 
 bool RawClient::Write(const std::string& bytes) {
-  if (fd_ < 0) return false;
+  if (fd_ < 0) {
+    return false;
+  }
   return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
          static_cast<ssize_t>(bytes.size());
 }
 
 bool RawClient::ClosedByPeer(std::chrono::milliseconds timeout) {
-  if (fd_ < 0) return true;
+  if (fd_ < 0) {
+    return true;
+  }
   pollfd p{fd_, POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) {
+    return false;
+  }
   char c;
   return ::recv(fd_, &c, 1, MSG_DONTWAIT) <= 0;
 }
 
 void RawClient::Close() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
   fd_ = -1;
 }
 
 uint64_t RaiseFileLimit(uint64_t n) {
   rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    return 0;
+  }
   if (rl.rlim_cur < n) {
     rl.rlim_cur = std::min<rlim_t>(n, rl.rlim_max);
     ::setrlimit(RLIMIT_NOFILE, &rl);
