@@ -6,15 +6,28 @@
 // with two monotonic clock reads and recorded in the loop's fixed table by the interposer's
 // return address; nothing is allocated and nothing is symbolized here (the watchdog does that).
 // errno is the real call's.
+//
+// File and socket I/O (read, write, recv, …) is counted by what the descriptor is (FdModeCache,
+// agent/src/ledger.h): a regular file always, a socket, pipe or FIFO only in blocking mode. The
+// calls that close, replace, create or change a descriptor (close in wait_hook.cc; dup*, fcntl
+// F_SETFL and F_DUPFD*, ioctl FIONBIO, socket, accept*, open*, pipe*, socketpair here) make its
+// cached mode unknown again on every thread, after the real call.
+
+// The interposers define libc's names themselves: no fortified inline wrappers of them.
+#undef _FORTIFY_SOURCE
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +59,60 @@ struct RealCalls {
   decltype(&::system) system = nullptr;
   decltype(&::pthread_join) pthread_join = nullptr;
   decltype(&::flock) flock = nullptr;
+  // File and socket I/O, and the calls that change what the cache knows of a descriptor.
+  using OpenFn = int (*)(const char*, int, ...);
+  using OpenatFn = int (*)(int, const char*, int, ...);
+  using Open2Fn = int (*)(const char*, int);
+  using Openat2Fn = int (*)(int, const char*, int);
+  using FcntlFn = int (*)(int, int, ...);
+  using IoctlFn = int (*)(int, unsigned long, ...);  // NOLINT(google-runtime-int): libc's type
+  using ReadChkFn = ssize_t (*)(int, void*, size_t, size_t);
+  using PreadChkFn = ssize_t (*)(int, void*, size_t, off64_t, size_t);
+  using RecvChkFn = ssize_t (*)(int, void*, size_t, size_t, int);
+  using RecvfromChkFn = ssize_t (*)(int, void*, size_t, size_t, int, sockaddr*, socklen_t*);
+  OpenFn open = nullptr;
+  OpenFn open64 = nullptr;
+  Open2Fn open_2 = nullptr;
+  Open2Fn open64_2 = nullptr;
+  OpenatFn openat = nullptr;
+  OpenatFn openat64 = nullptr;
+  Openat2Fn openat_2 = nullptr;
+  Openat2Fn openat64_2 = nullptr;
+  decltype(&::read) read = nullptr;
+  ReadChkFn read_chk = nullptr;
+  decltype(&::write) write = nullptr;
+  decltype(&::pread) pread = nullptr;
+  decltype(&::pread64) pread64 = nullptr;
+  PreadChkFn pread_chk = nullptr;
+  PreadChkFn pread64_chk = nullptr;
+  decltype(&::pwrite) pwrite = nullptr;
+  decltype(&::pwrite64) pwrite64 = nullptr;
+  decltype(&::readv) readv = nullptr;
+  decltype(&::writev) writev = nullptr;
+  decltype(&::accept) accept = nullptr;
+  decltype(&::accept4) accept4 = nullptr;
+  decltype(&::recv) recv = nullptr;
+  RecvChkFn recv_chk = nullptr;
+  decltype(&::recvfrom) recvfrom = nullptr;
+  RecvfromChkFn recvfrom_chk = nullptr;
+  decltype(&::recvmsg) recvmsg = nullptr;
+  decltype(&::send) send = nullptr;
+  decltype(&::sendto) sendto = nullptr;
+  decltype(&::sendmsg) sendmsg = nullptr;
+  decltype(&::popen) popen = nullptr;
+  decltype(&::pclose) pclose = nullptr;
+  FcntlFn fcntl = nullptr;
+  FcntlFn fcntl64 = nullptr;
+  IoctlFn ioctl = nullptr;
+  decltype(&::dup) dup = nullptr;
+  decltype(&::dup2) dup2 = nullptr;
+  decltype(&::dup3) dup3 = nullptr;
+  decltype(&::socket) socket = nullptr;
+  decltype(&::socketpair) socketpair = nullptr;
+  decltype(&::pipe) pipe = nullptr;
+  decltype(&::pipe2) pipe2 = nullptr;
+  decltype(&::pthread_mutex_lock) pthread_mutex_lock = nullptr;
+  decltype(&::pthread_mutex_trylock) pthread_mutex_trylock = nullptr;
 };
 
 RealCalls g_real;
@@ -75,6 +142,49 @@ __attribute__((constructor)) void ResolveLedgerCalls() {
   Resolve(&g_real.system, "system");
   Resolve(&g_real.pthread_join, "pthread_join");
   Resolve(&g_real.flock, "flock");
+  Resolve(&g_real.open, "open");
+  Resolve(&g_real.open64, "open64");
+  Resolve(&g_real.open_2, "__open_2");
+  Resolve(&g_real.open64_2, "__open64_2");
+  Resolve(&g_real.openat, "openat");
+  Resolve(&g_real.openat64, "openat64");
+  Resolve(&g_real.openat_2, "__openat_2");
+  Resolve(&g_real.openat64_2, "__openat64_2");
+  Resolve(&g_real.read, "read");
+  Resolve(&g_real.read_chk, "__read_chk");
+  Resolve(&g_real.write, "write");
+  Resolve(&g_real.pread, "pread");
+  Resolve(&g_real.pread64, "pread64");
+  Resolve(&g_real.pread_chk, "__pread_chk");
+  Resolve(&g_real.pread64_chk, "__pread64_chk");
+  Resolve(&g_real.pwrite, "pwrite");
+  Resolve(&g_real.pwrite64, "pwrite64");
+  Resolve(&g_real.readv, "readv");
+  Resolve(&g_real.writev, "writev");
+  Resolve(&g_real.accept, "accept");
+  Resolve(&g_real.accept4, "accept4");
+  Resolve(&g_real.recv, "recv");
+  Resolve(&g_real.recv_chk, "__recv_chk");
+  Resolve(&g_real.recvfrom, "recvfrom");
+  Resolve(&g_real.recvfrom_chk, "__recvfrom_chk");
+  Resolve(&g_real.recvmsg, "recvmsg");
+  Resolve(&g_real.send, "send");
+  Resolve(&g_real.sendto, "sendto");
+  Resolve(&g_real.sendmsg, "sendmsg");
+  Resolve(&g_real.popen, "popen");
+  Resolve(&g_real.pclose, "pclose");
+  Resolve(&g_real.fcntl, "fcntl");
+  Resolve(&g_real.fcntl64, "fcntl64");
+  Resolve(&g_real.ioctl, "ioctl");
+  Resolve(&g_real.dup, "dup");
+  Resolve(&g_real.dup2, "dup2");
+  Resolve(&g_real.dup3, "dup3");
+  Resolve(&g_real.socket, "socket");
+  Resolve(&g_real.socketpair, "socketpair");
+  Resolve(&g_real.pipe, "pipe");
+  Resolve(&g_real.pipe2, "pipe2");
+  Resolve(&g_real.pthread_mutex_lock, "pthread_mutex_lock");
+  Resolve(&g_real.pthread_mutex_trylock, "pthread_mutex_trylock");
 }
 
 // The real function (resolved now if a constructor that ran before ours calls it).
@@ -117,14 +227,76 @@ inline auto Timed(LoopState* s, BlockingCall call, void* site, F&& fn) {
   return r;
 }
 
+// The call a read or write on `fd` counts as on a loop thread: `file_call` on a regular file or
+// block device, `stream_call` on a socket, pipe or FIFO in blocking mode, kCount (not counted)
+// otherwise. One byte load once the descriptor is known.
+inline BlockingCall FdCall(int fd, BlockingCall file_call, BlockingCall stream_call) {
+  switch (LedgerFdMode(fd)) {
+    case FdMode::kFile:
+      return file_call;
+    case FdMode::kBlockingStream:
+      return stream_call;
+    default:
+      return BlockingCall::kCount;
+  }
+}
+
+// A new descriptor (or a failure: nothing to forget). errno untouched.
+inline void ForgetNew(int fd) {
+  if (fd >= 0) {
+    g_fd_modes.Forget(fd);
+  }
+}
+
+// Whether open's variadic mode argument is there (glibc's __OPEN_NEEDS_MODE).
+inline bool OpenNeedsMode(int flags) {
+  return (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+// Every open on a loop thread is counted, whatever it opens: resolving a path reads directories
+// and inodes (disk I/O; a round trip on NFS or FUSE), and opening a FIFO waits for its peer. The
+// new descriptor's number is forgotten by the cache, on any thread.
+template <typename F>
+inline int OpenCall(BlockingCall call, void* site, F&& fn) {
+  LoopState* s = CountedLoop();
+  const int fd = __builtin_expect(s == nullptr, 1) ? fn() : Timed(s, call, site, fn);
+  ForgetNew(fd);
+  return fd;
+}
+
+// fcntl and fcntl64: lock waits are counted; F_SETFL and F_DUPFD* change what the cache knows.
+inline int FcntlCall(RealCalls::FcntlFn* fn, int fd, int cmd, void* arg, void* site) {
+  auto real = Real(fn);
+  LoopState* s = CountedLoop();
+  int r = 0;
+  if (__builtin_expect(s == nullptr, 1) || (cmd != F_SETLKW && cmd != F_OFD_SETLKW)) {
+    r = real(fd, cmd, arg);
+  } else {
+    r = Timed(s, BlockingCall::kFcntl, site, [&] { return real(fd, cmd, arg); });
+  }
+  if (cmd == F_SETFL) {
+    g_fd_modes.Forget(fd);
+  } else if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
+    ForgetNew(r);
+  }
+  return r;
+}
+
 }  // namespace
 }  // namespace stallwatch::agent::internal
 
 using stallwatch::agent::internal::BlockingCall;
 using stallwatch::agent::internal::CountedLoop;
+using stallwatch::agent::internal::FcntlCall;
+using stallwatch::agent::internal::FdCall;
+using stallwatch::agent::internal::ForgetNew;
+using stallwatch::agent::internal::g_fd_modes;
 using stallwatch::agent::internal::g_real;
 using stallwatch::agent::internal::LoopState;
+using stallwatch::agent::internal::OpenCall;
+using stallwatch::agent::internal::OpenNeedsMode;
 using stallwatch::agent::internal::Real;
+using stallwatch::agent::internal::RealCalls;
 using stallwatch::agent::internal::Timed;
 
 // Each interposer takes its return address itself (a helper's would be the interposer's).
@@ -137,6 +309,43 @@ using stallwatch::agent::internal::Timed;
     }                                                                                           \
     return Timed(s, call_kind, __builtin_return_address(0), [&] { return real(__VA_ARGS__); }); \
   } while (0)
+
+// A read or write on a descriptor: counted as `file_call` or `stream_call` by what it is (FdCall).
+#define SW_LEDGER_FD_CALL(file_call, stream_call, name, fd, ...)                        \
+  do {                                                                                  \
+    auto real = Real(&g_real.name);                                                     \
+    LoopState* s = CountedLoop();                                                       \
+    if (__builtin_expect(s == nullptr, 1)) {                                            \
+      return real(__VA_ARGS__);                                                         \
+    }                                                                                   \
+    const BlockingCall c = FdCall(fd, file_call, stream_call);                          \
+    if (c == BlockingCall::kCount) {                                                    \
+      return real(__VA_ARGS__);                                                         \
+    }                                                                                   \
+    return Timed(s, c, __builtin_return_address(0), [&] { return real(__VA_ARGS__); }); \
+  } while (0)
+
+// A socket call with flags: never counted with MSG_DONTWAIT (it returns at once).
+#define SW_LEDGER_SOCKET_CALL(call_kind, name, fd, flags, ...)                                  \
+  do {                                                                                          \
+    auto real = Real(&g_real.name);                                                             \
+    LoopState* s = CountedLoop();                                                               \
+    if (__builtin_expect(s == nullptr, 1) || ((flags)&MSG_DONTWAIT) != 0 ||                     \
+        FdCall(fd, BlockingCall::kCount, call_kind) == BlockingCall::kCount) {                  \
+      return real(__VA_ARGS__);                                                                 \
+    }                                                                                           \
+    return Timed(s, call_kind, __builtin_return_address(0), [&] { return real(__VA_ARGS__); }); \
+  } while (0)
+
+// open's mode argument, read only when the flags say it was passed.
+#define SW_OPEN_MODE(last, flags) \
+  mode_t mode = 0;                \
+  if (OpenNeedsMode(flags)) {     \
+    va_list ap;                   \
+    va_start(ap, last);           \
+    mode = va_arg(ap, mode_t);    \
+    va_end(ap);                   \
+  }
 
 extern "C" {
 
@@ -197,17 +406,13 @@ __attribute__((visibility("default"))) int syncfs(int fd) noexcept {
   SW_LEDGER_CALL(BlockingCall::kSyncfs, syncfs, fd);
 }
 
-// Only on a socket in blocking mode: a non-blocking connect returns at once (EINPROGRESS).
+// Only on a socket in blocking mode (the descriptor cache, as recv's): a non-blocking connect
+// returns at once (EINPROGRESS).
 __attribute__((visibility("default"))) int connect(int fd, const sockaddr* addr, socklen_t len) {
   auto real = Real(&g_real.connect);
   LoopState* s = CountedLoop();
-  if (__builtin_expect(s == nullptr, 1)) {
-    return real(fd, addr, len);
-  }
-  const int saved = errno;
-  const int fl = fcntl(fd, F_GETFL);
-  errno = saved;
-  if (fl < 0 || (fl & O_NONBLOCK) != 0) {
+  if (__builtin_expect(s == nullptr, 1) ||
+      FdCall(fd, BlockingCall::kCount, BlockingCall::kConnect) == BlockingCall::kCount) {
     return real(fd, addr, len);
   }
   return Timed(s, BlockingCall::kConnect, __builtin_return_address(0),
@@ -242,6 +447,316 @@ __attribute__((visibility("default"))) int flock(int fd, int operation) noexcept
   }
   return Timed(s, BlockingCall::kFlock, __builtin_return_address(0),
                [&] { return real(fd, operation); });
+}
+
+// File I/O. The 64 variants are the same functions on x86-64 but separate symbols, which
+// programs built with _FILE_OFFSET_BITS=64 (Python, …) call; the __*_chk and __open*_2 ones are
+// what _FORTIFY_SOURCE builds call.
+__attribute__((visibility("default"))) int open(const char* path, int flags, ...) {
+  SW_OPEN_MODE(flags, flags);
+  auto real = Real(&g_real.open);
+  return OpenCall(BlockingCall::kOpen, __builtin_return_address(0),
+                  [&] { return real(path, flags, mode); });
+}
+
+__attribute__((visibility("default"))) int open64(const char* path, int flags, ...) {
+  SW_OPEN_MODE(flags, flags);
+  auto real = Real(&g_real.open64);
+  return OpenCall(BlockingCall::kOpen, __builtin_return_address(0),
+                  [&] { return real(path, flags, mode); });
+}
+
+__attribute__((visibility("default"))) int __open_2(const char* path, int flags) {
+  auto real = Real(&g_real.open_2);
+  return OpenCall(BlockingCall::kOpen, __builtin_return_address(0),
+                  [&] { return real(path, flags); });
+}
+
+__attribute__((visibility("default"))) int __open64_2(const char* path, int flags) {
+  auto real = Real(&g_real.open64_2);
+  return OpenCall(BlockingCall::kOpen, __builtin_return_address(0),
+                  [&] { return real(path, flags); });
+}
+
+__attribute__((visibility("default"))) int openat(int dirfd, const char* path, int flags, ...) {
+  SW_OPEN_MODE(flags, flags);
+  auto real = Real(&g_real.openat);
+  return OpenCall(BlockingCall::kOpenat, __builtin_return_address(0),
+                  [&] { return real(dirfd, path, flags, mode); });
+}
+
+__attribute__((visibility("default"))) int openat64(int dirfd, const char* path, int flags, ...) {
+  SW_OPEN_MODE(flags, flags);
+  auto real = Real(&g_real.openat64);
+  return OpenCall(BlockingCall::kOpenat, __builtin_return_address(0),
+                  [&] { return real(dirfd, path, flags, mode); });
+}
+
+__attribute__((visibility("default"))) int __openat_2(int dirfd, const char* path, int flags) {
+  auto real = Real(&g_real.openat_2);
+  return OpenCall(BlockingCall::kOpenat, __builtin_return_address(0),
+                  [&] { return real(dirfd, path, flags); });
+}
+
+__attribute__((visibility("default"))) int __openat64_2(int dirfd, const char* path, int flags) {
+  auto real = Real(&g_real.openat64_2);
+  return OpenCall(BlockingCall::kOpenat, __builtin_return_address(0),
+                  [&] { return real(dirfd, path, flags); });
+}
+
+__attribute__((visibility("default"))) ssize_t read(int fd, void* buf, size_t n) {
+  SW_LEDGER_FD_CALL(BlockingCall::kRead, BlockingCall::kReadBlocking, read, fd, fd, buf, n);
+}
+
+__attribute__((visibility("default"))) ssize_t __read_chk(int fd, void* buf, size_t n,
+                                                          size_t buflen) {
+  SW_LEDGER_FD_CALL(BlockingCall::kRead, BlockingCall::kReadBlocking, read_chk, fd, fd, buf, n,
+                    buflen);
+}
+
+__attribute__((visibility("default"))) ssize_t write(int fd, const void* buf, size_t n) {
+  SW_LEDGER_FD_CALL(BlockingCall::kWrite, BlockingCall::kWriteBlocking, write, fd, fd, buf, n);
+}
+
+// pread and pwrite: files only (on a pipe or socket they fail with ESPIPE).
+__attribute__((visibility("default"))) ssize_t pread(int fd, void* buf, size_t n, off_t offset) {
+  SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread, fd, fd, buf, n, offset);
+}
+
+__attribute__((visibility("default"))) ssize_t pread64(int fd, void* buf, size_t n,
+                                                       off64_t offset) {
+  SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread64, fd, fd, buf, n, offset);
+}
+
+__attribute__((visibility("default"))) ssize_t __pread_chk(int fd, void* buf, size_t n,
+                                                           off64_t offset, size_t buflen) {
+  SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread_chk, fd, fd, buf, n, offset,
+                    buflen);
+}
+
+__attribute__((visibility("default"))) ssize_t __pread64_chk(int fd, void* buf, size_t n,
+                                                             off64_t offset, size_t buflen) {
+  SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread64_chk, fd, fd, buf, n, offset,
+                    buflen);
+}
+
+__attribute__((visibility("default"))) ssize_t pwrite(int fd, const void* buf, size_t n,
+                                                      off_t offset) {
+  SW_LEDGER_FD_CALL(BlockingCall::kPwrite, BlockingCall::kCount, pwrite, fd, fd, buf, n, offset);
+}
+
+__attribute__((visibility("default"))) ssize_t pwrite64(int fd, const void* buf, size_t n,
+                                                        off64_t offset) {
+  SW_LEDGER_FD_CALL(BlockingCall::kPwrite, BlockingCall::kCount, pwrite64, fd, fd, buf, n, offset);
+}
+
+__attribute__((visibility("default"))) ssize_t readv(int fd, const iovec* iov, int iovcnt) {
+  SW_LEDGER_FD_CALL(BlockingCall::kReadv, BlockingCall::kReadvBlocking, readv, fd, fd, iov, iovcnt);
+}
+
+__attribute__((visibility("default"))) ssize_t writev(int fd, const iovec* iov, int iovcnt) {
+  SW_LEDGER_FD_CALL(BlockingCall::kWritev, BlockingCall::kWritevBlocking, writev, fd, fd, iov,
+                    iovcnt);
+}
+
+// Sockets. accept and accept4 create a descriptor: forgotten by the cache on any thread.
+__attribute__((visibility("default"))) int accept(int fd, sockaddr* addr, socklen_t* len) {
+  auto real = Real(&g_real.accept);
+  LoopState* s = CountedLoop();
+  int r = 0;
+  if (__builtin_expect(s == nullptr, 1) ||
+      FdCall(fd, BlockingCall::kCount, BlockingCall::kAccept) == BlockingCall::kCount) {
+    r = real(fd, addr, len);
+  } else {
+    r = Timed(s, BlockingCall::kAccept, __builtin_return_address(0),
+              [&] { return real(fd, addr, len); });
+  }
+  ForgetNew(r);
+  return r;
+}
+
+__attribute__((visibility("default"))) int accept4(int fd, sockaddr* addr, socklen_t* len,
+                                                   int flags) {
+  auto real = Real(&g_real.accept4);
+  LoopState* s = CountedLoop();
+  int r = 0;
+  if (__builtin_expect(s == nullptr, 1) ||
+      FdCall(fd, BlockingCall::kCount, BlockingCall::kAccept4) == BlockingCall::kCount) {
+    r = real(fd, addr, len, flags);
+  } else {
+    r = Timed(s, BlockingCall::kAccept4, __builtin_return_address(0),
+              [&] { return real(fd, addr, len, flags); });
+  }
+  ForgetNew(r);
+  return r;
+}
+
+__attribute__((visibility("default"))) ssize_t recv(int fd, void* buf, size_t n, int flags) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kRecv, recv, fd, flags, fd, buf, n, flags);
+}
+
+__attribute__((visibility("default"))) ssize_t __recv_chk(int fd, void* buf, size_t n,
+                                                          size_t buflen, int flags) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kRecv, recv_chk, fd, flags, fd, buf, n, buflen, flags);
+}
+
+__attribute__((visibility("default"))) ssize_t recvfrom(int fd, void* buf, size_t n, int flags,
+                                                        sockaddr* addr, socklen_t* len) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kRecvfrom, recvfrom, fd, flags, fd, buf, n, flags, addr, len);
+}
+
+__attribute__((visibility("default"))) ssize_t __recvfrom_chk(int fd, void* buf, size_t n,
+                                                              size_t buflen, int flags,
+                                                              sockaddr* addr, socklen_t* len) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kRecvfrom, recvfrom_chk, fd, flags, fd, buf, n, buflen, flags,
+                        addr, len);
+}
+
+__attribute__((visibility("default"))) ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kRecvmsg, recvmsg, fd, flags, fd, msg, flags);
+}
+
+__attribute__((visibility("default"))) ssize_t send(int fd, const void* buf, size_t n, int flags) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kSend, send, fd, flags, fd, buf, n, flags);
+}
+
+__attribute__((visibility("default"))) ssize_t sendto(int fd, const void* buf, size_t n, int flags,
+                                                      const sockaddr* addr, socklen_t len) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kSendto, sendto, fd, flags, fd, buf, n, flags, addr, len);
+}
+
+__attribute__((visibility("default"))) ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  SW_LEDGER_SOCKET_CALL(BlockingCall::kSendmsg, sendmsg, fd, flags, fd, msg, flags);
+}
+
+// popen starts a shell; pclose waits for it. The stream's descriptor is new, then closed, out of
+// the shim's sight (glibc's internal calls): forgotten by the cache here.
+__attribute__((visibility("default"))) FILE* popen(const char* command, const char* type) {
+  auto real = Real(&g_real.popen);
+  LoopState* s = CountedLoop();
+  FILE* f = __builtin_expect(s == nullptr, 1)
+                ? real(command, type)
+                : Timed(s, BlockingCall::kPopen, __builtin_return_address(0),
+                        [&] { return real(command, type); });
+  if (f != nullptr) {
+    ForgetNew(fileno(f));
+  }
+  return f;
+}
+
+__attribute__((visibility("default"))) int pclose(FILE* stream) {
+  auto real = Real(&g_real.pclose);
+  const int fd = stream != nullptr ? fileno(stream) : -1;
+  LoopState* s = CountedLoop();
+  const int r = __builtin_expect(s == nullptr, 1)
+                    ? real(stream)
+                    : Timed(s, BlockingCall::kPclose, __builtin_return_address(0),
+                            [&] { return real(stream); });
+  ForgetNew(fd);
+  return r;
+}
+
+// glibc's fcntl reads its third argument as a pointer whatever the command (an int command's
+// argument fits in it): it is passed on the same way.
+__attribute__((visibility("default"))) int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return FcntlCall(&g_real.fcntl, fd, cmd, arg, __builtin_return_address(0));
+}
+
+__attribute__((visibility("default"))) int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return FcntlCall(&g_real.fcntl64, fd, cmd, arg, __builtin_return_address(0));
+}
+
+// Not counted: FIONBIO (how Python sets a socket's blocking mode) changes what the cache knows.
+// NOLINTNEXTLINE(google-runtime-int): libc's prototype
+__attribute__((visibility("default"))) int ioctl(int fd, unsigned long request, ...) noexcept {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  const int r = Real(&g_real.ioctl)(fd, request, arg);
+  if (request == FIONBIO) {
+    g_fd_modes.Forget(fd);
+  }
+  return r;
+}
+
+// Not counted: they make a descriptor number mean something new.
+__attribute__((visibility("default"))) int dup(int fd) noexcept {
+  const int r = Real(&g_real.dup)(fd);
+  ForgetNew(r);
+  return r;
+}
+
+__attribute__((visibility("default"))) int dup2(int fd, int fd2) noexcept {
+  const int r = Real(&g_real.dup2)(fd, fd2);
+  ForgetNew(fd2);
+  return r;
+}
+
+__attribute__((visibility("default"))) int dup3(int fd, int fd2, int flags) noexcept {
+  const int r = Real(&g_real.dup3)(fd, fd2, flags);
+  ForgetNew(fd2);
+  return r;
+}
+
+__attribute__((visibility("default"))) int socket(int domain, int type, int protocol) noexcept {
+  const int r = Real(&g_real.socket)(domain, type, protocol);
+  ForgetNew(r);
+  return r;
+}
+
+__attribute__((visibility("default"))) int socketpair(int domain, int type, int protocol,
+                                                      int fds[2]) noexcept {
+  const int r = Real(&g_real.socketpair)(domain, type, protocol, fds);
+  if (r == 0) {
+    ForgetNew(fds[0]);
+    ForgetNew(fds[1]);
+  }
+  return r;
+}
+
+__attribute__((visibility("default"))) int pipe(int fds[2]) noexcept {
+  const int r = Real(&g_real.pipe)(fds);
+  if (r == 0) {
+    ForgetNew(fds[0]);
+    ForgetNew(fds[1]);
+  }
+  return r;
+}
+
+__attribute__((visibility("default"))) int pipe2(int fds[2], int flags) noexcept {
+  const int r = Real(&g_real.pipe2)(fds, flags);
+  if (r == 0) {
+    ForgetNew(fds[0]);
+    ForgetNew(fds[1]);
+  }
+  return r;
+}
+
+// A contended mutex: pthread_mutex_trylock first, and only when the mutex is taken (EBUSY) the
+// real lock is timed and counted. Any other result of the trylock is the lock's (0: taken now;
+// EOWNERDEAD: a robust mutex taken whose owner died; EINVAL, EAGAIN). The uncontended path on a
+// loop thread costs one trylock instead of one lock.
+__attribute__((visibility("default"))) int pthread_mutex_lock(pthread_mutex_t* m) noexcept {
+  auto real = Real(&g_real.pthread_mutex_lock);
+  LoopState* s = CountedLoop();
+  if (__builtin_expect(s == nullptr, 1)) {
+    return real(m);
+  }
+  const int r = Real(&g_real.pthread_mutex_trylock)(m);
+  if (r != EBUSY) {
+    return r;
+  }
+  return Timed(s, BlockingCall::kPthreadMutexLock, __builtin_return_address(0),
+               [&] { return real(m); });
 }
 
 }  // extern "C"

@@ -1,5 +1,11 @@
 #include "ledger.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "stallwatch/common/blocking_calls.h"
@@ -7,6 +13,37 @@
 namespace stallwatch::agent::internal {
 
 __thread LedgerThread t_ledger __attribute__((tls_model("initial-exec"))) = {nullptr, 0};
+
+FdModeCache g_fd_modes;
+
+FdMode ClassifyFd(uint32_t st_mode, int status_flags) {
+  switch (st_mode & S_IFMT) {
+    case S_IFREG:
+    case S_IFBLK:
+      return FdMode::kFile;
+    case S_IFSOCK:
+    case S_IFIFO:
+      return (status_flags & O_NONBLOCK) != 0 ? FdMode::kNotCounted : FdMode::kBlockingStream;
+    default:
+      return FdMode::kNotCounted;
+  }
+}
+
+// Raw system calls: the interposed fcntl is not entered, and nothing here is counted.
+// `token` was read before the calls: a Forget meanwhile fails the Put.
+FdMode ClassifyFdSlow(int fd, uint8_t token) {
+  const int saved = errno;
+  const long flags = syscall(SYS_fcntl, fd, F_GETFL);
+  struct stat st {};
+  const long rc = flags < 0 ? -1 : syscall(SYS_fstat, fd, &st);
+  errno = saved;
+  if (rc != 0) {
+    return FdMode::kNotCounted;  // not open (the call will say EBADF): nothing cached
+  }
+  const FdMode m = ClassifyFd(st.st_mode, static_cast<int>(flags));
+  (void)g_fd_modes.Put(fd, token, m);
+  return m;
+}
 
 namespace {
 

@@ -42,13 +42,37 @@ enum class BlockingCall : uint8_t {
   kSystem,
   kPthreadJoin,
   kFlock,
+  kOpen,
+  kOpenat,
+  kRead,
+  kWrite,
+  kPread,
+  kPwrite,
+  kReadv,
+  kWritev,
+  kAccept,
+  kAccept4,
+  kRecv,
+  kRecvfrom,
+  kRecvmsg,
+  kSend,
+  kSendto,
+  kSendmsg,
+  kReadBlocking,
+  kWriteBlocking,
+  kReadvBlocking,
+  kWritevBlocking,
+  kPopen,
+  kPclose,
+  kFcntl,
+  kPthreadMutexLock,
   kCount,  // not a call
 };
 inline constexpr int kBlockingCallCount = static_cast<int>(BlockingCall::kCount);
 
 // "getaddrinfo", "usleep", …; "" for kCount.
 const char* BlockingCallName(BlockingCall c);
-// Its family: "dns", "sleep", "sync", "connect", "wait" or "lock".
+// Its family: "dns", "sleep", "sync", "connect", "wait", "lock", "file" or "socket".
 const char* BlockingCallFamily(BlockingCall c);
 // The call named `name` (a call's own name), or kCount.
 BlockingCall ParseBlockingCall(std::string_view name);
@@ -171,6 +195,80 @@ class LedgerCursor {
   std::vector<Seen> seen_;
   uint64_t overflow_seen_ = 0;
 };
+
+// What the ledger knows of a descriptor: whether a read or write on it may wait for the disk or
+// for a peer. Classified once per descriptor by the loop thread that first uses it (fcntl
+// F_GETFL and fstat), cached in FdModeCache.
+enum class FdMode : uint8_t {
+  kUnknown = 0,         // not classified (or forgotten since)
+  kFile = 1,            // regular file or block device: disk I/O whatever O_NONBLOCK says
+  kBlockingStream = 2,  // socket, pipe or FIFO without O_NONBLOCK: waits for its peer
+  kNotCounted = 3,      // the same with O_NONBLOCK; character devices (ttys, /dev/null);
+                        // eventfd, timerfd, signalfd, epoll and other anonymous inodes; dirs
+};
+
+// The mode of a descriptor from fstat's st_mode and fcntl(F_GETFL)'s flags. Pure.
+FdMode ClassifyFd(uint32_t st_mode, int status_flags);
+
+// Descriptors below this are cached (one byte each: 64 KiB); the ledger does not count calls on
+// higher ones (docs/design.md "Blocking-call ledger").
+inline constexpr int kFdModeFds = 1 << 16;
+
+// The mode of every descriptor of the process below kFdModeFds, process-wide (descriptors are).
+// An entry is 2 bits of mode and 6 bits of generation: Forget bumps the generation, so a
+// classification that raced with a close, dup2 or fcntl(F_SETFL) of the same descriptor fails to
+// store (Put compares the whole byte) instead of caching the old descriptor's mode.
+//
+// Threading: Get and Put are called on loop threads, Forget on any thread (after the real call
+// that closed, replaced, created or changed the descriptor), also in signal handlers: relaxed
+// byte loads and stores and one compare-exchange, no locked instruction on the Forget path.
+// Async-signal safe.
+class FdModeCache {
+ public:
+  // The cached mode, kUnknown if none; *token: what Put must be given.
+  FdMode Get(int fd, uint8_t* token) const {
+    const uint8_t e = entries_[fd].load(std::memory_order_relaxed);
+    *token = e;
+    return static_cast<FdMode>(e & kModeMask);
+  }
+  // Caches `mode` unless the entry changed since Get returned `token`. False if it did.
+  bool Put(int fd, uint8_t token, FdMode mode) {
+    uint8_t expected = token;
+    const auto next = static_cast<uint8_t>((token & ~kModeMask) | static_cast<uint8_t>(mode));
+    return entries_[fd].compare_exchange_strong(expected, next, std::memory_order_relaxed);
+  }
+  // The descriptor is not what it was: its mode is unknown again. A plain load and store: two
+  // racing Forgets may bump the generation once, which still fails a racing Put.
+  void Forget(int fd) {
+    if (fd < 0 || fd >= kFdModeFds) {
+      return;
+    }
+    const uint8_t e = entries_[fd].load(std::memory_order_relaxed);
+    entries_[fd].store(static_cast<uint8_t>((e | kModeMask) + 1), std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr uint8_t kModeMask = 3;
+  std::atomic<uint8_t> entries_[kFdModeFds] = {};
+};
+static_assert(std::atomic<uint8_t>::is_always_lock_free);
+
+// The process's cache (ledger.cc).
+extern FdModeCache g_fd_modes;
+
+// The mode of `fd` for a call on a loop thread: cached, else classified now with two raw system
+// calls (fcntl, fstat; errno kept) and cached. kNotCounted for a descriptor that is not open or
+// is at or above kFdModeFds. Called on a loop thread. Async-signal safe.
+// `token`: what Get returned with kUnknown.
+FdMode ClassifyFdSlow(int fd, uint8_t token);
+inline FdMode LedgerFdMode(int fd) {
+  if (static_cast<unsigned>(fd) >= static_cast<unsigned>(kFdModeFds)) {
+    return FdMode::kNotCounted;
+  }
+  uint8_t token = 0;
+  const FdMode m = g_fd_modes.Get(fd, &token);
+  return __builtin_expect(m != FdMode::kUnknown, 1) ? m : ClassifyFdSlow(fd, token);
+}
 
 // The loop this thread runs and is now busy in (between two waits), or null: what the
 // interposers check first. Set and cleared by the wait hooks (wait_hook.cc) on the loop thread;

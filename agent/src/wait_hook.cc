@@ -560,7 +560,10 @@ __attribute__((visibility("default"))) int close(int fd) {
     }
   }
   MarkBorn(fd, false);
-  return g_real_close != nullptr ? g_real_close(fd) : static_cast<int>(syscall(SYS_close, fd));
+  const int r =
+      g_real_close != nullptr ? g_real_close(fd) : static_cast<int>(syscall(SYS_close, fd));
+  g_fd_modes.Forget(fd);  // after: a classification racing with the close does not stick
+  return r;
 }
 
 // Interpose epoll_create and epoll_create1: the agent learns which epoll sets are this
@@ -573,6 +576,7 @@ __attribute__((visibility("default"))) int epoll_create(int size) {
   const int fd = g_real_epoll_create != nullptr ? g_real_epoll_create(size)
                                                 : static_cast<int>(syscall(SYS_epoll_create, size));
   MarkBorn(fd, true);
+  g_fd_modes.Forget(fd);  // a new descriptor: whatever the ledger knew of its number is gone
   return fd;
 }
 
@@ -585,6 +589,7 @@ __attribute__((visibility("default"))) int epoll_create1(int flags) {
                      ? g_real_epoll_create1(flags)
                      : static_cast<int>(syscall(SYS_epoll_create1, flags));
   MarkBorn(fd, true);
+  g_fd_modes.Forget(fd);  // a new descriptor: whatever the ledger knew of its number is gone
   return fd;
 }
 

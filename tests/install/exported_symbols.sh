@@ -35,7 +35,11 @@ preload_hooks=(event_base_new event_base_new_with_config event_init event_base_f
 # Interposed by the shim (agent/preload/ledger_hooks.cc): the blocking-call ledger.
 ledger_hooks=(getaddrinfo gethostbyname gethostbyname_r getnameinfo nanosleep clock_nanosleep
               usleep sleep fsync fdatasync sync_file_range syncfs connect waitpid system
-              pthread_join flock)
+              pthread_join flock open open64 __open_2 __open64_2 openat openat64 __openat_2
+              __openat64_2 read __read_chk write pread pread64 __pread_chk __pread64_chk pwrite
+              pwrite64 readv writev accept accept4 recv __recv_chk recvfrom __recvfrom_chk recvmsg
+              send sendto sendmsg popen pclose fcntl fcntl64 pthread_mutex_lock ioctl dup dup2 dup3
+              socket socketpair pipe pipe2)
 # Added by the linker; allowed, not required.
 linker=(_init _fini _edata _end __bss_start)
 

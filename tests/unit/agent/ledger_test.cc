@@ -82,7 +82,11 @@ TEST(BlockingCalls, NamesRoundTrip) {
     EXPECT_EQ(ParseBlockingCall(BlockingCallName(c)), c);
     EXPECT_STRNE(BlockingCallFamily(c), "");
   }
-  EXPECT_EQ(ParseBlockingCall("read"), BlockingCall::kCount);
+  EXPECT_EQ(ParseBlockingCall("read"), BlockingCall::kRead);
+  EXPECT_STREQ(BlockingCallFamily(BlockingCall::kRead), "file");
+  EXPECT_STREQ(BlockingCallFamily(BlockingCall::kReadBlocking), "socket");
+  EXPECT_STREQ(BlockingCallName(BlockingCall::kPthreadMutexLock), "pthread_mutex_lock");
+  EXPECT_EQ(ParseBlockingCall("fread"), BlockingCall::kCount);
 }
 
 }  // namespace

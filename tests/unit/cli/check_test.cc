@@ -17,12 +17,13 @@ TEST(ParseForbidList, CallsAndFamilies) {
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   EXPECT_EQ(*f, (std::set<std::string>{"getaddrinfo", "sleep", "fsync"}));
   EXPECT_TRUE(ParseForbidList("dns,wait,lock,connect,sync").ok());
+  EXPECT_TRUE(ParseForbidList("file,socket,read,read_blocking,recv,popen,pthread_mutex_lock").ok());
 }
 
 TEST(ParseForbidList, BadItemsNameTheAcceptedForm) {
-  auto f = ParseForbidList("getaddrinfo,read");
+  auto f = ParseForbidList("getaddrinfo,fread");
   ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.status().message().find("unknown call 'read'"), std::string::npos);
+  EXPECT_NE(f.status().message().find("unknown call 'fread'"), std::string::npos);
   EXPECT_NE(f.status().message().find("getaddrinfo,gethostbyname"), std::string::npos);
   EXPECT_EQ(f.status().message().find('\n'), std::string::npos);
   EXPECT_FALSE(ParseForbidList("").ok());
@@ -37,6 +38,21 @@ TEST(IsForbidden, SleepIsTheFamily) {
   EXPECT_TRUE(IsForbidden(forbid, "fsync"));
   EXPECT_FALSE(IsForbidden(forbid, "fdatasync"));
   EXPECT_FALSE(IsForbidden(forbid, "getaddrinfo"));
+}
+
+TEST(IsForbidden, FileAndSocketFamilies) {
+  const std::set<std::string> file{"file"};
+  EXPECT_TRUE(IsForbidden(file, "read"));
+  EXPECT_TRUE(IsForbidden(file, "openat"));
+  EXPECT_FALSE(IsForbidden(file, "read_blocking"));  // a pipe or socket, not a file
+  const std::set<std::string> socket{"socket"};
+  EXPECT_TRUE(IsForbidden(socket, "read_blocking"));
+  EXPECT_TRUE(IsForbidden(socket, "recv"));
+  EXPECT_FALSE(IsForbidden(socket, "connect"));  // its own family, as before
+  const std::set<std::string> lock{"lock"};
+  EXPECT_TRUE(IsForbidden(lock, "pthread_mutex_lock"));
+  EXPECT_TRUE(IsForbidden(lock, "fcntl"));
+  EXPECT_TRUE(IsForbidden({"wait"}, "popen"));
 }
 
 const char* kCalls1 =
