@@ -1,7 +1,8 @@
 // The blocking-call ledger in real programs under the preload shim: a plain epoll loop in C
 // (ledger_app.c) whose loop thread resolves names, sleeps, syncs a file and connects on a
-// blocking socket, beside a worker thread making the same calls; a Python asyncio loop calling
-// time.sleep; and `stallwatch check`, the CI gate built on it.
+// blocking socket, beside a worker thread making the same calls; the same with file, pipe and
+// socket I/O, popen, lock waits and a contended mutex (ledger_io_app.c); Python asyncio loops
+// calling time.sleep and reading a file; and `stallwatch check`, the CI gate built on it.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ struct Site {
   double max_s = 0;
   std::string file;
   int line = 0;
+  std::string module;
 };
 
 class Findings {
@@ -79,6 +81,7 @@ class Findings {
         s.max_s = std::max(s.max_s, c["max_s"].get<double>());
         s.file = c["site"]["file"].get<std::string>();
         s.line = c["site"]["line"].get<int>();
+        s.module = c["site"].value("module", "");
       }
     }
     return sites;
@@ -173,6 +176,144 @@ TEST(Ledger, PythonAsyncioTimeSleepOnTheLoopIsCounted) {
   EXPECT_GE(sleeps, 19u) << f.Dump();  // the first may come before the loop is found
 }
 
+// The sites of one run, one per line, for failure messages.
+std::string Listing(const std::map<std::pair<std::string, std::string>, Site>& sites) {
+  std::string all;
+  for (const auto& [k, s] : sites) {
+    all += k.first + " from " + k.second + ": " + std::to_string(s.count) + " (" + s.file + ":" +
+           std::to_string(s.line) + ")\n";
+  }
+  return all;
+}
+
+// Checks that (call, function) was counted `count` times, timed, and named with its line in
+// ledger_io_app.c.
+void ExpectSite(const std::map<std::pair<std::string, std::string>, Site>& sites,
+                const std::string& call, const std::string& function, uint64_t count) {
+  const auto it = sites.find({call, function});
+  ASSERT_NE(it, sites.end()) << call << " from " << function << " was not counted";
+  EXPECT_EQ(it->second.count, count) << call << " from " << function;
+  EXPECT_GT(it->second.total_s, 0) << call << " from " << function;
+  EXPECT_LT(it->second.total_s, 5.0) << call << " from " << function;
+  EXPECT_NE(it->second.file.find("ledger_io_app.c"), std::string::npos) << call;
+  EXPECT_GT(it->second.line, 0) << call << " from " << function;
+}
+
+void ExpectNoSite(const std::map<std::pair<std::string, std::string>, Site>& sites,
+                  const std::string& function) {
+  for (const auto& [k, s] : sites) {
+    EXPECT_NE(k.second, function) << k.first << " from " << function << " was counted";
+  }
+}
+
+constexpr int kIoCalls = 10;  // ledger_io_app's N
+
+class LedgerIo : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    findings_ = new Findings();
+    run_ = new CommandResult(
+        findings_->Run(std::string(SW_LEDGER_IO_APP) + " io " + std::to_string(kIoCalls)));
+  }
+  static void TearDownTestSuite() {
+    delete findings_;
+    delete run_;
+  }
+  void SetUp() override {
+    ASSERT_EQ(run_->code, 0) << run_->out;
+    sites_ = findings_->Sites();
+  }
+
+  static Findings* findings_;
+  static CommandResult* run_;
+  std::map<std::pair<std::string, std::string>, Site> sites_;
+};
+Findings* LedgerIo::findings_ = nullptr;
+CommandResult* LedgerIo::run_ = nullptr;
+
+TEST_F(LedgerIo, RegularFileIoIsCountedByCall) {
+  SCOPED_TRACE(Listing(sites_));
+  ExpectSite(sites_, "open", "file_io", 1);
+  ExpectSite(sites_, "read", "file_io", kIoCalls);
+  ExpectSite(sites_, "write", "file_io", kIoCalls);
+  ExpectSite(sites_, "pread", "file_io", kIoCalls);
+  ExpectSite(sites_, "pwrite", "file_io", kIoCalls);
+  ExpectSite(sites_, "readv", "file_io", kIoCalls);
+  ExpectSite(sites_, "writev", "file_io", kIoCalls);
+}
+
+TEST_F(LedgerIo, APipeCountsOnlyInBlockingModeAndFcntlAndIoctlFlipIt) {
+  SCOPED_TRACE(Listing(sites_));
+  ExpectSite(sites_, "read_blocking", "pipe_blocking", kIoCalls);
+  ExpectNoSite(sites_, "pipe_nonblock");  // after fcntl(F_SETFL, O_NONBLOCK)
+  ExpectSite(sites_, "read_blocking", "pipe_blocking_again", kIoCalls);  // after ioctl(FIONBIO, 0)
+}
+
+TEST_F(LedgerIo, ASocketCountsOnlyInBlockingModeAndNeverWithMsgDontwait) {
+  SCOPED_TRACE(Listing(sites_));
+  ExpectSite(sites_, "send", "sock_blocking", kIoCalls);
+  ExpectSite(sites_, "recv", "sock_blocking", kIoCalls);  // not its MSG_DONTWAIT ones
+  ExpectNoSite(sites_, "sock_nonblock");                  // the normal case of a loop
+  ExpectSite(sites_, "accept", "accept_one", 1);
+  EXPECT_EQ(sites_.count({"connect", "accept_one"}), 0u);  // its socket is non-blocking
+}
+
+TEST_F(LedgerIo, PopenFcntlLockWaitsAndAContendedMutexAreCounted) {
+  SCOPED_TRACE(Listing(sites_));
+  ExpectSite(sites_, "popen", "run_child", 1);
+  ExpectSite(sites_, "pclose", "run_child", 1);
+  ExpectSite(sites_, "fcntl", "lock_file", 2);  // F_SETLKW and F_OFD_SETLKW, not F_SETLK
+  ExpectSite(sites_, "pthread_mutex_lock", "mutex_taken", 1);
+  // The worker held it for 20 ms once the loop asked; the loop waited for most of that.
+  const std::pair<std::string, std::string> taken{"pthread_mutex_lock", "mutex_taken"};
+  EXPECT_GE(sites_[taken].total_s, 0.005);
+  ExpectNoSite(sites_, "mutex_free");  // free: pthread_mutex_trylock took it
+}
+
+TEST_F(LedgerIo, TheWorkersCallsAndTheAgentsOwnAreNotCounted) {
+  SCOPED_TRACE(Listing(sites_) + findings_->Dump());
+  ExpectNoSite(sites_, "worker_calls");
+  ExpectNoSite(sites_, "worker");
+  for (const auto& [k, s] : sites_) {
+    EXPECT_EQ(s.module.find("stallwatch"), std::string::npos) << k.first << " from " << k.second;
+  }
+}
+
+TEST(Ledger, AnIoLoopThatOnlyWaitsHasNoCallsWhileItsWorkerMakesThem) {
+  Findings f;
+  const CommandResult r = f.Run(std::string(SW_LEDGER_IO_APP) + " clean");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(f.Read("delay").empty()) << f.Dump();  // the loop was watched
+  EXPECT_TRUE(f.Sites().empty()) << Listing(f.Sites());
+}
+
+TEST(Ledger, PythonAsyncioFileReadsOnTheLoopAreCounted) {
+  if (access(kPython, X_OK) != 0) {
+    GTEST_SKIP() << kPython << " is not installed";
+  }
+  Findings f;
+  const CommandResult r = f.Run(std::string(kPython) +
+                                " -c 'import asyncio\n"
+                                "def load_config():\n"
+                                "    with open(\"/etc/hostname\", \"rb\") as c:\n"
+                                "        return c.read()\n"
+                                "async def main():\n"
+                                "    for _ in range(20):\n"
+                                "        load_config()\n"
+                                "        await asyncio.sleep(0.001)\n"
+                                "asyncio.run(main())'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  uint64_t opens = 0;
+  uint64_t reads = 0;
+  for (const auto& [k, s] : f.Sites()) {
+    opens += k.first == "open" || k.first == "openat" ? s.count : 0;
+    reads += k.first == "read" ? s.count : 0;
+  }
+  // The first may come before the loop is found; a read to the end of the file is two reads.
+  EXPECT_GE(opens, 19u) << f.Dump();
+  EXPECT_GE(reads, 19u) << f.Dump();
+}
+
 TEST(Check, FailsOnADirtyProgramListingTheCallSite) {
   const CommandResult r =
       RunCommand(Check("--forbid getaddrinfo,fsync", std::string(SW_LEDGER_APP) + " dirty"), 30s);
@@ -182,6 +323,28 @@ TEST(Check, FailsOnADirtyProgramListingTheCallSite) {
   EXPECT_NE(r.out.find("100 calls"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("fsync from sync_file"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("usleep from nap"), std::string::npos) << r.out;  // not forbidden
+}
+
+TEST(Check, FailsOnTheNewCallsAndFamilies) {
+  const CommandResult r = RunCommand(
+      Check("--max-stall 2s --forbid read_blocking,pthread_mutex_lock,file",
+            std::string(SW_LEDGER_IO_APP) + " io"),
+      30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("read_blocking from pipe_blocking ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pthread_mutex_lock from mutex_taken ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pread from file_io ("), std::string::npos) << r.out;  // the family
+  EXPECT_NE(r.out.find("ledger_io_app.c:"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("recv from "), std::string::npos) << r.out;  // not forbidden
+}
+
+TEST(Check, PassesACleanIoProgram) {
+  const CommandResult r =
+      RunCommand(Check("--max-stall 2s --forbid file,socket,wait,lock,connect",
+                       std::string(SW_LEDGER_IO_APP) + " clean"),
+                 30s);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("stallwatch check: clean"), std::string::npos) << r.out;
 }
 
 // A libevent loop (event_base_dispatch, not a discovered epoll loop): loop_app's callback sleeps
