@@ -1,8 +1,11 @@
 // The blocking-call ledger's table (agent/src/ledger.h): keyed by (site, call), bounded, read in
-// windows by a cursor.
+// windows by a cursor; the descriptor-mode cache and its classification.
 #include "ledger.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <memory>
 
@@ -87,6 +90,67 @@ TEST(BlockingCalls, NamesRoundTrip) {
   EXPECT_STREQ(BlockingCallFamily(BlockingCall::kReadBlocking), "socket");
   EXPECT_STREQ(BlockingCallName(BlockingCall::kPthreadMutexLock), "pthread_mutex_lock");
   EXPECT_EQ(ParseBlockingCall("fread"), BlockingCall::kCount);
+}
+
+TEST(FdMode, ClassifiedByKindAndBlockingFlag) {
+  EXPECT_EQ(ClassifyFd(S_IFREG | 0644, O_RDWR), FdMode::kFile);
+  EXPECT_EQ(ClassifyFd(S_IFREG | 0644, O_RDWR | O_NONBLOCK), FdMode::kFile);  // no effect on disk
+  EXPECT_EQ(ClassifyFd(S_IFBLK | 0660, O_RDONLY), FdMode::kFile);
+  EXPECT_EQ(ClassifyFd(S_IFSOCK | 0777, O_RDWR), FdMode::kBlockingStream);
+  EXPECT_EQ(ClassifyFd(S_IFSOCK | 0777, O_RDWR | O_NONBLOCK), FdMode::kNotCounted);
+  EXPECT_EQ(ClassifyFd(S_IFIFO | 0600, O_RDONLY), FdMode::kBlockingStream);
+  EXPECT_EQ(ClassifyFd(S_IFIFO | 0600, O_RDONLY | O_NONBLOCK), FdMode::kNotCounted);
+  EXPECT_EQ(ClassifyFd(S_IFCHR | 0666, O_RDWR), FdMode::kNotCounted);  // a tty, /dev/null
+  EXPECT_EQ(ClassifyFd(0600, O_RDWR), FdMode::kNotCounted);            // eventfd, timerfd, epoll
+  EXPECT_EQ(ClassifyFd(S_IFDIR | 0755, O_RDONLY), FdMode::kNotCounted);
+}
+
+TEST(FdModeCache, PutGetAndForget) {
+  auto c = std::make_unique<FdModeCache>();
+  uint8_t token = 0;
+  EXPECT_EQ(c->Get(7, &token), FdMode::kUnknown);
+  EXPECT_TRUE(c->Put(7, token, FdMode::kBlockingStream));
+  EXPECT_EQ(c->Get(7, &token), FdMode::kBlockingStream);
+  EXPECT_EQ(c->Get(8, &token), FdMode::kUnknown);  // its own entry
+  c->Forget(7);
+  EXPECT_EQ(c->Get(7, &token), FdMode::kUnknown);
+  c->Forget(-1);  // out of range: nothing
+  c->Forget(kFdModeFds);
+}
+
+TEST(FdModeCache, AClassificationThatRacedWithAForgetIsNotKept) {
+  auto c = std::make_unique<FdModeCache>();
+  uint8_t token = 0;
+  ASSERT_EQ(c->Get(3, &token), FdMode::kUnknown);
+  c->Forget(3);  // closed and reused while the loop thread classified the old descriptor
+  EXPECT_FALSE(c->Put(3, token, FdMode::kFile));
+  EXPECT_EQ(c->Get(3, &token), FdMode::kUnknown);
+  EXPECT_TRUE(c->Put(3, token, FdMode::kNotCounted));  // the next classification sticks
+  EXPECT_EQ(c->Get(3, &token), FdMode::kNotCounted);
+  // The generation wraps after 64 Forgets; every one of them still clears the mode.
+  for (int i = 0; i < 200; ++i) {
+    c->Forget(3);
+    ASSERT_EQ(c->Get(3, &token), FdMode::kUnknown);
+    ASSERT_TRUE(c->Put(3, token, FdMode::kFile));
+  }
+}
+
+TEST(FdModeCache, TheProcessCacheClassifiesRealDescriptors) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  g_fd_modes.Forget(p[0]);
+  EXPECT_EQ(LedgerFdMode(p[0]), FdMode::kBlockingStream);
+  ASSERT_EQ(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);  // not interposed here: forgotten by hand
+  g_fd_modes.Forget(p[0]);
+  EXPECT_EQ(LedgerFdMode(p[0]), FdMode::kNotCounted);
+  close(p[0]);
+  close(p[1]);
+  g_fd_modes.Forget(p[0]);
+  errno = 0;
+  EXPECT_EQ(LedgerFdMode(p[0]), FdMode::kNotCounted);  // closed: EBADF, nothing cached
+  EXPECT_EQ(errno, 0);                                 // the caller's errno is kept
+  EXPECT_EQ(LedgerFdMode(-1), FdMode::kNotCounted);
+  EXPECT_EQ(LedgerFdMode(kFdModeFds), FdMode::kNotCounted);
 }
 
 }  // namespace
