@@ -13,13 +13,23 @@
 // (one command line)
 //
 // Without the shim the interposed rows measure libc's fsync (a baseline too).
+//
+// The descriptor and lock calls: recv on an empty non-blocking socket (EAGAIN: the normal call of
+// an event loop, never counted — on a loop thread it costs the descriptor-mode cache lookup);
+// pread of one byte of a regular file (page cache; counted on a loop thread); and an uncontended
+// pthread_mutex_lock + unlock (on a loop thread the interposer tries pthread_mutex_trylock
+// first: counted only when that fails). Each has a libc row (libc's function through a pointer).
 
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 namespace {
 
@@ -36,12 +46,99 @@ void BecomeLoop() {
 }
 
 using JoinFn = int (*)(pthread_t, void**);
+using RecvFn = ssize_t (*)(int, void*, size_t, int);
+using PreadFn = ssize_t (*)(int, void*, size_t, off_t);
+using MutexFn = int (*)(pthread_mutex_t*);
 
-// libc's own pthread_join (RTLD_NEXT from here would find the shim's).
-JoinFn LibcJoin() {
+// libc's own function `name` (RTLD_NEXT from here would find the shim's).
+template <typename Fn>
+Fn Libc(const char* name) {
   void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
-  return libc != nullptr ? reinterpret_cast<JoinFn>(dlsym(libc, "pthread_join")) : nullptr;
+  return libc != nullptr ? reinterpret_cast<Fn>(dlsym(libc, name)) : nullptr;
 }
+
+JoinFn LibcJoin() { return Libc<JoinFn>("pthread_join"); }
+
+// An empty non-blocking socket (recv returns EAGAIN at once); made once, never closed.
+int EmptyNonBlockingSocket() {
+  static const int fd = [] {
+    int sv[2];
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0 ? sv[0] : -1;
+  }();
+  return fd;
+}
+
+// A regular file with a few bytes, in the page cache; made once, unlinked at once.
+int SmallFile() {
+  static const int fd = [] {
+    char path[] = "/tmp/sw-bench-ledger-XXXXXX";
+    const int f = mkstemp(path);
+    if (f >= 0) {
+      unlink(path);
+      if (write(f, "0123456789", 10) != 10) {
+        return -1;
+      }
+    }
+    return f;
+  }();
+  return fd;
+}
+
+pthread_mutex_t g_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+void RecvEmpty(benchmark::State& state, RecvFn fn) {
+  const int fd = EmptyNonBlockingSocket();
+  char c = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(fn(fd, &c, 1, 0));
+  }
+}
+
+void PreadByte(benchmark::State& state, PreadFn fn) {
+  const int fd = SmallFile();
+  char c = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(fn(fd, &c, 1, 3));
+  }
+}
+
+void LockUnlock(benchmark::State& state, MutexFn lock) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(lock(&g_mutex));
+    pthread_mutex_unlock(&g_mutex);
+  }
+}
+
+// The libc rows: the function through a pointer, as the interposer calls it.
+void BM_RecvNonBlocking_Libc(benchmark::State& state) {
+  RecvFn volatile fn = Libc<RecvFn>("recv");
+  RecvEmpty(state, fn);
+}
+BENCHMARK(BM_RecvNonBlocking_Libc);
+
+void BM_PreadFile_Libc(benchmark::State& state) {
+  PreadFn volatile fn = Libc<PreadFn>("pread");
+  PreadByte(state, fn);
+}
+BENCHMARK(BM_PreadFile_Libc);
+
+void BM_MutexUncontended_Libc(benchmark::State& state) {
+  MutexFn volatile fn = Libc<MutexFn>("pthread_mutex_lock");
+  LockUnlock(state, fn);
+}
+BENCHMARK(BM_MutexUncontended_Libc);
+
+// Interposed (the PLT: the shim's definitions under LD_PRELOAD), the thread not a loop yet.
+void BM_RecvNonBlocking_Interposed_NotALoop(benchmark::State& state) { RecvEmpty(state, &recv); }
+BENCHMARK(BM_RecvNonBlocking_Interposed_NotALoop);
+
+void BM_PreadFile_Interposed_NotALoop(benchmark::State& state) { PreadByte(state, &pread); }
+BENCHMARK(BM_PreadFile_Interposed_NotALoop);
+
+void BM_MutexUncontended_Interposed_NotALoop(benchmark::State& state) {
+  LockUnlock(state, &pthread_mutex_lock);
+}
+BENCHMARK(BM_MutexUncontended_Interposed_NotALoop);
 
 void BM_JoinSelf_Libc(benchmark::State& state) {
   const JoinFn join = LibcJoin();
@@ -96,6 +193,27 @@ void BM_JoinSelf_Interposed_LoopThread(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_JoinSelf_Interposed_LoopThread);
+
+// The loop thread's normal call: not counted, one cached byte looked up (classified once).
+void BM_RecvNonBlocking_Interposed_LoopThread(benchmark::State& state) {
+  BecomeLoop();
+  RecvEmpty(state, &recv);
+}
+BENCHMARK(BM_RecvNonBlocking_Interposed_LoopThread);
+
+// Disk I/O on the loop thread (the page cache here): counted, timed and recorded.
+void BM_PreadFile_Interposed_LoopThread(benchmark::State& state) {
+  BecomeLoop();
+  PreadByte(state, &pread);
+}
+BENCHMARK(BM_PreadFile_Interposed_LoopThread);
+
+// A free mutex on the loop thread: pthread_mutex_trylock takes it, nothing is counted.
+void BM_MutexUncontended_Interposed_LoopThread(benchmark::State& state) {
+  BecomeLoop();
+  LockUnlock(state, &pthread_mutex_lock);
+}
+BENCHMARK(BM_MutexUncontended_Interposed_LoopThread);
 
 }  // namespace
 

@@ -326,10 +326,10 @@ TEST(Check, FailsOnADirtyProgramListingTheCallSite) {
 }
 
 TEST(Check, FailsOnTheNewCallsAndFamilies) {
-  const CommandResult r = RunCommand(
-      Check("--max-stall 2s --forbid read_blocking,pthread_mutex_lock,file",
-            std::string(SW_LEDGER_IO_APP) + " io"),
-      30s);
+  const CommandResult r =
+      RunCommand(Check("--max-stall 2s --forbid read_blocking,pthread_mutex_lock,file",
+                       std::string(SW_LEDGER_IO_APP) + " io"),
+                 30s);
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("read_blocking from pipe_blocking ("), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pthread_mutex_lock from mutex_taken ("), std::string::npos) << r.out;
@@ -339,10 +339,9 @@ TEST(Check, FailsOnTheNewCallsAndFamilies) {
 }
 
 TEST(Check, PassesACleanIoProgram) {
-  const CommandResult r =
-      RunCommand(Check("--max-stall 2s --forbid file,socket,wait,lock,connect",
-                       std::string(SW_LEDGER_IO_APP) + " clean"),
-                 30s);
+  const CommandResult r = RunCommand(Check("--max-stall 2s --forbid file,socket,wait,lock,connect",
+                                           std::string(SW_LEDGER_IO_APP) + " clean"),
+                                     30s);
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("stallwatch check: clean"), std::string::npos) << r.out;
 }
