@@ -220,8 +220,16 @@ inline auto Timed(LoopState* s, BlockingCall call, void* site, F&& fn) {
   // cannot do that, but pthread_join on a thread that detaches it could): record only into the
   // loop still current.
   if (t.loop == s) {
-    s->ledger.Record(reinterpret_cast<uint64_t>(site), call,
-                     static_cast<uint64_t>(end > start ? end - start : 0));
+    const auto ns = static_cast<uint64_t>(end > start ? end - start : 0);
+    const auto native = reinterpret_cast<uint64_t>(site);
+    uint64_t code = 0;
+    uint64_t instr = 0;
+    // A Python loop's call made by the interpreter itself: its Python caller is the site.
+    if (CurrentPythonCaller(s->py_tstate.load(std::memory_order_relaxed), native, &code, &instr)) {
+      s->ledger.Record(instr, call, ns, code, native);
+    } else {
+      s->ledger.Record(native, call, ns);
+    }
   }
   errno = saved;
   return r;

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -18,8 +19,10 @@
 #include <new>
 #include <optional>
 
+#include "ledger.h"
 #include "log.h"
 #include "probe.h"
+#include "python_frames.h"
 #include "stallwatch/agent.h"
 #include "stallwatch/common/clock.h"
 #include "wait_hook.h"
@@ -365,6 +368,58 @@ void MoveProbeOut(LoopState* s, int epfd) {
       epfd);
 }
 
+// The executable segment of the loaded object that holds `addr`: [*lo, *hi).
+bool TextSegmentOf(uint64_t addr, uint64_t* lo, uint64_t* hi) {
+  struct Find {
+    uint64_t addr;
+    uint64_t lo = 0;
+    uint64_t hi = 0;
+  } find{addr};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* arg) -> int {
+        auto* f = static_cast<Find*>(arg);
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          const uint64_t start = info->dlpi_addr + ph.p_vaddr;
+          if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) != 0 && f->addr >= start &&
+              f->addr < start + ph.p_memsz) {
+            f->lo = start;
+            f->hi = start + ph.p_memsz;
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &find);
+  *lo = find.lo;
+  *hi = find.hi;
+  return find.lo != 0;
+}
+
+// Once per process, on a Python loop's thread: what the ledger needs to name a call's Python
+// caller (ledger.h, PyCallerSource) — CPython 3.11 only, the layout it reads.
+void NotePythonCallerSource(void* get_tstate) {
+  static std::atomic<bool> done{false};
+  if (done.exchange(true)) {
+    return;
+  }
+  const auto* version = static_cast<const uint32_t*>(dlsym(RTLD_DEFAULT, "Py_Version"));
+  void* runtime = dlsym(RTLD_DEFAULT, "_PyRuntime");
+  if (version == nullptr || runtime == nullptr || !PyLayoutForVersion(*version).ok()) {
+    return;  // another version: its calls keep their native sites
+  }
+  uint64_t lo = 0;
+  uint64_t hi = 0;
+  if (!TextSegmentOf(reinterpret_cast<uint64_t>(get_tstate), &lo, &hi)) {
+    return;
+  }
+  g_py_caller.finalizing.store(
+      reinterpret_cast<uint64_t>(runtime) + kPy311Layout.runtime_finalizing,
+      std::memory_order_relaxed);
+  g_py_caller.text_hi.store(hi, std::memory_order_relaxed);
+  g_py_caller.text_lo.store(lo, std::memory_order_release);  // published last
+}
+
 // Once per loop, on its thread: a Python loop's thread state (LoopState::py_tstate).
 void NotePythonThread(LoopState* s) {
   s->py_checked = true;
@@ -377,6 +432,7 @@ void NotePythonThread(LoopState* s) {
     return;
   }
   s->py_tstate.store(reinterpret_cast<uint64_t>(get()), std::memory_order_release);
+  NotePythonCallerSource(reinterpret_cast<void*>(get));
 }
 
 int64_t Left(int64_t deadline) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "python_frames.h"
 #include "stallwatch/common/blocking_calls.h"
 
 namespace stallwatch::agent::internal {
@@ -15,6 +16,13 @@ namespace stallwatch::agent::internal {
 __thread LedgerThread t_ledger __attribute__((tls_model("initial-exec"))) = {nullptr, 0};
 
 FdModeCache g_fd_modes;
+PyCallerSource g_py_caller;
+
+static_assert(kPyTstateCframe == kPy311Layout.tstate_cframe &&
+                  kPyCframeCurrentFrame == kPy311Layout.cframe_current_frame &&
+                  kPyFrameCode == kPy311Layout.frame_f_code &&
+                  kPyFramePrevInstr == kPy311Layout.frame_prev_instr,
+              "the ledger's Python caller reads CPython 3.11's layout");
 
 FdMode ClassifyFd(uint32_t st_mode, int status_flags) {
   switch (st_mode & S_IFMT) {
@@ -105,6 +113,8 @@ std::vector<LedgerRow> LedgerCursor::Take(LedgerTable& table, uint64_t* overflow
     }
     LedgerRow row;
     row.site = site;
+    row.py_code = e.py_code.load(std::memory_order_relaxed);
+    row.native = e.native.load(std::memory_order_relaxed);
     row.call = static_cast<BlockingCall>(e.call.load(std::memory_order_relaxed) - 1);
     row.count = count - seen.count;
     const uint64_t total = e.total_ns.load(std::memory_order_relaxed);

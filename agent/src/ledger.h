@@ -77,7 +77,7 @@ const char* BlockingCallFamily(BlockingCall c);
 // The call named `name` (a call's own name), or kCount.
 BlockingCall ParseBlockingCall(std::string_view name);
 
-// Entries per loop: distinct (call site, call) pairs. 128 × 312 bytes = 39 KiB per loop.
+// Entries per loop: distinct (call site, call) pairs. 128 × 328 bytes = 41 KiB per loop.
 inline constexpr int kLedgerSlots = 128;
 // Linear probing stops after this many entries: the pair is counted as overflow.
 inline constexpr int kLedgerProbe = 16;
@@ -103,8 +103,12 @@ inline int LedgerBucket(uint64_t ns) {
 uint64_t LedgerBucketValue(int bucket);
 
 struct LedgerEntry {
-  std::atomic<uint64_t> site{0};  // 0: free
+  // 0: free. The caller's return address; for a Python caller (py_code != 0) the address of the
+  // caller's instruction (_PyInterpreterFrame.prev_instr, inside its code object).
+  std::atomic<uint64_t> site{0};
   std::atomic<uint32_t> call{0};
+  std::atomic<uint64_t> py_code{0};  // the Python caller's code object, or 0: a native site
+  std::atomic<uint64_t> native{0};   // with py_code: the return address into the interpreter
   std::atomic<uint64_t> count{0};
   std::atomic<uint64_t> total_ns{0};
   std::atomic<uint64_t> window_max_ns{0};  // reset by the reader (exchange)
@@ -118,9 +122,10 @@ class LedgerTable {
   LedgerTable& operator=(const LedgerTable&) = delete;
 
   // Called on the loop thread only. No allocation, no syscall, no locked instruction.
-  // Async-signal safe.
-  void Record(uint64_t site, BlockingCall call, uint64_t ns) {
-    LedgerEntry* e = Find(site, call);
+  // Async-signal safe. `py_code` and `native`: see LedgerEntry (kept from the first call).
+  void Record(uint64_t site, BlockingCall call, uint64_t ns, uint64_t py_code = 0,
+              uint64_t native = 0) {
+    LedgerEntry* e = Find(site, call, py_code, native);
     if (e == nullptr) {
       overflow_.store(overflow_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       return;
@@ -146,7 +151,7 @@ class LedgerTable {
   }
   static uint32_t Key(BlockingCall call) { return static_cast<uint32_t>(call) + 1; }
 
-  LedgerEntry* Find(uint64_t site, BlockingCall call) {
+  LedgerEntry* Find(uint64_t site, BlockingCall call, uint64_t py_code, uint64_t native) {
     const uint64_t h = (site ^ (site >> 17) ^ (uint64_t{Key(call)} * 0x9E3779B97F4A7C15ULL)) *
                        0xff51afd7ed558ccdULL;
     for (int i = 0; i < kLedgerProbe; ++i) {
@@ -154,6 +159,8 @@ class LedgerTable {
       const uint64_t at = e.site.load(std::memory_order_relaxed);
       if (at == 0) {
         e.call.store(Key(call), std::memory_order_relaxed);
+        e.py_code.store(py_code, std::memory_order_relaxed);
+        e.native.store(native, std::memory_order_relaxed);
         e.site.store(site, std::memory_order_release);  // published: the reader may look now
         return &e;
       }
@@ -171,6 +178,8 @@ class LedgerTable {
 // One (site, call) pair's calls in a window.
 struct LedgerRow {
   uint64_t site = 0;
+  uint64_t py_code = 0;  // LedgerEntry's
+  uint64_t native = 0;
   BlockingCall call = BlockingCall::kCount;
   uint64_t count = 0;
   uint64_t total_ns = 0;
@@ -268,6 +277,51 @@ inline FdMode LedgerFdMode(int fd) {
   uint8_t token = 0;
   const FdMode m = g_fd_modes.Get(fd, &token);
   return __builtin_expect(m != FdMode::kUnknown, 1) ? m : ClassifyFdSlow(fd, token);
+}
+
+// A Python loop's caller, read on the loop thread when a call is recorded: the interpreter's
+// current frame's code object and instruction (PyThreadState.cframe->current_frame->{f_code,
+// prev_instr}), four loads of the thread's own interpreter state, no symbolization (the
+// watchdog does that with fault-safe reads, PythonFrameReader::Locate). Set once, by the first
+// Python loop's thread (NotePythonThread in epoll_loop.cc), only for CPython 3.11 (offsets of
+// python_frames.h's kPy311Layout, checked in ledger.cc); read by loop threads.
+struct PyCallerSource {
+  std::atomic<uint64_t> text_lo{0};     // the interpreter's executable code: a site in
+  std::atomic<uint64_t> text_hi{0};     // [text_lo, text_hi) is the interpreter's own
+  std::atomic<uint64_t> finalizing{0};  // &_PyRuntime._finalizing: thread states die after it
+};
+extern PyCallerSource g_py_caller;
+
+inline constexpr uint64_t kPyTstateCframe = 56;
+inline constexpr uint64_t kPyCframeCurrentFrame = 8;
+inline constexpr uint64_t kPyFrameCode = 32;
+inline constexpr uint64_t kPyFramePrevInstr = 56;
+
+// Whether `site` (a return address) is the interpreter's and the thread at `tstate` (the
+// calling thread's own PyThreadState, LoopState::py_tstate) is in a Python frame; then *code
+// and *instr. The thread's own state is not changing under it (this thread is in a C call of the
+// interpreter), and it is alive while the runtime is not finalizing. Called on the loop thread.
+// Async-signal safe.
+inline bool CurrentPythonCaller(uint64_t tstate, uint64_t site, uint64_t* code, uint64_t* instr) {
+  const uint64_t lo = g_py_caller.text_lo.load(std::memory_order_acquire);
+  if (tstate == 0 || lo == 0 || site < lo ||
+      site >= g_py_caller.text_hi.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  const auto* finalizing = reinterpret_cast<const std::atomic<uint64_t>*>(
+      g_py_caller.finalizing.load(std::memory_order_relaxed));
+  if (finalizing == nullptr || finalizing->load(std::memory_order_relaxed) != 0) {
+    return false;
+  }
+  const auto load = [](uint64_t addr) { return *reinterpret_cast<const uint64_t*>(addr); };
+  const uint64_t cframe = load(tstate + kPyTstateCframe);
+  const uint64_t frame = cframe != 0 ? load(cframe + kPyCframeCurrentFrame) : 0;
+  if (frame == 0) {
+    return false;
+  }
+  *code = load(frame + kPyFrameCode);
+  *instr = load(frame + kPyFramePrevInstr);
+  return *code != 0 && *instr != 0;
 }
 
 // The loop this thread runs and is now busy in (between two waits), or null: what the

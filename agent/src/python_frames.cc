@@ -158,6 +158,9 @@ int FrameLine(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAdd
   return line < 0 ? 0 : line;
 }
 
+bool ReadCode(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAddrs& a,
+              uint64_t code, uint64_t prev_instr, PyFrameInfo* info, std::string* why);
+
 // One frame, checked; false if anything about it does not hold (the caller stops there).
 bool ReadFrame(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAddrs& a,
                uint64_t frame_addr, PyFrameInfo* info, uint64_t* previous, std::string* why) {
@@ -173,10 +176,15 @@ bool ReadFrame(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAd
     return false;
   }
   info->entry = Field<uint8_t>(frame.data(), l.frame_is_entry) != 0;
-  const auto code = Field<uint64_t>(frame.data(), l.frame_f_code);
-  const auto prev_instr = Field<uint64_t>(frame.data(), l.frame_prev_instr);
   *previous = Field<uint64_t>(frame.data(), l.frame_previous);
+  return ReadCode(mem, l, a, Field<uint64_t>(frame.data(), l.frame_f_code),
+                  Field<uint64_t>(frame.data(), l.frame_prev_instr), info, why);
+}
 
+// The code object at `code` and the line of its instruction at `prev_instr` into *info (not
+// `entry`). False with *why when they do not check out.
+bool ReadCode(const MemoryReader& mem, const PyLayout& l, const PythonRuntimeAddrs& a,
+              uint64_t code, uint64_t prev_instr, PyFrameInfo* info, std::string* why) {
   std::array<uint8_t, 256> co{};
   if (code == 0 || code % 8 != 0 || l.code_code_adaptive > co.size() ||
       !mem.Read(code, co.data(), l.code_code_adaptive)) {
@@ -351,6 +359,18 @@ StatusOr<std::vector<PyFrameInfo>> ReadPythonStack(const MemoryReader& mem, cons
     frame = previous;
   }
   return frames;
+}
+
+StatusOr<PyFrameInfo> ReadPythonCodeLocation(const MemoryReader& mem, const PyLayout& layout,
+                                             const PythonRuntimeAddrs& addrs, uint64_t code,
+                                             uint64_t instr) {
+  PyFrameInfo info;
+  std::string why;
+  if (!ReadCode(mem, layout, addrs, code, instr, &info, &why)) {
+    return UnavailableError("Python code object at " + Hex(code) + " does not check out (" + why +
+                            ")");
+  }
+  return info;
 }
 
 StatusOr<PyLayout> PyLayoutForVersion(uint32_t version_hex) {
@@ -555,6 +575,10 @@ StatusOr<PythonFrameReader> PythonFrameReader::ForProcess(pid_t pid, PythonRunti
 StatusOr<std::vector<PyFrameInfo>> PythonFrameReader::Read(uint64_t tstate_addr,
                                                            size_t max_frames) const {
   return internal::ReadPythonStack(mem_, layout_, addrs_, tstate_addr, max_frames);
+}
+
+StatusOr<PyFrameInfo> PythonFrameReader::Locate(uint64_t code, uint64_t instr) const {
+  return internal::ReadPythonCodeLocation(mem_, layout_, addrs_, code, instr);
 }
 
 StatusOr<PyGilState> PythonFrameReader::ReadGil() const {

@@ -83,6 +83,7 @@ struct PyLayout {
   size_t tstate_interp = 0;            // PyThreadState.interp
   size_t tstate_native_thread_id = 0;  // PyThreadState.native_thread_id (the kernel's tid)
   size_t runtime_gil = 0;              // _PyRuntimeState.ceval.gil (struct _gil_runtime_state)
+  size_t runtime_finalizing = 0;       // _PyRuntimeState._finalizing (non-null once finalizing)
   size_t gil_last_holder = 0;
   size_t gil_locked = 0;
   size_t gil_size = 0;  // sizeof(struct _gil_runtime_state): its mutex and condition variables
@@ -111,6 +112,7 @@ inline constexpr PyLayout kPy311Layout = {
     .tstate_interp = 16,
     .tstate_native_thread_id = 160,
     .runtime_gil = 360,
+    .runtime_finalizing = 24,
     .gil_last_holder = 8,
     .gil_locked = 16,
     .gil_size = 208,
@@ -162,6 +164,14 @@ StatusOr<std::vector<PyFrameInfo>> ReadPythonStack(const MemoryReader& mem, cons
                                                    const PythonRuntimeAddrs& addrs,
                                                    uint64_t tstate_addr, size_t max_frames);
 
+// Where a code object's instruction is: co_qualname, co_filename and the line of the code unit at
+// `instr` (an address inside the code object's co_code_adaptive, as _PyInterpreterFrame's
+// prev_instr); `entry` false. Errors: not a code object, or `instr` outside its code. Pure but
+// for `mem`.
+StatusOr<PyFrameInfo> ReadPythonCodeLocation(const MemoryReader& mem, const PyLayout& layout,
+                                             const PythonRuntimeAddrs& addrs, uint64_t code,
+                                             uint64_t instr);
+
 // The layout for a Py_Version value, or "Python X.Y is not supported for Python frames (3.11
 // is)". Pure.
 StatusOr<PyLayout> PyLayoutForVersion(uint32_t version_hex);
@@ -187,6 +197,11 @@ class PythonFrameReader {
   // innermost first, at most max_frames. Errors: the thread state is gone or not one, the
   // innermost frame does not check out (a torn read). Any thread, concurrently.
   StatusOr<std::vector<PyFrameInfo>> Read(uint64_t tstate_addr, size_t max_frames = 128) const;
+
+  // The function, file and line of the instruction at `instr` of the code object at `code` (what
+  // the blocking-call ledger records for a Python caller). Errors: the code object is gone or
+  // not one, or `instr` is not in it. Any thread, concurrently.
+  StatusOr<PyFrameInfo> Locate(uint64_t code, uint64_t instr) const;
 
   // Whether a thread of that process blocked in futex(uaddr, …) waits for the GIL: uaddr lies in
   // the GIL's state (its mutex or condition variables). Pure.

@@ -806,6 +806,14 @@ void Watchdog::TakeStack(LoopWatch& w, StallTrack& t, const platform::SyscallInf
 }
 
 const agent::PythonFrameReader* Watchdog::PyReader(StallTrack& t) {
+  const agent::PythonFrameReader* py = PyReaderOrNull();
+  if (py == nullptr && t.sampling_note.empty()) {
+    t.sampling_note = py_reader_error_;
+  }
+  return py;
+}
+
+const agent::PythonFrameReader* Watchdog::PyReaderOrNull() {
   if (!py_reader_tried_) {
     py_reader_tried_ = true;
     auto r = agent::PythonFrameReader::ForProcess(target_->pid());
@@ -816,13 +824,7 @@ const agent::PythonFrameReader* Watchdog::PyReader(StallTrack& t) {
       agent::internal::LogWarn("{}", py_reader_error_);
     }
   }
-  if (!py_reader_) {
-    if (t.sampling_note.empty()) {
-      t.sampling_note = py_reader_error_;
-    }
-    return nullptr;
-  }
-  return &*py_reader_;
+  return py_reader_ ? &*py_reader_ : nullptr;
 }
 
 std::string Watchdog::GilTarget(LoopWatch& w, StallTrack& t, uint64_t uaddr) {
@@ -1073,6 +1075,13 @@ void Watchdog::EmitCalls(LoopWatch& w, int64_t now, double window_s) {
     e.call = agent::internal::BlockingCallName(row.call);
     if (auto it = w.ledger_sites.find(row.site); it != w.ledger_sites.end()) {
       e.site = it->second;
+    } else if (row.py_code != 0 && PythonCallSite(row, &e.site)) {
+      w.ledger_sites.emplace(row.site, e.site);
+    } else if (row.py_code != 0 && symbolize) {
+      // The Python caller is not readable (its code object gone): the interpreter's C code.
+      e.site = unwinder_.Symbolize(agent::internal::RawFrame{row.native, false});
+    } else if (row.py_code != 0) {
+      e.site.offset = row.native;
     } else if (symbolize) {
       // The return address into the caller: symbolized as a return address (pc - 1), file:line
       // added on the reporter thread.
@@ -1088,6 +1097,22 @@ void Watchdog::EmitCalls(LoopWatch& w, int64_t now, double window_s) {
     c.calls.push_back(std::move(e));
   }
   reporter_->Submit(std::move(c));
+}
+
+bool Watchdog::PythonCallSite(const agent::internal::LedgerRow& row, Frame* site) {
+  const agent::PythonFrameReader* py = PyReaderOrNull();
+  if (py == nullptr) {
+    return false;
+  }
+  auto where = py->Locate(row.py_code, row.site);
+  if (!where.ok()) {
+    return false;
+  }
+  site->function = std::move(where->qualname);
+  site->file = std::move(where->filename);
+  site->line = where->line;
+  site->kind = "python";
+  return true;
 }
 
 void Watchdog::Publish(const LoopContext& c) {

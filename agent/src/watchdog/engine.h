@@ -232,6 +232,11 @@ class Watchdog {
   // The Python frame reader of the watched process, made at its first use (a Python loop's first
   // sample); nullptr when there is none (the reason is in the stall's sampling note).
   const agent::PythonFrameReader* PyReader(StallTrack& t);
+  // The same without a stall: null when Python frames are unavailable.
+  const agent::PythonFrameReader* PyReaderOrNull();
+  // A ledger row's Python caller (row.py_code != 0) as a frame of kind "python"; false when its
+  // code object does not check out.
+  bool PythonCallSite(const agent::internal::LedgerRow& row, Frame* site);
   // For a Python loop blocked in futex(uaddr): "GIL held by thread N (name) in fn (file:line)"
   // when uaddr is the GIL's and another thread holds it, else "".
   std::string GilTarget(LoopWatch& w, StallTrack& t, uint64_t uaddr);

@@ -35,6 +35,7 @@ struct Site {
   std::string file;
   int line = 0;
   std::string module;
+  std::string kind;
 };
 
 class Findings {
@@ -82,6 +83,7 @@ class Findings {
         s.file = c["site"]["file"].get<std::string>();
         s.line = c["site"]["line"].get<int>();
         s.module = c["site"].value("module", "");
+        s.kind = c["site"].value("kind", "");
       }
     }
     return sites;
@@ -287,31 +289,90 @@ TEST(Ledger, AnIoLoopThatOnlyWaitsHasNoCallsWhileItsWorkerMakesThem) {
   EXPECT_TRUE(f.Sites().empty()) << Listing(f.Sites());
 }
 
-TEST(Ledger, PythonAsyncioFileReadsOnTheLoopAreCounted) {
+// A Python program in a file of its own, removed at the end.
+class PythonScript {
+ public:
+  explicit PythonScript(const std::string& text) {
+    char path[] = "/tmp/stallwatch-ledger-py-XXXXXX.py";
+    const int fd = mkstemps(path, 3);
+    if (fd >= 0) {
+      const ssize_t n = write(fd, text.data(), text.size());
+      (void)n;
+      close(fd);
+    }
+    path_ = path;
+  }
+  ~PythonScript() { unlink(path_.c_str()); }
+  PythonScript(const PythonScript&) = delete;
+  PythonScript& operator=(const PythonScript&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The interpreter's own calls (open, read, getaddrinfo made by CPython's C code) are named by
+// their Python caller: function, file and line of the script.
+TEST(Ledger, PythonCallsAreNamedByTheirPythonCaller) {
   if (access(kPython, X_OK) != 0) {
     GTEST_SKIP() << kPython << " is not installed";
   }
+  const PythonScript script(
+      "import asyncio\n"                              // 1
+      "\n"                                            // 2
+      "def load_config():\n"                          // 3
+      "    with open('/etc/hostname', 'rb') as c:\n"  // 4
+      "        return c.read()\n"                     // 5
+      "\n"                                            // 6
+      "async def main():\n"                           // 7
+      "    for _ in range(20):\n"                     // 8
+      "        load_config()\n"                       // 9
+      "        await asyncio.sleep(0.001)\n"          // 10
+      "\n"                                            // 11
+      "asyncio.run(main())\n");                       // 12
   Findings f;
-  const CommandResult r = f.Run(std::string(kPython) +
-                                " -c 'import asyncio\n"
-                                "def load_config():\n"
-                                "    with open(\"/etc/hostname\", \"rb\") as c:\n"
-                                "        return c.read()\n"
-                                "async def main():\n"
-                                "    for _ in range(20):\n"
-                                "        load_config()\n"
-                                "        await asyncio.sleep(0.001)\n"
-                                "asyncio.run(main())'");
+  const CommandResult r = f.Run(std::string(kPython) + " " + script.path());
   ASSERT_EQ(r.code, 0) << r.out;
-  uint64_t opens = 0;
-  uint64_t reads = 0;
-  for (const auto& [k, s] : f.Sites()) {
-    opens += k.first == "open" || k.first == "openat" ? s.count : 0;
-    reads += k.first == "read" ? s.count : 0;
+  const auto sites = f.Sites();
+  SCOPED_TRACE(Listing(sites) + f.Dump());
+  const auto open = sites.find({"open", "load_config"});
+  ASSERT_NE(open, sites.end());
+  EXPECT_GE(open->second.count, 19u);  // the first may come before the loop is found
+  EXPECT_LE(open->second.count, 20u);
+  EXPECT_GT(open->second.total_s, 0);
+  EXPECT_EQ(open->second.file, script.path());
+  EXPECT_EQ(open->second.line, 4);
+  EXPECT_EQ(open->second.kind, "python");
+  const auto read = sites.find({"read", "load_config"});
+  ASSERT_NE(read, sites.end());
+  EXPECT_GE(read->second.count, 19u);  // a read to the end of the file is two reads
+  EXPECT_EQ(read->second.file, script.path());
+  EXPECT_EQ(read->second.line, 5);
+  EXPECT_EQ(read->second.kind, "python");
+  for (const auto& [k, s] : sites) {
+    EXPECT_EQ(s.module.find("python3"), std::string::npos) << k.first << " from " << k.second;
   }
-  // The first may come before the loop is found; a read to the end of the file is two reads.
-  EXPECT_GE(opens, 19u) << f.Dump();
-  EXPECT_GE(reads, 19u) << f.Dump();
+}
+
+TEST(Check, PythonFileReadsOnAnAsyncioLoopAreCaughtWithTheirPythonCaller) {
+  if (access(kPython, X_OK) != 0) {
+    GTEST_SKIP() << kPython << " is not installed";
+  }
+  const PythonScript script(
+      "import asyncio\n"
+      "def load_config():\n"
+      "    with open('/etc/hostname', 'rb') as c:\n"
+      "        return c.read()\n"
+      "async def main():\n"
+      "    for _ in range(5):\n"
+      "        load_config()\n"
+      "        await asyncio.sleep(0.001)\n"
+      "asyncio.run(main())\n");
+  const CommandResult r = RunCommand(
+      Check("--max-stall 2s --forbid file", std::string(kPython) + " " + script.path()), 30s);
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("read from load_config (" + script.path() + ":4)"), std::string::npos)
+      << r.out;
 }
 
 TEST(Check, FailsOnADirtyProgramListingTheCallSite) {

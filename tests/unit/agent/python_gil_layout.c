@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 const size_t sw_py311_runtime_gil = offsetof(_PyRuntimeState, ceval.gil);
+const size_t sw_py311_runtime_finalizing = offsetof(_PyRuntimeState, _finalizing);
 const size_t sw_py311_gil_last_holder = offsetof(struct _gil_runtime_state, last_holder);
 const size_t sw_py311_gil_locked = offsetof(struct _gil_runtime_state, locked);
 const size_t sw_py311_gil_size = sizeof(struct _gil_runtime_state);

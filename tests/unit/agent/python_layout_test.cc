@@ -16,6 +16,7 @@
 // python_gil_layout.c: the GIL's internal header is C11 only.
 extern "C" {
 extern const size_t sw_py311_runtime_gil;
+extern const size_t sw_py311_runtime_finalizing;
 extern const size_t sw_py311_gil_last_holder;
 extern const size_t sw_py311_gil_locked;
 extern const size_t sw_py311_gil_size;
@@ -51,6 +52,7 @@ TEST(PythonFrameLayout, The311TableMatchesTheHeaders) {
   EXPECT_EQ(l.tstate_interp, offsetof(PyThreadState, interp));
   EXPECT_EQ(l.tstate_native_thread_id, offsetof(PyThreadState, native_thread_id));
   EXPECT_EQ(l.runtime_gil, sw_py311_runtime_gil);
+  EXPECT_EQ(l.runtime_finalizing, sw_py311_runtime_finalizing);
   EXPECT_EQ(l.gil_last_holder, sw_py311_gil_last_holder);
   EXPECT_EQ(l.gil_locked, sw_py311_gil_locked);
   EXPECT_EQ(l.gil_size, sw_py311_gil_size);
