@@ -417,6 +417,8 @@ void NotePythonCallerSource(void* get_tstate) {
       reinterpret_cast<uint64_t>(runtime) + kPy311Layout.runtime_finalizing,
       std::memory_order_relaxed);
   g_py_caller.text_hi.store(hi, std::memory_order_relaxed);
+  g_py_caller.get_tstate.store(reinterpret_cast<PyThreadStateFn>(get_tstate),
+                               std::memory_order_relaxed);
   g_py_caller.text_lo.store(lo, std::memory_order_release);  // published last
 }
 

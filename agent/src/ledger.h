@@ -285,10 +285,14 @@ inline FdMode LedgerFdMode(int fd) {
 // watchdog does that with fault-safe reads, PythonFrameReader::Locate). Set once, by the first
 // Python loop's thread (NotePythonThread in epoll_loop.cc), only for CPython 3.11 (offsets of
 // python_frames.h's kPy311Layout, checked in ledger.cc); read by loop threads.
+using PyThreadStateFn = void* (*)();
 struct PyCallerSource {
   std::atomic<uint64_t> text_lo{0};     // the interpreter's executable code: a site in
   std::atomic<uint64_t> text_hi{0};     // [text_lo, text_hi) is the interpreter's own
   std::atomic<uint64_t> finalizing{0};  // &_PyRuntime._finalizing: thread states die after it
+  // PyGILState_GetThisThreadState: the calling thread's state, null once it is being deleted
+  // (CPython clears it before freeing the state).
+  std::atomic<PyThreadStateFn> get_tstate{nullptr};
 };
 extern PyCallerSource g_py_caller;
 
@@ -300,8 +304,9 @@ inline constexpr uint64_t kPyFramePrevInstr = 56;
 // Whether `site` (a return address) is the interpreter's and the thread at `tstate` (the
 // calling thread's own PyThreadState, LoopState::py_tstate) is in a Python frame; then *code
 // and *instr. The thread's own state is not changing under it (this thread is in a C call of the
-// interpreter), and it is alive while the runtime is not finalizing. Called on the loop thread.
-// Async-signal safe.
+// interpreter); it is read only while it is still the thread's (PyGILState_GetThisThreadState,
+// cleared before CPython frees it) and the runtime is not finalizing. Called on the loop thread.
+// Async-signal safe (pthread_getspecific).
 inline bool CurrentPythonCaller(uint64_t tstate, uint64_t site, uint64_t* code, uint64_t* instr) {
   const uint64_t lo = g_py_caller.text_lo.load(std::memory_order_acquire);
   if (tstate == 0 || lo == 0 || site < lo ||
@@ -310,7 +315,9 @@ inline bool CurrentPythonCaller(uint64_t tstate, uint64_t site, uint64_t* code, 
   }
   const auto* finalizing = reinterpret_cast<const std::atomic<uint64_t>*>(
       g_py_caller.finalizing.load(std::memory_order_relaxed));
-  if (finalizing == nullptr || finalizing->load(std::memory_order_relaxed) != 0) {
+  const PyThreadStateFn get = g_py_caller.get_tstate.load(std::memory_order_relaxed);
+  if (finalizing == nullptr || finalizing->load(std::memory_order_relaxed) != 0 || get == nullptr ||
+      reinterpret_cast<uint64_t>(get()) != tstate) {
     return false;
   }
   const auto load = [](uint64_t addr) { return *reinterpret_cast<const uint64_t*>(addr); };

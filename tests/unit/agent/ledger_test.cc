@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 
 namespace stallwatch::agent::internal {
@@ -151,6 +152,62 @@ TEST(FdModeCache, TheProcessCacheClassifiesRealDescriptors) {
   EXPECT_EQ(errno, 0);                                 // the caller's errno is kept
   EXPECT_EQ(LedgerFdMode(-1), FdMode::kNotCounted);
   EXPECT_EQ(LedgerFdMode(kFdModeFds), FdMode::kNotCounted);
+}
+
+// CurrentPythonCaller on a hand-made thread state: tstate → cframe → current frame → code and
+// instruction, read only for a site in the interpreter's code, the thread's own state, and a
+// runtime that is not finalizing.
+uint64_t g_fake_tstate = 0;
+void* FakeGetThisThreadState() { return reinterpret_cast<void*>(g_fake_tstate); }
+
+TEST(PythonCaller, TheCurrentFramesCodeAndInstructionForTheInterpretersOwnCalls) {
+  uint64_t frame[8] = {};
+  frame[kPyFrameCode / 8] = 0xc0de00;
+  frame[kPyFramePrevInstr / 8] = 0xc0de00 + 184 + 14;
+  uint64_t cframe[2] = {};
+  cframe[kPyCframeCurrentFrame / 8] = reinterpret_cast<uint64_t>(frame);
+  uint64_t tstate[16] = {};
+  tstate[kPyTstateCframe / 8] = reinterpret_cast<uint64_t>(cframe);
+  const auto ts = reinterpret_cast<uint64_t>(tstate);
+  std::atomic<uint64_t> finalizing{0};
+  g_fake_tstate = ts;
+  g_py_caller.finalizing.store(reinterpret_cast<uint64_t>(&finalizing));
+  g_py_caller.get_tstate.store(&FakeGetThisThreadState);
+  g_py_caller.text_hi.store(0x2000);
+  g_py_caller.text_lo.store(0x1000);
+
+  uint64_t code = 0;
+  uint64_t instr = 0;
+  ASSERT_TRUE(CurrentPythonCaller(ts, 0x1800, &code, &instr));
+  EXPECT_EQ(code, 0xc0de00u);
+  EXPECT_EQ(instr, 0xc0de00u + 184 + 14);
+  EXPECT_FALSE(CurrentPythonCaller(ts, 0x2000, &code, &instr));  // not the interpreter's code
+  EXPECT_FALSE(CurrentPythonCaller(0, 0x1800, &code, &instr));   // not a Python loop
+  g_fake_tstate = 0;  // the thread state is being deleted
+  EXPECT_FALSE(CurrentPythonCaller(ts, 0x1800, &code, &instr));
+  g_fake_tstate = ts;
+  finalizing.store(1);  // Py_FinalizeEx has begun
+  EXPECT_FALSE(CurrentPythonCaller(ts, 0x1800, &code, &instr));
+  finalizing.store(0);
+  cframe[kPyCframeCurrentFrame / 8] = 0;  // no Python frame (the thread is in C only)
+  EXPECT_FALSE(CurrentPythonCaller(ts, 0x1800, &code, &instr));
+  g_py_caller.text_lo.store(0);
+  g_py_caller.text_hi.store(0);
+}
+
+TEST(LedgerTable, APythonSiteKeepsItsCodeObjectAndNativeReturnAddress) {
+  auto t = std::make_unique<LedgerTable>();
+  LedgerCursor cursor;
+  t->Record(0xc0de00 + 200, BlockingCall::kRead, 1000, 0xc0de00, 0x1800);
+  t->Record(0xc0de00 + 200, BlockingCall::kRead, 3000, 0xc0de00, 0x1800);
+  uint64_t overflow = 0;
+  const auto rows = cursor.Take(*t, &overflow);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].site, 0xc0de00u + 200);
+  EXPECT_EQ(rows[0].py_code, 0xc0de00u);
+  EXPECT_EQ(rows[0].native, 0x1800u);
+  EXPECT_EQ(rows[0].count, 2u);
+  EXPECT_EQ(rows[0].total_ns, 4000u);
 }
 
 }  // namespace

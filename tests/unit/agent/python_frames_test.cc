@@ -258,6 +258,26 @@ TEST(PythonFrames, AChainIsReadInnermostFirstWithNamesAndLines) {
   EXPECT_EQ(two->size(), 2u);
 }
 
+// The blocking-call ledger's Python caller: a code object and an instruction in it, located later.
+TEST(PythonCodeLocation, AnInstructionOfACodeObjectIsItsFunctionFileAndLine) {
+  FakeInterpreter py;
+  const uint64_t code = py.Code("Handler.get", "/srv/app.py");
+  const ProcessMemoryReader mem(getpid());
+  const auto at =
+      ReadPythonCodeLocation(mem, kL, py.addrs(), code, code + kL.code_code_adaptive + 2 * 7);
+  ASSERT_TRUE(at.ok()) << at.status().ToString();
+  EXPECT_EQ(at->qualname, "Handler.get");
+  EXPECT_EQ(at->filename, "/srv/app.py");
+  EXPECT_EQ(at->line, 4);
+  EXPECT_FALSE(at->entry);
+  // Outside the code, not a code object, or gone: errors, never a name.
+  EXPECT_FALSE(
+      ReadPythonCodeLocation(mem, kL, py.addrs(), code, code + kL.code_code_adaptive + 2 * 99)
+          .ok());
+  EXPECT_FALSE(ReadPythonCodeLocation(mem, kL, py.addrs(), py.Str("x"), code).ok());
+  EXPECT_FALSE(ReadPythonCodeLocation(mem, kL, py.addrs(), 8, 16).ok());
+}
+
 TEST(PythonFrames, AThreadWithoutPythonFramesHasAnEmptyStack) {
   FakeInterpreter py;
   const auto stack = Walk(py, py.ThreadState(0));
