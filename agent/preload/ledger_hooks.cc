@@ -304,7 +304,6 @@ using stallwatch::agent::internal::LoopState;
 using stallwatch::agent::internal::OpenCall;
 using stallwatch::agent::internal::OpenNeedsMode;
 using stallwatch::agent::internal::Real;
-using stallwatch::agent::internal::RealCalls;
 using stallwatch::agent::internal::Timed;
 
 // Each interposer takes its return address itself (a helper's would be the interposer's).
@@ -474,12 +473,14 @@ __attribute__((visibility("default"))) int open64(const char* path, int flags, .
                   [&] { return real(path, flags, mode); });
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) int __open_2(const char* path, int flags) {
   auto real = Real(&g_real.open_2);
   return OpenCall(BlockingCall::kOpen, __builtin_return_address(0),
                   [&] { return real(path, flags); });
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) int __open64_2(const char* path, int flags) {
   auto real = Real(&g_real.open64_2);
   return OpenCall(BlockingCall::kOpen, __builtin_return_address(0),
@@ -500,12 +501,14 @@ __attribute__((visibility("default"))) int openat64(int dirfd, const char* path,
                   [&] { return real(dirfd, path, flags, mode); });
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) int __openat_2(int dirfd, const char* path, int flags) {
   auto real = Real(&g_real.openat_2);
   return OpenCall(BlockingCall::kOpenat, __builtin_return_address(0),
                   [&] { return real(dirfd, path, flags); });
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) int __openat64_2(int dirfd, const char* path, int flags) {
   auto real = Real(&g_real.openat64_2);
   return OpenCall(BlockingCall::kOpenat, __builtin_return_address(0),
@@ -516,6 +519,7 @@ __attribute__((visibility("default"))) ssize_t read(int fd, void* buf, size_t n)
   SW_LEDGER_FD_CALL(BlockingCall::kRead, BlockingCall::kReadBlocking, read, fd, fd, buf, n);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) ssize_t __read_chk(int fd, void* buf, size_t n,
                                                           size_t buflen) {
   SW_LEDGER_FD_CALL(BlockingCall::kRead, BlockingCall::kReadBlocking, read_chk, fd, fd, buf, n,
@@ -536,12 +540,14 @@ __attribute__((visibility("default"))) ssize_t pread64(int fd, void* buf, size_t
   SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread64, fd, fd, buf, n, offset);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) ssize_t __pread_chk(int fd, void* buf, size_t n,
                                                            off64_t offset, size_t buflen) {
   SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread_chk, fd, fd, buf, n, offset,
                     buflen);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) ssize_t __pread64_chk(int fd, void* buf, size_t n,
                                                              off64_t offset, size_t buflen) {
   SW_LEDGER_FD_CALL(BlockingCall::kPread, BlockingCall::kCount, pread64_chk, fd, fd, buf, n, offset,
@@ -603,6 +609,7 @@ __attribute__((visibility("default"))) ssize_t recv(int fd, void* buf, size_t n,
   SW_LEDGER_SOCKET_CALL(BlockingCall::kRecv, recv, fd, flags, fd, buf, n, flags);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) ssize_t __recv_chk(int fd, void* buf, size_t n,
                                                           size_t buflen, int flags) {
   SW_LEDGER_SOCKET_CALL(BlockingCall::kRecv, recv_chk, fd, flags, fd, buf, n, buflen, flags);
@@ -613,6 +620,7 @@ __attribute__((visibility("default"))) ssize_t recvfrom(int fd, void* buf, size_
   SW_LEDGER_SOCKET_CALL(BlockingCall::kRecvfrom, recvfrom, fd, flags, fd, buf, n, flags, addr, len);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier): glibc's name
 __attribute__((visibility("default"))) ssize_t __recvfrom_chk(int fd, void* buf, size_t n,
                                                               size_t buflen, int flags,
                                                               sockaddr* addr, socklen_t* len) {

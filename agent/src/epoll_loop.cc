@@ -371,7 +371,7 @@ void MoveProbeOut(LoopState* s, int epfd) {
 // The executable segment of the loaded object that holds `addr`: [*lo, *hi).
 bool TextSegmentOf(uint64_t addr, uint64_t* lo, uint64_t* hi) {
   struct Find {
-    uint64_t addr;
+    uint64_t addr = 0;
     uint64_t lo = 0;
     uint64_t hi = 0;
   } find{addr};

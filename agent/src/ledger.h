@@ -313,6 +313,7 @@ inline bool CurrentPythonCaller(uint64_t tstate, uint64_t site, uint64_t* code, 
       site >= g_py_caller.text_hi.load(std::memory_order_relaxed)) {
     return false;
   }
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): &_PyRuntime._finalizing, found by dlsym
   const auto* finalizing = reinterpret_cast<const std::atomic<uint64_t>*>(
       g_py_caller.finalizing.load(std::memory_order_relaxed));
   const PyThreadStateFn get = g_py_caller.get_tstate.load(std::memory_order_relaxed);
@@ -320,7 +321,11 @@ inline bool CurrentPythonCaller(uint64_t tstate, uint64_t site, uint64_t* code, 
       reinterpret_cast<uint64_t>(get()) != tstate) {
     return false;
   }
-  const auto load = [](uint64_t addr) { return *reinterpret_cast<const uint64_t*>(addr); };
+  // The thread's own interpreter state, at the addresses CPython keeps in it.
+  const auto load = [](uint64_t addr) {
+    // NOLINTNEXTLINE(performance-no-int-to-ptr)
+    return *reinterpret_cast<const uint64_t*>(addr);
+  };
   const uint64_t cframe = load(tstate + kPyTstateCframe);
   const uint64_t frame = cframe != 0 ? load(cframe + kPyCframeCurrentFrame) : 0;
   if (frame == 0) {

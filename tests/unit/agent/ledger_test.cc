@@ -158,7 +158,9 @@ TEST(FdModeCache, TheProcessCacheClassifiesRealDescriptors) {
 // instruction, read only for a site in the interpreter's code, the thread's own state, and a
 // runtime that is not finalizing.
 uint64_t g_fake_tstate = 0;
-void* FakeGetThisThreadState() { return reinterpret_cast<void*>(g_fake_tstate); }
+void* FakeGetThisThreadState() {
+  return reinterpret_cast<void*>(g_fake_tstate);  // NOLINT(performance-no-int-to-ptr): a test's
+}
 
 TEST(PythonCaller, TheCurrentFramesCodeAndInstructionForTheInterpretersOwnCalls) {
   uint64_t frame[8] = {};

@@ -263,17 +263,17 @@ TEST(PythonCodeLocation, AnInstructionOfACodeObjectIsItsFunctionFileAndLine) {
   FakeInterpreter py;
   const uint64_t code = py.Code("Handler.get", "/srv/app.py");
   const ProcessMemoryReader mem(getpid());
-  const auto at =
-      ReadPythonCodeLocation(mem, kL, py.addrs(), code, code + kL.code_code_adaptive + 2 * 7);
+  const auto at = ReadPythonCodeLocation(mem, kL, py.addrs(), code,
+                                         code + kL.code_code_adaptive + uint64_t{2} * 7);
   ASSERT_TRUE(at.ok()) << at.status().ToString();
   EXPECT_EQ(at->qualname, "Handler.get");
   EXPECT_EQ(at->filename, "/srv/app.py");
   EXPECT_EQ(at->line, 4);
   EXPECT_FALSE(at->entry);
   // Outside the code, not a code object, or gone: errors, never a name.
-  EXPECT_FALSE(
-      ReadPythonCodeLocation(mem, kL, py.addrs(), code, code + kL.code_code_adaptive + 2 * 99)
-          .ok());
+  EXPECT_FALSE(ReadPythonCodeLocation(mem, kL, py.addrs(), code,
+                                      code + kL.code_code_adaptive + uint64_t{2} * 99)
+                   .ok());
   EXPECT_FALSE(ReadPythonCodeLocation(mem, kL, py.addrs(), py.Str("x"), code).ok());
   EXPECT_FALSE(ReadPythonCodeLocation(mem, kL, py.addrs(), 8, 16).ok());
 }
