@@ -16,7 +16,7 @@
 //     run_child       popen("true") and pclose
 //     lock_file       fcntl F_SETLKW and F_OFD_SETLKW on the file
 //     mutex_free      N pthread_mutex_lock of a free mutex (not counted)
-//     mutex_taken     1 pthread_mutex_lock of a mutex the worker holds for 20 ms (counted)
+//     mutex_taken     1 pthread_mutex_lock of a mutex the worker holds for 100 ms (counted)
 //   ledger_io_app clean      the loop only waits; the worker makes the calls
 // Prints "done" and exits 0.
 #define _GNU_SOURCE
@@ -233,13 +233,14 @@ static void Nap(void) {
 
 static void* worker(void* arg) {
   const int n = *(const int*)arg;
-  // Holds `taken` for 20 ms while the loop locks it (mutex_taken).
+  // Holds `taken` for 100 ms while the loop locks it (mutex_taken): long enough that the loop
+  // finds it taken however late it is scheduled.
   while (!atomic_load(&want_hold)) {
     Nap();
   }
   pthread_mutex_lock(&taken);
   atomic_store(&worker_holds, 1);
-  const struct timespec hold = {0, 20 * 1000 * 1000};
+  const struct timespec hold = {0, 100 * 1000 * 1000};
   nanosleep(&hold, NULL);
   pthread_mutex_unlock(&taken);
   while (!atomic_load(&loop_done)) {
