@@ -17,6 +17,9 @@ constexpr double kRowQuantile = 0.99;
 
 static_assert(kBlockingCalls.size() == kBlockingCallCount,
               "BlockingCall and kBlockingCalls must list the same calls");
+static_assert(kLedgerBuckets == kCallBuckets && kLedgerMinExp == kCallBucketMinExp &&
+                  kLedgerMaxExp == kCallBucketMaxExp,
+              "the ledger's buckets are the layout of \"calls\" findings (blocking_calls.h)");
 
 // The names are string literals: their data is NUL-terminated.
 const char* BlockingCallName(BlockingCall c) {
@@ -80,6 +83,9 @@ std::vector<LedgerRow> LedgerCursor::Take(LedgerTable& table, uint64_t* overflow
       delta[b] = now - seen.buckets[b];
       seen.buckets[b] = now;
       in_buckets += delta[b];
+      if (delta[b] != 0) {
+        row.buckets.emplace_back(static_cast<uint32_t>(b), delta[b]);
+      }
     }
     // The smallest bucket holding the 99th percentile, never above the window's maximum.
     const auto rank = static_cast<uint64_t>(kRowQuantile * static_cast<double>(in_buckets));

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace stallwatch::agent::internal {
@@ -152,6 +153,7 @@ struct LedgerRow {
   uint64_t total_ns = 0;
   uint64_t max_ns = 0;
   uint64_t p99_ns = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> buckets;  // the window's calls by bucket, non-zero
 };
 
 // What a reader has taken from a table so far; Take returns what came since.

@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/log_text.h"
 #include "stallwatch/findings.h"
@@ -305,6 +306,66 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     }
     return r;
   }
+  if (path == "/api/v1/calls") {
+    std::string call_names, family_names;
+    for (const auto& c : kBlockingCalls) {
+      call_names += (call_names.empty() ? "" : "|") + std::string(c.name);
+    }
+    for (const auto& f : kBlockingCallFamilies) {
+      family_names += (family_names.empty() ? "" : "|") + std::string(f);
+    }
+    const std::string form =
+        "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, pid=PID, "
+        "loop=NAME, call=" +
+        call_names + ", family=" + family_names;
+    auto params =
+        ParseQueryString(query, {"limit", "service", "pid", "loop", "call", "family"}, form);
+    if (!params.ok()) {
+      return params.status();
+    }
+    r.kind = ApiRequest::Kind::kCalls;
+    CallQuery& q = r.calls;
+    for (const auto& [k, v] : *params) {
+      if (k == "limit") {
+        const size_t first = v.find_first_not_of('0');
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+            first == std::string::npos) {
+          return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected a positive integer (at most 1000 are returned)");
+        }
+        const std::string digits = v.substr(first);
+        q.limit = digits.size() > 4 ? size_t{1000}
+                                    : std::min(size_t{1000}, static_cast<size_t>(std::stoi(digits)));
+      } else if (k == "service" || k == "loop") {
+        if (v.empty()) {
+          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
+                                                     : "bad loop '': expected a loop name");
+        }
+        (k == "service" ? q.service : q.loop) = v;
+      } else if (k == "pid") {
+        const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
+        if (!pid) {
+          return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected a process id (a positive integer)");
+        }
+        q.pid = *pid;
+      } else if (k == "call") {
+        if (BlockingCallIndex(v) < 0) {
+          return InvalidArgumentError("bad call '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected one of " + call_names);
+        }
+        q.call = v;
+      } else {
+        if (std::find(kBlockingCallFamilies.begin(), kBlockingCallFamilies.end(), v) ==
+            kBlockingCallFamilies.end()) {
+          return InvalidArgumentError("bad family '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected one of " + family_names);
+        }
+        q.family = v;
+      }
+    }
+    return r;
+  }
   if (path == "/api/v1/stacks") {
     constexpr const char* kForm =
         "format=json|folded|pprof, service=NAME, loop=NAME, "
@@ -393,7 +454,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
   }
   return NotFoundError("no such path '" + EscapeForLog(path, kMaxEchoBytes) +
                        "'; served: / (web UI), /metrics, /healthz, /api/v1/loops, /api/v1/stalls, "
-                       "/api/v1/stacks");
+                       "/api/v1/stacks, /api/v1/calls");
 }
 
 }  // namespace stallwatch::daemon

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "registry.h"
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/histogram.h"
 
 namespace stallwatch::daemon {
@@ -47,7 +48,42 @@ const std::vector<double>& StallBucketsSeconds() {
   return b;
 }
 
+const std::vector<double>& BlockingCallBucketsSeconds() {
+  static const std::vector<double> b = [] {
+    std::vector<double> v;
+    for (int e = 10; e <= 34; e += 2) {
+      v.push_back(static_cast<double>(uint64_t{1} << e) / 1e9);
+    }
+    return v;
+  }();
+  return b;
+}
+
 namespace internal {
+
+std::vector<double> RebucketCalls(const SparseHistogram& sparse,
+                                  const std::vector<double>& bounds_s) {
+  std::vector<double> out(bounds_s.size() + 1, 0.0);
+  std::vector<uint64_t> bounds_ns(bounds_s.size());
+  for (size_t b = 0; b < bounds_s.size(); ++b) {
+    bounds_ns[b] = static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9));
+  }
+  for (const auto& [index, count] : sparse) {
+    if (index >= static_cast<uint32_t>(kCallBuckets) || count == 0) {
+      continue;
+    }
+    const uint64_t upper = CallBucketUpperNs(static_cast<int>(index));
+    size_t b = bounds_ns.size();  // the last bucket: +Inf
+    if (upper != UINT64_MAX) {
+      b = 0;
+      while (b < bounds_ns.size() && bounds_ns[b] < upper - 1) {
+        ++b;
+      }
+    }
+    out[b] += static_cast<double>(count);
+  }
+  return out;
+}
 
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s) {
   std::vector<double> out(bounds_s.size() + 1, 0.0);
@@ -131,6 +167,18 @@ struct Registry::ProcMetrics {
               "Findings the agent dropped from its bounded queue while the daemon was away "
               "(per process)")
           .Register(registry);
+  prometheus::Family<prometheus::Counter>& blocking_calls =
+      prometheus::BuildCounter()
+          .Name("stallwatch_blocking_calls_total")
+          .Help(
+              "Calls of known-blocking functions made on the loop's thread, by call (the "
+              "blocking-call ledger; call sites in /api/v1/calls)")
+          .Register(registry);
+  prometheus::Family<prometheus::Histogram>& blocking_call_seconds =
+      prometheus::BuildHistogram()
+          .Name("stallwatch_blocking_call_seconds")
+          .Help("Duration of the loop thread's calls of known-blocking functions, by call")
+          .Register(registry);
   prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
   // stallwatch_process_info is no prometheus-cpp family: its one series is written from the
   // process's entry, which holds every label already. A family of its own in each process's
@@ -176,6 +224,8 @@ struct Registry::ProcMetrics {
     kStackSamples,
     kSuppressed,
     kDropped,
+    kBlockingCalls,
+    kBlockingCallSeconds,
     kInfo,
     kFamilyCount
   };
@@ -217,6 +267,10 @@ struct Registry::ProcMetrics {
         return stack_samples;
       case kSuppressed:
         return suppressed;
+      case kBlockingCalls:
+        return blocking_calls;
+      case kBlockingCallSeconds:
+        return blocking_call_seconds;
       default:
         return dropped;
     }
@@ -241,6 +295,10 @@ struct Registry::ProcMetrics {
         return suppressed.GetName();
       case kDropped:
         return dropped.GetName();
+      case kBlockingCalls:
+        return blocking_calls.GetName();
+      case kBlockingCallSeconds:
+        return blocking_call_seconds.GetName();
       default:
         return InfoName();
     }
@@ -291,6 +349,15 @@ struct Registry::Metrics {
               "for new ones (--max-processes, --max-loops)")
           .Register(registry);
   prometheus::Counter& procs_evicted = procs_evicted_family.Add({});
+  prometheus::Family<prometheus::Counter>& call_sites_not_kept_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_call_sites_not_kept_total")
+          .Help(
+              "Blocking calls whose call site the daemon had no room to keep for /api/v1/calls "
+              "(--max-call-sites, --max-call-sites-per-loop); they still count in "
+              "stallwatch_blocking_calls_total")
+          .Register(registry);
+  prometheus::Counter& call_sites_not_kept = call_sites_not_kept_family.Add({});
 
   Metrics() {
     for (RejectReason r : wire::kAllRejectReasons) {
@@ -314,6 +381,9 @@ struct Registry::LoopSeries {
   prometheus::Counter* suppressed = nullptr;
   // By StallClass; created on first use (the four real classes at once, see the constructor).
   std::array<prometheus::Counter*, 5> stalls{};
+  // By call (kBlockingCalls); created at the loop's first call of each.
+  std::array<prometheus::Counter*, kBlockingCalls.size()> calls{};
+  std::array<prometheus::Histogram*, kBlockingCalls.size()> call_seconds{};
 
   LoopSeries(ProcMetrics* metrics, const LoopKey* k) : m(metrics), key(k) {
     const prometheus::Labels labels = Labels();
@@ -344,6 +414,16 @@ struct Registry::LoopSeries {
         m->stalls.Remove(c);
       }
     }
+    for (prometheus::Counter* c : calls) {
+      if (c) {
+        m->blocking_calls.Remove(c);
+      }
+    }
+    for (prometheus::Histogram* h : call_seconds) {
+      if (h) {
+        m->blocking_call_seconds.Remove(h);
+      }
+    }
     m->dirty = ProcMetrics::kAllDirty;
   }
   void ObserveWindow(const DelayFinding& d) {
@@ -370,6 +450,20 @@ struct Registry::LoopSeries {
   void ObserveStall(double duration_s) {
     stall_duration->Observe(duration_s);
     m->Touch(F::kStallDuration);
+  }
+  void ObserveCalls(int call, uint64_t count, double sum_s, const SparseHistogram& buckets) {
+    const auto i = static_cast<size_t>(call);
+    if (!calls.at(i)) {
+      prometheus::Labels l = Labels();
+      l["call"] = std::string(kBlockingCalls[i].name);
+      calls[i] = &m->blocking_calls.Add(l);
+      call_seconds[i] = &m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
+    }
+    calls[i]->Increment(static_cast<double>(count));
+    call_seconds[i]->ObserveMultiple(
+        internal::RebucketCalls(buckets, BlockingCallBucketsSeconds()), sum_s);
+    m->Touch(F::kBlockingCalls);
+    m->Touch(F::kBlockingCallSeconds);
   }
   void SetOngoing(double age_s) {
     if (ongoing->Value() == age_s) {
@@ -441,6 +535,15 @@ void Registry::AddStalls(Loop& l, StallClass cls, uint64_t n) {
 void Registry::ObserveStall(Loop& l, double duration_s) { l.series->ObserveStall(duration_s); }
 
 void Registry::SetOngoing(Loop& l, double age_s) { l.series->SetOngoing(age_s); }
+
+void Registry::ObserveCalls(Loop& l, int call, uint64_t count, double sum_s,
+                            const SparseHistogram& buckets) {
+  l.series->ObserveCalls(call, count, sum_s, buckets);
+}
+
+void Registry::CountCallSitesNotKept(uint64_t n) {
+  metrics_->call_sites_not_kept.Increment(static_cast<double>(n));
+}
 
 void Registry::AddDropped(Proc& p, uint64_t n) {
   p.metrics->dropped_series->Increment(static_cast<double>(n));

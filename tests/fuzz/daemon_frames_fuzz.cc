@@ -31,6 +31,8 @@ RegistryOptions SmallLimits() {
   o.max_recent_bytes = 64 << 10;
   o.max_stacks = 16;
   o.max_stacks_bytes = 64 << 10;
+  o.max_call_sites_per_loop = 4;
+  o.max_call_sites = 6;
   return o;
 }
 
@@ -185,8 +187,12 @@ SW_FUZZ_TARGET(SwFuzzDaemonFrames) {
   SW_FUZZ_CHECK(stalls.at("stalls").size() <= options.max_recent_stalls + reg.loops());
   const auto stacks = reg.StacksJson();
   SW_FUZZ_CHECK(stacks.at("stacks").size() <= options.max_stacks);
+  CallQuery every_call;
+  every_call.limit = 1000;
+  const auto calls = reg.CallsJson(every_call, now);
+  SW_FUZZ_CHECK(calls.at("calls").size() <= options.max_call_sites);
   // What the API serves parses back (strings not valid UTF-8 are replaced, never fatal).
-  for (const auto* j : {&loops, &stalls, &stacks}) {
+  for (const auto* j : {&loops, &stalls, &stacks, &calls}) {
     SW_FUZZ_CHECK(!nlohmann::json::parse(dump(*j), nullptr, false).is_discarded());
   }
   (void)reg.StacksFolded();

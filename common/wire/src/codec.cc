@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/finding_fields.h"
 #include "stallwatch/common/finding_json.h"
 #include "stallwatch/common/histogram.h"
@@ -159,6 +160,48 @@ bool CheckStall(const StallFinding& f, DecodeError* err) {
     if (s.frames.size() > kMaxFrames) {
       return Fail(err, RejectReason::kBadField,
                   "a stack has more than " + std::to_string(kMaxFrames) + " frames");
+    }
+  }
+  return true;
+}
+
+bool CheckCalls(const CallsFinding& f, DecodeError* err) {
+  if (!CheckName(f.service, "service", true, err) || !CheckName(f.loop, "loop", true, err)) {
+    return false;
+  }
+  if (f.pid <= 0) return Fail(err, RejectReason::kBadField, "field 'pid' must be positive");
+  if (!CheckSeconds(f.window_s, "window_s", err)) return false;
+  if (f.calls.size() > kMaxCallSites) {
+    return Fail(err, RejectReason::kBadField,
+                "field 'calls' has more than " + std::to_string(kMaxCallSites) + " call sites");
+  }
+  for (const auto& c : f.calls) {
+    if (BlockingCallIndex(c.call) < 0) {
+      std::string names;
+      for (const auto& k : kBlockingCalls) {
+        names += names.empty() ? "" : ", ";
+        names += k.name;
+      }
+      return Fail(err, RejectReason::kBadField,
+                  "unknown call '" + c.call.substr(0, 32) + "'; accepted calls: " + names);
+    }
+    if (!CheckSeconds(c.total_s, "total_s", err) || !CheckSeconds(c.max_s, "max_s", err) ||
+        !CheckSeconds(c.p99_s, "p99_s", err)) {
+      return false;
+    }
+    if (c.site.function.size() > kMaxTokenBytes || c.site.file.size() > kMaxTokenBytes ||
+        c.site.module.size() > kMaxTokenBytes) {
+      return Fail(err, RejectReason::kBadField,
+                  "a call site's function, file or module is longer than " +
+                      std::to_string(kMaxTokenBytes) + " bytes");
+    }
+    for (const auto& [index, count] : c.buckets) {
+      if (index >= static_cast<uint32_t>(kCallBuckets)) {
+        return Fail(err, RejectReason::kBadField,
+                    "field 'buckets' of a call site has bucket index " + std::to_string(index) +
+                        "; accepted: 0.." + std::to_string(kCallBuckets - 1));
+      }
+      (void)count;
     }
   }
   return true;
@@ -453,6 +496,7 @@ std::string EncodeBody(const Message& m) {
     return Dump(j);
   }
   if (const auto* s = std::get_if<StallFinding>(&m)) return Dump(ToJson(*s));
+  if (const auto* c = std::get_if<CallsFinding>(&m)) return Dump(ToJson(*c));
   return Dump(ToJson(std::get<DelayFinding>(m), JsonOptions{.include_buckets = true}));
 }
 
@@ -506,12 +550,12 @@ bool DecodeBodyWith(std::string_view body, DelayDecoding delay, Message* out, De
   if (!j.is_object()) {
     return Fail(
         err, RejectReason::kNotObject,
-        "frame body is JSON but not an object; expected {\"kind\":\"hello|stall|delay\",…}");
+        "frame body is JSON but not an object; expected {\"kind\":\"hello|stall|delay|calls\",…}");
   }
   auto kind = j.find("kind");
   if (kind == j.end() || !kind->is_string()) {
     return Fail(err, RejectReason::kUnknownKind,
-                "frame body has no string \"kind\"; accepted kinds: hello, stall, delay");
+                "frame body has no string \"kind\"; accepted kinds: hello, stall, delay, calls");
   }
   const std::string& k = kind->get_ref<const std::string&>();
   if (k == "hello") {
@@ -534,8 +578,15 @@ bool DecodeBodyWith(std::string_view body, DelayDecoding delay, Message* out, De
     *out = std::move(*f);
     return true;
   }
+  if (k == "calls") {
+    auto f = CallsFromJson(j);
+    if (!f.ok()) return Fail(err, RejectReason::kBadField, "calls: " + f.status().message());
+    if (!CheckCalls(*f, err)) return false;
+    *out = std::move(*f);
+    return true;
+  }
   return Fail(err, RejectReason::kUnknownKind,
-              "unknown kind \"" + k.substr(0, 32) + "\"; accepted kinds: hello, stall, delay");
+              "unknown kind \"" + k.substr(0, 32) + "\"; accepted kinds: hello, stall, delay, calls");
 }
 
 }  // namespace internal
