@@ -633,17 +633,52 @@ void Registry::UpdateAges(Now now) {
   SetAgentGauges();
 }
 
-bool Registry::RefreshText(ProcMetrics& m) {
-  if (family_order_.empty()) {
-    // The order prometheus::Registry::Collect gives (by type, then registration): the order the
-    // exposition has always had.
-    for (const auto& fam : m.CollectAll()) {
+// A process's families, each holding one series: what ProcFamilyOrder reads the order from.
+// Collect leaves out a family without any series (a process without loops, a loop that made no
+// blocking call), so a real process cannot tell the order of every family.
+const Registry::ProcMetrics& Registry::FamilyProbe() {
+  static const ProcMetrics* probe = [] {
+    auto* m = new ProcMetrics();  // never destroyed: used until exit
+    const prometheus::Labels l = {{"probe", "1"}};
+    m->delay.Add(l, DelayBucketsSeconds());
+    m->iteration.Add(l, IterationBucketsSeconds());
+    m->utilization.Add(l);
+    m->stalls.Add(l);
+    m->stall_duration.Add(l, StallBucketsSeconds());
+    m->ongoing.Add(l);
+    m->stack_samples.Add(l);
+    m->suppressed.Add(l);
+    m->dropped.Add(l);
+    m->blocking_calls.Add(l);
+    m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
+    return m;
+  }();
+  return *probe;
+}
+
+// The order of a process's families in the exposition: the order prometheus::Registry::Collect
+// gives (by type, then registration), stallwatch_process_info last — the order the exposition
+// has always had.
+const std::vector<unsigned>& Registry::ProcFamilyOrder() {
+  static const std::vector<unsigned> order = [] {
+    const ProcMetrics& probe = FamilyProbe();
+    std::vector<unsigned> o;
+    for (const auto& fam : probe.registry.Collect()) {
       for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
-        if (m.name(f) == fam.name) {
-          family_order_.push_back(f);
+        if (probe.name(f) == fam.name) {
+          o.push_back(f);
         }
       }
     }
+    o.push_back(ProcMetrics::kInfo);
+    return o;
+  }();
+  return order;
+}
+
+bool Registry::RefreshText(ProcMetrics& m) {
+  if (family_order_.empty()) {
+    family_order_ = ProcFamilyOrder();
     family_headers_.resize(ProcMetrics::kFamilyCount);
     if (family_order_.size() != ProcMetrics::kFamilyCount) {
       return false;
@@ -655,6 +690,10 @@ bool Registry::RefreshText(ProcMetrics& m) {
   for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
     if (m.dirty & (1u << f)) {
       const std::vector<prometheus::MetricFamily> fams = m.Collect(f);
+      if (fams.empty()) {
+        texts[f] = {};  // no series of this family in this process
+        continue;
+      }
       if (fams.size() != 1) {
         return false;
       }
@@ -743,9 +782,14 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
                                [](const auto& kv) { return kv.second.metrics != nullptr; });
   if (any) {
     for (unsigned f : family_order_) {
-      out->push_back(family_headers_[f]);
+      // A family without a series in any process is left out, as Collect leaves it out.
+      bool header = false;
       for (const auto& [key, p] : procs_) {
         if (p.metrics && !p.metrics->text[f].empty()) {
+          if (!header) {
+            out->push_back(family_headers_[f]);
+            header = true;
+          }
           out->push_back(TextPiece{p.metrics->block, p.metrics->text[f]});
         }
       }
@@ -779,21 +823,28 @@ std::string Registry::MetricsTextUncachedForTest(Now now) {
 }
 
 void Registry::WriteUncached(std::ostream& out) {
-  std::vector<prometheus::MetricFamily> families;
-  std::map<std::string, size_t> index;
+  // Every process's families merged by name, in the exposition's order (ProcFamilyOrder).
+  std::map<std::string, prometheus::MetricFamily> by_name;
   for (const auto& [key, p] : procs_) {
     if (!p.metrics) {
       continue;
     }
     for (auto& f : p.metrics->CollectAll()) {
-      auto [it, added] = index.emplace(f.name, families.size());
+      auto [it, added] = by_name.try_emplace(f.name);
       if (added) {
-        families.push_back(std::move(f));
+        it->second = std::move(f);
       } else {
-        auto& into = families[it->second].metric;
+        auto& into = it->second.metric;
         into.insert(into.end(), std::make_move_iterator(f.metric.begin()),
                     std::make_move_iterator(f.metric.end()));
       }
+    }
+  }
+  std::vector<prometheus::MetricFamily> families;
+  for (unsigned f : ProcFamilyOrder()) {
+    auto it = by_name.find(FamilyProbe().name(f));
+    if (it != by_name.end()) {
+      families.push_back(std::move(it->second));
     }
   }
   for (auto& f : metrics_->registry.Collect()) {

@@ -216,6 +216,8 @@ class Registry {
   nlohmann::json CallsJson(const CallQuery& q, Now now) const;
 
   size_t connections() const { return conns_.size(); }
+  // False once the exposition's text cache was given up (an unexpected serializer layout).
+  bool text_cache_ok() const { return text_cache_ok_; }
   size_t loops() const { return loops_.size(); }
   size_t silent_agents() const;
   uint64_t rejected(wire::RejectReason reason) const;
@@ -316,6 +318,8 @@ class Registry {
   [[nodiscard]] bool RefreshText(ProcMetrics& m);
   bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
   void WriteUncached(std::ostream& out);
+  static const ProcMetrics& FamilyProbe();
+  static const std::vector<unsigned>& ProcFamilyOrder();
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
