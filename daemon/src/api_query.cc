@@ -156,6 +156,43 @@ std::optional<int64_t> ParseInteger(std::string_view s, int64_t min, int64_t max
   return v;
 }
 
+// `limit`: any positive integer, capped at kMaxLimit, so a client asking for "everything" gets
+// the most the daemon serves in one reply rather than an error.
+constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
+static_assert(kMaxLimit == 1000, "the forms and the errors name the cap");
+StatusOr<size_t> ParseLimit(const std::string& v) {
+  const size_t first = v.find_first_not_of('0');
+  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+      first == std::string::npos) {
+    return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
+                                "': expected a positive integer (at most 1000 are returned)");
+  }
+  const std::string digits = v.substr(first);
+  return digits.size() > 4 ? kMaxLimit
+                           : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
+}
+
+// `service` or `loop` (`k`): a non-empty name.
+Status ParseName(const std::string& k, const std::string& v, std::optional<std::string>* out) {
+  if (v.empty()) {
+    return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
+                                               : "bad loop '': expected a loop name");
+  }
+  *out = v;
+  return OkStatus();
+}
+
+// `pid`: a process id.
+Status ParsePid(const std::string& v, std::optional<int64_t>* out) {
+  const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
+  if (!pid) {
+    return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
+                                "': expected a process id (a positive integer)");
+  }
+  *out = *pid;
+  return OkStatus();
+}
+
 }  // namespace
 
 const WebAsset* FindWebAsset(std::string_view name) {
@@ -251,8 +288,6 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     constexpr const char* kForm =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
         "ongoing=true|false, pid=PID, loop=NAME, id=STALL_ID";
-    constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
-    static_assert(kMaxLimit == 1000, "kForm and the errors below name the cap");
     auto params =
         ParseQueryString(query, {"limit", "service", "ongoing", "pid", "loop", "id"}, kForm);
     if (!params.ok()) {
@@ -262,30 +297,19 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     StallQuery& q = r.stalls;
     for (const auto& [k, v] : *params) {
       if (k == "limit") {
-        // Any positive integer is accepted and capped, so a client asking for "everything"
-        // gets the most the daemon serves in one reply rather than an error.
-        const size_t first = v.find_first_not_of('0');
-        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
-            first == std::string::npos) {
-          return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
-                                      "': expected a positive integer (at most 1000 are returned)");
+        auto limit = ParseLimit(v);
+        if (!limit.ok()) {
+          return limit.status();
         }
-        const std::string digits = v.substr(first);
-        q.limit = digits.size() > 4 ? kMaxLimit
-                                    : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
+        q.limit = *limit;
       } else if (k == "service" || k == "loop") {
-        if (v.empty()) {
-          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
-                                                     : "bad loop '': expected a loop name");
+        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
+          return st;
         }
-        (k == "service" ? q.service : q.loop) = v;
       } else if (k == "pid") {
-        const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
-        if (!pid) {
-          return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
-                                      "': expected a process id (a positive integer)");
+        if (Status st = ParsePid(v, &q.pid); !st.ok()) {
+          return st;
         }
-        q.pid = *pid;
       } else if (k == "id") {
         const auto id = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
         if (!id) {
@@ -327,28 +351,19 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     CallQuery& q = r.calls;
     for (const auto& [k, v] : *params) {
       if (k == "limit") {
-        const size_t first = v.find_first_not_of('0');
-        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
-            first == std::string::npos) {
-          return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
-                                      "': expected a positive integer (at most 1000 are returned)");
+        auto limit = ParseLimit(v);
+        if (!limit.ok()) {
+          return limit.status();
         }
-        const std::string digits = v.substr(first);
-        q.limit = digits.size() > 4 ? size_t{1000}
-                                    : std::min(size_t{1000}, static_cast<size_t>(std::stoi(digits)));
+        q.limit = *limit;
       } else if (k == "service" || k == "loop") {
-        if (v.empty()) {
-          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
-                                                     : "bad loop '': expected a loop name");
+        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
+          return st;
         }
-        (k == "service" ? q.service : q.loop) = v;
       } else if (k == "pid") {
-        const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
-        if (!pid) {
-          return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
-                                      "': expected a process id (a positive integer)");
+        if (Status st = ParsePid(v, &q.pid); !st.ok()) {
+          return st;
         }
-        q.pid = *pid;
       } else if (k == "call") {
         if (BlockingCallIndex(v) < 0) {
           return InvalidArgumentError("bad call '" + EscapeForLog(v, kMaxEchoBytes) +
@@ -382,11 +397,9 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
       if (k == "format") {
         format = v;
       } else if (k == "service" || k == "loop") {
-        if (v.empty()) {
-          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
-                                                     : "bad loop '': expected a loop name");
+        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
+          return st;
         }
-        (k == "service" ? q.service : q.loop) = v;
       } else if (k == "class") {
         StallClass c = StallClass::kUnknown;
         if (!ParseStallClass(v, &c)) {
