@@ -1,6 +1,8 @@
 #include "ledger.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "stallwatch/common/blocking_calls.h"
 
@@ -20,6 +22,14 @@ static_assert(kBlockingCalls.size() == kBlockingCallCount,
 static_assert(kLedgerBuckets == kCallBuckets && kLedgerMinExp == kCallBucketMinExp &&
                   kLedgerMaxExp == kCallBucketMaxExp,
               "the ledger's buckets are the layout of \"calls\" findings (blocking_calls.h)");
+
+bool LedgerEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("STALLWATCH_LEDGER");
+    return v == nullptr || std::strcmp(v, "off") != 0;
+  }();
+  return enabled;
+}
 
 // The names are string literals: their data is NUL-terminated.
 const char* BlockingCallName(BlockingCall c) {

@@ -185,4 +185,9 @@ struct LedgerThread {
 };
 extern __thread LedgerThread t_ledger __attribute__((tls_model("initial-exec")));
 
+// STALLWATCH_LEDGER: anything but "off" keeps the ledger on (README). Off, the wait hooks never
+// set t_ledger.loop, so every interposer passes straight through after its one TLS check.
+// Read once. Thread-safe.
+bool LedgerEnabled();
+
 }  // namespace stallwatch::agent::internal

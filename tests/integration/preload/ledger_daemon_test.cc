@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
@@ -171,6 +173,41 @@ TEST(Ledger, TheDaemonRanksTheLoopsCallSitesCountsThemAndTheCliShowsThem) {
   EXPECT_NE(bad_cli.code, 0);
   EXPECT_NE(bad_cli.out.find("--family"), std::string::npos) << bad_cli.out;
   EXPECT_EQ(d.Get("/healthz", &status), "ok\n");
+}
+
+// STALLWATCH_LEDGER=off: the same loop and calls, watched as before (its delay windows go out),
+// but no call is counted; with the switch at any other value they are.
+TEST(Ledger, TheLedgerOffSwitchCountsNothingAndLeavesTheLoopWatched) {
+  char path[] = "/tmp/stallwatch-ledger-off-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  auto kinds = [&](const char* value) {
+    std::map<std::string, int> n;
+    const CommandResult r = RunCommand(
+        std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB + " STALLWATCH_LEDGER=" + value +
+            " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path + " " + SW_LEDGER_APP +
+            " dirty 5 2>&1",
+        30s);
+    EXPECT_EQ(r.code, 0) << r.out;
+    const CommandResult cat = RunCommand(std::string("cat ") + path, 10s);
+    std::istringstream in(cat.out);
+    std::string line;
+    while (std::getline(in, line)) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_object()) {
+        ++n[j.value("kind", "")];
+      }
+    }
+    RunCommand(std::string(": > ") + path, 10s);
+    return n;
+  };
+  const auto off = kinds("off");
+  EXPECT_GE(off.count("delay") ? off.at("delay") : 0, 1);
+  EXPECT_EQ(off.count("calls"), 0u);
+  const auto on = kinds("yes");
+  EXPECT_GE(on.count("calls") ? on.at("calls") : 0, 1);
+  unlink(path);
 }
 
 }  // namespace
