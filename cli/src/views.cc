@@ -721,7 +721,6 @@ StatusOr<std::string> FormatStacksBody(const std::string& body, bool full, size_
   return out;
 }
 
-
 namespace {
 
 // 1243 → "1 243": counts read at a glance.

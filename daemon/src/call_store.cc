@@ -91,8 +91,7 @@ void Registry::ApplyCalls(CallsFinding&& f, Loop& l) {
     count += c.count;
     sum += c.total_s;
     MergeBuckets(c.buckets, &call_buckets[call]);
-    CallSiteKey key{call, Cut(c.site.function), Cut(c.site.file), c.site.line,
-                    Cut(c.site.module)};
+    CallSiteKey key{call, Cut(c.site.function), Cut(c.site.file), c.site.line, Cut(c.site.module)};
     auto it = lc.sites.find(key);
     if (it == lc.sites.end()) {
       if (lc.sites.size() >= options_.max_call_sites_per_loop ||
@@ -146,8 +145,7 @@ json Registry::CallsJson(const CallQuery& q, Now now) const {
     }
   }
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.site->total_s != b.site->total_s ? a.site->total_s > b.site->total_s
-                                              : *a.key < *b.key;
+    return a.site->total_s != b.site->total_s ? a.site->total_s > b.site->total_s : *a.key < *b.key;
   });
   json out = json::array();
   for (size_t i = 0; i < rows.size() && i < q.limit; ++i) {

@@ -460,8 +460,8 @@ struct Registry::LoopSeries {
       call_seconds[i] = &m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
     }
     calls[i]->Increment(static_cast<double>(count));
-    call_seconds[i]->ObserveMultiple(
-        internal::RebucketCalls(buckets, BlockingCallBucketsSeconds()), sum_s);
+    call_seconds[i]->ObserveMultiple(internal::RebucketCalls(buckets, BlockingCallBucketsSeconds()),
+                                     sum_s);
     m->Touch(F::kBlockingCalls);
     m->Touch(F::kBlockingCallSeconds);
   }

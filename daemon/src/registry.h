@@ -151,9 +151,9 @@ struct CallSite {
 using CallSiteKey = std::tuple<int, std::string, std::string, int64_t, std::string>;
 struct LoopCalls {
   std::map<CallSiteKey, CallSite> sites;
-  int64_t first_ns = 0;             // Unix ns: the start of the loop's first calls window
-  uint64_t agent_overflow = 0;      // calls the agent's table had no room for
-  uint64_t sites_not_kept = 0;      // calls of sites the daemon had no room for
+  int64_t first_ns = 0;         // Unix ns: the start of the loop's first calls window
+  uint64_t agent_overflow = 0;  // calls the agent's table had no room for
+  uint64_t sites_not_kept = 0;  // calls of sites the daemon had no room for
 };
 class Registry {
  public:

@@ -123,15 +123,14 @@ std::string DaemonServeAndOneStall(const std::string& hport, const std::string& 
 TEST(CliEdges, ExperimentWithAGivenDaemonCountsOnlyItsOwnStalls) {
   const std::string bin = SW_STALLWATCH_BIN;
   const std::string hport = std::to_string(ClosedPort());
-  const Result r = RunCommand(
-      "sh -c '" + DaemonServeAndOneStall(hport, "") +
-      "kill -TERM $spid; wait $spid; " +
-      bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
-      " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
-      "echo foreign=$(curl -s http://127.0.0.1:" +
-      hport +
-      "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
-      "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  const Result r =
+      RunCommand("sh -c '" + DaemonServeAndOneStall(hport, "") + "kill -TERM $spid; wait $spid; " +
+                 bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
+                 " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
+                 "echo foreign=$(curl -s http://127.0.0.1:" +
+                 hport +
+                 "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
+                 "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
   EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("counted at stallwatchd http://127.0.0.1:" + hport), std::string::npos)
       << r.out;
@@ -154,18 +153,17 @@ TEST(CliEdges, StacksFiltersAndWritesPprofToAFileNeverToATerminal) {
   const std::string bin = SW_STALLWATCH_BIN;
   const std::string hport = std::to_string(ClosedPort());
   const std::string stacks = bin + " stacks --daemon http://127.0.0.1:" + hport;
-  const Result r = RunCommand(
-      "sh -c '" + DaemonServeAndOneStall(hport, "?ongoing=false") +
-      "echo == blocked; " +
-      stacks + " --format folded --class blocked --since 10m; echo == cpu; " + stacks +
-      " --format folded --class cpu; echo == nobody; " + stacks +
-      " --format json --service nobody; echo == pprof; " + stacks +
-      " --format pprof --since 1h -o $dir/p.pb.gz; echo pprof_exit=$?; "
-      "echo magic=$(od -An -tx1 -N2 $dir/p.pb.gz | tr -d \" \"); echo == tty; "
-      "script -qec \"" +
-      stacks + " --format pprof\" /dev/null; echo tty_exit=$?; echo == bad; " + stacks +
-      " --since soon; echo bad_exit=$?; echo == end; "
-      "kill -TERM $spid; wait $spid; kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  const Result r =
+      RunCommand("sh -c '" + DaemonServeAndOneStall(hport, "?ongoing=false") + "echo == blocked; " +
+                 stacks + " --format folded --class blocked --since 10m; echo == cpu; " + stacks +
+                 " --format folded --class cpu; echo == nobody; " + stacks +
+                 " --format json --service nobody; echo == pprof; " + stacks +
+                 " --format pprof --since 1h -o $dir/p.pb.gz; echo pprof_exit=$?; "
+                 "echo magic=$(od -An -tx1 -N2 $dir/p.pb.gz | tr -d \" \"); echo == tty; "
+                 "script -qec \"" +
+                 stacks + " --format pprof\" /dev/null; echo tty_exit=$?; echo == bad; " + stacks +
+                 " --since soon; echo bad_exit=$?; echo == end; "
+                 "kill -TERM $spid; wait $spid; kill -TERM $dpid; wait $dpid; rm -rf $dir'");
   auto section = [&](const std::string& name) {
     const size_t from = r.out.find("== " + name + "\n");
     if (from == std::string::npos) {

@@ -422,9 +422,9 @@ TEST(RegistryCalls, SitesAddUpAcrossWindowsRankByTotalTimeAndFeedTheSeries) {
   Registry r;
   auto c = r.Connect("test", At(0));
   ASSERT_FALSE(r.Apply(c, Hello(), At(0)));
-  ASSERT_FALSE(r.Apply(c, Calls({{"getaddrinfo", "resolve_backend", 100, 0.0001},
-                                 {"usleep", "nap", 2, 0.02}}),
-                       At(10)));
+  ASSERT_FALSE(r.Apply(
+      c, Calls({{"getaddrinfo", "resolve_backend", 100, 0.0001}, {"usleep", "nap", 2, 0.02}}),
+      At(10)));
   ASSERT_FALSE(r.Apply(c, Calls({{"getaddrinfo", "resolve_backend", 50, 0.0001}}, 20), At(20)));
   const json j = r.CallsJson(CallQuery{}, At(30));
   ASSERT_EQ(j["calls"].size(), 2u) << j.dump();

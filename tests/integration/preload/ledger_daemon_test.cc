@@ -10,9 +10,9 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
-#include <sstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <string>
 
 #include "test_support.h"
@@ -55,8 +55,8 @@ class Daemon {
   Daemon& operator=(const Daemon&) = delete;
 
   bool Ready() const {
-    return pid_ > 0 && stallwatch::testing::WaitFor(
-                           [&] { return access(sock_.c_str(), F_OK) == 0; }, 10s);
+    return pid_ > 0 &&
+           stallwatch::testing::WaitFor([&] { return access(sock_.c_str(), F_OK) == 0; }, 10s);
   }
   const std::string& sock() const { return sock_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
@@ -131,8 +131,9 @@ TEST(Ledger, TheDaemonRanksTheLoopsCallSitesCountsThemAndTheCliShowsThem) {
   EXPECT_TRUE(Entry(reply, "getaddrinfo", "worker_calls").is_null()) << reply.dump(1);
 
   const std::string metrics = d.Get("/metrics");
-  const std::string series = "stallwatch_blocking_calls_total{call=\"getaddrinfo\",loop=\"main\","
-                             "process=\"0\",service=\"ledger-e2e\"} 100";
+  const std::string series =
+      "stallwatch_blocking_calls_total{call=\"getaddrinfo\",loop=\"main\","
+      "process=\"0\",service=\"ledger-e2e\"} 100";
   EXPECT_NE(metrics.find(series), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("stallwatch_blocking_call_seconds_count{call=\"usleep\",loop=\"main\","
                          "process=\"0\",service=\"ledger-e2e\"} 5"),
@@ -152,8 +153,8 @@ TEST(Ledger, TheDaemonRanksTheLoopsCallSitesCountsThemAndTheCliShowsThem) {
       << cli.out;
   EXPECT_TRUE(std::regex_search(cli.out, std::regex(R"(fsync from sync_file \(.*\): 1 call, )")))
       << cli.out;
-  const CommandResult dns_only = RunCommand(
-      std::string(SW_CLI) + " calls --daemon " + d.url() + " --family dns 2>&1", 20s);
+  const CommandResult dns_only =
+      RunCommand(std::string(SW_CLI) + " calls --daemon " + d.url() + " --family dns 2>&1", 20s);
   ASSERT_EQ(dns_only.code, 0) << dns_only.out;
   EXPECT_NE(dns_only.out.find("getaddrinfo from"), std::string::npos) << dns_only.out;
   EXPECT_EQ(dns_only.out.find("usleep"), std::string::npos) << dns_only.out;
@@ -168,8 +169,8 @@ TEST(Ledger, TheDaemonRanksTheLoopsCallSitesCountsThemAndTheCliShowsThem) {
   EXPECT_EQ(status, 400);
   EXPECT_NE(bad.find("bad call 'gettimeofday': expected one of getaddrinfo|"), std::string::npos)
       << bad;
-  const CommandResult bad_cli = RunCommand(
-      std::string(SW_CLI) + " calls --daemon " + d.url() + " --family disk 2>&1", 20s);
+  const CommandResult bad_cli =
+      RunCommand(std::string(SW_CLI) + " calls --daemon " + d.url() + " --family disk 2>&1", 20s);
   EXPECT_NE(bad_cli.code, 0);
   EXPECT_NE(bad_cli.out.find("--family"), std::string::npos) << bad_cli.out;
   EXPECT_EQ(d.Get("/healthz", &status), "ok\n");
@@ -184,11 +185,11 @@ TEST(Ledger, TheLedgerOffSwitchCountsNothingAndLeavesTheLoopWatched) {
   close(fd);
   auto kinds = [&](const char* value) {
     std::map<std::string, int> n;
-    const CommandResult r = RunCommand(
-        std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB + " STALLWATCH_LEDGER=" + value +
-            " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path + " " + SW_LEDGER_APP +
-            " dirty 5 2>&1",
-        30s);
+    const CommandResult r =
+        RunCommand(std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB + " STALLWATCH_LEDGER=" + value +
+                       " STALLWATCH_WATCHDOG=thread STALLWATCH_ENDPOINT=file:" + path + " " +
+                       SW_LEDGER_APP + " dirty 5 2>&1",
+                   30s);
     EXPECT_EQ(r.code, 0) << r.out;
     const CommandResult cat = RunCommand(std::string("cat ") + path, 10s);
     std::istringstream in(cat.out);
