@@ -239,6 +239,37 @@ D_STALL_HEAT = ("How long stalls lasted, counted per time slot by duration bucke
                 "up are rare long ones (a lock, a DNS lookup, a big synchronous write).")
 
 
+def d_calls(cmd):
+    """The ledger's description; cmd: the `stallwatch calls` command line to show."""
+    return ("The blocking-call ledger: every call of a known-blocking libc function that a "
+            "watched loop's thread makes while the loop is busy, counted and timed however short "
+            "(far below the stall threshold): name resolution (getaddrinfo, gethostbyname*, "
+            "getnameinfo), sleeps (nanosleep, clock_nanosleep, usleep, sleep), disk syncs "
+            "(fsync, fdatasync, sync_file_range, syncfs), connect on a blocking socket, waits "
+            "(waitpid, system, pthread_join) and flock. Needs the preload shim (`stallwatch "
+            "run`, LD_PRELOAD); series exist only for the calls a loop made. Time in these calls "
+            "is time the loop serves nothing: 0.05 s/s is 5% of the loop's time (the alert "
+            "StallwatchBlockingCallsHigh fires above that for 10 minutes). Which code makes "
+            f"them (call sites, ranked by total time): `{cmd}`, or the daemon's /api/v1/calls "
+            "(the panel's links).")
+
+
+D_CALLS = d_calls("stallwatch calls --service SERVICE --loop LOOP")
+# Where the loop's blocking calls are made: the daemon's JSON API (docs/daemon.md "JSON API").
+CALLS_API = "http://{instance}/api/v1/calls?service={service}&loop={loop}{extra}"
+
+
+def calls_link(title, instance="${instance}", service="${service}", loop="${loop}", extra=""):
+    return {"title": title, "targetBlank": True,
+            "url": CALLS_API.format(instance=instance, service=service, loop=loop, extra=extra)}
+
+
+def with_data_links(panel, *links):
+    """Links on each series of a panel (Grafana's data links, in the series' own labels)."""
+    panel["fieldConfig"]["defaults"]["links"] = list(links)
+    return panel
+
+
 def overview():
     L = Layout()
     P = []
@@ -395,6 +426,42 @@ def overview():
            "stack samples", "A"),
          q(f"sum(rate(stallwatch_reports_suppressed_total{{{LOOP_SEL}}}[$__rate_interval]))",
            "suppressed reports", "B")], "cps"), 12, 8))
+
+    P.append(L.row("Blocking calls", D_CALLS))
+    P.append(L.place(with_data_links(timeseries(
+        "Time in blocking calls by loop (top 10)",
+        "The 10 selected loops whose threads spent the most time in known-blocking calls, in "
+        "seconds per second (5% = 50 ms of every second). The alert "
+        "StallwatchBlockingCallsHigh fires above 5% for 10 minutes. Click a line for the loop's "
+        "drill-down (its Blocking calls row) or its call sites. " + D_CALLS,
+        [q(f"topk(10, sum by ({BY_LOOP}) (rate(stallwatch_blocking_call_seconds_sum"
+           f"{{{LOOP_SEL}}}[$__rate_interval])))", LOOP_LEGEND)], "percentunit",
+        thr=thresholds((0.05, "red"))),
+        {"title": "Drill down into ${__field.labels.service}/${__field.labels.loop}",
+         "url": ("/d/stallwatch-loop/stallwatch-loop?${__url_time_range}"
+                 "&var-datasource=${datasource}"
+                 "&var-instance=${__field.labels.instance}"
+                 "&var-service=${__field.labels.service}"
+                 "&var-process=${__field.labels.process}"
+                 "&var-loop=${__field.labels.loop}")},
+        calls_link("Call sites of ${__field.labels.service}/${__field.labels.loop} "
+                   "(stallwatchd /api/v1/calls)", instance="${__field.labels.instance}",
+                   service="${__field.labels.service}", loop="${__field.labels.loop}")),
+        12, 8))
+    P.append(L.place(timeseries(
+        "Blocking calls per second by call",
+        "Known-blocking calls per second made on the selected loops' threads, by call, all "
+        "loops together. " + D_CALLS,
+        [q(f"sum by (call) (rate(stallwatch_blocking_calls_total{{{LOOP_SEL}}}"
+           f"[$__rate_interval]))", "{{call}}")], "cps"), 8, 8))
+    P.append(L.place(stat(
+        "Call sites not kept (time range)",
+        "Blocking calls whose call site the daemon had no room to keep for /api/v1/calls and "
+        "`stallwatch calls` (--max-call-sites, --max-call-sites-per-loop). They are still "
+        "counted in the panels beside; only the ranking by call site misses them. Should be 0.",
+        [q(f"sum(increase(stallwatch_daemon_call_sites_not_kept_total{{{DAEMON_SEL}}}"
+           f"[$__range]))", instant=True)], "none", thresholds((1, "orange")), decimals=0),
+        4, 8))
 
     P.append(L.row("Pipeline health", "Is everything the agents see reaching Prometheus?"))
     P.append(L.place(timeseries(
@@ -556,6 +623,37 @@ def drilldown():
            "process {{process}}")],
         "s", thr=thresholds((30, "red"))), 12, 8))
 
+    d_loop_calls = d_calls("stallwatch calls --service $service --loop $loop")
+    P.append(L.row("Blocking calls", d_loop_calls))
+    sites = calls_link("Call sites of these calls, most total time first (stallwatchd "
+                       "/api/v1/calls)")
+    site_of_call = calls_link("Call sites of ${__field.labels.call} (stallwatchd /api/v1/calls)",
+                              extra="&call=${__field.labels.call}")
+    P.append(L.place(with_data_links(with_links(timeseries(
+        "Time in blocking calls by call",
+        "Seconds per second the loop's thread spent inside known-blocking calls, by call "
+        "(the rate of the histogram's _sum): 5% is 50 ms of every second during which the loop "
+        "served nothing else. " + d_loop_calls,
+        [q(f"sum by (call) (rate(stallwatch_blocking_call_seconds_sum{{{LOOP_SEL}}}"
+           f"[$__rate_interval]))", "{{call}}")], "percentunit", stack=True,
+        thr=thresholds((0.05, "red"))), sites), site_of_call), 8, 8))
+    P.append(L.place(with_data_links(with_links(timeseries(
+        "Blocking calls per second by call",
+        "How often the loop's thread made each known-blocking call. Many cheap calls (a DNS "
+        "lookup per request answered from a local cache) add up: compare with the time panel "
+        "beside. " + d_loop_calls,
+        [q(f"sum by (call) (rate(stallwatch_blocking_calls_total{{{LOOP_SEL}}}"
+           f"[$__rate_interval]))", "{{call}}")], "cps"), sites), site_of_call), 8, 8))
+    P.append(L.place(with_data_links(with_links(timeseries(
+        "Blocking call p99 by call",
+        "99th percentile of each call's duration, from the histogram "
+        "stallwatch_blocking_call_seconds (buckets by powers of 4 from 1 µs to 17 s, so "
+        "within a factor of 4; /api/v1/calls has each call site's p99 and max within a "
+        "factor of 1.41). A p99 near the stall threshold means single calls that stall the "
+        "loop. Empty slots had no call. " + d_loop_calls,
+        [q(delay_q(0.99, by="call", metric="stallwatch_blocking_call_seconds"), "{{call}}")],
+        "s"), sites), site_of_call), 8, 8))
+
     P.append(L.row("Agent", "The agent inside the process: sampling and its queue."))
     P.append(L.place(timeseries(
         "Stack samples and suppressed reports",
@@ -573,7 +671,8 @@ def drilldown():
            f"[$__rate_interval]))", "process {{process}}")], "cps"), 12, 8))
     d = dashboard(
         "stallwatch-loop", "stallwatch / Loop",
-        "One event loop in depth: delay, busy periods, stalls by class and duration, agent.",
+        "One event loop in depth: delay, busy periods, stalls by class and duration, blocking "
+        "calls, agent.",
         P, single_loop=True)
     d["annotations"]["list"].append(STALL_ANNOTATION)
     d["links"].append(daemon_link("Flame graph of this loop's stalls (stallwatchd)", "flame"))

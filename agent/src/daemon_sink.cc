@@ -113,12 +113,6 @@ class DaemonSink : public Sink {
   ~DaemonSink() override { Disconnect(); }
 
   bool Send(const Finding& f) override {
-    if (std::holds_alternative<CallsFinding>(f)) {
-      // The daemon's ledger (metrics, /api/v1/calls) is not there yet: today's daemon rejects an
-      // unknown kind (counted as unknown_kind) and logs it, so the ledger stays in-process and in
-      // file:/stderr output (docs/findings.md).
-      return true;
-    }
     const std::string& loop =
         std::visit([](const auto& x) -> const std::string& { return x.loop; }, f);
     loops_.insert(loop);
@@ -134,9 +128,8 @@ class DaemonSink : public Sink {
         return false;
       }
     }
-    const std::string frame = std::holds_alternative<StallFinding>(f)
-                                  ? wire::EncodeFrame(wire::Message(std::get<StallFinding>(f)))
-                                  : wire::EncodeFrame(wire::Message(std::get<DelayFinding>(f)));
+    const std::string frame =
+        std::visit([](const auto& x) { return wire::EncodeFrame(wire::Message(x)); }, f);
     if (!WriteAll(frame)) {
       return false;
     }

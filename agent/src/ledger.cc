@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "python_frames.h"
 #include "stallwatch/common/blocking_calls.h"
@@ -62,6 +64,17 @@ constexpr double kRowQuantile = 0.99;
 
 static_assert(kBlockingCalls.size() == kBlockingCallCount,
               "BlockingCall and kBlockingCalls must list the same calls");
+static_assert(kLedgerBuckets == kCallBuckets && kLedgerMinExp == kCallBucketMinExp &&
+                  kLedgerMaxExp == kCallBucketMaxExp,
+              "the ledger's buckets are the layout of \"calls\" findings (blocking_calls.h)");
+
+bool LedgerEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("STALLWATCH_LEDGER");
+    return v == nullptr || std::strcmp(v, "off") != 0;
+  }();
+  return enabled;
+}
 
 // The names are string literals: their data is NUL-terminated.
 const char* BlockingCallName(BlockingCall c) {
@@ -127,6 +140,9 @@ std::vector<LedgerRow> LedgerCursor::Take(LedgerTable& table, uint64_t* overflow
       delta[b] = now - seen.buckets[b];
       seen.buckets[b] = now;
       in_buckets += delta[b];
+      if (delta[b] != 0) {
+        row.buckets.emplace_back(static_cast<uint32_t>(b), delta[b]);
+      }
     }
     // The smallest bucket holding the 99th percentile, never above the window's maximum.
     const auto rank = static_cast<uint64_t>(kRowQuantile * static_cast<double>(in_buckets));

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace stallwatch::agent::internal {
@@ -185,6 +186,7 @@ struct LedgerRow {
   uint64_t total_ns = 0;
   uint64_t max_ns = 0;
   uint64_t p99_ns = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> buckets;  // the window's calls by bucket, non-zero
 };
 
 // What a reader has taken from a table so far; Take returns what came since.
@@ -346,5 +348,10 @@ struct LedgerThread {
   int depth;  // inside an interposed call: a nested one is not counted again
 };
 extern __thread LedgerThread t_ledger __attribute__((tls_model("initial-exec")));
+
+// STALLWATCH_LEDGER: anything but "off" keeps the ledger on (README). Off, the wait hooks never
+// set t_ledger.loop, so every interposer passes straight through after its one TLS check.
+// Read once. Thread-safe.
+bool LedgerEnabled();
 
 }  // namespace stallwatch::agent::internal

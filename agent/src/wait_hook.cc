@@ -154,7 +154,7 @@ inline int64_t BeforeWait(LoopState* s) {
 // `woke_ns`: the time read after the wait returned, or 0 when none was read.
 inline void AfterWait(LoopState* s, int64_t woke_ns = 0) {
   s->busy_since_ns.store(woke_ns != 0 ? woke_ns : MonotonicNanos(), std::memory_order_release);
-  t_ledger.loop = s;  // busy again: its blocking calls go to its ledger
+  t_ledger.loop = LedgerEnabled() ? s : nullptr;  // busy again: its calls go to its ledger
 }
 
 // Depth of watched libevent dispatches on this thread: their waits are never discovered as
@@ -245,7 +245,7 @@ int RunLoop(event_base* base, int flags, bool dispatch) {
     s->dispatch_entered_ns.store(now, std::memory_order_relaxed);
     s->busy_since_ns.store(now, std::memory_order_release);
     s->in_dispatch.store(true, std::memory_order_release);
-    t_ledger.loop = s;
+    t_ledger.loop = LedgerEnabled() ? s : nullptr;
   }
   int r = dispatch && g_real_dispatch ? g_real_dispatch(base)
                                       : (g_real_loop ? g_real_loop(base, flags) : -1);

@@ -14,6 +14,11 @@
 #        ON_MODE=off  (A/A control: both servers without the agent)
 #        AGENT_CPU=1  (experiment: move the agent's own threads — watchdog, reporter — off the
 #                      server's CPU 0, to see what sharing the server's core costs)
+#        OFF_ENV="" ON_ENV=""  (variables for each server's environment, e.g. the blocking-call
+#                      ledger under the preload shim, on vs off, both servers without the
+#                      linked agent: ON_MODE=off OFF_ENV="LD_PRELOAD=…/libstallwatch_preload.so
+#                      STALLWATCH_ENDPOINT=off STALLWATCH_LEDGER=off" ON_ENV="LD_PRELOAD=…
+#                      STALLWATCH_ENDPOINT=off"; docs/benchmarks.md §10)
 set -euo pipefail
 BUILD=${1:-$(dirname "$0")/../../build}
 BIN=$BUILD/bench/sw_bench_http
@@ -24,6 +29,8 @@ PORT=${PORT:-8899}
 AGENT_ARGS=${AGENT_ARGS:-}
 AGENT_CPU=${AGENT_CPU:-}
 OFF_ARGS=${OFF_ARGS:-}
+OFF_ENV=${OFF_ENV:-}
+ON_ENV=${ON_ENV:-}
 WARMUP=${WARMUP:-3}  # seconds after start-up before measuring (the agent's unwinder warms up)
 [[ -x $BIN ]] || { echo "http_concurrent.sh: $BIN not built" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "http_concurrent.sh: wrk not installed" >&2; exit 1; }
@@ -44,7 +51,7 @@ wait_port() { for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/nu
 
 tmp=$(mktemp -d)
 echo "# http_concurrent: $(date -u +%FT%TZ) nproc=$(nproc) loadavg=$(cat /proc/loadavg)"
-echo "# both servers taskset -c 0; per server: taskset -c 1 wrk -t1 -c$CONNS -d${DURATION}s; agent args: ${AGENT_ARGS:-defaults}; agent threads on CPU ${AGENT_CPU:-0 (inherited)}; agent-off server args: ${OFF_ARGS:-none}"
+echo "# both servers taskset -c 0; per server: taskset -c 1 wrk -t1 -c$CONNS -d${DURATION}s; agent args: ${AGENT_ARGS:-defaults}; agent threads on CPU ${AGENT_CPU:-0 (inherited)}; agent-off server args: ${OFF_ARGS:-none}; env off: ${OFF_ENV:-none}; env on: ${ON_ENV:-none}"
 echo
 echo "| round | load 1-min | req/s off | req/s on | on/off | CPU µs/request off | on | off/on | on, loop thread only | agent CPU (ms): its threads or watchdog process |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -54,10 +61,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
   load=$(cut -d' ' -f1 /proc/loadavg)
   # shellcheck disable=SC2086
   # shellcheck disable=SC2086
-  taskset -c 0 "$BIN" --port=$p_off --agent=off --seconds=$((DURATION + 30)) $OFF_ARGS 2>/dev/null &
+  taskset -c 0 env $OFF_ENV "$BIN" --port=$p_off --agent=off --seconds=$((DURATION + 30)) $OFF_ARGS 2>/dev/null &
   s_off=$!
   # shellcheck disable=SC2086
-  taskset -c 0 "$BIN" --port=$p_on --agent="${ON_MODE:-on}" --seconds=$((DURATION + 30)) $AGENT_ARGS 2>"$tmp/on.log" &
+  taskset -c 0 env $ON_ENV "$BIN" --port=$p_on --agent="${ON_MODE:-on}" --seconds=$((DURATION + 30)) $AGENT_ARGS 2>"$tmp/on.log" &
   s_on=$!
   pids=("$s_off" "$s_on")
   wait_port "$p_off"; wait_port "$p_on"

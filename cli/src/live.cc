@@ -492,6 +492,46 @@ std::string StacksPath(const StacksOptions& o) {
   return path;
 }
 
+std::string CallsPath(const CallsOptions& o) {
+  std::string path = "/api/v1/calls?limit=" + std::to_string(o.limit);
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"service", &o.service},
+        {"loop", &o.loop},
+        {"call", &o.call},
+        {"family", &o.family}}) {
+    if (!value->empty()) {
+      path += std::string("&") + name + "=" + UrlEncode(*value);
+    }
+  }
+  if (o.pid > 0) {
+    path += "&pid=" + std::to_string(o.pid);
+  }
+  return path;
+}
+
+Status RunCalls(const CallsOptions& o) {
+  auto body = DaemonGet(o.daemon, CallsPath(o));
+  if (!body.ok()) {
+    return body.status();
+  }
+  std::string out;
+  if (o.json) {
+    out = std::move(*body);
+    if (!out.empty() && out.back() != '\n') {
+      out.push_back('\n');
+    }
+  } else {
+    auto text = FormatCallsBody(*body);
+    if (!text.ok()) {
+      return text.status();
+    }
+    out = std::move(*text);
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  return OkStatus();
+}
+
 Status RunStacks(const StacksOptions& o) {
   const bool to_stdout = o.output.empty() || o.output == "-";
   if (o.format == "pprof" && to_stdout && isatty(STDOUT_FILENO) != 0) {

@@ -65,4 +65,18 @@ std::string StacksPath(const StacksOptions& options);
 // on a terminal (FailedPrecondition naming -o) and written to a file or a pipe only.
 [[nodiscard]] Status RunStacks(const StacksOptions& options);
 
+// `stallwatch calls`: the blocking-call ledger's call sites, from the daemon.
+struct CallsOptions {
+  std::string daemon{defaults::kDaemonUrl};
+  // The daemon's filters (docs/daemon.md, /api/v1/calls); "" / 0 = any. call and family are
+  // checked by the daemon against its fixed list.
+  std::string service, loop, call, family;
+  int64_t pid = 0;
+  size_t limit = 20;
+  bool json = false;  // the daemon's JSON as served
+};
+// The daemon path of a calls query: /api/v1/calls?limit=…&service=…
+std::string CallsPath(const CallsOptions& options);
+[[nodiscard]] Status RunCalls(const CallsOptions& options);
+
 }  // namespace stallwatch::cli

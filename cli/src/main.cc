@@ -24,6 +24,7 @@
 #include "report.h"
 #include "run.h"
 #include "server.h"
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/clock.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/duration.h"
@@ -728,6 +729,48 @@ void AddStallsStacks(CLI::App& app, ViewFlags& f) {
   });
 }
 
+void AddCalls(CLI::App& app, cli::CallsOptions& o) {
+  CLI::App* c = app.add_subcommand(
+      "calls", "Blocking calls made on loop threads, by call site, most total time first");
+  c->add_option("--daemon", o.daemon, "The daemon's HTTP address")
+      ->capture_default_str()
+      ->check(UrlOf(cli::kDaemonUrlExample));
+  c->add_option("-n,--limit", o.limit, "At most this many call sites")
+      ->capture_default_str()
+      ->check(WholeIn(1, 1000));
+  c->add_option("--service", o.service, "Only this service");
+  c->add_option("--pid", o.pid, "Only this process")->check(CLI::PositiveNumber);
+  c->add_option("--loop", o.loop, "Only this loop");
+  std::vector<std::string> calls, families;
+  for (const auto& k : sw::kBlockingCalls) {
+    calls.emplace_back(k.name);
+  }
+  for (const auto& f : sw::kBlockingCallFamilies) {
+    families.emplace_back(f);
+  }
+  c->add_option("--call", o.call, "Only this call (getaddrinfo, usleep, fsync, …)")
+      ->check(CLI::IsMember(calls));
+  c->add_option("--family", o.family, "Only this family of calls (dns, sleep, sync, …)")
+      ->check(CLI::IsMember(families));
+  c->add_flag("--json", o.json, "Print the daemon's JSON (/api/v1/calls) as served");
+  c->footer(
+      "The agent counts and times every call of a known-blocking function (name resolution,\n"
+      "sleeps, disk syncs, blocking connects, waits, locks: docs/findings.md) made on a watched\n"
+      "loop thread, even far below the stall threshold, by call site. Totals add up since the\n"
+      "daemon first saw the loop's calls (\"in 10 min\"). Per call, the same calls are in\n"
+      "stallwatch_blocking_calls_total and stallwatch_blocking_call_seconds.\n"
+      "Examples:\n"
+      "  stallwatch calls\n"
+      "  stallwatch calls --service api --family dns\n"
+      "  stallwatch calls --json | jq '.calls[0]'\n"
+      "In CI, `stallwatch check --forbid getaddrinfo -- CMD` fails a run that makes such calls.");
+  c->callback([&o]() {
+    if (sw::Status st = cli::RunCalls(o); !st.ok()) {
+      throw CLI::RuntimeError(Fail("calls", st));
+    }
+  });
+}
+
 void AddTop(CLI::App& app, ViewFlags& f) {
   CLI::App* t =
       app.add_subcommand("top", "Live view of every loop the daemon knows (refreshes in place)");
@@ -868,7 +911,7 @@ void AddCheck(CLI::App& app, CheckFlags& f) {
 // NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"stallwatch: find what stalls your libevent loops"};
+  CLI::App app{"stallwatch: find what stalls your event loops"};
   app.set_version_flag("--version", "stallwatch " SW_PROJECT_VERSION);
   app.require_subcommand(1, 1);
   app.footer(
@@ -880,6 +923,7 @@ int main(int argc, char** argv) {
       "  stallwatch stalls                         recent and ongoing stalls from stallwatchd\n"
       "  stallwatch stacks --format folded         merged stacks for flame graphs\n"
       "  stallwatch top                            live per-loop view (q quits)\n"
+      "  stallwatch calls                          blocking calls on loop threads, by call site\n"
       "  stallwatch run -- memcached -t 4          watch an unmodified libevent program\n"
       "  stallwatch check --forbid dns -- ./test   CI gate: fail on blocking calls and stalls\n"
       "Run 'stallwatch <command> --help' for a command's flags and examples.");
@@ -894,6 +938,8 @@ int main(int argc, char** argv) {
   ViewFlags views;
   AddStallsStacks(app, views);
   AddTop(app, views);
+  cli::CallsOptions calls;
+  AddCalls(app, calls);
   cli::RunOptions run;
   std::vector<std::string> run_command;
   AddRun(app, run, run_command);

@@ -721,4 +721,98 @@ StatusOr<std::string> FormatStacksBody(const std::string& body, bool full, size_
   return out;
 }
 
+namespace {
+
+// 1243 → "1 243": counts read at a glance.
+std::string Grouped(uint64_t n) {
+  std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) {
+      out += ' ';
+    }
+    out += digits[i];
+  }
+  return out;
+}
+
+// The span the figures add up over: "in 42 s", "in 10 min", "in 3.5 h".
+std::string Span(double s) {
+  char buf[32];
+  if (s < 120) {
+    std::snprintf(buf, sizeof(buf), "in %.0f s", s);
+  } else if (s < 2 * 3600) {
+    std::snprintf(buf, sizeof(buf), "in %.0f min", s / 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "in %.1f h", s / 3600);
+  }
+  return buf;
+}
+
+}  // namespace
+
+StatusOr<std::string> FormatCallsBody(const std::string& body) {
+  auto j = ParseJson(body, "/api/v1/calls");
+  if (!j.ok()) {
+    return j.status();
+  }
+  auto calls = ArrayOf(*j, "calls");
+  if (!calls.ok()) {
+    return calls.status();
+  }
+  if (calls->empty()) {
+    return std::string(
+        "No blocking calls on a watched loop thread (yet): the ledger counts name resolution, "
+        "sleeps, disk syncs, blocking connects, waits and locks made by loop threads.\n");
+  }
+  std::string out;
+  std::string group;
+  for (const auto& c : *calls) {
+    try {
+      const std::string g = c.at("service").get<std::string>() + " (process " +
+                            std::to_string(c.at("process").get<int64_t>()) + ", pid " +
+                            std::to_string(c.at("pid").get<int64_t>()) + ") loop " +
+                            c.at("loop").get<std::string>();
+      if (g != group) {
+        out += g + ":\n";
+        group = g;
+      }
+      const json& site = c.at("site");
+      std::string where = site.value("function", "");
+      const std::string file = site.value("file", "");
+      const int64_t line = site.value("line", int64_t{0});
+      if (where.empty()) {
+        where = site.value("module", "?");
+      }
+      if (!file.empty()) {
+        where += " (" + file + (line > 0 ? ":" + std::to_string(line) : "") + ")";
+      }
+      out += "  " + c.at("call").get<std::string>() + " from " + where + ": " +
+             Grouped(c.at("count").get<uint64_t>()) +
+             (c.at("count").get<uint64_t>() == 1 ? " call, " : " calls, ") +
+             HumanSeconds(c.at("p99_s").get<double>()) + " p99, " +
+             HumanSeconds(c.at("max_s").get<double>()) + " max, " +
+             HumanSeconds(c.at("total_s").get<double>()) + " total " +
+             Span(c.at("observed_s").get<double>()) + "\n";
+    } catch (const json::exception&) {
+      return InvalidArgumentError(
+          "the daemon's /api/v1/calls answer has an entry without service, pid, loop, call, "
+          "site, count or times");
+    }
+  }
+  const uint64_t shown = calls->size();
+  const uint64_t sites = j->value("sites", shown);
+  if (sites > shown) {
+    out += "(" + Grouped(sites - shown) + " more call sites; --limit shows more)\n";
+  }
+  const uint64_t overflow = j->value("overflow", uint64_t{0});
+  const uint64_t not_kept = j->value("sites_not_kept", uint64_t{0});
+  if (overflow + not_kept > 0) {
+    out += Grouped(overflow + not_kept) +
+           " calls were counted without their call site (the agent's or the daemon's site "
+           "table was full); they are in stallwatch_blocking_calls_total.\n";
+  }
+  return out;
+}
+
 }  // namespace stallwatch::cli

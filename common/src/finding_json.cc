@@ -103,7 +103,7 @@ json ToJson(const CallsFinding& f) {
   json calls = json::array();
   for (const auto& c : f.calls) {
     json e = json::object();
-    PutFields(kCallSiteFields, c, /*include_buckets=*/false, &e);
+    PutFields(kCallSiteFields, c, /*include_buckets=*/true, &e);
     e["site"] = ToJson(c.site);
     calls.push_back(std::move(e));
   }

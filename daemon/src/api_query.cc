@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/log_text.h"
 #include "stallwatch/findings.h"
@@ -155,6 +156,43 @@ std::optional<int64_t> ParseInteger(std::string_view s, int64_t min, int64_t max
   return v;
 }
 
+// `limit`: any positive integer, capped at kMaxLimit, so a client asking for "everything" gets
+// the most the daemon serves in one reply rather than an error.
+constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
+static_assert(kMaxLimit == 1000, "the forms and the errors name the cap");
+StatusOr<size_t> ParseLimit(const std::string& v) {
+  const size_t first = v.find_first_not_of('0');
+  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+      first == std::string::npos) {
+    return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
+                                "': expected a positive integer (at most 1000 are returned)");
+  }
+  const std::string digits = v.substr(first);
+  return digits.size() > 4 ? kMaxLimit
+                           : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
+}
+
+// `service` or `loop` (`k`): a non-empty name.
+Status ParseName(const std::string& k, const std::string& v, std::optional<std::string>* out) {
+  if (v.empty()) {
+    return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
+                                               : "bad loop '': expected a loop name");
+  }
+  *out = v;
+  return OkStatus();
+}
+
+// `pid`: a process id.
+Status ParsePid(const std::string& v, std::optional<int64_t>* out) {
+  const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
+  if (!pid) {
+    return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
+                                "': expected a process id (a positive integer)");
+  }
+  *out = *pid;
+  return OkStatus();
+}
+
 }  // namespace
 
 const WebAsset* FindWebAsset(std::string_view name) {
@@ -250,8 +288,6 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     constexpr const char* kForm =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, "
         "ongoing=true|false, pid=PID, loop=NAME, id=STALL_ID";
-    constexpr size_t kMaxLimit = defaults::kMaxStallsPerReply;
-    static_assert(kMaxLimit == 1000, "kForm and the errors below name the cap");
     auto params =
         ParseQueryString(query, {"limit", "service", "ongoing", "pid", "loop", "id"}, kForm);
     if (!params.ok()) {
@@ -261,30 +297,19 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     StallQuery& q = r.stalls;
     for (const auto& [k, v] : *params) {
       if (k == "limit") {
-        // Any positive integer is accepted and capped, so a client asking for "everything"
-        // gets the most the daemon serves in one reply rather than an error.
-        const size_t first = v.find_first_not_of('0');
-        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
-            first == std::string::npos) {
-          return InvalidArgumentError("bad limit '" + EscapeForLog(v, kMaxEchoBytes) +
-                                      "': expected a positive integer (at most 1000 are returned)");
+        auto limit = ParseLimit(v);
+        if (!limit.ok()) {
+          return limit.status();
         }
-        const std::string digits = v.substr(first);
-        q.limit = digits.size() > 4 ? kMaxLimit
-                                    : std::min(kMaxLimit, static_cast<size_t>(std::stoi(digits)));
+        q.limit = *limit;
       } else if (k == "service" || k == "loop") {
-        if (v.empty()) {
-          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
-                                                     : "bad loop '': expected a loop name");
+        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
+          return st;
         }
-        (k == "service" ? q.service : q.loop) = v;
       } else if (k == "pid") {
-        const auto pid = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
-        if (!pid) {
-          return InvalidArgumentError("bad pid '" + EscapeForLog(v, kMaxEchoBytes) +
-                                      "': expected a process id (a positive integer)");
+        if (Status st = ParsePid(v, &q.pid); !st.ok()) {
+          return st;
         }
-        q.pid = *pid;
       } else if (k == "id") {
         const auto id = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
         if (!id) {
@@ -305,6 +330,57 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     }
     return r;
   }
+  if (path == "/api/v1/calls") {
+    std::string call_names, family_names;
+    for (const auto& c : kBlockingCalls) {
+      call_names += (call_names.empty() ? "" : "|") + std::string(c.name);
+    }
+    for (const auto& f : kBlockingCallFamilies) {
+      family_names += (family_names.empty() ? "" : "|") + std::string(f);
+    }
+    const std::string form =
+        "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, pid=PID, "
+        "loop=NAME, call=" +
+        call_names + ", family=" + family_names;
+    auto params =
+        ParseQueryString(query, {"limit", "service", "pid", "loop", "call", "family"}, form);
+    if (!params.ok()) {
+      return params.status();
+    }
+    r.kind = ApiRequest::Kind::kCalls;
+    CallQuery& q = r.calls;
+    for (const auto& [k, v] : *params) {
+      if (k == "limit") {
+        auto limit = ParseLimit(v);
+        if (!limit.ok()) {
+          return limit.status();
+        }
+        q.limit = *limit;
+      } else if (k == "service" || k == "loop") {
+        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
+          return st;
+        }
+      } else if (k == "pid") {
+        if (Status st = ParsePid(v, &q.pid); !st.ok()) {
+          return st;
+        }
+      } else if (k == "call") {
+        if (BlockingCallIndex(v) < 0) {
+          return InvalidArgumentError("bad call '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected one of " + call_names);
+        }
+        q.call = v;
+      } else {
+        if (std::find(kBlockingCallFamilies.begin(), kBlockingCallFamilies.end(), v) ==
+            kBlockingCallFamilies.end()) {
+          return InvalidArgumentError("bad family '" + EscapeForLog(v, kMaxEchoBytes) +
+                                      "': expected one of " + family_names);
+        }
+        q.family = v;
+      }
+    }
+    return r;
+  }
   if (path == "/api/v1/stacks") {
     constexpr const char* kForm =
         "format=json|folded|pprof, service=NAME, loop=NAME, "
@@ -321,11 +397,9 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
       if (k == "format") {
         format = v;
       } else if (k == "service" || k == "loop") {
-        if (v.empty()) {
-          return InvalidArgumentError(k == "service" ? "bad service '': expected a service name"
-                                                     : "bad loop '': expected a loop name");
+        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
+          return st;
         }
-        (k == "service" ? q.service : q.loop) = v;
       } else if (k == "class") {
         StallClass c = StallClass::kUnknown;
         if (!ParseStallClass(v, &c)) {
@@ -393,7 +467,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
   }
   return NotFoundError("no such path '" + EscapeForLog(path, kMaxEchoBytes) +
                        "'; served: / (web UI), /metrics, /healthz, /api/v1/loops, /api/v1/stalls, "
-                       "/api/v1/stacks");
+                       "/api/v1/stacks, /api/v1/calls");
 }
 
 }  // namespace stallwatch::daemon

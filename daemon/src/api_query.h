@@ -21,6 +21,7 @@ struct ApiRequest {
     kHealthz,
     kLoops,
     kStalls,
+    kCalls,
     kStacksJson,
     kStacksFolded,
     kStacksPprof,
@@ -28,6 +29,7 @@ struct ApiRequest {
   };
   Kind kind = Kind::kHealthz;
   StallQuery stalls;                // kStalls only
+  CallQuery calls;                  // kCalls only
   StackQuery stacks;                // kStacks* only
   const WebAsset* asset = nullptr;  // kWebUi only
 };

@@ -164,6 +164,9 @@ void HttpServer::Handle(evhttp_request* req) {
     case ApiRequest::Kind::kStalls:
       Json(req, registry_->StallsJson(r->stalls, now));
       break;
+    case ApiRequest::Kind::kCalls:
+      Json(req, registry_->CallsJson(r->calls, now));
+      break;
     case ApiRequest::Kind::kStacksJson:
       Json(req, registry_->StacksJson(r->stacks, now));
       break;

@@ -224,6 +224,15 @@ int Main(int argc, char** argv) {
                  "Most merged stacks kept for one service")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-call-sites", o.registry.max_call_sites,
+                 "Most call sites of the blocking-call ledger kept for /api/v1/calls, in all "
+                 "(a site with no room still counts in stallwatch_blocking_calls_total)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-call-sites-per-loop", o.registry.max_call_sites_per_loop,
+                 "Most call sites of the blocking-call ledger kept for one loop")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--http-timeout", http_timeout,
                  "Close an HTTP connection idle this long while reading a request or writing a "
                  "reply (slow clients)")

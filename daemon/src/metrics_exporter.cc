@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "registry.h"
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/histogram.h"
 
 namespace stallwatch::daemon {
@@ -47,7 +48,42 @@ const std::vector<double>& StallBucketsSeconds() {
   return b;
 }
 
+const std::vector<double>& BlockingCallBucketsSeconds() {
+  static const std::vector<double> b = [] {
+    std::vector<double> v;
+    for (int e = 10; e <= 34; e += 2) {
+      v.push_back(static_cast<double>(uint64_t{1} << e) / 1e9);
+    }
+    return v;
+  }();
+  return b;
+}
+
 namespace internal {
+
+std::vector<double> RebucketCalls(const SparseHistogram& sparse,
+                                  const std::vector<double>& bounds_s) {
+  std::vector<double> out(bounds_s.size() + 1, 0.0);
+  std::vector<uint64_t> bounds_ns(bounds_s.size());
+  for (size_t b = 0; b < bounds_s.size(); ++b) {
+    bounds_ns[b] = static_cast<uint64_t>(std::llround(bounds_s[b] * 1e9));
+  }
+  for (const auto& [index, count] : sparse) {
+    if (index >= static_cast<uint32_t>(kCallBuckets) || count == 0) {
+      continue;
+    }
+    const uint64_t upper = CallBucketUpperNs(static_cast<int>(index));
+    size_t b = bounds_ns.size();  // the last bucket: +Inf
+    if (upper != UINT64_MAX) {
+      b = 0;
+      while (b < bounds_ns.size() && bounds_ns[b] < upper - 1) {
+        ++b;
+      }
+    }
+    out[b] += static_cast<double>(count);
+  }
+  return out;
+}
 
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s) {
   std::vector<double> out(bounds_s.size() + 1, 0.0);
@@ -131,6 +167,18 @@ struct Registry::ProcMetrics {
               "Findings the agent dropped from its bounded queue while the daemon was away "
               "(per process)")
           .Register(registry);
+  prometheus::Family<prometheus::Counter>& blocking_calls =
+      prometheus::BuildCounter()
+          .Name("stallwatch_blocking_calls_total")
+          .Help(
+              "Calls of known-blocking functions made on the loop's thread, by call (the "
+              "blocking-call ledger; call sites in /api/v1/calls)")
+          .Register(registry);
+  prometheus::Family<prometheus::Histogram>& blocking_call_seconds =
+      prometheus::BuildHistogram()
+          .Name("stallwatch_blocking_call_seconds")
+          .Help("Duration of the loop thread's calls of known-blocking functions, by call")
+          .Register(registry);
   prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
   // stallwatch_process_info is no prometheus-cpp family: its one series is written from the
   // process's entry, which holds every label already. A family of its own in each process's
@@ -176,6 +224,8 @@ struct Registry::ProcMetrics {
     kStackSamples,
     kSuppressed,
     kDropped,
+    kBlockingCalls,
+    kBlockingCallSeconds,
     kInfo,
     kFamilyCount
   };
@@ -217,6 +267,10 @@ struct Registry::ProcMetrics {
         return stack_samples;
       case kSuppressed:
         return suppressed;
+      case kBlockingCalls:
+        return blocking_calls;
+      case kBlockingCallSeconds:
+        return blocking_call_seconds;
       default:
         return dropped;
     }
@@ -241,6 +295,10 @@ struct Registry::ProcMetrics {
         return suppressed.GetName();
       case kDropped:
         return dropped.GetName();
+      case kBlockingCalls:
+        return blocking_calls.GetName();
+      case kBlockingCallSeconds:
+        return blocking_call_seconds.GetName();
       default:
         return InfoName();
     }
@@ -291,6 +349,15 @@ struct Registry::Metrics {
               "for new ones (--max-processes, --max-loops)")
           .Register(registry);
   prometheus::Counter& procs_evicted = procs_evicted_family.Add({});
+  prometheus::Family<prometheus::Counter>& call_sites_not_kept_family =
+      prometheus::BuildCounter()
+          .Name("stallwatch_daemon_call_sites_not_kept_total")
+          .Help(
+              "Blocking calls whose call site the daemon had no room to keep for /api/v1/calls "
+              "(--max-call-sites, --max-call-sites-per-loop); they still count in "
+              "stallwatch_blocking_calls_total")
+          .Register(registry);
+  prometheus::Counter& call_sites_not_kept = call_sites_not_kept_family.Add({});
 
   Metrics() {
     for (RejectReason r : wire::kAllRejectReasons) {
@@ -314,6 +381,9 @@ struct Registry::LoopSeries {
   prometheus::Counter* suppressed = nullptr;
   // By StallClass; created on first use (the four real classes at once, see the constructor).
   std::array<prometheus::Counter*, 5> stalls{};
+  // By call (kBlockingCalls); created at the loop's first call of each.
+  std::array<prometheus::Counter*, kBlockingCalls.size()> calls{};
+  std::array<prometheus::Histogram*, kBlockingCalls.size()> call_seconds{};
 
   LoopSeries(ProcMetrics* metrics, const LoopKey* k) : m(metrics), key(k) {
     const prometheus::Labels labels = Labels();
@@ -344,6 +414,16 @@ struct Registry::LoopSeries {
         m->stalls.Remove(c);
       }
     }
+    for (prometheus::Counter* c : calls) {
+      if (c) {
+        m->blocking_calls.Remove(c);
+      }
+    }
+    for (prometheus::Histogram* h : call_seconds) {
+      if (h) {
+        m->blocking_call_seconds.Remove(h);
+      }
+    }
     m->dirty = ProcMetrics::kAllDirty;
   }
   void ObserveWindow(const DelayFinding& d) {
@@ -370,6 +450,20 @@ struct Registry::LoopSeries {
   void ObserveStall(double duration_s) {
     stall_duration->Observe(duration_s);
     m->Touch(F::kStallDuration);
+  }
+  void ObserveCalls(int call, uint64_t count, double sum_s, const SparseHistogram& buckets) {
+    const auto i = static_cast<size_t>(call);
+    if (!calls.at(i)) {
+      prometheus::Labels l = Labels();
+      l["call"] = std::string(kBlockingCalls[i].name);
+      calls[i] = &m->blocking_calls.Add(l);
+      call_seconds[i] = &m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
+    }
+    calls[i]->Increment(static_cast<double>(count));
+    call_seconds[i]->ObserveMultiple(internal::RebucketCalls(buckets, BlockingCallBucketsSeconds()),
+                                     sum_s);
+    m->Touch(F::kBlockingCalls);
+    m->Touch(F::kBlockingCallSeconds);
   }
   void SetOngoing(double age_s) {
     if (ongoing->Value() == age_s) {
@@ -441,6 +535,15 @@ void Registry::AddStalls(Loop& l, StallClass cls, uint64_t n) {
 void Registry::ObserveStall(Loop& l, double duration_s) { l.series->ObserveStall(duration_s); }
 
 void Registry::SetOngoing(Loop& l, double age_s) { l.series->SetOngoing(age_s); }
+
+void Registry::ObserveCalls(Loop& l, int call, uint64_t count, double sum_s,
+                            const SparseHistogram& buckets) {
+  l.series->ObserveCalls(call, count, sum_s, buckets);
+}
+
+void Registry::CountCallSitesNotKept(uint64_t n) {
+  metrics_->call_sites_not_kept.Increment(static_cast<double>(n));
+}
 
 void Registry::AddDropped(Proc& p, uint64_t n) {
   p.metrics->dropped_series->Increment(static_cast<double>(n));
@@ -530,17 +633,52 @@ void Registry::UpdateAges(Now now) {
   SetAgentGauges();
 }
 
-bool Registry::RefreshText(ProcMetrics& m) {
-  if (family_order_.empty()) {
-    // The order prometheus::Registry::Collect gives (by type, then registration): the order the
-    // exposition has always had.
-    for (const auto& fam : m.CollectAll()) {
+// A process's families, each holding one series: what ProcFamilyOrder reads the order from.
+// Collect leaves out a family without any series (a process without loops, a loop that made no
+// blocking call), so a real process cannot tell the order of every family.
+const Registry::ProcMetrics& Registry::FamilyProbe() {
+  static const ProcMetrics* probe = [] {
+    auto* m = new ProcMetrics();  // never destroyed: used until exit
+    const prometheus::Labels l = {{"probe", "1"}};
+    m->delay.Add(l, DelayBucketsSeconds());
+    m->iteration.Add(l, IterationBucketsSeconds());
+    m->utilization.Add(l);
+    m->stalls.Add(l);
+    m->stall_duration.Add(l, StallBucketsSeconds());
+    m->ongoing.Add(l);
+    m->stack_samples.Add(l);
+    m->suppressed.Add(l);
+    m->dropped.Add(l);
+    m->blocking_calls.Add(l);
+    m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
+    return m;
+  }();
+  return *probe;
+}
+
+// The order of a process's families in the exposition: the order prometheus::Registry::Collect
+// gives (by type, then registration), stallwatch_process_info last — the order the exposition
+// has always had.
+const std::vector<unsigned>& Registry::ProcFamilyOrder() {
+  static const std::vector<unsigned> order = [] {
+    const ProcMetrics& probe = FamilyProbe();
+    std::vector<unsigned> o;
+    for (const auto& fam : probe.registry.Collect()) {
       for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
-        if (m.name(f) == fam.name) {
-          family_order_.push_back(f);
+        if (probe.name(f) == fam.name) {
+          o.push_back(f);
         }
       }
     }
+    o.push_back(ProcMetrics::kInfo);
+    return o;
+  }();
+  return order;
+}
+
+bool Registry::RefreshText(ProcMetrics& m) {
+  if (family_order_.empty()) {
+    family_order_ = ProcFamilyOrder();
     family_headers_.resize(ProcMetrics::kFamilyCount);
     if (family_order_.size() != ProcMetrics::kFamilyCount) {
       return false;
@@ -552,6 +690,10 @@ bool Registry::RefreshText(ProcMetrics& m) {
   for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
     if (m.dirty & (1u << f)) {
       const std::vector<prometheus::MetricFamily> fams = m.Collect(f);
+      if (fams.empty()) {
+        texts[f] = {};  // no series of this family in this process
+        continue;
+      }
       if (fams.size() != 1) {
         return false;
       }
@@ -640,9 +782,14 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
                                [](const auto& kv) { return kv.second.metrics != nullptr; });
   if (any) {
     for (unsigned f : family_order_) {
-      out->push_back(family_headers_[f]);
+      // A family without a series in any process is left out, as Collect leaves it out.
+      bool header = false;
       for (const auto& [key, p] : procs_) {
         if (p.metrics && !p.metrics->text[f].empty()) {
+          if (!header) {
+            out->push_back(family_headers_[f]);
+            header = true;
+          }
           out->push_back(TextPiece{p.metrics->block, p.metrics->text[f]});
         }
       }
@@ -676,21 +823,28 @@ std::string Registry::MetricsTextUncachedForTest(Now now) {
 }
 
 void Registry::WriteUncached(std::ostream& out) {
-  std::vector<prometheus::MetricFamily> families;
-  std::map<std::string, size_t> index;
+  // Every process's families merged by name, in the exposition's order (ProcFamilyOrder).
+  std::map<std::string, prometheus::MetricFamily> by_name;
   for (const auto& [key, p] : procs_) {
     if (!p.metrics) {
       continue;
     }
     for (auto& f : p.metrics->CollectAll()) {
-      auto [it, added] = index.emplace(f.name, families.size());
+      auto [it, added] = by_name.try_emplace(f.name);
       if (added) {
-        families.push_back(std::move(f));
+        it->second = std::move(f);
       } else {
-        auto& into = families[it->second].metric;
+        auto& into = it->second.metric;
         into.insert(into.end(), std::make_move_iterator(f.metric.begin()),
                     std::make_move_iterator(f.metric.end()));
       }
+    }
+  }
+  std::vector<prometheus::MetricFamily> families;
+  for (unsigned f : ProcFamilyOrder()) {
+    auto it = by_name.find(FamilyProbe().name(f));
+    if (it != by_name.end()) {
+      families.push_back(std::move(it->second));
     }
   }
   for (auto& f : metrics_->registry.Collect()) {

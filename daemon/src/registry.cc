@@ -238,6 +238,18 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
     ApplyStall(c, std::move(*s), *l, now);
     return std::nullopt;
   }
+  if (auto* calls = std::get_if<CallsFinding>(&m)) {
+    if (auto e = identity(calls->service, calls->pid)) {
+      return e;
+    }
+    Loop* l = FindOrAddLoop(calls->service, calls->pid, calls->loop, &err);
+    if (!l) {
+      return err;
+    }
+    l->last_seen_unix_ns = now.unix_ns;
+    ApplyCalls(std::move(*calls), *l);
+    return std::nullopt;
+  }
   auto& d = std::get<DelayFinding>(m);
   if (auto e = identity(d.service, d.pid)) {
     return e;
@@ -354,6 +366,9 @@ void Registry::RemoveProc(const ProcKey& key) {
   for (auto it = loops_.lower_bound(LoopKey{key.first, key.second, ""});
        it != loops_.end() && std::get<0>(it->first) == key.first &&
        std::get<1>(it->first) == key.second;) {
+    if (it->second.calls) {
+      call_sites_ -= it->second.calls->sites.size();
+    }
     it = loops_.erase(it);
   }
   ReleaseSlot(key, p->second.slot);

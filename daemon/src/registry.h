@@ -14,6 +14,7 @@
 //   metrics_exporter.cc  the Prometheus series and their text cache (/metrics); the only file of
 //                        the daemon that includes prometheus-cpp
 //   api_json.cc          the JSON of /api/v1/loops and /api/v1/stalls
+//   call_store.cc        the blocking-call ledger of each loop (calls findings, /api/v1/calls)
 //
 // Threading: not thread-safe; every method is called on the daemon's loop thread. Time comes in
 // as arguments (monotonic for timeouts, Unix for stall ages), so the logic runs without sleeps.
@@ -77,6 +78,12 @@ struct RegistryOptions {
   // stack is counted once, as in the merged table.
   size_t max_stack_records = 50000;
   size_t max_stack_records_bytes = 16 << 20;
+  // Call sites of the blocking-call ledger kept for /api/v1/calls (call_store.cc), per loop and
+  // in all. A site beyond either is not kept (its calls still count in the series), counted in
+  // stallwatch_daemon_call_sites_not_kept_total and in the loop's `sites_not_kept`. A site is
+  // ~200 bytes plus its names and buckets.
+  size_t max_call_sites_per_loop = 128;
+  size_t max_call_sites = 16384;
 };
 
 struct Now {
@@ -95,10 +102,23 @@ struct StallQuery {
   std::optional<uint64_t> stall_id;
 };
 
+// /api/v1/calls: the call sites of the loops the filters select, most total time first.
+struct CallQuery {
+  size_t limit = 100;
+  std::optional<std::string> service;
+  std::optional<int64_t> pid;
+  std::optional<std::string> loop;
+  std::optional<std::string> call;    // a name of kBlockingCalls
+  std::optional<std::string> family;  // a name of kBlockingCallFamilies
+};
+
 // Prometheus bucket boundaries (seconds) of the exported histograms (metrics_exporter.cc).
 const std::vector<double>& DelayBucketsSeconds();
 const std::vector<double>& IterationBucketsSeconds();
 const std::vector<double>& StallBucketsSeconds();
+// stallwatch_blocking_call_seconds: powers of 4 ns from 2^10 ns (1.024 µs) to 2^34 ns (17.2 s),
+// boundaries of the ledger's buckets, so the re-bucketing is exact.
+const std::vector<double>& BlockingCallBucketsSeconds();
 
 namespace internal {
 // Re-buckets a sparse histogram of the agent's log-linear layout into Prometheus buckets:
@@ -108,6 +128,9 @@ namespace internal {
 // straddles a bound (it is narrower than 1/128 of the bound) counts in the next bucket up.
 // (metrics_exporter.cc)
 std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<double>& bounds_s);
+// The same for a call site's buckets (the ledger's layout, blocking_calls.h).
+std::vector<double> RebucketCalls(const SparseHistogram& sparse,
+                                  const std::vector<double>& bounds_s);
 // stack_store.cc:
 // Bounds what the daemon keeps of a finding (see RegistryOptions); returns its approximate size.
 size_t TrimForStorage(StallFinding* f);
@@ -115,6 +138,23 @@ size_t TrimForStorage(StallFinding* f);
 std::string FoldedStack(const std::string& service, const Stack& s);
 }  // namespace internal
 
+// The blocking-call ledger of one loop, summed over its calls findings (call_store.cc).
+struct CallSite {
+  uint64_t count = 0;
+  double total_s = 0;
+  double max_s = 0;
+  SparseHistogram buckets;  // by index, cumulative
+  int64_t first_ns = 0;     // Unix ns: the start of the first window with calls here
+  int64_t last_ns = 0;      // the end of the last one
+};
+// (call index in kBlockingCalls, function, file, line, module)
+using CallSiteKey = std::tuple<int, std::string, std::string, int64_t, std::string>;
+struct LoopCalls {
+  std::map<CallSiteKey, CallSite> sites;
+  int64_t first_ns = 0;         // Unix ns: the start of the loop's first calls window
+  uint64_t agent_overflow = 0;  // calls the agent's table had no room for
+  uint64_t sites_not_kept = 0;  // calls of sites the daemon had no room for
+};
 class Registry {
  public:
   using ConnId = uint64_t;
@@ -172,8 +212,12 @@ class Registry {
   nlohmann::json StacksJson(const StackQuery& q, Now now) const;
   std::string StacksFolded(const StackQuery& q, Now now) const;
   StatusOr<std::string> StacksPprof(const StackQuery& q, Now now) const;
+  // /api/v1/calls (call_store.cc).
+  nlohmann::json CallsJson(const CallQuery& q, Now now) const;
 
   size_t connections() const { return conns_.size(); }
+  // False once the exposition's text cache was given up (an unexpected serializer layout).
+  bool text_cache_ok() const { return text_cache_ok_; }
   size_t loops() const { return loops_.size(); }
   size_t silent_agents() const;
   uint64_t rejected(wire::RejectReason reason) const;
@@ -213,6 +257,7 @@ class Registry {
     uint64_t counted_stalls = 0;
     uint64_t last_stack_samples = 0, last_suppressed = 0;
     std::unique_ptr<LoopSeries, SeriesDeleter> series;
+    std::unique_ptr<LoopCalls> calls;  // on the heap: most loops make no blocking call
   };
   struct StackAgg {
     std::string service;
@@ -230,6 +275,7 @@ class Registry {
                       wire::DecodeError* err);
   void ApplyStall(const Conn& c, StallFinding&& f, Loop& l, Now now);
   void ApplyDelay(const Conn& c, DelayFinding&& f, Loop& l, Now now);
+  void ApplyCalls(CallsFinding&& f, Loop& l);  // call_store.cc
   void RemoveProc(const ProcKey& key);
   // Process slots (registry.cc): the lowest slot of `service` not held by a connected process,
   // or none when all max_processes_per_service slots are; holding and releasing one.
@@ -255,6 +301,10 @@ class Registry {
   static void AddSuppressed(Loop& l, uint64_t n);
   static void AddStalls(Loop& l, StallClass cls, uint64_t n);
   static void ObserveStall(Loop& l, double duration_s);
+  // One call's calls in a window: `call` indexes kBlockingCalls.
+  static void ObserveCalls(Loop& l, int call, uint64_t count, double sum_s,
+                           const SparseHistogram& buckets);
+  void CountCallSitesNotKept(uint64_t n);
   static void SetOngoing(Loop& l, double age_s);
   static void AddDropped(Proc& p, uint64_t n);
   void CountStackEvicted();
@@ -268,6 +318,8 @@ class Registry {
   [[nodiscard]] bool RefreshText(ProcMetrics& m);
   bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
   void WriteUncached(std::ostream& out);
+  static const ProcMetrics& FamilyProbe();
+  static const std::vector<unsigned>& ProcFamilyOrder();
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
@@ -295,6 +347,7 @@ class Registry {
   uint64_t stack_seq_ = 0;
   size_t stacks_bytes_ = 0;
   uint64_t stacks_overflow_ = 0;
+  size_t call_sites_ = 0;  // CallSite entries of every loop (max_call_sites)
   StackRecords stack_records_{options_.max_stack_records, options_.max_stack_records_bytes};
   // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.
   std::vector<unsigned> family_order_;

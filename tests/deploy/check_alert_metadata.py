@@ -28,7 +28,8 @@ REQUIRED = {
     "StallwatchFindingsDropped": "process", "StallwatchDaemonDown": "daemon",
 }
 # Alerts beyond the required ones, and what their summary can name.
-OPTIONAL = {"StallwatchDaemonTargetMissing": "fleet"}  # absent(): no target, so no labels
+OPTIONAL = {"StallwatchDaemonTargetMissing": "fleet",  # absent(): no target, so no labels
+            "StallwatchBlockingCallsHigh": "loop"}
 NAMES = {"loop": ["service", "loop"], "process": ["service", "process"], "daemon": ["instance"],
          "fleet": []}
 

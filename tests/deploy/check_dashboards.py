@@ -125,12 +125,9 @@ def check_dashboard(path, problems):
             # Per-loop metrics must honour every loop variable; per-process ones service/process;
             # daemon-wide ones at least the instance.
             needs = ["$instance"]
-            if names & (pn.ALLOWED - {"stallwatch_agents_connected", "up",
-                                      "stallwatch_daemon_frames_rejected_total"}):
+            if names & (pn.ALLOWED - pn.DAEMON_WIDE):
                 needs += ["$service", "$process"]
-            if names - {"stallwatch_agents_connected", "up",
-                        "stallwatch_daemon_frames_rejected_total",
-                        "stallwatch_agent_findings_dropped_total", "stallwatch_process_info"}:
+            if names - pn.DAEMON_WIDE - pn.PER_PROCESS:
                 needs += ["$loop"]
             for var in needs:
                 if var not in expr:

@@ -51,6 +51,14 @@ fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("and on
 expect_reject "rule test notices agent-silent firing for a process that lived seconds" \
   'loop="main", process="0", service="cron"' "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
 
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace(") > 0.05\n", ") > 0.07\n")'
+expect_reject "rule test notices a blocking-time threshold raised above the test's 6%" \
+  "StallwatchBlockingCallsHigh" "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
+
+fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("sum by (instance, service, process, loop) (\n            rate(stallwatch_blocking_call_seconds_sum[5m])", "max by (instance, service, process, loop) (\n            rate(stallwatch_blocking_call_seconds_sum[5m])")'
+expect_reject "rule test notices blocking time judged per call, not per loop" \
+  "StallwatchBlockingCallsHigh" "$promtool" test rules "$T/deploy/prometheus/tests/stallwatch.rules.test.yml"
+
 # The series carry the process slot, not the pid (the pid is in stallwatch_process_info only).
 fresh; edit "$dash" 's.replace("(process {{process}}, {{instance}})", "(pid {{pid}}, {{instance}})", 1)'
 expect_reject "dashboard legend naming a pid label" "legendFormat uses a pid label" \
@@ -95,6 +103,11 @@ expect_reject "dashboard using a metric the daemon does not export" \
 fresh; edit "$T/deploy/prometheus/rules/stallwatch.rules.yml" 's.replace("rate(stallwatch_stalls_total{", "rate(stallwatch_stall_total{", 1)'
 expect_reject "rule using a metric the daemon does not export" \
   "stallwatch_stall_total is not a metric" "$py" "$here/check_metric_names.py" "$T"
+
+fresh; edit "$dash" 's.replace("stallwatch_blocking_call_seconds_sum{", "stallwatch_blocking_call_seconds_total{", 1)'
+expect_reject "dashboard using a ledger metric the daemon does not export" \
+  "stallwatch_blocking_call_seconds_total is not a metric stallwatchd exports" \
+  "$py" "$here/check_metric_names.py" "$T"
 
 fresh; edit "$T/docs/runbooks.md" 's.replace("## StallwatchAgentSilent", "## Agent silent", 1)'
 expect_reject "runbook link to a missing section" "has no heading for #stallwatchagentsilent" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for stallwatchd's /metrics: the metric names, labels and buckets the daemon
 exports (PRODUCT.md; docs of the daemon), with values that move every second as a live host's
-would (two loops of one process stalling now and then). Used only to prove that every
+would (two loops of one process stalling now and then and making blocking calls). Used only to prove that every
 dashboard query parses and returns data through a real Prometheus before the daemon is there.
 
     fake_stallwatchd.py PORT_FILE    # listens on 127.0.0.1:<free port>, writes the port to PORT_FILE
@@ -17,7 +17,12 @@ START = time.monotonic()
 DELAY = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
 ITER = [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]
 STALL = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+# The blocking-call ledger's buckets: 2^10 ... 2^34 ns by powers of 4, in seconds.
+BLOCKING = [2 ** e / 1e9 for e in range(10, 35, 2)]
 LOOPS = [("demo", "0", "main"), ("demo", "0", "worker-1")]  # service, process slot, loop
+# Blocking calls per loop: (call, calls per second, bucket index). Series exist only for the
+# calls a loop made: main resolves names and sleeps, worker-1 syncs a file.
+CALLS = [[("getaddrinfo", 20, 4), ("clock_nanosleep", 5, 6)], [("fsync", 2, 7)]]
 REASONS = ["bad_magic", "bad_version", "bad_length", "bad_json", "not_object", "unknown_kind",
            "bad_field", "no_hello", "identity_mismatch", "truncated", "limit", "handshake_timeout",
            "frame_timeout", "auth"]
@@ -65,6 +70,18 @@ def render():
                 out.append(f"{name}{{{lab}}} {int(t * 2)}")
             else:
                 out.append(f"{name}{{{lab}}} {int(t * 0.1)}")
+    for kind, name in (("counter", "stallwatch_blocking_calls_total"),
+                       ("histogram", "stallwatch_blocking_call_seconds")):
+        out.append(f"# TYPE {name} {kind}")
+        for i, (svc, process, loop) in enumerate(LOOPS):
+            for call, per_s, at in CALLS[i]:
+                lab = f'call="{call}",loop="{loop}",process="{process}",service="{svc}"'
+                if kind == "counter":
+                    out.append(f"{name}{{{lab}}} {int(t * per_s)}")
+                else:
+                    histogram(out, name, lab, BLOCKING, t, per_s, at)
+    out.append("# TYPE stallwatch_daemon_call_sites_not_kept_total counter")
+    out.append("stallwatch_daemon_call_sites_not_kept_total 0")
     out.append("# TYPE stallwatch_agent_findings_dropped_total counter")
     out.append('stallwatch_agent_findings_dropped_total{process="0",service="demo"} 0')
     out.append("# TYPE stallwatch_process_info gauge")

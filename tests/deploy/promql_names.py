@@ -10,6 +10,7 @@ HISTOGRAMS = {
     "stallwatch_loop_delay_seconds",
     "stallwatch_loop_iteration_seconds",
     "stallwatch_stall_duration_seconds",
+    "stallwatch_blocking_call_seconds",
 }
 PLAIN = {
     "stallwatch_loop_utilization_ratio",
@@ -17,13 +18,27 @@ PLAIN = {
     "stallwatch_stall_ongoing_seconds",
     "stallwatch_stack_samples_total",
     "stallwatch_reports_suppressed_total",
+    "stallwatch_blocking_calls_total",
     "stallwatch_agent_findings_dropped_total",
     "stallwatch_process_info",
     "stallwatch_agents_connected",
     "stallwatch_daemon_frames_rejected_total",
+    "stallwatch_daemon_call_sites_not_kept_total",
     "up",
 }
 ALLOWED = PLAIN | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+# Metrics without service/process/loop labels (one series per daemon or per reason), and
+# per-process ones (service and process, no loop); every other one is per loop.
+DAEMON_WIDE = {
+    "stallwatch_agents_connected",
+    "stallwatch_daemon_frames_rejected_total",
+    "stallwatch_daemon_call_sites_not_kept_total",
+    "up",
+}
+PER_PROCESS = {
+    "stallwatch_agent_findings_dropped_total",
+    "stallwatch_process_info",
+}
 
 _KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",

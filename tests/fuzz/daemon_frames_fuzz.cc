@@ -31,6 +31,8 @@ RegistryOptions SmallLimits() {
   o.max_recent_bytes = 64 << 10;
   o.max_stacks = 16;
   o.max_stacks_bytes = 64 << 10;
+  o.max_call_sites_per_loop = 4;
+  o.max_call_sites = 6;
   return o;
 }
 
@@ -71,19 +73,26 @@ bool WellFormedSample(std::string_view line) {
          (std::isalnum(static_cast<unsigned char>(line[i])) || line[i] == '_' || line[i] == ':')) {
     ++i;
   }
-  if (i == 0) return false;
+  if (i == 0) {
+    return false;
+  }
   if (i < line.size() && line[i] == '{') {
     ++i;
     while (i < line.size() && line[i] != '}') {
       const size_t eq = line.find("=\"", i);
-      if (eq == std::string_view::npos || eq == i) return false;
+      if (eq == std::string_view::npos || eq == i) {
+        return false;
+      }
       i = eq + 2;
       for (;;) {
-        if (i >= line.size()) return false;
+        if (i >= line.size()) {
+          return false;
+        }
         if (line[i] == '\\') {
           if (i + 1 >= line.size() ||
-              std::string_view("\\\"n").find(line[i + 1]) == std::string_view::npos)
+              std::string_view("\\\"n").find(line[i + 1]) == std::string_view::npos) {
             return false;
+          }
           i += 2;
         } else if (line[i] == '"') {
           ++i;
@@ -92,13 +101,21 @@ bool WellFormedSample(std::string_view line) {
           ++i;
         }
       }
-      if (i >= line.size() || (line[i] != ',' && line[i] != '}')) return false;
-      if (line[i] == ',') ++i;
+      if (i >= line.size() || (line[i] != ',' && line[i] != '}')) {
+        return false;
+      }
+      if (line[i] == ',') {
+        ++i;
+      }
     }
-    if (i >= line.size()) return false;
+    if (i >= line.size()) {
+      return false;
+    }
     ++i;  // '}'
   }
-  if (i >= line.size() || line[i] != ' ') return false;
+  if (i >= line.size() || line[i] != ' ') {
+    return false;
+  }
   return line.find_first_of(" \t", i + 1) == std::string_view::npos && i + 1 < line.size();
 }
 
@@ -107,7 +124,9 @@ double RejectedInExposition(const std::string& text, wire::RejectReason r) {
   const std::string key = std::string("stallwatch_daemon_frames_rejected_total{reason=\"") +
                           wire::RejectReasonName(r) + "\"} ";
   const size_t p = text.find(key);
-  if (p == std::string::npos) return -1;
+  if (p == std::string::npos) {
+    return -1;
+  }
   return std::stod(text.substr(p + key.size(), text.find('\n', p) - p - key.size()));
 }
 
@@ -148,7 +167,9 @@ SW_FUZZ_TARGET(SwFuzzDaemonFrames) {
 
   // Every refused frame is counted once, and the exposition says so.
   uint64_t counted = 0;
-  for (auto r : wire::kAllRejectReasons) counted += reg.rejected(r);
+  for (auto r : wire::kAllRejectReasons) {
+    counted += reg.rejected(r);
+  }
   SW_FUZZ_CHECK(counted == logged);
   stallwatch::fuzz::Count(counted == 0);
 
@@ -169,7 +190,9 @@ SW_FUZZ_TARGET(SwFuzzDaemonFrames) {
     const size_t nl = text.find('\n', start);
     SW_FUZZ_CHECK(nl != std::string::npos);  // every line ends
     const std::string_view line(text.data() + start, nl - start);
-    if (!line.starts_with("#")) SW_FUZZ_CHECK(WellFormedSample(line));
+    if (!line.starts_with("#")) {
+      SW_FUZZ_CHECK(WellFormedSample(line));
+    }
     start = nl + 1;
   }
 
@@ -185,8 +208,12 @@ SW_FUZZ_TARGET(SwFuzzDaemonFrames) {
   SW_FUZZ_CHECK(stalls.at("stalls").size() <= options.max_recent_stalls + reg.loops());
   const auto stacks = reg.StacksJson();
   SW_FUZZ_CHECK(stacks.at("stacks").size() <= options.max_stacks);
+  CallQuery every_call;
+  every_call.limit = 1000;
+  const auto calls = reg.CallsJson(every_call, now);
+  SW_FUZZ_CHECK(calls.at("calls").size() <= options.max_call_sites);
   // What the API serves parses back (strings not valid UTF-8 are replaced, never fatal).
-  for (const auto* j : {&loops, &stalls, &stacks}) {
+  for (const auto* j : {&loops, &stalls, &stacks, &calls}) {
     SW_FUZZ_CHECK(!nlohmann::json::parse(dump(*j), nullptr, false).is_discarded());
   }
   (void)reg.StacksFolded();

@@ -147,6 +147,22 @@ void Route(std::string_view path, std::string_view query) {
                     static_cast<unsigned char>((*profile)[0]) == 0x1f);
       break;
     }
+    case ApiRequest::Kind::kCalls: {
+      SW_FUZZ_CHECK(path == "/api/v1/calls");
+      const CallQuery& q = r->calls;
+      SW_FUZZ_CHECK(q.limit >= 1 && q.limit <= 1000);
+      const nlohmann::json j = reg.CallsJson(q, now);
+      SW_FUZZ_CHECK(j.at("calls").size() <= q.limit);
+      for (const auto& c : j.at("calls")) {
+        if (q.service) {
+          SW_FUZZ_CHECK(c.at("service") == *q.service);
+        }
+        if (q.call) {
+          SW_FUZZ_CHECK(c.at("call") == *q.call);
+        }
+      }
+      break;
+    }
     case ApiRequest::Kind::kMetrics:
       SW_FUZZ_CHECK(path == "/metrics");
       break;

@@ -1094,6 +1094,7 @@ void Watchdog::EmitCalls(LoopWatch& w, int64_t now, double window_s) {
     e.total_s = static_cast<double>(row.total_ns) / kNsPerSecond;
     e.max_s = static_cast<double>(row.max_ns) / kNsPerSecond;
     e.p99_s = static_cast<double>(row.p99_ns) / kNsPerSecond;
+    e.buckets = row.buckets;
     c.calls.push_back(std::move(e));
   }
   reporter_->Submit(std::move(c));

@@ -95,6 +95,9 @@ struct CallSiteStats {
   double total_s = 0;
   double max_s = 0;
   double p99_s = 0;  // within a factor of 2^(1/2) (the ledger's buckets), at most max_s
+  // The window's calls by duration bucket (the ledger's layout, blocking_calls.h: index →
+  // count, only buckets with calls). What the daemon's stallwatch_blocking_call_seconds sums.
+  SparseHistogram buckets;
 };
 
 struct CallsFinding {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every panel and variable query of every dashboard, evaluated by a real Prometheus (Debian's
 # package) scraping the real stallwatchd, while the bundled server with the agent attached
-# stalls its loop on purpose (cpu and sleep). A parse error or an empty result fails the test.
+# stalls its loop on purpose (cpu and sleep) and a Python asyncio loop under the preload shim
+# (`stallwatch run`) makes blocking calls on its thread (the blocking-call ledger's series).
+# A parse error or an empty result fails the test.
 # Loopback only; every process started here is ended by its PID; bounded to ~2 minutes.
 # Usage: dashboards_real_daemon.sh STALLWATCHD STALLWATCH PROMETHEUS
 set -euo pipefail
@@ -36,6 +38,24 @@ wait_http "http://127.0.0.1:$serve_port/" || { cat "$work/serve.log"; exit 1; }
 "$cli" block --url "http://127.0.0.1:$serve_port" --duration 120ms --period 700ms --kind cpu
 for _ in 1 2 3; do curl -fs --max-time 5 "http://127.0.0.1:$serve_port/block?ms=150" >/dev/null; done
 
+# An unmodified Python program whose asyncio loop sleeps 2 ms (time.sleep: clock_nanosleep) and
+# resolves a name (getaddrinfo) in a callback every ~20 ms, for 60 s at most.
+STALLWATCH_REPORT_INTERVAL=1s STALLWATCH_WATCHDOG=thread "$cli" run \
+  --endpoint "unix:$work/agent.sock" --service dashcalls -- python3 -c '
+import asyncio, socket, time
+def tick(loop, end):
+    time.sleep(0.002)
+    socket.getaddrinfo("localhost", 80)
+    if loop.time() < end:
+        loop.call_later(0.02, tick, loop, end)
+    else:
+        loop.stop()
+loop = asyncio.new_event_loop()
+loop.call_soon(tick, loop, loop.time() + 60)
+loop.run_forever()
+' >"$work/calls.log" 2>&1 &
+pids+=($!)
+
 source "$here/../../deploy/prometheus_lib.sh"
 start_prometheus "$prom" "$work" "127.0.0.1:$daemon_port" "$prom_port"
 
@@ -57,3 +77,22 @@ if ! grep -q 'process="0",service="dashdemo"} 1' <<<"$info"; then
   exit 1
 fi
 echo "ok: no pid label on the series; stallwatch_process_info names the pid"
+
+# The ledger of dashcalls' loop: both calls counted in Prometheus, and their call sites ranked
+# by `stallwatch calls`.
+ledger=$(curl -fs --max-time 10 "http://127.0.0.1:$prom_port/api/v1/query" \
+  --data-urlencode 'query=sum by (call) (stallwatch_blocking_calls_total{service="dashcalls"}) > 0')
+for call in getaddrinfo clock_nanosleep; do
+  if ! grep -q "\"call\":\"$call\"" <<<"$ledger"; then
+    echo "FAIL: no $call of dashcalls in stallwatch_blocking_calls_total: $ledger"
+    cat "$work/calls.log"
+    exit 1
+  fi
+done
+sites=$("$cli" calls --daemon "http://127.0.0.1:$daemon_port" --service dashcalls)
+if ! grep -q "^  getaddrinfo from " <<<"$sites" || ! grep -q "^  clock_nanosleep from " <<<"$sites"; then
+  echo "FAIL: stallwatch calls does not list dashcalls' getaddrinfo and clock_nanosleep sites:"
+  echo "$sites"
+  exit 1
+fi
+echo "ok: the ledger counts dashcalls' getaddrinfo and clock_nanosleep; stallwatch calls ranks their sites"

@@ -97,32 +97,40 @@ TEST(CliEdges, OtherCommandsRefuseZeroCountsAndDurationsWithTheRange) {
   }
 }
 
+// The start of a shell script (inside sh -c '…'): a daemon on a temporary socket with HTTP on
+// `hport` (its pid in $dpid), `serve` reporting to it (its pid in $spid, its address in $port),
+// one request that blocks serve's loop for 300 ms, and a wait until /api/v1/stalls`query` lists
+// a stall. $dir is the temporary directory.
+std::string DaemonServeAndOneStall(const std::string& hport, const std::string& query) {
+  const std::string bin = SW_STALLWATCH_BIN;
+  const std::string daemon = SW_STALLWATCHD_BIN;
+  return "dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
+         "127.0.0.1:" + hport +
+         " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
+         "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
+         bin +
+         " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
+         "spid=$!; "
+         "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
+         "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
+         bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
+         "for i in $(seq 100); do curl -s \"http://127.0.0.1:" + hport + "/api/v1/stalls" + query +
+         "\" | grep -q stall_id && break; sleep 0.1; done; ";
+}
+
 // experiment --daemon URL uses that running daemon, and its closing count is only the
 // experiment's own stalls: a stall another process reported to the same daemon is not counted.
 TEST(CliEdges, ExperimentWithAGivenDaemonCountsOnlyItsOwnStalls) {
   const std::string bin = SW_STALLWATCH_BIN;
-  const std::string daemon = SW_STALLWATCHD_BIN;
   const std::string hport = std::to_string(ClosedPort());
-  const Result r = RunCommand(
-      "sh -c 'dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
-      "127.0.0.1:" + hport +
-      " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
-      "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
-      bin +
-      " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
-      "spid=$!; "
-      "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
-      "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
-      bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
-      "for i in $(seq 50); do curl -s http://127.0.0.1:" + hport +
-      "/api/v1/stalls | grep -q stall_id && break; sleep 0.1; done; "
-      "kill -TERM $spid; wait $spid; " +
-      bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
-      " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
-      "echo foreign=$(curl -s http://127.0.0.1:" +
-      hport +
-      "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
-      "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  const Result r =
+      RunCommand("sh -c '" + DaemonServeAndOneStall(hport, "") + "kill -TERM $spid; wait $spid; " +
+                 bin + " experiment --quick --modes block -c 2 --daemon http://127.0.0.1:" + hport +
+                 " --endpoint unix:$dir/agent.sock --json >/dev/null; echo exit=$?; "
+                 "echo foreign=$(curl -s http://127.0.0.1:" +
+                 hport +
+                 "/api/v1/stalls | grep -o \"\\\"pid\\\"\" | wc -l); "
+                 "kill -TERM $dpid; wait $dpid; rm -rf $dir'");
   EXPECT_NE(r.out.find("exit=0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("counted at stallwatchd http://127.0.0.1:" + hport), std::string::npos)
       << r.out;
@@ -143,32 +151,19 @@ TEST(CliEdges, ExperimentWithAGivenDaemonCountsOnlyItsOwnStalls) {
 // to -o FILE but never to a terminal, and the daemon's refusal of a bad --since is printed.
 TEST(CliEdges, StacksFiltersAndWritesPprofToAFileNeverToATerminal) {
   const std::string bin = SW_STALLWATCH_BIN;
-  const std::string daemon = SW_STALLWATCHD_BIN;
   const std::string hport = std::to_string(ClosedPort());
   const std::string stacks = bin + " stacks --daemon http://127.0.0.1:" + hport;
-  const Result r = RunCommand(
-      "sh -c 'dir=$(mktemp -d); " + daemon + " --agent-socket $dir/agent.sock --http-listen " +
-      "127.0.0.1:" + hport +
-      " --log-level warn >$dir/d.out 2>&1 & dpid=$!; "
-      "for i in $(seq 100); do [ -S $dir/agent.sock ] && break; sleep 0.1; done; " +
-      bin +
-      " serve --port 0 --threshold 50ms --endpoint unix:$dir/agent.sock >$dir/s.out 2>&1 & "
-      "spid=$!; "
-      "for i in $(seq 100); do grep -q listening $dir/s.out && break; sleep 0.1; done; "
-      "port=$(grep -o \"127.0.0.1:[0-9]*\" $dir/s.out | head -1); " +
-      bin + " load \"http://$port/block?ms=300\" -n 1 -c 1 >/dev/null 2>&1; " +
-      "for i in $(seq 100); do curl -s http://127.0.0.1:" + hport +
-      "/api/v1/stalls?ongoing=false | grep -q stall_id && break; sleep 0.1; done; "
-      "echo == blocked; " +
-      stacks + " --format folded --class blocked --since 10m; echo == cpu; " + stacks +
-      " --format folded --class cpu; echo == nobody; " + stacks +
-      " --format json --service nobody; echo == pprof; " + stacks +
-      " --format pprof --since 1h -o $dir/p.pb.gz; echo pprof_exit=$?; "
-      "echo magic=$(od -An -tx1 -N2 $dir/p.pb.gz | tr -d \" \"); echo == tty; "
-      "script -qec \"" +
-      stacks + " --format pprof\" /dev/null; echo tty_exit=$?; echo == bad; " + stacks +
-      " --since soon; echo bad_exit=$?; echo == end; "
-      "kill -TERM $spid; wait $spid; kill -TERM $dpid; wait $dpid; rm -rf $dir'");
+  const Result r =
+      RunCommand("sh -c '" + DaemonServeAndOneStall(hport, "?ongoing=false") + "echo == blocked; " +
+                 stacks + " --format folded --class blocked --since 10m; echo == cpu; " + stacks +
+                 " --format folded --class cpu; echo == nobody; " + stacks +
+                 " --format json --service nobody; echo == pprof; " + stacks +
+                 " --format pprof --since 1h -o $dir/p.pb.gz; echo pprof_exit=$?; "
+                 "echo magic=$(od -An -tx1 -N2 $dir/p.pb.gz | tr -d \" \"); echo == tty; "
+                 "script -qec \"" +
+                 stacks + " --format pprof\" /dev/null; echo tty_exit=$?; echo == bad; " + stacks +
+                 " --since soon; echo bad_exit=$?; echo == end; "
+                 "kill -TERM $spid; wait $spid; kill -TERM $dpid; wait $dpid; rm -rf $dir'");
   auto section = [&](const std::string& name) {
     const size_t from = r.out.find("== " + name + "\n");
     if (from == std::string::npos) {

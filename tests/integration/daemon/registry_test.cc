@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/histogram.h"
 #include "test_util.h"
 
@@ -65,6 +66,43 @@ DelayFinding Window(uint64_t stalls_total, uint64_t dropped = 0) {
   d.delay_buckets = {{static_cast<uint32_t>(HistBucketIndex(1'000'000)), 5}};
   d.sum_s = 0.005;
   return d;
+}
+
+struct SiteCalls {
+  std::string call, function;
+  uint64_t count;
+  double each_s = 0.001;  // every call's duration
+};
+// A calls finding of svc/42/main ending at At(end_s), a window of 10 s.
+CallsFinding Calls(const std::vector<SiteCalls>& sites, int64_t end_s = 10) {
+  CallsFinding c;
+  c.service = "svc";
+  c.pid = 42;
+  c.loop = "main";
+  c.end_ns = At(end_s).unix_ns;
+  c.window_s = 10;
+  for (const auto& s : sites) {
+    CallSiteStats e;
+    e.call = s.call;
+    e.site.function = s.function;
+    e.site.file = s.function + ".c";
+    e.site.line = 7;
+    e.site.module = "app";
+    e.count = s.count;
+    e.total_s = s.each_s * static_cast<double>(s.count);
+    e.max_s = s.each_s;
+    e.p99_s = s.each_s;
+    // The ledger's bucket of that duration.
+    const auto ns = static_cast<uint64_t>(s.each_s * 1e9);
+    uint32_t b = 0;
+    while (b + 1 < static_cast<uint32_t>(kCallBuckets) &&
+           CallBucketLowerNs(static_cast<int>(b + 1)) <= ns) {
+      ++b;
+    }
+    e.buckets = {{b, s.count}};
+    c.calls.push_back(std::move(e));
+  }
+  return c;
 }
 
 const std::vector<std::string> kLoop = {"service=\"svc\"", "process=\"0\"", "loop=\"main\""};
@@ -314,6 +352,9 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
       ag.conn = r.Connect("test", At(t));
       wire::Hello h = Hello(service(a), pid);
       h.loops = {loop(0), loop(1)};
+      if (rng() % 4 == 0) {
+        h.loops.clear();  // an agent whose loops are found after its hello
+      }
       ASSERT_FALSE(r.Apply(ag.conn, std::move(h), At(t)).has_value());
       ag.connected = true;
     } else if (op <= 5) {
@@ -345,6 +386,13 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
       f.loop = loop(rng() % 2);
       f.start_ns = At(t - 1).unix_ns;
       ASSERT_FALSE(r.Apply(ag.conn, std::move(f), At(t)).has_value());
+    } else if (rng() % 2 == 0) {
+      CallsFinding c = Calls({{"getaddrinfo", "resolve", 3}, {"usleep", "nap", 1}});
+      c.service = service(a);
+      c.pid = pid;
+      c.loop = loop(rng() % 2);
+      c.calls[0].buckets = {{static_cast<uint32_t>(rng() % kCallBuckets), 3}};
+      ASSERT_FALSE(r.Apply(ag.conn, std::move(c), At(t)).has_value());
     } else {
       r.Sweep(At(t));
     }
@@ -359,10 +407,122 @@ TEST(Registry, CachedExpositionEqualsAFreshSerialization) {
     }
   }
   EXPECT_GT(compared, 100u);
+  EXPECT_TRUE(r.text_cache_ok()) << "the cache was given up: the comparisons were of no cache";
   r.MetricsText(At(t));
   EXPECT_FALSE(r.PrepareMetrics(1s)) << "nothing left to serialize after a scrape";
   // Processes came and went: series were removed from the cache too.
   EXPECT_NE(r.MetricsText(At(t)).find("stallwatch_loop_delay_seconds_bucket"), std::string::npos);
+}
+
+// --- The blocking-call ledger: calls findings ----------------------------------------------
+
+// Sites add up across windows, /api/v1/calls ranks them by total time with their figures, and
+// each call has its counter and histogram (the histogram's buckets hold each call's duration).
+TEST(RegistryCalls, SitesAddUpAcrossWindowsRankByTotalTimeAndFeedTheSeries) {
+  Registry r;
+  auto c = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(c, Hello(), At(0)));
+  ASSERT_FALSE(r.Apply(
+      c, Calls({{"getaddrinfo", "resolve_backend", 100, 0.0001}, {"usleep", "nap", 2, 0.02}}),
+      At(10)));
+  ASSERT_FALSE(r.Apply(c, Calls({{"getaddrinfo", "resolve_backend", 50, 0.0001}}, 20), At(20)));
+  const json j = r.CallsJson(CallQuery{}, At(30));
+  ASSERT_EQ(j["calls"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["sites"], 2);
+  const json& top = j["calls"][0];
+  EXPECT_EQ(top["call"], "usleep");  // 0.04 s beats 150 × 0.1 ms = 0.015 s
+  EXPECT_EQ(top["family"], "sleep");
+  const json& dns = j["calls"][1];
+  EXPECT_EQ(dns["call"], "getaddrinfo");
+  EXPECT_EQ(dns["site"]["function"], "resolve_backend");
+  EXPECT_EQ(dns["site"]["file"], "resolve_backend.c");
+  EXPECT_EQ(dns["count"], 150);
+  EXPECT_NEAR(dns["total_s"].get<double>(), 0.015, 1e-9);
+  EXPECT_NEAR(dns["max_s"].get<double>(), 0.0001, 1e-12);
+  // p99 within the ledger's bucket of 100 µs ([98.3, 131) µs), at most the largest call.
+  EXPECT_GT(dns["p99_s"].get<double>(), 0.00009);
+  EXPECT_LE(dns["p99_s"].get<double>(), 0.0001);
+  EXPECT_EQ(dns["process"], 0);
+  EXPECT_EQ(dns["pid"], 42);
+  EXPECT_NEAR(dns["observed_s"].get<double>(), 30.0, 1e-6);  // since the first window began
+
+  const std::string m = r.MetricsText(At(30));
+  EXPECT_EQ(MetricValue(m, "stallwatch_blocking_calls_total", With("call=\"getaddrinfo\"")), 150);
+  EXPECT_EQ(MetricValue(m, "stallwatch_blocking_calls_total", With("call=\"usleep\"")), 2);
+  EXPECT_EQ(MetricValue(m, "stallwatch_blocking_call_seconds_count", With("call=\"getaddrinfo\"")),
+            150);
+  EXPECT_NEAR(*MetricValue(m, "stallwatch_blocking_call_seconds_sum", With("call=\"usleep\"")),
+              0.04, 1e-9);
+  // 100 µs lies between the bounds 65.5 µs and 262 µs; 20 ms between 16.8 ms and 67.1 ms.
+  auto bucket = [&](const char* call, const char* le) {
+    auto l = With(std::string("call=\"") + call + "\"");
+    l.push_back(std::string("le=\"") + le + "\"");
+    return MetricValue(m, "stallwatch_blocking_call_seconds_bucket", l);
+  };
+  EXPECT_EQ(bucket("getaddrinfo", "6.5536e-05"), 0);
+  EXPECT_EQ(bucket("getaddrinfo", "0.000262144"), 150);
+  EXPECT_EQ(bucket("usleep", "0.016777216"), 0);
+  EXPECT_EQ(bucket("usleep", "0.067108864"), 2);
+  // Only the calls the loop made have series.
+  EXPECT_FALSE(MetricValue(m, "stallwatch_blocking_calls_total", With("call=\"fsync\"")));
+
+  // Filters.
+  CallQuery q;
+  q.call = "usleep";
+  EXPECT_EQ(r.CallsJson(q, At(30))["calls"].size(), 1u);
+  q = CallQuery{};
+  q.family = "dns";
+  EXPECT_EQ(r.CallsJson(q, At(30))["calls"][0]["call"], "getaddrinfo");
+  q = CallQuery{};
+  q.service = "other";
+  EXPECT_TRUE(r.CallsJson(q, At(30))["calls"].empty());
+  q = CallQuery{};
+  q.limit = 1;
+  EXPECT_EQ(r.CallsJson(q, At(30))["calls"].size(), 1u);
+  EXPECT_EQ(r.CallsJson(q, At(30))["sites"], 2);
+}
+
+// Past the bounds a new site is not kept: its calls are counted as not kept (and in the
+// daemon's counter) but still in the series; the agent's own overflow is reported too. Once the
+// process is gone and expired, its sites make room for others.
+TEST(RegistryCalls, SitesBeyondTheBoundsAreCountedAndStillInTheSeries) {
+  RegistryOptions o;
+  o.max_call_sites_per_loop = 2;
+  o.max_call_sites = 3;
+  o.expire_after = 5s;
+  Registry r(o);
+  auto c = r.Connect("test", At(0));
+  ASSERT_FALSE(r.Apply(c, Hello(), At(0)));
+  CallsFinding f = Calls({{"usleep", "a", 1}, {"usleep", "b", 1}, {"usleep", "c", 4}});
+  f.overflow = 9;
+  ASSERT_FALSE(r.Apply(c, std::move(f), At(10)));
+  json j = r.CallsJson(CallQuery{}, At(10));
+  EXPECT_EQ(j["calls"].size(), 2u);
+  EXPECT_EQ(j["sites_not_kept"], 4);
+  EXPECT_EQ(j["overflow"], 9);
+  std::string m = r.MetricsText(At(10));
+  EXPECT_EQ(MetricValue(m, "stallwatch_blocking_calls_total", With("call=\"usleep\"")), 6);
+  EXPECT_EQ(MetricValue(m, "stallwatch_daemon_call_sites_not_kept_total"), 4);
+
+  // A second process: one site left in all.
+  auto c2 = r.Connect("test", At(11));
+  ASSERT_FALSE(r.Apply(c2, Hello("svc", 43), At(11)));
+  CallsFinding g = Calls({{"fsync", "d", 1}, {"fsync", "e", 1}});
+  g.pid = 43;
+  ASSERT_FALSE(r.Apply(c2, CallsFinding(g), At(12)));
+  CallQuery q43;
+  q43.pid = 43;
+  EXPECT_EQ(r.CallsJson(q43, At(12))["calls"].size(), 1u);
+  EXPECT_EQ(r.CallsJson(q43, At(12))["sites_not_kept"], 1);
+
+  // The first process goes and expires: its two sites are free for the second's.
+  r.Disconnect(c, At(13));
+  r.Sweep(At(20));
+  EXPECT_TRUE(r.CallsJson(CallQuery{}, At(20))["calls"].size() == 1u);
+  ASSERT_FALSE(r.Apply(c2, CallsFinding(g), At(21)));
+  EXPECT_EQ(r.CallsJson(q43, At(21))["calls"].size(), 2u);
+  m = r.MetricsText(At(21));
+  EXPECT_FALSE(MetricValue(m, "stallwatch_blocking_calls_total", With("call=\"usleep\"")));
 }
 
 // --- Process slots: the `process` label ------------------------------------------------------

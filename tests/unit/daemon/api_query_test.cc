@@ -285,3 +285,47 @@ TEST(ApiQuery, RoutesTheWebUiAndItsFiles) {
 
 }  // namespace
 }  // namespace stallwatch::daemon
+
+namespace stallwatch::daemon {
+namespace {
+
+// /api/v1/calls: the filters of the blocking-call ledger; call and family only from the fixed
+// lists (they name the accepted values), the shared limit/service/loop/pid rules.
+TEST(ApiQuery, CallQueriesParseEveryFilterAndRefuseUnknownCallsAndFamilies) {
+  auto r = ParseApiRequest("/api/v1/calls",
+                           "limit=5&service=api&pid=42&loop=main&call=getaddrinfo&family=dns");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->kind, ApiRequest::Kind::kCalls);
+  EXPECT_EQ(r->calls.limit, 5u);
+  EXPECT_EQ(r->calls.service, "api");
+  EXPECT_EQ(r->calls.pid, 42);
+  EXPECT_EQ(r->calls.loop, "main");
+  EXPECT_EQ(r->calls.call, "getaddrinfo");
+  EXPECT_EQ(r->calls.family, "dns");
+  EXPECT_EQ(ParseApiRequest("/api/v1/calls", "")->calls.limit, 100u);
+  EXPECT_EQ(ParseApiRequest("/api/v1/calls", "limit=99999")->calls.limit, 1000u);
+
+  auto bad = [](const char* query) {
+    auto b = ParseApiRequest("/api/v1/calls", query);
+    EXPECT_FALSE(b.ok()) << query;
+    EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument) << query;
+    return b.status().message();
+  };
+  EXPECT_NE(bad("call=gettimeofday").find("bad call 'gettimeofday': expected one of getaddrinfo|"),
+            std::string::npos);
+  EXPECT_NE(bad("family=disk").find("bad family 'disk': expected one of dns|sleep|"),
+            std::string::npos);
+  EXPECT_NE(bad("limit=0").find("bad limit '0'"), std::string::npos);
+  EXPECT_NE(bad("pid=-1").find("bad pid '-1'"), std::string::npos);
+  EXPECT_NE(bad("loop=").find("bad loop ''"), std::string::npos);
+  const std::string unknown = bad("format=folded");
+  EXPECT_NE(unknown.find("unknown parameter 'format'; accepted: limit=1..1000"), std::string::npos)
+      << unknown;
+  EXPECT_EQ(unknown.find('\n'), std::string::npos);
+  // The 404 names the new path among those served.
+  EXPECT_NE(ParseApiRequest("/api/v1/call", "").status().message().find("/api/v1/calls"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace stallwatch::daemon

@@ -266,25 +266,76 @@ TEST(WireReject, BodyErrorsAreNotFatal) {
   EXPECT_TRUE(std::holds_alternative<Hello>(m));
 }
 
-// A kind this daemon does not know, such as the ledger's "calls" (docs/findings.md; the agent
-// does not send it to the daemon yet): that frame alone is rejected, counted as unknown_kind, and
-// the connection goes on.
-TEST(WireReject, ACallsFindingIsAnUnknownKindThatLeavesTheConnectionUp) {
+// The ledger's "calls" findings travel as their JSON (docs/findings.md, docs/protocol.md): sites,
+// figures and duration buckets come back as sent.
+TEST(WireCodec, ACallsFindingRoundTripsWithItsSitesAndBuckets) {
+  CallsFinding c;
+  c.service = "s";
+  c.pid = 7;
+  c.loop = "main";
+  c.end_ns = 1765119845000000000;
+  c.window_s = 10;
+  c.overflow = 2;
+  CallSiteStats e;
+  e.call = "getaddrinfo";
+  e.site.function = "resolve_backend";
+  e.site.file = "app.c";
+  e.site.line = 20;
+  e.count = 3;
+  e.total_s = 0.003;
+  e.max_s = 0.0015;
+  e.p99_s = 0.0015;
+  e.buckets = {{21, 2}, {22, 1}};
+  c.calls.push_back(e);
+  const auto out = std::get<CallsFinding>(DecodeOne(EncodeFrame(c)));
+  EXPECT_EQ(out.loop, "main");
+  EXPECT_EQ(out.overflow, 2u);
+  ASSERT_EQ(out.calls.size(), 1u);
+  EXPECT_EQ(out.calls[0].call, "getaddrinfo");
+  EXPECT_EQ(out.calls[0].site.function, "resolve_backend");
+  EXPECT_EQ(out.calls[0].site.line, 20);
+  EXPECT_EQ(out.calls[0].count, 3u);
+  EXPECT_DOUBLE_EQ(out.calls[0].total_s, 0.003);
+  EXPECT_EQ(out.calls[0].buckets, e.buckets);
+}
+
+// A calls finding with a call outside the fixed list (it would become a label value), a bucket
+// outside the layout or too many sites is refused alone, as bad_field; the connection goes on.
+TEST(WireReject, ACallsFindingWithAnUnknownCallOrBucketIsABadField) {
   CallsFinding c;
   c.service = "s";
   c.pid = 7;
   c.loop = "main";
   c.calls.push_back({.call = "getaddrinfo", .site = {}, .count = 3});
-  const std::string both = Frame(ToJsonLine(c)) + EncodeFrame(SampleHello());
+  CallsFinding unknown = c;
+  unknown.calls[0].call = "made_up";
+  const std::string both = Frame(ToJsonLine(unknown)) + EncodeFrame(SampleHello());
   FrameDecoder d;
   d.Feed(both.data(), both.size());
   Message m;
   DecodeError err;
   ASSERT_EQ(d.Next(&m, &err), FrameDecoder::Result::kError);
-  EXPECT_EQ(err.reason, RejectReason::kUnknownKind);
+  EXPECT_EQ(err.reason, RejectReason::kBadField);
   EXPECT_FALSE(err.fatal);
+  EXPECT_NE(err.message.find("unknown call 'made_up'; accepted calls: getaddrinfo"),
+            std::string::npos)
+      << err.message;
   EXPECT_EQ(d.Next(&m, &err), FrameDecoder::Result::kMessage);
   EXPECT_TRUE(std::holds_alternative<Hello>(m));
+
+  CallsFinding bucket = c;
+  bucket.calls[0].buckets = {{58, 1}};
+  auto e = DecodeFail(Frame(ToJsonLine(bucket)));
+  EXPECT_EQ(e.reason, RejectReason::kBadField);
+  EXPECT_NE(e.message.find("accepted: 0..57"), std::string::npos) << e.message;
+
+  CallsFinding many = c;
+  many.calls.resize(kMaxCallSites + 1, c.calls[0]);
+  EXPECT_EQ(DecodeFail(Frame(ToJsonLine(many))).reason, RejectReason::kBadField);
+
+  CallsFinding no_pid = c;
+  no_pid.pid = 0;
+  EXPECT_EQ(DecodeFail(Frame(ToJsonLine(no_pid))).reason, RejectReason::kBadField);
 }
 
 TEST(WireReject, BadJsonAndInvalidUtf8AndDeepNesting) {
@@ -304,7 +355,7 @@ TEST(WireReject, UnknownKind) {
   EXPECT_EQ(DecodeFail(Frame(R"({"pid":1})")).reason, RejectReason::kUnknownKind);
   auto e = DecodeFail(Frame(R"({"kind":"metrics"})"));
   EXPECT_EQ(e.reason, RejectReason::kUnknownKind);
-  EXPECT_NE(e.message.find("hello, stall, delay"), std::string::npos);
+  EXPECT_NE(e.message.find("hello, stall, delay, calls"), std::string::npos);
 }
 
 TEST(WireReject, BadFields) {

@@ -116,7 +116,8 @@ inline constexpr auto kCallSiteFields = std::make_tuple(
     internal::Field("call", &CallSiteStats::call), internal::Field("count", &CallSiteStats::count),
     internal::Field("total_s", &CallSiteStats::total_s),
     internal::Field("max_s", &CallSiteStats::max_s),
-    internal::Field("p99_s", &CallSiteStats::p99_s));
+    internal::Field("p99_s", &CallSiteStats::p99_s),
+    internal::Field("buckets", &CallSiteStats::buckets));
 
 static_assert(internal::MemberCount<CallsFinding>() ==
                   std::tuple_size_v<decltype(kCallsFields)> + 1,  // + calls

@@ -7,10 +7,11 @@
 //   offset 2  1 byte   protocol version (kProtocolVersion)
 //   offset 3  1 byte   flags, must be 0
 //   offset 4  4 bytes  body length, big-endian, 2 ≤ length ≤ kMaxFrameBody
-//   offset 8  body     UTF-8 JSON object with a "kind": "hello", "stall" or "delay"
+//   offset 8  body     UTF-8 JSON object with a "kind": "hello", "stall", "delay" or "calls"
 //
 // The first frame of a connection is a hello (the agent's identity); the others are findings in
-// the JSON finding format (docs/findings.md), delay findings with their sparse histograms.
+// the JSON finding format (docs/findings.md), delay findings and the call sites of calls findings
+// with their sparse histograms.
 //
 // Pure code: no I/O. Threading: free functions are thread-safe; a FrameDecoder is used by one
 // thread at a time.
@@ -35,6 +36,8 @@ inline constexpr size_t kMaxLoopsInHello = 256;
 inline constexpr size_t kMaxStacks = 64;
 inline constexpr size_t kMaxFrames = 256;
 inline constexpr size_t kMaxTokenBytes = 4096;
+// Call sites in one calls finding (the agent's ledger holds 128 per loop).
+inline constexpr size_t kMaxCallSites = 256;
 
 // The agent's identity, sent first on every connection (and again after each reconnect).
 struct Hello {
@@ -49,7 +52,7 @@ struct Hello {
   std::string token;
 };
 
-using Message = std::variant<Hello, StallFinding, DelayFinding>;
+using Message = std::variant<Hello, StallFinding, DelayFinding, CallsFinding>;
 
 // Why a frame was rejected. The names are the `reason` label values of
 // stallwatch_daemon_frames_rejected_total.
@@ -59,7 +62,7 @@ enum class RejectReason {
   kBadLength,         // body length 0/1 or larger than kMaxFrameBody
   kBadJson,           // body is not valid UTF-8 JSON
   kNotObject,         // body is JSON but not an object
-  kUnknownKind,       // "kind" missing or not hello/stall/delay
+  kUnknownKind,       // "kind" missing or not hello/stall/delay/calls
   kBadField,          // a field is missing, of the wrong type or out of range
   kNoHello,           // a finding before the hello (daemon state)
   kIdentityMismatch,  // a finding's service/pid differs from the hello's (daemon state)
