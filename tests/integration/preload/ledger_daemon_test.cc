@@ -176,6 +176,53 @@ TEST(Ledger, TheDaemonRanksTheLoopsCallSitesCountsThemAndTheCliShowsThem) {
   EXPECT_EQ(d.Get("/healthz", &status), "ok\n");
 }
 
+// The file, socket, wait and lock families (ledger_io_app.c) through the daemon: the new names
+// are labels of the fixed list, and `stallwatch calls --family` takes the new families.
+TEST(Ledger, TheNewCallFamiliesReachTheDaemonAsCallsOfTheFixedList) {
+  if (access("/usr/bin/curl", X_OK) != 0) {
+    GTEST_SKIP() << "curl is needed (scripts/install-deps.sh installs it)";
+  }
+  Daemon d;
+  ASSERT_TRUE(d.Ready()) << "stallwatchd did not create its socket";
+  const CommandResult run = RunCommand(
+      std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
+          " STALLWATCH_WATCHDOG=thread STALLWATCH_SERVICE=ledger-io STALLWATCH_THRESHOLD=500ms"
+          " STALLWATCH_ENDPOINT=unix:" +
+          d.sock() + " " + SW_LEDGER_IO_APP + " io 10 2>&1",
+      30s);
+  ASSERT_EQ(run.code, 0) << run.out;
+
+  json reply;
+  ASSERT_TRUE(stallwatch::testing::WaitFor(
+      [&] {
+        reply = json::parse(d.Get("/api/v1/calls?service=ledger-io"), nullptr, false);
+        const json pipe = Entry(reply, "read_blocking", "pipe_blocking");
+        return pipe.is_object() && pipe["count"] == 10;
+      },
+      10s))
+      << reply.dump(1);
+  EXPECT_EQ(Entry(reply, "read_blocking", "pipe_blocking")["family"], "socket");
+  const json pread = Entry(reply, "pread", "file_io");
+  ASSERT_TRUE(pread.is_object()) << reply.dump(1);
+  EXPECT_EQ(pread["count"], 10);
+  EXPECT_EQ(pread["family"], "file");
+  const json mutex = Entry(reply, "pthread_mutex_lock", "mutex_taken");
+  ASSERT_TRUE(mutex.is_object()) << reply.dump(1);
+  EXPECT_EQ(mutex["family"], "lock");
+  EXPECT_TRUE(Entry(reply, "recv", "sock_nonblock").is_null()) << reply.dump(1);
+
+  const std::string metrics = d.Get("/metrics");
+  EXPECT_NE(metrics.find("stallwatch_blocking_calls_total{call=\"read_blocking\",loop=\"main\","
+                         "process=\"0\",service=\"ledger-io\"} 20"),  // two sites of 10
+            std::string::npos)
+      << metrics;
+  const CommandResult file_only =
+      RunCommand(std::string(SW_CLI) + " calls --daemon " + d.url() + " --family file 2>&1", 20s);
+  ASSERT_EQ(file_only.code, 0) << file_only.out;
+  EXPECT_NE(file_only.out.find("pread from file_io ("), std::string::npos) << file_only.out;
+  EXPECT_EQ(file_only.out.find("read_blocking"), std::string::npos) << file_only.out;
+}
+
 // STALLWATCH_LEDGER=off: the same loop and calls, watched as before (its delay windows go out),
 // but no call is counted; with the switch at any other value they are.
 TEST(Ledger, TheLedgerOffSwitchCountsNothingAndLeavesTheLoopWatched) {
