@@ -102,6 +102,7 @@ void Registry::ApplyCalls(CallsFinding&& f, Loop& l) {
       }
       it = lc.sites.emplace(std::move(key), CallSite{}).first;
       it->second.first_ns = f.end_ns - window_ns;
+      it->second.kind = Cut(c.site.kind);
       ++call_sites_;
     }
     CallSite& s = it->second;
@@ -160,6 +161,9 @@ json Registry::CallsJson(const CallQuery& q, Now now) const {
     site.line = line;
     site.module = module;
     const CallSite& s = *r.site;
+    if (!s.kind.empty()) {
+      site.kind = s.kind;
+    }
     out.push_back(json{
         {"service", service},
         {"pid", pid},

@@ -146,6 +146,7 @@ struct CallSite {
   SparseHistogram buckets;  // by index, cumulative
   int64_t first_ns = 0;     // Unix ns: the start of the first window with calls here
   int64_t last_ns = 0;      // the end of the last one
+  std::string kind;         // the frame's kind: "native" or "python" (a Python caller)
 };
 // (call index in kBlockingCalls, function, file, line, module)
 using CallSiteKey = std::tuple<int, std::string, std::string, int64_t, std::string>;

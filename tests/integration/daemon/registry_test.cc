@@ -466,6 +466,15 @@ TEST(RegistryCalls, SitesAddUpAcrossWindowsRankByTotalTimeAndFeedTheSeries) {
   // Only the calls the loop made have series.
   EXPECT_FALSE(MetricValue(m, "stallwatch_blocking_calls_total", With("call=\"fsync\"")));
 
+  EXPECT_EQ(dns["site"]["kind"], "native");
+  // A Python caller keeps its kind.
+  CallsFinding py = Calls({{"read", "load_config", 1}}, 25);
+  py.calls[0].site.kind = "python";
+  ASSERT_FALSE(r.Apply(c, std::move(py), At(25)));
+  CallQuery read;
+  read.call = "read";
+  EXPECT_EQ(r.CallsJson(read, At(30))["calls"][0]["site"]["kind"], "python");
+
   // Filters.
   CallQuery q;
   q.call = "usleep";
@@ -479,7 +488,7 @@ TEST(RegistryCalls, SitesAddUpAcrossWindowsRankByTotalTimeAndFeedTheSeries) {
   q = CallQuery{};
   q.limit = 1;
   EXPECT_EQ(r.CallsJson(q, At(30))["calls"].size(), 1u);
-  EXPECT_EQ(r.CallsJson(q, At(30))["sites"], 2);
+  EXPECT_EQ(r.CallsJson(q, At(30))["sites"], 3);
 }
 
 // Past the bounds a new site is not kept: its calls are counted as not kept (and in the
