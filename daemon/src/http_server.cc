@@ -51,11 +51,19 @@ void ReplyWebAsset(evhttp_request* req, const WebAsset& asset) {
 void ReleasePiece(const void*, size_t, void* arg) { delete static_cast<Registry::TextPiece*>(arg); }
 
 void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
+  // OpenMetrics (with the stall durations' exemplars) when the scraper asks for it, as
+  // Prometheus does; the text format otherwise.
+  const char* accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+  const bool om = accept && WantsOpenMetrics(accept);
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
-  evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  evhttp_add_header(headers, "Content-Type",
+                    om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                       : "text/plain; version=0.0.4; charset=utf-8");
   evhttp_add_header(headers, "Cache-Control", "no-store");
+  evhttp_add_header(headers, "Vary", "Accept");
   std::vector<Registry::TextPiece> pieces;
-  registry->MetricsPieces(now, &pieces);
+  registry->MetricsPieces(now, &pieces,
+                          om ? Registry::Format::kOpenMetrics : Registry::Format::kText);
   evbuffer* out = evbuffer_new();
   if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
     // The reply references the registry's cached text (tens of MiB with thousands of loops)

@@ -302,7 +302,7 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   }
   AddStalls(l, f.stall_class, 1);
   ++l.counted_stalls;
-  ObserveStall(l, f.duration_s);
+  ObserveStall(l, f);
   if (options_.max_recent_stalls == 0) {
     return;
   }

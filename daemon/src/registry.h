@@ -150,14 +150,18 @@ class Registry {
     std::shared_ptr<const void> owner;
     std::string_view text;
   };
-  // The Prometheus text exposition of every series (prometheus-cpp's TextSerializer), as pieces
-  // in order. A process's series are serialized again only when they changed since the last
-  // call; unchanged ones are shared from the cache, not copied (with thousands of loops the
-  // text is tens of MiB).
-  void MetricsPieces(Now now, std::vector<TextPiece>* out);
+  // The exposition of every series, as pieces in order: the Prometheus text format
+  // (prometheus-cpp's TextSerializer), or OpenMetrics 1.0 — the same series in the same text,
+  // OpenMetrics' # TYPE / # HELP lines, the buckets of stallwatch_stall_duration_seconds with an
+  // exemplar naming the latest stall each holds ({pid, stall_id}: with the series' service and
+  // loop, what /api/v1/stalls and the web UI's stall page resolve), and # EOF. A process's series
+  // are serialized again only when they changed since the last call; unchanged ones are shared
+  // from the cache, not copied (with thousands of loops the text is tens of MiB).
+  enum class Format { kText, kOpenMetrics };
+  void MetricsPieces(Now now, std::vector<TextPiece>* out, Format format = Format::kText);
   // The same text, written to `out` / returned as one string.
-  void WriteMetrics(std::ostream& out, Now now);
-  std::string MetricsText(Now now);
+  void WriteMetrics(std::ostream& out, Now now, Format format = Format::kText);
+  std::string MetricsText(Now now, Format format = Format::kText);
   // Every series collected and serialized afresh, without the cache: what MetricsText equals.
   std::string MetricsTextUncachedForTest(Now now);
   nlohmann::json LoopsJson(Now now) const;  // api_json.cc
@@ -254,7 +258,7 @@ class Registry {
   static void AddStackSamples(Loop& l, uint64_t n);
   static void AddSuppressed(Loop& l, uint64_t n);
   static void AddStalls(Loop& l, StallClass cls, uint64_t n);
-  static void ObserveStall(Loop& l, double duration_s);
+  static void ObserveStall(Loop& l, const StallFinding& f);  // a closed stall, its exemplar
   static void SetOngoing(Loop& l, double age_s);
   static void AddDropped(Proc& p, uint64_t n);
   void CountStackEvicted();
@@ -268,6 +272,9 @@ class Registry {
   [[nodiscard]] bool RefreshText(ProcMetrics& m);
   bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
   void WriteUncached(std::ostream& out);
+  void WriteUncachedOpenMetrics(std::string* out);
+  // The OpenMetrics text of the stall durations of the loops of process `key`, with exemplars.
+  void StallDurationOpenMetrics(const ProcKey& key, std::string* out) const;
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
@@ -298,7 +305,8 @@ class Registry {
   StackRecords stack_records_{options_.max_stack_records, options_.max_stack_records_bytes};
   // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.
   std::vector<unsigned> family_order_;
-  std::vector<TextPiece> family_headers_;  // by ProcMetrics::FamilyId
+  std::vector<TextPiece> family_headers_;     // by ProcMetrics::FamilyId
+  std::vector<TextPiece> family_om_headers_;  // the same, OpenMetrics' lines
   bool text_cache_ok_ = true;
 };
 
