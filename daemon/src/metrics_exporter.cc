@@ -343,6 +343,12 @@ struct Registry::ProcMetrics {
   // A loop of the process has had a closed stall: its stall durations carry exemplars in the
   // OpenMetrics exposition (written at each such scrape, not taken from the text cache).
   bool has_exemplars = false;
+  // Whole Unix seconds, the resolution of the boot time the agent's figure rests on ("" when
+  // unknown — an older agent —: Prometheus drops an empty label). With the pid, one process
+  // across pid reuse.
+  static std::string StartTimeLabel(int64_t start_time_ns) {
+    return start_time_ns > 0 ? std::to_string(start_time_ns / 1'000'000'000) : std::string();
+  }
   static const std::string& InfoName() {
     static const std::string name = "stallwatch_process_info";
     return name;
@@ -352,7 +358,7 @@ struct Registry::ProcMetrics {
     fam.name = InfoName();
     fam.help =
         "1 for each process the daemon holds (connected, or gone and not yet expired nor "
-        "replaced): the pid and executable behind its process slot";
+        "replaced): the pid, executable and start time (Unix seconds) behind its process slot";
     fam.type = prometheus::MetricType::Gauge;
     prometheus::ClientMetric m;
     // By name, as prometheus-cpp's families order labels.
@@ -361,7 +367,8 @@ struct Registry::ProcMetrics {
                {"host", proc->host},
                {"pid", std::to_string(key->second)},
                {"process", process},
-               {"service", key->first}};
+               {"service", key->first},
+               {"start_time", StartTimeLabel(proc->start_time_ns)}};
     m.gauge.value = 1;
     fam.metric.push_back(std::move(m));
     return fam;

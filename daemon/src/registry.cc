@@ -183,9 +183,11 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
       ++p.connections;
     }
     p.gone_since_mono_ns = 0;
-    const bool info_changed =
-        p.host != h->host || p.executable != h->executable || p.agent_version != h->agent_version;
+    const bool info_changed = p.host != h->host || p.executable != h->executable ||
+                              p.agent_version != h->agent_version ||
+                              p.start_time_ns != h->start_time_ns;
     p.host = h->host;
+    p.start_time_ns = h->start_time_ns;
     p.executable = h->executable;
     p.agent_version = h->agent_version;
     if (!p.metrics) {

@@ -203,7 +203,8 @@ class Registry {
   };
   struct Proc {
     std::string host, executable, agent_version;
-    uint32_t slot = 0;  // the `process` label; slots_[service][slot] is this process's pid
+    int64_t start_time_ns = 0;  // the hello's; 0 when the agent did not say
+    uint32_t slot = 0;          // the `process` label; slots_[service][slot] is this process's pid
     int connections = 0;
     int64_t gone_since_mono_ns = 0;  // 0 while connected
     uint64_t last_dropped = 0;
