@@ -100,7 +100,9 @@ bool CheckSparse(const SparseHistogram& h, const char* field, DecodeError* err) 
 bool DecodeHello(const json& j, Hello* h, DecodeError* err) {
   auto str = [&](const char* key, std::string* out) {
     auto it = j.find(key);
-    if (it == j.end()) return true;
+    if (it == j.end()) {
+      return true;
+    }
     if (!it->is_string()) {
       return Fail(err, RejectReason::kBadField,
                   std::string("field '") + key + "' must be a string");
@@ -140,7 +142,9 @@ bool DecodeHello(const json& j, Hello* h, DecodeError* err) {
         return Fail(err, RejectReason::kBadField, "field 'loops' must be an array of strings");
       }
       h->loops.push_back(l.get<std::string>());
-      if (!CheckName(h->loops.back(), "loops", true, err)) return false;
+      if (!CheckName(h->loops.back(), "loops", true, err)) {
+        return false;
+      }
     }
   }
   return CheckName(h->service, "service", true, err) && CheckName(h->host, "host", false, err) &&
@@ -153,7 +157,9 @@ bool CheckStall(const StallFinding& f, DecodeError* err) {
   if (!CheckName(f.service, "service", true, err) || !CheckName(f.loop, "loop", true, err)) {
     return false;
   }
-  if (f.pid <= 0) return Fail(err, RejectReason::kBadField, "field 'pid' must be positive");
+  if (f.pid <= 0) {
+    return Fail(err, RejectReason::kBadField, "field 'pid' must be positive");
+  }
   if (!CheckSeconds(f.duration_s, "duration_s", err) ||
       !CheckRatio(f.cpu_ratio, "cpu_ratio", err) || !CheckRatio(f.wait_ratio, "wait_ratio", err)) {
     return false;
@@ -175,7 +181,9 @@ bool CheckDelay(const DelayFinding& f, DecodeError* err) {
   if (!CheckName(f.service, "service", true, err) || !CheckName(f.loop, "loop", true, err)) {
     return false;
   }
-  if (f.pid <= 0) return Fail(err, RejectReason::kBadField, "field 'pid' must be positive");
+  if (f.pid <= 0) {
+    return Fail(err, RejectReason::kBadField, "field 'pid' must be positive");
+  }
   return CheckSeconds(f.window_s, "window_s", err) && CheckSeconds(f.sum_s, "sum_s", err) &&
          CheckSeconds(f.max_s, "max_s", err) &&
          CheckSeconds(f.iteration_sum_s, "iteration_sum_s", err) &&
@@ -205,22 +213,32 @@ class DelayScanner {
   // True when the body is a delay window of that shape (*d filled); false: ask the DOM path.
   bool Scan(DelayFinding* d) {
     SkipWs();
-    if (!Eat('{')) return false;
+    if (!Eat('{')) {
+      return false;
+    }
     SkipWs();
     bool is_delay = false;
     for (;;) {
       std::string_view key;
-      if (!String(&key)) return false;
+      if (!String(&key)) {
+        return false;
+      }
       SkipWs();
-      if (!Eat(':')) return false;
+      if (!Eat(':')) {
+        return false;
+      }
       SkipWs();
-      if (!Value(key, d, &is_delay)) return false;
+      if (!Value(key, d, &is_delay)) {
+        return false;
+      }
       SkipWs();
       if (Eat(',')) {
         SkipWs();
         continue;
       }
-      if (!Eat('}')) return false;
+      if (!Eat('}')) {
+        return false;
+      }
       break;
     }
     SkipWs();
@@ -245,7 +263,9 @@ class DelayScanner {
 
   bool Read(std::string* out) {
     std::string_view v;
-    if (!String(&v)) return false;
+    if (!String(&v)) {
+      return false;
+    }
     out->assign(v);
     return true;
   }
@@ -266,7 +286,9 @@ class DelayScanner {
   }
   bool Read(int64_t* out) {
     uint64_t u = 0;
-    if (!Read(&u) || u > static_cast<uint64_t>(INT64_MAX)) return false;  // negative: DOM path
+    if (!Read(&u) || u > static_cast<uint64_t>(INT64_MAX)) {
+      return false;  // negative: DOM path
+    }
     *out = static_cast<int64_t>(u);
     return true;
   }
@@ -288,7 +310,9 @@ class DelayScanner {
   // The value of a key no field has: a string, true/false or a number is skipped; anything
   // else (null, an array, an object) makes the scanner give up, and the DOM path ignores it.
   bool SkipScalar() {
-    if (p_ == end_) return false;
+    if (p_ == end_) {
+      return false;
+    }
     switch (*p_) {
       case '"': {
         std::string_view unused;
@@ -311,18 +335,28 @@ class DelayScanner {
     h->clear();
     ++p_;  // '['
     SkipWs();
-    if (Eat(']')) return true;
+    if (Eat(']')) {
+      return true;
+    }
     for (;;) {
-      if (!Eat('[')) return false;
+      if (!Eat('[')) {
+        return false;
+      }
       uint64_t pair[2];
       double unused;
       for (int i = 0; i < 2; ++i) {
         SkipWs();
-        if (Number(&pair[i], &unused) != Num::kUnsigned) return false;
+        if (Number(&pair[i], &unused) != Num::kUnsigned) {
+          return false;
+        }
         SkipWs();
-        if (!Eat(i == 0 ? ',' : ']')) return false;
+        if (!Eat(i == 0 ? ',' : ']')) {
+          return false;
+        }
       }
-      if (pair[0] > UINT32_MAX) return false;
+      if (pair[0] > UINT32_MAX) {
+        return false;
+      }
       h->emplace_back(static_cast<uint32_t>(pair[0]), pair[1]);
       SkipWs();
       if (Eat(',')) {
@@ -338,25 +372,39 @@ class DelayScanner {
   // finite fraction/exponent form; kNone for anything else (invalid, negative, out of range).
   Num Number(uint64_t* u, double* x) {
     const char* start = p_;
-    if (p_ == end_ || !IsDigit(*p_)) return Num::kNone;
+    if (p_ == end_ || !IsDigit(*p_)) {
+      return Num::kNone;
+    }
     if (*p_ == '0') {
       ++p_;
     } else {
-      while (p_ != end_ && IsDigit(*p_)) ++p_;
+      while (p_ != end_ && IsDigit(*p_)) {
+        ++p_;
+      }
     }
     bool integer = true;
     if (p_ != end_ && *p_ == '.') {
       integer = false;
       ++p_;
-      if (p_ == end_ || !IsDigit(*p_)) return Num::kNone;
-      while (p_ != end_ && IsDigit(*p_)) ++p_;
+      if (p_ == end_ || !IsDigit(*p_)) {
+        return Num::kNone;
+      }
+      while (p_ != end_ && IsDigit(*p_)) {
+        ++p_;
+      }
     }
     if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
       integer = false;
       ++p_;
-      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
-      if (p_ == end_ || !IsDigit(*p_)) return Num::kNone;
-      while (p_ != end_ && IsDigit(*p_)) ++p_;
+      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) {
+        ++p_;
+      }
+      if (p_ == end_ || !IsDigit(*p_)) {
+        return Num::kNone;
+      }
+      while (p_ != end_ && IsDigit(*p_)) {
+        ++p_;
+      }
     }
     if (integer) {
       const auto r = std::from_chars(start, p_, *u);
@@ -368,7 +416,9 @@ class DelayScanner {
 
   // A string of printable ASCII without escapes (what agents send); anything else: give up.
   bool String(std::string_view* out) {
-    if (!Eat('"')) return false;
+    if (!Eat('"')) {
+      return false;
+    }
     const char* start = p_;
     while (p_ != end_) {
       const auto c = static_cast<unsigned char>(*p_);
@@ -377,7 +427,9 @@ class DelayScanner {
         ++p_;
         return true;
       }
-      if (c < 0x20 || c > 0x7e || c == '\\') return false;
+      if (c < 0x20 || c > 0x7e || c == '\\') {
+        return false;
+      }
       ++p_;
     }
     return false;
@@ -391,12 +443,16 @@ class DelayScanner {
     return true;
   }
   bool Eat(char c) {
-    if (p_ == end_ || *p_ != c) return false;
+    if (p_ == end_ || *p_ != c) {
+      return false;
+    }
     ++p_;
     return true;
   }
   void SkipWs() {
-    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) {
+      ++p_;
+    }
   }
   static bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -456,11 +512,17 @@ std::string EncodeBody(const Message& m) {
     json j{{"kind", "hello"},  {"service", h->service},       {"pid", h->pid},
            {"host", h->host},  {"executable", h->executable}, {"agent_version", h->agent_version},
            {"loops", h->loops}};
-    if (h->start_time_ns > 0) j["start_time_ns"] = h->start_time_ns;
-    if (!h->token.empty()) j["token"] = h->token;
+    if (h->start_time_ns > 0) {
+      j["start_time_ns"] = h->start_time_ns;
+    }
+    if (!h->token.empty()) {
+      j["token"] = h->token;
+    }
     return Dump(j);
   }
-  if (const auto* s = std::get_if<StallFinding>(&m)) return Dump(ToJson(*s));
+  if (const auto* s = std::get_if<StallFinding>(&m)) {
+    return Dump(ToJson(*s));
+  }
   return Dump(ToJson(std::get<DelayFinding>(m), JsonOptions{.include_buckets = true}));
 }
 
@@ -496,7 +558,9 @@ bool DecodeBodyWith(std::string_view body, DelayDecoding delay, Message* out, De
     // The scanner gives up at the first nesting, so a hostile body costs it nothing.
     DelayFinding d;
     if (DelayScanner(body).Scan(&d)) {
-      if (!CheckDelay(d, err)) return false;
+      if (!CheckDelay(d, err)) {
+        return false;
+      }
       *out = std::move(d);
       return true;
     }
@@ -524,21 +588,31 @@ bool DecodeBodyWith(std::string_view body, DelayDecoding delay, Message* out, De
   const std::string& k = kind->get_ref<const std::string&>();
   if (k == "hello") {
     Hello h;
-    if (!DecodeHello(j, &h, err)) return false;
+    if (!DecodeHello(j, &h, err)) {
+      return false;
+    }
     *out = std::move(h);
     return true;
   }
   if (k == "stall") {
     auto f = StallFromJson(j);
-    if (!f.ok()) return Fail(err, RejectReason::kBadField, "stall: " + f.status().message());
-    if (!CheckStall(*f, err)) return false;
+    if (!f.ok()) {
+      return Fail(err, RejectReason::kBadField, "stall: " + f.status().message());
+    }
+    if (!CheckStall(*f, err)) {
+      return false;
+    }
     *out = std::move(*f);
     return true;
   }
   if (k == "delay") {
     auto f = DelayFromJson(j);
-    if (!f.ok()) return Fail(err, RejectReason::kBadField, "delay: " + f.status().message());
-    if (!CheckDelay(*f, err)) return false;
+    if (!f.ok()) {
+      return Fail(err, RejectReason::kBadField, "delay: " + f.status().message());
+    }
+    if (!CheckDelay(*f, err)) {
+      return false;
+    }
     *out = std::move(*f);
     return true;
   }
@@ -595,7 +669,9 @@ FrameDecoder::Result FrameDecoder::Next(Message* out, DecodeError* err) {
                                                " out of range; accepted: 2.." +
                                                std::to_string(kMaxFrameBody) + " bytes");
   }
-  if (avail < kHeaderSize + len) return Result::kNeedMore;
+  if (avail < kHeaderSize + len) {
+    return Result::kNeedMore;
+  }
   std::string_view body(buf_.data() + pos_ + kHeaderSize, len);
   pos_ += kHeaderSize + len;
   const bool ok = DecodeBody(body, out, err);
