@@ -417,11 +417,14 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     // names are checked here so that a mistyped link says what the page understands.
     constexpr const char* kForm =
         "view=loops|flame|diff|stall, service=NAME, pid=PID, loop=NAME, class=CLASS, id=STALL_ID, "
-        "since=TIME, until=TIME, a_since=TIME, a_until=TIME, b_since=TIME, b_until=TIME, span=TIME";
-    auto params = ParseQueryString(query,
-                                   {"view", "service", "pid", "loop", "class", "id", "since",
-                                    "until", "a_since", "a_until", "b_since", "b_until", "span"},
-                                   kForm);
+        "since=TIME, until=TIME, a_since=TIME, a_until=TIME, b_since=TIME, b_until=TIME, "
+        "span=TIME, "
+        "zoom=FRAME;FRAME;… (a flame graph's zoomed frame: names from the service down)";
+    auto params =
+        ParseQueryString(query,
+                         {"view", "service", "pid", "loop", "class", "id", "since", "until",
+                          "a_since", "a_until", "b_since", "b_until", "span", "zoom"},
+                         kForm);
     if (!params.ok()) {
       return params.status();
     }
