@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -315,8 +316,10 @@ struct RawResponse {
   std::string body;
 };
 
-// GET /metrics over a plain socket, with the given extra header lines ("Name: value\r\n").
-RawResponse GetMetrics(int port, const std::string& headers) {
+// GET /metrics over a plain socket, with the given extra header lines ("Name: value\r\n"), in
+// HTTP/1.0 or 1.1; `read_at_most` > 0: the client closes after that many bytes.
+RawResponse GetMetrics(int port, const std::string& headers, const char* version = "HTTP/1.0",
+                       size_t read_at_most = 0) {
   RawResponse out;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -332,7 +335,8 @@ RawResponse GetMetrics(int port, const std::string& headers) {
     ::close(fd);
     return out;
   }
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n" + headers + "\r\n";
+  const std::string req =
+      std::string("GET /metrics ") + version + "\r\nHost: 127.0.0.1\r\n" + headers + "\r\n";
   if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
     return out;
@@ -345,6 +349,9 @@ RawResponse GetMetrics(int port, const std::string& headers) {
       break;
     }
     all.append(buf, static_cast<size_t>(n));
+    if (read_at_most > 0 && all.size() >= read_at_most) {
+      break;
+    }
   }
   ::close(fd);
   const size_t split = all.find("\r\n\r\n");
@@ -410,6 +417,96 @@ TEST(OpenMetrics, ServedOverHttpWhenTheAcceptHeaderAsks) {
   }
   const auto check = stallwatch::testing::RunCommand(promtool + " check metrics < " + file);
   EXPECT_EQ(check.code, 0) << check.out;
+}
+
+// The body of a chunked HTTP/1.1 reply, or "" when the chunks are malformed.
+std::string Dechunk(const std::string& body) {
+  std::string out;
+  size_t at = 0;
+  for (;;) {
+    const size_t eol = body.find("\r\n", at);
+    if (eol == std::string::npos) {
+      return "";
+    }
+    const size_t n = std::stoul(body.substr(at, eol - at), nullptr, 16);
+    at = eol + 2;
+    if (n == 0) {
+      return out;
+    }
+    if (at + n + 2 > body.size() || body.compare(at + n, 2, "\r\n") != 0) {
+      return "";
+    }
+    out.append(body, at, n);
+    at += n + 2;
+  }
+}
+
+// A reply of several MiB goes out in batches (the connection takes the next one when it has
+// written the previous): whole and identical in HTTP/1.0 (to the close) and HTTP/1.1 (chunked),
+// in both formats; a client that leaves in the middle harms nothing.
+TEST(MetricsOverHttp, ALargeReplyIsStreamedWhole) {
+  testing::TempDir dir;
+  DaemonOptions o = testing::DaemonOptionsIn(dir);
+  o.agent_listen = "127.0.0.1:0";  // over TCP each agent is a process of its own (its pid)
+  testing::DaemonThread d(o);
+  ASSERT_TRUE(d.ok()) << d.error();
+  constexpr int kAgents = 150;
+  std::vector<std::unique_ptr<testing::RawClient>> agents;
+  for (int a = 0; a < kAgents; ++a) {
+    agents.push_back(std::make_unique<testing::RawClient>(d.agent_tcp_port()));
+    ASSERT_TRUE(agents.back()->connected());
+    const std::string service = "svc" + std::to_string(a % 7);
+    const int64_t pid = 50000 + a;
+    ASSERT_TRUE(agents.back()->Send(Hello(service, pid, {"l0", "l1", "l2", "l3"})));
+    for (const char* loop : {"l0", "l1", "l2", "l3"}) {
+      DelayFinding w;
+      w.service = service;
+      w.pid = pid;
+      w.loop = loop;
+      w.window_s = 1;
+      w.count = 2;
+      w.sum_s = 0.002;
+      w.delay_buckets = {{static_cast<uint32_t>(HistBucketIndex(1'000'000)), 2}};
+      ASSERT_TRUE(agents.back()->Send(w));
+    }
+    ASSERT_TRUE(agents.back()->Send(Closed(service, pid, "l0", 1, 0.3, 1'700'000'000'000'000'000)));
+  }
+  // Every window applied: a delay count series per loop.
+  ASSERT_TRUE(testing::WaitFor([&] {
+    size_t counts = 0;
+    for (const auto& line : TextSamples(d.Metrics())) {
+      counts += line.starts_with("stallwatch_loop_delay_seconds_count{") ? 1 : 0;
+    }
+    return counts == size_t{4} * kAgents;
+  }));
+
+  const RawResponse v10 = GetMetrics(d.http_port(), "");
+  ASSERT_GT(v10.body.size(), size_t{1} << 20) << "several batches";
+  const RawResponse v11 = GetMetrics(d.http_port(), "Connection: close\r\n", "HTTP/1.1");
+  EXPECT_NE(v11.head.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << v11.head;
+  const std::string body11 = Dechunk(v11.body);
+  EXPECT_EQ(body11, v10.body);
+  size_t infos = 0;
+  for (const auto& line : TextSamples(v10.body)) {
+    infos += line.starts_with("stallwatch_process_info{") ? 1 : 0;
+  }
+  EXPECT_EQ(infos, static_cast<size_t>(kAgents));
+
+  const std::string accept = "Accept: application/openmetrics-text\r\n";
+  const RawResponse om10 = GetMetrics(d.http_port(), accept);
+  const RawResponse om11 = GetMetrics(d.http_port(), accept + "Connection: close\r\n", "HTTP/1.1");
+  EXPECT_EQ(Dechunk(om11.body), om10.body);
+  const auto parsed = ParseOpenMetrics(om10.body);
+  ASSERT_EQ(parsed.error, "");
+  EXPECT_EQ(OmSamples(parsed.samples), TextSamples(v10.body));
+
+  // Clients that leave after the first 100 KiB: the daemon goes on serving, the same text.
+  for (int i = 0; i < 5; ++i) {
+    const RawResponse cut = GetMetrics(d.http_port(), "", "HTTP/1.1", size_t{100} * 1024);
+    EXPECT_NE(cut.head.find(" 200 OK\r\n"), std::string::npos);
+  }
+  EXPECT_EQ(testing::HttpGet(d.http_port(), "/healthz").body, "ok\n");
+  EXPECT_EQ(GetMetrics(d.http_port(), "").body, v10.body);
 }
 
 }  // namespace
