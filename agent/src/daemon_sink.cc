@@ -173,8 +173,21 @@ class DaemonSink : public Sink {
     h.host = HostName();
     h.executable = ReadExecutable();
     h.agent_version = SW_PROJECT_VERSION;
+    h.start_time_ns = StartTime();
     h.loops.assign(loops_.begin(), loops_.end());
     return h;
+  }
+
+  // Read once per process: the boot time /proc/stat gives moves with the wall clock, and the
+  // start time must stay the same in every hello of the process. A forked child that keeps the
+  // sink (a new target pid) reads its own.
+  int64_t StartTime() const {
+    const pid_t pid = platform::TargetPid();
+    if (start_time_pid_ != pid) {
+      start_time_ns_ = platform::ReadProcessStartUnixNs();
+      start_time_pid_ = pid;
+    }
+    return start_time_ns_;
   }
 
   bool Connect() {
@@ -360,6 +373,8 @@ class DaemonSink : public Sink {
   uint64_t failures_ = 0;
   bool token_warned_ = false;
   std::mt19937 rng_;
+  mutable pid_t start_time_pid_ = 0;  // StartTime()'s cache: the pid it read for
+  mutable int64_t start_time_ns_ = 0;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <sys/queue.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -265,6 +266,60 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
   return out;
 }
 
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(" \t");
+  if (b == std::string_view::npos) {
+    return {};
+  }
+  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+bool WantsOpenMetrics(std::string_view accept) {
+  double om_q = 0;
+  double text_q = 0;
+  while (!accept.empty()) {
+    const size_t comma = accept.find(',');
+    std::string_view range = accept.substr(0, comma);
+    accept = comma == std::string_view::npos ? std::string_view() : accept.substr(comma + 1);
+    const size_t semi = range.find(';');
+    const std::string_view media = Trim(range.substr(0, semi));
+    double q = 1;
+    while (semi != std::string_view::npos && !range.empty()) {
+      const size_t next = range.find(';', 1);
+      const std::string_view param =
+          Trim(range.substr(1, next == std::string_view::npos ? std::string_view::npos : next - 1));
+      range = next == std::string_view::npos ? std::string_view() : range.substr(next);
+      if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+        // A malformed weight counts as 0: the range is not accepted.
+        const std::string text(param.substr(2));
+        char* end = nullptr;
+        q = std::strtod(text.c_str(), &end);
+        if (end != text.c_str() + text.size() || !(q >= 0)) {
+          q = 0;
+        }
+        q = std::min(q, 1.0);
+      }
+    }
+    if (EqualsIgnoreCase(media, "application/openmetrics-text")) {
+      om_q = std::max(om_q, q);
+    } else if (EqualsIgnoreCase(media, "text/plain")) {
+      text_q = std::max(text_q, q);
+    }
+  }
+  return om_q > 0 && om_q >= text_q;
+}
+
 StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view query) {
   ApiRequest r;
   auto no_parameters = [&](ApiRequest::Kind kind) -> StatusOr<ApiRequest> {
@@ -436,11 +491,14 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     // names are checked here so that a mistyped link says what the page understands.
     constexpr const char* kForm =
         "view=loops|flame|diff|stall, service=NAME, pid=PID, loop=NAME, class=CLASS, id=STALL_ID, "
-        "since=TIME, until=TIME, a_since=TIME, a_until=TIME, b_since=TIME, b_until=TIME, span=TIME";
-    auto params = ParseQueryString(query,
-                                   {"view", "service", "pid", "loop", "class", "id", "since",
-                                    "until", "a_since", "a_until", "b_since", "b_until", "span"},
-                                   kForm);
+        "since=TIME, until=TIME, a_since=TIME, a_until=TIME, b_since=TIME, b_until=TIME, "
+        "span=TIME, "
+        "zoom=FRAME;FRAME;… (a flame graph's zoomed frame: names from the service down)";
+    auto params =
+        ParseQueryString(query,
+                         {"view", "service", "pid", "loop", "class", "id", "since", "until",
+                          "a_since", "a_until", "b_since", "b_until", "span", "zoom"},
+                         kForm);
     if (!params.ok()) {
       return params.status();
     }

@@ -46,6 +46,11 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
 // the accepted forms.
 StatusOr<TimeBound> ParseTimeBound(std::string_view name, std::string_view text);
 
+// Whether a /metrics request's Accept header asks for OpenMetrics: application/openmetrics-text
+// is accepted (q > 0) at least as much as text/plain (Prometheus asks so since 2.5). Absent,
+// empty, */* or text/plain alone: the Prometheus text format.
+bool WantsOpenMetrics(std::string_view accept);
+
 // Routes a GET/HEAD request. NotFound: no such path (HTTP 404); InvalidArgument: a bad query
 // (HTTP 400). Both messages are one line naming the accepted forms.
 StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view query);

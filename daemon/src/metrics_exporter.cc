@@ -1,5 +1,6 @@
 // The Registry's Prometheus exporter (registry.h): the series of every process and loop, the
-// daemon's own series, and the exposition of /metrics with its text cache. The only translation
+// daemon's own series, and the exposition of /metrics with its text cache, in the Prometheus
+// text format or in OpenMetrics with the stall durations' exemplars. The only translation
 // unit of the daemon that includes prometheus-cpp: the model (registry.cc) changes its series
 // through the small member functions below, each a few stores through pointers kept in the
 // process's and the loop's entries.
@@ -18,7 +19,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <sstream>
 
 #include "registry.h"
@@ -109,6 +112,206 @@ std::vector<double> Rebucket(const SparseHistogram& sparse, const std::vector<do
 
 }  // namespace internal
 
+namespace {
+
+// ---- OpenMetrics text (https://openmetrics.io, 1.0) ---------------------------------------------
+// prometheus-cpp writes only the Prometheus text format. The OpenMetrics exposition reuses its
+// sample lines (they are valid OpenMetrics as they are) and writes here what differs: the
+// # TYPE / # HELP lines, the lines of series that carry exemplars, and the daemon's own few
+// series. Numbers are written as TextSerializer writes them (%.16g: its precision is
+// max_digits10 - 1), so a series has the same text — the same `le` values, hence the same
+// series in Prometheus — whichever format a scrape asked for.
+
+// Writes an exemplar after the sample line of histogram bucket `b` (" # {…} value ts"), or
+// nothing.
+using ExemplarWriter = std::function<void(size_t b, std::string* out)>;
+
+void AppendNumber(double v, std::string* out) {
+  if (std::isnan(v)) {
+    *out += "NaN";
+  } else if (std::isinf(v)) {
+    *out += v < 0 ? "-Inf" : "+Inf";
+  } else {
+    std::array<char, 32> buf{};
+    const int n = std::snprintf(buf.data(), buf.size(), "%.16g", v);
+    out->append(buf.data(), static_cast<size_t>(std::max(n, 0)));
+  }
+}
+
+// A label value or # HELP text: backslash, double quote and newline escaped.
+void AppendEscaped(std::string_view s, std::string* out) {
+  for (const char c : s) {
+    if (c == '\\') {
+      *out += "\\\\";
+    } else if (c == '"') {
+      *out += "\\\"";
+    } else if (c == '\n') {
+      *out += "\\n";
+    } else {
+      *out += c;
+    }
+  }
+}
+
+// name{labels[,extra="value"]} — the labels in the order given (prometheus-cpp's: by name), an
+// extra label (le, quantile) last, as TextSerializer writes them.
+void AppendSeriesName(std::string_view name, std::string_view suffix,
+                      const std::vector<prometheus::ClientMetric::Label>& labels,
+                      std::string_view extra_name, const std::string& extra_value,
+                      std::string* out) {
+  *out += name;
+  *out += suffix;
+  if (labels.empty() && extra_name.empty()) {
+    return;
+  }
+  *out += '{';
+  bool first = true;
+  const auto label = [&](std::string_view n, std::string_view v) {
+    if (!first) {
+      *out += ',';
+    }
+    first = false;
+    *out += n;
+    *out += "=\"";
+    AppendEscaped(v, out);
+    *out += '"';
+  };
+  for (const auto& l : labels) {
+    label(l.name, l.value);
+  }
+  if (!extra_name.empty()) {
+    label(extra_name, extra_value);
+  }
+  *out += '}';
+}
+
+std::string NumberText(double v) {
+  std::string s;
+  AppendNumber(v, &s);
+  return s;
+}
+
+// The # TYPE and # HELP lines of a family. A counter's family is named without its samples'
+// `_total` suffix, as OpenMetrics requires; a counter not named …_total is declared `unknown`
+// (its samples keep their name: renaming them would make new series in Prometheus).
+std::string OpenMetricsHeader(const prometheus::MetricFamily& fam) {
+  std::string name = fam.name;
+  std::string_view type = "unknown";
+  switch (fam.type) {
+    case prometheus::MetricType::Counter:
+      if (name.ends_with("_total") && name.size() > 6) {
+        name.resize(name.size() - 6);
+        type = "counter";
+      }
+      break;
+    case prometheus::MetricType::Gauge:
+      type = "gauge";
+      break;
+    case prometheus::MetricType::Histogram:
+      type = "histogram";
+      break;
+    case prometheus::MetricType::Summary:
+      type = "summary";
+      break;
+    case prometheus::MetricType::Untyped:
+      break;
+  }
+  std::string out = "# TYPE " + name + " " + std::string(type) + "\n# HELP " + name + " ";
+  AppendEscaped(fam.help, &out);
+  out += '\n';
+  return out;
+}
+
+// The sample lines of one series of `fam` (its # TYPE / # HELP lines apart). A histogram's
+// buckets come first, then _count and _sum; `exemplar`, when given, follows each bucket's value.
+void AppendOpenMetricsSeries(const prometheus::MetricFamily& fam, const prometheus::ClientMetric& m,
+                             const ExemplarWriter* exemplar, std::string* out) {
+  const auto& labels = m.label;
+  const auto value_line = [&](std::string_view suffix, std::string_view extra_name,
+                              const std::string& extra_value, const std::string& value) {
+    AppendSeriesName(fam.name, suffix, labels, extra_name, extra_value, out);
+    *out += ' ';
+    *out += value;
+  };
+  const auto end_line = [&] {
+    if (m.timestamp_ms != 0) {
+      *out += ' ';
+      AppendNumber(static_cast<double>(m.timestamp_ms) / 1000, out);
+    }
+    *out += '\n';
+  };
+  switch (fam.type) {
+    case prometheus::MetricType::Counter:
+      value_line("", "", "", NumberText(m.counter.value));
+      end_line();
+      break;
+    case prometheus::MetricType::Gauge:
+      value_line("", "", "", NumberText(m.gauge.value));
+      end_line();
+      break;
+    case prometheus::MetricType::Untyped:
+      value_line("", "", "", NumberText(m.untyped.value));
+      end_line();
+      break;
+    case prometheus::MetricType::Summary:
+      for (const auto& q : m.summary.quantile) {
+        value_line("", "quantile", NumberText(q.quantile), NumberText(q.value));
+        end_line();
+      }
+      value_line("_sum", "", "", NumberText(m.summary.sample_sum));
+      end_line();
+      value_line("_count", "", "", std::to_string(m.summary.sample_count));
+      end_line();
+      break;
+    case prometheus::MetricType::Histogram: {
+      const auto& h = m.histogram;
+      bool inf = false;
+      for (size_t b = 0; b < h.bucket.size(); ++b) {
+        inf = std::isinf(h.bucket[b].upper_bound);
+        value_line("_bucket", "le", NumberText(h.bucket[b].upper_bound),
+                   std::to_string(h.bucket[b].cumulative_count));
+        if (exemplar) {
+          (*exemplar)(b, out);
+        }
+        end_line();
+      }
+      if (!inf) {
+        value_line("_bucket", "le", "+Inf", std::to_string(h.sample_count));
+        if (exemplar) {
+          (*exemplar)(h.bucket.size(), out);
+        }
+        end_line();
+      }
+      value_line("_count", "", "", std::to_string(h.sample_count));
+      end_line();
+      value_line("_sum", "", "", NumberText(h.sample_sum));
+      end_line();
+      break;
+    }
+  }
+}
+
+void AppendOpenMetrics(const std::vector<prometheus::MetricFamily>& families, std::string* out) {
+  for (const auto& fam : families) {
+    *out += OpenMetricsHeader(fam);
+    for (const auto& m : fam.metric) {
+      AppendOpenMetricsSeries(fam, m, nullptr, out);
+    }
+  }
+}
+
+constexpr std::string_view kOpenMetricsEof = "# EOF\n";
+
+}  // namespace
+
+// The latest closed stall counted in one bucket of a loop's stall duration histogram: the
+// bucket's exemplar. stall_id 0: none yet.
+struct StallExemplar {
+  uint64_t stall_id = 0;
+  double duration_s = 0;
+  int64_t end_unix_ns = 0;
+};
+
 // The series of one process (service, pid) live in a registry of their own, labelled with the
 // process's slot in its service (`process`), not its pid: prometheus-cpp's
 // Family::Remove scans the whole family, so with every process in one registry, expiring
@@ -185,6 +388,15 @@ struct Registry::ProcMetrics {
   // registry cost ~1.4 KiB per process (1.4 MiB of the daemon's 64 with 1000 processes).
   const ProcKey* key = nullptr;  // of the process's entry in procs_ (stable: std::map)
   const Proc* proc = nullptr;
+  // A loop of the process has had a closed stall: its stall durations carry exemplars in the
+  // OpenMetrics exposition (written at each such scrape, not taken from the text cache).
+  bool has_exemplars = false;
+  // Whole Unix seconds, the resolution of the boot time the agent's figure rests on ("" when
+  // unknown — an older agent —: Prometheus drops an empty label). With the pid, one process
+  // across pid reuse.
+  static std::string StartTimeLabel(int64_t start_time_ns) {
+    return start_time_ns > 0 ? std::to_string(start_time_ns / 1'000'000'000) : std::string();
+  }
   static const std::string& InfoName() {
     static const std::string name = "stallwatch_process_info";
     return name;
@@ -194,7 +406,7 @@ struct Registry::ProcMetrics {
     fam.name = InfoName();
     fam.help =
         "1 for each process the daemon holds (connected, or gone and not yet expired nor "
-        "replaced): the pid and executable behind its process slot";
+        "replaced): the pid, executable and start time (Unix seconds) behind its process slot";
     fam.type = prometheus::MetricType::Gauge;
     prometheus::ClientMetric m;
     // By name, as prometheus-cpp's families order labels.
@@ -203,7 +415,8 @@ struct Registry::ProcMetrics {
                {"host", proc->host},
                {"pid", std::to_string(key->second)},
                {"process", process},
-               {"service", key->first}};
+               {"service", key->first},
+               {"start_time", StartTimeLabel(proc->start_time_ns)}};
     m.gauge.value = 1;
     fam.metric.push_back(std::move(m));
     return fam;
@@ -384,6 +597,9 @@ struct Registry::LoopSeries {
   // By call (kBlockingCalls); created at the loop's first call of each.
   std::array<prometheus::Counter*, kBlockingCalls.size()> calls{};
   std::array<prometheus::Histogram*, kBlockingCalls.size()> call_seconds{};
+  // By bucket of stall_duration (StallBucketsSeconds(), then +Inf); empty until the loop's first
+  // closed stall.
+  std::vector<StallExemplar> exemplars;
 
   LoopSeries(ProcMetrics* metrics, const LoopKey* k) : m(metrics), key(k) {
     const prometheus::Labels labels = Labels();
@@ -447,9 +663,55 @@ struct Registry::LoopSeries {
     Stalls(cls).Increment(n);
     m->Touch(F::kStalls);
   }
-  void ObserveStall(double duration_s) {
-    stall_duration->Observe(duration_s);
+  void ObserveStall(const StallFinding& f) {
+    stall_duration->Observe(f.duration_s);
     m->Touch(F::kStallDuration);
+    if (f.stall_id == 0) {
+      return;  // no id: nothing would resolve it
+    }
+    // The bucket the observation fell in: the first bound ≥ the duration, as prometheus-cpp's
+    // Histogram::Observe picks it (a `le` bucket holds values up to its bound).
+    const std::vector<double>& bounds = StallBucketsSeconds();
+    const auto b = static_cast<size_t>(
+        std::lower_bound(bounds.begin(), bounds.end(), f.duration_s) - bounds.begin());
+    exemplars.resize(bounds.size() + 1);
+    exemplars[b] =
+        StallExemplar{f.stall_id, f.duration_s, f.start_ns + std::llround(f.duration_s * 1e9)};
+    m->has_exemplars = true;
+  }
+  // The OpenMetrics lines of the loop's stall duration histogram, each bucket with the exemplar
+  // of the latest stall it counted: {pid="…",stall_id="…"} (with the series' service and loop,
+  // the stall's name in the API), the duration, and the time the stall ended (Unix seconds).
+  void AppendStallDurationOpenMetrics(std::string* out) const {
+    prometheus::MetricFamily fam;
+    fam.name = m->stall_duration.GetName();
+    fam.type = prometheus::MetricType::Histogram;
+    prometheus::ClientMetric c = stall_duration->Collect();
+    for (const auto& [name, value] : Labels()) {  // by name, as prometheus-cpp's families
+      c.label.push_back(prometheus::ClientMetric::Label{name, value});
+    }
+    const std::string pid = std::to_string(std::get<1>(*key));
+    const ExemplarWriter exemplar = [&](size_t b, std::string* o) {
+      if (b >= exemplars.size() || exemplars[b].stall_id == 0) {
+        return;
+      }
+      const StallExemplar& e = exemplars[b];
+      // The label set is at most 128 UTF-8 characters (OpenMetrics): here at most ~60.
+      *o += " # {pid=\"";
+      *o += pid;
+      *o += "\",stall_id=\"";
+      *o += std::to_string(e.stall_id);
+      *o += "\"} ";
+      AppendNumber(e.duration_s, o);
+      // Seconds with milliseconds, without the rounding of a double.
+      const int64_t ms = e.end_unix_ns / 1'000'000;
+      std::array<char, 32> ts{};
+      const int n =
+          std::snprintf(ts.data(), ts.size(), " %lld.%03lld", static_cast<long long>(ms / 1000),
+                        static_cast<long long>(ms % 1000));
+      o->append(ts.data(), static_cast<size_t>(std::max(n, 0)));
+    };
+    AppendOpenMetricsSeries(fam, c, &exemplar, out);
   }
   void ObserveCalls(int call, uint64_t count, double sum_s, const SparseHistogram& buckets) {
     const auto i = static_cast<size_t>(call);
@@ -532,7 +794,7 @@ void Registry::AddStalls(Loop& l, StallClass cls, uint64_t n) {
   l.series->AddStalls(cls, static_cast<double>(n));
 }
 
-void Registry::ObserveStall(Loop& l, double duration_s) { l.series->ObserveStall(duration_s); }
+void Registry::ObserveStall(Loop& l, const StallFinding& f) { l.series->ObserveStall(f); }
 
 void Registry::SetOngoing(Loop& l, double age_s) { l.series->SetOngoing(age_s); }
 
@@ -680,6 +942,7 @@ bool Registry::RefreshText(ProcMetrics& m) {
   if (family_order_.empty()) {
     family_order_ = ProcFamilyOrder();
     family_headers_.resize(ProcMetrics::kFamilyCount);
+    family_om_headers_.resize(ProcMetrics::kFamilyCount);
     if (family_order_.size() != ProcMetrics::kFamilyCount) {
       return false;
     }
@@ -703,6 +966,8 @@ bool Registry::RefreshText(ProcMetrics& m) {
         Serialize({prometheus::MetricFamily{fams[0].name, fams[0].help, fams[0].type, {}}},
                   h.get());
         header = TextPiece{h, *h};
+        auto om = std::make_shared<std::string>(OpenMetricsHeader(fams[0]));
+        family_om_headers_[f] = TextPiece{om, *om};
       }
       Serialize(fams, &fresh[f]);
       // The serializer writes a family as its header lines followed by one block per series:
@@ -764,14 +1029,21 @@ bool Registry::PrepareMetrics(std::chrono::nanoseconds budget) {
   return false;
 }
 
-void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
+void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out, Format format) {
   UpdateAges(now);
   for (auto& [key, p] : procs_) {
     if (p.metrics && !Refresh(*p.metrics)) {
       break;
     }
   }
+  const bool om = format == Format::kOpenMetrics;
   if (!text_cache_ok_) {
+    if (om) {
+      auto text = std::make_shared<std::string>();
+      WriteUncachedOpenMetrics(text.get());
+      out->push_back(TextPiece{text, *text});
+      return;
+    }
     std::ostringstream os;
     WriteUncached(os);
     auto text = std::make_shared<const std::string>(std::move(os).str());
@@ -785,33 +1057,59 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out) {
       // A family without a series in any process is left out, as Collect leaves it out.
       bool header = false;
       for (const auto& [key, p] : procs_) {
-        if (p.metrics && !p.metrics->text[f].empty()) {
-          if (!header) {
-            out->push_back(family_headers_[f]);
-            header = true;
-          }
-          out->push_back(TextPiece{p.metrics->block, p.metrics->text[f]});
+        if (!p.metrics || p.metrics->text[f].empty()) {
+          continue;
         }
+        if (!header) {
+          out->push_back(om ? family_om_headers_[f] : family_headers_[f]);
+          header = true;
+        }
+        if (om && f == ProcMetrics::kStallDuration && p.metrics->has_exemplars) {
+          // Written at each such scrape: the cache holds the text format's lines only (a second
+          // cached copy would hold ~1.3 KiB per loop for good).
+          auto text = std::make_shared<std::string>();
+          StallDurationOpenMetrics(key, text.get());
+          out->push_back(TextPiece{text, *text});
+          continue;
+        }
+        out->push_back(TextPiece{p.metrics->block, p.metrics->text[f]});
       }
     }
   }
   // The daemon's own few series change at every scrape: serialized each time.
   auto own = std::make_shared<std::string>();
-  Serialize(metrics_->registry.Collect(), own.get());
+  if (om) {
+    AppendOpenMetrics(metrics_->registry.Collect(), own.get());
+    *own += kOpenMetricsEof;
+  } else {
+    Serialize(metrics_->registry.Collect(), own.get());
+  }
   out->push_back(TextPiece{own, *own});
 }
 
-void Registry::WriteMetrics(std::ostream& out, Now now) {
+void Registry::StallDurationOpenMetrics(const ProcKey& key, std::string* out) const {
+  // loops_ is ordered by (service, pid, loop): the process's loops are contiguous.
+  for (auto it = loops_.lower_bound(LoopKey{key.first, key.second, std::string()});
+       it != loops_.end() && std::get<0>(it->first) == key.first &&
+       std::get<1>(it->first) == key.second;
+       ++it) {
+    if (it->second.series) {
+      it->second.series->AppendStallDurationOpenMetrics(out);
+    }
+  }
+}
+
+void Registry::WriteMetrics(std::ostream& out, Now now, Format format) {
   std::vector<TextPiece> pieces;
-  MetricsPieces(now, &pieces);
+  MetricsPieces(now, &pieces, format);
   for (const auto& p : pieces) {
     out.write(p.text.data(), static_cast<std::streamsize>(p.text.size()));
   }
 }
 
-std::string Registry::MetricsText(Now now) {
+std::string Registry::MetricsText(Now now, Format format) {
   std::ostringstream out;
-  WriteMetrics(out, now);
+  WriteMetrics(out, now, format);
   return std::move(out).str();
 }
 
@@ -822,35 +1120,74 @@ std::string Registry::MetricsTextUncachedForTest(Now now) {
   return std::move(out).str();
 }
 
-void Registry::WriteUncached(std::ostream& out) {
-  // Every process's families merged by name, in the exposition's order (ProcFamilyOrder).
-  std::map<std::string, prometheus::MetricFamily> by_name;
-  for (const auto& [key, p] : procs_) {
-    if (!p.metrics) {
-      continue;
-    }
-    for (auto& f : p.metrics->CollectAll()) {
-      auto [it, added] = by_name.try_emplace(f.name);
+namespace {
+
+// Every process's families merged by name (the exposition has each family once), in the
+// exposition's order (`order`: the processes' families, ProcFamilyOrder), then the daemon's own.
+std::vector<prometheus::MetricFamily> MergeFamilies(
+    std::vector<std::vector<prometheus::MetricFamily>>&& parts,
+    const std::vector<std::string>& order) {
+  std::vector<prometheus::MetricFamily> families;
+  std::map<std::string, size_t> index;
+  for (auto& part : parts) {
+    for (auto& f : part) {
+      auto [it, added] = index.emplace(f.name, families.size());
       if (added) {
-        it->second = std::move(f);
+        families.push_back(std::move(f));
       } else {
-        auto& into = it->second.metric;
+        auto& into = families[it->second].metric;
         into.insert(into.end(), std::make_move_iterator(f.metric.begin()),
                     std::make_move_iterator(f.metric.end()));
       }
     }
   }
-  std::vector<prometheus::MetricFamily> families;
-  for (unsigned f : ProcFamilyOrder()) {
-    auto it = by_name.find(FamilyProbe().name(f));
-    if (it != by_name.end()) {
-      families.push_back(std::move(it->second));
+  // A process without a family (no loops yet, no blocking calls) must not move it: the order
+  // is the fixed one, whichever process has it first.
+  auto rank = [&](const std::string& name) {
+    const auto at = std::find(order.begin(), order.end(), name);
+    return at == order.end() ? order.size() : static_cast<size_t>(at - order.begin());
+  };
+  std::stable_sort(families.begin(), families.end(),
+                   [&](const auto& a, const auto& b) { return rank(a.name) < rank(b.name); });
+  return families;
+}
+
+}  // namespace
+
+const std::vector<std::string>& Registry::ProcFamilyNames() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (unsigned f : ProcFamilyOrder()) {
+      n.push_back(FamilyProbe().name(f));
+    }
+    return n;
+  }();
+  return names;
+}
+
+void Registry::WriteUncached(std::ostream& out) {
+  std::vector<std::vector<prometheus::MetricFamily>> parts;
+  for (const auto& [key, p] : procs_) {
+    if (p.metrics) {
+      parts.push_back(p.metrics->CollectAll());
     }
   }
-  for (auto& f : metrics_->registry.Collect()) {
-    families.push_back(std::move(f));
+  parts.push_back(metrics_->registry.Collect());
+  prometheus::TextSerializer().Serialize(out, MergeFamilies(std::move(parts), ProcFamilyNames()));
+}
+
+void Registry::WriteUncachedOpenMetrics(std::string* out) {
+  // Without the text cache (TextSerializer's layout was not the expected one): every series
+  // written here, without exemplars.
+  std::vector<std::vector<prometheus::MetricFamily>> parts;
+  for (const auto& [key, p] : procs_) {
+    if (p.metrics) {
+      parts.push_back(p.metrics->CollectAll());
+    }
   }
-  prometheus::TextSerializer().Serialize(out, families);
+  parts.push_back(metrics_->registry.Collect());
+  AppendOpenMetrics(MergeFamilies(std::move(parts), ProcFamilyNames()), out);
+  *out += kOpenMetricsEof;
 }
 
 }  // namespace stallwatch::daemon

@@ -183,9 +183,11 @@ std::optional<DecodeError> Registry::Apply(ConnId id, wire::Message&& m, Now now
       ++p.connections;
     }
     p.gone_since_mono_ns = 0;
-    const bool info_changed =
-        p.host != h->host || p.executable != h->executable || p.agent_version != h->agent_version;
+    const bool info_changed = p.host != h->host || p.executable != h->executable ||
+                              p.agent_version != h->agent_version ||
+                              p.start_time_ns != h->start_time_ns;
     p.host = h->host;
+    p.start_time_ns = h->start_time_ns;
     p.executable = h->executable;
     p.agent_version = h->agent_version;
     if (!p.metrics) {
@@ -314,7 +316,7 @@ void Registry::ApplyStall(const Conn&, StallFinding&& f, Loop& l, Now now) {
   }
   AddStalls(l, f.stall_class, 1);
   ++l.counted_stalls;
-  ObserveStall(l, f.duration_s);
+  ObserveStall(l, f);
   if (options_.max_recent_stalls == 0) {
     return;
   }

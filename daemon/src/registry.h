@@ -191,14 +191,18 @@ class Registry {
     std::shared_ptr<const void> owner;
     std::string_view text;
   };
-  // The Prometheus text exposition of every series (prometheus-cpp's TextSerializer), as pieces
-  // in order. A process's series are serialized again only when they changed since the last
-  // call; unchanged ones are shared from the cache, not copied (with thousands of loops the
-  // text is tens of MiB).
-  void MetricsPieces(Now now, std::vector<TextPiece>* out);
+  // The exposition of every series, as pieces in order: the Prometheus text format
+  // (prometheus-cpp's TextSerializer), or OpenMetrics 1.0 — the same series in the same text,
+  // OpenMetrics' # TYPE / # HELP lines, the buckets of stallwatch_stall_duration_seconds with an
+  // exemplar naming the latest stall each holds ({pid, stall_id}: with the series' service and
+  // loop, what /api/v1/stalls and the web UI's stall page resolve), and # EOF. A process's series
+  // are serialized again only when they changed since the last call; unchanged ones are shared
+  // from the cache, not copied (with thousands of loops the text is tens of MiB).
+  enum class Format { kText, kOpenMetrics };
+  void MetricsPieces(Now now, std::vector<TextPiece>* out, Format format = Format::kText);
   // The same text, written to `out` / returned as one string.
-  void WriteMetrics(std::ostream& out, Now now);
-  std::string MetricsText(Now now);
+  void WriteMetrics(std::ostream& out, Now now, Format format = Format::kText);
+  std::string MetricsText(Now now, Format format = Format::kText);
   // Every series collected and serialized afresh, without the cache: what MetricsText equals.
   std::string MetricsTextUncachedForTest(Now now);
   nlohmann::json LoopsJson(Now now) const;  // api_json.cc
@@ -244,7 +248,8 @@ class Registry {
   };
   struct Proc {
     std::string host, executable, agent_version;
-    uint32_t slot = 0;  // the `process` label; slots_[service][slot] is this process's pid
+    int64_t start_time_ns = 0;  // the hello's; 0 when the agent did not say
+    uint32_t slot = 0;          // the `process` label; slots_[service][slot] is this process's pid
     int connections = 0;
     int64_t gone_since_mono_ns = 0;  // 0 while connected
     uint64_t last_dropped = 0;
@@ -301,7 +306,7 @@ class Registry {
   static void AddStackSamples(Loop& l, uint64_t n);
   static void AddSuppressed(Loop& l, uint64_t n);
   static void AddStalls(Loop& l, StallClass cls, uint64_t n);
-  static void ObserveStall(Loop& l, double duration_s);
+  static void ObserveStall(Loop& l, const StallFinding& f);  // a closed stall, its exemplar
   // One call's calls in a window: `call` indexes kBlockingCalls.
   static void ObserveCalls(Loop& l, int call, uint64_t count, double sum_s,
                            const SparseHistogram& buckets);
@@ -321,6 +326,10 @@ class Registry {
   void WriteUncached(std::ostream& out);
   static const ProcMetrics& FamilyProbe();
   static const std::vector<unsigned>& ProcFamilyOrder();
+  static const std::vector<std::string>& ProcFamilyNames();  // in that order
+  void WriteUncachedOpenMetrics(std::string* out);
+  // The OpenMetrics text of the stall durations of the loops of process `key`, with exemplars.
+  void StallDurationOpenMetrics(const ProcKey& key, std::string* out) const;
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
@@ -352,7 +361,8 @@ class Registry {
   StackRecords stack_records_{options_.max_stack_records, options_.max_stack_records_bytes};
   // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.
   std::vector<unsigned> family_order_;
-  std::vector<TextPiece> family_headers_;  // by ProcMetrics::FamilyId
+  std::vector<TextPiece> family_headers_;     // by ProcMetrics::FamilyId
+  std::vector<TextPiece> family_om_headers_;  // the same, OpenMetrics' lines
   bool text_cache_ok_ = true;
 };
 

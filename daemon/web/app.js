@@ -204,10 +204,39 @@
   // Draws `root` into `box` as an icicle (root at the top). value(node) gives a node's width
   // (its children's sum to at most its own); decorate(div, node) colours a frame, info(node) is
   // its hover text. Clicking a frame zooms to it; clicking an ancestor (or the root) zooms out.
+  // The zoom is part of the view's URL: `zoom` holds the names of the frames from the service
+  // down to the zoomed one, separated by ';' (as in folded stacks). A click pushes it (Back
+  // returns to the previous zoom) and a loaded URL opens zoomed.
   function drawFlame(box, root, value, decorate, info) {
     const kRow = 18, kMinPct = 0.05;
     let depthMax = 0;
-    function render(focus, path) {
+    function zoomOf(path, focus) {
+      return path.concat([focus]).slice(1).map((n) => n.name).join(';');
+    }
+    // The focus and its ancestors the URL names; the root when it names none, or a frame these
+    // stacks do not have (box.dataset.zoomMissing says so).
+    function fromUrl() {
+      const zoom = new URLSearchParams(location.search).get('zoom');
+      delete box.dataset.zoomMissing;
+      const note = document.getElementById('zoom-missing');
+      if (note) note.remove();
+      if (!zoom) return [root, []];
+      let node = root;
+      const path = [];
+      for (const name of zoom.split(';')) {
+        const child = node.children.get(name);
+        if (!child || !(value(child) > 0)) {
+          box.dataset.zoomMissing = zoom;
+          box.before(el('p', {class: 'muted', id: 'zoom-missing', text: 'The zoomed frame (' +
+              zoom + ') is not in these stacks: showing them all.'}));
+          return [root, []];
+        }
+        path.push(node);
+        node = child;
+      }
+      return [node, path];
+    }
+    function render(focus, path, push) {
       box.textContent = '';
       const frames = [];
       // Ancestors of the focus, full width.
@@ -228,9 +257,18 @@
       depthMax = 0;
       walk(focus, 0, 100, path.length);
       box.style.height = ((depthMax + 1) * kRow + 4) + 'px';
+      const zoom = zoomOf(path, focus);
+      box.dataset.zoom = zoom;
+      if (push) {
+        const p = new URLSearchParams(location.search);
+        if (zoom) p.set('zoom', zoom);
+        else p.delete('zoom');
+        history.pushState(null, '', '?' + p.toString());
+      }
       for (const f of frames) {
-        const div = el('div', {class: 'frame kind-' + f.node.kind + (f.ancestor ? ' ancestor' : ''),
-          text: f.node.name,
+        const cls = 'frame kind-' + f.node.kind + (f.ancestor ? ' ancestor' : '') +
+            (f.node === focus ? ' focus' : '');
+        const div = el('div', {class: cls, text: f.node.name,
           data: {function: f.node.name, kind: f.node.kind, where: whereText(f.node)}});
         div.style.left = f.x + '%';
         div.style.width = f.w + '%';
@@ -242,9 +280,9 @@
           tip(null, '');
           if (f.ancestor) {
             const i = path.indexOf(f.node);
-            render(f.node, path.slice(0, i));
+            render(f.node, path.slice(0, i), true);
           } else if (f.node === focus) {
-            if (path.length) render(path[path.length - 1], path.slice(0, -1));
+            if (path.length) render(path[path.length - 1], path.slice(0, -1), true);
           } else {
             // The chain from the focus down to the clicked frame becomes ancestors.
             const chain = [];
@@ -258,13 +296,19 @@
               }
               return false;
             })(focus, []);
-            render(f.node, path.concat(chain));
+            render(f.node, path.concat(chain), true);
           }
         });
         box.append(div);
       }
     }
-    render(root, []);
+    const [focus, path] = fromUrl();
+    render(focus, path, false);
+    // Back and Forward between zooms: the URL changed, the page did not reload.
+    window.addEventListener('popstate', () => {
+      const [f, p] = fromUrl();
+      render(f, p, false);
+    });
   }
 
   function stackQuery(extra) {
@@ -286,7 +330,8 @@
     if (r.samples_not_kept) note += '; ' + r.samples_not_kept + ' samples not kept';
     if (r.complete_since_ns) note += '; complete since ' + fmtTime(r.complete_since_ns / 1e6);
     main.append(el('p', {class: 'muted', text: note + '. Click a frame to zoom, click it again ' +
-        '(or an ancestor) to zoom out; hover for samples and file:line.'}));
+        '(or an ancestor) to zoom out (the zoom is in the address: Back zooms out); hover for ' +
+        'samples and file:line.'}));
     if (!total) {
       main.append(el('p', {id: 'empty', text: 'No stall stacks match these filters.'}));
       return;

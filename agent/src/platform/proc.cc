@@ -102,6 +102,25 @@ int64_t ReadStealPerCpuNs() {
                               static_cast<uint64_t>(kCpus));
 }
 
+int64_t ReadProcessStartUnixNs() {
+  std::string stat;
+  std::string proc_stat;
+  // /proc/stat's per-CPU and interrupt lines come before btime: up to MiBs on large machines.
+  if (!ReadSmallFile((std::string(ProcRoot()) + "/stat").c_str(), &stat) ||
+      !ReadSmallFileLarge("/proc/stat", &proc_stat)) {
+    return 0;
+  }
+  const auto ticks = ParseStartTimeTicks(stat);
+  const auto boot_s = ParseBootTime(proc_stat);
+  static const long kTicks = sysconf(_SC_CLK_TCK);
+  if (!ticks || !boot_s || kTicks <= 0) {
+    return 0;
+  }
+  return *boot_s * 1'000'000'000 +
+         static_cast<int64_t>(*ticks / static_cast<uint64_t>(kTicks)) * 1'000'000'000 +
+         static_cast<int64_t>(*ticks % static_cast<uint64_t>(kTicks)) * (1'000'000'000 / kTicks);
+}
+
 std::optional<TaskStat> ReadThreadStat(pid_t tid) {
   std::string s;
   if (!ReadSmallFile(TaskPath(tid, "stat").c_str(), &s)) {

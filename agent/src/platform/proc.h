@@ -37,6 +37,10 @@ const char* ProcRoot();
 std::optional<SyscallInfo> ReadThreadSyscall(pid_t tid);
 std::optional<SchedStat> ReadThreadSchedstat(pid_t tid);
 std::optional<TaskStat> ReadThreadStat(pid_t tid);
+// When the target process started, in Unix ns (/proc/stat's boot time plus the process's start
+// in clock ticks: a resolution of 1 s from the boot time, which the kernel derives from the wall
+// clock at each read); 0 when unknown.
+int64_t ReadProcessStartUnixNs();
 // Hypervisor steal time of one CPU on average, in ns since boot (/proc/stat's steal over all
 // CPUs divided by the online CPUs): what a thread that wanted a CPU all along lost to it; -1
 // when unknown. Reads the first 4 KiB of /proc/stat only.

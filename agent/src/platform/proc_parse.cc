@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 
 namespace stallwatch::agent::platform {
 namespace {
@@ -177,6 +178,44 @@ std::optional<uint64_t> ParseStatSteal(std::string_view text) {
     return std::nullopt;
   }
   return steal;
+}
+
+std::optional<uint64_t> ParseStartTimeTicks(std::string_view text) {
+  // As ParseTaskStat: the fields after the last ')', state (3) being index 0, starttime (22)
+  // index 19.
+  const size_t close = text.rfind(')');
+  if (close == std::string_view::npos) {
+    return std::nullopt;
+  }
+  auto f = SplitWs(text.substr(close + 1));
+  uint64_t ticks = 0;
+  if (f.size() < 20 || !ParseNum(f[19], &ticks)) {
+    return std::nullopt;
+  }
+  return ticks;
+}
+
+std::optional<int64_t> ParseBootTime(std::string_view text) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t eol = text.find('\n', pos);
+    const std::string_view line =
+        text.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (line.rfind("btime ", 0) == 0) {
+      auto f = SplitWs(line.substr(6));
+      uint64_t seconds = 0;
+      if (f.size() != 1 || !ParseNum(f[0], &seconds) || seconds == 0 ||
+          seconds > static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 1'000'000'000)) {
+        return std::nullopt;
+      }
+      return static_cast<int64_t>(seconds);
+    }
+    if (eol == std::string_view::npos) {
+      break;
+    }
+    pos = eol + 1;
+  }
+  return std::nullopt;
 }
 
 std::optional<TaskStat> ParseTaskStat(std::string_view text) {

@@ -40,6 +40,12 @@ struct TaskStat {
 };
 std::optional<TaskStat> ParseTaskStat(std::string_view text);
 
+// /proc/<pid>/stat: the process's start time (field 22), in clock ticks after boot.
+std::optional<uint64_t> ParseStartTimeTicks(std::string_view text);
+
+// /proc/stat: the boot time ("btime" line), in Unix seconds.
+std::optional<int64_t> ParseBootTime(std::string_view text);
+
 // /proc/stat: the steal time (8th value of the aggregate "cpu " line, in clock ticks, summed
 // over all CPUs): time a hypervisor ran something else while this machine's vCPUs wanted to
 // run. nullopt when the line is missing or has fewer than 8 values (kernels before 2.6.11).

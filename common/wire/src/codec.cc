@@ -125,6 +125,13 @@ bool DecodeHello(const json& j, Hello* h, DecodeError* err) {
     return Fail(err, RejectReason::kBadField, "field 'pid' is required: a positive integer");
   }
   h->pid = pid->get<int64_t>();
+  if (auto it = j.find("start_time_ns"); it != j.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
+      return Fail(err, RejectReason::kBadField,
+                  "field 'start_time_ns' must be a non-negative integer (Unix ns)");
+    }
+    h->start_time_ns = it->get<int64_t>();
+  }
   if (auto it = j.find("loops"); it != j.end()) {
     if (!it->is_array() || it->size() > kMaxLoopsInHello) {
       return Fail(err, RejectReason::kBadField,
@@ -552,6 +559,9 @@ std::string EncodeBody(const Message& m) {
     json j{{"kind", "hello"},  {"service", h->service},       {"pid", h->pid},
            {"host", h->host},  {"executable", h->executable}, {"agent_version", h->agent_version},
            {"loops", h->loops}};
+    if (h->start_time_ns > 0) {
+      j["start_time_ns"] = h->start_time_ns;
+    }
     if (!h->token.empty()) {
       j["token"] = h->token;
     }

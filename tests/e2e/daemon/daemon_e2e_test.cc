@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,15 +38,20 @@ int FreePort() { return stallwatch::testing::FreeLoopbackPort(); }
 class Child {
  public:
   Child(std::vector<std::string> argv, const std::string& log,
-        std::vector<std::pair<std::string, std::string>> env = {}) {
+        const std::vector<std::pair<std::string, std::string>>& env = {}) {
     pid_ = ::fork();
     if (pid_ == 0) {
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
-      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      for (const auto& [k, v] : env) {
+        ::setenv(k.c_str(), v.c_str(), 1);
+      }
       std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
+      args.reserve(argv.size() + 1);
+      for (auto& a : argv) {
+        args.push_back(a.data());
+      }
       args.push_back(nullptr);
       ::execv(args[0], args.data());
       ::_exit(127);
@@ -67,7 +73,9 @@ class Child {
     return -1;
   }
   int Stop() {
-    if (pid_ <= 0) return 0;
+    if (pid_ <= 0) {
+      return 0;
+    }
     ::kill(pid_, SIGCONT);  // in case a failed test left it stopped
     ::kill(pid_, SIGTERM);
     int rc = Wait(10s);
@@ -84,7 +92,9 @@ class Child {
 
 std::string HttpGet(int port, const std::string& path, int* status = nullptr) {
   auto r = stallwatch::cli::HttpGet("http://127.0.0.1:" + std::to_string(port) + path, 5s);
-  if (status) *status = r.ok() ? r->status : 0;
+  if (status) {
+    *status = r.ok() ? r->status : 0;
+  }
   return r.ok() ? r->body : "";
 }
 
@@ -110,7 +120,9 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeou
 json Query(int port, const std::string& promql) {
   const std::string body = HttpGet(port, "/api/v1/query?query=" + UrlEncode(promql));
   json j = json::parse(body, nullptr, false);
-  if (j.is_discarded() || j.value("status", "") != "success") return json::array();
+  if (j.is_discarded() || j.value("status", "") != "success") {
+    return json::array();
+  }
   return j["data"]["result"];
 }
 
@@ -225,7 +237,121 @@ TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
   EXPECT_EQ(daemon.Stop(), 0) << "SIGTERM stops stallwatchd cleanly";
   struct stat st {};
   EXPECT_NE(::lstat(sock.c_str(), &st), 0) << "the daemon removed its socket";
-  if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir);
+  if (!::testing::Test::HasFailure()) {
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// The exemplar round trip: Prometheus (exemplar storage on) scrapes the daemon, which answers
+// its Accept header with OpenMetrics; the stall duration buckets' exemplars reach Prometheus's
+// exemplar API, and the stall each names — with its series' service and loop — is one the
+// daemon's stall API (what its web UI's stall page reads) returns.
+TEST(DaemonE2E, PrometheusExemplarsNameStallsTheDaemonResolves) {
+  if (::access(kPrometheus, X_OK) != 0) {
+    GTEST_SKIP() << "needs Debian's prometheus package (" << kPrometheus << ")";
+  }
+  char tmpl[] = "/tmp/swe2e.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string sock = dir + "/run/agent.sock";
+  const int http_port = FreePort();
+  const int prom_port = FreePort();
+
+  Child daemon({SW_STALLWATCHD, "--agent-socket", sock, "--http-listen",
+                "127.0.0.1:" + std::to_string(http_port), "--log-level", "info"},
+               dir + "/stallwatchd.log");
+  ASSERT_TRUE(WaitFor([&] { return HttpGet(http_port, "/healthz") == "ok\n"; }, 20s))
+      << "stallwatchd did not come up; see " << dir << "/stallwatchd.log";
+  {
+    std::ofstream cfg(dir + "/prometheus.yml");
+    cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        << "scrape_configs:\n  - job_name: stallwatch\n    static_configs:\n"
+        << "      - targets: ['127.0.0.1:" << http_port << "']\n";
+  }
+  Child prometheus(
+      {kPrometheus, "--config.file=" + dir + "/prometheus.yml",
+       "--storage.tsdb.path=" + dir + "/data", "--enable-feature=exemplar-storage",
+       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port), "--log.level=warn"},
+      dir + "/prometheus.log");
+
+  // One 300 ms CPU stall and one 200 ms sleep: two closed stalls, in two buckets.
+  Child demo({SW_STALL_DEMO}, dir + "/stall_demo.log",
+             {{"STALLWATCH_ENDPOINT", "unix:" + sock}, {"STALLWATCH_SERVICE", "e2e_exemplar"}});
+  EXPECT_EQ(demo.Wait(60s), 0) << "see " << dir << "/stall_demo.log";
+
+  const auto exemplars = [&] {
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    const std::string body = HttpGet(
+        prom_port,
+        "/api/v1/query_exemplars?query=" +
+            UrlEncode("stallwatch_stall_duration_seconds_bucket{service=\"e2e_exemplar\"}") +
+            "&start=" + std::to_string(now - 3600) + "&end=" + std::to_string(now + 60));
+    json j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || j.value("status", "") != "success") {
+      return json::array();
+    }
+    return j["data"];
+  };
+  json found;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        found = exemplars();
+        size_t n = 0;
+        for (const auto& series : found) {
+          n += series["exemplars"].size();
+        }
+        return n >= 2;
+      },
+      90s))
+      << "Prometheus holds no exemplars of both stalls: " << found.dump() << "; logs in " << dir;
+
+  std::set<std::string> ids;
+  for (const auto& series : found) {
+    const json& labels = series["seriesLabels"];
+    for (const auto& e : series["exemplars"]) {
+      const std::string pid = e["labels"]["pid"].get<std::string>();
+      const std::string id = e["labels"]["stall_id"].get<std::string>();
+      ids.insert(id);
+      // What the web UI's stall page asks the API for (/?view=stall&service=&pid=&loop=&id=).
+      std::string path = "/api/v1/stalls?service=";
+      path += UrlEncode(labels["service"].get<std::string>());
+      path += "&pid=" + pid;
+      path += "&loop=" + UrlEncode(labels["loop"].get<std::string>());
+      path += "&id=" + id;
+      int status = 0;
+      const json stalls = json::parse(HttpGet(http_port, path, &status), nullptr, false);
+      ASSERT_EQ(status, 200) << path;
+      ASSERT_FALSE(stalls.is_discarded()) << path;
+      ASSERT_EQ(stalls["stalls"].size(), 1u) << path << " " << stalls.dump();
+      const json& stall = stalls["stalls"][0];
+      EXPECT_EQ(std::to_string(stall["stall_id"].get<uint64_t>()), id);
+      EXPECT_EQ(std::to_string(stall["pid"].get<int64_t>()), pid);
+      EXPECT_FALSE(stall["ongoing"].get<bool>());
+      // The exemplar's value is the stall's exact duration, within the series' bucket.
+      const double value = std::stod(e["value"].get<std::string>());
+      EXPECT_NEAR(value, stall["duration_s"].get<double>(), 1e-6) << e.dump();
+      const std::string le = labels["le"].get<std::string>();
+      if (le != "+Inf") {
+        EXPECT_LE(value, std::stod(le)) << e.dump();
+      }
+      // The page itself is served at that address (it renders the stall from the same API).
+      std::string page = "/?view=stall&service=";
+      page += UrlEncode(labels["service"].get<std::string>());
+      page += "&pid=" + pid;
+      page += "&id=" + id;
+      HttpGet(http_port, page, &status);
+      EXPECT_EQ(status, 200);
+    }
+  }
+  EXPECT_GE(ids.size(), 2u) << found.dump();
+
+  EXPECT_EQ(prometheus.Stop(), 0);
+  EXPECT_EQ(daemon.Stop(), 0);
+  if (!::testing::Test::HasFailure()) {
+    std::filesystem::remove_all(dir);
+  }
 }
 
 }  // namespace

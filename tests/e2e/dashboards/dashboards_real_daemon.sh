@@ -72,11 +72,11 @@ if [ -n "$with_pid" ]; then
   exit 1
 fi
 info=$(grep '^stallwatch_process_info{' <<<"$metrics" || true)
-if ! grep -q 'process="0",service="dashdemo"} 1' <<<"$info"; then
+if ! grep 'process="0",service="dashdemo"' <<<"$info" | grep -q 'start_time="[0-9][0-9]*"} 1$'; then
   echo "FAIL: no stallwatch_process_info of dashdemo's process 0: $info"
   exit 1
 fi
-echo "ok: no pid label on the series; stallwatch_process_info names the pid"
+echo "ok: no pid label on the series; stallwatch_process_info names the pid and start time"
 
 # The ledger of dashcalls' loop: both calls counted in Prometheus, and their call sites ranked
 # by `stallwatch calls`.

@@ -5,9 +5,10 @@
 # (BurnCpuOnLoop, class cpu) in range B — and Debian's headless Chromium loading each view from
 # the daemon and dumping the DOM it built from the live API. Asserts: the loops table lists the
 # loop, the timeline has a bar of the right class for every stall, the flame graph's frames name
-# the stalling function (and the class filter narrows them), the diff view marks BurnCpuOnLoop grown and BlockingSleepOnLoop
-# shrunk, the stall page shows the hint and a frame's file:line; the page's headers; one
-# screenshot. Chromium missing fails the test (scripts/install-deps.sh installs it).
+# the stalling function (and the class filter narrows them), a click's zoom is in the address and
+# restored from it (flame_zoom_cdp.py), the diff view marks BurnCpuOnLoop grown and
+# BlockingSleepOnLoop shrunk, the stall page shows the hint and a frame's file:line; the page's
+# headers; one screenshot. Chromium missing fails the test (scripts/install-deps.sh installs it).
 # Loopback only; every process started here is ended by its PID; bounded to about a minute.
 # Usage: web_ui_chromium.sh STALLWATCHD STALLWATCH CHROMIUM
 # SW_UI_SCREENSHOTS=DIR keeps a screenshot of every view there (to look at; never in the repo).
@@ -178,6 +179,13 @@ grep -q $'BurnCpuOnLoop[^\t]*\tgrew\t' "$work/diff.tsv" ||
 grep -q $'BlockingSleepOnLoop[^\t]*\tshrank\t' "$work/diff.tsv" ||
   { cat "$work/diff.tsv"; fail "diff does not mark BlockingSleepOnLoop shrank"; }
 
+# The flame graph's zoom is in the address (flame_zoom_cdp.py drives Chromium over the DevTools
+# protocol): a click on BlockingSleepOnLoop's frame puts zoom=… in the URL, a reload and a new tab
+# at that URL show the same zoom (BurnCpuOnLoop gone), Back zooms out.
+here="$(cd "$(dirname "$0")" && pwd)"
+timeout 90 python3 "$here/flame_zoom_cdp.py" "$chromium" "$work/profile-zoom" "$flame_url" \
+  BlockingSleepOnLoop BurnCpuOnLoop || fail "the flame graph's zoom is not in its address"
+
 # Stall page of one blocked stall: its hint, its stack's function and file:line.
 python3 - "$work/stall.html" "$hint" <<'PY' || fail "stall page"
 import re, sys
@@ -215,4 +223,4 @@ if [ -n "${SW_UI_SCREENSHOTS:-}" ]; then
   shot shot_stall "$stall_url" "$SW_UI_SCREENSHOTS/stall.png"
   finish
 fi
-echo "PASS: loops table, timeline, flame graph (+class=$burn_class filter), diff, stall page; screenshot $size bytes"
+echo "PASS: loops table, timeline, flame graph (+class=$burn_class filter, zoom in the address), diff, stall page; screenshot $size bytes"

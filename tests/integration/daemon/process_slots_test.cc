@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <set>
 #include <sstream>
@@ -132,6 +133,42 @@ TEST(ProcessSlots, AServiceRestartedTenTimesKeepsTheSameSeries) {
     EXPECT_NE(added[0].find("pid=\"" + std::to_string(pid) + "\""), std::string::npos);
   }
   EXPECT_EQ(pids.size(), 11u) << "each run was a new process";
+}
+
+// stallwatch_process_info names the process's start time (Unix seconds), as its agent read it:
+// the fork of the demo, within the margins of the boot time's 1 s resolution.
+TEST(ProcessSlots, TheInfoSeriesNamesTheProcessStartTime) {
+  TempDir dir;
+  DaemonOptions o = DaemonOptionsIn(dir);
+  DaemonThread d(o);
+  ASSERT_TRUE(d.ok()) << d.error();
+  const auto unix_s = [] {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const int64_t before = unix_s();
+  const pid_t pid = StartDemo(o.agent_socket, "started");
+  ASSERT_GT(pid, 0);
+  const int64_t after_fork = unix_s();
+  ASSERT_TRUE(Exited0(pid));
+  ASSERT_TRUE(WaitFor([&] { return RunArrived(d, "started", pid); })) << d.Metrics();
+  std::string info;
+  for (const auto& s : SeriesLines(d.Metrics())) {
+    if (s.starts_with("stallwatch_process_info{") &&
+        s.find("pid=\"" + std::to_string(pid) + "\"") != std::string::npos) {
+      info = s;
+    }
+  }
+  ASSERT_FALSE(info.empty());
+  const size_t at = info.find("start_time=\"");
+  ASSERT_NE(at, std::string::npos) << info;
+  const std::string value = info.substr(at + 12, info.find('"', at + 12) - at - 12);
+  ASSERT_FALSE(value.empty()) << info;
+  ASSERT_EQ(value.find_first_not_of("0123456789"), std::string::npos) << info;
+  const int64_t start = std::stoll(value);
+  EXPECT_GE(start, before - 2) << info;
+  EXPECT_LE(start, after_fork + 2) << info;
 }
 
 // Pre-forked workers: W processes of one service running at once hold slots 0 … W-1, and a

@@ -555,6 +555,25 @@ std::optional<double> Info(const std::string& m, const std::string& service, int
                       "pid=\"" + std::to_string(pid) + "\""});
 }
 
+TEST(RegistrySlots, TheInfoSeriesCarriesTheHelloStartTime) {
+  Registry r;
+  auto c = r.Connect("test", At(0));
+  wire::Hello h = Hello("svc", 42);
+  h.start_time_ns = 1'796'655'772'990'000'000;
+  ASSERT_FALSE(r.Apply(c, h, At(0)).has_value());
+  std::string m = r.MetricsText(At(1));
+  EXPECT_EQ(MetricValue(m, "stallwatch_process_info",
+                        {"pid=\"42\"", "start_time=\"1796655772\"", "process=\"0\""}),
+            1.0)
+      << m;
+  // Another process without the field (an older agent): an empty label, which Prometheus drops.
+  auto c2 = r.Connect("test", At(2));
+  ASSERT_FALSE(r.Apply(c2, Hello("svc", 43), At(2)).has_value());
+  m = r.MetricsText(At(3));
+  EXPECT_EQ(MetricValue(m, "stallwatch_process_info", {"pid=\"43\"", "start_time=\"\""}), 1.0) << m;
+  EXPECT_EQ(m, r.MetricsTextUncachedForTest(At(3)));
+}
+
 TEST(RegistrySlots, ANewProcessTakesTheLowestSlotNoConnectedProcessHolds) {
   RegistryOptions o;
   o.expire_after = 100s;

@@ -76,6 +76,25 @@ TEST(ParseStatSteal, EighthValueOfTheCpuLine) {
   EXPECT_FALSE(ParseStatSteal(""));
 }
 
+TEST(ParseStartTimeTicks, Field22AfterACommWithSpacesAndParentheses) {
+  EXPECT_EQ(ParseStartTimeTicks(Fixture("stat_weird_comm.txt")), 12345u);
+  EXPECT_EQ(ParseStartTimeTicks("1 (a) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99"), 99u);
+  EXPECT_FALSE(ParseStartTimeTicks("1 (a) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0"));
+  EXPECT_FALSE(ParseStartTimeTicks("1 (a) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 x"));
+  EXPECT_FALSE(ParseStartTimeTicks("no parens here"));
+}
+
+TEST(ParseBootTime, TheBtimeLine) {
+  EXPECT_EQ(ParseBootTime("cpu  1 2 3 4 5 6 7 8\nintr 5 0 0\nctxt 42\nbtime 1796655772\n"
+                          "processes 99\n"),
+            1796655772);
+  EXPECT_EQ(ParseBootTime("btime 7"), 7);
+  EXPECT_FALSE(ParseBootTime("cpu  1 2 3\nctxt 42\n"));
+  EXPECT_FALSE(ParseBootTime("btime x\n"));
+  EXPECT_FALSE(ParseBootTime("btime 0\n"));
+  EXPECT_FALSE(ParseBootTime(""));
+}
+
 TEST(ParseTaskStat, CommWithSpacesAndParentheses) {
   auto s = ParseTaskStat(Fixture("stat_weird_comm.txt"));
   ASSERT_TRUE(s);

@@ -248,7 +248,8 @@ TEST(ApiQuery, RoutesTheWebUiAndItsFiles) {
   for (const char* query :
        {"view=flame&service=api&loop=main&class=cpu&since=10m&until=2026-12-07T15:04:05Z",
         "view=diff&a_since=2h&a_until=1h&b_since=1h&b_until=0s&service=api",
-        "view=stall&service=api&pid=42&loop=main&id=7", "view=loops&span=15m"}) {
+        "view=stall&service=api&pid=42&loop=main&id=7", "view=loops&span=15m",
+        "view=flame&service=api&zoom=api%3Bmain%3Bspin%28int%29"}) {
     auto r = ParseApiRequest("/", query);
     ASSERT_TRUE(r.ok()) << query << ": " << r.status().message();
     EXPECT_EQ(r->asset->name, "index.html");
@@ -269,8 +270,8 @@ TEST(ApiQuery, RoutesTheWebUiAndItsFiles) {
   for (const Case& c :
        {Case{"/", "view=graph", StatusCode::kInvalidArgument,
              "bad view 'graph': expected loops, flame, diff or stall"},
-        Case{"/", "zoom=1", StatusCode::kInvalidArgument,
-             "unknown parameter 'zoom'; accepted: view=loops|flame|diff|stall"},
+        Case{"/", "zom=1", StatusCode::kInvalidArgument,
+             "unknown parameter 'zom'; accepted: view=loops|flame|diff|stall"},
         Case{"/ui/app.js", "v=1", StatusCode::kInvalidArgument, "no parameters"},
         Case{"/ui/index.html", "", StatusCode::kNotFound, "served: / (web UI), /metrics"},
         Case{"/ui/", "", StatusCode::kNotFound, "no such path '/ui/'"},

@@ -119,6 +119,20 @@ TEST(WireCodec, HelloTokenIsOptionalAndBounded) {
   EXPECT_EQ(e.message.find("ttt"), std::string::npos) << "the error never echoes the token";
 }
 
+TEST(WireCodec, HelloStartTimeIsOptional) {
+  Hello h = SampleHello();
+  EXPECT_EQ(EncodeBody(h).find("start_time_ns"), std::string::npos) << "omitted when unknown";
+  EXPECT_EQ(std::get<Hello>(DecodeOne(EncodeFrame(h))).start_time_ns, 0);
+  h.start_time_ns = 1'796'655'772'420'000'000;
+  EXPECT_EQ(std::get<Hello>(DecodeOne(EncodeFrame(h))).start_time_ns, 1'796'655'772'420'000'000);
+  EXPECT_EQ(
+      DecodeFail(Frame(R"({"kind":"hello","pid":1,"service":"s","start_time_ns":-5})")).reason,
+      RejectReason::kBadField);
+  EXPECT_EQ(
+      DecodeFail(Frame(R"({"kind":"hello","pid":1,"service":"s","start_time_ns":"x"})")).reason,
+      RejectReason::kBadField);
+}
+
 TEST(WireCodec, StallRoundTrip) {
   const StallFinding in = SampleStall();
   const StallFinding out = std::get<StallFinding>(DecodeOne(EncodeFrame(in)));

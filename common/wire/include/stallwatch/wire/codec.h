@@ -46,6 +46,9 @@ struct Hello {
   std::string host;
   std::string executable;
   std::string agent_version;
+  // When the process started (Unix ns); 0 when unknown (and from agents that predate the field).
+  // With the pid, it names one process across pid reuse (stallwatch_process_info's start_time).
+  int64_t start_time_ns = 0;
   std::vector<std::string> loops;  // loops attached when the connection was made
   // The shared secret of a daemon that requires one on TCP (--agent-token-file). Sent only over
   // TCP and only when set; omitted from the body when empty. Never stored or shown by the daemon.
