@@ -194,6 +194,29 @@ Status ParsePid(const std::string& v, std::optional<int64_t>* out) {
   return OkStatus();
 }
 
+// The parameters that select loops and cap a reply, shared by /api/v1/stalls and /api/v1/calls:
+// limit, service, loop and pid. nullopt when `k` is none of them; else the parse's status.
+std::optional<Status> ParseSelection(const std::string& k, const std::string& v, size_t* limit,
+                                     std::optional<std::string>* service,
+                                     std::optional<std::string>* loop,
+                                     std::optional<int64_t>* pid) {
+  if (k == "limit") {
+    auto l = ParseLimit(v);
+    if (!l.ok()) {
+      return l.status();
+    }
+    *limit = *l;
+    return OkStatus();
+  }
+  if (k == "service" || k == "loop") {
+    return ParseName(k, v, k == "service" ? service : loop);
+  }
+  if (k == "pid") {
+    return ParsePid(v, pid);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 const WebAsset* FindWebAsset(std::string_view name) {
@@ -351,19 +374,9 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     r.kind = ApiRequest::Kind::kStalls;
     StallQuery& q = r.stalls;
     for (const auto& [k, v] : *params) {
-      if (k == "limit") {
-        auto limit = ParseLimit(v);
-        if (!limit.ok()) {
-          return limit.status();
-        }
-        q.limit = *limit;
-      } else if (k == "service" || k == "loop") {
-        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
-          return st;
-        }
-      } else if (k == "pid") {
-        if (Status st = ParsePid(v, &q.pid); !st.ok()) {
-          return st;
+      if (std::optional<Status> st = ParseSelection(k, v, &q.limit, &q.service, &q.loop, &q.pid)) {
+        if (!st->ok()) {
+          return *st;
         }
       } else if (k == "id") {
         const auto id = ParseInteger(v, 1, std::numeric_limits<int64_t>::max());
@@ -405,19 +418,9 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     r.kind = ApiRequest::Kind::kCalls;
     CallQuery& q = r.calls;
     for (const auto& [k, v] : *params) {
-      if (k == "limit") {
-        auto limit = ParseLimit(v);
-        if (!limit.ok()) {
-          return limit.status();
-        }
-        q.limit = *limit;
-      } else if (k == "service" || k == "loop") {
-        if (Status st = ParseName(k, v, k == "service" ? &q.service : &q.loop); !st.ok()) {
-          return st;
-        }
-      } else if (k == "pid") {
-        if (Status st = ParsePid(v, &q.pid); !st.ok()) {
-          return st;
+      if (std::optional<Status> st = ParseSelection(k, v, &q.limit, &q.service, &q.loop, &q.pid)) {
+        if (!st->ok()) {
+          return *st;
         }
       } else if (k == "call") {
         if (BlockingCallIndex(v) < 0) {

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -59,6 +60,26 @@ class Daemon {
            stallwatch::testing::WaitFor([&] { return access(sock_.c_str(), F_OK) == 0; }, 10s);
   }
   const std::string& sock() const { return sock_; }
+  // Runs `program` under the shim (watchdog thread), reporting to this daemon as `service`;
+  // `env`: more VAR=value words.
+  CommandResult RunUnderShim(const std::string& service, const std::string& program,
+                             const std::string& env = "") const {
+    return RunCommand(std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
+                          " STALLWATCH_WATCHDOG=thread STALLWATCH_SERVICE=" + service + " " + env +
+                          " STALLWATCH_ENDPOINT=unix:" + sock_ + " " + program + " 2>&1",
+                      30s);
+  }
+  // /api/v1/calls?service=`service` once `ready` holds of it (10 s at most): true and the reply
+  // in *reply, or false and the last reply.
+  bool CallsOnceReady(const std::string& service, const std::function<bool(const json&)>& ready,
+                      json* reply) const {
+    return stallwatch::testing::WaitFor(
+        [&] {
+          *reply = json::parse(Get("/api/v1/calls?service=" + service), nullptr, false);
+          return ready(*reply);
+        },
+        10s);
+  }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   // The body of GET path (curl: the status line is not needed; -w appends the HTTP code).
   std::string Get(const std::string& path, int* status = nullptr) const {
@@ -93,21 +114,17 @@ TEST(Ledger, TheDaemonRanksTheLoopsCallSitesCountsThemAndTheCliShowsThem) {
   }
   Daemon d;
   ASSERT_TRUE(d.Ready()) << "stallwatchd did not create its socket";
-  const CommandResult run = RunCommand(
-      std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
-          " STALLWATCH_WATCHDOG=thread STALLWATCH_SERVICE=ledger-e2e STALLWATCH_ENDPOINT=unix:" +
-          d.sock() + " " + SW_LEDGER_APP + " dirty 5 2>&1",
-      30s);
+  const CommandResult run = d.RunUnderShim("ledger-e2e", std::string(SW_LEDGER_APP) + " dirty 5");
   ASSERT_EQ(run.code, 0) << run.out;
 
   json reply;
-  ASSERT_TRUE(stallwatch::testing::WaitFor(
-      [&] {
-        reply = json::parse(d.Get("/api/v1/calls?service=ledger-e2e"), nullptr, false);
-        const json dns = Entry(reply, "getaddrinfo", "resolve_backend");
+  ASSERT_TRUE(d.CallsOnceReady(
+      "ledger-e2e",
+      [](const json& r) {
+        const json dns = Entry(r, "getaddrinfo", "resolve_backend");
         return dns.is_object() && dns["count"] == 100;
       },
-      10s))
+      &reply))
       << reply.dump(1);
   const json dns = Entry(reply, "getaddrinfo", "resolve_backend");
   EXPECT_EQ(dns["family"], "dns");
@@ -184,22 +201,18 @@ TEST(Ledger, TheNewCallFamiliesReachTheDaemonAsCallsOfTheFixedList) {
   }
   Daemon d;
   ASSERT_TRUE(d.Ready()) << "stallwatchd did not create its socket";
-  const CommandResult run = RunCommand(
-      std::string("env LD_PRELOAD=") + SW_PRELOAD_LIB +
-          " STALLWATCH_WATCHDOG=thread STALLWATCH_SERVICE=ledger-io STALLWATCH_THRESHOLD=500ms"
-          " STALLWATCH_ENDPOINT=unix:" +
-          d.sock() + " " + SW_LEDGER_IO_APP + " io 10 2>&1",
-      30s);
+  const CommandResult run = d.RunUnderShim("ledger-io", std::string(SW_LEDGER_IO_APP) + " io 10",
+                                           "STALLWATCH_THRESHOLD=500ms");
   ASSERT_EQ(run.code, 0) << run.out;
 
   json reply;
-  ASSERT_TRUE(stallwatch::testing::WaitFor(
-      [&] {
-        reply = json::parse(d.Get("/api/v1/calls?service=ledger-io"), nullptr, false);
-        const json pipe = Entry(reply, "read_blocking", "pipe_blocking");
+  ASSERT_TRUE(d.CallsOnceReady(
+      "ledger-io",
+      [](const json& r) {
+        const json pipe = Entry(r, "read_blocking", "pipe_blocking");
         return pipe.is_object() && pipe["count"] == 10;
       },
-      10s))
+      &reply))
       << reply.dump(1);
   EXPECT_EQ(Entry(reply, "read_blocking", "pipe_blocking")["family"], "socket");
   const json pread = Entry(reply, "pread", "file_io");
