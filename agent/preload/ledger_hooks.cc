@@ -307,42 +307,37 @@ using stallwatch::agent::internal::Real;
 using stallwatch::agent::internal::Timed;
 
 // Each interposer takes its return address itself (a helper's would be the interposer's).
-#define SW_LEDGER_CALL(call_kind, name, ...)                                                    \
-  do {                                                                                          \
-    auto real = Real(&g_real.name);                                                             \
-    LoopState* s = CountedLoop();                                                               \
-    if (__builtin_expect(s == nullptr, 1)) {                                                    \
-      return real(__VA_ARGS__);                                                                 \
-    }                                                                                           \
-    return Timed(s, call_kind, __builtin_return_address(0), [&] { return real(__VA_ARGS__); }); \
-  } while (0)
-
-// A read or write on a descriptor: counted as `file_call` or `stream_call` by what it is (FdCall).
-#define SW_LEDGER_FD_CALL(file_call, stream_call, name, fd, ...)                        \
+// `decide`, evaluated only on a loop thread outside another interposed call, is the call to count
+// it as, or BlockingCall::kCount to pass it through uncounted.
+#define SW_LEDGER_DECIDED(name, decide, ...)                                            \
   do {                                                                                  \
     auto real = Real(&g_real.name);                                                     \
     LoopState* s = CountedLoop();                                                       \
     if (__builtin_expect(s == nullptr, 1)) {                                            \
       return real(__VA_ARGS__);                                                         \
     }                                                                                   \
-    const BlockingCall c = FdCall(fd, file_call, stream_call);                          \
+    const BlockingCall c = (decide);                                                    \
     if (c == BlockingCall::kCount) {                                                    \
       return real(__VA_ARGS__);                                                         \
     }                                                                                   \
     return Timed(s, c, __builtin_return_address(0), [&] { return real(__VA_ARGS__); }); \
   } while (0)
 
+// A call counted whenever the loop thread makes it.
+#define SW_LEDGER_CALL(call_kind, name, ...) SW_LEDGER_DECIDED(name, call_kind, __VA_ARGS__)
+
+// A read or write on a descriptor: counted as `file_call` or `stream_call` by what it is (FdCall).
+#define SW_LEDGER_FD_CALL(file_call, stream_call, name, fd, ...) \
+  SW_LEDGER_DECIDED(name, FdCall(fd, file_call, stream_call), __VA_ARGS__)
+
 // A socket call with flags: never counted with MSG_DONTWAIT (it returns at once).
 #define SW_LEDGER_SOCKET_CALL(call_kind, name, fd, flags, ...)                                  \
-  do {                                                                                          \
-    auto real = Real(&g_real.name);                                                             \
-    LoopState* s = CountedLoop();                                                               \
-    if (__builtin_expect(s == nullptr, 1) || ((flags)&MSG_DONTWAIT) != 0 ||                     \
-        FdCall(fd, BlockingCall::kCount, call_kind) == BlockingCall::kCount) {                  \
-      return real(__VA_ARGS__);                                                                 \
-    }                                                                                           \
-    return Timed(s, call_kind, __builtin_return_address(0), [&] { return real(__VA_ARGS__); }); \
-  } while (0)
+  SW_LEDGER_DECIDED(name,                                                                       \
+                    ((flags)&MSG_DONTWAIT) != 0 ||                                              \
+                            FdCall(fd, BlockingCall::kCount, call_kind) == BlockingCall::kCount \
+                        ? BlockingCall::kCount                                                  \
+                        : (call_kind),                                                          \
+                    __VA_ARGS__)
 
 // open's mode argument, read only when the flags say it was passed.
 #define SW_OPEN_MODE(last, flags) \
