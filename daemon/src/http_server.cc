@@ -50,70 +50,6 @@ void ReplyWebAsset(evhttp_request* req, const WebAsset& asset) {
 
 void ReleasePiece(const void*, size_t, void* arg) { delete static_cast<Registry::TextPiece*>(arg); }
 
-// A /metrics reply sent in batches of pieces: each piece the reply references costs libevent an
-// evbuffer chain of at least 1 KiB, so referencing all of them at once (10 000 with 1000 agents)
-// cost ~10 MiB for the time of the reply — the daemon's peak. A batch is handed to the
-// connection when the previous one has been written out (or copied into the socket).
-//
-// Owned by itself: freed after the last batch, or by the connection's close callback when the
-// client goes away (or times out) first.
-class MetricsStream {
- public:
-  static void Start(evhttp_request* req, std::vector<Registry::TextPiece>&& pieces) {
-    auto* self = new MetricsStream(req, std::move(pieces));
-    evhttp_connection_set_closecb(self->conn_, &MetricsStream::OnClose, self);
-    evhttp_send_reply_start(req, 200, "OK");
-    self->SendBatch();
-  }
-
- private:
-  // Bytes of text per batch: ~150 pieces of an average process's family.
-  static constexpr size_t kBatchBytes = size_t{256} * 1024;
-
-  MetricsStream(evhttp_request* req, std::vector<Registry::TextPiece>&& pieces)
-      : req_(req), conn_(evhttp_request_get_connection(req)), pieces_(std::move(pieces)) {}
-
-  void SendBatch() {
-    evbuffer* out = evbuffer_new();
-    size_t bytes = 0;
-    while (next_ < pieces_.size() && bytes < kBatchBytes) {
-      Registry::TextPiece& piece = pieces_[next_++];
-      if (piece.text.empty()) {
-        continue;
-      }
-      bytes += piece.text.size();
-      auto* hold = new Registry::TextPiece(std::move(piece));
-      if (evbuffer_add_reference(out, hold->text.data(), hold->text.size(), &ReleasePiece, hold) !=
-          0) {
-        evbuffer_add(out, hold->text.data(), hold->text.size());
-        delete hold;
-      }
-    }
-    if (next_ < pieces_.size()) {
-      evhttp_send_reply_chunk_with_cb(req_, out, &MetricsStream::OnBatchSent, this);
-      evbuffer_free(out);
-      return;
-    }
-    evhttp_send_reply_chunk(req_, out);
-    evbuffer_free(out);
-    // Done: the connection may live on (keep-alive) without this stream.
-    evhttp_connection_set_closecb(conn_, nullptr, nullptr);
-    evhttp_request* req = req_;
-    delete this;
-    evhttp_send_reply_end(req);
-  }
-
-  static void OnBatchSent(evhttp_connection*, void* arg) {
-    static_cast<MetricsStream*>(arg)->SendBatch();
-  }
-  static void OnClose(evhttp_connection*, void* arg) { delete static_cast<MetricsStream*>(arg); }
-
-  evhttp_request* req_;
-  evhttp_connection* conn_;
-  std::vector<Registry::TextPiece> pieces_;
-  size_t next_ = 0;
-};
-
 void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
   // OpenMetrics (with the stall durations' exemplars) when the scraper asks for it, as
   // Prometheus does; the text format otherwise.
@@ -128,14 +64,26 @@ void ReplyMetrics(evhttp_request* req, Registry* registry, Now now) {
   std::vector<Registry::TextPiece> pieces;
   registry->MetricsPieces(now, &pieces,
                           om ? Registry::Format::kOpenMetrics : Registry::Format::kText);
-  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD ||
-      evhttp_request_get_connection(req) == nullptr) {
-    evhttp_send_reply(req, 200, "OK", nullptr);
-    return;
+  evbuffer* out = evbuffer_new();
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+    // The reply references the registry's cached text (tens of MiB with thousands of loops)
+    // instead of copying it; each piece stays alive until the connection has sent it. (Sent
+    // whole: a reply handed over in batches leaves libevent 2.1 a request it never frees when
+    // the client goes away mid-reply.)
+    for (auto& piece : pieces) {
+      if (piece.text.empty()) {
+        continue;
+      }
+      auto* hold = new Registry::TextPiece(std::move(piece));
+      if (evbuffer_add_reference(out, hold->text.data(), hold->text.size(), &ReleasePiece, hold) !=
+          0) {
+        evbuffer_add(out, hold->text.data(), hold->text.size());
+        delete hold;
+      }
+    }
   }
-  // The reply references the registry's cached text (tens of MiB with thousands of loops)
-  // instead of copying it; each piece stays alive until the connection has sent it.
-  MetricsStream::Start(req, std::move(pieces));
+  evhttp_send_reply(req, 200, "OK", out);
+  evbuffer_free(out);
 }
 
 void ReleaseString(const void*, size_t, void* arg) { delete static_cast<std::string*>(arg); }
