@@ -30,6 +30,10 @@ namespace {
 constexpr size_t kSignatureFrames = 8;
 constexpr int kMaxStackAttemptsPerStall = 16;
 constexpr auto kSignalTimeout = std::chrono::milliseconds(20);
+// The shortest span over which a watchdog process trusts the loop thread's CPU share: schedstat,
+// its only reading of another process's thread, moves at scheduler ticks (4 ms at HZ=250), and a
+// loop's tick while it is busy is a fifth of its threshold (4 ms at 20 ms).
+constexpr std::chrono::nanoseconds kRemoteCpuSpan = std::chrono::milliseconds(20);
 // A loop named after its thread is announced once the name is known, or this long after attach
 // with the name it has then: visible in the daemon well within 1 s, before its first window.
 constexpr std::chrono::nanoseconds kAnnounceAfter = std::chrono::milliseconds(500);
@@ -632,7 +636,11 @@ void Watchdog::Sample(LoopWatch& w, int64_t now, bool with_stack) {
   const int64_t since_cpu = t.last_look_mono_ns ? t.last_look_cpu_ns : t.base_cpu_ns;
   const int64_t since_rd = t.last_look_mono_ns ? t.last_look_run_delay_ns : t.base_run_delay_ns;
   double recent_cpu = -1;
-  if (cpu_now >= 0 && since_cpu >= 0 && now > since_mono) {
+  // A watchdog process reads the loop thread's CPU from schedstat, which moves at scheduler
+  // ticks (every 4 ms at HZ=250): over a span of a few ticks it reads 0 for a thread that ran all
+  // along. The share is left unknown over a shorter span (the /proc "running" checks remain).
+  const bool cpu_span_ok = !target_->remote() || now - since_mono >= kRemoteCpuSpan.count();
+  if (cpu_now >= 0 && since_cpu >= 0 && now > since_mono && cpu_span_ok) {
     int64_t busy = cpu_now - since_cpu;
     if (rd_now >= 0 && since_rd >= 0) {
       busy += rd_now - since_rd;
