@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "python_frames.h"
 #include "stallwatch/common/blocking_calls.h"
@@ -67,14 +65,6 @@ static_assert(kBlockingCalls.size() == kBlockingCallCount,
 static_assert(kLedgerBuckets == kCallBuckets && kLedgerMinExp == kCallBucketMinExp &&
                   kLedgerMaxExp == kCallBucketMaxExp,
               "the ledger's buckets are the layout of \"calls\" findings (blocking_calls.h)");
-
-bool LedgerEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("STALLWATCH_LEDGER");
-    return v == nullptr || std::strcmp(v, "off") != 0;
-  }();
-  return enabled;
-}
 
 // The names are string literals: their data is NUL-terminated.
 const char* BlockingCallName(BlockingCall c) {

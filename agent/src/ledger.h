@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -351,7 +353,13 @@ extern __thread LedgerThread t_ledger __attribute__((tls_model("initial-exec")))
 
 // STALLWATCH_LEDGER: anything but "off" keeps the ledger on (README). Off, the wait hooks never
 // set t_ledger.loop, so every interposer passes straight through after its one TLS check.
-// Read once. Thread-safe.
-bool LedgerEnabled();
+// Read once; inline, as every wait asks (one guard load after the first). Thread-safe.
+inline bool LedgerEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("STALLWATCH_LEDGER");
+    return v == nullptr || std::strcmp(v, "off") != 0;
+  }();
+  return enabled;
+}
 
 }  // namespace stallwatch::agent::internal
