@@ -24,6 +24,11 @@ namespace {
 // Request text echoed in an error message is escaped and at most this long, so that the message
 // stays one bounded line whatever the request held ("%0A" in a query value decodes to a newline).
 constexpr size_t kMaxEchoBytes = 64;
+// Echoes followed by a long list of what is accepted are shorter, so that every error stays
+// one line of at most 512 bytes: a bad call= value (then the 41 call names) and an unknown
+// parameter's name (then the path's whole form, ~270 bytes for the web page's).
+constexpr size_t kMaxCallEchoBytes = 24;
+constexpr size_t kMaxKeyEchoBytes = 32;
 
 constexpr const char* kTimeForm =
     "expected Unix nanoseconds (1765119845000000000), RFC 3339 (2026-12-07T15:04:05Z) or a "
@@ -276,7 +281,7 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQueryString(
   Status status;
   for (evkeyval* e = kv.tqh_first; e; e = e->next.tqe_next) {
     if (std::find(accepted.begin(), accepted.end(), std::string_view(e->key)) == accepted.end()) {
-      status = InvalidArgumentError("unknown parameter '" + EscapeForLog(e->key, kMaxEchoBytes) +
+      status = InvalidArgumentError("unknown parameter '" + EscapeForLog(e->key, kMaxKeyEchoBytes) +
                                     "'; accepted: " + std::string(form));
       break;
     }
@@ -406,10 +411,12 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     for (const auto& f : kBlockingCallFamilies) {
       family_names += (family_names.empty() ? "" : "|") + std::string(f);
     }
+    // The 41 call names are listed only when call= is wrong, so that every error stays one
+    // short line (a bad call's echo is cut at 24 bytes for the same reason).
     const std::string form =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, pid=PID, "
-        "loop=NAME, call=" +
-        call_names + ", family=" + family_names;
+        "loop=NAME, call=NAME (a counted call, docs/findings.md), family=" +
+        family_names;
     auto params =
         ParseQueryString(query, {"limit", "service", "pid", "loop", "call", "family"}, form);
     if (!params.ok()) {
@@ -424,7 +431,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
         }
       } else if (k == "call") {
         if (BlockingCallIndex(v) < 0) {
-          return InvalidArgumentError("bad call '" + EscapeForLog(v, kMaxEchoBytes) +
+          return InvalidArgumentError("bad call '" + EscapeForLog(v, kMaxCallEchoBytes) +
                                       "': expected one of " + call_names);
         }
         q.call = v;
