@@ -415,7 +415,7 @@ StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view que
     // short line (a bad call's echo is cut at 24 bytes for the same reason).
     const std::string form =
         "limit=1..1000 (default 100; larger values are capped at 1000), service=NAME, pid=PID, "
-        "loop=NAME, call=NAME (a counted call, docs/findings.md), family=" +
+        "loop=NAME, call=NAME (a counted call: docs/findings.md), family=" +
         family_names;
     auto params =
         ParseQueryString(query, {"limit", "service", "pid", "loop", "call", "family"}, form);

@@ -146,6 +146,7 @@ int Main(int argc, char** argv) {
   std::string handshake_timeout = "10s";
   std::string frame_timeout = "10s";
   std::string http_timeout = "10s";
+  size_t stack_records_mib = o.registry.max_stack_records_bytes >> 20;
 
   CLI::App app{
       "stallwatchd: receives stall findings from the stallwatch agents of this host and serves "
@@ -203,7 +204,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
   app.add_option("--max-loops", o.registry.max_loops,
-                 "Most loops kept in all (each ~9 KiB of series)")
+                 "Most loops kept in all (each ~8 KiB of series and their text)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 22));
   app.add_option("--max-processes", o.registry.max_processes,
@@ -233,6 +234,16 @@ int Main(int argc, char** argv) {
                  "Most call sites of the blocking-call ledger kept for one loop")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--max-stack-records", o.registry.max_stack_records,
+                 "Most stack records kept for /api/v1/stacks with filters (service, loop, class, "
+                 "time) and the web page's flame graphs; the oldest is dropped first and counted "
+                 "in the reply's samples_not_kept")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--max-stack-records-mib", stack_records_mib,
+                 "Most memory of those stack records, in MiB (their distinct stacks included)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--http-timeout", http_timeout,
                  "Close an HTTP connection idle this long while reading a request or writing a "
                  "reply (slow clients)")
@@ -265,6 +276,7 @@ int Main(int argc, char** argv) {
   o.handshake_timeout = *stallwatch::ParseDuration(handshake_timeout);
   o.frame_timeout = *stallwatch::ParseDuration(frame_timeout);
   o.http_timeout = *stallwatch::ParseDuration(http_timeout);
+  o.registry.max_stack_records_bytes = stack_records_mib << 20;
   char* end = nullptr;
   const unsigned long mode = std::strtoul(socket_mode.c_str(), &end, 8);
   if (socket_mode.empty() || *end != '\0' || mode > 0777) {

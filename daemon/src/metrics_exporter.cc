@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <sstream>
 
 #include "registry.h"
@@ -312,80 +313,66 @@ struct StallExemplar {
   int64_t end_unix_ns = 0;
 };
 
-// The series of one process (service, pid) live in a registry of their own, labelled with the
-// process's slot in its service (`process`), not its pid: prometheus-cpp's
-// Family::Remove scans the whole family, so with every process in one registry, expiring
-// 1000 agents × 4 loops would cost seconds of the daemon's loop; per process, a departure
-// costs only its own series. /metrics merges the registries' families by name.
+// A histogram's state: the observations per bucket (one per bound, then +Inf) and their sum.
+// What a prometheus::Histogram holds, without its per-bucket counter objects, mutex and label
+// map; the exposition builds prometheus-cpp's ClientMetric from it only while serializing.
+struct HistogramData {
+  std::vector<uint64_t> counts;
+  double sum = 0;
+
+  explicit HistogramData(const std::vector<double>& bounds) : counts(bounds.size() + 1, 0) {}
+  // `increments` has one entry per bucket (internal::Rebucket's layout): whole counts.
+  void ObserveMultiple(const std::vector<double>& increments, double sum_s) {
+    for (size_t b = 0; b < counts.size() && b < increments.size(); ++b) {
+      counts[b] += static_cast<uint64_t>(std::max(increments[b], 0.0));
+    }
+    sum += sum_s;
+  }
+  // The bucket a value falls in: the first bound ≥ it (a `le` bucket holds values up to its
+  // bound), as prometheus-cpp's Histogram::Observe picks it.
+  static size_t BucketOf(const std::vector<double>& bounds, double v) {
+    return static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), v) - bounds.begin());
+  }
+  void Observe(const std::vector<double>& bounds, double v) {
+    counts.at(BucketOf(bounds, v)) += 1;
+    sum += v;
+  }
+  prometheus::ClientMetric::Histogram Collect(const std::vector<double>& bounds) const {
+    prometheus::ClientMetric::Histogram h;
+    uint64_t cumulative = 0;
+    h.bucket.reserve(counts.size());
+    for (size_t b = 0; b < counts.size(); ++b) {
+      cumulative += counts[b];
+      prometheus::ClientMetric::Bucket bucket;
+      bucket.cumulative_count = cumulative;
+      bucket.upper_bound = b < bounds.size() ? bounds[b] : std::numeric_limits<double>::infinity();
+      h.bucket.push_back(bucket);
+    }
+    h.sample_count = cumulative;
+    h.sample_sum = sum;
+    return h;
+  }
+};
+
+// The families of a process's series: name, # HELP text and type.
+struct FamilyDesc {
+  const char* name;
+  const char* help;
+  prometheus::MetricType type;
+};
+
+// The series of one process (service, pid), labelled with the process's slot in its service
+// (`process`), not its pid. They are the daemon's own plain values (HistogramData, doubles),
+// not prometheus-cpp objects: a prometheus-cpp series keeps its own label map and a mutex
+// (~5 KiB for the 12 series of a loop, 21 of the daemon's 66 MiB with 1000 agents × 4 loops);
+// here a loop's series cost ~0.5 KiB and their labels are built only while serializing.
+// /metrics merges the processes' families by name.
 struct Registry::ProcMetrics {
   std::string process;  // the `process` label: the slot's number
-  prometheus::Registry registry;
-  prometheus::Family<prometheus::Histogram>& delay =
-      prometheus::BuildHistogram()
-          .Name("stallwatch_loop_delay_seconds")
-          .Help("Lateness of the agent's probe timer: how long ready work waited for the loop")
-          .Register(registry);
-  prometheus::Family<prometheus::Histogram>& iteration =
-      prometheus::BuildHistogram()
-          .Name("stallwatch_loop_iteration_seconds")
-          .Help(
-              "Busy periods of the loop: from returning from the wait for events to the next wait")
-          .Register(registry);
-  prometheus::Family<prometheus::Gauge>& utilization =
-      prometheus::BuildGauge()
-          .Name("stallwatch_loop_utilization_ratio")
-          .Help("Fraction of the last report window the loop spent busy (not waiting for events)")
-          .Register(registry);
-  prometheus::Family<prometheus::Counter>& stalls =
-      prometheus::BuildCounter()
-          .Name("stallwatch_stalls_total")
-          .Help(
-              "Stalls closed, by class (cpu, blocked, starved, suspended; unknown when only the "
-              "agent's counter says so)")
-          .Register(registry);
-  prometheus::Family<prometheus::Histogram>& stall_duration =
-      prometheus::BuildHistogram()
-          .Name("stallwatch_stall_duration_seconds")
-          .Help("Exact duration of closed stalls")
-          .Register(registry);
-  prometheus::Family<prometheus::Gauge>& ongoing =
-      prometheus::BuildGauge()
-          .Name("stallwatch_stall_ongoing_seconds")
-          .Help("Age of the loop's current stall; 0 when the loop is making progress")
-          .Register(registry);
-  prometheus::Family<prometheus::Counter>& stack_samples =
-      prometheus::BuildCounter()
-          .Name("stallwatch_stack_samples_total")
-          .Help("Stacks sampled by the agent during stalls")
-          .Register(registry);
-  prometheus::Family<prometheus::Counter>& suppressed =
-      prometheus::BuildCounter()
-          .Name("stallwatch_reports_suppressed_total")
-          .Help("Stack reports suppressed by the agent's rate limit")
-          .Register(registry);
-  prometheus::Family<prometheus::Counter>& dropped =
-      prometheus::BuildCounter()
-          .Name("stallwatch_agent_findings_dropped_total")
-          .Help(
-              "Findings the agent dropped from its bounded queue while the daemon was away "
-              "(per process)")
-          .Register(registry);
-  prometheus::Family<prometheus::Counter>& blocking_calls =
-      prometheus::BuildCounter()
-          .Name("stallwatch_blocking_calls_total")
-          .Help(
-              "Calls of known-blocking functions made on the loop's thread, by call (the "
-              "blocking-call ledger; call sites in /api/v1/calls)")
-          .Register(registry);
-  prometheus::Family<prometheus::Histogram>& blocking_call_seconds =
-      prometheus::BuildHistogram()
-          .Name("stallwatch_blocking_call_seconds")
-          .Help("Duration of the loop thread's calls of known-blocking functions, by call")
-          .Register(registry);
-  prometheus::Counter* dropped_series = nullptr;  // the process's one series of `dropped`
-  // stallwatch_process_info is no prometheus-cpp family: its one series is written from the
-  // process's entry, which holds every label already. A family of its own in each process's
-  // registry cost ~1.4 KiB per process (1.4 MiB of the daemon's 64 with 1000 processes).
+  // stallwatch_agent_findings_dropped_total, the process's one series of its own.
+  double dropped = 0;
+  // The series of the process's loops, by loop name (the exposition's order within a family).
+  std::vector<LoopSeries*> loops;
   const ProcKey* key = nullptr;  // of the process's entry in procs_ (stable: std::map)
   const Proc* proc = nullptr;
   // A loop of the process has had a closed stall: its stall durations carry exemplars in the
@@ -397,19 +384,102 @@ struct Registry::ProcMetrics {
   static std::string StartTimeLabel(int64_t start_time_ns) {
     return start_time_ns > 0 ? std::to_string(start_time_ns / 1'000'000'000) : std::string();
   }
-  static const std::string& InfoName() {
-    static const std::string name = "stallwatch_process_info";
-    return name;
+
+  // A process's families, in the exposition's order (the order the exposition has had since
+  // its series were prometheus-cpp's: counters, gauges, histograms, each in the order they were
+  // registered, stallwatch_process_info last). The exposition of this process's series is
+  // cached per family: `text[f]` is what TextSerializer writes for the family's series of this
+  // process, without the family's # HELP / # TYPE lines (written once per scrape for all
+  // processes). A family is serialized again only after one of its series changed (its `dirty`
+  // bit): a scrape re-serializes what changed since the last one, not every series of every
+  // process.
+  enum FamilyId : unsigned {
+    kStalls,
+    kStackSamples,
+    kSuppressed,
+    kDropped,
+    kBlockingCalls,
+    kUtilization,
+    kOngoing,
+    kDelay,
+    kIteration,
+    kStallDuration,
+    kBlockingCallSeconds,
+    kInfo,
+    kFamilyCount
+  };
+  static const FamilyDesc& Desc(unsigned f) {
+    using prometheus::MetricType;
+    static const std::array<FamilyDesc, kFamilyCount> desc = {{
+        {"stallwatch_stalls_total",
+         "Stalls closed, by class (cpu, blocked, starved, suspended; unknown when only the "
+         "agent's counter says so)",
+         MetricType::Counter},
+        {"stallwatch_stack_samples_total", "Stacks sampled by the agent during stalls",
+         MetricType::Counter},
+        {"stallwatch_reports_suppressed_total",
+         "Stack reports suppressed by the agent's rate limit", MetricType::Counter},
+        {"stallwatch_agent_findings_dropped_total",
+         "Findings the agent dropped from its bounded queue while the daemon was away "
+         "(per process)",
+         MetricType::Counter},
+        {"stallwatch_blocking_calls_total",
+         "Calls of known-blocking functions made on the loop's thread, by call (the "
+         "blocking-call ledger; call sites in /api/v1/calls)",
+         MetricType::Counter},
+        {"stallwatch_loop_utilization_ratio",
+         "Fraction of the last report window the loop spent busy (not waiting for events)",
+         MetricType::Gauge},
+        {"stallwatch_stall_ongoing_seconds",
+         "Age of the loop's current stall; 0 when the loop is making progress", MetricType::Gauge},
+        {"stallwatch_loop_delay_seconds",
+         "Lateness of the agent's probe timer: how long ready work waited for the loop",
+         MetricType::Histogram},
+        {"stallwatch_loop_iteration_seconds",
+         "Busy periods of the loop: from returning from the wait for events to the next wait",
+         MetricType::Histogram},
+        {"stallwatch_stall_duration_seconds", "Exact duration of closed stalls",
+         MetricType::Histogram},
+        {"stallwatch_blocking_call_seconds",
+         "Duration of the loop thread's calls of known-blocking functions, by call",
+         MetricType::Histogram},
+        {"stallwatch_process_info",
+         "1 for each process the daemon holds (connected, or gone and not yet expired nor "
+         "replaced): the pid, executable and start time (Unix seconds) behind its process slot",
+         MetricType::Gauge},
+    }};
+    return desc.at(f);
   }
-  prometheus::MetricFamily InfoFamily() const {
+  static constexpr unsigned kAllDirty = (1u << kFamilyCount) - 1;
+  unsigned dirty = kAllDirty;
+  std::shared_ptr<const char> block;  // the texts of all families, one after the other
+  std::array<std::string_view, kFamilyCount> text;  // into `block`
+  void Touch(FamilyId f) { dirty |= 1u << f; }
+
+  static prometheus::MetricFamily EmptyFamily(unsigned f) {
+    const FamilyDesc& d = Desc(f);
     prometheus::MetricFamily fam;
-    fam.name = InfoName();
-    fam.help =
-        "1 for each process the daemon holds (connected, or gone and not yet expired nor "
-        "replaced): the pid, executable and start time (Unix seconds) behind its process slot";
-    fam.type = prometheus::MetricType::Gauge;
+    fam.name = d.name;
+    fam.help = d.help;
+    fam.type = d.type;
+    return fam;
+  }
+  // The process's series of family `f`, built now (defined after LoopSeries); none when the
+  // process has no series of it (no loops yet, no blocking call): the family is left out.
+  std::vector<prometheus::MetricFamily> Collect(unsigned f) const;
+  // Every family of this process that has series, in the exposition's order.
+  std::vector<prometheus::MetricFamily> CollectAll() const {
+    std::vector<prometheus::MetricFamily> all;
+    for (unsigned f = 0; f < kFamilyCount; ++f) {
+      for (auto& fam : Collect(f)) {
+        all.push_back(std::move(fam));
+      }
+    }
+    return all;
+  }
+  // Labels are by name, as prometheus-cpp's families ordered them.
+  prometheus::ClientMetric InfoMetric() const {
     prometheus::ClientMetric m;
-    // By name, as prometheus-cpp's families order labels.
     m.label = {{"agent_version", proc->agent_version},
                {"executable", proc->executable},
                {"host", proc->host},
@@ -418,103 +488,7 @@ struct Registry::ProcMetrics {
                {"service", key->first},
                {"start_time", StartTimeLabel(proc->start_time_ns)}};
     m.gauge.value = 1;
-    fam.metric.push_back(std::move(m));
-    return fam;
-  }
-
-  // The exposition of this process's series is cached per family: `text[f]` is what
-  // TextSerializer writes for the family's series of this process, without the family's
-  // # HELP / # TYPE lines (written once per scrape for all processes). A family is serialized
-  // again only after one of its series changed (its `dirty` bit): a scrape re-serializes what
-  // changed since the last one, not every series of every process.
-  enum FamilyId : unsigned {
-    kDelay,
-    kIteration,
-    kUtilization,
-    kStalls,
-    kStallDuration,
-    kOngoing,
-    kStackSamples,
-    kSuppressed,
-    kDropped,
-    kBlockingCalls,
-    kBlockingCallSeconds,
-    kInfo,
-    kFamilyCount
-  };
-  static constexpr unsigned kAllDirty = (1u << kFamilyCount) - 1;
-  unsigned dirty = kAllDirty;
-  std::shared_ptr<const char> block;  // the texts of all families, one after the other
-  std::array<std::string_view, kFamilyCount> text;  // into `block`
-  void Touch(FamilyId f) { dirty |= 1u << f; }
-
-  // What a scrape shows of family `f` for this process.
-  std::vector<prometheus::MetricFamily> Collect(unsigned f) {
-    if (f == kInfo) {
-      return {InfoFamily()};
-    }
-    return family(f).Collect();
-  }
-  // Every family of this process, in the exposition's order.
-  std::vector<prometheus::MetricFamily> CollectAll() {
-    std::vector<prometheus::MetricFamily> all = registry.Collect();
-    all.push_back(InfoFamily());
-    return all;
-  }
-
-  prometheus::Collectable& family(unsigned f) {
-    switch (f) {
-      case kDelay:
-        return delay;
-      case kIteration:
-        return iteration;
-      case kUtilization:
-        return utilization;
-      case kStalls:
-        return stalls;
-      case kStallDuration:
-        return stall_duration;
-      case kOngoing:
-        return ongoing;
-      case kStackSamples:
-        return stack_samples;
-      case kSuppressed:
-        return suppressed;
-      case kBlockingCalls:
-        return blocking_calls;
-      case kBlockingCallSeconds:
-        return blocking_call_seconds;
-      default:
-        return dropped;
-    }
-  }
-  const std::string& name(unsigned f) const {
-    switch (f) {
-      case kDelay:
-        return delay.GetName();
-      case kIteration:
-        return iteration.GetName();
-      case kUtilization:
-        return utilization.GetName();
-      case kStalls:
-        return stalls.GetName();
-      case kStallDuration:
-        return stall_duration.GetName();
-      case kOngoing:
-        return ongoing.GetName();
-      case kStackSamples:
-        return stack_samples.GetName();
-      case kSuppressed:
-        return suppressed.GetName();
-      case kDropped:
-        return dropped.GetName();
-      case kBlockingCalls:
-        return blocking_calls.GetName();
-      case kBlockingCallSeconds:
-        return blocking_call_seconds.GetName();
-      default:
-        return InfoName();
-    }
+    return m;
   }
 };
 
@@ -585,97 +559,79 @@ struct Registry::LoopSeries {
   using F = ProcMetrics::FamilyId;
   ProcMetrics* m = nullptr;
   const LoopKey* key = nullptr;  // of the loop's entry in loops_ (stable: std::map)
-  prometheus::Histogram* delay = nullptr;
-  prometheus::Histogram* iteration = nullptr;
-  prometheus::Histogram* stall_duration = nullptr;
-  prometheus::Gauge* utilization = nullptr;
-  prometheus::Gauge* ongoing = nullptr;
-  prometheus::Counter* stack_samples = nullptr;
-  prometheus::Counter* suppressed = nullptr;
-  // By StallClass; created on first use (the four real classes at once, see the constructor).
-  std::array<prometheus::Counter*, 5> stalls{};
-  // By call (kBlockingCalls); created at the loop's first call of each.
-  std::array<prometheus::Counter*, kBlockingCalls.size()> calls{};
-  std::array<prometheus::Histogram*, kBlockingCalls.size()> call_seconds{};
+  HistogramData delay{DelayBucketsSeconds()};
+  HistogramData iteration{IterationBucketsSeconds()};
+  HistogramData stall_duration{StallBucketsSeconds()};
+  double utilization = 0;
+  double ongoing = 0;
+  double stack_samples = 0;
+  double suppressed = 0;
+  // By StallClass; a class's series exists once `stalls_seen` has its bit (the four real
+  // classes from the start, see the constructor).
+  std::array<double, 5> stalls{};
+  unsigned stalls_seen = 0;
+  // By call, in the order of the loop's first call of each; created at that call.
+  struct CallSeries {
+    int call = 0;  // indexes kBlockingCalls
+    double count = 0;
+    HistogramData seconds{BlockingCallBucketsSeconds()};
+  };
+  std::vector<CallSeries> calls;
   // By bucket of stall_duration (StallBucketsSeconds(), then +Inf); empty until the loop's first
   // closed stall.
   std::vector<StallExemplar> exemplars;
 
   LoopSeries(ProcMetrics* metrics, const LoopKey* k) : m(metrics), key(k) {
-    const prometheus::Labels labels = Labels();
-    delay = &m->delay.Add(labels, DelayBucketsSeconds());
-    iteration = &m->iteration.Add(labels, IterationBucketsSeconds());
-    stall_duration = &m->stall_duration.Add(labels, StallBucketsSeconds());
-    utilization = &m->utilization.Add(labels);
-    ongoing = &m->ongoing.Add(labels);
-    stack_samples = &m->stack_samples.Add(labels);
-    suppressed = &m->suppressed.Add(labels);
+    const auto at = std::lower_bound(
+        m->loops.begin(), m->loops.end(), std::get<2>(*key),
+        [](const LoopSeries* s, const std::string& name) { return std::get<2>(*s->key) < name; });
+    m->loops.insert(at, this);
     m->dirty = ProcMetrics::kAllDirty;
     // The four classes exist from the start so rate() sees the first stall of each.
     for (StallClass c :
          {StallClass::kCpu, StallClass::kBlocked, StallClass::kStarved, StallClass::kSuspended}) {
-      Stalls(c);
+      stalls_seen |= 1u << static_cast<unsigned>(c);
     }
   }
   ~LoopSeries() {
-    m->delay.Remove(delay);
-    m->iteration.Remove(iteration);
-    m->stall_duration.Remove(stall_duration);
-    m->utilization.Remove(utilization);
-    m->ongoing.Remove(ongoing);
-    m->stack_samples.Remove(stack_samples);
-    m->suppressed.Remove(suppressed);
-    for (prometheus::Counter* c : stalls) {
-      if (c) {
-        m->stalls.Remove(c);
-      }
-    }
-    for (prometheus::Counter* c : calls) {
-      if (c) {
-        m->blocking_calls.Remove(c);
-      }
-    }
-    for (prometheus::Histogram* h : call_seconds) {
-      if (h) {
-        m->blocking_call_seconds.Remove(h);
-      }
-    }
+    m->loops.erase(std::remove(m->loops.begin(), m->loops.end(), this), m->loops.end());
     m->dirty = ProcMetrics::kAllDirty;
   }
+  LoopSeries(const LoopSeries&) = delete;
+  LoopSeries& operator=(const LoopSeries&) = delete;
+
   void ObserveWindow(const DelayFinding& d) {
-    delay->ObserveMultiple(internal::Rebucket(d.delay_buckets, DelayBucketsSeconds()), d.sum_s);
-    iteration->ObserveMultiple(internal::Rebucket(d.iteration_buckets, IterationBucketsSeconds()),
-                               d.iteration_sum_s);
-    utilization->Set(d.utilization);
+    delay.ObserveMultiple(internal::Rebucket(d.delay_buckets, DelayBucketsSeconds()), d.sum_s);
+    iteration.ObserveMultiple(internal::Rebucket(d.iteration_buckets, IterationBucketsSeconds()),
+                              d.iteration_sum_s);
+    utilization = d.utilization;
     m->Touch(F::kDelay);
     m->Touch(F::kIteration);
     m->Touch(F::kUtilization);
   }
   void AddStackSamples(double n) {
-    stack_samples->Increment(n);
+    stack_samples += n;
     m->Touch(F::kStackSamples);
   }
   void AddSuppressed(double n) {
-    suppressed->Increment(n);
+    suppressed += n;
     m->Touch(F::kSuppressed);
   }
   void AddStalls(StallClass cls, double n) {
-    Stalls(cls).Increment(n);
+    const auto c = static_cast<size_t>(cls);
+    stalls.at(c) += n;
+    stalls_seen |= 1u << c;
     m->Touch(F::kStalls);
   }
   void ObserveStall(const StallFinding& f) {
-    stall_duration->Observe(f.duration_s);
+    const std::vector<double>& bounds = StallBucketsSeconds();
+    stall_duration.Observe(bounds, f.duration_s);
     m->Touch(F::kStallDuration);
     if (f.stall_id == 0) {
       return;  // no id: nothing would resolve it
     }
-    // The bucket the observation fell in: the first bound ≥ the duration, as prometheus-cpp's
-    // Histogram::Observe picks it (a `le` bucket holds values up to its bound).
-    const std::vector<double>& bounds = StallBucketsSeconds();
-    const auto b = static_cast<size_t>(
-        std::lower_bound(bounds.begin(), bounds.end(), f.duration_s) - bounds.begin());
     exemplars.resize(bounds.size() + 1);
-    exemplars[b] =
+    exemplars[HistogramData::BucketOf(bounds, f.duration_s)] =
         StallExemplar{f.stall_id, f.duration_s, f.start_ns + std::llround(f.duration_s * 1e9)};
     m->has_exemplars = true;
   }
@@ -683,13 +639,10 @@ struct Registry::LoopSeries {
   // of the latest stall it counted: {pid="…",stall_id="…"} (with the series' service and loop,
   // the stall's name in the API), the duration, and the time the stall ended (Unix seconds).
   void AppendStallDurationOpenMetrics(std::string* out) const {
-    prometheus::MetricFamily fam;
-    fam.name = m->stall_duration.GetName();
-    fam.type = prometheus::MetricType::Histogram;
-    prometheus::ClientMetric c = stall_duration->Collect();
-    for (const auto& [name, value] : Labels()) {  // by name, as prometheus-cpp's families
-      c.label.push_back(prometheus::ClientMetric::Label{name, value});
-    }
+    const prometheus::MetricFamily fam = ProcMetrics::EmptyFamily(F::kStallDuration);
+    prometheus::ClientMetric c;
+    c.label = Labels();
+    c.histogram = stall_duration.Collect(StallBucketsSeconds());
     const std::string pid = std::to_string(std::get<1>(*key));
     const ExemplarWriter exemplar = [&](size_t b, std::string* o) {
       if (b >= exemplars.size() || exemplars[b].stall_id == 0) {
@@ -714,44 +667,117 @@ struct Registry::LoopSeries {
     AppendOpenMetricsSeries(fam, c, &exemplar, out);
   }
   void ObserveCalls(int call, uint64_t count, double sum_s, const SparseHistogram& buckets) {
-    const auto i = static_cast<size_t>(call);
-    if (!calls.at(i)) {
-      prometheus::Labels l = Labels();
-      l["call"] = std::string(kBlockingCalls[i].name);
-      calls[i] = &m->blocking_calls.Add(l);
-      call_seconds[i] = &m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
+    (void)kBlockingCalls.at(static_cast<size_t>(call));  // a known call (the codec checked)
+    auto it = std::find_if(calls.begin(), calls.end(),
+                           [call](const CallSeries& c) { return c.call == call; });
+    if (it == calls.end()) {
+      calls.push_back(CallSeries{call});
+      it = calls.end() - 1;
     }
-    calls[i]->Increment(static_cast<double>(count));
-    call_seconds[i]->ObserveMultiple(internal::RebucketCalls(buckets, BlockingCallBucketsSeconds()),
-                                     sum_s);
+    it->count += static_cast<double>(count);
+    it->seconds.ObserveMultiple(internal::RebucketCalls(buckets, BlockingCallBucketsSeconds()),
+                                sum_s);
     m->Touch(F::kBlockingCalls);
     m->Touch(F::kBlockingCallSeconds);
   }
   void SetOngoing(double age_s) {
-    if (ongoing->Value() == age_s) {
+    if (ongoing == age_s) {
       return;  // the sweep sets every loop's gauge each second
     }
-    ongoing->Set(age_s);
+    ongoing = age_s;
     m->Touch(F::kOngoing);
   }
 
- private:
-  // Built when a series is added, not kept: thousands of loops.
-  prometheus::Labels Labels() const {
-    return {{"service", std::get<0>(*key)}, {"process", m->process}, {"loop", std::get<2>(*key)}};
-  }
-  prometheus::Counter& Stalls(StallClass cls) {
-    prometheus::Counter*& c = stalls.at(static_cast<size_t>(cls));
-    if (c) {
-      return *c;
+  // The loop's series of family `f`, appended to `out` (ProcMetrics::Collect).
+  void Collect(unsigned f, std::vector<prometheus::ClientMetric>* out) const {
+    const auto add = [&](std::vector<prometheus::ClientMetric::Label> labels) {
+      out->emplace_back();
+      out->back().label = std::move(labels);
+      return &out->back();
+    };
+    switch (f) {
+      case F::kStalls:
+        for (size_t c = 0; c < stalls.size(); ++c) {
+          if (stalls_seen & (1u << c)) {
+            add(Labels("class", StallClassName(static_cast<StallClass>(c))))->counter.value =
+                stalls[c];
+          }
+        }
+        break;
+      case F::kStackSamples:
+        add(Labels())->counter.value = stack_samples;
+        break;
+      case F::kSuppressed:
+        add(Labels())->counter.value = suppressed;
+        break;
+      case F::kBlockingCalls:
+        for (const CallSeries& c : calls) {
+          add(Labels("call", kBlockingCalls.at(static_cast<size_t>(c.call)).name))->counter.value =
+              c.count;
+        }
+        break;
+      case F::kUtilization:
+        add(Labels())->gauge.value = utilization;
+        break;
+      case F::kOngoing:
+        add(Labels())->gauge.value = ongoing;
+        break;
+      case F::kDelay:
+        add(Labels())->histogram = delay.Collect(DelayBucketsSeconds());
+        break;
+      case F::kIteration:
+        add(Labels())->histogram = iteration.Collect(IterationBucketsSeconds());
+        break;
+      case F::kStallDuration:
+        add(Labels())->histogram = stall_duration.Collect(StallBucketsSeconds());
+        break;
+      case F::kBlockingCallSeconds:
+        for (const CallSeries& c : calls) {
+          add(Labels("call", kBlockingCalls.at(static_cast<size_t>(c.call)).name))->histogram =
+              c.seconds.Collect(BlockingCallBucketsSeconds());
+        }
+        break;
+      default:
+        break;  // the process's own families
     }
-    prometheus::Labels l = Labels();
-    l["class"] = StallClassName(cls);
-    c = &m->stalls.Add(l);
-    m->Touch(F::kStalls);
-    return *c;
+  }
+
+ private:
+  // Built while serializing, not kept: thousands of loops. By name, as prometheus-cpp's
+  // families ordered them; `extra` ("call", "class") sorts before "loop".
+  std::vector<prometheus::ClientMetric::Label> Labels(std::string_view extra = {},
+                                                      std::string_view value = {}) const {
+    std::vector<prometheus::ClientMetric::Label> l;
+    l.reserve(4);
+    if (!extra.empty()) {
+      l.push_back({std::string(extra), std::string(value)});
+    }
+    l.push_back({"loop", std::get<2>(*key)});
+    l.push_back({"process", m->process});
+    l.push_back({"service", std::get<0>(*key)});
+    return l;
   }
 };
+
+std::vector<prometheus::MetricFamily> Registry::ProcMetrics::Collect(unsigned f) const {
+  prometheus::MetricFamily fam = EmptyFamily(f);
+  if (f == kInfo) {
+    fam.metric.push_back(InfoMetric());
+  } else if (f == kDropped) {
+    prometheus::ClientMetric c;
+    c.label = {{"process", process}, {"service", key->first}};
+    c.counter.value = dropped;
+    fam.metric.push_back(std::move(c));
+  } else {
+    for (const LoopSeries* s : loops) {
+      s->Collect(f, &fam.metric);
+    }
+  }
+  if (fam.metric.empty()) {
+    return {};
+  }
+  return {std::move(fam)};
+}
 
 void Registry::SeriesDeleter::operator()(Metrics* m) const { delete m; }
 void Registry::SeriesDeleter::operator()(LoopSeries* s) const { delete s; }
@@ -765,14 +791,12 @@ void Registry::AddProcSeries(const ProcKey& key, Proc& p) {
   p.metrics->key = &key;
   p.metrics->proc = &p;
   p.metrics->process = std::to_string(p.slot);
-  p.metrics->dropped_series =
-      &p.metrics->dropped.Add({{"service", key.first}, {"process", p.metrics->process}});
   p.metrics->Touch(ProcMetrics::kDropped);
   SetProcInfo(p);
 }
 
 void Registry::SetProcInfo(Proc& p) {
-  // Written from the process's entry at the next serialization (ProcMetrics::InfoFamily).
+  // Written from the process's entry at the next serialization (ProcMetrics::InfoMetric).
   p.metrics->Touch(ProcMetrics::kInfo);
 }
 
@@ -808,7 +832,7 @@ void Registry::CountCallSitesNotKept(uint64_t n) {
 }
 
 void Registry::AddDropped(Proc& p, uint64_t n) {
-  p.metrics->dropped_series->Increment(static_cast<double>(n));
+  p.metrics->dropped += static_cast<double>(n);
   p.metrics->Touch(ProcMetrics::kDropped);
 }
 
@@ -895,57 +919,10 @@ void Registry::UpdateAges(Now now) {
   SetAgentGauges();
 }
 
-// A process's families, each holding one series: what ProcFamilyOrder reads the order from.
-// Collect leaves out a family without any series (a process without loops, a loop that made no
-// blocking call), so a real process cannot tell the order of every family.
-const Registry::ProcMetrics& Registry::FamilyProbe() {
-  static const ProcMetrics* probe = [] {
-    auto* m = new ProcMetrics();  // never destroyed: used until exit
-    const prometheus::Labels l = {{"probe", "1"}};
-    m->delay.Add(l, DelayBucketsSeconds());
-    m->iteration.Add(l, IterationBucketsSeconds());
-    m->utilization.Add(l);
-    m->stalls.Add(l);
-    m->stall_duration.Add(l, StallBucketsSeconds());
-    m->ongoing.Add(l);
-    m->stack_samples.Add(l);
-    m->suppressed.Add(l);
-    m->dropped.Add(l);
-    m->blocking_calls.Add(l);
-    m->blocking_call_seconds.Add(l, BlockingCallBucketsSeconds());
-    return m;
-  }();
-  return *probe;
-}
-
-// The order of a process's families in the exposition: the order prometheus::Registry::Collect
-// gives (by type, then registration), stallwatch_process_info last — the order the exposition
-// has always had.
-const std::vector<unsigned>& Registry::ProcFamilyOrder() {
-  static const std::vector<unsigned> order = [] {
-    const ProcMetrics& probe = FamilyProbe();
-    std::vector<unsigned> o;
-    for (const auto& fam : probe.registry.Collect()) {
-      for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
-        if (probe.name(f) == fam.name) {
-          o.push_back(f);
-        }
-      }
-    }
-    o.push_back(ProcMetrics::kInfo);
-    return o;
-  }();
-  return order;
-}
-
 bool Registry::RefreshText(ProcMetrics& m) {
-  if (family_order_.empty()) {
-    family_order_ = ProcFamilyOrder();
+  if (family_headers_.empty()) {
     family_headers_.resize(ProcMetrics::kFamilyCount);
     family_om_headers_.resize(ProcMetrics::kFamilyCount);
-    if (family_order_.size() != ProcMetrics::kFamilyCount) {
-      return false;
-    }
   }
   std::array<std::string, ProcMetrics::kFamilyCount> fresh;
   std::array<std::string_view, ProcMetrics::kFamilyCount> texts = m.text;
@@ -1053,7 +1030,7 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out, Format format
   const bool any = std::any_of(procs_.begin(), procs_.end(),
                                [](const auto& kv) { return kv.second.metrics != nullptr; });
   if (any) {
-    for (unsigned f : family_order_) {
+    for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
       // A family without a series in any process is left out, as Collect leaves it out.
       bool header = false;
       for (const auto& [key, p] : procs_) {
@@ -1157,8 +1134,8 @@ std::vector<prometheus::MetricFamily> MergeFamilies(
 const std::vector<std::string>& Registry::ProcFamilyNames() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> n;
-    for (unsigned f : ProcFamilyOrder()) {
-      n.push_back(FamilyProbe().name(f));
+    for (unsigned f = 0; f < ProcMetrics::kFamilyCount; ++f) {
+      n.emplace_back(ProcMetrics::Desc(f).name);
     }
     return n;
   }();

@@ -324,9 +324,7 @@ class Registry {
   [[nodiscard]] bool RefreshText(ProcMetrics& m);
   bool Refresh(ProcMetrics& m);  // RefreshText when dirty; gives the cache up on failure
   void WriteUncached(std::ostream& out);
-  static const ProcMetrics& FamilyProbe();
-  static const std::vector<unsigned>& ProcFamilyOrder();
-  static const std::vector<std::string>& ProcFamilyNames();  // in that order
+  static const std::vector<std::string>& ProcFamilyNames();  // in the exposition's order
   void WriteUncachedOpenMetrics(std::string* out);
   // The OpenMetrics text of the stall durations of the loops of process `key`, with exemplars.
   void StallDurationOpenMetrics(const ProcKey& key, std::string* out) const;
@@ -359,8 +357,7 @@ class Registry {
   uint64_t stacks_overflow_ = 0;
   size_t call_sites_ = 0;  // CallSite entries of every loop (max_call_sites)
   StackRecords stack_records_{options_.max_stack_records, options_.max_stack_records_bytes};
-  // The exposition's text cache (see MetricsPieces): family order and # HELP / # TYPE lines.
-  std::vector<unsigned> family_order_;
+  // The exposition's text cache (see MetricsPieces): the # HELP / # TYPE lines.
   std::vector<TextPiece> family_headers_;     // by ProcMetrics::FamilyId
   std::vector<TextPiece> family_om_headers_;  // the same, OpenMetrics' lines
   bool text_cache_ok_ = true;

@@ -70,6 +70,7 @@ TEST(StallwatchdBinary, VersionAndHelpExit0) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("--version"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("--config"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--max-stack-records-mib"), std::string::npos) << r.out;
 }
 
 TEST(StallwatchdBinary, BadFlagsGiveOneLineAndExit2) {
@@ -85,6 +86,8 @@ TEST(StallwatchdBinary, BadFlagsGiveOneLineAndExit2) {
       {"--agent-socket", "--agent-socket"},
       {"--config /nonexistent/stallwatchd.conf", "/nonexistent/stallwatchd.conf"},
       {"--agent-socket-mode 999", "--agent-socket-mode"},
+      {"--max-stack-records 0", "--max-stack-records"},
+      {"--max-stack-records-mib 0", "--max-stack-records-mib"},
   };
   for (const auto& c : cases) {
     const Result r = Stallwatchd(c.args);
