@@ -10,6 +10,10 @@ cost: for Tornado hello (examples/tornado_seed.py, /usr/bin/python3), redis-serv
   so whatever else runs on the machine hits both alike. Per round: requests/s of each and the CPU
   time per request of each server (every thread, schedstat, plus child processes: the
   stallwatch-watchdog process of a single-threaded host is charged to the agent-on server).
+  Redis's load runs until stopped (redis-benchmark -l) and its requests are the commands Redis
+  itself counted (INFO stats) over the same window as the CPU: a fixed request count would
+  leave the slower server running alone at the end, on a CPU it no longer shares, where each
+  wait finds fewer requests — a cost per request the other server never pays.
   off/on CPU per request is the throughput ratio a CPU-bound server would see (target >= 0.99).
 accuracy: injected blocks of known length on the loop — Redis `DEBUG SLEEP`, `time.sleep` in an
   asyncio callback, a busy loop in Node — and what the agent reports for each: the closed stall's
@@ -113,23 +117,26 @@ def server_cmd(target, port):
 def run_load(target, port, seconds, out):
     """Starts the load (pinned to CPU 1); returns the Popen."""
     if target == "redis":
-        # -n per test; about `seconds` of load on this machine at ~40k/s per test.
-        n = int(40000 * seconds / 2)
-        cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", "get,set", "-n",
-               str(n), "-c", "25", "-q", "--csv"]
+        # Until stopped: the round's window is measured from Redis's own command count.
+        cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", "get,set", "-l",
+               "-c", "25", "-q", "--csv"]
     else:
         cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c25", f"-d{seconds}s",
                f"http://127.0.0.1:{port}/"]
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
 
-def requests_done(target, text):
-    if target == "redis":
-        # "SET","41666.67",...  then rows; count = n per test x tests
-        rows = [l for l in text.splitlines() if l.startswith('"SET"') or l.startswith('"GET"')]
-        return len(rows)  # multiplied by n by the caller
+def requests_done(text):
     m = re.search(r"(\d+) requests in", text)
     return int(m.group(1)) if m else 0
+
+
+def redis_commands(port):
+    """Commands Redis has processed so far (INFO stats), or -1."""
+    r = subprocess.run(["redis-cli", "-p", str(port), "info", "stats"], capture_output=True,
+                       text=True, timeout=10)
+    m = re.search(r"total_commands_processed:(\d+)", r.stdout)
+    return int(m.group(1)) if m else -1
 
 
 def cost(args, shim):
@@ -158,29 +165,40 @@ def cost(args, shim):
                     print(f"foreign_loops: {target} did not start", file=sys.stderr)
                     return 1
                 time.sleep(2)  # the agent's unwinder warms up; the loops are found
-                c0 = (proc_cpu_ns(off.pid), proc_cpu_ns(on.pid))
                 with open(os.path.join(tmp, "off.txt"), "w") as fo, \
                         open(os.path.join(tmp, "on.txt"), "w") as fn:
-                    lo = run_load(target, p_off, args.seconds, fo)
-                    ln = run_load(target, p_on, args.seconds, fn)
-                    t0 = time.monotonic()
-                    lo.wait()
-                    t_off = time.monotonic() - t0
-                    ln.wait()
-                    t_on = time.monotonic() - t0
-                c1 = (proc_cpu_ns(off.pid), proc_cpu_ns(on.pid))
+                    if target == "redis":
+                        lo = run_load(target, p_off, args.seconds, fo)
+                        ln = run_load(target, p_on, args.seconds, fn)
+                        try:
+                            time.sleep(1)  # both loads connected and running
+                            k0 = (redis_commands(p_off), redis_commands(p_on))
+                            c0 = (proc_cpu_ns(off.pid), proc_cpu_ns(on.pid))
+                            t0 = time.monotonic()
+                            time.sleep(args.seconds)
+                            c1 = (proc_cpu_ns(off.pid), proc_cpu_ns(on.pid))
+                            k1 = (redis_commands(p_off), redis_commands(p_on))
+                            window = time.monotonic() - t0
+                        finally:
+                            stop(lo)
+                            stop(ln)
+                        n_off = k1[0] - k0[0] if min(k0[0], k1[0]) >= 0 else 0
+                        n_on = k1[1] - k0[1] if min(k0[1], k1[1]) >= 0 else 0
+                        rps_off, rps_on = n_off / window, n_on / window
+                    else:
+                        c0 = (proc_cpu_ns(off.pid), proc_cpu_ns(on.pid))
+                        lo = run_load(target, p_off, args.seconds, fo)
+                        ln = run_load(target, p_on, args.seconds, fn)
+                        lo.wait()
+                        ln.wait()
+                        c1 = (proc_cpu_ns(off.pid), proc_cpu_ns(on.pid))
             finally:
                 stop(off)
                 stop(on)
             text_off = open(os.path.join(tmp, "off.txt")).read()
             text_on = open(os.path.join(tmp, "on.txt")).read()
-            if target == "redis":
-                n = int(40000 * args.seconds / 2) * 2
-                n_off = n if requests_done(target, text_off) == 2 else 0
-                n_on = n if requests_done(target, text_on) == 2 else 0
-                rps_off, rps_on = n_off / t_off, n_on / t_on
-            else:
-                n_off, n_on = requests_done(target, text_off), requests_done(target, text_on)
+            if target != "redis":
+                n_off, n_on = requests_done(text_off), requests_done(text_on)
                 rps_off, rps_on = n_off / args.seconds, n_on / args.seconds
             if n_off == 0 or n_on == 0:
                 print(f"foreign_loops: {target}: the load did not run:\n{text_off}\n{text_on}",
