@@ -58,39 +58,35 @@ TEST(ApiQuery, BadRequestsNameTheAcceptedForm) {
 // Found by the http_query fuzz target: request text echoed into the error (a decoded "%0A", a
 // path with control characters) made a message of several lines.
 TEST(ApiQuery, EchoedRequestTextStaysOneBoundedLine) {
-  for (auto [path, query] : {std::pair<std::string, std::string>{"/api/v1/stalls", "limit=%0Aboom"},
-                             {"/api/v1/stalls", "ongoing=%0D%0Ax"},
-                             {std::string("/\0\0\ropps", 8), ""},
-                             {"/api/v1/stacks", "format=" + std::string(500, 'x')},
-                             {"/api/v1/stalls", "%0A=1"}}) {
-    auto r = ParseApiRequest(path, query);
-    ASSERT_FALSE(r.ok());
-    const Status status = r.status();
-    const std::string& m = status.message();
-    EXPECT_EQ(m.find_first_of("\r\n"), std::string::npos) << m;
-    EXPECT_LT(m.size(), 300u) << m;
-  }
-  // The longest forms: /api/v1/calls names 41 calls when call= is wrong, and its accepted form
-  // follows an unknown parameter; each echo is of control bytes (four characters apiece). The
-  // fuzz target holds every message to 512 bytes.
+  using Requests = std::vector<std::pair<std::string, std::string>>;
+  const auto one_line_of_at_most = [](size_t most, const Requests& requests) {
+    for (const auto& [path, query] : requests) {
+      auto r = ParseApiRequest(path, query);
+      ASSERT_FALSE(r.ok()) << path << "?" << query;
+      const Status status = r.status();
+      const std::string& m = status.message();
+      EXPECT_EQ(m.find_first_of("\r\n"), std::string::npos) << m;
+      EXPECT_LE(m.size(), most) << m;
+    }
+  };
+  one_line_of_at_most(300, {{"/api/v1/stalls", "limit=%0Aboom"},
+                            {"/api/v1/stalls", "ongoing=%0D%0Ax"},
+                            {std::string("/\0\0\ropps", 8), ""},
+                            {"/api/v1/stacks", "format=" + std::string(500, 'x')},
+                            {"/api/v1/stalls", "%0A=1"}});
+  // The longest forms: /api/v1/calls names 41 calls when call= is wrong, and the web page's
+  // accepted form follows an unknown parameter; each echo is of control bytes (four characters
+  // apiece). The fuzz target holds every message to 512 bytes.
   std::string controls;
   for (int i = 0; i < 100; ++i) {
     controls += "%01";
   }
-  for (auto [path, query] :
-       {std::pair<std::string, std::string>{"/api/v1/calls", "call=" + controls},
-        {"/api/v1/calls", controls + "=1"},
-        {"/api/v1/stacks", controls + "=1"},
-        {"/", controls + "=1"},
-        {"/ui/app.js", controls + "=1"},
-        {"/api/v1/stalls", controls + "=1"}}) {
-    auto r = ParseApiRequest(path, query);
-    ASSERT_FALSE(r.ok());
-    const Status status = r.status();
-    const std::string& m = status.message();
-    EXPECT_EQ(m.find_first_of("\r\n"), std::string::npos) << m;
-    EXPECT_LE(m.size(), 512u) << m;
-  }
+  one_line_of_at_most(512, {{"/api/v1/calls", "call=" + controls},
+                            {"/api/v1/calls", controls + "=1"},
+                            {"/api/v1/stacks", controls + "=1"},
+                            {"/", controls + "=1"},
+                            {"/ui/app.js", controls + "=1"},
+                            {"/api/v1/stalls", controls + "=1"}});
   auto r = ParseApiRequest("/api/v1/stalls", "limit=%0Aboom");
   EXPECT_NE(r.status().message().find("bad limit '\\x0aboom'"), std::string::npos)
       << r.status().message();
