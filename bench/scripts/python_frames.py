@@ -78,6 +78,9 @@ def blocked_step(ms):
 
 NAMED = CHURN + r'''
 async def main(n, gap):
+    # The agent finds a Python loop at its first wait for events (and starts its watchdog
+    # process then): the first step comes after one.
+    await asyncio.sleep(0.5)
     for _ in range(n):
         print("blocked_step", time.time_ns())
         blocked_step(50)
