@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Python frames in stalls: how often the blocking Python function is named, and a stress run
-(docs/benchmarks.md §10).
+(docs/benchmarks.md §11).
 
   bench/scripts/python_frames.py [--build build] [--stalls 1000] [--stress-seconds 120]
                                  [--off-seconds S] [--keep DIR] [--only named|stress|reads]
