@@ -233,6 +233,10 @@ def stress(args):
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         report_dir = args.keep or tmp
+        os.makedirs(report_dir, exist_ok=True)
+        for name in os.listdir(report_dir):  # an earlier run's sanitizer logs (--keep)
+            if name.startswith(("asan.", "ubsan.")):
+                os.remove(os.path.join(report_dir, name))
         for mode in ("off", "on"):
             seconds = args.stress_seconds if mode == "on" else args.off_seconds
             if seconds is None:
@@ -267,7 +271,8 @@ def stress(args):
             reports += len(re.findall(r"ERROR: AddressSanitizer|runtime error:", r["stderr"]))
     on = results["on"]
     san = sanitizers(args.build)
-    print(f"## stress: the churn for {args.stress_seconds:g} s, threshold 10 ms, agent off then on"
+    print(f"## stress: the churn for {args.stress_seconds:g} s, threshold 10 ms, agent "
+          f"{'off then on' if 'off' in results else 'on'}"
           f" (`{os.path.relpath(args.build, ROOT)}`{', SW_SANITIZE=' + san if san else ''})\n")
     print("| run | seconds | host exit | chunks (host) | chunks/s | host checksum | checksum as "
           "recomputed | stalls | captures | with Python frames |")
