@@ -568,7 +568,7 @@ void Watchdog::NameFromThread(LoopWatch& w, pid_t tid) {
     std::lock_guard<std::mutex> lock(c.snapshot.mu);
     c.snapshot.name = unique;
   }
-  Publish(c);
+  Publish(w);
 }
 
 void Watchdog::OnBaseline(LoopWatch& w, const DetectorEvent& e, int64_t now) {
@@ -682,7 +682,7 @@ void Watchdog::Sample(LoopWatch& w, int64_t now, bool with_stack) {
       std::lock_guard<std::mutex> lock(w.ctx->snapshot.mu);
       w.ctx->snapshot.ongoing = f;
     }
-    Publish(*w.ctx);
+    Publish(w);
     w.emitted_finding = true;
     reporter_->Submit(std::move(f));
   }
@@ -1018,7 +1018,7 @@ void Watchdog::CloseStall(LoopWatch& w, int64_t end_mono, bool estimated, int64_
       snap.recent.pop_front();
     }
   }
-  Publish(*w.ctx);
+  Publish(w);
   w.emitted_finding = true;
   reporter_->Submit(std::move(f));
   w.track.reset();
@@ -1055,7 +1055,7 @@ void Watchdog::EmitWindow(LoopWatch& w, int64_t now) {
     std::lock_guard<std::mutex> lock(w.ctx->snapshot.mu);
     w.ctx->snapshot.last_window = d;
   }
-  Publish(*w.ctx);
+  Publish(w);
   w.emitted_finding = true;
   const double window_s = d.window_s;
   reporter_->Submit(std::move(d));
@@ -1124,9 +1124,10 @@ bool Watchdog::PythonCallSite(const agent::internal::LedgerRow& row, Frame* site
   return true;
 }
 
-void Watchdog::Publish(const LoopContext& c) {
+void Watchdog::Publish(LoopWatch& w) {
+  const LoopContext& c = *w.ctx;
   if (c.served != nullptr) {
-    PublishSnapshot(c.snapshot, &c.served->snapshot);
+    w.snapshot_writer.Publish(c.snapshot, &c.served->snapshot);
   }
 }
 

@@ -35,6 +35,7 @@
 #include "unwinder.h"
 #include "watchdog/delay_window.h"
 #include "watchdog/loop_context.h"
+#include "watchdog/region.h"
 #include "watchdog/sampling_status.h"
 #include "watchdog/self_clock.h"
 #include "watchdog/stack_budget.h"
@@ -105,6 +106,7 @@ struct LoopWatch {
   // kLedgerSlots of them: a site keeps its table entry for the loop's life).
   agent::internal::LedgerCursor ledger_cursor;
   std::unordered_map<uint64_t, Frame> ledger_sites;
+  SnapshotWriter snapshot_writer;  // a watchdog process's: the slot's snapshot
 };
 
 struct WatchdogConfig {
@@ -176,7 +178,7 @@ class Watchdog {
   uint64_t StackSignature(const std::vector<agent::internal::RawFrame>& frames,
                           std::string* top_frame);
   // Publishes the loop's snapshot where a host reads it (a watchdog process's slot).
-  static void Publish(const LoopContext& c);
+  static void Publish(LoopWatch& w);
   int64_t LoopCpu(LoopWatch& w) const;
   // The watchdog's own clocks: wall, CPU and run-queue wait.
   agent::internal::OwnClocks ReadOwnClocks() const;

@@ -12,7 +12,9 @@
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "stallwatch/common/finding_json.h"
 
@@ -74,9 +76,10 @@ void Bump(std::atomic<uint32_t>* word) {
   FutexWakeAll(word);
 }
 
-void PublishSnapshot(const agent::internal::PublishedSnapshot& snap, SharedText* out) {
+void SnapshotWriter::Publish(const agent::internal::PublishedSnapshot& snap, SharedText* out) {
   nlohmann::json j;
-  std::deque<StallFinding> recent;
+  std::vector<uint64_t> ids;
+  std::vector<StallFinding> fresh;  // closed stalls not serialized yet, oldest first
   {
     std::lock_guard<std::mutex> lock(snap.mu);
     j["name"] = snap.name;
@@ -86,25 +89,65 @@ void PublishSnapshot(const agent::internal::PublishedSnapshot& snap, SharedText*
     if (snap.last_window) {
       j["last_window"] = ToJson(*snap.last_window);
     }
-    recent = snap.recent;
-  }
-  std::string text;
-  for (;;) {
-    nlohmann::json arr = nlohmann::json::array();
-    for (const auto& f : recent) {
-      arr.push_back(ToJson(f));
+    ids.reserve(snap.recent.size());
+    size_t kept = 0;  // recent_ and snap.recent are both in closing order
+    for (const StallFinding& f : snap.recent) {
+      ids.push_back(f.stall_id);
+      while (kept < recent_.size() && recent_[kept].first != f.stall_id) {
+        ++kept;
+      }
+      if (kept == recent_.size()) {
+        fresh.push_back(f);
+      }
     }
-    j["recent"] = std::move(arr);
-    text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    if (text.size() <= kSnapshotBytes || recent.empty()) {
-      break;
-    }
-    recent.pop_front();  // the oldest closed stalls go first
   }
-  if (text.size() > kSnapshotBytes) {
+  // Keep the texts still in use, in the snapshot's order; serialize the new ones.
+  std::deque<std::pair<uint64_t, std::string>> texts;
+  size_t kept = 0, next_fresh = 0;
+  for (const uint64_t id : ids) {
+    while (kept < recent_.size() && recent_[kept].first != id) {
+      ++kept;
+    }
+    if (kept < recent_.size()) {
+      texts.emplace_back(id, std::move(recent_[kept].second));
+      ++kept;
+    } else if (next_fresh < fresh.size()) {
+      texts.emplace_back(id, ToJson(fresh[next_fresh++])
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
+  }
+  recent_ = std::move(texts);
+
+  // {"name":…,…,"recent":[oldest,…,newest]}: the head without its closing brace, then the array.
+  std::string head = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  head.pop_back();
+  static constexpr std::string_view kRecentKey = ",\"recent\":[";
+  size_t first = 0;  // the oldest stall that fits
+  size_t size = head.size() + kRecentKey.size() + 2;
+  for (const auto& t : recent_) {
+    size += t.second.size() + 1;
+  }
+  while (size > kSnapshotBytes && first < recent_.size()) {
+    size -= recent_[first++].second.size() + 1;
+  }
+  if (size > kSnapshotBytes) {
     return;
   }
+  std::string text = std::move(head);
+  text.reserve(size);
+  text += kRecentKey;
+  for (size_t i = first; i < recent_.size(); ++i) {
+    if (i > first) {
+      text += ',';
+    }
+    text += recent_[i].second;
+  }
+  text += "]}";
   PublishText(out, text);
+}
+
+void PublishSnapshot(const agent::internal::PublishedSnapshot& snap, SharedText* out) {
+  SnapshotWriter().Publish(snap, out);
 }
 
 void PullSnapshot(const SharedText& shared, agent::internal::PublishedSnapshot* snap) {

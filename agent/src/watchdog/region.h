@@ -10,7 +10,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <string>
+#include <utility>
 
 #include "loop_state.h"
 #include "watchdog/published_snapshot.h"
@@ -84,8 +86,25 @@ void FutexWait(std::atomic<uint32_t>* word, uint32_t seen, int64_t timeout_ns);
 // Tells the other side something changed: increments `word` and wakes its waiters.
 void Bump(std::atomic<uint32_t>* word);
 
-// Watchdog process: writes `snap` (copied under its lock) as JSON into `out`; the oldest closed
-// stalls are left out when it would not fit.
+// Watchdog process: writes a loop's snapshot as JSON into its slot; the oldest closed stalls are
+// left out when it would not fit. A closed stall never changes, so the JSON of each is made once
+// and kept while it is among the snapshot's recent stalls: a publish serializes the name, the
+// ongoing stall and the last window, and copies the rest. (Serializing the 64 recent stalls of a
+// Python loop, 4-8 KiB each, on every sample took the watchdog 20-250 ms a look, during which
+// whole stalls went by unseen.)
+//
+// Threading: one writer per loop, on the watchdog thread; Publish() copies from `snap` under its
+// lock and serializes outside it.
+class SnapshotWriter {
+ public:
+  void Publish(const agent::internal::PublishedSnapshot& snap, SharedText* out);
+
+ private:
+  // The JSON of the stalls in the snapshot's `recent` at the last publish, oldest first.
+  std::deque<std::pair<uint64_t, std::string>> recent_;
+};
+
+// As SnapshotWriter::Publish with nothing kept (a loop's first and last publish).
 void PublishSnapshot(const agent::internal::PublishedSnapshot& snap, SharedText* out);
 // Host: replaces `snap`'s contents with what the watchdog process published in `text` (nothing
 // changes while it has published nothing readable).
