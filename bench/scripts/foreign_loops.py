@@ -15,6 +15,8 @@ cost: for Tornado hello (examples/tornado_seed.py, /usr/bin/python3), redis-serv
   leave the slower server running alone at the end, on a CPU it no longer shares, where each
   wait finds fewer requests — a cost per request the other server never pays.
   off/on CPU per request is the throughput ratio a CPU-bound server would see (target >= 0.99).
+  The agent runs with its default settings (threshold 50 ms, a report every 10 s), its findings
+  written to a file.
 accuracy: injected blocks of known length on the loop — Redis `DEBUG SLEEP`, `time.sleep` in an
   asyncio callback, a busy loop in Node — and what the agent reports for each: the closed stall's
   duration against the injected one (error), and the detection latency (the duration of the
@@ -90,12 +92,14 @@ def stop(p):
             p.wait()
 
 
-def agent_env(shim, findings, threshold="50ms"):
+def agent_env(shim, findings, threshold="50ms", report_interval="1s"):
+    """The agent's environment: findings to a file; report_interval None keeps the default."""
     env = dict(os.environ)
     env["LD_PRELOAD"] = shim
     env["STALLWATCH_ENDPOINT"] = "file:" + findings
     env["STALLWATCH_THRESHOLD"] = threshold
-    env["STALLWATCH_REPORT_INTERVAL"] = "1s"
+    if report_interval is not None:
+        env["STALLWATCH_REPORT_INTERVAL"] = report_interval
     return env
 
 
@@ -159,7 +163,8 @@ def cost(args, shim):
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             on = subprocess.Popen(["taskset", "-c", "0"] + server_cmd(target, p_on),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env=agent_env(shim, os.path.join(tmp, "findings.jsonl")))
+                                  env=agent_env(shim, os.path.join(tmp, "findings.jsonl"),
+                                                report_interval=None))
             try:
                 if not (wait_port(p_off) and wait_port(p_on)):
                     print(f"foreign_loops: {target} did not start", file=sys.stderr)
