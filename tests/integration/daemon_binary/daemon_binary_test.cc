@@ -32,7 +32,9 @@ Result Stallwatchd(const std::string& args) {
 
 size_t Lines(const std::string& s) {
   size_t n = 0;
-  for (char c : s) n += c == '\n';
+  for (char c : s) {
+    n += c == '\n' ? 1 : 0;
+  }
   return n;
 }
 
@@ -45,7 +47,7 @@ class TempDir {
   ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
   const std::string& path() const { return path_; }
   std::string Write(const std::string& name, const std::string& text) const {
-    const std::string file = path_ + "/" + name;
+    std::string file = path_ + "/" + name;
     std::ofstream(file) << text;
     return file;
   }
@@ -168,9 +170,11 @@ TEST(StallwatchdBinary, ConfigOfKnownKeysStarts) {
   bool started = false;
   int status = 0;
   for (int i = 0; i < 200 && !started; ++i) {
-    struct stat st;
+    struct stat st {};
     started = stat(socket.c_str(), &st) == 0;
-    if (!started && waitpid(pid, &status, WNOHANG) == pid) break;
+    if (!started && waitpid(pid, &status, WNOHANG) == pid) {
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (!started) {
