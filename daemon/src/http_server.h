@@ -1,6 +1,6 @@
 #pragma once
 // The daemon's one HTTP listener (libevent evhttp): /metrics in the Prometheus text format
-// (prometheus-cpp's registry and TextSerializer) or, when the scraper's Accept header asks for
+// (prometheus-cpp's TextSerializer) or, when the scraper's Accept header asks for
 // it, in OpenMetrics with exemplars; the JSON API, the web UI and /healthz.
 //
 // Threading: created, used and destroyed on the daemon's loop thread.

@@ -467,6 +467,9 @@ struct Registry::ProcMetrics {
   // The process's series of family `f`, built now (defined after LoopSeries); none when the
   // process has no series of it (no loops yet, no blocking call): the family is left out.
   std::vector<prometheus::MetricFamily> Collect(unsigned f) const;
+  // The OpenMetrics lines of the stall durations of the process's loops, with their exemplars
+  // (defined after LoopSeries).
+  void AppendStallDurationOpenMetrics(std::string* out) const;
   // Every family of this process that has series, in the exposition's order.
   std::vector<prometheus::MetricFamily> CollectAll() const {
     std::vector<prometheus::MetricFamily> all;
@@ -779,6 +782,12 @@ std::vector<prometheus::MetricFamily> Registry::ProcMetrics::Collect(unsigned f)
   return {std::move(fam)};
 }
 
+void Registry::ProcMetrics::AppendStallDurationOpenMetrics(std::string* out) const {
+  for (const LoopSeries* s : loops) {
+    s->AppendStallDurationOpenMetrics(out);
+  }
+}
+
 void Registry::SeriesDeleter::operator()(Metrics* m) const { delete m; }
 void Registry::SeriesDeleter::operator()(LoopSeries* s) const { delete s; }
 
@@ -939,11 +948,11 @@ bool Registry::RefreshText(ProcMetrics& m) {
       }
       TextPiece& header = family_headers_[f];
       if (!header.owner) {
+        const prometheus::MetricFamily empty = ProcMetrics::EmptyFamily(f);
         auto h = std::make_shared<std::string>();
-        Serialize({prometheus::MetricFamily{fams[0].name, fams[0].help, fams[0].type, {}}},
-                  h.get());
+        Serialize({empty}, h.get());
         header = TextPiece{h, *h};
-        auto om = std::make_shared<std::string>(OpenMetricsHeader(fams[0]));
+        auto om = std::make_shared<std::string>(OpenMetricsHeader(empty));
         family_om_headers_[f] = TextPiece{om, *om};
       }
       Serialize(fams, &fresh[f]);
@@ -1045,7 +1054,7 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out, Format format
           // Written at each such scrape: the cache holds the text format's lines only (a second
           // cached copy would hold ~1.3 KiB per loop for good).
           auto text = std::make_shared<std::string>();
-          StallDurationOpenMetrics(key, text.get());
+          p.metrics->AppendStallDurationOpenMetrics(text.get());
           out->push_back(TextPiece{text, *text});
           continue;
         }
@@ -1062,18 +1071,6 @@ void Registry::MetricsPieces(Now now, std::vector<TextPiece>* out, Format format
     Serialize(metrics_->registry.Collect(), own.get());
   }
   out->push_back(TextPiece{own, *own});
-}
-
-void Registry::StallDurationOpenMetrics(const ProcKey& key, std::string* out) const {
-  // loops_ is ordered by (service, pid, loop): the process's loops are contiguous.
-  for (auto it = loops_.lower_bound(LoopKey{key.first, key.second, std::string()});
-       it != loops_.end() && std::get<0>(it->first) == key.first &&
-       std::get<1>(it->first) == key.second;
-       ++it) {
-    if (it->second.series) {
-      it->second.series->AppendStallDurationOpenMetrics(out);
-    }
-  }
 }
 
 void Registry::WriteMetrics(std::ostream& out, Now now, Format format) {

@@ -326,8 +326,6 @@ class Registry {
   void WriteUncached(std::ostream& out);
   static const std::vector<std::string>& ProcFamilyNames();  // in the exposition's order
   void WriteUncachedOpenMetrics(std::string* out);
-  // The OpenMetrics text of the stall durations of the loops of process `key`, with exemplars.
-  void StallDurationOpenMetrics(const ProcKey& key, std::string* out) const;
 
   // The JSON API (api_json.cc).
   nlohmann::json StallJsonAt(const StallFinding& f, Now now) const;
