@@ -78,8 +78,10 @@ void Bump(std::atomic<uint32_t>* word) {
 
 void SnapshotWriter::Publish(const agent::internal::PublishedSnapshot& snap, SharedText* out) {
   nlohmann::json j;
-  std::vector<uint64_t> ids;
-  std::vector<StallFinding> fresh;  // closed stalls not serialized yet, oldest first
+  // The snapshot's recent stalls, oldest first: the texts kept from the last publish, and a
+  // place for each stall not serialized yet (`fresh`: where, and a copy made under the lock).
+  std::deque<std::pair<uint64_t, std::string>> texts;
+  std::vector<std::pair<size_t, StallFinding>> fresh;
   {
     std::lock_guard<std::mutex> lock(snap.mu);
     j["name"] = snap.name;
@@ -89,32 +91,21 @@ void SnapshotWriter::Publish(const agent::internal::PublishedSnapshot& snap, Sha
     if (snap.last_window) {
       j["last_window"] = ToJson(*snap.last_window);
     }
-    ids.reserve(snap.recent.size());
     size_t kept = 0;  // recent_ and snap.recent are both in closing order
     for (const StallFinding& f : snap.recent) {
-      ids.push_back(f.stall_id);
       while (kept < recent_.size() && recent_[kept].first != f.stall_id) {
         ++kept;
       }
-      if (kept == recent_.size()) {
-        fresh.push_back(f);
+      if (kept < recent_.size()) {
+        texts.emplace_back(f.stall_id, std::move(recent_[kept++].second));
+      } else {
+        fresh.emplace_back(texts.size(), f);
+        texts.emplace_back(f.stall_id, std::string());
       }
     }
   }
-  // Keep the texts still in use, in the snapshot's order; serialize the new ones.
-  std::deque<std::pair<uint64_t, std::string>> texts;
-  size_t kept = 0, next_fresh = 0;
-  for (const uint64_t id : ids) {
-    while (kept < recent_.size() && recent_[kept].first != id) {
-      ++kept;
-    }
-    if (kept < recent_.size()) {
-      texts.emplace_back(id, std::move(recent_[kept].second));
-      ++kept;
-    } else if (next_fresh < fresh.size()) {
-      texts.emplace_back(id, ToJson(fresh[next_fresh++])
-                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    }
+  for (const auto& [at, f] : fresh) {
+    texts[at].second = ToJson(f).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   recent_ = std::move(texts);
 
