@@ -4,6 +4,8 @@
 #include <cctype>
 #include <string_view>
 
+#include "stallwatch/common/ascii.h"
+
 namespace stallwatch::cli {
 
 namespace {
@@ -11,13 +13,6 @@ namespace {
 constexpr size_t kMaxHeaderBytes = size_t{64} * 1024;
 
 using Parse = ParseResult;
-
-bool IEquals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
@@ -76,7 +71,7 @@ ParseResult ParseResponseHead(const std::string& in, ResponseHead* h) {
     }
     std::string_view name = line.substr(0, colon);
     std::string_view value = Trim(line.substr(colon + 1));
-    if (IEquals(name, "content-length")) {
+    if (EqualsIgnoreCase(name, "content-length")) {
       int64_t v = 0;
       for (char c : value) {
         if (c < '0' || c > '9') {
@@ -85,13 +80,13 @@ ParseResult ParseResponseHead(const std::string& in, ResponseHead* h) {
         v = v * 10 + (c - '0');
       }
       h->content_length = v;
-    } else if (IEquals(name, "transfer-encoding")) {
+    } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
       h->chunked = value.find("chunked") != std::string_view::npos;
-    } else if (IEquals(name, "connection")) {
-      if (IEquals(value, "close")) {
+    } else if (EqualsIgnoreCase(name, "connection")) {
+      if (EqualsIgnoreCase(value, "close")) {
         h->close = true;
       }
-      if (IEquals(value, "keep-alive")) {
+      if (EqualsIgnoreCase(value, "keep-alive")) {
         h->close = false;
       }
     }

@@ -5,7 +5,6 @@
 #include <sys/queue.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <limits>
 #include <optional>
 
+#include "stallwatch/common/ascii.h"
 #include "stallwatch/common/blocking_calls.h"
 #include "stallwatch/common/defaults.h"
 #include "stallwatch/common/log_text.h"
@@ -302,13 +302,6 @@ std::string_view Trim(std::string_view s) {
     return {};
   }
   return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 }  // namespace
