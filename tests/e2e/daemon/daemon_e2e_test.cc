@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -128,40 +129,68 @@ json Query(int port, const std::string& promql) {
 
 double Value(const json& sample) { return std::stod(sample["value"][1].get<std::string>()); }
 
+// stallwatchd on a private agent socket and a free loopback port, and Debian's Prometheus
+// scraping it every second, in a fresh directory that holds their logs. Both stop with the
+// object (or before, by their Stop); the directory is removed when the test passed.
+struct ScrapedDaemon {
+  std::string dir;
+  std::string sock;
+  int http_port = FreePort();
+  int prom_port = FreePort();
+  std::unique_ptr<Child> daemon;
+  std::unique_ptr<Child> prometheus;
+
+  // `prometheus_flags` are added to Prometheus's command line.
+  void Start(const std::string& log_level, const std::vector<std::string>& prometheus_flags) {
+    char tmpl[] = "/tmp/swe2e.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    sock = dir + "/run/agent.sock";
+    daemon = std::make_unique<Child>(
+        std::vector<std::string>{SW_STALLWATCHD, "--agent-socket", sock, "--http-listen",
+                                 "127.0.0.1:" + std::to_string(http_port), "--log-level",
+                                 log_level},
+        dir + "/stallwatchd.log");
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          int st = 0;
+          return HttpGet(http_port, "/healthz", &st) == "ok\n" && st == 200;
+        },
+        20s))
+        << "stallwatchd did not come up; see " << dir << "/stallwatchd.log";
+    {
+      std::ofstream cfg(dir + "/prometheus.yml");
+      cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+          << "scrape_configs:\n  - job_name: stallwatch\n    static_configs:\n"
+          << "      - targets: ['127.0.0.1:" << http_port << "']\n";
+    }
+    std::vector<std::string> argv = {kPrometheus, "--config.file=" + dir + "/prometheus.yml",
+                                     "--storage.tsdb.path=" + dir + "/data",
+                                     "--web.listen-address=127.0.0.1:" + std::to_string(prom_port),
+                                     "--log.level=warn"};
+    argv.insert(argv.end(), prometheus_flags.begin(), prometheus_flags.end());
+    prometheus = std::make_unique<Child>(std::move(argv), dir + "/prometheus.log");
+  }
+  ~ScrapedDaemon() {
+    prometheus.reset();
+    daemon.reset();
+    if (!dir.empty() && !::testing::Test::HasFailure()) {
+      std::filesystem::remove_all(dir);
+    }
+  }
+};
+
 TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
   if (::access(kPrometheus, X_OK) != 0 || ::access(kPromtool, X_OK) != 0) {
     GTEST_SKIP() << "needs Debian's prometheus package (" << kPrometheus << ", " << kPromtool
                  << ")";
   }
-  char tmpl[] = "/tmp/swe2e.XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  const std::string sock = dir + "/run/agent.sock";
-  const int http_port = FreePort();
-  const int prom_port = FreePort();
-
-  Child daemon({SW_STALLWATCHD, "--agent-socket", sock, "--http-listen",
-                "127.0.0.1:" + std::to_string(http_port), "--log-level", "debug"},
-               dir + "/stallwatchd.log");
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        int st = 0;
-        return HttpGet(http_port, "/healthz", &st) == "ok\n" && st == 200;
-      },
-      20s))
-      << "stallwatchd did not come up; see " << dir << "/stallwatchd.log";
-
-  {
-    std::ofstream cfg(dir + "/prometheus.yml");
-    cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        << "scrape_configs:\n  - job_name: stallwatch\n    static_configs:\n"
-        << "      - targets: ['127.0.0.1:" << http_port << "']\n";
-  }
-  Child prometheus(
-      {kPrometheus, "--config.file=" + dir + "/prometheus.yml",
-       "--storage.tsdb.path=" + dir + "/data",
-       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port), "--log.level=warn"},
-      dir + "/prometheus.log");
+  ScrapedDaemon e2e;
+  ASSERT_NO_FATAL_FAILURE(e2e.Start("debug", {}));
+  const std::string& dir = e2e.dir;
+  const std::string& sock = e2e.sock;
+  const int http_port = e2e.http_port;
+  const int prom_port = e2e.prom_port;
 
   // The instrumented program: one 300 ms CPU stall and one 200 ms sleep on its loop.
   Child demo({SW_STALL_DEMO}, dir + "/stall_demo.log",
@@ -216,7 +245,7 @@ TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
 
   // A SIGSTOPped daemon changes nothing for the host: the demo runs and exits as before, its
   // stalls are the injected ones only. (Its findings wait in the socket buffer.)
-  ::kill(daemon.pid(), SIGSTOP);
+  ::kill(e2e.daemon->pid(), SIGSTOP);
   const auto t0 = std::chrono::steady_clock::now();
   Child frozen_demo(
       {SW_STALL_DEMO}, dir + "/stall_demo_stopped.log",
@@ -224,7 +253,7 @@ TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
   EXPECT_EQ(frozen_demo.Wait(30s), 0) << "see " << dir << "/stall_demo_stopped.log";
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_LT(took, 10s) << "the demo takes ~1.5 s; a stopped daemon must not hold it";
-  ::kill(daemon.pid(), SIGCONT);
+  ::kill(e2e.daemon->pid(), SIGCONT);
   // Once it runs again, the daemon catches up with what the agent left in the socket.
   EXPECT_TRUE(WaitFor(
       [&] {
@@ -233,13 +262,10 @@ TEST(DaemonE2E, PrometheusScrapesStallsAndDelayFromTheDaemon) {
       },
       20s));
 
-  EXPECT_EQ(prometheus.Stop(), 0);
-  EXPECT_EQ(daemon.Stop(), 0) << "SIGTERM stops stallwatchd cleanly";
+  EXPECT_EQ(e2e.prometheus->Stop(), 0);
+  EXPECT_EQ(e2e.daemon->Stop(), 0) << "SIGTERM stops stallwatchd cleanly";
   struct stat st {};
   EXPECT_NE(::lstat(sock.c_str(), &st), 0) << "the daemon removed its socket";
-  if (!::testing::Test::HasFailure()) {
-    std::filesystem::remove_all(dir);
-  }
 }
 
 // The exemplar round trip: Prometheus (exemplar storage on) scrapes the daemon, which answers
@@ -250,29 +276,12 @@ TEST(DaemonE2E, PrometheusExemplarsNameStallsTheDaemonResolves) {
   if (::access(kPrometheus, X_OK) != 0) {
     GTEST_SKIP() << "needs Debian's prometheus package (" << kPrometheus << ")";
   }
-  char tmpl[] = "/tmp/swe2e.XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  const std::string sock = dir + "/run/agent.sock";
-  const int http_port = FreePort();
-  const int prom_port = FreePort();
-
-  Child daemon({SW_STALLWATCHD, "--agent-socket", sock, "--http-listen",
-                "127.0.0.1:" + std::to_string(http_port), "--log-level", "info"},
-               dir + "/stallwatchd.log");
-  ASSERT_TRUE(WaitFor([&] { return HttpGet(http_port, "/healthz") == "ok\n"; }, 20s))
-      << "stallwatchd did not come up; see " << dir << "/stallwatchd.log";
-  {
-    std::ofstream cfg(dir + "/prometheus.yml");
-    cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        << "scrape_configs:\n  - job_name: stallwatch\n    static_configs:\n"
-        << "      - targets: ['127.0.0.1:" << http_port << "']\n";
-  }
-  Child prometheus(
-      {kPrometheus, "--config.file=" + dir + "/prometheus.yml",
-       "--storage.tsdb.path=" + dir + "/data", "--enable-feature=exemplar-storage",
-       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port), "--log.level=warn"},
-      dir + "/prometheus.log");
+  ScrapedDaemon e2e;
+  ASSERT_NO_FATAL_FAILURE(e2e.Start("info", {"--enable-feature=exemplar-storage"}));
+  const std::string& dir = e2e.dir;
+  const std::string& sock = e2e.sock;
+  const int http_port = e2e.http_port;
+  const int prom_port = e2e.prom_port;
 
   // One 300 ms CPU stall and one 200 ms sleep: two closed stalls, in two buckets.
   Child demo({SW_STALL_DEMO}, dir + "/stall_demo.log",
@@ -347,11 +356,8 @@ TEST(DaemonE2E, PrometheusExemplarsNameStallsTheDaemonResolves) {
   }
   EXPECT_GE(ids.size(), 2u) << found.dump();
 
-  EXPECT_EQ(prometheus.Stop(), 0);
-  EXPECT_EQ(daemon.Stop(), 0);
-  if (!::testing::Test::HasFailure()) {
-    std::filesystem::remove_all(dir);
-  }
+  EXPECT_EQ(e2e.prometheus->Stop(), 0);
+  EXPECT_EQ(e2e.daemon->Stop(), 0);
 }
 
 }  // namespace
