@@ -160,7 +160,11 @@ int OnFrame(Dwfl_Frame* state, void* arg) {
   if (pc == 0) {
     return DWARF_CB_ABORT;
   }
-  c->out->push_back(RawFrame{pc, activation});
+  Dwarf_Word sp = 0;
+  if (dwfl_frame_reg(state, 7, &sp) != 0) {  // rsp
+    sp = 0;
+  }
+  c->out->push_back(RawFrame{pc, activation, sp});
   return c->out->size() >= c->max ? DWARF_CB_ABORT : DWARF_CB_OK;
 }
 
@@ -282,9 +286,17 @@ bool Unwinder::EndsAtRoot(const std::vector<RawFrame>& frames) {
          fn.find("start_thread") != std::string::npos || fn.find("clone") != std::string::npos;
 }
 
+bool Unwinder::InModule(uint64_t address) {
+  Dwfl_Module* m = dwfl_addrmodule(dwfl_, address);
+  Dwarf_Addr low = 0, high = 0;
+  return m != nullptr &&
+         dwfl_module_info(m, nullptr, &low, &high, nullptr, nullptr, nullptr, nullptr) != nullptr &&
+         address >= low && address < high;
+}
+
 bool Unwinder::AllInModules(const std::vector<RawFrame>& frames) {
   for (const auto& f : frames) {
-    if (dwfl_addrmodule(dwfl_, f.activation ? f.pc : f.pc - 1) == nullptr) {
+    if (!InModule(f.activation ? f.pc : f.pc - 1)) {
       return false;
     }
   }
@@ -305,13 +317,17 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
     return frames;
   }
 
-  // Stopped with an error from sp/pc alone: look for frame records on the (stable) stack.
+  // Stopped with an error from sp/pc alone: look for frame records on the (stable) stack. The
+  // first frame that needs rbp keeps its record at or above its own stack pointer, so the scan
+  // starts at the outermost unwound frame's sp: the words below it are the dead frames of
+  // earlier calls, whose stale records would skip live frames.
+  const uint64_t scan_from = frames.back().sp >= in.sp ? frames.back().sp : in.sp;
   constexpr size_t kScanBytes = size_t{64} * 1024;
   constexpr int kMaxCandidates = 12;
   std::vector<uint64_t> words(kScanBytes / 8);
   size_t got = 0;
   for (size_t off = 0; off < kScanBytes; off += 4096) {
-    const uint64_t addr = in.sp + off;
+    const uint64_t addr = scan_from + off;
     const size_t len = std::min<size_t>(4096 - (addr % 4096), kScanBytes - off);
     iovec local{reinterpret_cast<char*>(words.data()) + off, len};
     iovec remote{reinterpret_cast<void*>(addr), len};  // NOLINT(performance-no-int-to-ptr)
@@ -327,13 +343,13 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
   std::vector<RawFrame> best = frames, attempt;
   bool best_root = false;
   for (size_t i = 0; i + 1 < n && tried < kMaxCandidates; ++i) {
-    const uint64_t a = in.sp + i * 8;
+    const uint64_t a = scan_from + i * 8;
     const uint64_t next = words[i], ret = words[i + 1];
     if (next <= a || next >= a + (1u << 20) || (next & 7) != 0) {
       continue;
     }
-    if (dwfl_addrmodule(dwfl_, ret - 1) == nullptr) {
-      continue;
+    if (!InModule(ret - 1)) {
+      continue;  // a stack address kept in a local is not a return address
     }
     ++tried;
     UnwindInput retry = in;

@@ -46,6 +46,7 @@ struct UnwindInput {
 struct RawFrame {
   uint64_t pc = 0;
   bool activation = false;  // pc is exact (the interrupted instruction), not a return address
+  uint64_t sp = 0;          // the frame's stack pointer, when the unwind knows it (else 0)
 };
 
 // The target of the direct near call (x86-64 `call rel32`, E8 + 4 bytes) that ends at
@@ -106,6 +107,9 @@ class Unwinder {
   // One sentence for the stall's hint about the first tail call outside libc and the dynamic
   // loader ("" when there is none).
   std::string TailCallNote(const std::vector<RawFrame>& frames);
+  // Whether `address` lies inside a reported module's own address range. dwfl_addrmodule alone
+  // also answers for addresses past the last module (the stack, on libdw 0.188).
+  bool InModule(uint64_t address);
   // Re-reads the module list (after dlopen); rate-limited by the caller.
   void Refresh();
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -50,6 +51,22 @@ TEST(Unwinder, GarbageStackPointerNearTheTopOfTheAddressSpaceFailsCleanly) {
     EXPECT_GE(ok->size(), 1u);
     EXPECT_EQ((*ok)[0].pc, regs[16]);
   }
+}
+
+// The stack scan takes a word pair for a frame record only when the second word is a return
+// address in a module: a stack address kept in a local (next to a saved rbp) is not one, though
+// libdw's dwfl_addrmodule alone answers it with the last module mapped below the stack.
+TEST(Unwinder, OnlyAddressesInsideAModuleCountAsInAModule) {
+  Unwinder u;
+  ASSERT_TRUE(u.Init().ok());
+  int on_stack = 0;
+  const auto heap = std::make_unique<int>(0);
+  EXPECT_TRUE(u.InModule(reinterpret_cast<uint64_t>(&SomeFunction)));
+  EXPECT_TRUE(u.InModule(reinterpret_cast<uint64_t>(&std::memcpy)));  // libc
+  EXPECT_FALSE(u.InModule(reinterpret_cast<uint64_t>(&on_stack)));
+  EXPECT_FALSE(u.InModule(reinterpret_cast<uint64_t>(heap.get())));
+  EXPECT_FALSE(u.InModule(0));
+  EXPECT_FALSE(u.InModule(~uint64_t{0}));
 }
 
 TEST(DirectCallTarget, DecodesCallRel32AndNothingElse) {
@@ -143,7 +160,9 @@ TEST(Unwinder, FindsATailCallIntoLibcThroughThePltOnABlockedThread) {
   for (int i = 0; i < 500; ++i) {  // up to 5 s for the thread to block in read()
     if (tid.load() != 0) {
       sys = platform::ReadThreadSyscall(tid.load());
-      if (sys && !sys->running && sys->nr == SYS_read) break;
+      if (sys && !sys->running && sys->nr == SYS_read) {
+        break;
+      }
     }
     sys.reset();
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
