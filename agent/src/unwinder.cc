@@ -146,8 +146,9 @@ const Dwfl_Thread_Callbacks kThreadCallbacks = {
 };
 
 struct FrameCollector {
-  std::vector<RawFrame>* out;
-  size_t max;
+  std::vector<RawFrame>* out = nullptr;
+  size_t max = 0;
+  uint64_t last_sp = 0;  // the stack pointer of the last frame collected (0: unknown)
 };
 
 int OnFrame(Dwfl_Frame* state, void* arg) {
@@ -161,10 +162,8 @@ int OnFrame(Dwfl_Frame* state, void* arg) {
     return DWARF_CB_ABORT;
   }
   Dwarf_Word sp = 0;
-  if (dwfl_frame_reg(state, 7, &sp) != 0) {  // rsp
-    sp = 0;
-  }
-  c->out->push_back(RawFrame{pc, activation, sp});
+  c->last_sp = dwfl_frame_reg(state, 7, &sp) == 0 ? sp : 0;  // rsp
+  c->out->push_back(RawFrame{pc, activation});
   return c->out->size() >= c->max ? DWARF_CB_ABORT : DWARF_CB_OK;
 }
 
@@ -264,12 +263,16 @@ void Unwinder::Refresh() {
   Warm();
 }
 
-int Unwinder::UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out) {
+int Unwinder::UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out,
+                         uint64_t* outer_sp) {
   out->clear();
   FrameCollector collector{out, max_frames};
   current_ = &in;
   const int rc = dwfl_getthread_frames(dwfl_, in.tid, OnFrame, &collector);
   current_ = nullptr;
+  if (outer_sp != nullptr) {
+    *outer_sp = collector.last_sp;
+  }
   return out->size() >= max_frames ? 0 : rc;
 }
 
@@ -308,7 +311,8 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
     return UnavailableError("unwinder not initialised");
   }
   std::vector<RawFrame> frames;
-  const int rc = UnwindOnce(in, max_frames, &frames);
+  uint64_t outer_sp = 0;
+  const int rc = UnwindOnce(in, max_frames, &frames, &outer_sp);
   if (frames.empty()) {
     return InternalError(std::string("unwind failed: ") + dwfl_errmsg(-1));
   }
@@ -321,7 +325,7 @@ StatusOr<std::vector<RawFrame>> Unwinder::Unwind(const UnwindInput& in, size_t m
   // first frame that needs rbp keeps its record at or above its own stack pointer, so the scan
   // starts at the outermost unwound frame's sp: the words below it are the dead frames of
   // earlier calls, whose stale records would skip live frames.
-  const uint64_t scan_from = frames.back().sp >= in.sp ? frames.back().sp : in.sp;
+  const uint64_t scan_from = std::max(outer_sp, in.sp);
   constexpr size_t kScanBytes = size_t{64} * 1024;
   constexpr int kMaxCandidates = 12;
   std::vector<uint64_t> words(kScanBytes / 8);

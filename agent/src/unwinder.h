@@ -46,7 +46,6 @@ struct UnwindInput {
 struct RawFrame {
   uint64_t pc = 0;
   bool activation = false;  // pc is exact (the interrupted instruction), not a return address
-  uint64_t sp = 0;          // the frame's stack pointer, when the unwind knows it (else 0)
 };
 
 // The target of the direct near call (x86-64 `call rel32`, E8 + 4 bytes) that ends at
@@ -125,7 +124,9 @@ class Unwinder {
   // The symbol name at pc from the ELF symbol table only (cheap; mangled).
   std::string FunctionName(uint64_t pc);
   // One unwind attempt; returns dwfl_getthread_frames' result (0: reached the outermost frame).
-  int UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out);
+  // *outer_sp (optional): the outermost frame's stack pointer, 0 when the unwind does not know it.
+  int UnwindOnce(const UnwindInput& in, size_t max_frames, std::vector<RawFrame>* out,
+                 uint64_t* outer_sp = nullptr);
   bool AllInModules(const std::vector<RawFrame>& frames);
   // Whether the outermost frame is a thread's root (_start, __libc_start_*, start_thread, clone).
   bool EndsAtRoot(const std::vector<RawFrame>& frames);
